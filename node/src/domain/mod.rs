@@ -1,0 +1,1 @@
+//! Center-local domain logic (pure: no IO, no axum).

@@ -1,0 +1,3 @@
+//! The center server: storage, domain, HTTP API, web UI, outbox, supervisors.
+
+pub mod domain;

@@ -1,0 +1,1 @@
+//! Domain value types and rules shared by node and hub.
