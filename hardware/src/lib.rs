@@ -4,4 +4,5 @@
 //! This crate knows nothing of the node: drivers publish their latest state on watch
 //! channels and take commands on mpsc channels; wire formats are sans-IO modules.
 
+pub mod modem;
 pub mod pty;

@@ -43,8 +43,12 @@ impl PtyMaster {
             FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
         )
         .map_err(io::Error::from)?;
+        // SAFETY: `master` is an `OwnedFd` moved into the `AsyncFd`, so the descriptor is
+        // open, is not closed or replaced elsewhere, and `as_raw_fd` always returns it
+        // for the whole life of the `AsyncFd`.
+        let fd = unsafe { AsyncFd::register(master) }?;
         Ok(Self {
-            fd: AsyncFd::new(master)?,
+            fd,
             _slave: slave,
             path,
         })
