@@ -7,3 +7,4 @@
 //! timeouts.
 
 pub mod at;
+pub mod status;
