@@ -7,4 +7,5 @@
 //! timeouts.
 
 pub mod at;
+pub mod sms;
 pub mod status;
