@@ -5,4 +5,5 @@
 //! channels and take commands on mpsc channels; wire formats are sans-IO modules.
 
 pub mod modem;
+pub mod power;
 pub mod pty;
