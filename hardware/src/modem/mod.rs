@@ -7,5 +7,11 @@
 //! timeouts.
 
 pub mod at;
+pub mod driver;
 pub mod sms;
 pub mod status;
+pub mod tcp;
+
+pub use driver::{ModemHandle, ModemSettings, SmsSendError};
+pub use status::{ModemState, ModemStatus};
+pub use tcp::{ModemTcpStream, Quectel, SocketDialect, TcpError};
