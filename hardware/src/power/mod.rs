@@ -9,6 +9,9 @@
 //! samples. Nothing here knows about configuration files or the node: callers hand in
 //! plain settings structs.
 
+pub mod generator;
+pub mod model;
+pub mod policy;
 pub mod vedirect;
 pub mod voltronic;
 
