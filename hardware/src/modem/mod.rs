@@ -15,3 +15,4 @@ pub mod tcp;
 pub use driver::{ModemHandle, ModemSettings, SmsSendError};
 pub use status::{ModemState, ModemStatus};
 pub use tcp::{ModemTcpStream, Quectel, SocketDialect, TcpError};
+pub mod emulator;
