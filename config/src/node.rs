@@ -1,0 +1,687 @@
+//! The center node's configuration: what `markaz node --config FILE` reads.
+//!
+//! Every field has a default, so an empty file is a valid configuration that runs a
+//! demo center. Unknown keys are refused (`deny_unknown_fields` on every table), so a
+//! typo never silently falls back to a default. The defaults are written out, with
+//! their meaning, in `docs/CONFIG.md`; keep the two in step.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::values::{
+    CenterId, Digits, GroupId, GroupLetter, HhMmRange, HostPort, HttpsUrl, Language, LogFilter,
+    LogFormat, PhoneNumber, ReceiptPrefix, TimeZoneName,
+};
+
+fn parse<T: std::str::FromStr>(s: &str) -> T
+where
+    T::Err: std::fmt::Debug,
+{
+    // Only called on the literal defaults below, which the unit tests check.
+    s.parse().expect("built-in default is valid")
+}
+
+/// The whole node configuration file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// `[center]`: who this center is.
+    pub center: CenterConfig,
+    /// `[server]`: the HTTP server.
+    pub server: ServerConfig,
+    /// `[storage]`: the SQLite database.
+    pub storage: StorageConfig,
+    /// `[auth]`: staff sessions and the first admin account.
+    pub auth: AuthConfig,
+    /// `[queue]`: the turn system and its service groups.
+    pub queue: QueueConfig,
+    /// `[[counters]]`: the front desks. Absent or empty means four counters serving
+    /// every group.
+    // Field-level default: an absent list must stay empty until `fill_defaults`, which
+    // knows the configured groups (the struct default would bring the built-in ones).
+    #[serde(default)]
+    pub counters: Vec<CounterConfig>,
+    /// `[logging]`.
+    pub logging: LoggingConfig,
+    /// `[sync]`: replication with the hub.
+    pub sync: SyncConfig,
+    /// `[link]`: uplink health probes and failover to the modem.
+    pub link: LinkConfig,
+    /// `[modem]`: the 3G modem (SMS and backup uplink).
+    pub modem: ModemConfig,
+    /// `[power]`: batteries, inverter, generator and the shutdown policy.
+    pub power: PowerConfig,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        let mut cfg = Self {
+            center: CenterConfig::default(),
+            server: ServerConfig::default(),
+            storage: StorageConfig::default(),
+            auth: AuthConfig::default(),
+            queue: QueueConfig::default(),
+            counters: Vec::new(),
+            logging: LoggingConfig::default(),
+            sync: SyncConfig::default(),
+            link: LinkConfig::default(),
+            modem: ModemConfig::default(),
+            power: PowerConfig::default(),
+        };
+        cfg.fill_defaults();
+        cfg
+    }
+}
+
+impl NodeConfig {
+    /// The number of counters created when the file lists none.
+    pub const DEFAULT_COUNTER_COUNT: u8 = 4;
+
+    /// Fills the defaults that depend on other settings: with no counters configured,
+    /// four counters serving every group; a counter with no groups serves every group.
+    /// The loader calls this; call it again after editing `queue.groups` by hand if
+    /// you rely on these defaults.
+    pub fn fill_defaults(&mut self) {
+        let all: Vec<GroupId> = self.queue.groups.iter().map(|g| g.id.clone()).collect();
+        if self.counters.is_empty() {
+            self.counters = (1..=Self::DEFAULT_COUNTER_COUNT)
+                .map(|number| CounterConfig {
+                    number,
+                    groups: all.clone(),
+                })
+                .collect();
+        }
+        for counter in &mut self.counters {
+            if counter.groups.is_empty() {
+                counter.groups = all.clone();
+            }
+        }
+    }
+
+    /// The queue group with this id.
+    pub fn group(&self, id: &GroupId) -> Option<&QueueGroupConfig> {
+        self.queue.groups.iter().find(|g| &g.id == id)
+    }
+}
+
+/// `[center]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CenterConfig {
+    /// Slug that names the center everywhere (certificates, sync, receipts). Default `demo`.
+    pub id: CenterId,
+    /// Arabic name shown on pages and tickets.
+    pub name_ar: String,
+    /// English name.
+    pub name_en: String,
+    /// Receipt numbers are `<prefix>-<sequence>`. Default `DMO`.
+    pub receipt_prefix: ReceiptPrefix,
+    /// Local time zone for the day boundary of tickets and statistics. Default `Asia/Damascus`.
+    pub timezone: TimeZoneName,
+    /// Digits on screens and tickets. Default `arabic-indic`.
+    pub digits: Digits,
+    /// Language of the pages before a user picks one. Default `ar`.
+    pub default_language: Language,
+    /// Where alerts for the technician go by SMS (E.164). Default: none, no alert SMS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub technician_phone: Option<PhoneNumber>,
+}
+
+impl Default for CenterConfig {
+    fn default() -> Self {
+        Self {
+            id: parse("demo"),
+            name_ar: "مركز خدمة المواطن".to_owned(),
+            name_en: "Citizen Service Center".to_owned(),
+            receipt_prefix: parse("DMO"),
+            timezone: parse("Asia/Damascus"),
+            digits: Digits::ArabicIndic,
+            default_language: Language::Ar,
+            technician_phone: None,
+        }
+    }
+}
+
+/// `[server]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address and port the HTTP server listens on. Default `0.0.0.0:8080`.
+    pub listen: SocketAddr,
+    /// Largest accepted request body; larger gets 413. Default 65536.
+    pub max_body_bytes: u64,
+    /// A request taking longer is answered 408/503. Default 30.
+    pub request_timeout_secs: u32,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            max_body_bytes: 65_536,
+            request_timeout_secs: 30,
+        }
+    }
+}
+
+/// `[storage]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Directory of the database and generated files. Default `/var/lib/markaz`.
+    pub data_dir: PathBuf,
+    /// How long a reader waits on a locked database. Default 5000.
+    pub busy_timeout_ms: u32,
+    /// Most write requests committed in one transaction. Default 256.
+    pub group_commit_max_batch: u32,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("/var/lib/markaz"),
+            busy_timeout_ms: 5000,
+            group_commit_max_batch: 256,
+        }
+    }
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// A session ends this long after login. Default 480 (8 hours).
+    pub session_ttl_minutes: u32,
+    /// A session ends after this long without a request. Default 60.
+    pub session_idle_minutes: u32,
+    /// Failed logins allowed per user within the window. Default 5.
+    pub login_max_attempts: u32,
+    /// Window for counting failed logins. Default 300.
+    pub login_window_secs: u32,
+    /// User name of the admin account created on first start. Default `admin`.
+    pub initial_admin_user: String,
+    /// Its password. Default: none, the node generates one and prints it once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub initial_admin_password: Option<String>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            session_ttl_minutes: 480,
+            session_idle_minutes: 60,
+            login_max_attempts: 5,
+            login_window_secs: 300,
+            initial_admin_user: "admin".to_owned(),
+            initial_admin_password: None,
+        }
+    }
+}
+
+/// `[queue]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueConfig {
+    /// When both classes wait, call up to this many priority tickets (elderly,
+    /// disabled, pregnant)… Default 2.
+    pub priority_weight: u32,
+    /// …per this many normal tickets. Default 1.
+    pub normal_weight: u32,
+    /// A called ticket not answered within this time may be marked no-show. Default 5.
+    pub no_show_after_minutes: u32,
+    /// `[[queue.groups]]`: service groups, each with its ticket letter. Default: the
+    /// five groups of the Damascus centers (A judicial, B civil, C real estate,
+    /// D finance, E pickup).
+    pub groups: Vec<QueueGroupConfig>,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            priority_weight: 2,
+            normal_weight: 1,
+            no_show_after_minutes: 5,
+            groups: QueueGroupConfig::defaults(),
+        }
+    }
+}
+
+/// `[[queue.groups]]`: one service group and its ticket series.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueGroupConfig {
+    /// Group id, referenced by counters and services (required).
+    pub id: GroupId,
+    /// Ticket letter, unique per center (required).
+    pub letter: GroupLetter,
+    /// Arabic name shown on the ticket and display (required).
+    pub name_ar: String,
+    /// English name (required).
+    pub name_en: String,
+    /// Target waiting time; longer waits are flagged on the supervisor page. Default 20.
+    #[serde(default = "default_target_wait")]
+    pub target_wait_minutes: u32,
+}
+
+fn default_target_wait() -> u32 {
+    20
+}
+
+impl QueueGroupConfig {
+    /// The default groups: the service groups of `shared/domain.md` plus document pickup.
+    pub fn defaults() -> Vec<Self> {
+        [
+            ("judicial", 'A', "السجل العدلي", "Judicial record"),
+            ("civil", 'B', "الأحوال المدنية", "Civil registry"),
+            ("real_estate", 'C', "السجل العقاري", "Real estate"),
+            ("finance", 'D', "المالية", "Finance"),
+            ("pickup", 'E', "تسليم الوثائق", "Document pickup"),
+        ]
+        .into_iter()
+        .map(|(id, letter, name_ar, name_en)| Self {
+            id: parse(id),
+            letter: GroupLetter::try_from(letter).expect("built-in default is valid"),
+            name_ar: name_ar.to_owned(),
+            name_en: name_en.to_owned(),
+            target_wait_minutes: default_target_wait(),
+        })
+        .collect()
+    }
+}
+
+/// `[[counters]]`: one front desk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CounterConfig {
+    /// Desk number shown on the display, 1..=99, unique (required).
+    pub number: u8,
+    /// Ids of the `[[queue.groups]]` this desk calls tickets from. Default (absent or
+    /// empty): every group.
+    #[serde(default)]
+    pub groups: Vec<GroupId>,
+}
+
+/// `[logging]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoggingConfig {
+    /// `pretty` or `json`. Default `pretty`.
+    pub format: LogFormat,
+    /// A tracing filter, like `info` or `info,markaz_node=debug`. Default `info`.
+    /// The `RUST_LOG` environment variable overrides it.
+    pub level: LogFilter,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Pretty,
+            level: parse("info"),
+        }
+    }
+}
+
+/// `[sync]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SyncConfig {
+    /// Replicate with the hub. Default false.
+    pub enabled: bool,
+    /// The hub's sync endpoint. Default `https://127.0.0.1:8443`.
+    pub hub_url: HttpsUrl,
+    /// CA certificate (PEM) that signed the hub's certificate. Required when enabled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<PathBuf>,
+    /// This center's client certificate (PEM). Required when enabled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<PathBuf>,
+    /// This center's private key (PEM). Required when enabled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<PathBuf>,
+    /// Pause between sync rounds when there is nothing new. Default 30.
+    pub interval_secs: u32,
+    /// Upper bound of one push/pull batch before compression. Default 262144.
+    pub batch_max_bytes: u64,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            hub_url: parse("https://127.0.0.1:8443"),
+            ca_cert: None,
+            client_cert: None,
+            client_key: None,
+            interval_secs: 30,
+            batch_max_bytes: 262_144,
+        }
+    }
+}
+
+/// How traffic reaches the internet when the modem is the uplink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModemRoute {
+    /// TCP through the modem's own AT socket commands (no PPP needed).
+    #[default]
+    AtSocket,
+    /// Through an OS network interface the modem provides (e.g. `ppp0`).
+    OsRoute,
+}
+
+/// `[link]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LinkConfig {
+    /// `host:port` targets for TCP-connect probes over the main link. Default
+    /// `["127.0.0.1:8443"]`.
+    pub probe_targets: Vec<HostPort>,
+    /// Pause between probe rounds. Default 10.
+    pub probe_interval_secs: u32,
+    /// A probe not connected within this time failed. Default 4.
+    pub probe_timeout_secs: u32,
+    /// Consecutive failed rounds before the main link counts as down. Default 5.
+    pub down_after: u32,
+    /// Consecutive good rounds before it counts as up again. Default 5.
+    pub up_after: u32,
+    /// Once up again, stay on the modem this long before failing back. Default 60.
+    pub failback_hold_secs: u32,
+    /// `at-socket` or `os-route`. Default `at-socket`.
+    pub modem_route: ModemRoute,
+    /// Interface used with `os-route`. Default `ppp0`.
+    pub os_route_interface: String,
+    /// Alert the technician when the main link is down this long. Default 30.
+    pub alert_after_down_minutes: u32,
+}
+
+impl Default for LinkConfig {
+    fn default() -> Self {
+        Self {
+            probe_targets: vec![parse("127.0.0.1:8443")],
+            probe_interval_secs: 10,
+            probe_timeout_secs: 4,
+            down_after: 5,
+            up_after: 5,
+            failback_hold_secs: 60,
+            modem_route: ModemRoute::AtSocket,
+            os_route_interface: "ppp0".to_owned(),
+            alert_after_down_minutes: 30,
+        }
+    }
+}
+
+/// The AT command family a modem speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModemDialect {
+    /// Quectel UC20 / UC15 / EC2x (`AT+QIOPEN` sockets).
+    #[default]
+    QuectelUc20,
+}
+
+/// `[modem]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModemConfig {
+    /// Drive a modem. Default false.
+    pub enabled: bool,
+    /// Serial port of the modem's AT interface. Default `/dev/ttyUSB2`.
+    pub port: String,
+    /// Serial speed. Default 115200.
+    pub baud: u32,
+    /// AT dialect. Default `quectel-uc20`.
+    pub dialect: ModemDialect,
+    /// Access point name of the SIM's operator. Default empty (operator default).
+    pub apn: String,
+    /// APN user name. Default empty.
+    pub apn_user: String,
+    /// APN password. Default empty.
+    pub apn_password: String,
+    /// Pause between signal/registration polls. Default 30.
+    pub poll_interval_secs: u32,
+    /// An AT command without a final answer in this time timed out. Default 5000.
+    pub command_timeout_ms: u32,
+    /// Time allowed for one SMS submission. Default 60.
+    pub sms_timeout_secs: u32,
+    /// Consecutive timeouts after which the modem is reset. Default 10.
+    pub hung_after_timeouts: u32,
+    /// Send SMS (case ready, alerts). Default true.
+    pub sms_enabled: bool,
+    /// Most data bytes per day over the modem uplink; then only SMS. Default 20000000.
+    pub daily_byte_budget: u64,
+}
+
+impl Default for ModemConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            port: "/dev/ttyUSB2".to_owned(),
+            baud: 115_200,
+            dialect: ModemDialect::QuectelUc20,
+            apn: String::new(),
+            apn_user: String::new(),
+            apn_password: String::new(),
+            poll_interval_secs: 30,
+            command_timeout_ms: 5000,
+            sms_timeout_secs: 60,
+            hung_after_timeouts: 10,
+            sms_enabled: true,
+            daily_byte_budget: 20_000_000,
+        }
+    }
+}
+
+/// `[power]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PowerConfig {
+    /// Pause between stored power samples. Default 60.
+    pub sample_interval_secs: u32,
+    /// Power samples older than this are deleted. Default 90.
+    pub retention_days: u32,
+    /// Command run for a clean shutdown at critical battery. Default `systemctl poweroff`.
+    pub shutdown_command: String,
+    /// `[power.thresholds]`
+    pub thresholds: PowerThresholds,
+    /// `[[power.vedirect]]`: Victron VE.Direct devices. Default none.
+    pub vedirect: Vec<VeDirectConfig>,
+    /// `[power.inverter]`: a Voltronic/Axpert-style inverter.
+    pub inverter: InverterConfig,
+    /// `[power.generator]`: a generator controller over Modbus RTU.
+    pub generator: GeneratorConfig,
+}
+
+impl Default for PowerConfig {
+    fn default() -> Self {
+        Self {
+            sample_interval_secs: 60,
+            retention_days: 90,
+            shutdown_command: "systemctl poweroff".to_owned(),
+            thresholds: PowerThresholds::default(),
+            vedirect: Vec::new(),
+            inverter: InverterConfig::default(),
+            generator: GeneratorConfig::default(),
+        }
+    }
+}
+
+/// `[power.thresholds]`: battery levels that raise alerts and, at critical, shut down.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PowerThresholds {
+    /// Low state of charge (alert). Default 30.
+    pub low_soc_percent: u8,
+    /// Critical state of charge (clean shutdown). Default 15; must be below low.
+    pub critical_soc_percent: u8,
+    /// Low battery voltage in millivolts (alert). Default 23500.
+    pub low_battery_mv: u32,
+    /// Critical battery voltage (clean shutdown). Default 22800; must be below low.
+    pub critical_battery_mv: u32,
+}
+
+impl Default for PowerThresholds {
+    fn default() -> Self {
+        Self {
+            low_soc_percent: 30,
+            critical_soc_percent: 15,
+            low_battery_mv: 23_500,
+            critical_battery_mv: 22_800,
+        }
+    }
+}
+
+/// What a VE.Direct device is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VeDirectRole {
+    /// A solar charge controller (SmartSolar/BlueSolar MPPT).
+    Mppt,
+    /// A battery monitor (BMV/SmartShunt): the source of state of charge.
+    Bmv,
+}
+
+/// `[[power.vedirect]]`: one VE.Direct device on its own serial port (19200 baud, fixed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VeDirectConfig {
+    /// Serial port (required).
+    pub port: String,
+    /// `mppt` or `bmv` (required).
+    pub role: VeDirectRole,
+}
+
+/// `[power.inverter]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InverterConfig {
+    /// Poll the inverter. Default false.
+    pub enabled: bool,
+    /// Serial port. Required when enabled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<String>,
+    /// Serial speed. Default 2400.
+    pub baud: u32,
+    /// Pause between QPIGS polls. Default 5.
+    pub poll_interval_secs: u32,
+}
+
+impl Default for InverterConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            port: None,
+            baud: 2400,
+            poll_interval_secs: 5,
+        }
+    }
+}
+
+/// What the generator policy does when the battery monitor stops answering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnMonitorLost {
+    /// Leave the generator as it is.
+    #[default]
+    Keep,
+    /// Start it (safe for the batteries, costs fuel).
+    Start,
+    /// Stop it.
+    Stop,
+}
+
+/// `[power.generator]`: auto start/stop by battery state of charge, Venus OS style.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GeneratorConfig {
+    /// Read the controller. Default false.
+    pub enabled: bool,
+    /// Serial port of the RS-485 adapter. Required when enabled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<String>,
+    /// Serial speed. Default 9600.
+    pub baud: u32,
+    /// Modbus slave id of the controller, 1..=247. Default 1.
+    pub slave_id: u8,
+    /// Start and stop the generator automatically (otherwise only monitor). Default false.
+    pub auto_start: bool,
+    /// Start when state of charge falls to this. Default 35.
+    pub start_soc_percent: u8,
+    /// Stop when it rises to this. Default 90; must be above start.
+    pub stop_soc_percent: u8,
+    /// Once started, run at least this long. Default 30.
+    pub min_run_minutes: u32,
+    /// Daily window with the quiet thresholds below. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quiet_hours: Option<HhMmRange>,
+    /// Start threshold during quiet hours. Default 20.
+    pub quiet_start_soc_percent: u8,
+    /// Stop threshold during quiet hours. Default 60; must be above quiet start.
+    pub quiet_stop_soc_percent: u8,
+    /// `keep`, `start` or `stop` when the battery monitor is lost. Default `keep`.
+    pub on_monitor_lost: OnMonitorLost,
+    /// `[power.generator.registers]`: the controller's Modbus register map.
+    pub registers: GeneratorRegisters,
+}
+
+impl Default for GeneratorConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            port: None,
+            baud: 9600,
+            slave_id: 1,
+            auto_start: false,
+            start_soc_percent: 35,
+            stop_soc_percent: 90,
+            min_run_minutes: 30,
+            quiet_hours: None,
+            quiet_start_soc_percent: 20,
+            quiet_stop_soc_percent: 60,
+            on_monitor_lost: OnMonitorLost::Keep,
+            registers: GeneratorRegisters::default(),
+        }
+    }
+}
+
+/// `[power.generator.registers]`: holding register addresses; defaults are Deep Sea
+/// GenComm (register = page·256 + offset).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GeneratorRegisters {
+    /// Fuel level, percent. Default 1027.
+    pub fuel_percent: u16,
+    /// Starter battery voltage ×0.1 V. Default 1029.
+    pub battery_decivolts: u16,
+    /// Engine state (0 stopped … 3 running, 4 cooling). Default 1408.
+    pub engine_state: u16,
+    /// Engine run time in seconds, u32 over this register and the next. Default 1798.
+    pub run_time_seconds: u16,
+    /// Number of starts. Default 1808.
+    pub starts: u16,
+    /// Control register pair written with `[key, 65535 - key]`. Default 4104.
+    pub control: u16,
+    /// Key for remote start. Default 35732.
+    pub start_key: u16,
+    /// Key for remote stop. Default 35733.
+    pub stop_key: u16,
+    /// Key to return to auto mode. Default 35701.
+    pub auto_key: u16,
+}
+
+impl Default for GeneratorRegisters {
+    fn default() -> Self {
+        Self {
+            fuel_percent: 1027,
+            battery_decivolts: 1029,
+            engine_state: 1408,
+            run_time_seconds: 1798,
+            starts: 1808,
+            control: 4104,
+            start_key: 35732,
+            stop_key: 35733,
+            auto_key: 35701,
+        }
+    }
+}

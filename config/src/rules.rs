@@ -1,0 +1,611 @@
+//! Checks on values that the types alone cannot express: ranges, settings required by
+//! another setting, and consistency between keys (thresholds in order, counter groups
+//! that exist, no duplicate counter numbers, letters or serial ports).
+//!
+//! Every rule reports through the [`Checker`], which places the problem on the line of
+//! the key it names; all rules run, so the user sees every problem at once.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use crate::hub::HubConfig;
+use crate::loader::{Checker, KeyPath};
+use crate::node::{NodeConfig, VeDirectRole};
+use crate::suggest::closest;
+
+/// Serial speeds accepted for `baud` keys.
+const BAUDS: [u32; 11] = [
+    1200, 2400, 4800, 9600, 19200, 38400, 57600, 115_200, 230_400, 460_800, 921_600,
+];
+
+const MIB: u64 = 1024 * 1024;
+
+fn kp(s: &str) -> KeyPath {
+    KeyPath::dotted(s)
+}
+
+fn baud(c: &mut Checker<'_>, path: &str, value: u32) {
+    if !BAUDS.contains(&value) {
+        let list: Vec<String> = BAUDS.iter().map(u32::to_string).collect();
+        c.bad(
+            &kp(path),
+            format!("{value} is not a standard serial speed"),
+            Some(format!("use one of {}", list.join(", "))),
+        );
+    }
+}
+
+fn required_path(c: &mut Checker<'_>, path: &str, value: Option<&Path>, because: &str) {
+    match value {
+        None => c.missing(&kp(path), because),
+        Some(p) if p.as_os_str().is_empty() => c.bad(&kp(path), "must not be empty", None),
+        Some(_) => {}
+    }
+}
+
+/// Rules for a node file.
+pub(crate) fn node(cfg: &NodeConfig, c: &mut Checker<'_>) {
+    center(cfg, c);
+    server_storage_auth(cfg, c);
+    queue(cfg, c);
+    counters(cfg, c);
+    sync_and_link(cfg, c);
+    modem(cfg, c);
+    power(cfg, c);
+    serial_ports(cfg, c);
+}
+
+fn center(cfg: &NodeConfig, c: &mut Checker<'_>) {
+    c.non_empty(&kp("center.name_ar"), &cfg.center.name_ar);
+    c.non_empty(&kp("center.name_en"), &cfg.center.name_en);
+}
+
+fn server_storage_auth(cfg: &NodeConfig, c: &mut Checker<'_>) {
+    let s = &cfg.server;
+    c.range(
+        &kp("server.max_body_bytes"),
+        s.max_body_bytes,
+        1024,
+        64 * MIB,
+    );
+    c.range(
+        &kp("server.request_timeout_secs"),
+        s.request_timeout_secs,
+        1,
+        3600,
+    );
+
+    let st = &cfg.storage;
+    if st.data_dir.as_os_str().is_empty() {
+        c.bad(&kp("storage.data_dir"), "must not be empty", None);
+    }
+    c.range(
+        &kp("storage.busy_timeout_ms"),
+        st.busy_timeout_ms,
+        1,
+        600_000,
+    );
+    c.range(
+        &kp("storage.group_commit_max_batch"),
+        st.group_commit_max_batch,
+        1,
+        65_536,
+    );
+
+    let a = &cfg.auth;
+    c.range(
+        &kp("auth.session_ttl_minutes"),
+        a.session_ttl_minutes,
+        1,
+        10_080,
+    );
+    c.range(
+        &kp("auth.session_idle_minutes"),
+        a.session_idle_minutes,
+        1,
+        10_080,
+    );
+    if a.session_idle_minutes > a.session_ttl_minutes {
+        c.bad_either(
+            &[
+                &kp("auth.session_idle_minutes"),
+                &kp("auth.session_ttl_minutes"),
+            ],
+            format!(
+                "session_idle_minutes ({}) is above session_ttl_minutes ({})",
+                a.session_idle_minutes, a.session_ttl_minutes
+            ),
+            Some("the idle limit must not exceed the session lifetime".to_owned()),
+        );
+    }
+    c.range(&kp("auth.login_max_attempts"), a.login_max_attempts, 1, 100);
+    c.range(
+        &kp("auth.login_window_secs"),
+        a.login_window_secs,
+        1,
+        86_400,
+    );
+    let user = &a.initial_admin_user;
+    if user.is_empty() || user.chars().count() > 32 || user.chars().any(char::is_whitespace) {
+        c.bad(
+            &kp("auth.initial_admin_user"),
+            format!("`{user}` is not a user name: use 1 to 32 characters without spaces"),
+            None,
+        );
+    }
+    if let Some(pw) = &a.initial_admin_password
+        && pw.chars().count() < 8
+    {
+        c.bad(
+            &kp("auth.initial_admin_password"),
+            "shorter than 8 characters",
+            Some("leave the key out to have the node generate a strong password".to_owned()),
+        );
+    }
+}
+
+fn queue(cfg: &NodeConfig, c: &mut Checker<'_>) {
+    let q = &cfg.queue;
+    c.range(&kp("queue.priority_weight"), q.priority_weight, 1, 100);
+    c.range(&kp("queue.normal_weight"), q.normal_weight, 1, 100);
+    c.range(
+        &kp("queue.no_show_after_minutes"),
+        q.no_show_after_minutes,
+        1,
+        240,
+    );
+    if q.groups.is_empty() {
+        c.bad(
+            &kp("queue.groups"),
+            "no service groups: the queue needs at least one",
+            Some(
+                "add a `[[queue.groups]]` table, or leave the key out for the defaults".to_owned(),
+            ),
+        );
+    }
+    let mut ids = HashMap::new();
+    let mut letters = HashMap::new();
+    for (i, g) in q.groups.iter().enumerate() {
+        let at = kp("queue.groups").index(i);
+        if let Some(first) = ids.insert(g.id.clone(), i) {
+            c.bad(
+                &at.key("id"),
+                format!(
+                    "duplicate group id `{}`, already used by queue.groups[{first}]",
+                    g.id
+                ),
+                None,
+            );
+        }
+        if let Some(first) = letters.insert(g.letter, i) {
+            c.bad(
+                &at.key("letter"),
+                format!(
+                    "duplicate ticket letter `{}`, already used by group `{}`",
+                    g.letter, q.groups[first].id
+                ),
+                Some("each group needs its own letter so tickets are unambiguous".to_owned()),
+            );
+        }
+        c.non_empty(&at.key("name_ar"), &g.name_ar);
+        c.non_empty(&at.key("name_en"), &g.name_en);
+        c.range(
+            &at.key("target_wait_minutes"),
+            g.target_wait_minutes,
+            1,
+            1440,
+        );
+    }
+}
+
+fn counters(cfg: &NodeConfig, c: &mut Checker<'_>) {
+    let known: Vec<&str> = cfg.queue.groups.iter().map(|g| g.id.as_str()).collect();
+    let mut numbers = HashMap::new();
+    for (i, counter) in cfg.counters.iter().enumerate() {
+        let at = kp("counters").index(i);
+        c.range(&at.key("number"), counter.number, 1, 99);
+        if let Some(first) = numbers.insert(counter.number, i) {
+            c.bad(
+                &at.key("number"),
+                format!(
+                    "duplicate counter number {}, already used by counters[{first}]",
+                    counter.number
+                ),
+                None,
+            );
+        }
+        for (j, group) in counter.groups.iter().enumerate() {
+            if !known.contains(&group.as_str()) {
+                let hint = match closest(group.as_str(), known.iter().copied()) {
+                    Some(near) => format!("did you mean `{near}`?"),
+                    None => format!("known groups: {}", known.join(", ")),
+                };
+                c.bad(
+                    &at.key("groups").index(j),
+                    format!("no queue group has the id `{group}`"),
+                    Some(hint),
+                );
+            }
+        }
+    }
+}
+
+fn sync_and_link(cfg: &NodeConfig, c: &mut Checker<'_>) {
+    let s = &cfg.sync;
+    if s.enabled {
+        let because = "sync.enabled = true";
+        required_path(c, "sync.ca_cert", s.ca_cert.as_deref(), because);
+        required_path(c, "sync.client_cert", s.client_cert.as_deref(), because);
+        required_path(c, "sync.client_key", s.client_key.as_deref(), because);
+    }
+    c.range(&kp("sync.interval_secs"), s.interval_secs, 1, 86_400);
+    c.range(
+        &kp("sync.batch_max_bytes"),
+        s.batch_max_bytes,
+        4096,
+        64 * MIB,
+    );
+
+    let l = &cfg.link;
+    if l.probe_targets.is_empty() {
+        c.bad(
+            &kp("link.probe_targets"),
+            "no probe targets: the link monitor needs at least one host:port",
+            Some(
+                "the hub's address is a good target, like `[\"hub.example.org:8443\"]`".to_owned(),
+            ),
+        );
+    }
+    c.range(
+        &kp("link.probe_interval_secs"),
+        l.probe_interval_secs,
+        1,
+        3600,
+    );
+    c.range(
+        &kp("link.probe_timeout_secs"),
+        l.probe_timeout_secs,
+        1,
+        3600,
+    );
+    if l.probe_timeout_secs > l.probe_interval_secs {
+        c.bad_either(
+            &[
+                &kp("link.probe_timeout_secs"),
+                &kp("link.probe_interval_secs"),
+            ],
+            format!(
+                "probe_timeout_secs ({}) is above probe_interval_secs ({})",
+                l.probe_timeout_secs, l.probe_interval_secs
+            ),
+            Some("a probe must finish before the next round starts".to_owned()),
+        );
+    }
+    c.range(&kp("link.down_after"), l.down_after, 1, 100);
+    c.range(&kp("link.up_after"), l.up_after, 1, 100);
+    c.range(
+        &kp("link.failback_hold_secs"),
+        l.failback_hold_secs,
+        0,
+        86_400,
+    );
+    if l.modem_route == crate::node::ModemRoute::OsRoute {
+        c.non_empty(&kp("link.os_route_interface"), &l.os_route_interface);
+    }
+    c.range(
+        &kp("link.alert_after_down_minutes"),
+        l.alert_after_down_minutes,
+        1,
+        10_080,
+    );
+}
+
+fn modem(cfg: &NodeConfig, c: &mut Checker<'_>) {
+    let m = &cfg.modem;
+    if m.enabled {
+        c.non_empty(&kp("modem.port"), &m.port);
+    }
+    baud(c, "modem.baud", m.baud);
+    c.range(
+        &kp("modem.poll_interval_secs"),
+        m.poll_interval_secs,
+        1,
+        3600,
+    );
+    c.range(
+        &kp("modem.command_timeout_ms"),
+        m.command_timeout_ms,
+        100,
+        300_000,
+    );
+    c.range(&kp("modem.sms_timeout_secs"), m.sms_timeout_secs, 1, 600);
+    c.range(
+        &kp("modem.hung_after_timeouts"),
+        m.hung_after_timeouts,
+        1,
+        1000,
+    );
+}
+
+fn power(cfg: &NodeConfig, c: &mut Checker<'_>) {
+    let p = &cfg.power;
+    c.range(
+        &kp("power.sample_interval_secs"),
+        p.sample_interval_secs,
+        1,
+        3600,
+    );
+    c.range(&kp("power.retention_days"), p.retention_days, 1, 3650);
+    c.non_empty(&kp("power.shutdown_command"), &p.shutdown_command);
+
+    let t = &p.thresholds;
+    c.range(
+        &kp("power.thresholds.low_soc_percent"),
+        t.low_soc_percent,
+        0,
+        100,
+    );
+    c.range(
+        &kp("power.thresholds.critical_soc_percent"),
+        t.critical_soc_percent,
+        0,
+        100,
+    );
+    if t.critical_soc_percent >= t.low_soc_percent {
+        c.bad_either(
+            &[
+                &kp("power.thresholds.critical_soc_percent"),
+                &kp("power.thresholds.low_soc_percent"),
+            ],
+            format!(
+                "critical_soc_percent ({}) must be below low_soc_percent ({})",
+                t.critical_soc_percent, t.low_soc_percent
+            ),
+            Some("the low alert comes first, the critical shutdown after it".to_owned()),
+        );
+    }
+    c.range(
+        &kp("power.thresholds.low_battery_mv"),
+        t.low_battery_mv,
+        1000,
+        100_000,
+    );
+    c.range(
+        &kp("power.thresholds.critical_battery_mv"),
+        t.critical_battery_mv,
+        1000,
+        100_000,
+    );
+    if t.critical_battery_mv >= t.low_battery_mv {
+        c.bad_either(
+            &[
+                &kp("power.thresholds.critical_battery_mv"),
+                &kp("power.thresholds.low_battery_mv"),
+            ],
+            format!(
+                "critical_battery_mv ({}) must be below low_battery_mv ({})",
+                t.critical_battery_mv, t.low_battery_mv
+            ),
+            Some("the low alert comes first, the critical shutdown after it".to_owned()),
+        );
+    }
+
+    let mut bmv_seen = None;
+    for (i, v) in p.vedirect.iter().enumerate() {
+        let at = kp("power.vedirect").index(i);
+        c.non_empty(&at.key("port"), &v.port);
+        if v.role == VeDirectRole::Bmv {
+            if let Some(first) = bmv_seen {
+                c.bad(
+                    &at.key("role"),
+                    format!("a second battery monitor; power.vedirect[{first}] is one already"),
+                    Some(
+                        "state of charge comes from one monitor; make the others `mppt`".to_owned(),
+                    ),
+                );
+            }
+            bmv_seen.get_or_insert(i);
+        }
+    }
+
+    let inv = &p.inverter;
+    if inv.enabled {
+        required_text(
+            c,
+            "power.inverter.port",
+            inv.port.as_deref(),
+            "power.inverter.enabled = true",
+        );
+    }
+    baud(c, "power.inverter.baud", inv.baud);
+    c.range(
+        &kp("power.inverter.poll_interval_secs"),
+        inv.poll_interval_secs,
+        1,
+        3600,
+    );
+
+    let g = &p.generator;
+    if g.enabled {
+        required_text(
+            c,
+            "power.generator.port",
+            g.port.as_deref(),
+            "power.generator.enabled = true",
+        );
+    }
+    if g.auto_start && !g.enabled {
+        c.bad(
+            &kp("power.generator.auto_start"),
+            "auto_start needs power.generator.enabled = true",
+            None,
+        );
+    }
+    if g.auto_start && g.enabled && bmv_seen.is_none() && !inv.enabled {
+        c.bad(
+            &kp("power.generator.auto_start"),
+            "auto_start needs a state-of-charge source",
+            Some(
+                "add a `[[power.vedirect]]` with role = \"bmv\", or enable [power.inverter]"
+                    .to_owned(),
+            ),
+        );
+    }
+    baud(c, "power.generator.baud", g.baud);
+    c.range(&kp("power.generator.slave_id"), g.slave_id, 1, 247);
+    c.range(
+        &kp("power.generator.start_soc_percent"),
+        g.start_soc_percent,
+        0,
+        100,
+    );
+    c.range(
+        &kp("power.generator.stop_soc_percent"),
+        g.stop_soc_percent,
+        0,
+        100,
+    );
+    if g.start_soc_percent >= g.stop_soc_percent {
+        c.bad_either(
+            &[
+                &kp("power.generator.start_soc_percent"),
+                &kp("power.generator.stop_soc_percent"),
+            ],
+            format!(
+                "start_soc_percent ({}) must be below stop_soc_percent ({})",
+                g.start_soc_percent, g.stop_soc_percent
+            ),
+            None,
+        );
+    }
+    c.range(
+        &kp("power.generator.quiet_start_soc_percent"),
+        g.quiet_start_soc_percent,
+        0,
+        100,
+    );
+    c.range(
+        &kp("power.generator.quiet_stop_soc_percent"),
+        g.quiet_stop_soc_percent,
+        0,
+        100,
+    );
+    if g.quiet_start_soc_percent >= g.quiet_stop_soc_percent {
+        c.bad_either(
+            &[
+                &kp("power.generator.quiet_start_soc_percent"),
+                &kp("power.generator.quiet_stop_soc_percent"),
+            ],
+            format!(
+                "quiet_start_soc_percent ({}) must be below quiet_stop_soc_percent ({})",
+                g.quiet_start_soc_percent, g.quiet_stop_soc_percent
+            ),
+            None,
+        );
+    }
+    c.range(
+        &kp("power.generator.min_run_minutes"),
+        g.min_run_minutes,
+        0,
+        1440,
+    );
+    let r = &g.registers;
+    for (name, value) in [
+        ("run_time_seconds", r.run_time_seconds),
+        ("control", r.control),
+    ] {
+        if value == u16::MAX {
+            c.bad(
+                &kp("power.generator.registers").key(name),
+                format!("{value} has no next register; this value spans two registers"),
+                None,
+            );
+        }
+    }
+    let keys = [
+        ("start_key", r.start_key),
+        ("stop_key", r.stop_key),
+        ("auto_key", r.auto_key),
+    ];
+    for (i, (name, value)) in keys.iter().enumerate() {
+        if let Some((other, _)) = keys[..i].iter().find(|(_, v)| v == value) {
+            c.bad(
+                &kp("power.generator.registers").key(name),
+                format!("{value} is also {other}; each control key must differ"),
+                None,
+            );
+        }
+    }
+}
+
+fn required_text(c: &mut Checker<'_>, path: &str, value: Option<&str>, because: &str) {
+    match value {
+        None => c.missing(&kp(path), because),
+        Some(v) => c.non_empty(&kp(path), v),
+    }
+}
+
+/// Two devices cannot share a serial port.
+fn serial_ports(cfg: &NodeConfig, c: &mut Checker<'_>) {
+    let p = &cfg.power;
+    let mut users: Vec<(KeyPath, &str)> = Vec::new();
+    if cfg.modem.enabled {
+        users.push((kp("modem.port"), &cfg.modem.port));
+    }
+    for (i, v) in p.vedirect.iter().enumerate() {
+        users.push((kp("power.vedirect").index(i).key("port"), &v.port));
+    }
+    if let (true, Some(port)) = (p.inverter.enabled, &p.inverter.port) {
+        users.push((kp("power.inverter.port"), port));
+    }
+    if let (true, Some(port)) = (p.generator.enabled, &p.generator.port) {
+        users.push((kp("power.generator.port"), port));
+    }
+    for (i, (path, port)) in users.iter().enumerate() {
+        if port.is_empty() {
+            continue;
+        }
+        if let Some((first, _)) = users[..i].iter().find(|(_, other)| other == port) {
+            c.bad(
+                path,
+                format!("serial port `{port}` is already used by {first}"),
+                Some("each device needs its own port".to_owned()),
+            );
+        }
+    }
+}
+
+/// Rules for a hub file.
+pub(crate) fn hub(cfg: &HubConfig, c: &mut Checker<'_>) {
+    let h = &cfg.hub;
+    if h.data_dir.as_os_str().is_empty() {
+        c.bad(&kp("hub.data_dir"), "must not be empty", None);
+    }
+    if h.listen == h.web_listen {
+        c.bad_either(
+            &[&kp("hub.web_listen"), &kp("hub.listen")],
+            format!("listen and web_listen are both {}", h.listen),
+            Some("the sync endpoint and the web pages need different ports".to_owned()),
+        );
+    }
+    for (key, value) in [
+        ("hub.ca_cert", &h.ca_cert),
+        ("hub.server_cert", &h.server_cert),
+        ("hub.server_key", &h.server_key),
+        ("hub.crl", &h.crl),
+    ] {
+        if value.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+            c.bad(
+                &kp(key),
+                "must not be empty; leave the key out for the default",
+                None,
+            );
+        }
+    }
+    c.range(
+        &kp("hub.max_body_bytes"),
+        h.max_body_bytes,
+        1024,
+        1024 * MIB,
+    );
+}

@@ -1,0 +1,486 @@
+//! Loader tests: defaults, each class of error with its position and hint, the
+//! example files, and arbitrary input.
+
+use super::*;
+use proptest::prelude::*;
+
+fn node_err(text: &str) -> Vec<Problem> {
+    match parse_node(text, "t.toml") {
+        Ok(cfg) => panic!("expected problems, got {cfg:#?}"),
+        Err(e) => e.problems().to_vec(),
+    }
+}
+
+fn only(problems: Vec<Problem>) -> Problem {
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    problems.into_iter().next().unwrap()
+}
+
+fn at(p: &Problem) -> (usize, usize) {
+    (p.line, p.column)
+}
+
+#[test]
+fn empty_file_is_the_default_node() {
+    let cfg = parse_node("", "empty.toml").unwrap();
+    assert_eq!(cfg, NodeConfig::default());
+    assert_eq!(cfg.center.id.as_str(), "demo");
+    assert_eq!(cfg.counters.len(), 4);
+    assert!(cfg.counters.iter().all(|c| c.groups.len() == 5));
+    assert_eq!(cfg.queue.groups[4].letter.as_char(), 'E');
+    assert_eq!(cfg.server.listen.to_string(), "0.0.0.0:8080");
+    assert_eq!(cfg.power.generator.registers.start_key, 35732);
+}
+
+#[test]
+fn defaults_round_trip() {
+    let node = NodeConfig::default();
+    let text = toml::to_string(&node).unwrap();
+    assert_eq!(parse_node(&text, "node.toml").unwrap(), node);
+
+    let hub = HubConfig::default();
+    let text = toml::to_string(&hub).unwrap();
+    assert_eq!(parse_hub(&text, "hub.toml").unwrap(), hub);
+    assert_eq!(parse_hub("[hub]\n", "hub.toml").unwrap(), hub);
+}
+
+#[test]
+fn a_fully_set_config_round_trips() {
+    let mut node =
+        parse_node(include_str!("../../docs/examples/midan.toml"), "midan.toml").unwrap();
+    node.auth.initial_admin_password = Some("correct horse".into());
+    node.power.generator.quiet_hours = Some("21:30-05:00".parse().unwrap());
+    let text = toml::to_string(&node).unwrap();
+    assert_eq!(parse_node(&text, "again.toml").unwrap(), node);
+}
+
+#[test]
+fn syntax_error_gives_position() {
+    let p = only(node_err("[center]\nid = \"midan\"\nname_en = Midan\n"));
+    assert_eq!(p.kind, ProblemKind::Syntax);
+    assert_eq!(at(&p), (3, 11));
+    assert!(p.message.starts_with("syntax error"), "{}", p.message);
+    assert!(
+        p.hint.as_deref().unwrap_or("").contains("double quotes"),
+        "{p:?}"
+    );
+
+    let p = only(node_err(
+        "[queue]\npriority_weight = 1\npriority_weight = 2\n",
+    ));
+    assert_eq!(p.kind, ProblemKind::Syntax);
+    assert_eq!(p.line, 3);
+}
+
+#[test]
+fn unknown_key_suggests_the_near_one() {
+    let text = "[center]\nid = \"midan\"\n\n[queue]\nnormal_weight = 1\nprority_weight = 3\n";
+    let p = only(node_err(text));
+    assert_eq!(p.kind, ProblemKind::UnknownKey);
+    assert_eq!(at(&p), (6, 1));
+    assert_eq!(p.key_path, "queue.prority_weight");
+    assert_eq!(p.message, "unknown key `prority_weight` in [queue]");
+    assert_eq!(p.hint.as_deref(), Some("did you mean `priority_weight`?"));
+    let shown = parse_node(text, "midan.toml").unwrap_err().to_string();
+    assert_eq!(
+        shown,
+        "midan.toml:6:1: unknown key `prority_weight` in [queue]\n  hint: did you mean `priority_weight`?"
+    );
+}
+
+#[test]
+fn unknown_key_in_the_wrong_section_names_its_home() {
+    let p = only(node_err("[queue]\n  listen = \"0.0.0.0:80\"\n"));
+    assert_eq!(at(&p), (2, 3));
+    assert_eq!(p.hint.as_deref(), Some("`listen` belongs in [server]"));
+}
+
+#[test]
+fn unknown_section_and_nested_key() {
+    let problems = node_err("[centre]\nid = \"x\"\n\n[power.generator.registers]\nfuel = 1027\n");
+    assert_eq!(problems.len(), 2, "{problems:#?}");
+    assert_eq!(at(&problems[0]), (1, 2));
+    assert_eq!(problems[0].hint.as_deref(), Some("did you mean `center`?"));
+    assert_eq!(problems[1].line, 5);
+    assert_eq!(problems[1].key_path, "power.generator.registers.fuel");
+    assert_eq!(
+        problems[1].message,
+        "unknown key `fuel` in [power.generator.registers]"
+    );
+}
+
+#[test]
+fn all_problems_are_reported_not_just_the_first() {
+    let text = "\
+[server]
+listen = \"0.0.0.0:8080\"
+max_body_bytes = \"big\"
+
+[queue]
+prority_weight = 2
+
+[logging]
+format = \"jsn\"
+
+[[counters]]
+number = 1
+groups = [\"civil\"]
+colour = \"red\"
+";
+    let problems = node_err(text);
+    let lines: Vec<usize> = problems.iter().map(|p| p.line).collect();
+    assert_eq!(lines, vec![3, 6, 9, 14], "{problems:#?}");
+    assert_eq!(problems[0].kind, ProblemKind::WrongType);
+    assert_eq!(problems[1].kind, ProblemKind::UnknownKey);
+    assert_eq!(problems[2].kind, ProblemKind::BadValue);
+    assert_eq!(problems[3].kind, ProblemKind::UnknownKey);
+    assert_eq!(problems[3].key_path, "counters[0].colour");
+}
+
+#[test]
+fn wrong_type_names_both_types_and_shows_the_default() {
+    let p = only(node_err("[server]\nmax_body_bytes = \"64k\"\n"));
+    assert_eq!(p.kind, ProblemKind::WrongType);
+    assert_eq!(at(&p), (2, 18));
+    assert_eq!(p.key_path, "server.max_body_bytes");
+    assert_eq!(
+        p.message,
+        "wrong type for `server.max_body_bytes`: expected a non-negative integer, found a string"
+    );
+    assert_eq!(
+        p.hint.as_deref(),
+        Some("for example `max_body_bytes = 65536` (the default)")
+    );
+
+    let p = only(node_err("[power.vedirect]\nport = \"/dev/ttyUSB0\"\n"));
+    assert_eq!(p.kind, ProblemKind::WrongType);
+    assert_eq!(
+        p.hint.as_deref(),
+        Some("write one `[[power.vedirect]]` table per entry")
+    );
+}
+
+#[test]
+fn out_of_range_integer() {
+    let p = only(node_err("[power.thresholds]\nlow_soc_percent = 300\n"));
+    assert_eq!(p.kind, ProblemKind::BadValue);
+    assert_eq!(at(&p), (2, 19));
+    assert!(p.message.contains("300 is out of range"), "{}", p.message);
+}
+
+#[test]
+fn enum_values_get_did_you_mean() {
+    let p = only(node_err("[center]\ndigits = \"western \"\n"));
+    assert_eq!(p.kind, ProblemKind::BadValue);
+    assert_eq!(at(&p), (2, 10));
+    assert_eq!(p.hint.as_deref(), Some("did you mean `western`?"));
+    assert!(
+        p.message.contains("`arabic-indic`, `western`"),
+        "{}",
+        p.message
+    );
+}
+
+#[test]
+fn typed_strings_explain_their_format() {
+    let problems = node_err(
+        "[center]\nid = \"Midan\"\nreceipt_prefix = \"mdn\"\ntimezone = \"Asia/Damscus\"\n\
+         technician_phone = \"0944123456\"\n\n[power.generator]\nquiet_hours = \"22-06\"\n",
+    );
+    let lines: Vec<usize> = problems.iter().map(|p| p.line).collect();
+    assert_eq!(lines, vec![2, 3, 4, 5, 8], "{problems:#?}");
+    assert!(problems.iter().all(|p| p.kind == ProblemKind::BadValue));
+    assert!(
+        problems[0].message.contains("invalid center id `Midan`"),
+        "{}",
+        problems[0].message
+    );
+    assert!(problems[2].message.contains("did you mean `Asia/Damascus`"));
+    assert_eq!(problems[0].column, 6);
+    assert_eq!(problems[4].key_path, "power.generator.quiet_hours");
+}
+
+#[test]
+fn socket_address_error_shows_default() {
+    let p = only(node_err("[server]\nlisten = \"localhost\"\n"));
+    assert_eq!(p.kind, ProblemKind::BadValue);
+    assert_eq!(
+        p.hint.as_deref(),
+        Some("for example `listen = \"0.0.0.0:8080\"` (the default)")
+    );
+}
+
+#[test]
+fn missing_required_key_in_a_list_entry() {
+    let problems = node_err("[[counters]]\ngroups = [\"civil\"]\n\n[[counters]]\nnumber = 2\n");
+    let p = only(problems);
+    assert_eq!(p.kind, ProblemKind::MissingKey);
+    assert_eq!(p.line, 1);
+    assert_eq!(p.message, "missing key `number` in [counters[0]]");
+}
+
+#[test]
+fn a_bad_field_in_an_entry_does_not_also_report_it_missing() {
+    let text = "[[counters]]\nnumber = \"one\"\n[[counters]]\nnumber = 2\nshape = 1\n";
+    let problems = node_err(text);
+    assert_eq!(problems.len(), 2, "{problems:#?}");
+    assert_eq!(problems[0].kind, ProblemKind::WrongType);
+    assert_eq!(problems[1].key_path, "counters[1].shape");
+    assert_eq!(problems[1].line, 5);
+}
+
+#[test]
+fn thresholds_in_the_wrong_order_point_at_the_set_key() {
+    let p = only(node_err(
+        "[power.thresholds]\n# alert early\ncritical_soc_percent = 40\n",
+    ));
+    assert_eq!(p.kind, ProblemKind::BadValue);
+    assert_eq!(at(&p), (3, 24));
+    assert_eq!(p.key_path, "power.thresholds.critical_soc_percent");
+    assert!(
+        p.message.contains("must be below low_soc_percent (30)"),
+        "{}",
+        p.message
+    );
+    assert!(p.hint.is_some());
+
+    let p = only(node_err("[power.thresholds]\nlow_battery_mv = 22000\n"));
+    assert_eq!(p.key_path, "power.thresholds.low_battery_mv");
+    assert_eq!(p.line, 2);
+}
+
+#[test]
+fn counter_rules() {
+    let text = "\
+[[counters]]
+number = 1
+groups = [\"civil\"]
+
+[[counters]]
+number = 1
+groups = [\"civl\", \"judicial\"]
+
+[[counters]]
+number = 100
+";
+    let problems = node_err(text);
+    assert_eq!(problems.len(), 3, "{problems:#?}");
+    assert_eq!(at(&problems[0]), (6, 10));
+    assert!(problems[0].message.contains("duplicate counter number 1"));
+    assert_eq!(at(&problems[1]), (7, 11));
+    assert_eq!(problems[1].key_path, "counters[1].groups[0]");
+    assert_eq!(problems[1].hint.as_deref(), Some("did you mean `civil`?"));
+    assert_eq!(problems[2].line, 10);
+    assert!(problems[2].message.contains("100 is out of range"));
+}
+
+#[test]
+fn counter_without_groups_serves_all() {
+    let cfg = parse_node("[[counters]]\nnumber = 7\n", "t.toml").unwrap();
+    assert_eq!(cfg.counters.len(), 1);
+    assert_eq!(cfg.counters[0].groups.len(), 5);
+}
+
+#[test]
+fn duplicate_group_letters_and_ids() {
+    let text = "\
+[[queue.groups]]
+id = \"civil\"
+letter = \"A\"
+name_ar = \"مدني\"
+name_en = \"Civil\"
+
+[[queue.groups]]
+id = \"civil\"
+letter = \"A\"
+name_ar = \"مدني\"
+name_en = \"Civil 2\"
+";
+    let problems = node_err(text);
+    assert_eq!(problems.len(), 2, "{problems:#?}");
+    assert_eq!(at(&problems[0]), (8, 6));
+    assert!(problems[0].message.contains("duplicate group id `civil`"));
+    assert_eq!(at(&problems[1]), (9, 10));
+    assert!(problems[1].message.contains("duplicate ticket letter `A`"));
+}
+
+#[test]
+fn group_letter_must_be_one_capital() {
+    let text =
+        "[[queue.groups]]\nid = \"civil\"\nletter = \"ab\"\nname_ar = \"م\"\nname_en = \"C\"\n";
+    let p = only(node_err(text));
+    assert_eq!(at(&p), (3, 10));
+    assert!(
+        p.message.contains("one uppercase ASCII letter"),
+        "{}",
+        p.message
+    );
+}
+
+#[test]
+fn enabled_features_need_their_settings() {
+    let text = "[sync]\nenabled = true\nca_cert = \"/etc/markaz/ca.pem\"\n\n[power.inverter]\nenabled = true\n";
+    let problems = node_err(text);
+    assert_eq!(problems.len(), 3, "{problems:#?}");
+    // Absent keys are placed on their table's header.
+    assert_eq!(at(&problems[0]), (1, 2));
+    assert_eq!(problems[0].key_path, "sync.client_cert");
+    assert_eq!(problems[0].kind, ProblemKind::MissingKey);
+    assert_eq!(
+        problems[0].message,
+        "missing key `sync.client_cert`: it is required when sync.enabled = true"
+    );
+    assert_eq!(problems[1].key_path, "sync.client_key");
+    assert_eq!(problems[2].key_path, "power.inverter.port");
+    assert_eq!(problems[2].line, 5);
+}
+
+#[test]
+fn shared_serial_port_is_refused() {
+    let text = "\
+[modem]
+enabled = true
+port = \"/dev/ttyUSB0\"
+
+[[power.vedirect]]
+port = \"/dev/ttyUSB0\"
+role = \"bmv\"
+";
+    let p = only(node_err(text));
+    assert_eq!(at(&p), (6, 8));
+    assert!(
+        p.message.contains("already used by modem.port"),
+        "{}",
+        p.message
+    );
+}
+
+#[test]
+fn hub_rules_and_detection() {
+    let p = match parse_hub(
+        "[hub]\nlisten = \"0.0.0.0:9000\"\nweb_listen = \"0.0.0.0:9000\"\n",
+        "hub.toml",
+    ) {
+        Err(e) => only(e.problems().to_vec()),
+        Ok(_) => panic!("expected a problem"),
+    };
+    assert_eq!(p.line, 3);
+
+    let p = match parse_hub("[hub]\nlisten = \"0.0.0.0:9000\"\n[queue]\n", "hub.toml") {
+        Err(e) => only(e.problems().to_vec()),
+        Ok(_) => panic!("expected a problem"),
+    };
+    assert_eq!(p.message, "unknown key `queue` at the top level");
+    assert_eq!(check_bytes(b"[hub]\n", "h.toml").unwrap(), Kind::Hub);
+    assert_eq!(check_bytes(b"", "n.toml").unwrap(), Kind::Node);
+    assert_eq!(
+        check_bytes(b"hub = 1\n", "n.toml").unwrap_err().problems()[0].kind,
+        ProblemKind::UnknownKey
+    );
+}
+
+#[test]
+fn hub_paths_default_under_data_dir() {
+    let hub = parse_hub(
+        "[hub]\ndata_dir = \"/srv/hub\"\nca_cert = \"/etc/ca.pem\"\n",
+        "h",
+    )
+    .unwrap();
+    assert_eq!(hub.hub.ca_cert_path(), Path::new("/etc/ca.pem"));
+    assert_eq!(
+        hub.hub.server_key_path(),
+        Path::new("/srv/hub/tls/server.key")
+    );
+}
+
+#[test]
+fn example_files_pass() {
+    let midan = parse_node(include_str!("../../docs/examples/midan.toml"), "midan.toml")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(midan.center.id.as_str(), "midan");
+    assert_eq!(midan.counters.len(), 12);
+    let serving = |n: u8| -> Vec<&str> {
+        let c = midan.counters.iter().find(|c| c.number == n).unwrap();
+        c.groups.iter().map(GroupId::as_str).collect()
+    };
+    assert_eq!(serving(1), ["civil"]);
+    assert_eq!(serving(5), ["judicial"]);
+    assert_eq!(serving(9), ["real_estate"]);
+    assert_eq!(serving(10), ["finance"]);
+    assert_eq!(serving(12), ["pickup", "civil"]);
+    assert!(midan.modem.enabled && midan.sync.enabled);
+    assert!(midan.power.inverter.enabled && midan.power.generator.enabled);
+    assert_eq!(midan.power.vedirect.len(), 2);
+
+    parse_hub(include_str!("../../docs/examples/hub.toml"), "hub.toml")
+        .unwrap_or_else(|e| panic!("{e}"));
+    parse_node(include_str!("../../docs/examples/demo.toml"), "demo.toml")
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/examples");
+    assert_eq!(check_file(dir.join("midan.toml")).unwrap(), Kind::Node);
+    assert_eq!(check_file(dir.join("hub.toml")).unwrap(), Kind::Hub);
+    assert_eq!(check_file(dir.join("demo.toml")).unwrap(), Kind::Node);
+}
+
+#[test]
+fn unreadable_file_is_an_io_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = load_node(dir.path().join("absent.toml")).unwrap_err();
+    assert!(matches!(e, ConfigError::Io { .. }));
+    assert!(e.to_string().contains("absent.toml: cannot read the file"));
+}
+
+#[test]
+fn load_node_reads_a_file_and_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[queue]\nno_show_after_minutes = 0\n").unwrap();
+    let e = load_node(&path).unwrap_err();
+    let p = &e.problems()[0];
+    assert_eq!(p.file, path.display().to_string());
+    assert_eq!(at(p), (2, 25));
+    assert!(matches!(
+        check_file(&path),
+        Err(ConfigError::Invalid { .. })
+    ));
+}
+
+#[test]
+fn invalid_utf8_is_reported_at_its_position() {
+    let p = only(
+        parse_node_bytes(b"[center]\nname_en = \"\xff\"\n", "t.toml")
+            .unwrap_err()
+            .problems()
+            .to_vec(),
+    );
+    assert_eq!(p.kind, ProblemKind::Encoding);
+    assert_eq!(at(&p), (2, 12));
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+        let _ = parse_node_bytes(&bytes, "fuzz.toml");
+        let _ = parse_hub_bytes(&bytes, "fuzz.toml");
+        let _ = check_bytes(&bytes, "fuzz.toml");
+    }
+
+    #[test]
+    fn toml_like_text_never_panics(text in "(\\[{1,2}[a-z.]{0,20}\\]{0,2}\n|[a-z_]{1,12} = (\"[^\"\n]{0,10}\"|-?[0-9]{1,6}|true|\\[\"?[a-z0-9]{0,5}\"?\\]|\\{[a-z]{0,3} = 1\\})\n){0,12}") {
+        if let Err(e) = parse_node(&text, "fuzz.toml") {
+            for p in e.problems() {
+                prop_assert!(p.line >= 1 && p.column >= 1);
+                prop_assert!(p.line <= text.lines().count() + 1);
+            }
+        }
+    }
+
+    #[test]
+    fn mutated_example_never_panics(pos in 0usize..4000, byte in any::<u8>()) {
+        let mut bytes = include_bytes!("../../docs/examples/midan.toml").to_vec();
+        let pos = pos % bytes.len();
+        bytes[pos] = byte;
+        let _ = parse_node_bytes(&bytes, "midan.toml");
+    }
+}

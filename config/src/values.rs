@@ -1,0 +1,605 @@
+//! Typed configuration values that can only hold valid contents.
+//!
+//! Each type here is parsed from its TOML string once, when the file is loaded, and is
+//! valid from then on: a `CenterId` is always a slug, a `HhMmRange` always two real
+//! times of day. Their `TryFrom<String>` error is the message a user sees next to the
+//! file position, so it says what the value must look like.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Why a configuration value was refused; the text is shown to the user as-is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ValueError(pub String);
+
+fn err<T>(msg: impl Into<String>) -> Result<T, ValueError> {
+    Err(ValueError(msg.into()))
+}
+
+macro_rules! string_newtype {
+    ($(#[$meta:meta])* $name:ident, $parse:path) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            /// The value as written in the file.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = ValueError;
+            fn try_from(s: String) -> Result<Self, ValueError> {
+                $parse(&s)?;
+                Ok(Self(s))
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = ValueError;
+            fn from_str(s: &str) -> Result<Self, ValueError> {
+                Self::try_from(s.to_owned())
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(v: $name) -> String {
+                v.0
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+fn check_center_id(s: &str) -> Result<(), ValueError> {
+    let mut chars = s.chars();
+    let ok = (2..=32).contains(&s.len())
+        && chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        err(format!(
+            "invalid center id `{s}`: use 2 to 32 characters, a lowercase ASCII letter \
+             first, then lowercase letters, digits or `-` (like `midan`)"
+        ))
+    }
+}
+
+string_newtype!(
+    /// A center's identifier: `^[a-z][a-z0-9-]{1,31}$`, e.g. `midan`. Used in
+    /// certificates, actor ids and sync routing, so it never changes once chosen.
+    CenterId,
+    check_center_id
+);
+
+fn check_receipt_prefix(s: &str) -> Result<(), ValueError> {
+    if (2..=5).contains(&s.len()) && s.chars().all(|c| c.is_ascii_uppercase()) {
+        Ok(())
+    } else {
+        err(format!(
+            "invalid receipt prefix `{s}`: use 2 to 5 uppercase ASCII letters (like `MDN`)"
+        ))
+    }
+}
+
+string_newtype!(
+    /// The prefix of a center's receipt numbers: `^[A-Z]{2,5}$`, e.g. `MDN`.
+    ReceiptPrefix,
+    check_receipt_prefix
+);
+
+fn check_group_id(s: &str) -> Result<(), ValueError> {
+    let mut chars = s.chars();
+    let ok = (1..=32).contains(&s.len())
+        && chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        err(format!(
+            "invalid group id `{s}`: use 1 to 32 characters, a lowercase ASCII letter \
+             first, then lowercase letters, digits or `_` (like `real_estate`)"
+        ))
+    }
+}
+
+string_newtype!(
+    /// A queue service group's identifier: `^[a-z][a-z0-9_]{0,31}$`, e.g. `real_estate`.
+    GroupId,
+    check_group_id
+);
+
+fn check_phone(s: &str) -> Result<(), ValueError> {
+    let digits = s.strip_prefix('+').unwrap_or("");
+    let ok = (8..=15).contains(&digits.len())
+        && !digits.starts_with('0')
+        && digits.chars().all(|c| c.is_ascii_digit());
+    if ok {
+        Ok(())
+    } else {
+        err(format!(
+            "invalid phone number `{s}`: use E.164 form, `+` then country code and \
+             number, no spaces (like `+963944123456`)"
+        ))
+    }
+}
+
+string_newtype!(
+    /// A phone number in E.164 form: `+` and 8 to 15 digits, e.g. `+963944123456`.
+    PhoneNumber,
+    check_phone
+);
+
+fn check_time_zone(s: &str) -> Result<(), ValueError> {
+    if jiff::tz::db().get(s).is_ok() {
+        return Ok(());
+    }
+    let names: Vec<String> = jiff::tz::db().available().map(|n| n.to_string()).collect();
+    let near = crate::suggest::closest(s, names.iter().map(String::as_str));
+    match near {
+        Some(n) => err(format!(
+            "unknown time zone `{s}` (did you mean `{n}`?); use an IANA name like `Asia/Damascus`"
+        )),
+        None => err(format!(
+            "unknown time zone `{s}`; use an IANA name like `Asia/Damascus`"
+        )),
+    }
+}
+
+string_newtype!(
+    /// An IANA time zone name known to the bundled time zone database,
+    /// e.g. `Asia/Damascus`.
+    TimeZoneName,
+    check_time_zone
+);
+
+impl TimeZoneName {
+    /// The time zone itself. Falls back to UTC only if the bundled database changed
+    /// under a running process, which cannot happen: the name was checked at load.
+    pub fn time_zone(&self) -> jiff::tz::TimeZone {
+        jiff::tz::db()
+            .get(&self.0)
+            .unwrap_or(jiff::tz::TimeZone::UTC)
+    }
+}
+
+fn check_log_filter(s: &str) -> Result<(), ValueError> {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    let bad = || {
+        err(format!(
+            "invalid log filter `{s}`: use a level ({}) or comma-separated \
+             `target=level` directives, like `info,markaz_node=debug`",
+            LEVELS.join(", ")
+        ))
+    };
+    if s.trim().is_empty() {
+        return bad();
+    }
+    for directive in s.split(',') {
+        let level = match directive.split_once('=') {
+            Some((target, level)) => {
+                let target_ok = !target.is_empty()
+                    && target
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':' || c == '-');
+                if !target_ok {
+                    return bad();
+                }
+                level
+            }
+            None => directive,
+        };
+        if !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+            return bad();
+        }
+    }
+    Ok(())
+}
+
+string_newtype!(
+    /// A `tracing` filter: a level (`info`) or directives like `info,markaz_node=debug`.
+    LogFilter,
+    check_log_filter
+);
+
+fn check_host_port(s: &str) -> Result<(), ValueError> {
+    parse_host_port(s).map(|_| ())
+}
+
+fn parse_host_port(s: &str) -> Result<(&str, u16), ValueError> {
+    let bad = || {
+        err(format!(
+            "invalid address `{s}`: use host:port, like `192.0.2.10:443`, \
+             `hub.example.org:8443` or `[2001:db8::1]:443`"
+        ))
+    };
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return bad();
+    };
+    let host_ok = if let Some(inner) = host.strip_prefix('[') {
+        inner
+            .strip_suffix(']')
+            .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok())
+    } else {
+        !host.is_empty()
+            && host.len() <= 253
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+    };
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 && host_ok => Ok((host, p)),
+        _ => bad(),
+    }
+}
+
+string_newtype!(
+    /// A `host:port` pair (host name, IPv4, or bracketed IPv6), e.g. `192.0.2.10:443`.
+    HostPort,
+    check_host_port
+);
+
+impl HostPort {
+    /// The host part (brackets kept for IPv6).
+    pub fn host(&self) -> &str {
+        parse_host_port(&self.0).map(|(h, _)| h).unwrap_or("")
+    }
+
+    /// The port part (never 0).
+    pub fn port(&self) -> u16 {
+        parse_host_port(&self.0).map(|(_, p)| p).unwrap_or(0)
+    }
+}
+
+fn check_https_url(s: &str) -> Result<(), ValueError> {
+    let rest = s.strip_prefix("https://").unwrap_or("");
+    let authority = rest.split('/').next().unwrap_or("");
+    let ok = !authority.is_empty()
+        && (check_host_port(authority).is_ok()
+            || authority
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'));
+    if ok && !s.contains(char::is_whitespace) {
+        Ok(())
+    } else {
+        err(format!(
+            "invalid hub URL `{s}`: use `https://host[:port]`, like `https://hub.example.org:8443`"
+        ))
+    }
+}
+
+string_newtype!(
+    /// An `https://host[:port][/path]` URL, e.g. `https://127.0.0.1:8443`.
+    HttpsUrl,
+    check_https_url
+);
+
+/// One letter of a queue group's ticket series (`A` gives tickets A001, A002, …).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct GroupLetter(char);
+
+impl GroupLetter {
+    /// The letter, always an ASCII uppercase letter.
+    pub fn as_char(self) -> char {
+        self.0
+    }
+}
+
+impl TryFrom<String> for GroupLetter {
+    type Error = ValueError;
+    fn try_from(s: String) -> Result<Self, ValueError> {
+        let mut chars = s.chars();
+        match (chars.next(), chars.next()) {
+            (Some(c), None) if c.is_ascii_uppercase() => Ok(Self(c)),
+            _ => err(format!(
+                "invalid ticket letter `{s}`: use one uppercase ASCII letter, like `A`"
+            )),
+        }
+    }
+}
+
+impl TryFrom<char> for GroupLetter {
+    type Error = ValueError;
+    fn try_from(c: char) -> Result<Self, ValueError> {
+        Self::try_from(c.to_string())
+    }
+}
+
+impl From<GroupLetter> for String {
+    fn from(l: GroupLetter) -> String {
+        l.0.to_string()
+    }
+}
+
+impl fmt::Display for GroupLetter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A time of day, minute precision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HhMm {
+    minute_of_day: u16,
+}
+
+impl HhMm {
+    /// Builds a time of day; `None` unless `hour < 24` and `minute < 60`.
+    pub fn new(hour: u8, minute: u8) -> Option<Self> {
+        (hour < 24 && minute < 60).then(|| Self {
+            minute_of_day: u16::from(hour) * 60 + u16::from(minute),
+        })
+    }
+
+    /// Minutes since midnight, `0..1440`.
+    pub fn minute_of_day(self) -> u16 {
+        self.minute_of_day
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        let (h, m) = s.split_once(':')?;
+        if h.len() != 2 || m.len() != 2 || !(h.chars().chain(m.chars())).all(|c| c.is_ascii_digit())
+        {
+            return None;
+        }
+        Self::new(h.parse().ok()?, m.parse().ok()?)
+    }
+}
+
+impl fmt::Display for HhMm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:02}:{:02}",
+            self.minute_of_day / 60,
+            self.minute_of_day % 60
+        )
+    }
+}
+
+/// A daily time window `"HH:MM-HH:MM"`, e.g. `"22:00-06:00"`; it may wrap past
+/// midnight. Start and end differ, so the window is never empty nor the whole day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct HhMmRange {
+    /// First minute inside the window.
+    pub start: HhMm,
+    /// First minute after the window.
+    pub end: HhMm,
+}
+
+impl HhMmRange {
+    /// Whether the time of day (minutes since midnight) falls in the window.
+    pub fn contains(&self, minute_of_day: u16) -> bool {
+        let (s, e) = (self.start.minute_of_day, self.end.minute_of_day);
+        if s < e {
+            (s..e).contains(&minute_of_day)
+        } else {
+            minute_of_day >= s || minute_of_day < e
+        }
+    }
+}
+
+impl TryFrom<String> for HhMmRange {
+    type Error = ValueError;
+    fn try_from(s: String) -> Result<Self, ValueError> {
+        let parsed = s
+            .split_once('-')
+            .and_then(|(a, b)| Some((HhMm::parse(a)?, HhMm::parse(b)?)));
+        match parsed {
+            Some((start, end)) if start != end => Ok(Self { start, end }),
+            Some(_) => err(format!(
+                "invalid time window `{s}`: start and end are equal; leave the key out \
+                 for no window"
+            )),
+            None => err(format!(
+                "invalid time window `{s}`: use `HH:MM-HH:MM` in 24-hour time, like `22:00-06:00`"
+            )),
+        }
+    }
+}
+
+impl FromStr for HhMmRange {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, ValueError> {
+        Self::try_from(s.to_owned())
+    }
+}
+
+impl From<HhMmRange> for String {
+    fn from(r: HhMmRange) -> String {
+        r.to_string()
+    }
+}
+
+impl fmt::Display for HhMmRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.start, self.end)
+    }
+}
+
+/// Which digits numbers are shown with (ticket numbers, amounts, dates).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Digits {
+    /// ٠١٢٣٤٥٦٧٨٩
+    #[default]
+    ArabicIndic,
+    /// 0123456789
+    Western,
+}
+
+/// A user-interface language.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Language {
+    /// Arabic, right to left.
+    #[default]
+    Ar,
+    /// English.
+    En,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// Human-readable lines, for development.
+    #[default]
+    Pretty,
+    /// One JSON object per line, for production.
+    Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn center_id_accepts_slugs_only() {
+        for ok in [
+            "demo",
+            "midan",
+            "a1",
+            "hay-al-wurud",
+            "abcdefghijklmnopqrstuvwxyz012345",
+        ] {
+            assert!(CenterId::from_str(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "a",
+            "Midan",
+            "1abc",
+            "-ab",
+            "mid an",
+            "midān",
+            "abcdefghijklmnopqrstuvwxyz0123456",
+        ] {
+            assert!(CenterId::from_str(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn receipt_prefix_is_two_to_five_capitals() {
+        assert!(ReceiptPrefix::from_str("MDN").is_ok());
+        assert!(ReceiptPrefix::from_str("AB").is_ok());
+        assert!(ReceiptPrefix::from_str("ABCDEF").is_err());
+        assert!(ReceiptPrefix::from_str("A").is_err());
+        assert!(ReceiptPrefix::from_str("Mdn").is_err());
+    }
+
+    #[test]
+    fn phone_is_e164() {
+        assert!(PhoneNumber::from_str("+963944123456").is_ok());
+        assert!(PhoneNumber::from_str("0944123456").is_err());
+        assert!(PhoneNumber::from_str("+0944123456").is_err());
+        assert!(PhoneNumber::from_str("+963 944 123 456").is_err());
+    }
+
+    #[test]
+    fn time_window_parses_and_wraps_midnight() {
+        let r = HhMmRange::from_str("22:00-06:00").unwrap();
+        assert!(r.contains(23 * 60));
+        assert!(r.contains(0));
+        assert!(r.contains(5 * 60 + 59));
+        assert!(!r.contains(6 * 60));
+        assert!(!r.contains(12 * 60));
+        let day = HhMmRange::from_str("08:30-14:00").unwrap();
+        assert!(day.contains(8 * 60 + 30) && !day.contains(14 * 60) && !day.contains(60));
+        assert_eq!(r.to_string(), "22:00-06:00");
+        for bad in [
+            "22:00",
+            "24:00-01:00",
+            "2:00-06:00",
+            "22:00-22:00",
+            "22:60-01:00",
+            "aa:bb-cc:dd",
+        ] {
+            assert!(HhMmRange::from_str(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn host_port_parts() {
+        let hp = HostPort::from_str("hub.example.org:8443").unwrap();
+        assert_eq!((hp.host(), hp.port()), ("hub.example.org", 8443));
+        assert!(HostPort::from_str("[::1]:443").is_ok());
+        for bad in ["hub", ":443", "hub:0", "hub:70000", "h b:1", "[zz]:1"] {
+            assert!(HostPort::from_str(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn time_zone_suggests_a_close_name() {
+        assert!(TimeZoneName::from_str("Asia/Damascus").is_ok());
+        let e = TimeZoneName::from_str("Asia/Damscus").unwrap_err();
+        assert!(e.0.contains("`Asia/Damascus`"), "{e}");
+    }
+
+    #[test]
+    fn log_filter_directives() {
+        for ok in [
+            "info",
+            "WARN",
+            "info,markaz_node=debug",
+            "tower_http::trace=off",
+        ] {
+            assert!(LogFilter::from_str(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "loud", "info,=debug", "a b=info"] {
+            assert!(LogFilter::from_str(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn https_url() {
+        assert!(HttpsUrl::from_str("https://127.0.0.1:8443").is_ok());
+        assert!(HttpsUrl::from_str("https://hub.example.org/markaz").is_ok());
+        assert!(HttpsUrl::from_str("http://hub.example.org").is_err());
+        assert!(HttpsUrl::from_str("https://").is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn time_window_round_trips(a in 0u16..1440, b in 0u16..1440) {
+            prop_assume!(a != b);
+            let s = format!("{:02}:{:02}-{:02}:{:02}", a / 60, a % 60, b / 60, b % 60);
+            let r = HhMmRange::from_str(&s).unwrap();
+            prop_assert_eq!(r.to_string(), s);
+            prop_assert!(r.contains(a));
+            prop_assert!(!r.contains(b));
+        }
+
+        #[test]
+        fn value_parsers_never_panic(s in "\\PC{0,40}") {
+            let _ = CenterId::from_str(&s);
+            let _ = HhMmRange::from_str(&s);
+            let _ = HostPort::from_str(&s);
+            let _ = HttpsUrl::from_str(&s);
+            let _ = LogFilter::from_str(&s);
+            let _ = PhoneNumber::from_str(&s);
+            let _ = GroupLetter::try_from(s.clone());
+        }
+    }
+}
