@@ -9,6 +9,8 @@
 //! samples. Nothing here knows about configuration files or the node: callers hand in
 //! plain settings structs.
 
+pub mod driver;
+pub mod emulator;
 pub mod generator;
 pub mod model;
 pub mod policy;

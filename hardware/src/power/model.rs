@@ -114,7 +114,9 @@ impl PowerSample {
         let generator_running = d.generator.is_some_and(GeneratorReading::running);
         let views = [
             d.generator.and_then(|g| g.mains_available),
+            // While the generator runs, the inverter's AC input is the generator.
             d.inverter
+                .filter(|_| !generator_running)
                 .map(|(q, mode)| mode == Some(Mode::Line) || q.grid_mv >= GRID_PRESENT_MV),
         ];
         let grid_available = if views.contains(&Some(true)) {
