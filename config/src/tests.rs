@@ -484,3 +484,80 @@ proptest! {
         let _ = parse_node_bytes(&bytes, "midan.toml");
     }
 }
+
+/// Every key of the schema, as (table path, key): leaves of a fully set configuration.
+fn schema_keys(value: &toml::Table, section: &str, out: &mut Vec<(String, String)>) {
+    for (k, v) in value {
+        let here = if section.is_empty() {
+            k.clone()
+        } else {
+            format!("{section}.{k}")
+        };
+        match v {
+            toml::Value::Table(t) => schema_keys(t, &here, out),
+            toml::Value::Array(a) if matches!(a.first(), Some(toml::Value::Table(_))) => {
+                if let Some(toml::Value::Table(t)) = a.first() {
+                    schema_keys(t, &here, out);
+                }
+            }
+            _ => out.push((section.to_owned(), k.clone())),
+        }
+    }
+}
+
+fn documented(doc: &str, section: &str, key: &str) -> bool {
+    let headings = [format!("### `[{section}]`"), format!("### `[[{section}]]`")];
+    let Some(start) = headings.iter().find_map(|h| doc.find(h.as_str())) else {
+        return false;
+    };
+    let body = &doc[start + 4..];
+    let body = &body[..body.find("\n### ").unwrap_or(body.len())];
+    body.contains(&format!("| `{key}` |"))
+}
+
+#[test]
+fn config_md_lists_every_key() {
+    let doc = include_str!("../../docs/CONFIG.md");
+    let (node_doc, hub_doc) = doc.split_once("# Hub file").expect("a hub part");
+
+    let mut node =
+        parse_node(include_str!("../../docs/examples/midan.toml"), "midan.toml").unwrap();
+    node.auth.initial_admin_password = Some("correct horse".into());
+    let mut keys = Vec::new();
+    schema_keys(&toml::Table::try_from(&node).unwrap(), "", &mut keys);
+    let mut hub = parse_hub(include_str!("../../docs/examples/hub.toml"), "hub.toml").unwrap();
+    hub.hub.crl = Some("/etc/crl.pem".into());
+    let mut hub_keys = Vec::new();
+    schema_keys(&toml::Table::try_from(&hub).unwrap(), "", &mut hub_keys);
+    assert!(keys.len() > 90, "{}", keys.len());
+
+    let missing: Vec<String> = keys
+        .iter()
+        .filter(|(s, k)| !documented(node_doc, s, k))
+        .chain(hub_keys.iter().filter(|(s, k)| !documented(hub_doc, s, k)))
+        .map(|(s, k)| format!("{s}.{k}"))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "keys missing from docs/CONFIG.md: {missing:?}"
+    );
+}
+
+#[test]
+fn config_md_error_samples_are_real() {
+    let doc = include_str!("../../docs/CONFIG.md");
+    let mut samples = 0;
+    for block in doc.split("```toml\n").skip(1) {
+        let Some((file, rest)) = block.split_once("\n```") else {
+            continue;
+        };
+        let Some(output) = rest.split("$ markaz check-config midan.toml\n").nth(1) else {
+            continue;
+        };
+        let output = output.split("\n```").next().unwrap_or("");
+        let shown = parse_node(file, "midan.toml").unwrap_err().to_string();
+        assert_eq!(shown, output, "sample {samples} in docs/CONFIG.md differs");
+        samples += 1;
+    }
+    assert_eq!(samples, 2);
+}
