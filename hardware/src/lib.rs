@@ -4,6 +4,7 @@
 //! This crate knows nothing of the node: drivers publish their latest state on watch
 //! channels and take commands on mpsc channels; wire formats are sans-IO modules.
 
+pub mod link;
 pub mod modem;
 pub mod power;
 pub mod pty;
