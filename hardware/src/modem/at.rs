@@ -529,47 +529,125 @@ mod tests {
         assert!(e.submit(AtCommand::new("AT\r")).is_err());
     }
 
-    fn run(chunks: &[&[u8]]) -> Vec<Output> {
+    /// One exchange: the command, and the device's bytes in reply to it (with echo and
+    /// URCs mixed in where the generator put them).
+    fn exchange(kind: u8, echo: bool, urc_at: &[bool]) -> (AtCommand, Vec<u8>, FinalResult, usize) {
+        let urc = b"\r\n+QIURC: \"recv\",1\r\n".as_slice();
+        let mut urc_gaps = urc_at.iter().copied().cycle();
+        let mut bytes = Vec::new();
+        let mut urcs = 0;
+        let mut gap = |bytes: &mut Vec<u8>| {
+            if urc_gaps.next().unwrap_or(false) {
+                bytes.extend_from_slice(urc);
+                urcs += 1;
+            }
+        };
+        let (cmd, lines, result): (AtCommand, Vec<&[u8]>, FinalResult) = match kind % 5 {
+            0 => (
+                AtCommand::new("AT+CSQ"),
+                vec![b"+CSQ: 20,99", b"OK"],
+                FinalResult::Ok,
+            ),
+            1 => (
+                AtCommand::new("AT+CPIN?"),
+                vec![b"+CME ERROR: 10"],
+                FinalResult::CmeError(10),
+            ),
+            2 => (
+                AtCommand::with_payload("AT+CMGS=24", b"00AA\x1a".to_vec()),
+                vec![b"+CMGS: 7", b"OK"],
+                FinalResult::Ok,
+            ),
+            3 => (
+                AtCommand::with_payload("AT+QISEND=0,3", b"a\r\n".to_vec()),
+                vec![b"SEND OK"],
+                FinalResult::SendOk,
+            ),
+            _ => (
+                AtCommand::with_raw_data("AT+QIRD=0,1500", "+QIRD:"),
+                vec![b"+QIRD: 5\r\nOK\r\n>", b"OK"],
+                FinalResult::Ok,
+            ),
+        };
+        gap(&mut bytes);
+        if echo {
+            bytes.extend_from_slice(cmd.line.as_bytes());
+            bytes.push(b'\r');
+        }
+        if cmd.payload.is_some() {
+            gap(&mut bytes);
+            bytes.extend_from_slice(b"\r\n> ");
+        }
+        for l in lines {
+            gap(&mut bytes);
+            bytes.extend_from_slice(b"\r\n");
+            bytes.extend_from_slice(l);
+            bytes.extend_from_slice(b"\r\n");
+        }
+        gap(&mut bytes);
+        let n = urcs;
+        (cmd, bytes, result, n)
+    }
+
+    /// Runs exchanges one after the other, cutting each reply at `cuts`.
+    fn run_script(script: &[(u8, bool, Vec<bool>)], cuts: &[usize]) -> Vec<Output> {
         let mut e = AtEngine::new();
         let mut out = Vec::new();
-        e.submit(AtCommand::with_payload("AT+QISEND=0,3", b"abc".to_vec()))
-            .unwrap();
-        for c in chunks {
-            e.feed(c);
-            out.extend(drain(&mut e));
-            if !e.is_busy() {
-                let _ = e.submit(AtCommand::with_raw_data("AT+QIRD=0,1500", "+QIRD:"));
+        for (kind, echo, urc_at) in script {
+            let (cmd, bytes, _, _) = exchange(*kind, *echo, urc_at);
+            e.submit(cmd).unwrap();
+            let mut last = 0;
+            for &c in cuts.iter().filter(|c| **c < bytes.len()) {
+                if c > last {
+                    e.feed(&bytes[last..c]);
+                    out.extend(drain(&mut e));
+                    last = c;
+                }
             }
+            e.feed(&bytes[last..]);
+            out.extend(drain(&mut e));
         }
         out
     }
 
-    const SCRIPT: &[u8] =
-        b"AT+QISEND=0,3\r\r\n+CREG: 5\r\n> abc\r\nSEND OK\r\n+QIURC: \"recv\",0\r\n\
-        AT+QIRD=0,1500\r\r\n+QIRD: 5\r\nOK\r\n\r\n\r\nOK\r\n\r\n+QIURC: \"closed\",0\r\n";
+    fn script_strategy() -> impl Strategy<Value = Vec<(u8, bool, Vec<bool>)>> {
+        proptest::collection::vec(
+            (
+                any::<u8>(),
+                any::<bool>(),
+                proptest::collection::vec(any::<bool>(), 1..6),
+            ),
+            1..8,
+        )
+    }
 
     proptest! {
         #[test]
-        fn chunking_does_not_change_events(cuts in proptest::collection::vec(0usize..SCRIPT.len(), 0..12)) {
-            let mut cuts = cuts;
-            cuts.sort_unstable();
-            cuts.dedup();
-            let mut chunks = Vec::new();
-            let mut last = 0;
-            for c in cuts {
-                chunks.push(&SCRIPT[last..c]);
-                last = c;
+        fn chunking_does_not_change_events(
+            script in script_strategy(),
+            cuts in proptest::collection::btree_set(0usize..80, 0..20),
+        ) {
+            let cuts: Vec<usize> = cuts.into_iter().collect();
+            let whole = run_script(&script, &[]);
+            let chunked = run_script(&script, &cuts);
+            prop_assert_eq!(&whole, &chunked);
+            // And the events are the right ones: one response per exchange, in order,
+            // with its expected result, and every URC reported.
+            let rs = responses(&whole);
+            prop_assert_eq!(rs.len(), script.len());
+            let mut urcs = 0;
+            for ((kind, echo, urc_at), r) in script.iter().zip(rs) {
+                let (cmd, _, result, n) = exchange(*kind, *echo, urc_at);
+                prop_assert_eq!(&r.command, &cmd.line);
+                prop_assert_eq!(&r.result, &result);
+                if cmd.raw_data_prefix.is_some() {
+                    prop_assert_eq!(&r.data, b"OK\r\n>");
+                }
+                urcs += n;
             }
-            chunks.push(&SCRIPT[last..]);
-            // Whole-script reference, fed byte by byte so submission points match.
-            let bytes: Vec<&[u8]> = SCRIPT.chunks(1).collect();
-            let reference: Vec<Output> = run(&bytes).into_iter().filter(|o| !matches!(o, Output::Write(_))).collect();
-            let got: Vec<Output> = run(&chunks).into_iter().filter(|o| !matches!(o, Output::Write(_))).collect();
-            // The follow-up QIRD is submitted at chunk boundaries, so compare what does
-            // not depend on that: URCs and the first response.
-            let urcs = |v: &[Output]| v.iter().filter(|o| matches!(o, Output::Urc(_))).cloned().collect::<Vec<_>>();
-            prop_assert_eq!(urcs(&reference), urcs(&got));
-            prop_assert_eq!(responses(&reference).first().cloned(), responses(&got).first().cloned());
+            let seen = whole.iter().filter(|o| matches!(o, Output::Urc(_))).count();
+            prop_assert_eq!(seen, urcs);
+            prop_assert!(!whole.iter().any(|o| matches!(o, Output::Discarded(_))));
         }
 
         #[test]
