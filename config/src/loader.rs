@@ -160,31 +160,43 @@ fn locate(root: &Spanned<DeTable<'_>>, span: &Range<usize>) -> KeyPath {
     exact.or(containing.map(|(_, p)| p)).unwrap_or_default()
 }
 
-/// Where a node of the tree is: its key span and value span. `None` if absent.
-fn find(
-    root: &Spanned<DeTable<'_>>,
-    path: &KeyPath,
-) -> Option<(Option<Range<usize>>, Range<usize>)> {
+/// A node of the tree: where its key and value are, and the value's TOML type.
+struct Node {
+    key: Option<Range<usize>>,
+    value: Range<usize>,
+    type_name: &'static str,
+}
+
+/// The node at `path`, or `None` if the tree has nothing there.
+fn find(root: &Spanned<DeTable<'_>>, path: &KeyPath) -> Option<Node> {
     let Some((Seg::Key(first), rest)) = path.0.split_first() else {
-        return path.0.is_empty().then(|| (None, root.span()));
+        return path.0.is_empty().then(|| Node {
+            key: None,
+            value: root.span(),
+            type_name: "table",
+        });
     };
     let (k, mut value) = root.get_ref().get_key_value(first.as_str())?;
-    let mut key_span = Some(k.span());
+    let mut key = Some(k.span());
     for seg in rest {
         value = match (seg, value.get_ref()) {
             (Seg::Key(k), DeValue::Table(t)) => {
                 let (k, v) = t.get_key_value(k.as_str())?;
-                key_span = Some(k.span());
+                key = Some(k.span());
                 v
             }
             (Seg::Index(i), DeValue::Array(a)) => {
-                key_span = None;
+                key = None;
                 a.get(*i)?
             }
             _ => return None,
         };
     }
-    Some((key_span, value.span()))
+    Some(Node {
+        key,
+        value: value.span(),
+        type_name: value.get_ref().type_str(),
+    })
 }
 
 /// Removes the node at `path` (a key from its table, or an element from its array).
@@ -280,11 +292,11 @@ impl<'a> Checker<'a> {
         let mut at = path.clone();
         let offset = loop {
             match find(&self.root, &at) {
-                Some((key, value)) if !at.0.is_empty() => {
+                Some(node) if !at.0.is_empty() => {
                     break if at == *path {
-                        value.start
+                        node.value.start
                     } else {
-                        key.map_or(value.start, |k| k.start)
+                        node.key.map_or(node.value.start, |k| k.start)
                     };
                 }
                 _ if at.0.is_empty() => break 0,
@@ -347,26 +359,30 @@ fn backticked(message: &str) -> Vec<&str> {
     message.split('`').skip(1).step_by(2).collect()
 }
 
-/// Plain-words names for serde's type descriptions.
+/// Plain-words names for serde's type descriptions ("u32", "a boolean",
+/// "string \"x\"", "sequence", "struct Foo", …).
 fn describe_type(serde_name: &str) -> String {
-    let word = serde_name.split([' ', '`']).next().unwrap_or("");
-    match word {
-        "u8" => "an integer from 0 to 255".into(),
-        "u16" => "an integer from 0 to 65535".into(),
-        "u32" => "an integer from 0 to 4294967295".into(),
-        "u64" | "usize" => "a non-negative integer".into(),
-        "i8" | "i16" | "i32" | "i64" | "integer" => "an integer".into(),
-        "f32" | "f64" | "floating" => "a number".into(),
-        "bool" | "boolean" | "a boolean" => "true or false".into(),
-        "string" | "a" if serde_name.contains("string") => "a string".into(),
-        "sequence" | "a" if serde_name.contains("sequence") => "an array".into(),
-        "map" | "struct" => "a table".into(),
-        _ if serde_name.contains("sequence") => "an array".into(),
-        _ if serde_name.contains("string") => "a string".into(),
-        _ if serde_name.contains("map") || serde_name.contains("struct") => "a table".into(),
-        "datetime" | "local" | "offset" => "a date or time".into(),
-        _ => serde_name.into(),
-    }
+    let name = serde_name
+        .trim_start_matches("a ")
+        .trim_start_matches("an ");
+    let word = name.split([' ', '`']).next().unwrap_or("");
+    let plain = match word {
+        "u8" => "an integer from 0 to 255",
+        "u16" => "an integer from 0 to 65535",
+        "u32" => "an integer from 0 to 4294967295",
+        "u64" | "usize" => "a non-negative integer",
+        "i8" | "i16" | "i32" | "i64" | "integer" => "an integer",
+        "f32" | "f64" | "floating" | "float" => "a number",
+        "bool" | "boolean" => "true or false",
+        "string" | "str" | "char" | "path" | "borrowed" => "a string",
+        "sequence" | "seq" | "array" => "an array",
+        "map" | "struct" | "table" => "a table",
+        "datetime" | "local" | "offset" | "date" | "time" => "a date or time",
+        "socket" => "an address string like \"0.0.0.0:8080\"",
+        _ if name.contains("string") => "a string",
+        _ => return serde_name.to_owned(),
+    };
+    plain.to_owned()
 }
 
 /// A hint showing the default value of a key, as TOML, when it is short.
@@ -426,6 +442,7 @@ fn other_home(defaults: &toml::Table, name: &str) -> Option<String> {
 fn explain(
     kind: ProblemKind,
     serde_message: &str,
+    found_type: Option<&str>,
     path: &KeyPath,
     defaults: &toml::Table,
 ) -> (String, Option<String>) {
@@ -464,7 +481,7 @@ fn explain(
             let rest = serde_message.trim_start_matches("invalid type: ");
             let (found, expected) = rest.rsplit_once(", expected ").unwrap_or((rest, "?"));
             let expected = describe_type(expected);
-            let found = describe_type(found);
+            let found = describe_type(found_type.unwrap_or(found));
             let message = format!("wrong type for `{path}`: expected {expected}, found {found}");
             let hint = if expected == "an array" && found == "a table" {
                 Some(format!("write one `[[{path}]]` table per entry"))
@@ -577,16 +594,26 @@ where
                 break;
             }
             Err(e) => {
-                let span = e.span().unwrap_or(0..0);
+                let Some(span) = e.span() else {
+                    // Not tied to a place in the file: report it once, and stop, since
+                    // there is no key to take out and try again without.
+                    let message = format!("invalid configuration: {}", e.message());
+                    let kind = classify(e.message());
+                    checker.problem_at(0, &KeyPath::default(), kind, message, None);
+                    break;
+                };
                 let kind = classify(e.message());
                 let here = locate(&work, &span);
                 // The path as the user sees it: indices of the unmodified file.
                 let shown = locate(&checker.root, &span);
-                let here_span = find(&work, &here).map(|(_, v)| v);
+                let node = find(&work, &here);
                 let echo = kind == ProblemKind::MissingKey
-                    && here_span.is_some_and(|s| emptied.contains(&s));
+                    && node.as_ref().is_some_and(|n| emptied.contains(&n.value));
                 if !echo {
-                    let (message, hint) = explain(kind, e.message(), &shown, &defaults);
+                    // The tree knows the type found better than serde does (a TOML
+                    // datetime reaches serde as a map).
+                    let found = node.filter(|n| n.value == span).map(|n| n.type_name);
+                    let (message, hint) = explain(kind, e.message(), found, &shown, &defaults);
                     checker.problem_at(span.start, &shown, kind, message, hint);
                 }
                 // A missing key cannot be removed: drop the entry that lacks it instead.
@@ -653,8 +680,9 @@ mod tests {
         assert!(find(&root, &KeyPath::dotted("a.x")).is_none());
         assert!(find(&root, &KeyPath::dotted("a.y")).is_some());
         assert!(remove(&mut root, &KeyPath::dotted("b").index(0)).is_some());
-        let (_, span) = find(&root, &KeyPath::dotted("b").index(0).key("n")).unwrap();
-        assert_eq!(&text[span], "2");
+        let node = find(&root, &KeyPath::dotted("b").index(0).key("n")).unwrap();
+        assert_eq!(&text[node.value], "2");
+        assert_eq!(node.type_name, "integer");
         assert!(remove(&mut root, &KeyPath::default()).is_none());
     }
 }

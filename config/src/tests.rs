@@ -561,3 +561,43 @@ fn config_md_error_samples_are_real() {
     }
     assert_eq!(samples, 2);
 }
+
+#[test]
+fn wrong_types_are_named_in_plain_words() {
+    let cases = [
+        (
+            "[server]\nlisten = 5\n",
+            "expected an address string like \"0.0.0.0:8080\", found an integer",
+        ),
+        (
+            "[storage]\ndata_dir = 5\n",
+            "expected a string, found an integer",
+        ),
+        (
+            "[sync]\nenabled = \"yes\"\n",
+            "expected true or false, found a string",
+        ),
+        (
+            "[center]\nid = 1979-05-27\n",
+            "expected a string, found a date or time",
+        ),
+        (
+            "[modem]\napn = [\"a\"]\n",
+            "expected a string, found an array",
+        ),
+        (
+            "[power]\nthresholds = 3\n",
+            "expected a table, found an integer",
+        ),
+        (
+            "[power.generator]\nbaud = 9600.0\n",
+            "expected an integer from 0 to 4294967295, found a number",
+        ),
+    ];
+    for (text, expected) in cases {
+        let p = only(node_err(text));
+        assert_eq!(p.kind, ProblemKind::WrongType, "{text}");
+        assert!(p.message.ends_with(expected), "{text}: {}", p.message);
+        assert_eq!(p.line, 2, "{text}");
+    }
+}
