@@ -34,7 +34,7 @@ impl Rig {
         knobs(&emu);
         let mut s = ModemSettings::new(emu.path());
         s.poll_interval = Duration::from_millis(300);
-        s.command_timeout = Duration::from_millis(300);
+        s.command_timeout = Duration::from_millis(500);
         s.sms_timeout = Duration::from_secs(2);
         s.hung_after_timeouts = 3;
         s.reset_settle = Duration::from_millis(200);
@@ -69,7 +69,7 @@ impl Rig {
     }
 
     async fn ready(&self) -> Result<ModemStatus> {
-        self.wait_for("Ready", Duration::from_secs(5), |s| {
+        self.wait_for("Ready", Duration::from_secs(8), |s| {
             s.state == ModemState::Ready
         })
         .await
@@ -195,7 +195,7 @@ async fn hang_forever_is_dead_with_reason() -> Result<()> {
     rig.ready().await?;
     rig.emu.set_hang(Hang::Forever);
     let s = rig
-        .wait_for("Dead", Duration::from_secs(8), |s| {
+        .wait_for("Dead", Duration::from_secs(15), |s| {
             s.state == ModemState::Dead
         })
         .await?;

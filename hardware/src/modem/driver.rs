@@ -924,6 +924,8 @@ impl Driver {
         }
         self.failed_bringups = 0;
         self.status.consecutive_timeouts = 0;
+        // A `RDY` read during init is the restart we just recovered from.
+        self.needs_init = false;
         self.poll_status().await;
         self.next_poll = Instant::now() + self.s.poll_interval;
     }
