@@ -304,3 +304,64 @@ async fn generator_driver_reads_and_starts_and_stops_the_engine() -> Result<()> 
     until(&mut rx, "fresh again", |s| !s.stale).await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn accelerated_day_the_driver_sees_the_grid_cut_and_the_sun() -> Result<()> {
+    // 10 emulated minutes per real second from 05:50: the 06:00 grid cut arrives after
+    // about a second, and the sun rises (05:30) further along.
+    let cancel = CancellationToken::new();
+    let emu = PowerEmulator::start(
+        DayProfile::damascus_summer(),
+        EmulatorOptions {
+            start: "2026-06-01T05:50:00Z".parse()?,
+            time_scale: 600.0,
+            block_interval: Duration::from_millis(40),
+            ..EmulatorOptions::default()
+        },
+        &cancel,
+    )?;
+    let c = Center { cancel, emu };
+    let mut inv = c.inverter();
+    let mut mppt = c.vedirect(c.emu.mppt.path());
+    until(&mut inv, "line mode before the cut", |s| {
+        s.mode == Some(Mode::Line)
+    })
+    .await?;
+    let st = until(&mut inv, "battery mode in the cut", |s| {
+        s.mode == Some(Mode::Battery)
+    })
+    .await?;
+    assert!(c.emu.now() >= "2026-06-01T06:00:00Z".parse::<Timestamp>()?);
+    assert_eq!(st.status.map(|q| q.grid_mv), Some(0));
+    let first = until(&mut mppt, "PV", |s| s.mppt.is_some()).await?;
+    let pv0 = first.mppt.map_or(0, |m| m.pv_w);
+    until(&mut mppt, "rising PV", |s| {
+        s.mppt.as_ref().is_some_and(|m| m.pv_w > pv0 + 20)
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn inverter_emulator_naks_unknown_commands_and_bad_crcs() -> Result<()> {
+    use markaz_hardware::power::voltronic::{self, VoltronicError};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_serial::SerialPortBuilderExt;
+
+    let c = Center::start_at("12:00")?;
+    let mut port =
+        tokio_serial::new(c.emu.inverter.path().to_string_lossy(), 2400).open_native_async()?;
+    let mut qpigs = voltronic::frame(b"QPIGS");
+    qpigs[5] ^= 0x01;
+    for request in [voltronic::frame(b"QPIRI"), qpigs] {
+        port.write_all(&request).await?;
+        let mut reply = Vec::new();
+        while !reply.ends_with(b"\r") {
+            let mut b = [0u8; 32];
+            let n = tokio::time::timeout(WAIT, port.read(&mut b)).await??;
+            reply.extend_from_slice(&b[..n]);
+        }
+        assert_eq!(voltronic::decode_reply(&reply), Err(VoltronicError::Nak));
+    }
+    Ok(())
+}

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, MissedTickBehavior, timeout, timeout_at};
 use tokio_serial::{SerialPort, SerialPortBuilderExt, SerialStream};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{Instrument, debug, info_span, warn};
 
 use super::generator::{
     self, GeneratorCommand, GeneratorError, GeneratorReading, GeneratorRegisters,
@@ -116,8 +116,13 @@ impl VeDirectDriver {
         (Self { settings, tx }, rx)
     }
 
-    /// Runs until cancelled.
+    /// Runs until cancelled, in a `vedirect` tracing span carrying the port.
     pub async fn run(self, cancel: CancellationToken) {
+        let span = info_span!("vedirect", port = %self.settings.port.display());
+        self.serve(cancel).instrument(span).await
+    }
+
+    async fn serve(self, cancel: CancellationToken) {
         let s = &self.settings;
         let mut parser = Parser::new();
         let mut buf = [0u8; 512];
@@ -125,7 +130,7 @@ impl VeDirectDriver {
             let mut port = match open(&s.port, s.baud) {
                 Ok(p) => p,
                 Err(e) => {
-                    warn!(port = %s.port.display(), error = %e, "VE.Direct port failed to open");
+                    warn!(error = %e, "VE.Direct port failed to open");
                     self.tx.send_modify(|st| {
                         st.port_error = Some(e);
                         st.stale = true;
@@ -150,7 +155,7 @@ impl VeDirectDriver {
                         self.tx
                             .send_if_modified(|st| !std::mem::replace(&mut st.stale, true));
                         if Instant::now() >= silent_too_long {
-                            debug!(port = %s.port.display(), "VE.Direct silent, reopening");
+                            debug!("VE.Direct silent, reopening");
                             break;
                         }
                         continue;
@@ -189,7 +194,7 @@ impl VeDirectDriver {
                                 }
                                 Ok(Reading::Other) => good = true,
                                 Err(e) => {
-                                    debug!(port = %s.port.display(), error = %e, "VE.Direct field error");
+                                    debug!(error = %e, "VE.Direct field error");
                                     field_errors += 1;
                                 }
                             }
@@ -344,15 +349,20 @@ impl InverterDriver {
         (Self { settings, tx }, rx)
     }
 
-    /// Runs until cancelled.
+    /// Runs until cancelled, in a `inverter` tracing span carrying the port.
     pub async fn run(self, cancel: CancellationToken) {
+        let span = info_span!("inverter", port = %self.settings.port.display());
+        self.serve(cancel).instrument(span).await
+    }
+
+    async fn serve(self, cancel: CancellationToken) {
         let s = &self.settings;
         let mut last_good = Instant::now();
         while !cancel.is_cancelled() {
             let mut port = match open(&s.port, s.baud) {
                 Ok(p) => p,
                 Err(e) => {
-                    warn!(port = %s.port.display(), error = %e, "inverter port failed to open");
+                    warn!(error = %e, "inverter port failed to open");
                     self.tx.send_modify(|st| {
                         st.port_error = Some(e);
                         st.stale = true;
@@ -412,7 +422,7 @@ impl InverterDriver {
                                 Err(VoltronicError::Nak) => st.stats.naks += 1,
                                 Err(VoltronicError::BadCrc { .. }) => st.stats.bad_crc += 1,
                                 Err(e) => {
-                                    debug!(port = %s.port.display(), error = %e, "inverter reply unreadable");
+                                    debug!(error = %e, "inverter reply unreadable");
                                     st.stats.malformed += 1;
                                 }
                             });
@@ -565,8 +575,13 @@ impl GeneratorDriver {
         });
     }
 
-    /// Runs until cancelled.
-    pub async fn run(mut self, cancel: CancellationToken) {
+    /// Runs until cancelled, in a `generator` tracing span carrying the port.
+    pub async fn run(self, cancel: CancellationToken) {
+        let span = info_span!("generator", port = %self.settings.port.display());
+        self.serve(cancel).instrument(span).await
+    }
+
+    async fn serve(mut self, cancel: CancellationToken) {
         let mut last_good = Instant::now();
         let mut commands_open = true;
         while !cancel.is_cancelled() {
