@@ -283,6 +283,7 @@ struct PendingOpen {
 #[derive(Debug)]
 enum ExecError {
     Timeout,
+    Rejected(super::at::AtError),
     Io(io::Error),
     NoPort,
 }
@@ -397,6 +398,7 @@ impl Driver {
                 warn!(command = %line, error = %e, "modem port error");
                 self.fail_bringup(msg);
             }
+            Err(ExecError::Rejected(e)) => warn!(command = %line, error = %e, "command not sent"),
             Err(ExecError::NoPort) => {}
         }
         r
@@ -410,11 +412,16 @@ impl Driver {
     ) -> Result<Response, ExecError> {
         let deadline = Instant::now() + limit;
         if self.engine.is_busy() {
+            // Cannot happen (every exchange ends before the next starts), but a stale
+            // command must not answer for this one.
             self.engine.timeout();
+            while let Some(out) = self.engine.poll_output() {
+                if let Output::Urc(line) = out {
+                    self.on_urc(&line);
+                }
+            }
         }
-        self.engine
-            .submit(cmd)
-            .map_err(|e| ExecError::Io(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+        self.engine.submit(cmd).map_err(ExecError::Rejected)?;
         let mut buf = [0u8; 2048];
         loop {
             while let Some(out) = self.engine.poll_output() {

@@ -475,7 +475,8 @@ impl Emu {
                     self.finish_sms(len, &buf).await?;
                 }
                 0x1B => self.mode = Mode::Line,
-                _ => buf.push(b),
+                _ if buf.len() < 1024 => buf.push(b),
+                _ => {}
             },
             Mode::SocketData { remaining, buf, .. } => {
                 buf.push(b);
