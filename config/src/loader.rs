@@ -8,8 +8,10 @@
 //! looking their key path up in the same tree.
 //!
 //! Guarantees: never panics on any input; the first syntax error is reported alone
-//! (later ones are often echoes of it); rule checks run only once the file
-//! deserializes, so a misspelt key does not also produce a misleading rule error.
+//! (later ones are often echoes of it). The rules also run on a file with schema
+//! problems, but a rule that reads a key taken out (now at its default) stays silent,
+//! so a misspelt key never produces a misleading rule error; if a whole list entry had
+//! to be dropped, the rules wait until the schema problems are fixed.
 
 use std::ops::Range;
 
@@ -247,6 +249,10 @@ pub(crate) struct Checker<'a> {
     origin: &'a str,
     root: Spanned<DeTable<'a>>,
     problems: Vec<Problem>,
+    /// Keys taken out of the tree because of schema problems; the configuration the
+    /// rules see has defaults there, so a rule touching them would judge a value the
+    /// file did not ask for, and stays silent.
+    removed: Vec<KeyPath>,
 }
 
 impl<'a> Checker<'a> {
@@ -278,14 +284,42 @@ impl<'a> Checker<'a> {
     /// A bad value at `path`: placed on the value if the file sets it, else on the
     /// nearest enclosing key that the file has (e.g. the `[sync]` header).
     pub(crate) fn bad(&mut self, path: &KeyPath, message: impl Into<String>, hint: Option<String>) {
+        self.bad_given(path, &[], message, hint);
+    }
+
+    /// Like [`Checker::bad`], for a rule that also reads the keys in `given`.
+    pub(crate) fn bad_given(
+        &mut self,
+        path: &KeyPath,
+        given: &[&KeyPath],
+        message: impl Into<String>,
+        hint: Option<String>,
+    ) {
+        if self.touches_removed(path, given) {
+            return;
+        }
         let message = format!("bad value for `{path}`: {}", message.into());
         self.place(path, ProblemKind::BadValue, message, hint);
     }
 
-    /// A key that another setting makes required, placed like [`Checker::bad`].
-    pub(crate) fn missing(&mut self, path: &KeyPath, because: &str) {
+    /// A key that another setting (`cause`, described by `because`) makes required,
+    /// placed like [`Checker::bad`].
+    pub(crate) fn missing(&mut self, path: &KeyPath, cause: &KeyPath, because: &str) {
+        if self.touches_removed(path, &[cause]) {
+            return;
+        }
         let message = format!("missing key `{path}`: it is required when {because}");
         self.place(path, ProblemKind::MissingKey, message, None);
+    }
+
+    fn touches_removed(&self, path: &KeyPath, given: &[&KeyPath]) -> bool {
+        let overlaps = |a: &KeyPath, b: &KeyPath| {
+            let n = a.0.len().min(b.0.len());
+            a.0[..n] == b.0[..n]
+        };
+        self.removed
+            .iter()
+            .any(|r| overlaps(r, path) || given.iter().any(|g| overlaps(r, g)))
     }
 
     fn place(&mut self, path: &KeyPath, kind: ProblemKind, message: String, hint: Option<String>) {
@@ -316,7 +350,7 @@ impl<'a> Checker<'a> {
     ) {
         let Some(first) = paths.first() else { return };
         let blame = paths.iter().find(|p| self.is_set(p)).unwrap_or(first);
-        self.bad(blame, message, hint);
+        self.bad_given(blame, paths, message, hint);
     }
 
     /// Checks `lo <= value <= hi`.
@@ -583,8 +617,12 @@ where
         origin,
         root: original.clone(),
         problems: Vec::new(),
+        removed: Vec::new(),
     };
     let mut work = original;
+    // Whether a whole list entry was dropped: then indices in the checked
+    // configuration no longer match the file, and the rules wait for the next run.
+    let mut entry_dropped = false;
     let mut emptied: Vec<Range<usize>> = Vec::new();
     let mut config = None;
     for _ in 0..MAX_PROBLEMS {
@@ -621,21 +659,21 @@ where
                     Some(container) => emptied.push(container),
                     None => break,
                 }
+                entry_dropped |= matches!(here.0.last(), Some(Seg::Index(_)));
+                checker.removed.push(here);
             }
         }
     }
-    let mut problems = checker.problems.split_off(0);
-    match config {
-        Some(mut config) if problems.is_empty() => {
-            finish(&mut config);
-            rules(&config, &mut checker);
-            problems = checker.problems;
-            if problems.is_empty() {
-                return Ok(config);
-            }
+    if let Some(mut config) = config
+        && !entry_dropped
+    {
+        finish(&mut config);
+        rules(&config, &mut checker);
+        if checker.problems.is_empty() {
+            return Ok(config);
         }
-        _ => {}
     }
+    let mut problems = checker.problems;
     problems.sort_by_key(|p| (p.line, p.column));
     Err(ConfigError::Invalid { problems })
 }

@@ -35,9 +35,10 @@ fn baud(c: &mut Checker<'_>, path: &str, value: u32) {
     }
 }
 
-fn required_path(c: &mut Checker<'_>, path: &str, value: Option<&Path>, because: &str) {
+fn required_path(c: &mut Checker<'_>, path: &str, value: Option<&Path>, cause: &str) {
+    let because = format!("{cause} = true");
     match value {
-        None => c.missing(&kp(path), because),
+        None => c.missing(&kp(path), &kp(cause), &because),
         Some(p) if p.as_os_str().is_empty() => c.bad(&kp(path), "must not be empty", None),
         Some(_) => {}
     }
@@ -220,8 +221,9 @@ fn counters(cfg: &NodeConfig, c: &mut Checker<'_>) {
                     Some(near) => format!("did you mean `{near}`?"),
                     None => format!("known groups: {}", known.join(", ")),
                 };
-                c.bad(
+                c.bad_given(
                     &at.key("groups").index(j),
+                    &[&kp("queue.groups")],
                     format!("no queue group has the id `{group}`"),
                     Some(hint),
                 );
@@ -233,7 +235,7 @@ fn counters(cfg: &NodeConfig, c: &mut Checker<'_>) {
 fn sync_and_link(cfg: &NodeConfig, c: &mut Checker<'_>) {
     let s = &cfg.sync;
     if s.enabled {
-        let because = "sync.enabled = true";
+        let because = "sync.enabled";
         required_path(c, "sync.ca_cert", s.ca_cert.as_deref(), because);
         required_path(c, "sync.client_cert", s.client_cert.as_deref(), because);
         required_path(c, "sync.client_key", s.client_key.as_deref(), because);
@@ -414,7 +416,7 @@ fn power(cfg: &NodeConfig, c: &mut Checker<'_>) {
             c,
             "power.inverter.port",
             inv.port.as_deref(),
-            "power.inverter.enabled = true",
+            "power.inverter.enabled",
         );
     }
     baud(c, "power.inverter.baud", inv.baud);
@@ -431,19 +433,25 @@ fn power(cfg: &NodeConfig, c: &mut Checker<'_>) {
             c,
             "power.generator.port",
             g.port.as_deref(),
-            "power.generator.enabled = true",
+            "power.generator.enabled",
         );
     }
     if g.auto_start && !g.enabled {
-        c.bad(
+        c.bad_given(
             &kp("power.generator.auto_start"),
+            &[&kp("power.generator.enabled")],
             "auto_start needs power.generator.enabled = true",
             None,
         );
     }
     if g.auto_start && g.enabled && bmv_seen.is_none() && !inv.enabled {
-        c.bad(
+        c.bad_given(
             &kp("power.generator.auto_start"),
+            &[
+                &kp("power.generator.enabled"),
+                &kp("power.vedirect"),
+                &kp("power.inverter"),
+            ],
             "auto_start needs a state-of-charge source",
             Some(
                 "add a `[[power.vedirect]]` with role = \"bmv\", or enable [power.inverter]"
@@ -529,8 +537,10 @@ fn power(cfg: &NodeConfig, c: &mut Checker<'_>) {
     ];
     for (i, (name, value)) in keys.iter().enumerate() {
         if let Some((other, _)) = keys[..i].iter().find(|(_, v)| v == value) {
-            c.bad(
-                &kp("power.generator.registers").key(name),
+            let registers = kp("power.generator.registers");
+            c.bad_given(
+                &registers.key(name),
+                &[&registers.key(other)],
                 format!("{value} is also {other}; each control key must differ"),
                 None,
             );
@@ -538,9 +548,10 @@ fn power(cfg: &NodeConfig, c: &mut Checker<'_>) {
     }
 }
 
-fn required_text(c: &mut Checker<'_>, path: &str, value: Option<&str>, because: &str) {
+fn required_text(c: &mut Checker<'_>, path: &str, value: Option<&str>, cause: &str) {
+    let because = format!("{cause} = true");
     match value {
-        None => c.missing(&kp(path), because),
+        None => c.missing(&kp(path), &kp(cause), &because),
         Some(v) => c.non_empty(&kp(path), v),
     }
 }
@@ -566,8 +577,9 @@ fn serial_ports(cfg: &NodeConfig, c: &mut Checker<'_>) {
             continue;
         }
         if let Some((first, _)) = users[..i].iter().find(|(_, other)| other == port) {
-            c.bad(
+            c.bad_given(
                 path,
+                &[first],
                 format!("serial port `{port}` is already used by {first}"),
                 Some("each device needs its own port".to_owned()),
             );

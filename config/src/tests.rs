@@ -614,3 +614,58 @@ fn byte_order_mark_and_crlf_are_accepted() {
     );
     assert_eq!(at(&p), (2, 1));
 }
+
+#[test]
+fn rules_also_run_beside_schema_problems() {
+    let text = "\
+[queue]
+prority_weight = 2
+
+[power.thresholds]
+critical_soc_percent = 40
+";
+    let problems = node_err(text);
+    assert_eq!(problems.len(), 2, "{problems:#?}");
+    assert_eq!(problems[0].kind, ProblemKind::UnknownKey);
+    assert_eq!(problems[1].kind, ProblemKind::BadValue);
+    assert_eq!(problems[1].line, 5);
+}
+
+#[test]
+fn rules_stay_silent_about_keys_taken_out() {
+    // `low_soc_percent` has the wrong type; judging `critical_soc_percent` against
+    // the default low (30) would be a second, misleading error.
+    let p = only(node_err(
+        "[power.thresholds]\nlow_soc_percent = \"10\"\ncritical_soc_percent = 35\n",
+    ));
+    assert_eq!(p.kind, ProblemKind::WrongType);
+
+    // A wrongly typed cert path is not reported again as missing.
+    let p = only(node_err(
+        "[sync]\nenabled = true\nca_cert = 5\nclient_cert = \"c.pem\"\nclient_key = \"k.pem\"\n",
+    ));
+    assert_eq!(p.kind, ProblemKind::WrongType);
+
+    // Counters are not checked against the default groups when the file's own
+    // groups were refused.
+    let text = "[queue]\ngroups = 5\n\n[[counters]]\nnumber = 1\ngroups = [\"passports\"]\n";
+    let p = only(node_err(text));
+    assert_eq!(p.key_path, "queue.groups");
+
+    // The generator's auto-start is not judged with `enabled` at its default.
+    let p = only(node_err(
+        "[[power.vedirect]]\nport = \"/dev/ttyUSB0\"\nrole = \"bmv\"\n\
+         [power.generator]\nenabled = \"yes\"\nport = \"/dev/ttyUSB3\"\nauto_start = true\n",
+    ));
+    assert_eq!(p.key_path, "power.generator.enabled");
+}
+
+#[test]
+fn rules_wait_when_a_list_entry_was_dropped() {
+    // The counter without a number is dropped; checking groups or numbers of the
+    // others would misnumber them, so only the schema problem is shown.
+    let text =
+        "[[counters]]\ngroups = [\"civil\"]\n[[counters]]\nnumber = 2\ngroups = [\"nope\"]\n";
+    let p = only(node_err(text));
+    assert_eq!(p.kind, ProblemKind::MissingKey);
+}
