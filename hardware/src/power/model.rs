@@ -94,7 +94,11 @@ impl PowerSample {
         let soc_percent = d
             .bmv
             .and_then(|b| b.soc_permille)
-            .map(|p| u8::try_from((p + 5) / 10).unwrap_or(100).min(100))
+            .map(|p| {
+                u8::try_from((u32::from(p) + 5) / 10)
+                    .unwrap_or(100)
+                    .min(100)
+            })
             .or_else(|| inv.map(|q| u8::try_from(q.battery_percent.min(100)).unwrap_or(100)));
         let battery_mv = d
             .bmv
@@ -422,6 +426,23 @@ mod tests {
             ..d
         };
         assert_eq!(PowerSample::derive(at, &d3).source, Source::Generator);
+
+        // A monitor sending nonsense must not overflow anything.
+        let wild = BmvReading {
+            soc_permille: Some(u16::MAX),
+            battery_mv: i32::MIN,
+            battery_ma: i32::MIN,
+            power_w: None,
+            ..bmv.clone()
+        };
+        let s = PowerSample::derive(
+            at,
+            &Devices {
+                bmv: Some(&wild),
+                ..d
+            },
+        );
+        assert_eq!(s.soc_percent, Some(100));
 
         let none = PowerSample::derive(at, &Devices::default());
         assert_eq!(none.source, Source::Battery);

@@ -174,7 +174,6 @@ pub struct Policy {
     deferring: bool,
     generator: GeneratorState,
     last_soc_at: Option<Timestamp>,
-    first_sample_at: Option<Timestamp>,
     monitor_lost: bool,
 }
 
@@ -187,7 +186,6 @@ impl Policy {
             deferring: false,
             generator: GeneratorState::default(),
             last_soc_at: None,
-            first_sample_at: None,
             monitor_lost: false,
         }
     }
@@ -210,13 +208,14 @@ impl Policy {
     /// Feeds one sample; returns the actions it calls for, in the order to apply them.
     pub fn on_sample(&mut self, s: &PowerSample) -> Vec<Action> {
         let mut actions = Vec::new();
-        self.first_sample_at.get_or_insert(s.at);
         if s.soc_percent.is_some() {
             self.last_soc_at = Some(s.at);
         }
-        let since = self.last_soc_at.or(self.first_sample_at).unwrap_or(s.at);
+        // Only a monitor that has reported can be lost: a site without one gets no alert.
         let lost = s.soc_percent.is_none()
-            && s.at.duration_since(since) >= self.settings.monitor_lost_after;
+            && self.last_soc_at.is_some_and(|since| {
+                s.at.duration_since(since) >= self.settings.monitor_lost_after
+            });
         let newly_lost = lost && !self.monitor_lost;
         self.monitor_lost = lost;
         if newly_lost {
@@ -576,5 +575,73 @@ mod tests {
             p.on_sample(&s("10:30", Source::Battery, Some(33), Some(24_500), false)),
             vec![StartGenerator]
         );
+    }
+
+    #[test]
+    fn a_site_without_a_monitor_gets_no_lost_alert() {
+        let mut p = Policy::new(settings(true));
+        for m in ["10:00", "10:30", "11:00"] {
+            let got = p.on_sample(&s(m, Source::Battery, None, Some(25_000), false));
+            assert!(!got.contains(&Action::AlertTechnician(Alert::MonitorLost)));
+        }
+        assert!(!p.monitor_lost());
+    }
+
+    proptest::proptest! {
+        /// Whatever the samples, actions come in consistent pairs: defer/resume and
+        /// start/stop alternate, and Shutdown comes only with the entry into Critical.
+        #[test]
+        fn actions_are_consistent_over_any_day(
+            steps in proptest::collection::vec(
+                (0u8..4, proptest::option::of(0u8..=100), proptest::option::of(21_000u32..28_000), proptest::bool::ANY, 1i64..120),
+                1..200,
+            )
+        ) {
+            let mut p = Policy::new(settings(true));
+            let mut t: Timestamp = "2026-06-01T00:00:00Z".parse().unwrap();
+            let mut deferring = false;
+            let mut requested = false;
+            for (src, soc, mv, gen_on, mins) in steps {
+                t += SignedDuration::from_mins(mins);
+                let source = [Source::Grid, Source::Solar, Source::Battery, Source::Generator][usize::from(src)];
+                let before = p.level();
+                let sample = PowerSample {
+                    at: t,
+                    source,
+                    soc_percent: soc,
+                    battery_mv: mv,
+                    pv_w: None,
+                    load_w: None,
+                    generator_running: gen_on,
+                    fuel_percent: None,
+                    grid_available: Some(source == Source::Grid),
+                };
+                for a in p.on_sample(&sample) {
+                    match a {
+                        Action::DeferBulkSync(d) => {
+                            proptest::prop_assert_ne!(d, deferring);
+                            deferring = d;
+                        }
+                        Action::StartGenerator => {
+                            proptest::prop_assert!(!requested);
+                            requested = true;
+                        }
+                        Action::StopGenerator => {
+                            proptest::prop_assert!(requested);
+                            requested = false;
+                        }
+                        Action::Shutdown => {
+                            proptest::prop_assert!(before != Level::Critical && p.level() == Level::Critical);
+                        }
+                        Action::AlertTechnician(_) => {}
+                    }
+                }
+                proptest::prop_assert_eq!(deferring, p.level() >= Level::Low);
+                proptest::prop_assert_eq!(requested, p.generator_requested());
+                if matches!(source, Source::Grid | Source::Generator) {
+                    proptest::prop_assert_eq!(p.level(), Level::Normal);
+                }
+            }
+        }
     }
 }
