@@ -154,3 +154,44 @@ async fn refused_connection_and_lost_context_are_errors() -> Result<()> {
     assert!(r.is_err(), "read after context loss should fail: {r:?}");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_stalled_reader_leaves_data_in_the_module() -> Result<()> {
+    let cancel = CancellationToken::new();
+    let _guard = cancel.clone().drop_guard();
+    let data: Vec<u8> = (0..60_000u32).map(|i| (i % 253) as u8).collect();
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let to_send = data.clone();
+    tokio::spawn(async move {
+        if let Ok((mut sock, _)) = listener.accept().await {
+            let _ = sock.write_all(&to_send).await;
+            // Keep the connection open until the test ends.
+            let mut sink = [0u8; 1];
+            let _ = sock.read(&mut sink).await;
+        }
+    });
+    let (emu, modem) = ready_modem(&cancel, None).await?;
+    let mut stream = modem.connect("127.0.0.1", port).await?;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let reads = |emu: &EmulatorHandle| {
+        emu.commands()
+            .iter()
+            .filter(|c| c.starts_with("AT+QIRD="))
+            .count()
+    };
+    let stalled_reads = reads(&emu);
+    // The driver stops after a bounded queue (8 chunks of 1500 bytes), far from 60 KB.
+    assert!(
+        (1..=10).contains(&stalled_reads),
+        "reads while stalled: {stalled_reads}"
+    );
+    assert!(modem.poll_now().await, "driver blocked by a stalled socket");
+    let mut got = vec![0u8; data.len()];
+    tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut got))
+        .await
+        .context("data did not resume")??;
+    assert!(got == data, "bytes differ");
+    assert!(reads(&emu) >= 40);
+    Ok(())
+}

@@ -269,7 +269,7 @@ impl ModemHandle {
 
 struct Socket {
     key: SocketKey,
-    data_tx: mpsc::UnboundedSender<Result<Bytes, TcpError>>,
+    data_tx: mpsc::Sender<Result<Bytes, TcpError>>,
     needs_read: bool,
     remote_closed: bool,
 }
@@ -322,6 +322,15 @@ async fn read_port(port: &mut Option<SerialStream>, buf: &mut [u8]) -> io::Resul
 
 /// Reads handled per socket per round, so polls and SMS are not starved by a download.
 const READS_PER_ROUND: usize = 8;
+/// Chunks (up to 1500 bytes each) queued towards a stream before the driver stops
+/// reading that socket: a reader that stalls leaves the data in the module's buffer.
+const SOCKET_QUEUE: usize = 8;
+
+/// Waits until one of `senders` has room for a chunk.
+async fn any_capacity(senders: Vec<mpsc::Sender<Result<Bytes, TcpError>>>) {
+    let waits = senders.iter().map(|s| Box::pin(s.reserve()));
+    let _ = futures::future::select_all(waits).await;
+}
 
 impl Driver {
     async fn run(mut self) {
@@ -335,7 +344,25 @@ impl Driver {
                 continue;
             }
             let open_deadline = self.pending_opens.values().map(|p| p.deadline).min();
+            // A stream dropped without a close request (queue full): forget it.
+            let gone: Vec<u8> = self
+                .sockets
+                .iter()
+                .filter(|(_, s)| s.data_tx.is_closed())
+                .map(|(id, _)| *id)
+                .collect();
+            for id in gone {
+                self.sockets.remove(&id);
+                self.to_close.push(id);
+            }
             let has_work = self.up && self.has_follow_up();
+            let throttled: Vec<_> = self
+                .sockets
+                .values()
+                .filter(|s| s.needs_read && s.data_tx.capacity() == 0)
+                .map(|s| s.data_tx.clone())
+                .collect();
+            let is_throttled = self.up && !throttled.is_empty();
             tokio::select! {
                 _ = self.cancel.cancelled() => break,
                 req = self.rx.recv() => match req {
@@ -358,6 +385,7 @@ impl Driver {
                     self.expire_opens();
                 }
                 _ = std::future::ready(()), if has_work => {}
+                _ = any_capacity(throttled), if is_throttled => {}
             }
             if self.up {
                 self.follow_up().await;
@@ -513,7 +541,7 @@ impl Driver {
                     self.to_close.push(id);
                     return;
                 };
-                let (data_tx, data_rx) = mpsc::unbounded_channel();
+                let (data_tx, data_rx) = mpsc::channel(SOCKET_QUEUE);
                 let stream = ModemTcpStream::new(p.key, self.dialect.max_send(), tx, data_rx);
                 if p.reply.send(Ok(stream)).is_err() {
                     // The caller gave up; the stream's drop already asked for a close of
@@ -548,7 +576,7 @@ impl Driver {
                 warn!("modem data context dropped");
                 self.pdp_active = false;
                 for (id, s) in self.sockets.drain() {
-                    let _ = s.data_tx.send(Err(TcpError::Closed));
+                    let _ = s.data_tx.try_send(Err(TcpError::Closed));
                     self.to_close.push(id);
                 }
             }
@@ -558,10 +586,9 @@ impl Driver {
     fn has_follow_up(&self) -> bool {
         self.needs_init
             || !self.to_close.is_empty()
-            || self
-                .sockets
-                .values()
-                .any(|s| s.needs_read || s.remote_closed)
+            || self.sockets.values().any(|s| {
+                (s.needs_read && s.data_tx.capacity() > 0) || (s.remote_closed && !s.needs_read)
+            })
     }
 
     async fn follow_up(&mut self) {
@@ -576,13 +603,20 @@ impl Driver {
         let ids: Vec<u8> = self
             .sockets
             .iter()
-            .filter(|(_, s)| s.needs_read)
+            .filter(|(_, s)| s.needs_read && s.data_tx.capacity() > 0)
             .map(|(id, _)| *id)
             .collect();
         for id in ids {
             for _ in 0..READS_PER_ROUND {
                 if !self.up {
                     return;
+                }
+                if self
+                    .sockets
+                    .get(&id)
+                    .is_none_or(|s| s.data_tx.capacity() == 0)
+                {
+                    break;
                 }
                 let r = self
                     .exec(self.dialect.read(id), self.s.command_timeout)
@@ -602,7 +636,7 @@ impl Driver {
                     s.needs_read = false;
                     break;
                 }
-                if s.data_tx.send(Ok(Bytes::from(data))).is_err() {
+                if s.data_tx.try_send(Ok(Bytes::from(data))).is_err() {
                     // Reader gone: the stream was dropped.
                     self.sockets.remove(&id);
                     self.to_close.push(id);
@@ -984,7 +1018,9 @@ impl Driver {
 
     fn fail_sockets(&mut self, why: &str) {
         for (_, s) in self.sockets.drain() {
-            let _ = s.data_tx.send(Err(TcpError::Unavailable(why.to_owned())));
+            let _ = s
+                .data_tx
+                .try_send(Err(TcpError::Unavailable(why.to_owned())));
         }
         for (_, p) in self.pending_opens.drain() {
             let _ = p.reply.send(Err(TcpError::Unavailable(why.to_owned())));

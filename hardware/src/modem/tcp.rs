@@ -241,7 +241,7 @@ pub struct ModemTcpStream {
     max_send: usize,
     tx: mpsc::Sender<Request>,
     poll_tx: PollSender<Request>,
-    incoming: mpsc::UnboundedReceiver<Result<Bytes, TcpError>>,
+    incoming: mpsc::Receiver<Result<Bytes, TcpError>>,
     leftover: Bytes,
     inflight: Option<oneshot::Receiver<Result<(), TcpError>>>,
     read_done: bool,
@@ -261,7 +261,7 @@ impl ModemTcpStream {
         key: SocketKey,
         max_send: usize,
         tx: mpsc::Sender<Request>,
-        incoming: mpsc::UnboundedReceiver<Result<Bytes, TcpError>>,
+        incoming: mpsc::Receiver<Result<Bytes, TcpError>>,
     ) -> Self {
         Self {
             key,
