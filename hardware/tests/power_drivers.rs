@@ -365,3 +365,55 @@ async fn inverter_emulator_naks_unknown_commands_and_bad_crcs() -> Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn generator_bad_crc_and_split_replies_are_survived() -> Result<()> {
+    let c = Center::start_at("12:00")?;
+    let handle = c.generator();
+    let mut rx = handle.state.clone();
+    until(&mut rx, "first reading", |s| s.reading.is_some()).await?;
+    c.emu.generator.knobs().split_frames(4);
+    c.emu.generator.knobs().inject_bad_checksums(1);
+    let st = until(&mut rx, "an error", |s| s.errors >= 1).await?;
+    assert!(st.last_error.is_some());
+    let at = st.updated_at;
+    let st = until(&mut rx, "a good read after", |s| {
+        s.updated_at > at && s.last_error.is_none()
+    })
+    .await?;
+    assert!(!st.stale);
+    assert_eq!(st.reading.and_then(|r| r.fuel_percent), Some(80));
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_power_sample_leaves_stale_devices_out() -> Result<()> {
+    use markaz_hardware::power::driver::sample;
+    use markaz_hardware::power::model::Source;
+
+    let c = Center::start_at("12:00")?;
+    let mut mppt = c.vedirect(c.emu.mppt.path());
+    let mut bmv = c.vedirect(c.emu.bmv.path());
+    let mut inv = c.inverter();
+    let handle = c.generator();
+    let mut generator = handle.state.clone();
+    let m = until(&mut mppt, "mppt", |s| !s.stale).await?;
+    let b = until(&mut bmv, "bmv", |s| !s.stale && s.bmv.is_some()).await?;
+    let i = until(&mut inv, "inverter", |s| !s.stale && s.mode.is_some()).await?;
+    let g = until(&mut generator, "generator", |s| !s.stale).await?;
+    let s = sample(Timestamp::now(), &[m.clone(), b], Some(&i), Some(&g));
+    assert_eq!(s.source, Source::Grid);
+    assert_eq!(s.grid_available, Some(true));
+    assert_eq!(s.fuel_percent, Some(80));
+    assert_eq!(s.pv_w, m.mppt.as_ref().map(|r| r.pv_w));
+    let bmv_soc = s.soc_percent.context("soc")?;
+
+    // The battery monitor falls silent: the charge now comes from the inverter.
+    c.emu.bmv.knobs().set_silent(true);
+    let b = until(&mut bmv, "stale bmv", |s| s.stale).await?;
+    let s = sample(Timestamp::now(), &[m, b], Some(&i), Some(&g));
+    let inv_soc = i.status.as_ref().map(|q| q.battery_percent);
+    assert_eq!(s.soc_percent.map(u32::from), inv_soc);
+    assert!(bmv_soc.abs_diff(s.soc_percent.unwrap_or(0)) <= 1);
+    Ok(())
+}

@@ -24,6 +24,7 @@ use tracing::{Instrument, debug, info_span, warn};
 use super::generator::{
     self, GeneratorCommand, GeneratorError, GeneratorReading, GeneratorRegisters,
 };
+use super::model::{Devices, PowerSample};
 use super::vedirect::{BmvReading, MpptReading, Parser, ParserStats, Reading};
 use super::voltronic::{self, Command, Framer, Mode, Qpigs, VoltronicError};
 
@@ -39,6 +40,33 @@ async fn pause(cancel: &CancellationToken, d: Duration) -> bool {
         () = cancel.cancelled() => false,
         () = tokio::time::sleep(d) => true,
     }
+}
+
+/// The power sample of this moment from the drivers' latest states (pass clones of what
+/// the watch receivers hold). Stale devices are left out, so a silent device never passes
+/// for a live one; when several VE.Direct ports are given, the first fresh MPPT and the
+/// first fresh battery monitor are used.
+pub fn sample(
+    at: Timestamp,
+    vedirect: &[VeDirectState],
+    inverter: Option<&InverterState>,
+    generator: Option<&GeneratorState>,
+) -> PowerSample {
+    let fresh = || vedirect.iter().filter(|s| !s.stale);
+    let inverter = inverter
+        .filter(|s| !s.stale)
+        .and_then(|s| s.status.as_ref().map(|q| (q, s.mode)));
+    PowerSample::derive(
+        at,
+        &Devices {
+            mppt: fresh().find_map(|s| s.mppt.as_ref()),
+            bmv: fresh().find_map(|s| s.bmv.as_ref()),
+            inverter,
+            generator: generator
+                .filter(|s| !s.stale)
+                .and_then(|s| s.reading.as_ref()),
+        },
+    )
 }
 
 // ---------------------------------------------------------------- VE.Direct
