@@ -12,6 +12,10 @@
 //! reason, logged at error level) and the driver retries only every
 //! `dead_retry_interval`. Every await on the port has a timeout; requests that arrive
 //! while the modem is down are refused at once.
+//!
+//! Sockets: received data is read (`QIRD`) a few chunks per round so polls and SMS keep
+//! their turn, and only while the stream's queue has room, so a reader that stalls
+//! leaves the data in the module instead of in memory.
 
 use std::collections::HashMap;
 use std::io;
