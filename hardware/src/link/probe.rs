@@ -79,7 +79,7 @@ pub struct ProbeTracker {
 }
 
 impl ProbeTracker {
-    /// Starts in `initial` (mwan3 starts links online). Thresholds of 0 count as 1.
+    /// Starts up or down as given (mwan3 starts links online). Thresholds of 0 count as 1.
     pub fn new(thresholds: Thresholds, initially_up: bool) -> Self {
         let thresholds = Thresholds {
             down_after: thresholds.down_after.max(1),
