@@ -1,4 +1,16 @@
 //! The center server: storage, domain, HTTP API, web UI, outbox, supervisors.
+//!
+//! Layers, outside in: [`server`] (axum, one listener) → [`api`] (JSON) and [`web`]
+//! (pages) → [`app`] (use cases: roles, permissions, transactions, events) → [`domain`]
+//! and `markaz_sync::model` (pure rules) and [`storage`] (SQLite, group commit).
 
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod center;
 pub mod domain;
+pub mod error;
+pub mod events;
+pub mod server;
 pub mod storage;
+pub mod web;

@@ -1,1 +1,265 @@
-//! placeholder
+//! Helpers that make an end-to-end test read like its scenario: real `markaz` processes on
+//! loopback, each with its own temp directory and port.
+//!
+//! ```ignore
+//! let node = NodeProcess::start("midan").await?;
+//! let api = node.login_admin().await?;
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use tokio::process::{Child, Command};
+
+pub const ADMIN_USER: &str = "admin";
+pub const ADMIN_PASSWORD: &str = "admin-test-password";
+
+/// Path of the `markaz` binary built by the same `cargo test` run (target/<profile>/markaz),
+/// building it first if it is missing (e.g. when only this crate was selected).
+pub fn markaz_bin() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/<test-binary>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("test binary has no profile dir")?;
+    let bin = profile_dir.join("markaz");
+    if !bin.exists() {
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let mut cmd =
+            std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.args(["build", "--bin", "markaz"]);
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().context("running cargo build --bin markaz")?;
+        if !status.success() || !bin.exists() {
+            bail!("could not build the markaz binary at {}", bin.display());
+        }
+    }
+    Ok(bin)
+}
+
+/// A running `markaz node` process.
+pub struct NodeProcess {
+    pub center: String,
+    pub dir: tempfile::TempDir,
+    pub base_url: String,
+    child: Option<Child>,
+    config_path: PathBuf,
+}
+
+impl NodeProcess {
+    /// Starts a node for `center` with a fresh data directory and the test admin password.
+    pub async fn start(center: &str) -> Result<Self> {
+        Self::start_with(center, "").await
+    }
+
+    /// Like [`NodeProcess::start`], with extra TOML appended to the generated config.
+    pub async fn start_with(center: &str, extra_toml: &str) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let config_path = dir.path().join("node.toml");
+        let prefix: String = center
+            .chars()
+            .filter(|c| c.is_ascii_alphabetic())
+            .take(3)
+            .collect::<String>()
+            .to_ascii_uppercase();
+        let config = format!(
+            r#"[center]
+id = "{center}"
+name_ar = "مركز {center}"
+name_en = "Center {center}"
+receipt_prefix = "{prefix}"
+
+[server]
+listen = "127.0.0.1:0"
+
+[storage]
+data_dir = "{data}"
+
+[auth]
+initial_admin_password = "{ADMIN_PASSWORD}"
+
+[logging]
+level = "info"
+{extra_toml}
+"#,
+            data = dir.path().join("data").display(),
+        );
+        std::fs::write(&config_path, config)?;
+        let mut node = Self {
+            center: center.into(),
+            dir,
+            base_url: String::new(),
+            child: None,
+            config_path,
+        };
+        node.spawn().await?;
+        Ok(node)
+    }
+
+    fn addr_file(&self) -> PathBuf {
+        self.dir.path().join("data").join("listen.addr")
+    }
+
+    /// (Re)starts the process on the same data directory and waits until it serves.
+    pub async fn spawn(&mut self) -> Result<()> {
+        let _ = std::fs::remove_file(self.addr_file());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("node.log"))?;
+        let child = Command::new(markaz_bin()?)
+            .args(["node", "--config"])
+            .arg(&self.config_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .context("spawning markaz node")?;
+        self.child = Some(child);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(addr) = std::fs::read_to_string(self.addr_file()) {
+                let addr = addr.trim().to_string();
+                if !addr.is_empty() {
+                    self.base_url = format!("http://{addr}");
+                    if reqwest::get(format!("{}/healthz", self.base_url))
+                        .await
+                        .is_ok_and(|r| r.status().is_success())
+                    {
+                        return Ok(());
+                    }
+                }
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                bail!(
+                    "markaz node exited with {status} during start; log:\n{}",
+                    self.log()
+                );
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!(
+                    "markaz node did not serve within 30 s; log:\n{}",
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The process's combined stdout and stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("node.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL, as a power cut would.
+    pub async fn kill9(&mut self) -> Result<()> {
+        if let Some(mut c) = self.child.take() {
+            c.start_kill()?;
+            c.wait().await?;
+        }
+        Ok(())
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub async fn stop(&mut self) -> Result<std::process::ExitStatus> {
+        let mut c = self.child.take().context("not running")?;
+        let pid = c.id().context("no pid")? as i32;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        )?;
+        Ok(tokio::time::timeout(Duration::from_secs(20), c.wait()).await??)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base_url, path)
+    }
+
+    /// An API client logged in as the test admin (bearer token).
+    pub async fn login_admin(&self) -> Result<Api> {
+        Api::login(&self.base_url, ADMIN_USER, ADMIN_PASSWORD).await
+    }
+}
+
+/// A small JSON API client with a bearer token.
+#[derive(Clone)]
+pub struct Api {
+    pub base: String,
+    pub token: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    pub async fn login(base: &str, user: &str, password: &str) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        let resp = http
+            .post(format!("{base}/api/v1/auth/login"))
+            .json(&serde_json::json!({"username": user, "password": password, "terminal": "e2e"}))
+            .send()
+            .await?;
+        let status = resp.status();
+        let body: serde_json::Value = resp.json().await?;
+        if !status.is_success() {
+            bail!("login failed: {status} {body}");
+        }
+        let token = body["token"]
+            .as_str()
+            .context("no token in login reply")?
+            .to_string();
+        Ok(Self {
+            base: base.into(),
+            token,
+            http,
+        })
+    }
+
+    /// Sends a request and returns (status, JSON body).
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<(u16, serde_json::Value)> {
+        let method = reqwest::Method::from_bytes(method.as_bytes())?;
+        let mut req = self
+            .http
+            .request(method, format!("{}/api/v1{}", self.base, path))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await?;
+        let json = if text.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+        };
+        Ok((status, json))
+    }
+
+    pub async fn get(&self, path: &str) -> Result<(u16, serde_json::Value)> {
+        self.call("GET", path, None).await
+    }
+
+    pub async fn post(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+    ) -> Result<(u16, serde_json::Value)> {
+        self.call("POST", path, Some(body)).await
+    }
+}

@@ -1,0 +1,425 @@
+//! The handlers of `/api/v1`. Each one parses, calls one use case, and answers JSON.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use markaz_sync::model::catalog::Authority;
+use markaz_sync::model::citizen::CitizenInput;
+
+use super::error::{ApiError, Body, ClientAddr, OptionalBody, P, Q};
+use super::{Auth, SESSION_COOKIE, presented_token, sse};
+use crate::app::App;
+use crate::app::cases::{CaseAction, CaseQuery, NewCase, PaymentInput};
+use crate::app::queue::{FinishTicket, IssueTicket, TransferTicket};
+use crate::app::staff::{Grant, NewStaff};
+
+type ApiResult = Result<Response, ApiError>;
+
+fn ok<T: serde::Serialize>(v: T) -> ApiResult {
+    Ok(Json(v).into_response())
+}
+
+fn created<T: serde::Serialize>(v: T) -> ApiResult {
+    Ok((StatusCode::CREATED, Json(v)).into_response())
+}
+
+/// Every route: (method, path as in OpenAPI, needs a session). Kept next to the router so
+/// the OpenAPI document and the access-control tests can be checked against it.
+pub const ROUTES: &[(&str, &str, bool)] = &[
+    ("POST", "/auth/login", false),
+    ("POST", "/auth/logout", true),
+    ("GET", "/auth/me", true),
+    ("GET", "/catalog/services", true),
+    ("GET", "/catalog/services/{code}/fee", true),
+    ("GET", "/citizens", true),
+    ("POST", "/citizens", true),
+    ("GET", "/citizens/{national_id}", true),
+    ("POST", "/tickets", true),
+    ("GET", "/tickets", true),
+    ("GET", "/tickets/{id}", true),
+    ("GET", "/counters/{n}", true),
+    ("POST", "/counters/{n}/call-next", true),
+    ("POST", "/counters/{n}/recall", true),
+    ("POST", "/counters/{n}/no-show", true),
+    ("POST", "/counters/{n}/transfer", true),
+    ("POST", "/counters/{n}/finish", true),
+    ("GET", "/display/calls", false),
+    ("GET", "/display/events", false),
+    ("GET", "/events", true),
+    ("POST", "/cases", true),
+    ("GET", "/cases", true),
+    ("GET", "/cases/{case_no}", true),
+    ("POST", "/cases/{case_no}/payment", true),
+    ("POST", "/cases/{case_no}/transitions", true),
+    ("GET", "/staff", true),
+    ("POST", "/staff", true),
+    ("GET", "/staff/{username}", true),
+    ("POST", "/staff/{username}/permissions", true),
+    ("DELETE", "/staff/{username}/permissions/{authority}", true),
+    ("POST", "/staff/{username}/active", true),
+    ("GET", "/reports/queue", true),
+    ("GET", "/reports/cases", true),
+    ("GET", "/logs/audit", true),
+    ("GET", "/logs/events", true),
+    ("GET", "/status", true),
+    ("GET", "/openapi.json", false),
+];
+
+pub fn v1() -> Router<App> {
+    Router::new()
+        .route("/auth/login", post(login))
+        .route("/auth/logout", post(logout))
+        .route("/auth/me", get(me))
+        .route("/catalog/services", get(services))
+        .route("/catalog/services/{code}/fee", get(service_fee))
+        .route("/citizens", get(find_citizens).post(save_citizen))
+        .route("/citizens/{national_id}", get(get_citizen))
+        .route("/tickets", post(issue_ticket).get(waiting_tickets))
+        .route("/tickets/{id}", get(get_ticket))
+        .route("/counters/{n}", get(counter))
+        .route("/counters/{n}/call-next", post(call_next))
+        .route("/counters/{n}/recall", post(recall))
+        .route("/counters/{n}/no-show", post(no_show))
+        .route("/counters/{n}/transfer", post(transfer))
+        .route("/counters/{n}/finish", post(finish))
+        .route("/display/calls", get(display_calls))
+        .route("/display/events", get(display_events))
+        .route("/events", get(events))
+        .route("/cases", post(create_case).get(search_cases))
+        .route("/cases/{case_no}", get(get_case))
+        .route("/cases/{case_no}/payment", post(pay_case))
+        .route("/cases/{case_no}/transitions", post(advance_case))
+        .route("/staff", get(list_staff).post(create_staff))
+        .route("/staff/{username}", get(get_staff))
+        .route("/staff/{username}/permissions", post(grant))
+        .route("/staff/{username}/permissions/{authority}", delete(revoke))
+        .route("/staff/{username}/active", post(set_active))
+        .route("/reports/queue", get(queue_report))
+        .route("/reports/cases", get(case_report))
+        .route("/logs/audit", get(audit_log))
+        .route("/logs/events", get(node_events))
+        .route("/status", get(status))
+        .route("/openapi.json", get(openapi))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Login {
+    username: String,
+    password: String,
+    #[serde(default)]
+    terminal: Option<String>,
+}
+
+async fn login(
+    State(app): State<App>,
+    ClientAddr(client): ClientAddr,
+    Body(b): Body<Login>,
+) -> ApiResult {
+    let out = app
+        .login(&b.username, &b.password, b.terminal.as_deref(), &client)
+        .await?;
+    let ttl_secs = app.settings.auth.session_ttl_ms / 1000;
+    let cookie = format!(
+        "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={ttl_secs}",
+        out.token
+    );
+    let mut resp =
+        Json(json!({"token": out.token, "csrf": out.csrf, "user": out.user})).into_response();
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    Ok(resp)
+}
+
+async fn logout(State(app): State<App>, _auth: Auth, req: axum::extract::Request) -> ApiResult {
+    let (parts, _) = req.into_parts();
+    if let Some((token, _)) = presented_token(&parts) {
+        app.logout(&token).await?;
+    }
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    resp.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static("markaz_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+    );
+    Ok(resp)
+}
+
+async fn me(Auth(actor): Auth) -> ApiResult {
+    ok(actor)
+}
+
+async fn services(State(app): State<App>, _a: Auth) -> ApiResult {
+    let today = app.today();
+    let list: Vec<_> = app
+        .catalog()
+        .iter()
+        .map(|s| json!({"service": s, "fee": app.fees().fee_for(&s.code, today).ok()}))
+        .collect();
+    ok(list)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FeeQuery {
+    #[serde(default)]
+    date: Option<jiff::civil::Date>,
+}
+
+async fn service_fee(
+    State(app): State<App>,
+    _a: Auth,
+    P(code): P<String>,
+    Q(q): Q<FeeQuery>,
+) -> ApiResult {
+    let svc = app.service(&code).map_err(|_| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("service {code} not found"),
+        )
+    })?;
+    let date = q.date.unwrap_or_else(|| app.today());
+    let fee = app.fees().fee_for(&svc.code, date).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "no_fee_in_force",
+            e.to_string(),
+        )
+    })?;
+    ok(fee)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CitizenQuery {
+    #[serde(default)]
+    national_id: Option<String>,
+    #[serde(default)]
+    phone: Option<String>,
+}
+
+async fn find_citizens(State(app): State<App>, Auth(a): Auth, Q(q): Q<CitizenQuery>) -> ApiResult {
+    ok(app
+        .find_citizens(&a, q.national_id.as_deref(), q.phone.as_deref())
+        .await?)
+}
+
+async fn save_citizen(
+    State(app): State<App>,
+    Auth(a): Auth,
+    Body(input): Body<CitizenInput>,
+) -> ApiResult {
+    let (view, was_created) = app.save_citizen(&a, input).await?;
+    if was_created { created(view) } else { ok(view) }
+}
+
+async fn get_citizen(State(app): State<App>, Auth(a): Auth, P(nid): P<String>) -> ApiResult {
+    ok(app.get_citizen(&a, &nid).await?)
+}
+
+async fn issue_ticket(
+    State(app): State<App>,
+    Auth(a): Auth,
+    Body(b): Body<IssueTicket>,
+) -> ApiResult {
+    created(app.issue_ticket(&a, b).await?)
+}
+
+async fn waiting_tickets(State(app): State<App>, Auth(a): Auth) -> ApiResult {
+    ok(app.waiting_tickets(&a).await?)
+}
+
+async fn get_ticket(State(app): State<App>, _a: Auth, P(id): P<i64>) -> ApiResult {
+    ok(app.ticket(id).await?)
+}
+
+async fn counter(State(app): State<App>, _a: Auth, P(n): P<u32>) -> ApiResult {
+    ok(app.counter_view(n).await?)
+}
+
+async fn call_next(State(app): State<App>, Auth(a): Auth, P(n): P<u32>) -> ApiResult {
+    match app.call_next(&a, n).await? {
+        Some(t) => ok(t),
+        None => Ok(StatusCode::NO_CONTENT.into_response()),
+    }
+}
+
+async fn recall(State(app): State<App>, Auth(a): Auth, P(n): P<u32>) -> ApiResult {
+    ok(app.recall(&a, n).await?)
+}
+
+async fn no_show(State(app): State<App>, Auth(a): Auth, P(n): P<u32>) -> ApiResult {
+    ok(app.no_show(&a, n).await?)
+}
+
+async fn transfer(
+    State(app): State<App>,
+    Auth(a): Auth,
+    P(n): P<u32>,
+    Body(b): Body<TransferTicket>,
+) -> ApiResult {
+    ok(app.transfer(&a, n, b).await?)
+}
+
+async fn finish(
+    State(app): State<App>,
+    Auth(a): Auth,
+    P(n): P<u32>,
+    OptionalBody(body): OptionalBody<FinishTicket>,
+) -> ApiResult {
+    ok(app.finish(&a, n, body.unwrap_or_default()).await?)
+}
+
+async fn display_calls(State(app): State<App>) -> ApiResult {
+    let calls = app.latest_calls(20).await?;
+    let public: Vec<_> = calls.iter().map(|t| json!({"ticket": t.number, "counter": t.counter, "group": t.group, "at": t.called_at})).collect();
+    ok(public)
+}
+
+async fn display_events(State(app): State<App>) -> impl IntoResponse {
+    sse(&app, true)
+}
+
+async fn events(State(app): State<App>, _a: Auth) -> impl IntoResponse {
+    sse(&app, false)
+}
+
+async fn create_case(State(app): State<App>, Auth(a): Auth, Body(b): Body<NewCase>) -> ApiResult {
+    created(app.create_case(&a, b).await?)
+}
+
+async fn search_cases(State(app): State<App>, Auth(a): Auth, Q(q): Q<CaseQuery>) -> ApiResult {
+    ok(app.search_cases(&a, q).await?)
+}
+
+async fn get_case(State(app): State<App>, Auth(a): Auth, P(no): P<String>) -> ApiResult {
+    ok(app.get_case(&a, &no).await?)
+}
+
+async fn pay_case(
+    State(app): State<App>,
+    Auth(a): Auth,
+    P(no): P<String>,
+    Body(b): Body<PaymentInput>,
+) -> ApiResult {
+    ok(app.pay_case(&a, &no, b).await?)
+}
+
+async fn advance_case(
+    State(app): State<App>,
+    Auth(a): Auth,
+    P(no): P<String>,
+    Body(b): Body<CaseAction>,
+) -> ApiResult {
+    ok(app.advance_case(&a, &no, b).await?)
+}
+
+async fn list_staff(State(app): State<App>, Auth(a): Auth) -> ApiResult {
+    ok(app.list_staff(&a).await?)
+}
+
+async fn create_staff(State(app): State<App>, Auth(a): Auth, Body(b): Body<NewStaff>) -> ApiResult {
+    created(app.create_staff(&a, b).await?)
+}
+
+async fn get_staff(State(app): State<App>, Auth(a): Auth, P(u): P<String>) -> ApiResult {
+    a.require(markaz_sync::model::staff::Capability::ManageStaff)
+        .or_else(|_| a.require(markaz_sync::model::staff::Capability::ViewReports))?;
+    ok(app.get_staff(&u).await?)
+}
+
+async fn grant(
+    State(app): State<App>,
+    Auth(a): Auth,
+    P(u): P<String>,
+    Body(b): Body<Grant>,
+) -> ApiResult {
+    ok(app.grant_permission(&a, &u, b).await?)
+}
+
+async fn revoke(
+    State(app): State<App>,
+    Auth(a): Auth,
+    P((u, authority)): P<(String, String)>,
+) -> ApiResult {
+    let authority: Authority = serde_json::from_value(serde_json::Value::String(authority.clone()))
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_authority",
+                format!("unknown authority '{authority}'"),
+            )
+        })?;
+    ok(app.revoke_permission(&a, &u, authority).await?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Active {
+    active: bool,
+}
+
+async fn set_active(
+    State(app): State<App>,
+    Auth(a): Auth,
+    P(u): P<String>,
+    Body(b): Body<Active>,
+) -> ApiResult {
+    ok(app.set_active(&a, &u, b.active).await?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DayQuery {
+    #[serde(default)]
+    day: Option<jiff::civil::Date>,
+}
+
+async fn queue_report(State(app): State<App>, Auth(a): Auth, Q(q): Q<DayQuery>) -> ApiResult {
+    ok(app.queue_report(&a, q.day).await?)
+}
+
+async fn case_report(State(app): State<App>, Auth(a): Auth) -> ApiResult {
+    ok(app.case_report(&a).await?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogQuery {
+    #[serde(default)]
+    limit: Option<u32>,
+    #[serde(default)]
+    errors_only: Option<bool>,
+}
+
+async fn audit_log(State(app): State<App>, Auth(a): Auth, Q(q): Q<LogQuery>) -> ApiResult {
+    ok(app.audit_log(&a, q.limit.unwrap_or(200)).await?)
+}
+
+async fn node_events(State(app): State<App>, Auth(a): Auth, Q(q): Q<LogQuery>) -> ApiResult {
+    ok(app
+        .node_events(&a, q.limit.unwrap_or(200), q.errors_only.unwrap_or(false))
+        .await?)
+}
+
+async fn status(State(app): State<App>, Auth(a): Auth) -> ApiResult {
+    a.require(markaz_sync::model::staff::Capability::ViewTechnical)
+        .or_else(|_| a.require(markaz_sync::model::staff::Capability::ViewReports))?;
+    ok(json!({
+        "center": app.settings.center_id,
+        "time": app.now().to_string(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "panels": app.status.snapshot(),
+    }))
+}
+
+async fn openapi(headers: HeaderMap) -> Response {
+    let _ = headers;
+    ([(header::CONTENT_TYPE, "application/json")], super::OPENAPI).into_response()
+}

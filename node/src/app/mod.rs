@@ -1,0 +1,271 @@
+//! The node's use cases: what a reception terminal, a desk, a supervisor or a technician
+//! can do. Both the JSON API and the web pages call these, so the rules live once.
+//!
+//! Each use case validates input into domain types (parse, don't validate), checks the
+//! actor's role and permissions, runs its writes through the group-commit writer (one
+//! savepoint per request, answered after commit), writes the audit row in the same
+//! transaction, and publishes live events only after the commit.
+
+pub mod cases;
+pub mod citizens;
+pub mod queue;
+pub mod reports;
+pub mod staff;
+pub mod status;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use jiff::civil::Date;
+use jiff::tz::TimeZone;
+use jiff::{Timestamp, Zoned};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+use markaz_sync::model::catalog::Service;
+use markaz_sync::model::fees::FeeSchedule;
+use markaz_sync::model::staff::{Capability, Role};
+
+use crate::auth::AuthPolicy;
+use crate::error::AppError;
+use crate::events::EventBus;
+use crate::storage::Db;
+
+/// The time source. Tests and the demo can move a manual clock; production uses the
+/// system clock.
+#[derive(Clone)]
+pub enum Clock {
+    System,
+    Manual(Arc<AtomicI64>),
+}
+
+impl Clock {
+    pub fn manual(at: Timestamp) -> Self {
+        Clock::Manual(Arc::new(AtomicI64::new(at.as_millisecond())))
+    }
+
+    pub fn now(&self) -> Timestamp {
+        match self {
+            Clock::System => Timestamp::now(),
+            Clock::Manual(ms) => Timestamp::from_millisecond(ms.load(Ordering::SeqCst))
+                .unwrap_or(Timestamp::UNIX_EPOCH),
+        }
+    }
+
+    /// Moves a manual clock forward; no effect on the system clock.
+    pub fn advance(&self, by: std::time::Duration) {
+        if let Clock::Manual(ms) = self {
+            ms.fetch_add(by.as_millis() as i64, Ordering::SeqCst);
+        }
+    }
+}
+
+/// A queue group of this center (from config).
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupSettings {
+    pub id: String,
+    pub letter: char,
+    pub name_ar: String,
+    pub name_en: String,
+    pub target_wait_minutes: u32,
+}
+
+/// A counter (front desk) of this center.
+#[derive(Debug, Clone, Serialize)]
+pub struct CounterSettings {
+    pub number: u32,
+    pub groups: Vec<String>,
+}
+
+/// Everything the use cases need from config, in domain terms.
+#[derive(Debug, Clone)]
+pub struct AppSettings {
+    pub center_id: String,
+    pub center_name_ar: String,
+    pub center_name_en: String,
+    pub receipt_prefix: String,
+    pub timezone: TimeZone,
+    pub auth: AuthPolicy,
+    pub groups: Vec<GroupSettings>,
+    pub counters: Vec<CounterSettings>,
+    pub priority_weight: u32,
+    pub normal_weight: u32,
+    pub initial_admin_user: String,
+    pub initial_admin_password: Option<String>,
+}
+
+/// Who is acting: a logged-in staff member at a terminal.
+#[derive(Debug, Clone, Serialize)]
+pub struct Actor {
+    pub username: String,
+    pub full_name: String,
+    pub roles: Vec<Role>,
+    pub terminal: Option<String>,
+    pub language: String,
+}
+
+impl Actor {
+    pub fn can(&self, cap: Capability) -> bool {
+        self.roles.iter().any(|r| r.allows(cap))
+    }
+
+    /// Refuses with 403 unless one of the actor's roles allows `cap`.
+    pub fn require(&self, cap: Capability) -> Result<(), AppError> {
+        if self.can(cap) {
+            Ok(())
+        } else {
+            Err(AppError::forbidden(
+                "role_forbidden",
+                format!("your role does not allow {cap:?}"),
+            ))
+        }
+    }
+}
+
+/// The application: storage, settings, catalog, clock and live events.
+#[derive(Clone)]
+pub struct App {
+    pub db: Db,
+    pub settings: Arc<AppSettings>,
+    pub bus: EventBus,
+    pub clock: Clock,
+    catalog: Arc<Vec<Service>>,
+    /// Replaced whole when the hub sends a new schedule; cases keep their frozen fee.
+    fees: tokio::sync::watch::Sender<Arc<FeeSchedule>>,
+    pub status: status::StatusBoard,
+}
+
+impl App {
+    pub fn new(db: Db, settings: AppSettings, clock: Clock) -> Self {
+        Self {
+            db,
+            settings: Arc::new(settings),
+            bus: EventBus::default(),
+            clock,
+            catalog: Arc::new(markaz_sync::model::catalog::default_catalog()),
+            fees: tokio::sync::watch::Sender::new(Arc::new(
+                markaz_sync::model::fees::default_fee_schedule(),
+            )),
+            status: status::StatusBoard::default(),
+        }
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        self.now().as_millisecond()
+    }
+
+    /// Now in the center's time zone.
+    pub fn local_now(&self) -> Zoned {
+        self.now().to_zoned(self.settings.timezone.clone())
+    }
+
+    /// The center's local civil date, which keys the daily ticket series.
+    pub fn today(&self) -> Date {
+        self.local_now().date()
+    }
+
+    pub fn catalog(&self) -> &[Service] {
+        &self.catalog
+    }
+
+    pub fn service(&self, code: &str) -> Result<&Service, AppError> {
+        self.catalog.iter().find(|s| s.code == code).ok_or_else(|| {
+            AppError::field(
+                "service",
+                "unknown_service",
+                format!("no service with code '{code}'"),
+                format!("لا توجد خدمة بالرمز '{code}'"),
+            )
+        })
+    }
+
+    /// The fee schedule in force (all its dated components).
+    pub fn fees(&self) -> Arc<FeeSchedule> {
+        self.fees.borrow().clone()
+    }
+
+    /// Installs a new fee schedule (from the hub, or a test).
+    pub fn set_fee_schedule(&self, schedule: FeeSchedule) {
+        self.fees.send_replace(Arc::new(schedule));
+    }
+
+    pub fn group(&self, id: &str) -> Option<&GroupSettings> {
+        self.settings.groups.iter().find(|g| g.id == id)
+    }
+
+    pub fn counter(&self, number: u32) -> Result<&CounterSettings, AppError> {
+        self.settings
+            .counters
+            .iter()
+            .find(|c| c.number == number)
+            .ok_or_else(|| AppError::not_found(format!("counter {number}")))
+    }
+}
+
+/// Appends a row to the audit log inside the caller's transaction.
+pub fn audit(
+    conn: &Connection,
+    at: Timestamp,
+    actor: &Actor,
+    action: &str,
+    subject: &str,
+    detail: serde_json::Value,
+) -> Result<(), AppError> {
+    conn.execute(
+        "INSERT INTO audit_log(at, actor, terminal, action, subject, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![at.to_string(), actor.username, actor.terminal, action, subject, detail.to_string()],
+    )?;
+    Ok(())
+}
+
+/// Takes the next value of a named per-center sequence inside the caller's transaction.
+pub fn next_seq(conn: &Connection, name: &str) -> Result<i64, AppError> {
+    let v: i64 = conn.query_row(
+        "INSERT INTO sequences(name, value) VALUES (?1, 1)
+         ON CONFLICT(name) DO UPDATE SET value = value + 1 RETURNING value",
+        [name],
+        |r| r.get(0),
+    )?;
+    Ok(v)
+}
+
+/// Appends to the node's technician-facing event log.
+pub fn node_log(
+    conn: &Connection,
+    at: Timestamp,
+    level: &str,
+    source: &str,
+    message: &str,
+) -> Result<(), AppError> {
+    conn.execute(
+        "INSERT INTO node_log(at, level, source, message) VALUES (?1, ?2, ?3, ?4)",
+        params![at.to_string(), level, source, message],
+    )?;
+    Ok(())
+}
+
+/// Stamps a new event with the node's hybrid logical clock, inside the caller's write
+/// transaction. The last stamp is persisted, so stamps keep increasing across restarts and
+/// even when the wall clock jumps back (a box without an RTC battery wakes up in 1970).
+pub fn next_hlc(conn: &Connection, node: &str, wall: Timestamp) -> Result<String, AppError> {
+    use markaz_sync::hlc::{Clock as Hlc, Hlc as Stamp};
+    let last: Option<String> = conn
+        .query_row("SELECT value FROM meta WHERE key = 'hlc'", [], |r| r.get(0))
+        .optional()?;
+    let mut clock = match last.as_deref().map(Stamp::parse) {
+        Some(Ok(stamp)) => Hlc::resume(stamp),
+        _ => Hlc::new(node),
+    };
+    let stamp = clock
+        .tick(u64::try_from(wall.as_millisecond()).unwrap_or(0))
+        .encode();
+    conn.execute(
+        "INSERT INTO meta(key, value) VALUES ('hlc', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        [&stamp],
+    )?;
+    Ok(stamp)
+}

@@ -1,0 +1,512 @@
+//! The turn system at the center: issue tickets per service group (daily letter series),
+//! call them at counters with the priority ratio, recall, no-show, transfer, finish.
+//! Every step is a timestamped ticket event, so waiting and service times can be queried.
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde::{Deserialize, Serialize};
+
+use markaz_sync::model::staff::Capability;
+
+use crate::domain::queue::{self, PriorityClass, RatioState, TicketState, WaitingTicket, Weights};
+use crate::events::LiveEvent;
+
+use super::{Actor, App, audit, next_seq};
+use crate::error::AppError;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssueTicket {
+    pub group: String,
+    #[serde(default)]
+    pub priority: Option<PriorityClass>,
+    #[serde(default)]
+    pub national_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TicketView {
+    pub id: i64,
+    pub number: String,
+    pub day: String,
+    pub group: String,
+    pub original_group: String,
+    pub priority: PriorityClass,
+    pub state: TicketState,
+    pub national_id: Option<String>,
+    pub counter: Option<u32>,
+    pub case_no: Option<String>,
+    pub recalls: u32,
+    pub issued_at: String,
+    pub called_at: Option<String>,
+    pub done_at: Option<String>,
+    #[serde(skip)]
+    pub issued_ms: i64,
+    /// Tickets of the same group issued earlier and still waiting (set on issue).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_ahead: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CounterView {
+    pub number: u32,
+    pub groups: Vec<String>,
+    pub current: Option<TicketView>,
+    pub waiting: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FinishTicket {
+    #[serde(default)]
+    pub case_no: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransferTicket {
+    pub group: String,
+}
+
+const COLUMNS: &str = "id, number, day, group_id, original_group, priority, state, national_id, counter, case_no, recalls, issued_ms, called_ms, done_ms";
+
+fn ms_to_string(ms: Option<i64>) -> Option<String> {
+    ms.and_then(|m| jiff::Timestamp::from_millisecond(m).ok())
+        .map(|t| t.to_string())
+}
+
+fn from_row(r: &Row<'_>) -> rusqlite::Result<TicketView> {
+    let text = |i: usize| -> rusqlite::Result<String> { r.get(i) };
+    let priority: PriorityClass = serde_json::from_value(serde_json::Value::String(text(5)?))
+        .unwrap_or(PriorityClass::Normal);
+    let state: TicketState =
+        serde_json::from_value(serde_json::Value::String(text(6)?)).unwrap_or(TicketState::Waiting);
+    Ok(TicketView {
+        id: r.get(0)?,
+        number: text(1)?,
+        day: text(2)?,
+        group: text(3)?,
+        original_group: text(4)?,
+        priority,
+        state,
+        national_id: r.get(7)?,
+        counter: r.get(8)?,
+        case_no: r.get(9)?,
+        recalls: r.get(10)?,
+        issued_ms: r.get(11)?,
+        issued_at: ms_to_string(Some(r.get(11)?)).unwrap_or_default(),
+        called_at: ms_to_string(r.get(12)?),
+        done_at: ms_to_string(r.get(13)?),
+        waiting_ahead: None,
+    })
+}
+
+fn enum_key<T: Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => String::new(),
+    }
+}
+
+fn event(
+    conn: &Connection,
+    ticket: i64,
+    at_ms: i64,
+    action: &str,
+    counter: Option<u32>,
+    actor: Option<&str>,
+    detail: Option<String>,
+) -> Result<(), AppError> {
+    conn.execute(
+        "INSERT INTO ticket_events(ticket_id, at_ms, action, counter, actor, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![ticket, at_ms, action, counter, actor, detail],
+    )?;
+    Ok(())
+}
+
+pub(crate) fn get_ticket(conn: &Connection, id: i64) -> Result<Option<TicketView>, AppError> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM tickets WHERE id = ?1"),
+            [id],
+            from_row,
+        )
+        .optional()?)
+}
+
+/// The ticket a counter is serving now (called and not yet finished), if any.
+fn current_at(conn: &Connection, day: &str, counter: u32) -> Result<Option<TicketView>, AppError> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM tickets WHERE day = ?1 AND counter = ?2 AND state = 'called' ORDER BY called_ms DESC LIMIT 1"),
+            params![day, counter],
+            from_row,
+        )
+        .optional()?)
+}
+
+fn transition(t: &TicketView, to: TicketState) -> Result<(), AppError> {
+    queue::check_transition(t.state, to).map_err(|e| AppError::Conflict {
+        code: "illegal_ticket_transition",
+        message: format!("ticket {}: {e}", t.number),
+    })
+}
+
+impl App {
+    fn weights(&self) -> Weights {
+        Weights {
+            priority: self.settings.priority_weight,
+            normal: self.settings.normal_weight,
+        }
+    }
+
+    /// Issues the next ticket of a group's daily series.
+    pub async fn issue_ticket(
+        &self,
+        actor: &Actor,
+        input: IssueTicket,
+    ) -> Result<TicketView, AppError> {
+        actor.require(Capability::IssueTicket)?;
+        let group = self
+            .group(&input.group)
+            .ok_or_else(|| {
+                AppError::field(
+                    "group",
+                    "unknown_group",
+                    format!("no service group '{}' at this center", input.group),
+                    "مجموعة خدمات غير معروفة",
+                )
+            })?
+            .clone();
+        let nid = match input
+            .national_id
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            Some(n) => Some(
+                n.parse::<markaz_sync::model::ids::NationalId>()
+                    .map_err(|e| {
+                        AppError::field(
+                            "national_id",
+                            "invalid_national_id",
+                            e.to_string(),
+                            "الرقم الوطني غير صالح",
+                        )
+                    })?
+                    .to_string(),
+            ),
+            None => None,
+        };
+        let priority = input.priority.unwrap_or(PriorityClass::Normal);
+        let day = self.today().to_string();
+        let now = self.now_ms();
+        let at = self.now();
+        let actor2 = actor.clone();
+        let ticket = self
+            .db
+            .writer
+            .write(move |c| -> Result<TicketView, AppError> {
+                let seq = next_seq(c, &format!("ticket:{day}:{}", group.letter))?;
+                let number = queue::ticket_number(group.letter, seq as u32);
+                c.execute(
+                    "INSERT INTO tickets(day, group_id, original_group, number, priority, state, national_id, issued_ms)
+                     VALUES (?1, ?2, ?2, ?3, ?4, 'waiting', ?5, ?6)",
+                    params![day, group.id, number, enum_key(&priority), nid, now],
+                )?;
+                let id = c.last_insert_rowid();
+                event(c, id, now, "issued", None, Some(&actor2.username), None)?;
+                audit(c, at, &actor2, "ticket.issue", &number, serde_json::json!({"group": group.id, "priority": priority}))?;
+                let ahead: u32 = c.query_row(
+                    "SELECT count(*) FROM tickets WHERE day = ?1 AND group_id = ?2 AND state = 'waiting' AND id <> ?3",
+                    params![day, group.id, id],
+                    |r| r.get(0),
+                )?;
+                let mut t = get_ticket(c, id)?.ok_or_else(|| AppError::Internal("ticket vanished".into()))?;
+                t.waiting_ahead = Some(ahead);
+                Ok(t)
+            })
+            .await?;
+        self.bus.publish(LiveEvent::TicketIssued {
+            ticket: ticket.number.clone(),
+            group: ticket.group.clone(),
+            waiting: ticket.waiting_ahead.unwrap_or(0) + 1,
+        });
+        Ok(ticket)
+    }
+
+    pub async fn ticket(&self, id: i64) -> Result<TicketView, AppError> {
+        self.db
+            .readers
+            .read(move |c| get_ticket(c, id))
+            .await?
+            .ok_or_else(|| AppError::not_found(format!("ticket {id}")))
+    }
+
+    /// Today's waiting tickets, in the order they would be served within each class.
+    pub async fn waiting_tickets(&self, actor: &Actor) -> Result<Vec<TicketView>, AppError> {
+        if !(actor.can(Capability::IssueTicket)
+            || actor.can(Capability::ServeCounter)
+            || actor.can(Capability::ViewReports))
+        {
+            return Err(AppError::forbidden(
+                "role_forbidden",
+                "your role cannot see the queue",
+            ));
+        }
+        let day = self.today().to_string();
+        self.db
+            .readers
+            .read(move |c| -> Result<Vec<TicketView>, AppError> {
+                let mut stmt = c.prepare(&format!("SELECT {COLUMNS} FROM tickets WHERE day = ?1 AND state = 'waiting' ORDER BY issued_ms, id"))?;
+                Ok(stmt.query_map([day], from_row)?.collect::<Result<_, _>>()?)
+            })
+            .await
+    }
+
+    pub async fn counter_view(&self, number: u32) -> Result<CounterView, AppError> {
+        let counter = self.counter(number)?.clone();
+        let day = self.today().to_string();
+        self.db
+            .readers
+            .read(move |c| -> Result<CounterView, AppError> {
+                let current = current_at(c, &day, counter.number)?;
+                let mut waiting = 0u32;
+                for g in &counter.groups {
+                    let n: u32 = c.query_row("SELECT count(*) FROM tickets WHERE day = ?1 AND group_id = ?2 AND state = 'waiting'", params![day, g], |r| r.get(0))?;
+                    waiting += n;
+                }
+                Ok(CounterView { number: counter.number, groups: counter.groups.clone(), current, waiting })
+            })
+            .await
+    }
+
+    /// Calls the next ticket for a counter by the priority ratio. The counter must have
+    /// finished (or marked no-show) its current ticket first.
+    pub async fn call_next(
+        &self,
+        actor: &Actor,
+        counter: u32,
+    ) -> Result<Option<TicketView>, AppError> {
+        actor.require(Capability::ServeCounter)?;
+        let settings = self.counter(counter)?.clone();
+        let day = self.today().to_string();
+        let now = self.now_ms();
+        let at = self.now();
+        let weights = self.weights();
+        let actor2 = actor.clone();
+        let called = self
+            .db
+            .writer
+            .write(move |c| -> Result<Option<TicketView>, AppError> {
+                if let Some(cur) = current_at(c, &day, counter)? {
+                    return Err(AppError::Conflict {
+                        code: "counter_busy",
+                        message: format!("counter {counter} is still serving {}; finish it or mark it no-show first", cur.number),
+                    });
+                }
+                let placeholders = settings.groups.iter().map(|_| "?").collect::<Vec<_>>().join(",");
+                let sql = format!("SELECT {COLUMNS} FROM tickets WHERE day = ? AND state = 'waiting' AND group_id IN ({placeholders}) ORDER BY issued_ms, id");
+                let mut values: Vec<String> = vec![day.clone()];
+                values.extend(settings.groups.iter().cloned());
+                let waiting: Vec<TicketView> = c.prepare(&sql)?.query_map(rusqlite::params_from_iter(values.iter()), from_row)?.collect::<Result<_, _>>()?;
+                let candidates: Vec<WaitingTicket> = waiting
+                    .iter()
+                    .map(|t| WaitingTicket { id: t.id, priority: t.priority, issued_ms: t.issued_ms })
+                    .collect();
+                let mut ratio: RatioState = c
+                    .query_row("SELECT state FROM queue_ratio WHERE day = ?1 AND counter = ?2", params![day, counter], |r| r.get::<_, String>(0))
+                    .optional()?
+                    .and_then(|s| serde_json::from_str(&s).ok())
+                    .unwrap_or_default();
+                let Some(id) = queue::pick_next(&candidates, &mut ratio, weights) else { return Ok(None) };
+                c.execute(
+                    "INSERT INTO queue_ratio(day, counter, state) VALUES (?1, ?2, ?3) ON CONFLICT(day, counter) DO UPDATE SET state = excluded.state",
+                    params![day, counter, serde_json::to_string(&ratio)?],
+                )?;
+                c.execute("UPDATE tickets SET state = 'called', counter = ?2, called_ms = ?3 WHERE id = ?1", params![id, counter, now])?;
+                event(c, id, now, "called", Some(counter), Some(&actor2.username), None)?;
+                let t = get_ticket(c, id)?.ok_or_else(|| AppError::Internal("ticket vanished".into()))?;
+                audit(c, at, &actor2, "ticket.call", &t.number, serde_json::json!({"counter": counter}))?;
+                Ok(Some(t))
+            })
+            .await?;
+        if let Some(t) = &called {
+            self.bus.publish(LiveEvent::TicketCalled {
+                ticket: t.number.clone(),
+                counter,
+                group: t.group.clone(),
+                recall: false,
+                at: at.to_string(),
+            });
+        }
+        Ok(called)
+    }
+
+    /// Runs `f` on the counter's current ticket inside one write; errors when idle.
+    async fn with_current<T, F>(
+        &self,
+        actor: &Actor,
+        counter: u32,
+        action: &'static str,
+        f: F,
+    ) -> Result<T, AppError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, &TicketView, i64) -> Result<T, AppError> + Send + 'static,
+    {
+        actor.require(Capability::ServeCounter)?;
+        self.counter(counter)?;
+        let day = self.today().to_string();
+        let now = self.now_ms();
+        let at = self.now();
+        let actor2 = actor.clone();
+        self.db
+            .writer
+            .write(move |c| -> Result<T, AppError> {
+                let cur = current_at(c, &day, counter)?.ok_or_else(|| AppError::Conflict {
+                    code: "counter_idle",
+                    message: format!(
+                        "counter {counter} has no called ticket; call the next one first"
+                    ),
+                })?;
+                let out = f(c, &cur, now)?;
+                event(
+                    c,
+                    cur.id,
+                    now,
+                    action,
+                    Some(counter),
+                    Some(&actor2.username),
+                    None,
+                )?;
+                audit(
+                    c,
+                    at,
+                    &actor2,
+                    &format!("ticket.{action}"),
+                    &cur.number,
+                    serde_json::json!({"counter": counter}),
+                )?;
+                Ok(out)
+            })
+            .await
+            .map_err(AppError::from)
+    }
+
+    pub async fn recall(&self, actor: &Actor, counter: u32) -> Result<TicketView, AppError> {
+        let t = self
+            .with_current(actor, counter, "recalled", |c, cur, _| {
+                c.execute(
+                    "UPDATE tickets SET recalls = recalls + 1 WHERE id = ?1",
+                    [cur.id],
+                )?;
+                get_ticket(c, cur.id)?.ok_or_else(|| AppError::Internal("ticket vanished".into()))
+            })
+            .await?;
+        self.bus.publish(LiveEvent::TicketCalled {
+            ticket: t.number.clone(),
+            counter,
+            group: t.group.clone(),
+            recall: true,
+            at: self.now().to_string(),
+        });
+        Ok(t)
+    }
+
+    pub async fn no_show(&self, actor: &Actor, counter: u32) -> Result<TicketView, AppError> {
+        self.with_current(actor, counter, "no_show", |c, cur, now| {
+            transition(cur, TicketState::NoShow)?;
+            c.execute(
+                "UPDATE tickets SET state = 'no_show', done_ms = ?2 WHERE id = ?1",
+                params![cur.id, now],
+            )?;
+            get_ticket(c, cur.id)?.ok_or_else(|| AppError::Internal("ticket vanished".into()))
+        })
+        .await
+    }
+
+    /// Sends the current ticket to another group's queue; it keeps its place by issue time.
+    pub async fn transfer(
+        &self,
+        actor: &Actor,
+        counter: u32,
+        to: TransferTicket,
+    ) -> Result<TicketView, AppError> {
+        let group = self
+            .group(&to.group)
+            .ok_or_else(|| {
+                AppError::field(
+                    "group",
+                    "unknown_group",
+                    format!("no service group '{}' at this center", to.group),
+                    "مجموعة خدمات غير معروفة",
+                )
+            })?
+            .id
+            .clone();
+        self.with_current(actor, counter, "transferred", move |c, cur, _| {
+            if cur.group == group {
+                return Err(AppError::field("group", "same_group", "the ticket is already in that group", "البطاقة في هذه المجموعة أصلاً"));
+            }
+            transition(cur, TicketState::Waiting)?;
+            c.execute("UPDATE tickets SET state = 'waiting', group_id = ?2, counter = NULL, called_ms = NULL WHERE id = ?1", params![cur.id, group])?;
+            get_ticket(c, cur.id)?.ok_or_else(|| AppError::Internal("ticket vanished".into()))
+        })
+        .await
+    }
+
+    /// Finishes the current ticket, optionally linking the case the visit produced.
+    pub async fn finish(
+        &self,
+        actor: &Actor,
+        counter: u32,
+        input: FinishTicket,
+    ) -> Result<TicketView, AppError> {
+        let case_no = match input
+            .case_no
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            Some(n) => Some(
+                n.parse::<markaz_sync::model::ids::CaseNo>()
+                    .map_err(|e| {
+                        AppError::field(
+                            "case_no",
+                            "invalid_case_no",
+                            e.to_string(),
+                            "رقم المعاملة غير صالح",
+                        )
+                    })?
+                    .to_string(),
+            ),
+            None => None,
+        };
+        self.with_current(actor, counter, "finished", move |c, cur, now| {
+            transition(cur, TicketState::Done)?;
+            if let Some(n) = &case_no {
+                let exists: bool = c.query_row("SELECT count(*) > 0 FROM cases WHERE case_no = ?1", [n], |r| r.get(0))?;
+                if !exists {
+                    return Err(AppError::field("case_no", "unknown_case", format!("no case {n}"), "لا توجد معاملة بهذا الرقم"));
+                }
+            }
+            c.execute("UPDATE tickets SET state = 'done', done_ms = ?2, case_no = COALESCE(?3, case_no) WHERE id = ?1", params![cur.id, now, case_no])?;
+            get_ticket(c, cur.id)?.ok_or_else(|| AppError::Internal("ticket vanished".into()))
+        })
+        .await
+    }
+
+    /// The latest calls per counter today, for the waiting-room display.
+    pub async fn latest_calls(&self, limit: u32) -> Result<Vec<TicketView>, AppError> {
+        let day = self.today().to_string();
+        self.db
+            .readers
+            .read(move |c| -> Result<Vec<TicketView>, AppError> {
+                let mut stmt = c.prepare(&format!(
+                    "SELECT {COLUMNS} FROM tickets WHERE day = ?1 AND called_ms IS NOT NULL ORDER BY called_ms DESC LIMIT ?2"
+                ))?;
+                Ok(stmt.query_map(params![day, limit], from_row)?.collect::<Result<_, _>>()?)
+            })
+            .await
+    }
+}

@@ -1,0 +1,101 @@
+//! The center process: opens storage, builds the application from config, creates the
+//! first admin, starts the supervisors and serves HTTP until shutdown.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use markaz_config::NodeConfig;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::app::{App, AppSettings, Clock, CounterSettings, GroupSettings};
+use crate::auth::AuthPolicy;
+use crate::server::{ServeOptions, serve};
+use crate::storage::{Db, StorageOptions};
+
+/// The name of the database file inside `storage.data_dir`.
+pub const DB_FILE: &str = "markaz-node.db";
+
+/// Translates config into the use cases' settings.
+pub fn settings_from(cfg: &NodeConfig) -> anyhow::Result<AppSettings> {
+    let timezone = cfg.center.timezone.time_zone();
+    Ok(AppSettings {
+        center_id: cfg.center.id.to_string(),
+        center_name_ar: cfg.center.name_ar.clone(),
+        center_name_en: cfg.center.name_en.clone(),
+        receipt_prefix: cfg.center.receipt_prefix.to_string(),
+        timezone,
+        auth: AuthPolicy {
+            session_ttl_ms: i64::from(cfg.auth.session_ttl_minutes) * 60_000,
+            session_idle_ms: i64::from(cfg.auth.session_idle_minutes) * 60_000,
+            login_max_attempts: cfg.auth.login_max_attempts,
+            login_window_ms: i64::from(cfg.auth.login_window_secs) * 1000,
+        },
+        groups: cfg
+            .queue
+            .groups
+            .iter()
+            .map(|g| GroupSettings {
+                id: g.id.to_string(),
+                letter: g.letter.as_char(),
+                name_ar: g.name_ar.clone(),
+                name_en: g.name_en.clone(),
+                target_wait_minutes: g.target_wait_minutes,
+            })
+            .collect(),
+        counters: cfg
+            .counters
+            .iter()
+            .map(|c| CounterSettings {
+                number: u32::from(c.number),
+                groups: c.groups.iter().map(|g| g.to_string()).collect(),
+            })
+            .collect(),
+        priority_weight: cfg.queue.priority_weight,
+        normal_weight: cfg.queue.normal_weight,
+        initial_admin_user: cfg.auth.initial_admin_user.clone(),
+        initial_admin_password: cfg.auth.initial_admin_password.clone(),
+    })
+}
+
+/// Opens the center's database and builds its application.
+pub async fn open(cfg: &NodeConfig, clock: Clock) -> anyhow::Result<App> {
+    let data_dir = cfg.storage.data_dir.as_path();
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("while creating data dir {}", data_dir.display()))?;
+    let opts = StorageOptions {
+        busy_timeout_ms: u64::from(cfg.storage.busy_timeout_ms),
+        group_commit_max_batch: cfg.storage.group_commit_max_batch as usize,
+        readers: 4,
+    };
+    let db_path = data_dir.join(DB_FILE);
+    let db = Db::open(&db_path, &opts)
+        .with_context(|| format!("while opening {}", db_path.display()))?;
+    let app = App::new(db, settings_from(cfg)?, clock);
+    if let Some(password) = app.bootstrap_admin().await? {
+        // Shown once, on the console of whoever installed the node; never logged.
+        println!(
+            "markaz: created the first account '{}' with password: {password}\nmarkaz: log in and change it (or set auth.initial_admin_password).",
+            cfg.auth.initial_admin_user
+        );
+    }
+    Ok(app)
+}
+
+/// Runs the center node until `shutdown` is cancelled.
+pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let app = open(&cfg, Clock::System).await?;
+    let tracker = TaskTracker::new();
+    let opts = ServeOptions {
+        listen: cfg.server.listen.to_string(),
+        max_body_bytes: cfg.server.max_body_bytes as usize,
+        request_timeout: Duration::from_secs(u64::from(cfg.server.request_timeout_secs)),
+        addr_file: Some(cfg.storage.data_dir.join("listen.addr")),
+    };
+    let result = serve(app.clone(), opts, shutdown.clone()).await;
+    shutdown.cancel();
+    tracker.close();
+    tracker.wait().await;
+    tracing::info!(center = %app.settings.center_id, "node stopped");
+    result
+}

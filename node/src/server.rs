@@ -1,0 +1,63 @@
+//! The node's HTTP server: the API and the pages on one listener, with a body size limit,
+//! a request timeout, tracing spans per request, and graceful shutdown.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use tokio_util::sync::CancellationToken;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::app::App;
+
+pub struct ServeOptions {
+    pub listen: String,
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+    /// Where to write the bound address (useful with port 0).
+    pub addr_file: Option<PathBuf>,
+}
+
+/// The whole router of the node: API, pages and assets.
+pub fn router(app: App, max_body_bytes: usize, request_timeout: Duration) -> Router {
+    crate::api::router(app.clone())
+        .merge(crate::web::router(app))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            request_timeout,
+        ))
+        .layer(TraceLayer::new_for_http())
+}
+
+/// Binds and serves until `shutdown` is cancelled; returns the bound address through the
+/// `bound` callback as soon as it is known.
+pub async fn serve(
+    app: App,
+    opts: ServeOptions,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let listener = tokio::net::TcpListener::bind(&opts.listen)
+        .await
+        .with_context(|| format!("while binding {}", opts.listen))?;
+    let addr = listener.local_addr()?;
+    if let Some(f) = &opts.addr_file {
+        std::fs::write(f, addr.to_string())
+            .with_context(|| format!("while writing {}", f.display()))?;
+    }
+    tracing::info!(%addr, center = %app.settings.center_id, "node serving");
+    let router = router(app, opts.max_body_bytes, opts.request_timeout);
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await
+    .context("while serving HTTP")?;
+    Ok(())
+}

@@ -1,0 +1,273 @@
+//! The supervisor's page (today's queue figures per service group and per counter,
+//! no-shows, cases by status and past target, staff with their permissions and expiry
+//! dates, granting a permission) and the technician's page (link, modem, power and sync
+//! panels — "not configured" until a device task feeds them — the event log, the latest
+//! errors and the audit log).
+
+use axum::Form;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use minijinja::{Value, context};
+use serde::Deserialize;
+
+use markaz_sync::model::catalog::Authority;
+use markaz_sync::model::staff::Capability;
+
+use super::Lang;
+use super::session::{
+    PageError, Staff, Web, error_message, field_errors, flash, local_datetime, page, status_of,
+};
+use crate::app::reports::{LogRow, QueueFigures};
+use crate::app::staff::Grant;
+use crate::app::status::PanelView;
+use crate::error::AppError;
+
+#[derive(Debug, Deserialize, Default)]
+pub struct DoneQuery {
+    #[serde(default)]
+    done: Option<String>,
+}
+
+fn figures(web: &Web, lang: Lang, f: &QueueFigures, by_counter: bool) -> Value {
+    let name = if by_counter {
+        f.key.clone()
+    } else {
+        web.app
+            .group(&f.key)
+            .map(|g| {
+                if lang == Lang::Ar {
+                    g.name_ar.clone()
+                } else {
+                    g.name_en.clone()
+                }
+            })
+            .unwrap_or_else(|| f.key.clone())
+    };
+    context! {
+        name => name, issued => f.issued, served => f.served, no_shows => f.no_shows, waiting_now => f.waiting_now,
+        avg_wait => f.avg_wait_secs, max_wait => f.max_wait_secs, avg_service => f.avg_service_secs,
+    }
+}
+
+async fn render_supervisor(
+    web: &Web,
+    staff: &Staff,
+    status: StatusCode,
+    done: Option<&str>,
+    grant_errors: Value,
+    error: Option<String>,
+) -> Result<Response, PageError> {
+    let lang = staff.lang();
+    let app = &web.app;
+    let a = &staff.actor;
+    let err = |e| PageError::App { err: e, lang };
+    let queue = app.queue_report(a, None).await.map_err(err)?;
+    let cases = app.case_report(a).await.map_err(err)?;
+    let overdue = app
+        .search_cases(
+            a,
+            crate::app::cases::CaseQuery {
+                overdue: Some(true),
+                limit: Some(50),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(err)?;
+    let staff_list = app.list_staff(a).await.map_err(err)?;
+    let today = app.today();
+    let staff_rows: Vec<Value> = staff_list
+        .iter()
+        .map(|s| {
+            let perms: Vec<Value> = s
+                .permissions
+                .iter()
+                .map(|p| context! {
+                    authority => if lang == Lang::Ar { p.authority.name_ar() } else { p.authority.name_en() },
+                    expires_on => p.expires_on.to_string(),
+                    expired => p.expires_on < today,
+                    soon => p.expires_on >= today && p.expires_on <= today.saturating_add(jiff::Span::new().days(14)),
+                })
+                .collect();
+            context! {
+                username => &s.username, full_name => &s.full_name, active => s.active,
+                roles => s.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(), permissions => perms,
+            }
+        })
+        .collect();
+    let overdue_rows: Vec<Value> = overdue
+        .iter()
+        .map(|r| context! { case_no => &r.case_no, status => &r.status, target => local_datetime(app, &r.target_at), service => app.service(&r.service).map(|s| if lang == Lang::Ar { s.name_ar.clone() } else { s.name_en.clone() }).unwrap_or_else(|_| r.service.clone()) })
+        .collect();
+    page(
+        web,
+        staff,
+        status,
+        "supervisor.html",
+        context! {
+            day => &queue.day,
+            total => figures(web, lang, &queue.total, false),
+            by_group => queue.by_group.iter().map(|f| figures(web, lang, f, false)).collect::<Vec<_>>(),
+            by_counter => queue.by_counter.iter().map(|f| figures(web, lang, f, true)).collect::<Vec<_>>(),
+            by_status => cases.by_status.iter().map(|(s, n)| context! { status => s, count => n }).collect::<Vec<_>>(),
+            overdue_count => cases.overdue,
+            conflicts => cases.conflicts,
+            overdue => overdue_rows,
+            staff => staff_rows,
+            can_manage => a.can(Capability::ManageStaff),
+            authorities => Authority::ALL.iter().map(|x| context! { value => x.as_str(), name => if lang == Lang::Ar { x.name_ar() } else { x.name_en() } }).collect::<Vec<_>>(),
+            grant_errors => grant_errors,
+            flash => flash(lang, done),
+            error => error,
+        },
+    )
+}
+
+/// `GET /supervisor`
+pub async fn supervisor(
+    State(web): State<Web>,
+    staff: Staff,
+    Query(q): Query<DoneQuery>,
+) -> Result<Response, PageError> {
+    staff.require(Capability::ViewReports)?;
+    render_supervisor(
+        &web,
+        &staff,
+        StatusCode::OK,
+        q.done.as_deref(),
+        Value::from(()),
+        None,
+    )
+    .await
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct GrantForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    authority: String,
+    #[serde(default)]
+    expires_on: String,
+}
+
+/// `POST /supervisor/staff/{username}/grant`: grants or extends a permission.
+pub async fn grant(
+    State(web): State<Web>,
+    staff: Staff,
+    Path(username): Path<String>,
+    Form(f): Form<GrantForm>,
+) -> Result<Response, PageError> {
+    staff.check_csrf(&f.csrf)?;
+    staff.require(Capability::ManageStaff)?;
+    let lang = staff.lang();
+    let parsed = f
+        .authority
+        .parse::<Authority>()
+        .map_err(|e| AppError::Invalid(vec![e]))
+        .and_then(|authority| {
+            f.expires_on
+                .trim()
+                .parse::<jiff::civil::Date>()
+                .map(|expires_on| Grant {
+                    authority,
+                    expires_on,
+                })
+                .map_err(|_| {
+                    AppError::field(
+                        "expires_on",
+                        "invalid_date",
+                        "a date like 2027-06-30",
+                        "تاريخ مثل 2027-06-30",
+                    )
+                })
+        });
+    let result = match parsed {
+        Ok(g) => web
+            .app
+            .grant_permission(&staff.actor, &username, g)
+            .await
+            .map(|_| ()),
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => Ok(Redirect::to("/supervisor?done=granted").into_response()),
+        Err(AppError::Invalid(errs)) => {
+            let errors = context! { user => username, fields => field_errors(lang, &errs) };
+            render_supervisor(
+                &web,
+                &staff,
+                StatusCode::BAD_REQUEST,
+                None,
+                errors,
+                Some(super::i18n::t(lang, "error.invalid").into()),
+            )
+            .await
+        }
+        Err(e) => {
+            render_supervisor(
+                &web,
+                &staff,
+                status_of(&e),
+                None,
+                Value::from(()),
+                Some(error_message(lang, &e)),
+            )
+            .await
+        }
+    }
+}
+
+fn panel(p: &PanelView) -> Value {
+    match p {
+        PanelView::NotConfigured => context! { configured => false },
+        PanelView::Live { data } => {
+            let facts: Vec<Value> = match data.as_object() {
+                Some(o) => o.iter().map(|(k, v)| context! { key => k, value => v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()) }).collect(),
+                None => vec![context! { key => "", value => data.to_string() }],
+            };
+            context! { configured => true, facts => facts }
+        }
+    }
+}
+
+fn log_rows(web: &Web, rows: &[LogRow]) -> Vec<Value> {
+    rows.iter()
+        .map(|r| context! { at => local_datetime(&web.app, &r.at), who => &r.who, terminal => &r.terminal, what => &r.what, subject => &r.subject, detail => &r.detail })
+        .collect()
+}
+
+/// `GET /technician`
+pub async fn technician(State(web): State<Web>, staff: Staff) -> Result<Response, PageError> {
+    staff.require(Capability::ViewTechnical)?;
+    let lang = staff.lang();
+    let app = &web.app;
+    let a = &staff.actor;
+    let err = |e| PageError::App { err: e, lang };
+    let snap = app.status.snapshot();
+    let events = app.node_events(a, 100, false).await.map_err(err)?;
+    let errors = app.node_events(a, 20, true).await.map_err(err)?;
+    let audit = match app.audit_log(a, 100).await {
+        Ok(rows) => Some(log_rows(&web, &rows)),
+        Err(AppError::Forbidden { .. }) => None,
+        Err(e) => return Err(err(e)),
+    };
+    page(
+        &web,
+        &staff,
+        StatusCode::OK,
+        "technician.html",
+        context! {
+            panels => vec![
+                context! { id => "link", data => panel(&snap.link) },
+                context! { id => "modem", data => panel(&snap.modem) },
+                context! { id => "power", data => panel(&snap.power) },
+                context! { id => "sync", data => panel(&snap.sync) },
+            ],
+            events => log_rows(&web, &events),
+            errors => log_rows(&web, &errors),
+            audit => audit,
+        },
+    )
+}
