@@ -4,6 +4,8 @@
 //! Today the hub opens its data directory and serves its operator pages; the sync
 //! endpoint arrives with the sync protocol (see docs/PROTOCOL.md).
 
+pub mod pki;
+
 use std::net::SocketAddr;
 
 use anyhow::Context;
