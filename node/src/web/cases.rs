@@ -195,16 +195,30 @@ pub struct CaseQueryString {
     done: Option<String>,
 }
 
+/// What a case page shows besides the case: a confirmation, or a refused form with its
+/// errors and the values as typed.
+#[derive(Default)]
+struct Shown<'a> {
+    done: Option<&'a str>,
+    errors: Vec<FieldError>,
+    error: Option<String>,
+    form: Option<Value>,
+}
+
 async fn render_case(
     web: &Web,
     staff: &Staff,
     status: StatusCode,
     case_no: &str,
-    done: Option<&str>,
-    errors: &[FieldError],
-    error: Option<String>,
-    form: Value,
+    shown: Shown<'_>,
 ) -> Result<Response, PageError> {
+    let Shown {
+        done,
+        errors,
+        error,
+        form,
+    } = shown;
+    let form = form.unwrap_or_else(|| Value::from(()));
     let lang = staff.lang();
     let case = web
         .app
@@ -220,7 +234,7 @@ async fn render_case(
             case => case_context(web, lang, &case),
             can_pay => staff.actor.can(Capability::TakePayment),
             can_advance => staff.actor.can(Capability::AdvanceCase),
-            errors => field_errors(lang, errors),
+            errors => field_errors(lang, &errors),
             form => form,
             flash => flash(lang, done),
             error => error,
@@ -241,10 +255,10 @@ pub async fn show(
         &staff,
         StatusCode::OK,
         &case_no,
-        q.done.as_deref(),
-        &[],
-        None,
-        Value::from(()),
+        Shown {
+            done: q.done.as_deref(),
+            ..Shown::default()
+        },
     )
     .await
 }
@@ -288,10 +302,12 @@ pub async fn pay(
                 &staff,
                 StatusCode::BAD_REQUEST,
                 &case_no,
-                None,
-                &errs,
-                Some(super::i18n::t(lang, "error.invalid").into()),
-                Value::from_serialize(&f),
+                Shown {
+                    errors: errs,
+                    error: Some(super::i18n::t(lang, "error.invalid").into()),
+                    form: Some(Value::from_serialize(&f)),
+                    ..Shown::default()
+                },
             )
             .await
         }
@@ -301,10 +317,10 @@ pub async fn pay(
                 &staff,
                 status_of(&e),
                 &case_no,
-                None,
-                &[],
-                Some(error_message(lang, &e)),
-                Value::from(()),
+                Shown {
+                    error: Some(error_message(lang, &e)),
+                    ..Shown::default()
+                },
             )
             .await
         }
@@ -355,10 +371,12 @@ pub async fn advance(
                 &staff,
                 StatusCode::BAD_REQUEST,
                 &case_no,
-                None,
-                &errs,
-                Some(super::i18n::t(lang, "error.invalid").into()),
-                Value::from_serialize(&f),
+                Shown {
+                    errors: errs,
+                    error: Some(super::i18n::t(lang, "error.invalid").into()),
+                    form: Some(Value::from_serialize(&f)),
+                    ..Shown::default()
+                },
             )
             .await
         }
@@ -368,10 +386,10 @@ pub async fn advance(
                 &staff,
                 status_of(&e),
                 &case_no,
-                None,
-                &[],
-                Some(error_message(lang, &e)),
-                Value::from(()),
+                Shown {
+                    error: Some(error_message(lang, &e)),
+                    ..Shown::default()
+                },
             )
             .await
         }

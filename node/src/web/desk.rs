@@ -371,6 +371,16 @@ pub async fn create(
             Ok(Redirect::to(&format!("/cases/{}?done=case_created", case.case_no)).into_response())
         }
         Err(AppError::Invalid(errs)) => {
+            // The form's address input is `address`; the app names it `delivery.address`.
+            let errs = errs
+                .into_iter()
+                .map(|mut e| {
+                    if e.field == "delivery.address" {
+                        e.field = "address".into();
+                    }
+                    e
+                })
+                .collect();
             let intake = Intake {
                 service: Some(get("service")),
                 ticket,
