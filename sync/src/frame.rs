@@ -241,7 +241,10 @@ pub fn decode_batch(input: &[u8], version: u8) -> Result<Vec<Vec<u8>>, FrameErro
             actual: raw.len(),
         });
     }
-    Ok(decode_frames(&raw)?.into_iter().map(<[u8]>::to_vec).collect())
+    Ok(decode_frames(&raw)?
+        .into_iter()
+        .map(<[u8]>::to_vec)
+        .collect())
 }
 
 #[cfg(test)]

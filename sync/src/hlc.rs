@@ -171,7 +171,9 @@ impl Clock {
                 limit_ms: self.max_ahead_ms,
             });
         }
-        let top = wall.max(self.last.wall_ms).max(remote.wall_ms.min(MAX_WALL_MS));
+        let top = wall
+            .max(self.last.wall_ms)
+            .max(remote.wall_ms.min(MAX_WALL_MS));
         let logical = if top == self.last.wall_ms && top == remote.wall_ms {
             self.last.logical.max(remote.logical)
         } else if top == self.last.wall_ms {
@@ -276,7 +278,13 @@ mod tests {
 
     #[test]
     fn parse_rejects_garbage() {
-        for s in ["", "1.2.3", "000000000000a.00000.x", "0000000000000.00000.", "0000000000000-00000.x"] {
+        for s in [
+            "",
+            "1.2.3",
+            "000000000000a.00000.x",
+            "0000000000000.00000.",
+            "0000000000000-00000.x",
+        ] {
             assert!(Hlc::parse(s).is_err(), "{s}");
         }
     }
