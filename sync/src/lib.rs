@@ -12,6 +12,8 @@
 //! - [`protocol`]: versioned messages, client and server sessions, the [`protocol::HubStore`]
 //!   trait and its SQLite implementation.
 
+pub mod docs;
 pub mod frame;
 pub mod hlc;
 pub mod model;
+pub mod store;

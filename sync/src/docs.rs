@@ -1,0 +1,826 @@
+//! Document ids and the typed schemas of the synced documents over automerge.
+//!
+//! One automerge document per case, per citizen (id derived from the national id), per
+//! staff member, one for the catalog and fees, one per center-day of statistics and one
+//! per center-day of energy summary. Layout rules that keep merges honest:
+//!
+//! - every field two places may set concurrently is a flat scalar at the root (a
+//!   concurrent `put_object` on one key would keep only one of the two objects); values
+//!   that are set as a whole (delivery, fee, roles) are JSON text scalars;
+//! - a case's history is the append-only list `events` (each element the JSON of a
+//!   [`CaseEvent`]), created once by the case's creator, so concurrent appends all survive;
+//! - edits only write keys whose value changes, so two centers editing different fields
+//!   of one citizen both win.
+//!
+//! Reading never fails on a merged value it does not understand: it is counted and
+//! flagged in the view (`unreadable`, `conflicts`) rather than dropped silently.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use automerge::transaction::Transactable;
+use automerge::{AutoCommit, ObjType, ROOT, ReadDoc, ScalarValue, Value};
+use jiff::civil::Date;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::model::case::{CaseEvent, Delivery, Derived, derive};
+use crate::model::catalog::Service;
+use crate::model::citizen::CitizenInput;
+use crate::model::fees::{Fee, FeeSchedule, ServiceFees};
+use crate::model::ids::{CaseNo, CenterId, NationalId};
+use crate::model::staff::StaffMember;
+
+/// Errors of document ids and document edits/reads.
+#[derive(Debug, Error)]
+pub enum DocError {
+    #[error("bad document id {id:?}: {why}")]
+    BadId { id: String, why: &'static str },
+    #[error("document {0} lacks its {1} field")]
+    Missing(String, &'static str),
+    #[error("document is a {found}, not a {expected}")]
+    WrongKind {
+        expected: &'static str,
+        found: String,
+    },
+    #[error("automerge: {0}")]
+    Automerge(#[from] automerge::AutomergeError),
+    #[error("json: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// The kinds of synced document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DocKind {
+    Case,
+    Citizen,
+    Staff,
+    Catalog,
+    Stats,
+    Energy,
+}
+
+impl DocKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DocKind::Case => "case",
+            DocKind::Citizen => "citizen",
+            DocKind::Staff => "staff",
+            DocKind::Catalog => "catalog",
+            DocKind::Stats => "stats",
+            DocKind::Energy => "energy",
+        }
+    }
+}
+
+/// Who owns (may write, and receives) a document.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Owner {
+    /// The governorate hub (catalog, portal cases).
+    Hub,
+    /// One center.
+    Center(CenterId),
+    /// Nobody in particular: citizen profiles are shared by every center that serves them.
+    Shared,
+}
+
+/// The owner segment used for documents the hub owns (so `hub` is not a center id).
+pub const HUB_OWNER: &str = "hub";
+
+/// A document id: `case:<owner>:<case no>`, `citizen:<blake3(nid) hex>`,
+/// `staff:<center>:<username>`, `catalog`, `stats:<center>:<YYYY-MM-DD>`,
+/// `energy:<center>:<YYYY-MM-DD>`. Only valid ids can be built.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct DocId(String);
+
+/// Longest document id.
+pub const MAX_DOC_ID: usize = 200;
+
+impl DocId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The one catalog + fees document.
+    pub fn catalog() -> DocId {
+        DocId("catalog".into())
+    }
+
+    /// A case at `owner` (`None`: a portal case owned by the hub).
+    pub fn case(owner: Option<&CenterId>, no: &CaseNo) -> DocId {
+        DocId(format!(
+            "case:{}:{}",
+            owner.map_or(HUB_OWNER, |c| c.as_str()),
+            no.as_str()
+        ))
+    }
+
+    /// The citizen document of a national id: the same at every center.
+    pub fn citizen(nid: &NationalId) -> DocId {
+        DocId(format!(
+            "citizen:{}",
+            blake3::hash(nid.as_str().as_bytes()).to_hex()
+        ))
+    }
+
+    /// A staff member of a center.
+    pub fn staff(center: &CenterId, username: &str) -> Result<DocId, DocError> {
+        format!("staff:{}:{}", center.as_str(), username).parse()
+    }
+
+    /// A center-day of queue statistics.
+    pub fn stats(center: &CenterId, day: Date) -> DocId {
+        DocId(format!("stats:{}:{}", center.as_str(), day))
+    }
+
+    /// A center-day of energy summary.
+    pub fn energy(center: &CenterId, day: Date) -> DocId {
+        DocId(format!("energy:{}:{}", center.as_str(), day))
+    }
+
+    /// The kind, read from the prefix.
+    pub fn kind(&self) -> DocKind {
+        match self.0.split(':').next() {
+            Some("case") => DocKind::Case,
+            Some("citizen") => DocKind::Citizen,
+            Some("staff") => DocKind::Staff,
+            Some("stats") => DocKind::Stats,
+            Some("energy") => DocKind::Energy,
+            _ => DocKind::Catalog,
+        }
+    }
+
+    /// Who owns the document.
+    pub fn owner(&self) -> Owner {
+        match self.kind() {
+            DocKind::Catalog => Owner::Hub,
+            DocKind::Citizen => Owner::Shared,
+            _ => {
+                let seg = self.0.split(':').nth(1).unwrap_or(HUB_OWNER);
+                if seg == HUB_OWNER {
+                    Owner::Hub
+                } else {
+                    seg.parse().map_or(Owner::Hub, Owner::Center)
+                }
+            }
+        }
+    }
+
+    /// The owning center, if a center owns it.
+    pub fn owner_center(&self) -> Option<CenterId> {
+        match self.owner() {
+            Owner::Center(c) => Some(c),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for DocId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for DocId {
+    type Err = DocError;
+    fn from_str(s: &str) -> Result<DocId, DocError> {
+        let bad = |why| DocError::BadId {
+            id: s.chars().take(MAX_DOC_ID).collect(),
+            why,
+        };
+        if s.len() > MAX_DOC_ID {
+            return Err(bad("too long"));
+        }
+        if s == "catalog" {
+            return Ok(DocId(s.into()));
+        }
+        let parts: Vec<&str> = s.splitn(3, ':').collect();
+        let center = |p: &str| -> Result<(), DocError> {
+            if p == HUB_OWNER {
+                return Err(bad("`hub` is not a center"));
+            }
+            CenterId::from_str(p)
+                .map(|_| ())
+                .map_err(|_| bad("bad center id"))
+        };
+        match parts.as_slice() {
+            ["case", owner, no] => {
+                if *owner != HUB_OWNER {
+                    center(owner)?;
+                }
+                CaseNo::from_str(no).map_err(|_| bad("bad case number"))?;
+            }
+            ["citizen", h] => {
+                if h.len() != 64 || !h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+                    return Err(bad("citizen id is 64 lowercase hex digits"));
+                }
+            }
+            ["staff", c, user] => {
+                center(c)?;
+                if user.is_empty()
+                    || user.len() > 64
+                    || !user
+                        .chars()
+                        .all(|ch| ch.is_alphanumeric() || "._-".contains(ch))
+                {
+                    return Err(bad("bad username"));
+                }
+            }
+            ["stats" | "energy", c, day] => {
+                center(c)?;
+                Date::from_str(day).map_err(|_| bad("bad day"))?;
+                if day.len() != 10 {
+                    return Err(bad("day is YYYY-MM-DD"));
+                }
+            }
+            _ => return Err(bad("unknown kind")),
+        }
+        Ok(DocId(s.to_string()))
+    }
+}
+
+impl TryFrom<String> for DocId {
+    type Error = DocError;
+    fn try_from(s: String) -> Result<DocId, DocError> {
+        s.parse()
+    }
+}
+
+impl From<DocId> for String {
+    fn from(d: DocId) -> String {
+        d.0
+    }
+}
+
+// ---- helpers ------------------------------------------------------------------------
+
+const KIND: &str = "kind";
+
+fn get_str(doc: &AutoCommit, key: &str) -> Result<Option<String>, DocError> {
+    Ok(doc
+        .get(ROOT, key)?
+        .and_then(|(v, _)| v.as_str().map(str::to_string)))
+}
+
+fn need_str(doc: &AutoCommit, key: &'static str) -> Result<String, DocError> {
+    get_str(doc, key)?.ok_or_else(|| DocError::Missing(doc_label(doc), key))
+}
+
+fn doc_label(doc: &AutoCommit) -> String {
+    get_str(doc, KIND).ok().flatten().unwrap_or_default()
+}
+
+/// Put a root scalar only when it differs (so untouched fields keep no new ops).
+fn put_if_changed(
+    doc: &mut AutoCommit,
+    key: &str,
+    value: impl Into<ScalarValue>,
+) -> Result<(), DocError> {
+    let value = value.into();
+    let same = match doc.get(ROOT, key)? {
+        Some((Value::Scalar(cur), _)) => *cur == value && doc.get_all(ROOT, key)?.len() == 1,
+        _ => false,
+    };
+    if !same {
+        doc.put(ROOT, key, value)?;
+    }
+    Ok(())
+}
+
+fn check_kind(doc: &AutoCommit, kind: DocKind) -> Result<(), DocError> {
+    match get_str(doc, KIND)? {
+        Some(k) if k == kind.as_str() => Ok(()),
+        Some(k) => Err(DocError::WrongKind {
+            expected: kind.as_str(),
+            found: k,
+        }),
+        None => Err(DocError::Missing(String::new(), KIND)),
+    }
+}
+
+/// Root keys whose value is in conflict (two concurrent writes); automerge keeps one as
+/// the value and both as alternatives.
+pub fn conflicted_keys(doc: &AutoCommit) -> Vec<String> {
+    doc.keys(ROOT)
+        .filter(|k| doc.get_all(ROOT, k.as_str()).map_or(0, |v| v.len()) > 1)
+        .collect()
+}
+
+// ---- case ---------------------------------------------------------------------------
+
+/// What a case is created with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewCase {
+    pub case_no: CaseNo,
+    /// Owning center (`None`: a portal case at the hub).
+    pub center: Option<CenterId>,
+    pub service: String,
+    pub citizen: NationalId,
+    pub delivery: Delivery,
+    pub fields: BTreeMap<String, String>,
+    pub fee: Option<Fee>,
+    /// The `Created` event (its hlc orders it first).
+    pub created: CaseEvent,
+}
+
+/// A case as read from its document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CaseView {
+    pub case_no: CaseNo,
+    pub center: Option<CenterId>,
+    pub service: String,
+    pub citizen: NationalId,
+    pub delivery: Delivery,
+    pub fields: BTreeMap<String, String>,
+    pub fee: Option<Fee>,
+    /// Every readable event, in the model's total order.
+    pub events: Vec<CaseEvent>,
+    /// Status, payment, routing and a kept, flagged conflict (from `model::case::derive`).
+    pub derived: Derived,
+    /// Elements of the event list that could not be read (kept in the doc, counted here).
+    pub unreadable: usize,
+    /// Root keys written concurrently.
+    pub conflicts: Vec<String>,
+}
+
+/// Write a new case into an empty document.
+pub fn create_case(doc: &mut AutoCommit, c: &NewCase) -> Result<(), DocError> {
+    doc.put(ROOT, KIND, DocKind::Case.as_str())?;
+    doc.put(ROOT, "case_no", c.case_no.as_str())?;
+    doc.put(
+        ROOT,
+        "center",
+        c.center.as_ref().map_or(HUB_OWNER, |c| c.as_str()),
+    )?;
+    doc.put(ROOT, "service", c.service.as_str())?;
+    doc.put(ROOT, "citizen", c.citizen.as_str())?;
+    doc.put(ROOT, "delivery", serde_json::to_string(&c.delivery)?)?;
+    doc.put(ROOT, "fields", serde_json::to_string(&c.fields)?)?;
+    doc.put(ROOT, "fee", serde_json::to_string(&c.fee)?)?;
+    let list = doc.put_object(ROOT, "events", ObjType::List)?;
+    doc.insert(&list, 0, serde_json::to_string(&c.created)?)?;
+    Ok(())
+}
+
+/// Append one event to a case's history.
+pub fn append_case_event(doc: &mut AutoCommit, e: &CaseEvent) -> Result<(), DocError> {
+    check_kind(doc, DocKind::Case)?;
+    let list = match doc.get(ROOT, "events")? {
+        Some((Value::Object(ObjType::List), id)) => id,
+        _ => return Err(DocError::Missing(doc_label(doc), "events")),
+    };
+    let n = doc.length(&list);
+    doc.insert(&list, n, serde_json::to_string(e)?)?;
+    Ok(())
+}
+
+/// Change the delivery mode (a flat scalar).
+pub fn set_case_delivery(doc: &mut AutoCommit, d: &Delivery) -> Result<(), DocError> {
+    check_kind(doc, DocKind::Case)?;
+    put_if_changed(doc, "delivery", serde_json::to_string(d)?)
+}
+
+/// Read a case.
+pub fn read_case(doc: &AutoCommit) -> Result<CaseView, DocError> {
+    check_kind(doc, DocKind::Case)?;
+    let bad = |why| DocError::BadId {
+        id: "case".into(),
+        why,
+    };
+    let case_no = need_str(doc, "case_no")?
+        .parse()
+        .map_err(|_| bad("bad case number"))?;
+    let center_s = need_str(doc, "center")?;
+    let center = if center_s == HUB_OWNER {
+        None
+    } else {
+        Some(center_s.parse().map_err(|_| bad("bad center"))?)
+    };
+    let citizen = need_str(doc, "citizen")?
+        .parse()
+        .map_err(|_| bad("bad national id"))?;
+    let delivery: Delivery = serde_json::from_str(&need_str(doc, "delivery")?)?;
+    let fields = serde_json::from_str(&need_str(doc, "fields")?)?;
+    let fee = serde_json::from_str(&need_str(doc, "fee")?)?;
+    let mut events = Vec::new();
+    let mut unreadable = 0;
+    if let Some((Value::Object(ObjType::List), list)) = doc.get(ROOT, "events")? {
+        for i in 0..doc.length(&list) {
+            let ev = doc
+                .get(&list, i)?
+                .and_then(|(v, _)| v.as_str().map(str::to_string))
+                .and_then(|s| serde_json::from_str::<CaseEvent>(&s).ok());
+            match ev {
+                Some(e) => events.push(e),
+                None => unreadable += 1,
+            }
+        }
+    }
+    events.sort_by(crate::model::case::event_order);
+    let derived = derive(&events, &delivery);
+    Ok(CaseView {
+        case_no,
+        center,
+        service: need_str(doc, "service")?,
+        citizen,
+        delivery,
+        fields,
+        fee,
+        events,
+        derived,
+        unreadable,
+        conflicts: conflicted_keys(doc),
+    })
+}
+
+// ---- citizen ------------------------------------------------------------------------
+
+/// A citizen profile as read from its document (raw strings, as typed; parse with
+/// [`CitizenInput::parse`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CitizenView {
+    pub input: CitizenInput,
+    pub conflicts: Vec<String>,
+}
+
+const CITIZEN_FIELDS: [&str; 8] = [
+    "national_id",
+    "full_name",
+    "father_name",
+    "mother_name",
+    "birth_date",
+    "birth_place",
+    "phone",
+    "address",
+];
+
+fn citizen_values(c: &CitizenInput) -> [&str; 8] {
+    [
+        &c.national_id,
+        &c.full_name,
+        &c.father_name,
+        &c.mother_name,
+        &c.birth_date,
+        &c.birth_place,
+        &c.phone,
+        &c.address,
+    ]
+}
+
+/// Write (create or update) a citizen profile: only changed fields get new values.
+pub fn write_citizen(doc: &mut AutoCommit, c: &CitizenInput) -> Result<(), DocError> {
+    put_if_changed(doc, KIND, DocKind::Citizen.as_str())?;
+    for (k, v) in CITIZEN_FIELDS.iter().zip(citizen_values(c)) {
+        put_if_changed(doc, k, v)?;
+    }
+    Ok(())
+}
+
+/// Read a citizen profile.
+pub fn read_citizen(doc: &AutoCommit) -> Result<CitizenView, DocError> {
+    check_kind(doc, DocKind::Citizen)?;
+    let mut vals: Vec<String> = Vec::with_capacity(8);
+    for k in CITIZEN_FIELDS {
+        vals.push(get_str(doc, k)?.unwrap_or_default());
+    }
+    let mut it = vals.into_iter();
+    let mut next = || it.next().unwrap_or_default();
+    let input = CitizenInput {
+        national_id: next(),
+        full_name: next(),
+        father_name: next(),
+        mother_name: next(),
+        birth_date: next(),
+        birth_place: next(),
+        phone: next(),
+        address: next(),
+    };
+    Ok(CitizenView {
+        input,
+        conflicts: conflicted_keys(doc),
+    })
+}
+
+// ---- staff --------------------------------------------------------------------------
+
+/// Write a staff member (hub side).
+pub fn write_staff(
+    doc: &mut AutoCommit,
+    center: &CenterId,
+    s: &StaffMember,
+) -> Result<(), DocError> {
+    put_if_changed(doc, KIND, DocKind::Staff.as_str())?;
+    put_if_changed(doc, "center", center.as_str())?;
+    put_if_changed(doc, "username", s.username.as_str())?;
+    put_if_changed(doc, "full_name", s.full_name.as_str())?;
+    put_if_changed(doc, "roles", serde_json::to_string(&s.roles)?)?;
+    put_if_changed(doc, "permissions", serde_json::to_string(&s.permissions)?)?;
+    put_if_changed(doc, "active", s.active)?;
+    Ok(())
+}
+
+/// Read a staff member.
+pub fn read_staff(doc: &AutoCommit) -> Result<StaffMember, DocError> {
+    check_kind(doc, DocKind::Staff)?;
+    let active = doc
+        .get(ROOT, "active")?
+        .and_then(|(v, _)| v.as_bool())
+        .unwrap_or(false);
+    Ok(StaffMember {
+        username: need_str(doc, "username")?,
+        full_name: need_str(doc, "full_name")?,
+        roles: serde_json::from_str(&need_str(doc, "roles")?)?,
+        permissions: serde_json::from_str(&need_str(doc, "permissions")?)?,
+        active,
+    })
+}
+
+// ---- catalog ------------------------------------------------------------------------
+
+/// The catalog and fee schedule as read from the catalog document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CatalogView {
+    pub services: Vec<Service>,
+    pub fees: FeeSchedule,
+    /// Entries that could not be read.
+    pub unreadable: usize,
+}
+
+/// Write one service (key `service:<code>`).
+pub fn write_service(doc: &mut AutoCommit, s: &Service) -> Result<(), DocError> {
+    put_if_changed(doc, KIND, DocKind::Catalog.as_str())?;
+    put_if_changed(
+        doc,
+        &format!("service:{}", s.code),
+        serde_json::to_string(s)?,
+    )
+}
+
+/// Write one service's fee history (key `fees:<code>`).
+pub fn write_fees(doc: &mut AutoCommit, code: &str, f: &ServiceFees) -> Result<(), DocError> {
+    put_if_changed(doc, KIND, DocKind::Catalog.as_str())?;
+    put_if_changed(doc, &format!("fees:{code}"), serde_json::to_string(f)?)
+}
+
+/// Read the catalog and fees.
+pub fn read_catalog(doc: &AutoCommit) -> Result<CatalogView, DocError> {
+    check_kind(doc, DocKind::Catalog)?;
+    let mut v = CatalogView {
+        services: Vec::new(),
+        fees: FeeSchedule::default(),
+        unreadable: 0,
+    };
+    for k in doc.keys(ROOT).collect::<Vec<_>>() {
+        let Some(text) = get_str(doc, &k)? else {
+            continue;
+        };
+        if let Some(_code) = k.strip_prefix("service:") {
+            match serde_json::from_str::<Service>(&text) {
+                Ok(s) => v.services.push(s),
+                Err(_) => v.unreadable += 1,
+            }
+        } else if let Some(code) = k.strip_prefix("fees:") {
+            match serde_json::from_str::<ServiceFees>(&text) {
+                Ok(f) => {
+                    v.fees.services.insert(code.to_string(), f);
+                }
+                Err(_) => v.unreadable += 1,
+            }
+        }
+    }
+    v.services.sort_by(|a, b| a.code.cmp(&b.code));
+    Ok(v)
+}
+
+// ---- statistics and energy ----------------------------------------------------------
+
+/// A center-day of named integer metrics (statistics or energy).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MetricsView {
+    pub center: CenterId,
+    pub day: String,
+    pub metrics: BTreeMap<String, i64>,
+}
+
+/// Start a center-day metrics document (`kind` is Stats or Energy).
+pub fn create_metrics(
+    doc: &mut AutoCommit,
+    kind: DocKind,
+    center: &CenterId,
+    day: Date,
+) -> Result<(), DocError> {
+    put_if_changed(doc, KIND, kind.as_str())?;
+    put_if_changed(doc, "center", center.as_str())?;
+    put_if_changed(doc, "day", day.to_string())?;
+    Ok(())
+}
+
+/// Set one metric (key `m:<name>`); the center alone writes its day, so last write wins.
+pub fn set_metric(doc: &mut AutoCommit, name: &str, value: i64) -> Result<(), DocError> {
+    put_if_changed(doc, &format!("m:{name}"), value)
+}
+
+/// Read a metrics document.
+pub fn read_metrics(doc: &AutoCommit) -> Result<MetricsView, DocError> {
+    let kind = need_str(doc, KIND)?;
+    if kind != "stats" && kind != "energy" {
+        return Err(DocError::WrongKind {
+            expected: "stats or energy",
+            found: kind,
+        });
+    }
+    let center = need_str(doc, "center")?
+        .parse()
+        .map_err(|_| DocError::Missing(kind.clone(), "center"))?;
+    let mut metrics = BTreeMap::new();
+    for k in doc.keys(ROOT).collect::<Vec<_>>() {
+        if let Some(name) = k.strip_prefix("m:")
+            && let Some((v, _)) = doc.get(ROOT, k.as_str())?
+            && let Some(n) = v.as_i64()
+        {
+            metrics.insert(name.to_string(), n);
+        }
+    }
+    Ok(MetricsView {
+        center,
+        day: need_str(doc, "day")?,
+        metrics,
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::model::case::CaseEventKind;
+    use jiff::Timestamp;
+
+    pub fn event(kind: CaseEventKind, actor: &str, hlc: &str) -> CaseEvent {
+        CaseEvent {
+            kind,
+            actor: actor.into(),
+            desk: None,
+            at: Timestamp::UNIX_EPOCH,
+            hlc: hlc.into(),
+        }
+    }
+
+    pub fn new_case(center: &str, seq: u32) -> NewCase {
+        let center: CenterId = center.parse().unwrap();
+        NewCase {
+            case_no: CaseNo::new("MID", 2026, seq).unwrap(),
+            center: Some(center.clone()),
+            service: "criminal_record".into(),
+            citizen: "01020304050".parse().unwrap(),
+            delivery: Delivery::Pickup { center },
+            fields: BTreeMap::new(),
+            fee: None,
+            created: event(CaseEventKind::Created, "clerk", "0000000000001.00000.a"),
+        }
+    }
+
+    #[test]
+    fn doc_ids_parse_with_kind_and_owner() {
+        let c: CenterId = "midan".parse().unwrap();
+        let no = CaseNo::new("MID", 2026, 7).unwrap();
+        let id = DocId::case(Some(&c), &no);
+        assert_eq!(id.as_str().parse::<DocId>().unwrap(), id);
+        assert_eq!(id.kind(), DocKind::Case);
+        assert_eq!(id.owner(), Owner::Center(c.clone()));
+        let portal = DocId::case(None, &no);
+        assert_eq!(portal.owner(), Owner::Hub);
+        let nid: NationalId = "01020304050".parse().unwrap();
+        let cit = DocId::citizen(&nid);
+        assert_eq!(
+            cit.as_str().parse::<DocId>().unwrap().kind(),
+            DocKind::Citizen
+        );
+        assert_eq!(cit.owner(), Owner::Shared);
+        let s = DocId::staff(&c, "sara.k").unwrap();
+        assert_eq!(s.owner_center(), Some(c.clone()));
+        let d = DocId::stats(&c, jiff::civil::date(2026, 11, 29));
+        assert_eq!(d.as_str(), "stats:midan:2026-11-29");
+        assert_eq!(d.as_str().parse::<DocId>().unwrap().kind(), DocKind::Stats);
+        for bad in [
+            "",
+            "case:midan",
+            "case:hub2:x",
+            "citizen:abc",
+            "staff:hub:x",
+            "stats:midan:2026-13-01",
+            "energy:midan:26-1-1",
+            "whatever",
+            "staff:midan:a b",
+        ] {
+            assert!(bad.parse::<DocId>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn concurrent_appends_survive_and_conflict_is_flagged() {
+        use crate::model::case::{CaseStatus, Payment};
+        use crate::model::ids::ReceiptNo;
+        let mut a = AutoCommit::new();
+        create_case(&mut a, &new_case("midan", 1)).unwrap();
+        for (k, h) in [
+            (
+                CaseEventKind::Paid(Payment::Cash {
+                    receipt: ReceiptNo::new("MID", 1).unwrap(),
+                }),
+                "0000000000002.00000.a",
+            ),
+            (CaseEventKind::Started, "0000000000003.00000.a"),
+            (CaseEventKind::Ready, "0000000000004.00000.a"),
+        ] {
+            append_case_event(&mut a, &event(k, "clerk", h)).unwrap();
+        }
+        let mut b = a.fork();
+        append_case_event(
+            &mut a,
+            &event(
+                CaseEventKind::Delivered {
+                    receiver: "01020304050".parse().unwrap(),
+                },
+                "clerk",
+                "0000000000005.00000.a",
+            ),
+        )
+        .unwrap();
+        append_case_event(
+            &mut b,
+            &event(
+                CaseEventKind::Cancelled {
+                    reason: "duplicate".into(),
+                },
+                "hub",
+                "0000000000006.00000.hub",
+            ),
+        )
+        .unwrap();
+        a.merge(&mut b).unwrap();
+        b.merge(&mut a).unwrap();
+        let va = read_case(&a).unwrap();
+        let vb = read_case(&b).unwrap();
+        assert_eq!(va, vb);
+        assert_eq!(va.events.len(), 6);
+        assert_eq!(va.derived.status, CaseStatus::Delivered);
+        assert!(va.derived.conflict.is_some(), "kept and flagged");
+    }
+
+    #[test]
+    fn citizen_edits_of_different_fields_both_win() {
+        let mut input = CitizenInput {
+            national_id: "01020304050".into(),
+            full_name: "سامر".into(),
+            ..Default::default()
+        };
+        let mut a = AutoCommit::new();
+        write_citizen(&mut a, &input).unwrap();
+        let mut b = a.fork();
+        input.phone = "0944123456".into();
+        write_citizen(&mut a, &input).unwrap();
+        let mut other = read_citizen(&b).unwrap().input;
+        other.address = "الميدان".into();
+        write_citizen(&mut b, &other).unwrap();
+        a.merge(&mut b).unwrap();
+        let v = read_citizen(&a).unwrap();
+        assert_eq!(v.input.phone, "0944123456");
+        assert_eq!(v.input.address, "الميدان");
+        assert!(v.conflicts.is_empty());
+    }
+
+    #[test]
+    fn catalog_staff_metrics_roundtrip() {
+        let mut cat = AutoCommit::new();
+        for s in crate::model::catalog::default_catalog() {
+            write_service(&mut cat, &s).unwrap();
+        }
+        let fees = crate::model::fees::default_fee_schedule();
+        for (code, f) in &fees.services {
+            write_fees(&mut cat, code, f).unwrap();
+        }
+        let v = read_catalog(&cat).unwrap();
+        assert_eq!(v.services.len(), 17);
+        assert_eq!(v.fees, fees);
+
+        let c: CenterId = "midan".parse().unwrap();
+        let m = StaffMember {
+            username: "sara".into(),
+            full_name: "سارة".into(),
+            roles: vec![crate::model::staff::Role::Clerk],
+            permissions: vec![],
+            active: true,
+        };
+        let mut s = AutoCommit::new();
+        write_staff(&mut s, &c, &m).unwrap();
+        assert_eq!(read_staff(&s).unwrap(), m);
+        assert!(read_case(&s).is_err());
+
+        let mut e = AutoCommit::new();
+        create_metrics(&mut e, DocKind::Energy, &c, jiff::civil::date(2026, 11, 29)).unwrap();
+        set_metric(&mut e, "solar_wh", 12_345).unwrap();
+        assert_eq!(read_metrics(&e).unwrap().metrics["solar_wh"], 12_345);
+    }
+}
