@@ -955,6 +955,47 @@ mod tests {
         assert!(json.contains("\"authority\":\"finance_directorate\""));
     }
 
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+        proptest! {
+            /// Any input either fails with named fields or yields values that validate to
+            /// themselves (normalisation is idempotent), for every service.
+            #[test]
+            fn validation_is_total_and_idempotent(
+                idx in 0usize..17,
+                values in proptest::collection::btree_map(
+                    proptest::sample::select(vec![
+                        "property_number", "real_estate_area", "section", "tax_id", "company_registration_no",
+                        "person_national_id", "death_date", "extract_type", "registry_place", "registry_number",
+                        "purpose", "document_type", "request_type", "x",
+                    ]).prop_map(String::from),
+                    proptest::prop_oneof![
+                        "\\PC{0,12}",
+                        "[0-9٠-٩]{1,12}",
+                        proptest::strategy::Just("01020304050".to_string()),
+                        proptest::strategy::Just("2025-01-09".to_string()),
+                        proptest::strategy::Just("family".to_string()),
+                        proptest::strategy::Just("contract".to_string()),
+                    ],
+                    0..6,
+                ),
+            ) {
+                let c = default_catalog();
+                let s = &c[idx];
+                match validate_fields(s, &values) {
+                    Ok(out) => proptest::prop_assert_eq!(validate_fields(s, &out), Ok(out.clone())),
+                    Err(errs) => {
+                        proptest::prop_assert!(!errs.is_empty());
+                        for e in errs {
+                            proptest::prop_assert!(values.contains_key(&e.field) || s.field(&e.field).is_some());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn queue_groups_match_config_ids() {
         let ids: Vec<_> = ServiceGroup::ALL.iter().map(|g| g.queue_group()).collect();

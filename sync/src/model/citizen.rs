@@ -302,6 +302,37 @@ mod tests {
         assert_eq!(errs[0].code, "bad_date");
     }
 
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Parsing never panics, and a parsed profile re-parses to itself.
+            #[test]
+            fn parse_is_total_and_stable(
+                national_id in prop_oneof!["\\PC{0,14}", "(0[1-9]|1[0-4])[0-9]{9}"],
+                name in prop_oneof!["\\PC{0,10}", "[ء-ي]{2,8}( [ء-ي]{2,8}){0,2}"],
+                birth_date in prop_oneof!["\\PC{0,10}", "(19[0-9]{2}|20[0-2][0-9])-0[1-9]-[0-2][1-9]"],
+                phone in prop_oneof!["\\PC{0,14}", "09[0-9]{8}", Just(String::new())],
+                place in "\\PC{0,20}",
+            ) {
+                let input = CitizenInput {
+                    national_id,
+                    full_name: name.clone(),
+                    father_name: name.clone(),
+                    mother_name: name,
+                    birth_date,
+                    birth_place: place.clone(),
+                    phone,
+                    address: place,
+                };
+                if let Ok(p) = input.parse_as_of(date(2026, 1, 1)) {
+                    prop_assert_eq!(CitizenInput::from(&p).parse_as_of(date(2026, 1, 1)), Ok(p));
+                }
+            }
+        }
+    }
+
     #[test]
     fn json_input_may_omit_fields() {
         let input: CitizenInput = serde_json::from_str(r#"{"national_id":"01020304050"}"#).unwrap();
