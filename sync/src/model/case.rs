@@ -5,7 +5,7 @@
 //! The history of a case is an append-only list of [`CaseEvent`]s, which two places (a
 //! center and the hub) may extend concurrently. [`apply`] is the one transition function:
 //! it refuses an illegal move with an [`IllegalTransition`] that a clerk can read.
-//! [`derive`] computes the status from the events alone, deterministically: the same set
+//! [`derive()`] computes the status from the events alone, deterministically: the same set
 //! of events in any order gives the same [`Derived`]. Incompatible terminal events
 //! (delivered/posted against cancelled/rejected) are not resolved silently: the first one
 //! by order wins and a [`Conflict`] names both.
