@@ -1007,7 +1007,29 @@ mod tests {
         }
 
         #[test]
-        fn derive_agrees_with_apply_and_flags_only_true_conflicts(
+        fn a_terminal_status_is_never_undone_by_later_events(
+            early in prop::collection::vec(arb_event(), 0..12),
+            late in prop::collection::vec(arb_event(), 0..8),
+            post_mode in any::<bool>(),
+        ) {
+            let delivery = if post_mode { post() } else { pickup() };
+            let before = derive(&early, &delivery);
+            let mut all = early.clone();
+            all.extend(late.into_iter().map(|mut e| {
+                e.hlc = format!("9{}", e.hlc);
+                e
+            }));
+            let after = derive(&all, &delivery);
+            if before.status.is_terminal() {
+                prop_assert_eq!(after.status, before.status);
+            }
+            if before.conflict.is_some() {
+                prop_assert_eq!(after.conflict, before.conflict);
+            }
+        }
+
+        #[test]
+        fn conflicts_pair_a_handover_with_an_abort(
             events in prop::collection::vec(arb_event(), 0..14),
             post_mode in any::<bool>(),
         ) {
