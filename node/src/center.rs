@@ -67,6 +67,7 @@ pub async fn open(cfg: &NodeConfig, clock: Clock) -> anyhow::Result<App> {
         busy_timeout_ms: u64::from(cfg.storage.busy_timeout_ms),
         group_commit_max_batch: cfg.storage.group_commit_max_batch as usize,
         readers: 4,
+        center: cfg.center.id.to_string(),
     };
     let db_path = data_dir.join(DB_FILE);
     let db = Db::open(&db_path, &opts)

@@ -80,3 +80,9 @@ impl From<serde_json::Error> for AppError {
         AppError::Internal(format!("json: {e}"))
     }
 }
+
+impl From<markaz_sync::store::StoreError> for AppError {
+    fn from(e: markaz_sync::store::StoreError) -> Self {
+        AppError::Storage(StorageError::Docs(e))
+    }
+}

@@ -17,7 +17,10 @@ use markaz_sync::model::fees::Fee;
 use markaz_sync::model::ids::{CaseNo, CenterId, NationalId, ReceiptNo};
 use markaz_sync::model::staff::Capability;
 
+use markaz_sync::docs::{self as sync_docs, DocId};
+
 use super::citizens::find_by_nid;
+use crate::storage::docs::with_docs;
 use super::staff::field_error;
 use super::{Actor, App, audit, next_hlc, next_seq};
 use crate::error::AppError;
@@ -367,6 +370,19 @@ impl App {
                     ],
                 )?;
                 append_event(c, case_no.as_str(), &ev)?;
+                // The case document, in the same transaction as its projection rows.
+                let center = app.center_id()?;
+                let new_doc = sync_docs::NewCase {
+                    case_no: case_no.clone(),
+                    center: Some(center.clone()),
+                    service: service.code.clone(),
+                    citizen: nid.clone(),
+                    delivery: delivery.clone(),
+                    fields: fields.clone(),
+                    fee: Some(fee.clone()),
+                    created: ev.clone(),
+                };
+                with_docs(|docs| docs.create(c, &DocId::case(Some(&center), &case_no), |d| sync_docs::create_case(d, &new_doc)))??;
                 if let Some(t) = input.ticket_id {
                     c.execute("UPDATE tickets SET case_no = ?2 WHERE id = ?1 AND case_no IS NULL", params![t, case_no.as_str()])?;
                 }
@@ -530,6 +546,9 @@ impl App {
                     .map_err(|e| AppError::Conflict { code: "illegal_transition", message: e.message_en() })?;
                 let ev = CaseEvent { kind: kind.clone(), actor: actor2.username.clone(), desk: actor2.terminal.clone(), at, hlc: next_hlc(c, &app.settings.center_id, at)? };
                 append_event(c, &no, &ev)?;
+                let case_no: CaseNo = no.parse().map_err(|e| AppError::Internal(format!("stored case number: {e}")))?;
+                let doc_id = DocId::case(Some(&app.center_id()?), &case_no);
+                with_docs(|docs| docs.edit(c, &doc_id, |d| sync_docs::append_case_event(d, &ev)))??;
                 // The projection row is rewritten from the events, the one source of truth.
                 let derived = case::derive(&load_events(c, &no)?, &now.delivery);
                 let next = derived.status;

@@ -7,7 +7,10 @@ use markaz_sync::model::citizen::{CitizenInput, CitizenProfile};
 use markaz_sync::model::ids::{NationalId, PhoneNumber};
 use markaz_sync::model::staff::Capability;
 
+use markaz_sync::docs::DocId;
+
 use super::{Actor, App, audit};
+use crate::storage::docs::with_docs;
 use crate::error::AppError;
 
 #[derive(Debug, Clone, Serialize)]
@@ -177,6 +180,20 @@ impl App {
                         at.to_string()
                     ],
                 )?;
+                let doc_input = CitizenInput {
+                    national_id: p.national_id.to_string(),
+                    full_name: p.full_name.clone(),
+                    father_name: p.father_name.clone(),
+                    mother_name: p.mother_name.clone(),
+                    birth_date: p.birth_date.to_string(),
+                    birth_place: p.birth_place.clone(),
+                    phone: p.phone.as_ref().map(|x| x.to_string()).unwrap_or_default(),
+                    address: p.address.clone(),
+                };
+                // One document per citizen, its id derived from the national id, so two
+                // centers that register the same person offline end up with one citizen.
+                let id = DocId::citizen(&p.national_id);
+                with_docs(|docs| docs.edit(c, &id, |d| markaz_sync::docs::write_citizen(d, &doc_input)))??;
                 audit(c, at, &actor2, if existed { "citizen.update" } else { "citizen.register" }, p.national_id.as_str(), serde_json::json!({}))?;
                 Ok(!existed)
             })

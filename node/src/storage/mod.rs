@@ -10,6 +10,7 @@
 //! - Migrations are versioned by `PRAGMA user_version` and run at start. A database whose
 //!   version is newer than this binary knows is refused before anything writes to it.
 
+pub mod docs;
 mod migrations;
 mod writer;
 
@@ -41,6 +42,10 @@ pub enum StorageError {
     Join(String),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    #[error("documents: {0}")]
+    Docs(#[from] markaz_sync::store::StoreError),
+    #[error("documents are only edited inside a write")]
+    NotWriterThread,
 }
 
 /// Tuning that comes from config.
@@ -49,6 +54,8 @@ pub struct StorageOptions {
     pub busy_timeout_ms: u64,
     pub group_commit_max_batch: usize,
     pub readers: usize,
+    /// The center id, the prefix of this database incarnation's automerge actor id.
+    pub center: String,
 }
 
 impl Default for StorageOptions {
@@ -57,6 +64,7 @@ impl Default for StorageOptions {
             busy_timeout_ms: 5000,
             group_commit_max_batch: 256,
             readers: 4,
+            center: "node".into(),
         }
     }
 }
@@ -80,7 +88,15 @@ impl Db {
         let mut conn = Connection::open(path)?;
         configure(&conn, opts)?;
         migrations::run(&mut conn)?;
-        let writer = Writer::start(conn, opts.group_commit_max_batch.max(1))?;
+        let actor = {
+            let txn = conn.transaction()?;
+            markaz_sync::store::migrate(&txn)?;
+            let now_ms = jiff::Timestamp::now().as_millisecond();
+            let actor = markaz_sync::store::incarnation(&txn, &opts.center, now_ms)?;
+            txn.commit()?;
+            actor
+        };
+        let writer = Writer::start(conn, opts.group_commit_max_batch.max(1), markaz_sync::store::DocStore::new(actor, docs::DOC_CACHE))?;
         let readers = Readers::open(path, opts)?;
         Ok(Self {
             writer,
