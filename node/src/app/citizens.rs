@@ -153,7 +153,7 @@ impl App {
         actor
             .require(Capability::RegisterCitizen)
             .or_else(|_| actor.require(Capability::CreateCase))?;
-        let profile = input.parse().map_err(AppError::Invalid)?;
+        let profile = input.parse_as_of(self.today()).map_err(AppError::Invalid)?;
         let at = self.now();
         let actor2 = actor.clone();
         let p = profile.clone();
