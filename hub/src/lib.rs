@@ -5,6 +5,7 @@
 //! endpoint arrives with the sync protocol (see docs/PROTOCOL.md).
 
 pub mod pki;
+pub mod tls;
 
 use std::net::SocketAddr;
 
