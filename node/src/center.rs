@@ -87,6 +87,8 @@ pub async fn open(cfg: &NodeConfig, clock: Clock) -> anyhow::Result<App> {
 pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let app = open(&cfg, Clock::System).await?;
     let tracker = TaskTracker::new();
+    crate::devices::start(&app, &cfg, &tracker, &shutdown)
+        .context("while starting the device supervisors")?;
     let opts = ServeOptions {
         listen: cfg.server.listen.to_string(),
         max_body_bytes: cfg.server.max_body_bytes as usize,

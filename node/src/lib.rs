@@ -8,6 +8,7 @@ pub mod api;
 pub mod app;
 pub mod auth;
 pub mod center;
+pub mod devices;
 pub mod domain;
 pub mod error;
 pub mod events;

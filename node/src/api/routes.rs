@@ -67,6 +67,9 @@ pub const ROUTES: &[(&str, &str, bool)] = &[
     ("GET", "/logs/audit", true),
     ("GET", "/logs/events", true),
     ("GET", "/status", true),
+    ("POST", "/technician/modem/reset", true),
+    ("POST", "/technician/sync-now", true),
+    ("GET", "/power/daily", true),
     ("GET", "/openapi.json", false),
 ];
 
@@ -104,6 +107,9 @@ pub fn v1() -> Router<App> {
         .route("/logs/audit", get(audit_log))
         .route("/logs/events", get(node_events))
         .route("/status", get(status))
+        .route("/technician/modem/reset", post(modem_reset))
+        .route("/technician/sync-now", post(sync_now))
+        .route("/power/daily", get(power_daily))
         .route("/openapi.json", get(openapi))
 }
 
@@ -417,6 +423,31 @@ async fn status(State(app): State<App>, Auth(a): Auth) -> ApiResult {
         "version": env!("CARGO_PKG_VERSION"),
         "panels": app.status.snapshot(),
     }))
+}
+
+async fn modem_reset(State(app): State<App>, Auth(a): Auth) -> ApiResult {
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(app.technician_modem_reset(&a).await?),
+    )
+        .into_response())
+}
+
+async fn sync_now(State(app): State<App>, Auth(a): Auth) -> ApiResult {
+    Ok((StatusCode::ACCEPTED, Json(app.technician_sync_now(&a).await?)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DateRange {
+    #[serde(default)]
+    from: Option<jiff::civil::Date>,
+    #[serde(default)]
+    to: Option<jiff::civil::Date>,
+}
+
+async fn power_daily(State(app): State<App>, Auth(a): Auth, Q(q): Q<DateRange>) -> ApiResult {
+    ok(app.power_daily(&a, q.from, q.to).await?)
 }
 
 async fn openapi(headers: HeaderMap) -> Response {

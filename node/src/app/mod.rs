@@ -133,6 +133,9 @@ pub struct App {
     /// Replaced whole when the hub sends a new schedule; cases keep their frozen fee.
     fees: tokio::sync::watch::Sender<Arc<FeeSchedule>>,
     pub status: status::StatusBoard,
+    /// Handles on the devices (modem, link, power); "not configured" until
+    /// `devices::start` runs.
+    pub devices: crate::devices::DeviceHandles,
 }
 
 impl App {
@@ -147,6 +150,7 @@ impl App {
                 markaz_sync::model::fees::default_fee_schedule(),
             )),
             status: status::StatusBoard::default(),
+            devices: crate::devices::DeviceHandles::default(),
         }
     }
 

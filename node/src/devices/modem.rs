@@ -1,0 +1,176 @@
+//! The modem supervisor: runs the modem driver, republishes its status on a channel
+//! that outlives driver restarts (the link monitor and the outbox hold it), feeds the
+//! technician's `modem` panel, writes state changes that matter (dead, recovered) to the
+//! node log, and restarts the driver when the technician asks for a reset.
+//!
+//! A reset stops the driver (which closes the port), then starts a fresh one: it reopens
+//! the port and runs the whole init sequence again; a module that still does not answer
+//! is then power-cycled (`AT+CFUN=1,1`) by the driver's own recovery.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use markaz_hardware::modem::status::{RegStatus, SimState};
+use markaz_hardware::modem::{ModemHandle, ModemSettings, ModemState, ModemStatus, Quectel};
+use serde_json::{Value, json};
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::app::{App, node_log};
+
+/// The snake_case name of a modem state, as the API shows it.
+pub fn state_name(s: ModemState) -> &'static str {
+    match s {
+        ModemState::Starting => "starting",
+        ModemState::Ready => "ready",
+        ModemState::NoSim => "no_sim",
+        ModemState::NotRegistered => "not_registered",
+        ModemState::Resetting => "resetting",
+        ModemState::Dead => "dead",
+        ModemState::NotConfigured => "not_configured",
+    }
+}
+
+fn reg_name(r: RegStatus) -> &'static str {
+    match r {
+        RegStatus::NotRegistered => "not_registered",
+        RegStatus::Home => "home",
+        RegStatus::Searching => "searching",
+        RegStatus::Denied => "denied",
+        RegStatus::Unknown => "unknown",
+        RegStatus::Roaming => "roaming",
+    }
+}
+
+fn sim_name(s: &SimState) -> String {
+    match s {
+        SimState::Unknown => "unknown".into(),
+        SimState::Ready => "ready".into(),
+        SimState::Missing => "missing".into(),
+        SimState::PinRequired => "pin_required".into(),
+        SimState::PukRequired => "puk_required".into(),
+        SimState::Other(o) => o.clone(),
+    }
+}
+
+/// The `modem` panel: what a technician needs to judge the modem at a glance.
+pub fn panel(port: &str, s: &ModemStatus) -> Value {
+    let reg = |r: &Option<markaz_hardware::modem::status::Registration>| {
+        r.map(|r| json!({"status": reg_name(r.status), "lac": r.lac, "cell": r.ci, "act": r.act}))
+    };
+    json!({
+        "port": port,
+        "state": state_name(s.state),
+        "sim": sim_name(&s.sim),
+        "signal": s.signal.map(|sig| json!({
+            "rssi": sig.rssi,
+            "dbm": sig.dbm(),
+            "bars": sig.bars(),
+        })),
+        "registration": {
+            "circuit": reg(&s.registration_cs),
+            "packet": reg(&s.registration_ps),
+        },
+        "operator": s.operator.as_ref().and_then(|o| o.name.clone()),
+        "network_time": s.network_time.map(|t| json!({
+            "network": t.network.to_string(),
+            "read_at": t.read_at.to_string(),
+            "skew_seconds": t.read_at.as_second() - t.network.as_second(),
+        })),
+        "last_ok": s.last_ok.map(|t| t.to_string()),
+        "consecutive_timeouts": s.consecutive_timeouts,
+        "last_error": s.last_error,
+    })
+}
+
+/// Runs the driver (restarting it on `reset`) until `cancel`. `current` receives each
+/// new driver handle; `status` the latest status of whichever driver runs.
+pub async fn supervise(
+    app: App,
+    settings: ModemSettings,
+    current: watch::Sender<ModemHandle>,
+    status: watch::Sender<ModemStatus>,
+    reset: Arc<Notify>,
+    cancel: CancellationToken,
+) {
+    let port = settings.port.display().to_string();
+    let mut last_state = ModemState::Starting;
+    loop {
+        let child = cancel.child_token();
+        let (handle, task) = ModemHandle::spawn(settings.clone(), Arc::new(Quectel), child.clone());
+        let mut rx = handle.status();
+        current.send_replace(handle);
+        let restart = loop {
+            let s = rx.borrow_and_update().clone();
+            app.status.modem.send_replace(Some(panel(&port, &s)));
+            if s.state != last_state {
+                log_change(&app, last_state, &s).await;
+                last_state = s.state;
+            }
+            status.send_replace(s);
+            tokio::select! {
+                () = cancel.cancelled() => break false,
+                () = reset.notified() => break true,
+                r = rx.changed() => if r.is_err() {
+                    // The driver ended on its own: start another after a pause.
+                    warn!("modem driver ended; restarting");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    break true;
+                },
+            }
+        };
+        child.cancel();
+        if tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .is_err()
+        {
+            warn!("modem driver did not stop within 10 s");
+        }
+        if !restart || cancel.is_cancelled() {
+            break;
+        }
+        info!("modem driver restarting (reset)");
+        let _ = crate::devices::log(
+            &app,
+            "info",
+            "modem",
+            "modem reset: port reopened, init sequence run again",
+        )
+        .await;
+    }
+    status.send_replace(ModemStatus::not_configured());
+}
+
+async fn log_change(app: &App, from: ModemState, s: &ModemStatus) {
+    let (level, message) = match s.state {
+        ModemState::Dead => (
+            "error",
+            format!(
+                "modem is dead: {}; retrying every few minutes",
+                s.last_error.as_deref().unwrap_or("no answer")
+            ),
+        ),
+        ModemState::Ready if from != ModemState::Starting => {
+            ("info", "modem ready again".to_owned())
+        }
+        ModemState::Ready => ("info", "modem ready".to_owned()),
+        ModemState::NoSim => (
+            "warn",
+            format!("modem: SIM not usable ({})", sim_name(&s.sim)),
+        ),
+        ModemState::NotRegistered if from == ModemState::Ready => {
+            ("warn", "modem lost network registration".to_owned())
+        }
+        _ => return,
+    };
+    let at = app.now();
+    if let Err(e) = app
+        .db
+        .writer
+        .write(move |c| node_log(c, at, level, "modem", &message))
+        .await
+    {
+        warn!(error = %e, "cannot write the node log");
+    }
+}

@@ -1,0 +1,710 @@
+//! The power supervisor: starts the configured power drivers (VE.Direct ports, the
+//! inverter, the generator controller), takes a [`PowerSample`] every
+//! `power.sample_interval_secs` from their latest fresh states, stores it in
+//! `power_samples`, folds the local day into `power_daily`, runs the power [`Policy`] on
+//! it and carries out what the policy asks:
+//! - alert the technician (node log, SMS with a per-kind cooldown, the `power` panel);
+//! - defer bulk sync (a `watch` the sync client reads);
+//! - start or stop the generator;
+//! - shut down: log, checkpoint the WAL (`PRAGMA wal_checkpoint(TRUNCATE)`), run
+//!   `power.shutdown_command` with `sh -c` (bounded), then cancel the node's shutdown
+//!   token so every task stops cleanly.
+//!
+//! A sample is only taken when at least one device is fresh: a node whose devices are
+//! all silent stores nothing rather than a made-up "on battery". Samples older than
+//! `power.retention_days` are pruned once a day; daily summaries are kept.
+//!
+//! The checkpoint runs on its own short-lived read-write connection, not inside the
+//! writer's group-commit transaction: SQLite refuses to checkpoint on a connection with
+//! an open transaction. Every write before it was committed by the writer (an `Ok` means
+//! on disk), so the checkpoint copies all of them into the main file.
+
+use std::time::Duration;
+
+use jiff::civil::{Date, Time};
+use jiff::tz::TimeZone;
+use jiff::{SignedDuration, Timestamp};
+use markaz_config::VeDirectRole;
+use markaz_hardware::power::driver::{
+    self, GeneratorDriver, GeneratorHandle, GeneratorState, InverterDriver, InverterState,
+    VeDirectDriver, VeDirectState,
+};
+use markaz_hardware::power::generator::{EngineState, GeneratorCommand};
+use markaz_hardware::power::model::{DailySummary, PowerSample, Source, summarize};
+use markaz_hardware::power::policy::{Action, Alert, Level, Policy, PolicySettings};
+use rusqlite::{Connection, params};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, error, info, warn};
+
+use super::outbox::{AlertKind, Alerter};
+use super::settings;
+use crate::app::App;
+use crate::error::AppError;
+
+/// The power devices a node runs, each with the receiver of its latest state.
+#[derive(Default)]
+pub struct PowerDevices {
+    /// VE.Direct ports: role, port, state.
+    pub vedirect: Vec<(VeDirectRole, String, watch::Receiver<VeDirectState>)>,
+    /// The inverter: port, state.
+    pub inverter: Option<(String, watch::Receiver<InverterState>)>,
+    /// The generator controller: port, handle (state and commands).
+    pub generator: Option<(String, GeneratorHandle)>,
+}
+
+impl PowerDevices {
+    /// Starts a driver task for each configured device on `tracker`.
+    pub fn spawn(
+        cfg: &markaz_config::NodeConfig,
+        tracker: &TaskTracker,
+        cancel: &CancellationToken,
+    ) -> Self {
+        let mut d = PowerDevices::default();
+        for (role, s) in settings::vedirect(cfg) {
+            let port = s.port.display().to_string();
+            let (drv, rx) = VeDirectDriver::new(s);
+            tracker.spawn(drv.run(cancel.clone()));
+            d.vedirect.push((role, port, rx));
+        }
+        if let Some(s) = settings::inverter(cfg) {
+            let port = s.port.display().to_string();
+            let (drv, rx) = InverterDriver::new(s);
+            tracker.spawn(drv.run(cancel.clone()));
+            d.inverter = Some((port, rx));
+        }
+        if let Some(s) = settings::generator(cfg) {
+            let port = s.port.display().to_string();
+            let (drv, handle) = GeneratorDriver::new(s);
+            tracker.spawn(drv.run(cancel.clone()));
+            d.generator = Some((port, handle));
+        }
+        d
+    }
+
+    /// Whether no device is configured.
+    pub fn is_empty(&self) -> bool {
+        self.vedirect.is_empty() && self.inverter.is_none() && self.generator.is_none()
+    }
+
+    fn states(&self) -> States {
+        States {
+            vedirect: self
+                .vedirect
+                .iter()
+                .map(|(_, _, rx)| rx.borrow().clone())
+                .collect(),
+            inverter: self.inverter.as_ref().map(|(_, rx)| rx.borrow().clone()),
+            generator: self
+                .generator
+                .as_ref()
+                .map(|(_, h)| h.state.borrow().clone()),
+        }
+    }
+}
+
+struct States {
+    vedirect: Vec<VeDirectState>,
+    inverter: Option<InverterState>,
+    generator: Option<GeneratorState>,
+}
+
+impl States {
+    fn any_fresh(&self) -> bool {
+        self.vedirect.iter().any(|s| !s.stale)
+            || self.inverter.as_ref().is_some_and(|s| !s.stale)
+            || self.generator.as_ref().is_some_and(|s| !s.stale)
+    }
+
+    fn sample(&self, at: Timestamp) -> PowerSample {
+        driver::sample(
+            at,
+            &self.vedirect,
+            self.inverter.as_ref(),
+            self.generator.as_ref(),
+        )
+    }
+}
+
+/// How the sampler runs (from config, see [`SamplerSettings::from_config`]).
+#[derive(Debug, Clone)]
+pub struct SamplerSettings {
+    /// Time between stored samples.
+    pub interval: Duration,
+    /// Samples older than this are pruned.
+    pub retention: Duration,
+    /// The policy.
+    pub policy: PolicySettings,
+    /// The center's zone: days are local days.
+    pub tz: TimeZone,
+    /// Run with `sh -c` at critical battery.
+    pub shutdown_command: String,
+    /// Longest wait for the shutdown command.
+    pub shutdown_timeout: Duration,
+}
+
+impl SamplerSettings {
+    /// The settings from `[power]` and `[center].timezone`.
+    pub fn from_config(cfg: &markaz_config::NodeConfig) -> Self {
+        Self {
+            interval: settings::sample_interval(cfg),
+            retention: Duration::from_secs(u64::from(cfg.power.retention_days) * 86_400),
+            policy: settings::policy(cfg),
+            tz: cfg.center.timezone.time_zone(),
+            shutdown_command: cfg.power.shutdown_command.clone(),
+            shutdown_timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// A sample holds for at most three intervals; a longer silence is unknown time.
+    fn max_gap(&self) -> SignedDuration {
+        SignedDuration::try_from(self.interval * 3).unwrap_or(SignedDuration::from_mins(3))
+    }
+}
+
+fn source_name(s: Source) -> &'static str {
+    match s {
+        Source::Grid => "grid",
+        Source::Solar => "solar",
+        Source::Battery => "battery",
+        Source::Generator => "generator",
+    }
+}
+
+fn parse_source(s: &str) -> Source {
+    match s {
+        "grid" => Source::Grid,
+        "solar" => Source::Solar,
+        "generator" => Source::Generator,
+        _ => Source::Battery,
+    }
+}
+
+fn level_name(l: Level) -> &'static str {
+    match l {
+        Level::Normal => "normal",
+        Level::OnBattery => "on_battery",
+        Level::Low => "low",
+        Level::Critical => "critical",
+    }
+}
+
+fn engine_name(e: EngineState) -> String {
+    match e {
+        EngineState::Stopped => "stopped".into(),
+        EngineState::PreStart => "pre_start".into(),
+        EngineState::Warming => "warming".into(),
+        EngineState::Running => "running".into(),
+        EngineState::Cooling => "cooling".into(),
+        EngineState::Other(n) => format!("state {n}"),
+    }
+}
+
+/// Stores one sample with the policy's level.
+pub fn insert_sample(conn: &Connection, s: &PowerSample, level: Level) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO power_samples(at_ms, at, source, soc_percent, battery_mv, pv_w, load_w,
+           generator_running, fuel_percent, grid_available, level)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        params![
+            s.at.as_millisecond(),
+            s.at.to_string(),
+            source_name(s.source),
+            s.soc_percent,
+            s.battery_mv,
+            s.pv_w,
+            s.load_w,
+            s.generator_running,
+            s.fuel_percent,
+            s.grid_available,
+            level_name(level),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Samples with `from_ms <= at_ms < to_ms`, oldest first.
+pub fn samples_between(
+    conn: &Connection,
+    from_ms: i64,
+    to_ms: i64,
+) -> rusqlite::Result<Vec<PowerSample>> {
+    let mut st = conn.prepare(
+        "SELECT at_ms, source, soc_percent, battery_mv, pv_w, load_w, generator_running,
+                fuel_percent, grid_available
+         FROM power_samples WHERE at_ms >= ?1 AND at_ms < ?2 ORDER BY at_ms",
+    )?;
+    let rows = st.query_map(params![from_ms, to_ms], |r| {
+        let source: String = r.get(1)?;
+        Ok(PowerSample {
+            at: Timestamp::from_millisecond(r.get(0)?).unwrap_or(Timestamp::UNIX_EPOCH),
+            source: parse_source(&source),
+            soc_percent: r.get(2)?,
+            battery_mv: r.get(3)?,
+            pv_w: r.get(4)?,
+            load_w: r.get(5)?,
+            generator_running: r.get(6)?,
+            fuel_percent: r.get(7)?,
+            grid_available: r.get(8)?,
+        })
+    })?;
+    rows.collect()
+}
+
+fn day_bounds(date: Date, tz: &TimeZone) -> Option<(Timestamp, Timestamp)> {
+    let start = tz.to_timestamp(date.to_datetime(Time::midnight())).ok()?;
+    let end = tz
+        .to_timestamp(date.tomorrow().ok()?.to_datetime(Time::midnight()))
+        .ok()?;
+    Some((start, end))
+}
+
+/// Folds the stored samples of the local `date` into its summary and upserts it in
+/// `power_daily`, inside the caller's transaction.
+pub fn recompute_day(
+    conn: &Connection,
+    date: Date,
+    tz: &TimeZone,
+    max_gap: SignedDuration,
+    now: Timestamp,
+) -> rusqlite::Result<DailySummary> {
+    let Some((start, end)) = day_bounds(date, tz) else {
+        return Ok(summarize(date, tz, &[], max_gap));
+    };
+    // The last sample before midnight says what held at the day's start.
+    let from = start.as_millisecond() - max_gap.as_millis() as i64;
+    let samples = samples_between(conn, from, end.as_millisecond())?;
+    let d = summarize(date, tz, &samples, max_gap);
+    let outage_seconds: u64 = d.outages.iter().map(|o| o.duration_seconds).sum();
+    let summary = serde_json::to_string(&d).unwrap_or_else(|_| "{}".into());
+    let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    conn.execute(
+        "INSERT INTO power_daily(date, grid_seconds, solar_seconds, battery_seconds,
+           generator_seconds, unknown_seconds, generator_run_seconds, generator_starts, pv_wh,
+           min_soc, outages, outage_seconds, summary, computed_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+         ON CONFLICT(date) DO UPDATE SET
+           grid_seconds = excluded.grid_seconds, solar_seconds = excluded.solar_seconds,
+           battery_seconds = excluded.battery_seconds,
+           generator_seconds = excluded.generator_seconds,
+           unknown_seconds = excluded.unknown_seconds,
+           generator_run_seconds = excluded.generator_run_seconds,
+           generator_starts = excluded.generator_starts, pv_wh = excluded.pv_wh,
+           min_soc = excluded.min_soc, outages = excluded.outages,
+           outage_seconds = excluded.outage_seconds, summary = excluded.summary,
+           computed_at = excluded.computed_at",
+        params![
+            date.to_string(),
+            clamp(d.seconds_per_source.grid),
+            clamp(d.seconds_per_source.solar),
+            clamp(d.seconds_per_source.battery),
+            clamp(d.seconds_per_source.generator),
+            clamp(d.unknown_seconds),
+            clamp(d.generator_run_seconds),
+            d.generator_starts,
+            clamp(d.pv_wh),
+            d.min_soc,
+            d.outages.len() as i64,
+            clamp(outage_seconds),
+            summary,
+            now.to_string(),
+        ],
+    )?;
+    Ok(d)
+}
+
+/// The stored daily summaries of `from..=to` (local dates), as their JSON.
+pub async fn daily(app: &App, from: Date, to: Date) -> Result<Vec<Value>, AppError> {
+    let (from, to) = (from.to_string(), to.to_string());
+    app.db
+        .readers
+        .read(move |c| -> Result<Vec<Value>, AppError> {
+            let mut st = c.prepare(
+                "SELECT summary FROM power_daily WHERE date >= ?1 AND date <= ?2 ORDER BY date",
+            )?;
+            let rows = st
+                .query_map(params![from, to], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows
+                .iter()
+                .filter_map(|s| serde_json::from_str(s).ok())
+                .collect())
+        })
+        .await
+}
+
+/// What the shutdown did.
+#[derive(Debug, Clone)]
+pub struct ShutdownReport {
+    /// `PRAGMA wal_checkpoint(TRUNCATE)`: (busy, wal frames, checkpointed frames).
+    pub checkpoint: Result<(i64, i64, i64), String>,
+    /// The command's exit status, or why it did not finish.
+    pub command: Result<i32, String>,
+}
+
+/// Checkpoints the WAL into the database file and truncates it (on its own connection,
+/// see the module docs).
+pub async fn checkpoint(app: &App) -> Result<(i64, i64, i64), String> {
+    let path = app.db.path().to_path_buf();
+    tokio::task::spawn_blocking(move || -> Result<(i64, i64, i64), String> {
+        let conn = Connection::open(&path).map_err(|e| e.to_string())?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(|e| e.to_string())?;
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// The clean shutdown at critical battery: log, checkpoint, run the command (bounded).
+/// The caller then cancels the node's shutdown token.
+pub async fn shutdown(app: &App, command: &str, limit: Duration) -> ShutdownReport {
+    error!(command, "battery critical: checkpointing and shutting down");
+    let _ = super::log(
+        app,
+        "error",
+        "power",
+        &format!("battery critical: checkpointing the database and running `{command}`"),
+    )
+    .await;
+    let checkpoint = checkpoint(app).await;
+    match &checkpoint {
+        Ok((0, log, done)) => info!(wal_frames = log, checkpointed = done, "WAL checkpointed"),
+        Ok((busy, ..)) => warn!(busy, "WAL checkpoint incomplete (readers busy)"),
+        Err(e) => error!(error = %e, "WAL checkpoint failed"),
+    }
+    let run = async {
+        tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(command)
+            .kill_on_drop(true)
+            .status()
+            .await
+    };
+    let command = match tokio::time::timeout(limit, run).await {
+        Ok(Ok(st)) => Ok(st.code().unwrap_or(-1)),
+        Ok(Err(e)) => Err(format!("cannot run: {e}")),
+        Err(_) => Err(format!("did not finish within {} s", limit.as_secs())),
+    };
+    match &command {
+        Ok(0) => info!("shutdown command done"),
+        Ok(code) => error!(code, "shutdown command failed"),
+        Err(e) => error!(error = %e, "shutdown command failed"),
+    }
+    ShutdownReport {
+        checkpoint,
+        command,
+    }
+}
+
+fn alert_kind(a: Alert) -> AlertKind {
+    match a {
+        Alert::Low => AlertKind::PowerLow,
+        Alert::Critical => AlertKind::PowerCritical,
+        Alert::GeneratorDidNotStart => AlertKind::GeneratorDidNotStart,
+        Alert::MonitorLost => AlertKind::MonitorLost,
+    }
+}
+
+fn alert_text(a: Alert, s: &PowerSample) -> String {
+    let soc = s
+        .soc_percent
+        .map(|v| format!("{v}%"))
+        .unwrap_or_else(|| "?".into());
+    let volts = s
+        .battery_mv
+        .map(|v| format!("{:.1} V", f64::from(v) / 1000.0))
+        .unwrap_or_else(|| "?".into());
+    match a {
+        Alert::Low => format!("البطارية منخفضة ({soc}، {volts})؛ تأجيل المزامنة الكبيرة."),
+        Alert::Critical => format!("البطارية حرجة ({soc}، {volts})؛ إيقاف الخادم بأمان الآن."),
+        Alert::GeneratorDidNotStart => "طُلب تشغيل المولدة ولم تعمل بعد.".into(),
+        Alert::MonitorLost => "توقفت قراءات مراقب البطارية.".into(),
+    }
+}
+
+/// The `power` panel.
+fn panel(
+    d: &PowerDevices,
+    st: &States,
+    s: Option<&PowerSample>,
+    policy: &Policy,
+    deferring: bool,
+    last_alert: &Option<(Alert, Timestamp)>,
+    today: &Option<DailySummary>,
+) -> Value {
+    let mut devices = Vec::new();
+    for ((role, port, _), v) in d.vedirect.iter().zip(&st.vedirect) {
+        devices.push(json!({
+            "kind": match role { VeDirectRole::Mppt => "mppt", VeDirectRole::Bmv => "bmv" },
+            "port": port,
+            "stale": v.stale,
+            "updated_at": v.updated_at.map(|t| t.to_string()),
+            "bad_checksums": v.stats.bad_checksum,
+            "port_error": v.port_error,
+        }));
+    }
+    if let (Some((port, _)), Some(v)) = (&d.inverter, &st.inverter) {
+        devices.push(json!({
+            "kind": "inverter",
+            "port": port,
+            "stale": v.stale,
+            "updated_at": v.updated_at.map(|t| t.to_string()),
+            "bad_crc": v.stats.bad_crc,
+            "timeouts": v.stats.timeouts,
+            "port_error": v.port_error,
+        }));
+    }
+    let generator = match (&d.generator, &st.generator) {
+        (Some((port, _)), Some(g)) => {
+            let r = g.reading.as_ref();
+            devices.push(json!({
+                "kind": "generator",
+                "port": port,
+                "stale": g.stale,
+                "updated_at": g.updated_at.map(|t| t.to_string()),
+                "errors": g.errors,
+                "port_error": g.last_error,
+            }));
+            json!({
+                "running": r.is_some_and(|r| r.running()),
+                "engine": r.and_then(|r| r.engine).map(engine_name),
+                "fuel_percent": r.and_then(|r| r.fuel_percent),
+                "run_hours": r.and_then(|r| r.run_seconds).map(|s| f64::from(s) / 3600.0),
+                "starts": r.and_then(|r| r.starts),
+                "requested_by_policy": policy.generator_requested(),
+                "stale": g.stale,
+            })
+        }
+        _ => Value::Null,
+    };
+    json!({
+        "level": level_name(policy.level()),
+        "source": s.map(|s| source_name(s.source)),
+        "soc_percent": s.and_then(|s| s.soc_percent),
+        "battery_v": s.and_then(|s| s.battery_mv).map(|mv| f64::from(mv) / 1000.0),
+        "pv_w": s.and_then(|s| s.pv_w),
+        "load_w": s.and_then(|s| s.load_w),
+        "grid_available": s.and_then(|s| s.grid_available),
+        "generator": generator,
+        "fuel_percent": s.and_then(|s| s.fuel_percent),
+        "bulk_sync_deferred": deferring,
+        "monitor_lost": policy.monitor_lost(),
+        "last_alert": last_alert.map(|(a, at)| json!({"alert": a, "at": at.to_string()})),
+        "today": today.as_ref().map(|t| json!({
+            "date": t.date.to_string(),
+            "pv_wh": t.pv_wh,
+            "min_soc": t.min_soc,
+            "hours": {
+                "grid": t.hours_on(Source::Grid),
+                "solar": t.hours_on(Source::Solar),
+                "battery": t.hours_on(Source::Battery),
+                "generator": t.hours_on(Source::Generator),
+            },
+            "generator_starts": t.generator_starts,
+            "outages": t.outages.len(),
+        })),
+        "no_fresh_device": !st.any_fresh(),
+        "devices": devices,
+    })
+}
+
+/// Runs the sampler and policy until `cancel` (or until it shuts the node down).
+pub async fn supervise(
+    app: App,
+    devices: PowerDevices,
+    settings: SamplerSettings,
+    alerter: Alerter,
+    defer: watch::Sender<bool>,
+    node_shutdown: CancellationToken,
+    cancel: CancellationToken,
+) {
+    Sampler {
+        app,
+        devices,
+        policy: Policy::new(settings.policy.clone()),
+        settings,
+        alerter,
+        defer,
+        node_shutdown,
+        last_alert: None,
+        today: None,
+        last_date: None,
+        last_prune: None,
+        last_sample: None,
+    }
+    .run(cancel)
+    .instrument(tracing::info_span!("power"))
+    .await
+}
+
+struct Sampler {
+    app: App,
+    devices: PowerDevices,
+    settings: SamplerSettings,
+    policy: Policy,
+    alerter: Alerter,
+    defer: watch::Sender<bool>,
+    node_shutdown: CancellationToken,
+    last_alert: Option<(Alert, Timestamp)>,
+    today: Option<DailySummary>,
+    last_date: Option<Date>,
+    last_prune: Option<Instant>,
+    last_sample: Option<PowerSample>,
+}
+
+impl Sampler {
+    fn publish(&self) {
+        let st = self.devices.states();
+        // Live values between stored samples: the panel never waits for the interval.
+        let live = st
+            .any_fresh()
+            .then(|| st.sample(self.app.now()))
+            .or_else(|| self.last_sample.clone());
+        let v = panel(
+            &self.devices,
+            &st,
+            live.as_ref(),
+            &self.policy,
+            *self.defer.borrow(),
+            &self.last_alert,
+            &self.today,
+        );
+        self.app.status.power.send_replace(Some(v));
+    }
+
+    async fn run(mut self, cancel: CancellationToken) {
+        let mut tick = tokio::time::interval(self.settings.interval);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // The first sample after one interval: the drivers need a moment to read.
+        tick.reset();
+        let mut panel_tick =
+            tokio::time::interval(self.settings.interval.min(Duration::from_secs(2)));
+        panel_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                _ = panel_tick.tick() => self.publish(),
+                _ = tick.tick() => {
+                    if self.sample_once().await {
+                        break;
+                    }
+                    self.publish();
+                }
+            }
+        }
+    }
+
+    /// One sample; true when the node is shutting down.
+    async fn sample_once(&mut self) -> bool {
+        let st = self.devices.states();
+        if !st.any_fresh() {
+            return false;
+        }
+        let now = self.app.now();
+        let s = st.sample(now);
+        let actions = self.policy.on_sample(&s);
+        let level = self.policy.level();
+        let date = now.to_zoned(self.settings.tz.clone()).date();
+        let previous = self.last_date.filter(|d| *d != date);
+        self.last_date = Some(date);
+        let prune_before = match self.last_prune {
+            Some(t) if t.elapsed() < Duration::from_secs(86_400) => None,
+            _ => {
+                self.last_prune = Some(Instant::now());
+                let keep = i64::try_from(self.settings.retention.as_millis()).unwrap_or(i64::MAX);
+                Some(now.as_millisecond().saturating_sub(keep))
+            }
+        };
+        let (tz, gap) = (self.settings.tz.clone(), self.settings.max_gap());
+        let sample = s.clone();
+        let stored = self
+            .app
+            .db
+            .writer
+            .write_sql(move |c| {
+                insert_sample(c, &sample, level)?;
+                if let Some(p) = previous {
+                    recompute_day(c, p, &tz, gap, now)?;
+                }
+                let today = recompute_day(c, date, &tz, gap, now)?;
+                if let Some(before) = prune_before {
+                    c.execute("DELETE FROM power_samples WHERE at_ms < ?1", [before])?;
+                }
+                Ok(today)
+            })
+            .await;
+        match stored {
+            Ok(today) => self.today = Some(today),
+            Err(e) => warn!(error = %e, "cannot store the power sample"),
+        }
+        self.last_sample = Some(s.clone());
+        for action in actions {
+            if self.act(action, &s).await {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Carries out one action; true when the node is shutting down.
+    async fn act(&mut self, action: Action, s: &PowerSample) -> bool {
+        match action {
+            Action::AlertTechnician(a) => {
+                self.last_alert = Some((a, s.at));
+                self.publish();
+                if let Err(e) = self.alerter.raise(alert_kind(a), alert_text(a, s)).await {
+                    warn!(error = %e, "cannot raise a power alert");
+                }
+            }
+            Action::DeferBulkSync(on) => {
+                self.defer.send_replace(on);
+                let text = if on {
+                    "battery low: bulk sync deferred"
+                } else {
+                    "battery recovered: bulk sync resumed"
+                };
+                let _ = super::log(&self.app, "info", "power", text).await;
+            }
+            Action::StartGenerator | Action::StopGenerator => {
+                let cmd = if action == Action::StartGenerator {
+                    GeneratorCommand::Start
+                } else {
+                    GeneratorCommand::Stop
+                };
+                let Some((_, handle)) = &self.devices.generator else {
+                    return false;
+                };
+                let (handle, app) = (handle.clone(), self.app.clone());
+                // Bounded by the handle; the sampler does not wait for the controller.
+                tokio::spawn(async move {
+                    let r = handle.command(cmd).await;
+                    let (level, text) = match &r {
+                        Ok(()) => ("info", format!("generator {cmd:?} sent")),
+                        Err(e) => ("error", format!("generator {cmd:?} failed: {e}")),
+                    };
+                    let _ = super::log(&app, level, "power", &text).await;
+                });
+            }
+            Action::Shutdown => {
+                self.publish();
+                let report = shutdown(
+                    &self.app,
+                    &self.settings.shutdown_command,
+                    self.settings.shutdown_timeout,
+                )
+                .await;
+                info!(?report, "power shutdown");
+                self.node_shutdown.cancel();
+                return true;
+            }
+        }
+        false
+    }
+}

@@ -1,0 +1,252 @@
+//! Config → hardware settings: the one place where `[modem]`, `[link]` and `[power]`
+//! become the plain settings structs the drivers take. Pure; a config that loaded is
+//! valid, so nothing here can fail.
+//!
+//! Values the config does not expose keep the drivers' defaults (reset settle time,
+//! stale timeouts, the policy's hysteresis), except where the node knows better: the
+//! generator's command wait and the policy's monitor-lost delay follow the sample
+//! interval.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use jiff::SignedDuration;
+use jiff::civil::Time;
+use markaz_config::NodeConfig;
+use markaz_config::{OnMonitorLost, VeDirectRole};
+use markaz_hardware::link::{LinkSettings, Thresholds as LinkThresholds};
+use markaz_hardware::modem::ModemSettings;
+use markaz_hardware::power::driver::{GeneratorSettings, InverterSettings, VeDirectSettings};
+use markaz_hardware::power::generator::GeneratorRegisters;
+use markaz_hardware::power::policy::{
+    AutoStart, MonitorLostRule, PolicySettings, QuietHours, Thresholds as PowerThresholds,
+};
+
+/// The modem driver's settings, or `None` when `[modem] enabled = false`.
+pub fn modem(cfg: &NodeConfig) -> Option<ModemSettings> {
+    let m = &cfg.modem;
+    if !m.enabled {
+        return None;
+    }
+    let mut s = ModemSettings::new(PathBuf::from(&m.port));
+    s.baud = m.baud;
+    s.apn = m.apn.clone();
+    s.apn_user = m.apn_user.clone();
+    s.apn_password = m.apn_password.clone();
+    s.poll_interval = Duration::from_secs(u64::from(m.poll_interval_secs));
+    s.command_timeout = Duration::from_millis(u64::from(m.command_timeout_ms));
+    s.sms_timeout = Duration::from_secs(u64::from(m.sms_timeout_secs));
+    s.hung_after_timeouts = m.hung_after_timeouts;
+    Some(s)
+}
+
+/// The link monitor's settings (always: the primary link is probed on every node).
+pub fn link(cfg: &NodeConfig) -> LinkSettings {
+    let l = &cfg.link;
+    let mut s = LinkSettings::new(l.probe_targets.iter().map(|t| t.to_string()).collect());
+    s.interval = Duration::from_secs(u64::from(l.probe_interval_secs));
+    s.timeout = Duration::from_secs(u64::from(l.probe_timeout_secs));
+    s.thresholds = LinkThresholds {
+        down_after: l.down_after.max(1),
+        up_after: l.up_after.max(1),
+    };
+    s.failback_hold = Duration::from_secs(u64::from(l.failback_hold_secs));
+    s
+}
+
+/// How long the primary link may be down before the technician is alerted.
+pub fn link_alert_after(cfg: &NodeConfig) -> Duration {
+    Duration::from_secs(u64::from(cfg.link.alert_after_down_minutes) * 60)
+}
+
+/// One VE.Direct port per `[[power.vedirect]]`, with its role.
+pub fn vedirect(cfg: &NodeConfig) -> Vec<(VeDirectRole, VeDirectSettings)> {
+    cfg.power
+        .vedirect
+        .iter()
+        .map(|v| (v.role, VeDirectSettings::new(PathBuf::from(&v.port))))
+        .collect()
+}
+
+/// The inverter poller's settings, when enabled.
+pub fn inverter(cfg: &NodeConfig) -> Option<InverterSettings> {
+    let i = &cfg.power.inverter;
+    let port = i.port.as_deref().filter(|_| i.enabled)?;
+    let mut s = InverterSettings::new(PathBuf::from(port));
+    s.baud = i.baud;
+    s.poll_every = Duration::from_secs(u64::from(i.poll_interval_secs));
+    // Stale after four missed polls, never sooner than the driver's default.
+    s.stale_after = s.stale_after.max(s.poll_every * 4);
+    Some(s)
+}
+
+/// The generator poller's settings (register map included), when enabled.
+pub fn generator(cfg: &NodeConfig) -> Option<GeneratorSettings> {
+    let g = &cfg.power.generator;
+    let port = g.port.as_deref().filter(|_| g.enabled)?;
+    let mut s = GeneratorSettings::new(PathBuf::from(port));
+    s.baud = g.baud;
+    let r = &g.registers;
+    // Frequencies and the availability threshold are not in the config file: the
+    // GenComm defaults stay.
+    s.registers = GeneratorRegisters {
+        slave: g.slave_id,
+        fuel_percent: r.fuel_percent,
+        battery_decivolts: r.battery_decivolts,
+        engine_state: r.engine_state,
+        run_time_seconds: r.run_time_seconds,
+        starts: r.starts,
+        control: r.control,
+        key_start: r.start_key,
+        key_stop: r.stop_key,
+        key_auto: r.auto_key,
+        ..GeneratorRegisters::default()
+    };
+    Some(s)
+}
+
+/// Time between stored power samples.
+pub fn sample_interval(cfg: &NodeConfig) -> Duration {
+    Duration::from_secs(u64::from(cfg.power.sample_interval_secs.max(1)))
+}
+
+/// The power policy: thresholds, generator auto-start (only with a generator that is
+/// enabled and set to `auto_start`), quiet hours in the center's time zone.
+pub fn policy(cfg: &NodeConfig) -> PolicySettings {
+    let p = &cfg.power;
+    let t = &p.thresholds;
+    let thresholds = PowerThresholds {
+        low_soc_percent: t.low_soc_percent,
+        critical_soc_percent: t.critical_soc_percent,
+        low_mv: t.low_battery_mv,
+        critical_mv: t.critical_battery_mv,
+        ..PowerThresholds::default()
+    };
+    let g = &p.generator;
+    let hhmm = |m: u16| {
+        Time::new(
+            i8::try_from(m / 60).unwrap_or(0),
+            i8::try_from(m % 60).unwrap_or(0),
+            0,
+            0,
+        )
+        .unwrap_or(Time::midnight())
+    };
+    let auto_start = (g.enabled && g.auto_start).then(|| AutoStart {
+        start_soc_percent: g.start_soc_percent,
+        stop_soc_percent: g.stop_soc_percent,
+        quiet_start_soc_percent: g.quiet_start_soc_percent,
+        quiet_stop_soc_percent: g.quiet_stop_soc_percent,
+        quiet_hours: g.quiet_hours.map(|q| QuietHours {
+            from: hhmm(q.start.minute_of_day()),
+            to: hhmm(q.end.minute_of_day()),
+        }),
+        tz: cfg.center.timezone.time_zone(),
+        min_run: SignedDuration::from_secs(i64::from(g.min_run_minutes) * 60),
+        start_timeout: SignedDuration::from_mins(5),
+        on_monitor_lost: match g.on_monitor_lost {
+            OnMonitorLost::Keep => MonitorLostRule::KeepRunning,
+            OnMonitorLost::Start => MonitorLostRule::Start,
+            OnMonitorLost::Stop => MonitorLostRule::Stop,
+        },
+    });
+    // Lost after five missed samples, and never sooner than two minutes.
+    let lost_after = (i64::from(p.sample_interval_secs) * 5).max(120);
+    PolicySettings {
+        thresholds,
+        auto_start,
+        monitor_lost_after: SignedDuration::from_secs(lost_after),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(toml: &str) -> NodeConfig {
+        markaz_config::parse_node(toml, "test.toml").expect("valid config")
+    }
+
+    #[test]
+    fn modem_is_off_by_default_and_mapped_when_enabled() {
+        assert!(modem(&NodeConfig::default()).is_none());
+        let c = cfg(
+            "[modem]\nenabled = true\nport = \"/dev/ttyUSB3\"\nbaud = 9600\napn = \"net\"\n\
+             poll_interval_secs = 7\ncommand_timeout_ms = 1500\nsms_timeout_secs = 20\n\
+             hung_after_timeouts = 3\n",
+        );
+        let m = modem(&c).expect("enabled");
+        assert_eq!(m.port, PathBuf::from("/dev/ttyUSB3"));
+        assert_eq!(m.baud, 9600);
+        assert_eq!(m.apn, "net");
+        assert_eq!(m.poll_interval, Duration::from_secs(7));
+        assert_eq!(m.command_timeout, Duration::from_millis(1500));
+        assert_eq!(m.sms_timeout, Duration::from_secs(20));
+        assert_eq!(m.hung_after_timeouts, 3);
+    }
+
+    #[test]
+    fn link_probes_the_configured_targets_with_the_hysteresis() {
+        let c = cfg(
+            "[link]\nprobe_targets = [\"10.0.0.1:443\", \"hub.example.org:8443\"]\n\
+             probe_interval_secs = 3\nprobe_timeout_secs = 2\ndown_after = 2\nup_after = 4\n\
+             failback_hold_secs = 0\nalert_after_down_minutes = 15\n",
+        );
+        let l = link(&c);
+        assert_eq!(l.targets, ["10.0.0.1:443", "hub.example.org:8443"]);
+        assert_eq!(l.interval, Duration::from_secs(3));
+        assert_eq!(l.timeout, Duration::from_secs(2));
+        assert_eq!(l.thresholds.down_after, 2);
+        assert_eq!(l.thresholds.up_after, 4);
+        assert_eq!(l.failback_hold, Duration::ZERO);
+        assert_eq!(link_alert_after(&c), Duration::from_secs(900));
+    }
+
+    #[test]
+    fn power_devices_and_the_register_map_come_from_config() {
+        let c = cfg(
+            "[[power.vedirect]]\nport = \"/dev/ttyUSB0\"\nrole = \"mppt\"\n\
+             [[power.vedirect]]\nport = \"/dev/ttyUSB1\"\nrole = \"bmv\"\n\
+             [power.inverter]\nenabled = true\nport = \"/dev/ttyS1\"\npoll_interval_secs = 10\n\
+             [power.generator]\nenabled = true\nport = \"/dev/ttyS2\"\nslave_id = 7\n\
+             auto_start = true\nquiet_hours = \"22:00-06:30\"\nmin_run_minutes = 45\n\
+             on_monitor_lost = \"start\"\n\
+             [power.generator.registers]\nfuel_percent = 100\ncontrol = 200\nstart_key = 11\n",
+        );
+        let v = vedirect(&c);
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[1].0, VeDirectRole::Bmv);
+        assert_eq!(v[1].1.port, PathBuf::from("/dev/ttyUSB1"));
+        assert_eq!(v[1].1.baud, 19_200);
+        let i = inverter(&c).expect("inverter");
+        assert_eq!(i.poll_every, Duration::from_secs(10));
+        assert!(i.stale_after >= Duration::from_secs(40));
+        let g = generator(&c).expect("generator");
+        assert_eq!(g.registers.slave, 7);
+        assert_eq!(g.registers.fuel_percent, 100);
+        assert_eq!(g.registers.control, 200);
+        assert_eq!(g.registers.key_start, 11);
+        assert_eq!(g.registers.key_stop, 35733);
+        let p = policy(&c);
+        let auto = p.auto_start.expect("auto start");
+        assert_eq!(auto.min_run, SignedDuration::from_mins(45));
+        assert_eq!(auto.on_monitor_lost, MonitorLostRule::Start);
+        let q = auto.quiet_hours.expect("quiet hours");
+        assert_eq!(
+            (q.from, q.to),
+            (Time::constant(22, 0, 0, 0), Time::constant(6, 30, 0, 0))
+        );
+        assert_eq!(p.thresholds.low_soc_percent, 30);
+        assert_eq!(p.thresholds.critical_soc_percent, 15);
+    }
+
+    #[test]
+    fn no_devices_and_no_auto_start_by_default() {
+        let c = NodeConfig::default();
+        assert!(vedirect(&c).is_empty());
+        assert!(inverter(&c).is_none());
+        assert!(generator(&c).is_none());
+        assert!(policy(&c).auto_start.is_none());
+        assert_eq!(sample_interval(&c), Duration::from_secs(60));
+    }
+}
