@@ -1,0 +1,352 @@
+//! The device supervisors in a real node (temp SQLite, real router) against the real
+//! emulators on ptys: live modem and power panels, the uplink switching to the modem
+//! in the node log, power samples and the daily summary, the technician's actions, and
+//! the clean shutdown at critical battery after a WAL checkpoint.
+
+mod support;
+
+use std::time::Duration;
+
+use jiff::civil::Time;
+use markaz_config::{NodeConfig, VeDirectConfig, VeDirectRole};
+use markaz_hardware::modem::emulator;
+use markaz_hardware::power::emulator::{DayProfile, EmulatorOptions, PowerEmulator};
+use markaz_node::app::App;
+use markaz_node::error::AppError;
+use serde_json::Value;
+use support::TestNode;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// A node whose config the test keeps, to start the devices on.
+async fn node_with(tweak: impl FnOnce(&mut NodeConfig)) -> (TestNode, NodeConfig) {
+    let mut kept = None;
+    let node = TestNode::start_with(|c| {
+        tweak(c);
+        kept = Some(c.clone());
+    })
+    .await;
+    (node, kept.expect("config"))
+}
+
+async fn query_strings(app: &App, sql: &'static str) -> Vec<String> {
+    app.db
+        .readers
+        .read(move |c| -> Result<Vec<String>, AppError> {
+            let mut st = c.prepare(sql)?;
+            let v = st
+                .query_map([], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(v)
+        })
+        .await
+        .unwrap()
+}
+
+async fn count(app: &App, sql: &'static str) -> i64 {
+    app.db
+        .readers
+        .read(move |c| -> Result<i64, AppError> { Ok(c.query_row(sql, [], |r| r.get(0))?) })
+        .await
+        .unwrap()
+}
+
+/// Polls `probe` until it returns Some (or fails after `secs`).
+async fn eventually<T, F, Fut>(what: &str, secs: u64, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        match probe().await {
+            Ok(v) => return v,
+            Err(last) if tokio::time::Instant::now() >= deadline => {
+                panic!("timed out waiting for {what}; last seen: {last}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(150)).await,
+        }
+    }
+}
+
+/// A TCP port nobody listens on (connects are refused at once).
+async fn closed_port() -> String {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = l.local_addr().unwrap();
+    drop(l);
+    a.to_string()
+}
+
+fn power_options(start: &str, scale: f64) -> EmulatorOptions {
+    EmulatorOptions {
+        start: start.parse().unwrap(),
+        tz: jiff::tz::TimeZone::get("Asia/Damascus").unwrap(),
+        time_scale: scale,
+        block_interval: Duration::from_millis(200),
+        ..EmulatorOptions::default()
+    }
+}
+
+#[tokio::test]
+async fn panels_link_failover_power_samples_and_technician_actions() {
+    let emu_cancel = CancellationToken::new();
+    let (modem, _t) = emulator::start(emu_cancel.clone()).unwrap();
+    // 09:00 in Damascus: the grid is cut (06:00–10:00) and the sun is up.
+    let power = PowerEmulator::start(
+        DayProfile::damascus_summer(),
+        power_options("2026-11-29T06:00:00Z", 60.0),
+        &emu_cancel,
+    )
+    .unwrap();
+    let dead = closed_port().await;
+    let (node, cfg) = node_with(|c| {
+        c.modem.enabled = true;
+        c.modem.port = modem.path().display().to_string();
+        c.modem.poll_interval_secs = 1;
+        c.modem.command_timeout_ms = 2000;
+        c.link.probe_targets = vec![dead.parse().unwrap()];
+        c.link.probe_interval_secs = 1;
+        c.link.probe_timeout_secs = 1;
+        c.link.down_after = 2;
+        c.power.sample_interval_secs = 1;
+        c.power.vedirect = vec![
+            VeDirectConfig {
+                port: power.mppt.path().display().to_string(),
+                role: VeDirectRole::Mppt,
+            },
+            VeDirectConfig {
+                port: power.bmv.path().display().to_string(),
+                role: VeDirectRole::Bmv,
+            },
+        ];
+        c.power.inverter.enabled = true;
+        c.power.inverter.port = Some(power.inverter.path().display().to_string());
+        c.power.inverter.poll_interval_secs = 1;
+        c.power.generator.enabled = true;
+        c.power.generator.port = Some(power.generator.path().display().to_string());
+    })
+    .await;
+    let tracker = TaskTracker::new();
+    let shutdown = CancellationToken::new();
+    markaz_node::devices::start(&node.app, &cfg, &tracker, &shutdown).unwrap();
+    // The node's manual clock runs 2.5 times real time, so samples span time (and stay
+    // within the summary's gap limit of three intervals).
+    let clock = node.app.clock.clone();
+    let ticker = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            clock.advance(Duration::from_secs(1));
+        }
+    });
+
+    let tech = node.staff("tech", &["technician"], &[]).await;
+    let panels: Value = eventually("live modem and power panels", 20, || async {
+        let (s, b) = tech.get("/status").await;
+        if s != 200 {
+            return Err(b.to_string());
+        }
+        let p = b["panels"].clone();
+        let ok = p["modem"]["data"]["state"] == "ready"
+            && p["power"]["data"]["soc_percent"].is_u64()
+            && p["power"]["data"]["pv_w"].is_u64()
+            && p["power"]["data"]["generator"]["fuel_percent"].is_u64();
+        if ok { Ok(p) } else { Err(p.to_string()) }
+    })
+    .await;
+    let m = &panels["modem"]["data"];
+    assert_eq!(m["signal"]["dbm"], -73, "{m}");
+    assert_eq!(m["signal"]["bars"], 5, "{m}");
+    assert_eq!(m["registration"]["packet"]["status"], "home", "{m}");
+    assert!(m["operator"].is_string(), "{m}");
+    assert!(m["network_time"]["network"].is_string(), "{m}");
+    let p = &panels["power"]["data"];
+    let snap = power.snapshot();
+    let soc = p["soc_percent"].as_u64().unwrap() as i64;
+    assert!(
+        (soc - i64::from(snap.soc_permille / 10)).abs() <= 2,
+        "panel SOC {soc} vs emulated {}",
+        snap.soc_permille
+    );
+    assert!(p["battery_v"].as_f64().unwrap() > 20.0, "{p}");
+    assert!(p["load_w"].is_u64(), "{p}");
+    assert_ne!(p["source"], "grid", "the grid is cut at 09:00: {p}");
+    assert_eq!(p["devices"].as_array().unwrap().len(), 4, "{p}");
+
+    // The primary's probe target refuses: after two rounds the uplink is the modem.
+    let log = eventually("the uplink change in the node log", 20, || async {
+        let lines = query_strings(
+            &node.app,
+            "SELECT message FROM node_log WHERE source = 'link' ORDER BY id",
+        )
+        .await;
+        match lines.iter().find(|l| l.contains("uplink primary → modem")) {
+            Some(l) => Ok(l.clone()),
+            None => Err(format!("{lines:?}")),
+        }
+    })
+    .await;
+    assert!(log.contains("failed probe rounds"), "{log}");
+    assert_eq!(
+        node.app.devices.uplink(),
+        markaz_hardware::link::Uplink::Modem
+    );
+    let (_, b) = tech.get("/status").await;
+    assert_eq!(b["panels"]["link"]["data"]["uplink"], "modem", "{b}");
+    assert_eq!(
+        b["panels"]["link"]["data"]["primary"]["state"], "down",
+        "{b}"
+    );
+
+    // Samples are stored and today's summary is folded from them.
+    let day: Value = eventually("samples and a daily summary", 20, || async {
+        let n = count(&node.app, "SELECT count(*) FROM power_samples").await;
+        let (s, b) = tech.get("/power/daily?from=2026-11-29&to=2026-11-30").await;
+        let days = b["days"].as_array().cloned().unwrap_or_default();
+        let covered = days.first().is_some_and(|d| {
+            let s = &d["seconds_per_source"];
+            ["grid", "solar", "battery", "generator"]
+                .iter()
+                .map(|k| s[k].as_u64().unwrap_or(0))
+                .sum::<u64>()
+                >= 5
+        });
+        if s == 200 && n >= 4 && covered {
+            Ok(days[0].clone())
+        } else {
+            Err(format!("{n} samples, {s} {b}"))
+        }
+    })
+    .await;
+    assert_eq!(day["date"], "2026-11-29", "{day}");
+    assert!(day["min_soc"].is_u64(), "{day}");
+    let levels = query_strings(&node.app, "SELECT DISTINCT level FROM power_samples").await;
+    assert!(!levels.is_empty());
+
+    // Technician actions: a modem reset re-runs the init sequence; sync-now wakes the
+    // sync client; both are audited. A clerk may do neither.
+    let inits = || {
+        modem
+            .commands()
+            .iter()
+            .filter(|c| c.as_str() == "AT+CMGF=0")
+            .count()
+    };
+    let before = inits();
+    let (s, b) = tech
+        .post("/technician/modem/reset", serde_json::json!({}))
+        .await;
+    assert_eq!(s, 202, "{b}");
+    eventually("the modem re-initialised", 20, || async {
+        let (_, b) = tech.get("/status").await;
+        if inits() > before && b["panels"]["modem"]["data"]["state"] == "ready" {
+            Ok(())
+        } else {
+            Err(format!("{} inits; {}", inits(), b["panels"]["modem"]))
+        }
+    })
+    .await;
+    let devices = node.app.devices.clone();
+    let waiter = tokio::spawn(async move { devices.sync_now_requested().await });
+    let (s, b) = tech
+        .post("/technician/sync-now", serde_json::json!({}))
+        .await;
+    assert_eq!(s, 202, "{b}");
+    tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("sync-now reaches the sync client")
+        .unwrap();
+    let audited = query_strings(
+        &node.app,
+        "SELECT action FROM audit_log WHERE action LIKE 'technician.%' ORDER BY id",
+    )
+    .await;
+    assert_eq!(audited, ["technician.modem_reset", "technician.sync_now"]);
+    let clerk = node.staff("clerk9", &["clerk"], &[]).await;
+    let (s, _) = clerk
+        .post("/technician/sync-now", serde_json::json!({}))
+        .await;
+    assert_eq!(s, 403);
+
+    ticker.abort();
+    shutdown.cancel();
+    tracker.close();
+    tokio::time::timeout(Duration::from_secs(15), tracker.wait())
+        .await
+        .expect("every supervisor stops on the shutdown token");
+    emu_cancel.cancel();
+}
+
+#[tokio::test]
+async fn critical_battery_checkpoints_then_runs_the_shutdown_command() {
+    let emu_cancel = CancellationToken::new();
+    // Night, no grid all day, 10 % charge: critical at the first sample.
+    let t = |h: i8, m: i8| Time::constant(h, m, 0, 0);
+    let profile = DayProfile {
+        pv_peak_w: 0,
+        grid_cuts: vec![(t(0, 0), t(23, 59))],
+        generator_runs: vec![],
+        initial_soc_permille: 100,
+        ..DayProfile::damascus_summer()
+    };
+    let power = PowerEmulator::start(
+        profile,
+        power_options("2026-11-29T00:00:00Z", 1.0),
+        &emu_cancel,
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let alive = listener.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("shutdown-ran");
+    let (node, cfg) = node_with(|c| {
+        c.link.probe_targets = vec![alive.parse().unwrap()];
+        c.power.sample_interval_secs = 1;
+        c.power.vedirect = vec![VeDirectConfig {
+            port: power.bmv.path().display().to_string(),
+            role: VeDirectRole::Bmv,
+        }];
+        // Records the WAL's size at the moment the command runs: 0 after TRUNCATE.
+        let wal = c.storage.data_dir.join("markaz-node.db-wal");
+        c.power.shutdown_command = format!("wc -c < '{}' > '{}'", wal.display(), marker.display());
+    })
+    .await;
+    // Something in the WAL before the shutdown.
+    let _ = node.staff("tech", &["technician"], &[]).await;
+    let tracker = TaskTracker::new();
+    let shutdown = CancellationToken::new();
+    let defer = node.app.devices.defer_bulk_sync();
+    markaz_node::devices::start(&node.app, &cfg, &tracker, &shutdown).unwrap();
+
+    tokio::time::timeout(Duration::from_secs(20), shutdown.cancelled())
+        .await
+        .expect("the policy cancels the node's shutdown token");
+    let wal_size = std::fs::read_to_string(&marker).expect("the shutdown command ran");
+    assert_eq!(
+        wal_size.trim(),
+        "0",
+        "the WAL was checkpointed and truncated first"
+    );
+    assert!(*defer.borrow(), "bulk sync deferred at critical");
+    let log = query_strings(
+        &node.app,
+        "SELECT message FROM node_log WHERE source = 'power' ORDER BY id",
+    )
+    .await;
+    assert!(
+        log.iter().any(|l| l.contains("checkpointing the database")),
+        "{log:?}"
+    );
+    assert!(log.iter().any(|l| l.contains("البطارية حرجة")), "{log:?}");
+    let level = query_strings(
+        &node.app,
+        "SELECT level FROM power_samples ORDER BY id DESC LIMIT 1",
+    )
+    .await;
+    assert_eq!(level, ["critical"]);
+    tracker.close();
+    tokio::time::timeout(Duration::from_secs(15), tracker.wait())
+        .await
+        .expect("every supervisor stops");
+    emu_cancel.cancel();
+    drop(listener);
+}
