@@ -350,3 +350,118 @@ async fn critical_battery_checkpoints_then_runs_the_shutdown_command() {
     emu_cancel.cancel();
     drop(listener);
 }
+
+#[tokio::test]
+async fn link_down_alert_is_queued_once_per_cooldown() {
+    use markaz_node::devices::outbox::{AlertKind, Alerter, Raised};
+    let node = TestNode::start().await;
+    let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+    let alerter = Alerter::new(
+        node.app.clone(),
+        Some("+963944000001".into()),
+        Duration::from_secs(3600),
+        wake,
+    );
+    let mut settings = markaz_hardware::link::LinkSettings::new(vec![closed_port().await]);
+    settings.interval = Duration::from_millis(200);
+    settings.timeout = Duration::from_millis(200);
+    settings.thresholds.down_after = 1;
+    let (_modem_tx, modem_rx) =
+        tokio::sync::watch::channel(markaz_hardware::modem::ModemStatus::not_configured());
+    let (out, _out_rx) = tokio::sync::watch::channel(None);
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(markaz_node::devices::link::supervise(
+        node.app.clone(),
+        settings,
+        modem_rx,
+        out,
+        alerter.clone(),
+        Duration::from_millis(500),
+        cancel.clone(),
+    ));
+    let body = eventually("the link-down alert queued", 10, || async {
+        let rows = query_strings(
+            &node.app,
+            "SELECT recipient || ' ' || body FROM outbox WHERE kind = 'alert_link_down'",
+        )
+        .await;
+        match rows.as_slice() {
+            [one] => Ok(one.clone()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert!(body.starts_with("+963944000001 "), "{body}");
+    assert!(body.contains("الرابط الرئيسي مقطوع"), "{body}");
+    let log = query_strings(
+        &node.app,
+        "SELECT message FROM node_log WHERE source = 'link'",
+    )
+    .await;
+    assert!(
+        log.iter().any(|l| l.contains("uplink primary → offline")),
+        "{log:?}"
+    );
+    // Once per outage, and a flapping condition does not flood: within the cooldown a
+    // second alert of the kind is logged but not sent.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        count(
+            &node.app,
+            "SELECT count(*) FROM outbox WHERE kind = 'alert_link_down'"
+        )
+        .await,
+        1
+    );
+    let again = alerter
+        .raise(AlertKind::LinkDown, "again".into())
+        .await
+        .unwrap();
+    assert_eq!(again, Raised::CoolingDown);
+    node.advance(Duration::from_secs(3601));
+    let later = alerter
+        .raise(AlertKind::LinkDown, "later".into())
+        .await
+        .unwrap();
+    assert_eq!(later, Raised::Queued);
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_demo_emulators_feed_a_node() {
+    let cancel = CancellationToken::new();
+    let mut demo = None;
+    let (node, cfg) = node_with(|c| {
+        demo = Some(markaz_node::devices::demo::emulate(c, cancel.clone()).unwrap());
+        c.modem.poll_interval_secs = 1;
+    })
+    .await;
+    let demo = demo.unwrap();
+    assert!(cfg.modem.enabled && cfg.power.generator.auto_start);
+    assert!(!cfg.power.shutdown_command.contains("poweroff"));
+    let tracker = TaskTracker::new();
+    let shutdown = CancellationToken::new();
+    markaz_node::devices::start(&node.app, &cfg, &tracker, &shutdown).unwrap();
+    let tech = node.staff("tech", &["technician"], &[]).await;
+    eventually("the demo's modem and power on the panels", 20, || async {
+        let (_, b) = tech.get("/status").await;
+        let p = &b["panels"];
+        if p["modem"]["data"]["state"] == "ready" && p["power"]["data"]["soc_percent"].is_u64() {
+            Ok(())
+        } else {
+            Err(p.to_string())
+        }
+    })
+    .await;
+    demo.modem.set_signal(5);
+    shutdown.cancel();
+    tracker.close();
+    tokio::time::timeout(Duration::from_secs(15), tracker.wait())
+        .await
+        .unwrap();
+    cancel.cancel();
+}
