@@ -474,6 +474,11 @@ fn citizen_values(c: &CitizenInput) -> [&str; 8] {
 pub fn write_citizen(doc: &mut AutoCommit, c: &CitizenInput) -> Result<(), DocError> {
     put_if_changed(doc, KIND, DocKind::Citizen.as_str())?;
     for (k, v) in CITIZEN_FIELDS.iter().zip(citizen_values(c)) {
+        // An empty field that was never set stays unset, so two centers registering the
+        // same citizen offline do not clash on the fields one of them left blank.
+        if v.is_empty() && doc.get(ROOT, *k)?.is_none() {
+            continue;
+        }
         put_if_changed(doc, k, v)?;
     }
     Ok(())

@@ -16,4 +16,5 @@ pub mod docs;
 pub mod frame;
 pub mod hlc;
 pub mod model;
+pub mod protocol;
 pub mod store;

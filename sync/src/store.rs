@@ -123,6 +123,18 @@ pub fn incarnation(conn: &Connection, center: &str, now_ms: i64) -> Result<Actor
     new_incarnation(conn, center, now_ms)
 }
 
+/// Whether `actor` is one of this database's own incarnations.
+pub fn is_own_actor(conn: &Connection, actor: &[u8]) -> Result<bool> {
+    Ok(conn
+        .query_row(
+            "SELECT 1 FROM incarnation WHERE actor_id=?1",
+            [actor],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
+}
+
 /// Record and return a fresh actor id (call when the database was restored from a copy).
 pub fn new_incarnation(conn: &Connection, center: &str, now_ms: i64) -> Result<ActorId> {
     let mut bytes = center.as_bytes().to_vec();
@@ -578,15 +590,15 @@ impl DocStore {
     }
 
     /// Receive an automerge sync message for a document; every change it brings is
-    /// stored as a row (so it ships and survives like any other). With `allow == false`
-    /// the message's changes are dropped and reported instead.
+    /// stored as a row (so it ships and survives like any other). When `allow` returns
+    /// false for the new changes, they are all dropped and reported instead.
     pub fn receive_sync(
         &mut self,
         conn: &Connection,
         id: &DocId,
         state: &mut automerge::sync::State,
         msg: &[u8],
-        allow: bool,
+        allow: &dyn Fn(&[Change]) -> bool,
     ) -> Result<SyncReceive> {
         let msg = automerge::sync::Message::decode(msg)
             .map_err(|e| StoreError::Corrupt(format!("sync message for {id}: {e}")))?;
@@ -600,7 +612,7 @@ impl DocStore {
             self.cache.put(id.clone(), Cached { doc, last });
             return Ok(out);
         }
-        if !allow {
+        if !allow(&new) {
             out.refused = new.len();
             return Ok(out);
         }

@@ -1,0 +1,503 @@
+//! The center side of a sync session, as a state machine: Hello → Push* → (Repair) →
+//! Pull* → done.
+//!
+//! Use: `while let Some(req) = s.next_request(&conn, &mut docs, now)? { send; in one
+//! transaction: s.handle_response(&tx, &mut docs, &reply, now)?; commit }`. On a transport
+//! error or an undecodable reply nothing changes and the same request bytes are sent
+//! again (every request is idempotent at the hub). A pull batch, the documents it touches
+//! and the new cursor are written by `handle_response` in the caller's transaction.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use automerge::{ActorId, ChangeHash, sync::State};
+use rusqlite::Connection;
+use thiserror::Error;
+
+use super::message::{MessageError, PROTOCOL_VERSION, Refusal, Request, Response};
+use crate::docs::DocId;
+use crate::hlc::{Clock, Hlc, skew_ms};
+use crate::model::ids::CenterId;
+use crate::store::{self, DocStore, PeerCursor, StoreError};
+
+/// The peer name under which the center stores its hub cursors.
+pub const HUB_PEER: &str = "hub";
+
+/// Client errors.
+#[derive(Debug, Error)]
+pub enum ClientError {
+    #[error("the hub speaks protocol version {theirs}, this node {ours}: upgrade the node")]
+    VersionRefused { ours: u8, theirs: u8 },
+    #[error("the hub refused the request: {code}: {message}")]
+    Hub { code: String, message: String },
+    #[error("reply does not match the request")]
+    Unexpected,
+    #[error(transparent)]
+    Message(#[from] MessageError),
+    #[error(transparent)]
+    Store(Box<StoreError>),
+}
+
+impl From<StoreError> for ClientError {
+    fn from(e: StoreError) -> ClientError {
+        ClientError::Store(Box::new(e))
+    }
+}
+
+/// Per document under repair: our heads, and the hub's if it has the document.
+type HeadsPair = (Vec<ChangeHash>, Option<Vec<[u8; 32]>>);
+
+impl ClientError {
+    /// Whether sending the same request again may help (a cut or garbled transfer).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ClientError::Message(m) => !matches!(m, MessageError::VersionRefused { .. }),
+            ClientError::Hub { code, .. } => code == "bad_request",
+            _ => false,
+        }
+    }
+}
+
+/// Bounds of one session.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Change bytes per push batch.
+    pub push_bytes: usize,
+    /// Change bytes per pull batch (asked of the hub).
+    pub pull_bytes: u32,
+    /// Documents per repair sync request.
+    pub repair_docs: usize,
+    /// Buckets per repair list request.
+    pub repair_buckets: usize,
+    /// Sync round trips per repair chunk before giving up on it.
+    pub repair_rounds: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            push_bytes: 256 * 1024,
+            pull_bytes: 256 * 1024,
+            repair_docs: 64,
+            repair_buckets: 16,
+            repair_rounds: 8,
+        }
+    }
+}
+
+/// What a session did, for the node's log and the technician's page.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionReport {
+    pub requests: usize,
+    pub pushed: usize,
+    pub pulled_new: usize,
+    pub pulled_duplicates: usize,
+    pub refused_by_hub: Vec<Refusal>,
+    pub rejected_locally: Vec<(String, String)>,
+    pub repaired: bool,
+    pub repair_docs: usize,
+    pub unrepaired: Vec<String>,
+    pub skew_ms: Option<i64>,
+    /// Documents whose state changed here (re-project these).
+    pub touched: Vec<DocId>,
+}
+
+#[derive(Debug)]
+enum Phase {
+    Hello,
+    Push { acked: u64, sent_upto: u64 },
+    RepairRanges,
+    RepairList { buckets: VecDeque<u16> },
+    RepairSync { round: usize },
+    Pull { cursor: u64 },
+    Done,
+}
+
+#[derive(Debug, Clone)]
+struct Welcome {
+    epoch: String,
+    feed_len: u64,
+}
+
+/// The center side of one sync session.
+pub struct ClientSession {
+    center: CenterId,
+    actor: ActorId,
+    clock: Clock,
+    limits: Limits,
+    phase: Phase,
+    welcome: Option<Welcome>,
+    welcome_cursor: Option<u64>,
+    repair_needed: bool,
+    /// Documents awaiting repair (and their sync states, for the current chunk).
+    repair_queue: VecDeque<DocId>,
+    repair_chunk: BTreeMap<DocId, State>,
+    pending: Option<Vec<u8>>,
+    /// Sequence numbers of the changes in the push in flight.
+    in_flight: Vec<u64>,
+    sent_at_ms: u64,
+    report: SessionReport,
+}
+
+impl std::fmt::Debug for ClientSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientSession")
+            .field("center", &self.center)
+            .field("phase", &self.phase)
+            .finish()
+    }
+}
+
+impl ClientSession {
+    /// A session for `center`, whose store mints changes as `actor`, stamping with
+    /// `clock` (take it back with [`ClientSession::into_clock`] to persist its last stamp).
+    pub fn new(center: CenterId, actor: ActorId, clock: Clock, limits: Limits) -> ClientSession {
+        ClientSession {
+            center,
+            actor,
+            clock,
+            limits,
+            phase: Phase::Hello,
+            welcome: None,
+            welcome_cursor: None,
+            repair_needed: false,
+            repair_queue: VecDeque::new(),
+            repair_chunk: BTreeMap::new(),
+            pending: None,
+            in_flight: Vec::new(),
+            sent_at_ms: 0,
+            report: SessionReport::default(),
+        }
+    }
+
+    /// What the session did so far.
+    pub fn report(&self) -> &SessionReport {
+        &self.report
+    }
+
+    /// Whether the session has finished.
+    pub fn is_done(&self) -> bool {
+        matches!(self.phase, Phase::Done)
+    }
+
+    /// The clock, after observing the hub's.
+    pub fn into_clock(self) -> Clock {
+        self.clock
+    }
+
+    /// The next request to send, or `None` when the session is over. After a failed
+    /// exchange this returns the same bytes again.
+    pub fn next_request(
+        &mut self,
+        conn: &Connection,
+        docs: &mut DocStore,
+        now_ms: u64,
+    ) -> Result<Option<Vec<u8>>, ClientError> {
+        if let Some(p) = &self.pending {
+            return Ok(Some(p.clone()));
+        }
+        let req = loop {
+            match self.build(conn, docs, now_ms)? {
+                Some(r) => break r,
+                None if self.is_done() => return Ok(None),
+                None => continue,
+            }
+        };
+        let bytes = req.encode();
+        self.sent_at_ms = now_ms;
+        self.report.requests += 1;
+        self.pending = Some(bytes.clone());
+        Ok(Some(bytes))
+    }
+
+    /// Build the request for the current phase; `None` after moving to another phase.
+    fn build(
+        &mut self,
+        conn: &Connection,
+        docs: &mut DocStore,
+        now_ms: u64,
+    ) -> Result<Option<Request>, ClientError> {
+        Ok(match &mut self.phase {
+            Phase::Hello => {
+                let cur = store::peer_cursor(conn, HUB_PEER)?;
+                Some(Request::Hello {
+                    center: self.center.as_str().to_string(),
+                    actor: hex::encode(self.actor.to_bytes()),
+                    epoch_seen: cur.epoch,
+                    hlc: self.clock.tick(now_ms).encode(),
+                    wall_ms: now_ms,
+                })
+            }
+            Phase::Push { acked, sent_upto } => {
+                let changes = store::local_changes_after(conn, *acked, self.limits.push_bytes)?;
+                if changes.is_empty() {
+                    self.after_push();
+                    None
+                } else {
+                    *sent_upto = changes.last().map_or(*acked, |(s, _)| *s);
+                    self.in_flight = changes.iter().map(|(s, _)| *s).collect();
+                    Some(Request::Push {
+                        actor: hex::encode(self.actor.to_bytes()),
+                        changes,
+                    })
+                }
+            }
+            Phase::RepairRanges => Some(Request::RepairRanges {
+                buckets: store::local_bucket_hashes(conn)?,
+            }),
+            Phase::RepairList { buckets } => {
+                if buckets.is_empty() {
+                    self.phase = Phase::RepairSync { round: 0 };
+                    None
+                } else {
+                    let n = self.limits.repair_buckets.min(buckets.len());
+                    Some(Request::RepairList {
+                        buckets: buckets.iter().take(n).copied().collect(),
+                    })
+                }
+            }
+            Phase::RepairSync { round } => {
+                if self.repair_chunk.is_empty() {
+                    *round = 0;
+                    while self.repair_chunk.len() < self.limits.repair_docs {
+                        let Some(d) = self.repair_queue.pop_front() else {
+                            break;
+                        };
+                        self.repair_chunk.insert(d, State::new());
+                    }
+                    if self.repair_chunk.is_empty() {
+                        self.finish_repair(conn)?;
+                        return Ok(None);
+                    }
+                }
+                let mut msgs = Vec::new();
+                for (d, st) in self.repair_chunk.iter_mut() {
+                    // A fresh state when the previous message got no answer is fine:
+                    // automerge sync is idempotent.
+                    let m = docs.sync_message(conn, d, st)?;
+                    let m = match m {
+                        Some(m) => m,
+                        None => {
+                            *st = State::new();
+                            docs.sync_message(conn, d, st)?.unwrap_or_default()
+                        }
+                    };
+                    msgs.push((d.clone(), m));
+                }
+                Some(Request::RepairSync { msgs })
+            }
+            Phase::Pull { cursor } => Some(Request::Pull {
+                cursor: *cursor,
+                max_bytes: self.limits.pull_bytes,
+            }),
+            Phase::Done => None,
+        })
+    }
+
+    fn after_push(&mut self) {
+        self.phase = if self.repair_needed {
+            Phase::RepairRanges
+        } else {
+            let cursor = self.welcome_cursor.take().unwrap_or(0);
+            Phase::Pull { cursor }
+        };
+    }
+
+    fn finish_repair(&mut self, conn: &Connection) -> Result<(), ClientError> {
+        let Some(w) = self.welcome.clone() else {
+            return Err(ClientError::Unexpected);
+        };
+        let mut cur = store::peer_cursor(conn, HUB_PEER)?;
+        cur.epoch = Some(w.epoch);
+        cur.pull_cursor = w.feed_len;
+        store::set_peer_cursor(conn, HUB_PEER, &cur)?;
+        self.report.repaired = true;
+        self.repair_needed = false;
+        self.phase = Phase::Pull { cursor: w.feed_len };
+        Ok(())
+    }
+
+    /// Take the hub's reply to the last request (inside the caller's transaction).
+    pub fn handle_response(
+        &mut self,
+        conn: &Connection,
+        docs: &mut DocStore,
+        bytes: &[u8],
+        now_ms: u64,
+    ) -> Result<(), ClientError> {
+        let resp = Response::decode(bytes)?;
+        let r = self.take(conn, docs, resp, now_ms);
+        if !matches!(&r, Err(e) if e.is_retryable()) {
+            self.pending = None;
+        }
+        r
+    }
+
+    fn take(
+        &mut self,
+        conn: &Connection,
+        docs: &mut DocStore,
+        resp: Response,
+        now_ms: u64,
+    ) -> Result<(), ClientError> {
+        if let Response::VersionRefused { ours, theirs } = resp {
+            // `ours` in the hub's words is the hub's version.
+            self.phase = Phase::Done;
+            return Err(ClientError::VersionRefused {
+                ours: theirs.max(PROTOCOL_VERSION),
+                theirs: ours,
+            });
+        }
+        if let Response::Error { code, message } = resp {
+            // A request the hub could not read (cut on the way) is sent again.
+            if code != "bad_request" {
+                self.phase = Phase::Done;
+            }
+            return Err(ClientError::Hub { code, message });
+        }
+        match (&mut self.phase, resp) {
+            (
+                Phase::Hello,
+                Response::Welcome {
+                    epoch,
+                    push_acked,
+                    feed_len,
+                    hlc,
+                    wall_ms,
+                },
+            ) => {
+                let mut cur = store::peer_cursor(conn, HUB_PEER)?;
+                if let Ok(h) = Hlc::parse(&hlc) {
+                    // A hub stamp far in the future is not taken; the skew shows it.
+                    let _ = self.clock.observe(&h, now_ms);
+                }
+                let skew = skew_ms(self.sent_at_ms, wall_ms, now_ms);
+                self.report.skew_ms = Some(skew);
+                cur.skew_ms = Some(skew);
+                cur.last_sync_ms = Some(now_ms as i64);
+                cur.push_acked = push_acked;
+                self.repair_needed = cur.epoch.as_deref() != Some(epoch.as_str());
+                self.welcome_cursor = Some(cur.pull_cursor);
+                store::set_peer_cursor(conn, HUB_PEER, &cur)?;
+                self.welcome = Some(Welcome { epoch, feed_len });
+                self.phase = Phase::Push {
+                    acked: push_acked,
+                    sent_upto: push_acked,
+                };
+            }
+            (Phase::Push { acked, sent_upto }, Response::PushAck { acked: a, refused }) => {
+                if a < *acked || a > *sent_upto {
+                    return Err(ClientError::Unexpected);
+                }
+                let prev = *acked;
+                self.report.pushed += self
+                    .in_flight
+                    .iter()
+                    .filter(|&&s| s > prev && s <= a)
+                    .count();
+                self.report.refused_by_hub.extend(refused);
+                let stalled = a == *acked;
+                *acked = a;
+                let mut cur = store::peer_cursor(conn, HUB_PEER)?;
+                cur.push_acked = a;
+                store::set_peer_cursor(conn, HUB_PEER, &cur)?;
+                if stalled {
+                    // The hub stored nothing new: stop pushing rather than loop.
+                    self.after_push();
+                }
+            }
+            (Phase::RepairRanges, Response::RepairDiff { differing }) => {
+                self.phase = Phase::RepairList {
+                    buckets: differing.into_iter().collect(),
+                };
+            }
+            (Phase::RepairList { buckets }, Response::RepairDocs { docs: theirs }) => {
+                let n = self.limits.repair_buckets.min(buckets.len());
+                let asked: Vec<u16> = buckets.drain(..n).collect();
+                let ours = store::docs_in_buckets(conn, &asked)?;
+                let mut all: BTreeMap<DocId, HeadsPair> = BTreeMap::new();
+                for (d, h) in ours {
+                    all.entry(d).or_default().0 = h;
+                }
+                for (d, h) in theirs {
+                    all.entry(d).or_default().1 = Some(h);
+                }
+                for (d, (mine, theirs)) in all {
+                    let mut mine: Vec<[u8; 32]> = mine.into_iter().map(|h| h.0).collect();
+                    mine.sort();
+                    let mut theirs = theirs.unwrap_or_default();
+                    theirs.sort();
+                    if mine != theirs {
+                        self.repair_queue.push_back(d);
+                    }
+                }
+            }
+            (Phase::RepairSync { round }, Response::RepairSync { msgs }) => {
+                *round += 1;
+                let round = *round;
+                for (d, msg, their_heads) in msgs {
+                    let Some(st) = self.repair_chunk.get_mut(&d) else {
+                        continue;
+                    };
+                    if let Some(m) = msg {
+                        let got = docs.receive_sync(conn, &d, st, &m, &|_| true)?;
+                        if !got.stored.is_empty() && !self.report.touched.contains(&d) {
+                            self.report.touched.push(d.clone());
+                        }
+                    }
+                    let mut mine: Vec<[u8; 32]> =
+                        docs.heads(conn, &d)?.into_iter().map(|h| h.0).collect();
+                    mine.sort();
+                    let mut theirs = their_heads;
+                    theirs.sort();
+                    if mine == theirs {
+                        self.repair_chunk.remove(&d);
+                        self.report.repair_docs += 1;
+                    }
+                }
+                if round >= self.limits.repair_rounds {
+                    for d in std::mem::take(&mut self.repair_chunk).into_keys() {
+                        self.report.unrepaired.push(d.to_string());
+                    }
+                }
+                if let Phase::RepairSync { round: r } = &mut self.phase
+                    && self.repair_chunk.is_empty()
+                {
+                    *r = 0;
+                }
+            }
+            (
+                Phase::Pull { cursor },
+                Response::PullBatch {
+                    changes,
+                    next_cursor,
+                    more,
+                },
+            ) => {
+                if next_cursor < *cursor {
+                    return Err(ClientError::Unexpected);
+                }
+                let rep = docs.apply_remote(conn, &changes)?;
+                self.report.pulled_new += rep.stored.len();
+                self.report.pulled_duplicates += rep.duplicates;
+                self.report.rejected_locally.extend(rep.rejected);
+                for d in rep.touched {
+                    if !self.report.touched.contains(&d) {
+                        self.report.touched.push(d);
+                    }
+                }
+                *cursor = next_cursor;
+                let mut cur: PeerCursor = store::peer_cursor(conn, HUB_PEER)?;
+                cur.pull_cursor = next_cursor;
+                if let Some(w) = &self.welcome {
+                    cur.epoch = Some(w.epoch.clone());
+                }
+                store::set_peer_cursor(conn, HUB_PEER, &cur)?;
+                if !more || changes.is_empty() {
+                    self.phase = Phase::Done;
+                }
+            }
+            _ => return Err(ClientError::Unexpected),
+        }
+        Ok(())
+    }
+}

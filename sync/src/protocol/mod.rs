@@ -1,0 +1,62 @@
+//! The sync protocol between a center and the hub, both sides sans-IO.
+//!
+//! The center's [`client::ClientSession`] says which request to send next and takes the
+//! responses; the hub's [`server::handle_request`] answers one request against a
+//! [`server::HubStore`]. Neither side touches a socket or a timer: node and hub carry the
+//! bytes over HTTPS (mutual TLS) and run each step inside one SQLite transaction.
+//!
+//! The common path is log shipping: Push (center → hub, after the hub's ack) and Pull (the
+//! center's feed, after its cursor). Repair (bucketed heads, then automerge sync messages
+//! for the documents that differ) runs when the hub's epoch is new to the center — hub
+//! restored from backup, or the center's database replaced. See `docs/PROTOCOL.md`.
+
+pub mod client;
+pub mod message;
+pub mod server;
+
+#[cfg(test)]
+mod tests;
+
+pub use client::{ClientError, ClientSession, Limits, SessionReport};
+pub use message::{MessageError, PROTOCOL_VERSION, Refusal, Request, Response};
+pub use server::{HubStore, RequestLog, SqliteHub, handle_request, migrate_hub, rotate_epoch};
+
+use crate::docs::{DocId, DocKind, Owner};
+use crate::model::ids::CenterId;
+use crate::store::WireChange;
+
+/// Errors of a hub store (boxed so another engine can bring its own).
+pub type HubError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What storing a push did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PushOutcome {
+    /// Highest center sequence now durably stored (refused changes are acked too, so a
+    /// refusal never wedges the center's push).
+    pub acked: u64,
+    pub refused: Vec<Refusal>,
+}
+
+/// A slice of a center's feed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FeedBatch {
+    pub changes: Vec<WireChange>,
+    pub next_cursor: u64,
+    pub more: bool,
+}
+
+/// Whether `center` may write `doc` (`routed`: the document is routed to it). A center
+/// writes its own cases, statistics and energy, citizen profiles (shared by national id),
+/// and cases routed to it; never the catalog, fees, staff, or another center's cases.
+pub fn may_write(center: &CenterId, doc: &DocId, routed: bool) -> Result<(), String> {
+    match (doc.kind(), doc.owner()) {
+        (DocKind::Catalog, _) => Err("the catalog and fees are written at the hub".into()),
+        (DocKind::Staff, _) => Err("staff and permissions are written at the hub".into()),
+        (DocKind::Citizen, _) => Ok(()),
+        (DocKind::Case, Owner::Center(c)) if &c == center => Ok(()),
+        (DocKind::Case, _) if routed => Ok(()),
+        (DocKind::Case, _) => Err("a case of another center".into()),
+        (DocKind::Stats | DocKind::Energy, Owner::Center(c)) if &c == center => Ok(()),
+        (DocKind::Stats | DocKind::Energy, _) => Err("another center's figures".into()),
+    }
+}

@@ -1,0 +1,620 @@
+//! The hub side: [`handle_request`] answers one request against a [`HubStore`]; the hub's
+//! HTTPS handler calls it inside one write transaction with the center named by the
+//! client certificate. [`SqliteHub`] is the SQLite implementation of the store.
+//!
+//! Guarantees: a center only ever receives documents routed to it (its own documents, the
+//! catalog, its staff, cases routed to it and their citizens); a pushed change for a
+//! document the center may not write is refused and reported, never stored; every request
+//! is idempotent, so a cut request or reply is simply sent again.
+
+use automerge::{ChangeHash, sync::State};
+use rusqlite::{Connection, OptionalExtension, params};
+use tracing::warn;
+
+use super::message::{Refusal, Request, Response};
+use super::{FeedBatch, HubError, PushOutcome, may_write};
+use crate::docs::{self, DocId, DocKind};
+use crate::hlc::{Clock, Hlc};
+use crate::model::ids::CenterId;
+use crate::store::{self, DocStore, StoredChange, WireChange};
+
+/// Largest pull batch the hub builds, whatever the client asks.
+pub const MAX_PULL_BYTES: usize = 4 * 1024 * 1024;
+/// Most documents in one repair list reply.
+pub const MAX_REPAIR_DOCS: usize = 5_000;
+
+/// The hub's answer to one document's sync message: its reply (if any), its heads after,
+/// and how many of the center's changes it refused.
+pub type SyncAnswer = (Option<Vec<u8>>, Vec<ChangeHash>, usize);
+
+/// Storage the sync endpoint needs; SQLite by default, replaceable by a larger engine.
+pub trait HubStore {
+    /// This hub database's epoch (new when the database was restored).
+    fn epoch(&mut self) -> Result<String, HubError>;
+    /// Record a center (first contact routes the catalog and its staff to it).
+    fn register(&mut self, center: &CenterId) -> Result<(), HubError>;
+    /// Highest local sequence of `actor` at `center` that the hub has durably stored.
+    fn push_acked(&mut self, center: &CenterId, actor: &[u8]) -> Result<u64, HubError>;
+    /// Store pushed changes (authority-checked, deduplicated, routed) and advance the ack.
+    fn store_push(
+        &mut self,
+        center: &CenterId,
+        actor: &[u8],
+        changes: &[(u64, WireChange)],
+    ) -> Result<PushOutcome, HubError>;
+    /// Length of a center's feed.
+    fn feed_len(&mut self, center: &CenterId) -> Result<u64, HubError>;
+    /// Feed entries after `cursor`, up to `max_bytes` of change bytes (at least one).
+    fn read_feed(
+        &mut self,
+        center: &CenterId,
+        cursor: u64,
+        max_bytes: usize,
+    ) -> Result<FeedBatch, HubError>;
+    /// One hash per repair bucket over the documents in the center's scope.
+    fn scope_bucket_hashes(&mut self, center: &CenterId) -> Result<Vec<[u8; 32]>, HubError>;
+    /// The center's scope documents (id, heads) in these buckets.
+    fn scope_docs(
+        &mut self,
+        center: &CenterId,
+        buckets: &[u16],
+    ) -> Result<Vec<(DocId, Vec<ChangeHash>)>, HubError>;
+    /// Receive one automerge sync message from a center for a document and answer it:
+    /// (reply, heads after, changes refused).
+    fn repair_sync(
+        &mut self,
+        center: &CenterId,
+        doc: &DocId,
+        msg: &[u8],
+    ) -> Result<SyncAnswer, HubError>;
+}
+
+/// What one request did, for the hub's sync log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestLog {
+    pub kind: &'static str,
+    pub changes_in: usize,
+    pub changes_out: usize,
+    pub docs: usize,
+    pub refused: usize,
+    pub error: Option<String>,
+}
+
+/// Answer one request from `center` (as authenticated by its certificate). Returns the
+/// response bytes and a summary for the sync log. Errors become `Error` responses.
+pub fn handle_request<H: HubStore>(
+    hub: &mut H,
+    center: &CenterId,
+    clock: &mut Clock,
+    now_ms: u64,
+    body: &[u8],
+) -> (Vec<u8>, RequestLog) {
+    let mut log = RequestLog::default();
+    let req = match Request::decode(body) {
+        Ok(r) => r,
+        Err(super::message::MessageError::VersionRefused { ours, theirs }) => {
+            log.kind = "refused";
+            log.error = Some(format!("protocol version {theirs}, ours {ours}"));
+            return (Response::VersionRefused { ours, theirs }.encode(), log);
+        }
+        Err(e) => {
+            log.kind = "bad";
+            log.error = Some(e.to_string());
+            return (
+                Response::Error {
+                    code: "bad_request".into(),
+                    message: e.to_string(),
+                }
+                .encode(),
+                log,
+            );
+        }
+    };
+    match answer(hub, center, clock, now_ms, req, &mut log) {
+        Ok(r) => (r.encode(), log),
+        Err(e) => {
+            log.error = Some(e.to_string());
+            (
+                Response::Error {
+                    code: "hub_error".into(),
+                    message: e.to_string(),
+                }
+                .encode(),
+                log,
+            )
+        }
+    }
+}
+
+fn answer<H: HubStore>(
+    hub: &mut H,
+    center: &CenterId,
+    clock: &mut Clock,
+    now_ms: u64,
+    req: Request,
+    log: &mut RequestLog,
+) -> Result<Response, HubError> {
+    Ok(match req {
+        Request::Hello {
+            center: claimed,
+            actor,
+            hlc,
+            ..
+        } => {
+            log.kind = "hello";
+            if claimed != center.as_str() {
+                return Ok(Response::Error {
+                    code: "wrong_center".into(),
+                    message: format!("certificate is for {center}, hello says {claimed}"),
+                });
+            }
+            let actor = hex::decode(&actor).map_err(|e| format!("bad actor: {e}"))?;
+            hub.register(center)?;
+            let stamp = match Hlc::parse(&hlc) {
+                Ok(remote) => clock
+                    .observe(&remote, now_ms)
+                    .unwrap_or_else(|_| clock.tick(now_ms)),
+                Err(_) => clock.tick(now_ms),
+            };
+            Response::Welcome {
+                epoch: hub.epoch()?,
+                push_acked: hub.push_acked(center, &actor)?,
+                feed_len: hub.feed_len(center)?,
+                hlc: stamp.encode(),
+                wall_ms: now_ms,
+            }
+        }
+        Request::Push { actor, changes } => {
+            log.kind = "push";
+            log.changes_in = changes.len();
+            let actor = hex::decode(&actor).map_err(|e| format!("bad actor: {e}"))?;
+            let out = hub.store_push(center, &actor, &changes)?;
+            log.refused = out.refused.len();
+            Response::PushAck {
+                acked: out.acked,
+                refused: out.refused,
+            }
+        }
+        Request::Pull { cursor, max_bytes } => {
+            log.kind = "pull";
+            let b = hub.read_feed(center, cursor, (max_bytes as usize).min(MAX_PULL_BYTES))?;
+            log.changes_out = b.changes.len();
+            Response::PullBatch {
+                changes: b.changes,
+                next_cursor: b.next_cursor,
+                more: b.more,
+            }
+        }
+        Request::RepairRanges { buckets } => {
+            log.kind = "repair_ranges";
+            let ours = hub.scope_bucket_hashes(center)?;
+            let differing = (0..store::BUCKETS)
+                .filter(|&i| buckets.get(i as usize) != ours.get(i as usize))
+                .collect();
+            Response::RepairDiff { differing }
+        }
+        Request::RepairList { buckets } => {
+            log.kind = "repair_list";
+            let docs = hub.scope_docs(center, &buckets)?;
+            log.docs = docs.len();
+            Response::RepairDocs {
+                docs: docs
+                    .into_iter()
+                    .take(MAX_REPAIR_DOCS)
+                    .map(|(d, h)| (d, h.into_iter().map(|h| h.0).collect()))
+                    .collect(),
+            }
+        }
+        Request::RepairSync { msgs } => {
+            log.kind = "repair_sync";
+            log.docs = msgs.len();
+            let mut out = Vec::with_capacity(msgs.len());
+            for (doc, msg) in msgs {
+                let (reply, heads, refused) = hub.repair_sync(center, &doc, &msg)?;
+                log.refused += refused;
+                out.push((doc, reply, heads.into_iter().map(|h| h.0).collect()));
+            }
+            Response::RepairSync { msgs: out }
+        }
+    })
+}
+
+/// Create the hub's own tables (after [`store::migrate`]); idempotent. A new database
+/// gets a fresh epoch.
+pub fn migrate_hub(conn: &Connection) -> Result<(), rusqlite::Error> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS hub_meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+         CREATE TABLE IF NOT EXISTS centers(center TEXT PRIMARY KEY);
+         CREATE TABLE IF NOT EXISTS routes(doc_id TEXT NOT NULL, center TEXT NOT NULL,
+            PRIMARY KEY(doc_id, center));
+         CREATE INDEX IF NOT EXISTS routes_center ON routes(center, doc_id);
+         CREATE TABLE IF NOT EXISTS feed(center TEXT NOT NULL, fseq INTEGER NOT NULL,
+            change_seq INTEGER NOT NULL, PRIMARY KEY(center, fseq));
+         CREATE TABLE IF NOT EXISTS push_acks(center TEXT NOT NULL, actor BLOB NOT NULL,
+            acked INTEGER NOT NULL, PRIMARY KEY(center, actor));",
+    )?;
+    let has: Option<String> = conn
+        .query_row("SELECT value FROM hub_meta WHERE key='epoch'", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    if has.is_none() {
+        rotate_epoch(conn)?;
+    }
+    Ok(())
+}
+
+/// Give the hub database a new epoch: call after restoring it from a backup, so every
+/// center repairs against it and starts its cursors again.
+pub fn rotate_epoch(conn: &Connection) -> Result<String, rusqlite::Error> {
+    let epoch = hex::encode(rand::random::<[u8; 12]>());
+    conn.execute(
+        "INSERT INTO hub_meta(key, value) VALUES ('epoch', ?1)
+         ON CONFLICT(key) DO UPDATE SET value=?1",
+        [&epoch],
+    )?;
+    Ok(epoch)
+}
+
+/// After restoring the hub database from a backup: a new epoch (so every center repairs)
+/// and a new actor id (so the hub never re-mints an (actor, seq) it used after the
+/// backup). Returns the actor for the hub's [`DocStore`].
+pub fn after_restore(conn: &Connection, now_ms: i64) -> Result<automerge::ActorId, HubError> {
+    rotate_epoch(conn)?;
+    Ok(store::new_incarnation(conn, "hub", now_ms)?)
+}
+
+/// The SQLite [`HubStore`]: borrows the hub's write connection (inside its transaction)
+/// and its [`DocStore`].
+pub struct SqliteHub<'a> {
+    pub conn: &'a Connection,
+    pub docs: &'a mut DocStore,
+}
+
+impl<'a> SqliteHub<'a> {
+    pub fn new(conn: &'a Connection, docs: &'a mut DocStore) -> SqliteHub<'a> {
+        SqliteHub { conn, docs }
+    }
+
+    fn routed(&self, doc: &DocId, center: &CenterId) -> Result<bool, HubError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT 1 FROM routes WHERE doc_id=?1 AND center=?2",
+                params![doc.as_str(), center.as_str()],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    fn append_feed(&self, center: &str, change_seq: u64) -> Result<(), HubError> {
+        self.conn.execute(
+            "INSERT INTO feed(center, fseq, change_seq)
+             VALUES (?1, (SELECT coalesce(max(fseq), 0) + 1 FROM feed WHERE center=?1), ?2)",
+            params![center, change_seq as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Route a document to a center: on a new route, the document's history (minus what
+    /// the center itself sent) goes to its feed first.
+    pub fn add_route(&mut self, doc: &DocId, center: &CenterId) -> Result<(), HubError> {
+        let n = self.conn.execute(
+            "INSERT OR IGNORE INTO routes(doc_id, center) VALUES (?1, ?2)",
+            params![doc.as_str(), center.as_str()],
+        )?;
+        if n == 0 {
+            return Ok(());
+        }
+        self.conn.execute(
+            "INSERT INTO feed(center, fseq, change_seq)
+             SELECT ?2, (SELECT coalesce(max(fseq), 0) FROM feed WHERE center=?2)
+                        + row_number() OVER (ORDER BY seq), seq
+             FROM changes WHERE doc_id=?1 AND coalesce(origin, '') <> ?2",
+            params![doc.as_str(), center.as_str()],
+        )?;
+        Ok(())
+    }
+
+    /// Route newly stored changes: append each to the feeds of the centers its document
+    /// is routed to (except the one that sent it), then add the routes it implies. Call
+    /// this after the hub's own edits too (catalog, staff, portal cases).
+    pub fn route_stored(
+        &mut self,
+        stored: &[StoredChange],
+        origin: Option<&CenterId>,
+    ) -> Result<(), HubError> {
+        for s in stored {
+            let centers: Vec<String> = {
+                let mut stmt = self
+                    .conn
+                    .prepare_cached("SELECT center FROM routes WHERE doc_id=?1")?;
+                stmt.query_map([s.doc_id.as_str()], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?
+            };
+            for c in centers {
+                if Some(c.as_str()) != origin.map(CenterId::as_str) {
+                    self.append_feed(&c, s.seq)?;
+                }
+            }
+            for c in self.implied_routes(&s.doc_id, origin)? {
+                self.add_route(&s.doc_id, &c)?;
+            }
+            if s.doc_id.kind() == DocKind::Case {
+                self.route_case_citizen(&s.doc_id)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn implied_routes(
+        &mut self,
+        doc: &DocId,
+        origin: Option<&CenterId>,
+    ) -> Result<Vec<CenterId>, HubError> {
+        let mut out: Vec<CenterId> = origin.into_iter().cloned().collect();
+        match doc.kind() {
+            DocKind::Catalog => {
+                let mut stmt = self.conn.prepare_cached("SELECT center FROM centers")?;
+                let all: Vec<String> = stmt
+                    .query_map([], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?;
+                out.extend(all.into_iter().filter_map(|c| c.parse().ok()));
+            }
+            DocKind::Case => {
+                out.extend(doc.owner_center());
+                if let Some(Ok(v)) = self.docs.read(self.conn, doc, docs::read_case)? {
+                    out.extend(v.center.clone());
+                    if let crate::model::case::Delivery::Pickup { center } = &v.delivery {
+                        out.push(center.clone());
+                    }
+                    for e in &v.events {
+                        if let crate::model::case::CaseEventKind::Routed { to } = &e.kind {
+                            out.push(to.clone());
+                        }
+                    }
+                }
+            }
+            _ => out.extend(doc.owner_center()),
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    fn route_case_citizen(&mut self, doc: &DocId) -> Result<(), HubError> {
+        let Some(Ok(v)) = self.docs.read(self.conn, doc, docs::read_case)? else {
+            return Ok(());
+        };
+        let citizen = DocId::citizen(&v.citizen);
+        let centers: Vec<String> = {
+            let mut stmt = self
+                .conn
+                .prepare_cached("SELECT center FROM routes WHERE doc_id=?1")?;
+            stmt.query_map([doc.as_str()], |r| r.get(0))?
+                .collect::<Result<_, _>>()?
+        };
+        for c in centers {
+            if let Ok(c) = c.parse() {
+                self.add_route(&citizen, &c)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl HubStore for SqliteHub<'_> {
+    fn epoch(&mut self) -> Result<String, HubError> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM hub_meta WHERE key='epoch'", [], |r| {
+                r.get(0)
+            })?)
+    }
+
+    fn register(&mut self, center: &CenterId) -> Result<(), HubError> {
+        let n = self.conn.execute(
+            "INSERT OR IGNORE INTO centers(center) VALUES (?1)",
+            [center.as_str()],
+        )?;
+        if n == 0 {
+            return Ok(());
+        }
+        let docs: Vec<String> = {
+            let mut stmt = self.conn.prepare(
+                "SELECT doc_id FROM doc_meta WHERE kind='catalog' OR (kind='staff' AND owner=?1)",
+            )?;
+            stmt.query_map([center.as_str()], |r| r.get(0))?
+                .collect::<Result<_, _>>()?
+        };
+        for d in docs {
+            self.add_route(&d.parse()?, center)?;
+        }
+        Ok(())
+    }
+
+    fn push_acked(&mut self, center: &CenterId, actor: &[u8]) -> Result<u64, HubError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT acked FROM push_acks WHERE center=?1 AND actor=?2",
+                params![center.as_str(), actor],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?
+            .unwrap_or(0)
+            .max(0) as u64)
+    }
+
+    fn store_push(
+        &mut self,
+        center: &CenterId,
+        actor: &[u8],
+        changes: &[(u64, WireChange)],
+    ) -> Result<PushOutcome, HubError> {
+        let mut acked = self.push_acked(center, actor)?;
+        let mut refused = Vec::new();
+        self.docs.set_origin(Some(center.as_str()));
+        let result = (|| -> Result<(), HubError> {
+            for (seq, wc) in changes {
+                if *seq <= acked {
+                    continue;
+                }
+                let routed = self.routed(&wc.doc_id, center)?;
+                let hash = automerge::Change::try_from(wc.bytes.as_slice())
+                    .map(|c| hex::encode(c.hash().0))
+                    .unwrap_or_default();
+                if let Err(reason) = may_write(center, &wc.doc_id, routed) {
+                    warn!(center = %center, doc = %wc.doc_id, %reason, "refused pushed change");
+                    refused.push(Refusal {
+                        doc_id: wc.doc_id.to_string(),
+                        hash,
+                        reason,
+                    });
+                } else {
+                    let r = self
+                        .docs
+                        .apply_remote(self.conn, std::slice::from_ref(wc))?;
+                    for (doc, reason) in r.rejected {
+                        refused.push(Refusal {
+                            doc_id: doc,
+                            hash: hash.clone(),
+                            reason,
+                        });
+                    }
+                    self.route_stored(&r.stored, Some(center))?;
+                }
+                acked = *seq;
+            }
+            Ok(())
+        })();
+        self.docs.set_origin(None);
+        result?;
+        self.conn.execute(
+            "INSERT INTO push_acks(center, actor, acked) VALUES (?1, ?2, ?3)
+             ON CONFLICT(center, actor) DO UPDATE SET acked=max(acked, ?3)",
+            params![center.as_str(), actor, acked as i64],
+        )?;
+        Ok(PushOutcome { acked, refused })
+    }
+
+    fn feed_len(&mut self, center: &CenterId) -> Result<u64, HubError> {
+        Ok(self.conn.query_row(
+            "SELECT coalesce(max(fseq), 0) FROM feed WHERE center=?1",
+            [center.as_str()],
+            |r| r.get::<_, i64>(0),
+        )? as u64)
+    }
+
+    fn read_feed(
+        &mut self,
+        center: &CenterId,
+        cursor: u64,
+        max_bytes: usize,
+    ) -> Result<FeedBatch, HubError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT f.fseq, c.doc_id, c.bytes FROM feed f JOIN changes c ON c.seq=f.change_seq
+             WHERE f.center=?1 AND f.fseq>?2 ORDER BY f.fseq LIMIT 10001",
+        )?;
+        let mut rows = stmt.query(params![center.as_str(), cursor as i64])?;
+        let mut out = FeedBatch {
+            changes: Vec::new(),
+            next_cursor: cursor,
+            more: false,
+        };
+        let mut total = 0usize;
+        while let Some(r) = rows.next()? {
+            let bytes: Vec<u8> = r.get(2)?;
+            if !out.changes.is_empty()
+                && (total + bytes.len() > max_bytes || out.changes.len() >= 10_000)
+            {
+                out.more = true;
+                break;
+            }
+            total += bytes.len();
+            let doc: String = r.get(1)?;
+            out.changes.push(WireChange {
+                doc_id: doc.parse()?,
+                bytes,
+            });
+            out.next_cursor = r.get::<_, i64>(0)? as u64;
+        }
+        Ok(out)
+    }
+
+    fn scope_bucket_hashes(&mut self, center: &CenterId) -> Result<Vec<[u8; 32]>, HubError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT m.doc_id, m.heads FROM routes r JOIN doc_meta m ON m.doc_id=r.doc_id
+             WHERE r.center=?1",
+        )?;
+        let rows: Vec<(String, Vec<u8>)> = stmt
+            .query_map([center.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        Ok(store::bucket_hashes(
+            rows.iter().map(|(a, b)| (a.as_str(), b.as_slice())),
+        ))
+    }
+
+    fn scope_docs(
+        &mut self,
+        center: &CenterId,
+        buckets: &[u16],
+    ) -> Result<Vec<(DocId, Vec<ChangeHash>)>, HubError> {
+        let mut out = Vec::new();
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT m.doc_id, m.heads FROM routes r JOIN doc_meta m ON m.doc_id=r.doc_id
+             WHERE r.center=?1 AND m.bucket=?2 ORDER BY m.doc_id",
+        )?;
+        for b in buckets {
+            let rows: Vec<(String, Vec<u8>)> = stmt
+                .query_map(params![center.as_str(), *b as i64], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?
+                .collect::<Result<_, _>>()?;
+            for (id, h) in rows {
+                out.push((id.parse()?, store::decode_heads(&h)?));
+            }
+        }
+        Ok(out)
+    }
+
+    fn repair_sync(
+        &mut self,
+        center: &CenterId,
+        doc: &DocId,
+        msg: &[u8],
+    ) -> Result<SyncAnswer, HubError> {
+        let routed = self.routed(doc, center)?;
+        let may = may_write(center, doc, routed).is_ok();
+        let conn = self.conn;
+        // A center may also hand back the hub's own changes that a restored hub lost.
+        let allow = |changes: &[automerge::Change]| {
+            may || changes
+                .iter()
+                .all(|c| store::is_own_actor(conn, c.actor_id().to_bytes()).unwrap_or(false))
+        };
+        // The hub keeps no sync state between requests: each reply is computed from the
+        // center's message alone (the client carries the conversation).
+        let mut state = State::new();
+        self.docs.set_origin(Some(center.as_str()));
+        let got = self
+            .docs
+            .receive_sync(self.conn, doc, &mut state, msg, &allow);
+        self.docs.set_origin(None);
+        let got = got?;
+        self.route_stored(&got.stored, Some(center))?;
+        let in_scope = self.routed(doc, center)?;
+        let reply = if in_scope {
+            self.docs.sync_message(self.conn, doc, &mut state)?
+        } else {
+            None
+        };
+        let heads = if in_scope {
+            self.docs.heads(self.conn, doc)?
+        } else {
+            Vec::new()
+        };
+        Ok((reply, heads, got.refused))
+    }
+}

@@ -1,0 +1,701 @@
+//! In-process hub and centers over an in-memory transport (no HTTP): convergence,
+//! partial replication, authority, cut transfers, hub restore, node replacement, and the
+//! delivered-vs-cancelled conflict.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use automerge::ChangeHash;
+use proptest::prelude::*;
+use rusqlite::Connection;
+
+use super::*;
+use crate::docs::{self, DocId, DocKind, NewCase};
+use crate::hlc::Clock;
+use crate::model::case::{CaseEvent, CaseEventKind, CaseStatus, Delivery};
+use crate::model::citizen::CitizenInput;
+use crate::model::ids::{CaseNo, CenterId};
+use crate::model::staff::{Role, StaffMember};
+use crate::store::{self, DocStore, StoredChange};
+
+const NOW: u64 = 1_764_400_000_000;
+
+struct Hub {
+    conn: Connection,
+    docs: DocStore,
+    clock: Clock,
+    path: PathBuf,
+}
+
+impl Hub {
+    fn open(path: PathBuf) -> Hub {
+        let conn = Connection::open(&path).unwrap();
+        store::migrate(&conn).unwrap();
+        migrate_hub(&conn).unwrap();
+        let actor = store::incarnation(&conn, "hub", 0).unwrap();
+        Hub {
+            conn,
+            docs: DocStore::new(actor, 16),
+            clock: Clock::new("hub"),
+            path,
+        }
+    }
+
+    fn handle(&mut self, center: &CenterId, body: &[u8]) -> Vec<u8> {
+        let tx = self.conn.transaction().unwrap();
+        let (resp, log) = {
+            let mut h = SqliteHub::new(&tx, &mut self.docs);
+            handle_request(&mut h, center, &mut self.clock, NOW, body)
+        };
+        if log.error.is_none() {
+            tx.commit().unwrap();
+        }
+        resp
+    }
+
+    /// A hub-side edit (catalog, staff, portal case), routed like any change.
+    fn edit(
+        &mut self,
+        id: &DocId,
+        f: impl FnOnce(&mut automerge::AutoCommit) -> Result<(), docs::DocError>,
+    ) {
+        let tx = self.conn.transaction().unwrap();
+        let (_, stored) = self.docs.edit(&tx, id, f).unwrap();
+        let stored: Vec<StoredChange> = stored.into_iter().collect();
+        SqliteHub::new(&tx, &mut self.docs)
+            .route_stored(&stored, None)
+            .unwrap();
+        tx.commit().unwrap();
+    }
+
+    fn heads(&mut self, id: &DocId) -> Vec<ChangeHash> {
+        self.docs.heads(&self.conn, id).unwrap()
+    }
+}
+
+struct Node {
+    center: CenterId,
+    conn: Connection,
+    docs: DocStore,
+    clock: Clock,
+}
+
+impl Node {
+    fn new(center: &str) -> Node {
+        let conn = Connection::open_in_memory().unwrap();
+        store::migrate(&conn).unwrap();
+        let actor = store::incarnation(&conn, center, 0).unwrap();
+        Node {
+            center: center.parse().unwrap(),
+            conn,
+            docs: DocStore::new(actor, 8),
+            clock: Clock::new(center),
+        }
+    }
+
+    fn edit(
+        &mut self,
+        id: &DocId,
+        f: impl FnOnce(&mut automerge::AutoCommit) -> Result<(), docs::DocError>,
+    ) {
+        self.docs.edit(&self.conn, id, f).unwrap();
+    }
+
+    fn doc_ids(&self) -> Vec<DocId> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT doc_id FROM doc_meta ORDER BY doc_id")
+            .unwrap();
+        stmt.query_map([], |r| r.get::<_, String>(0))
+            .unwrap()
+            .map(|s| s.unwrap().parse().unwrap())
+            .collect()
+    }
+
+    fn heads(&mut self, id: &DocId) -> Vec<ChangeHash> {
+        self.docs.heads(&self.conn, id).unwrap()
+    }
+
+    fn case(&mut self, id: &DocId) -> docs::CaseView {
+        self.docs
+            .read(&self.conn, id, docs::read_case)
+            .unwrap()
+            .unwrap()
+            .unwrap()
+    }
+
+    fn local_change_count(&self) -> usize {
+        self.conn
+            .query_row("SELECT count(*) FROM changes WHERE local=1", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .unwrap() as usize
+    }
+
+    /// One session; `cut(i, bytes)` may truncate the i-th message of the session (either
+    /// direction) to simulate a broken transfer.
+    fn sync_with(
+        &mut self,
+        hub: &mut Hub,
+        limits: Limits,
+        cut: &mut dyn FnMut(usize, &[u8]) -> Option<usize>,
+    ) -> SessionReport {
+        let clock = std::mem::replace(&mut self.clock, Clock::new("x"));
+        let mut s = ClientSession::new(
+            self.center.clone(),
+            self.docs.actor().clone(),
+            clock,
+            limits,
+        );
+        let mut i = 0;
+        let mut failures = 0;
+        while let Some(req) = s.next_request(&self.conn, &mut self.docs, NOW).unwrap() {
+            i += 1;
+            let req = match cut(i, &req) {
+                Some(n) => req[..n].to_vec(),
+                None => req,
+            };
+            let resp = hub.handle(&self.center, &req);
+            i += 1;
+            let resp = match cut(i, &resp) {
+                Some(n) => resp[..n].to_vec(),
+                None => resp,
+            };
+            let tx = self.conn.transaction().unwrap();
+            match s.handle_response(&tx, &mut self.docs, &resp, NOW) {
+                Ok(()) => tx.commit().unwrap(),
+                Err(e) if e.is_retryable() => {
+                    drop(tx);
+                    failures += 1;
+                    assert!(failures < 1000, "endless retries");
+                }
+                Err(e) => panic!("sync failed: {e}"),
+            }
+            assert!(i < 100_000, "session does not end");
+        }
+        let report = s.report().clone();
+        self.clock = s.into_clock();
+        report
+    }
+
+    fn sync(&mut self, hub: &mut Hub) -> SessionReport {
+        self.sync_with(hub, Limits::default(), &mut |_, _| None)
+    }
+}
+
+fn ev(kind: CaseEventKind, actor: &str, hlc: &str) -> CaseEvent {
+    docs::tests::event(kind, actor, hlc)
+}
+
+fn new_case(center: &CenterId, prefix: &str, seq: u32, nid: &str) -> (DocId, NewCase) {
+    let no = CaseNo::new(prefix, 2026, seq).unwrap();
+    let c = NewCase {
+        case_no: no.clone(),
+        center: Some(center.clone()),
+        service: "criminal_record".into(),
+        citizen: nid.parse().unwrap(),
+        delivery: Delivery::Pickup {
+            center: center.clone(),
+        },
+        fields: BTreeMap::new(),
+        fee: None,
+        created: ev(CaseEventKind::Created, "clerk", "0000000000001.00000.a"),
+    };
+    (DocId::case(Some(center), &no), c)
+}
+
+fn hub_in(dir: &tempfile::TempDir) -> Hub {
+    let mut hub = Hub::open(dir.path().join("hub.db"));
+    let cat = DocId::catalog();
+    hub.edit(&cat, |d| {
+        for s in crate::model::catalog::default_catalog().iter().take(3) {
+            docs::write_service(d, s)?;
+        }
+        Ok(())
+    });
+    for c in ["midan", "qanawat", "mazzeh"] {
+        let center: CenterId = c.parse().unwrap();
+        let id = DocId::staff(&center, "clerk1").unwrap();
+        hub.edit(&id, |d| {
+            docs::write_staff(
+                d,
+                &center,
+                &StaffMember {
+                    username: "clerk1".into(),
+                    full_name: format!("clerk of {c}"),
+                    roles: vec![Role::Clerk],
+                    permissions: vec![],
+                    active: true,
+                },
+            )
+        });
+    }
+    hub
+}
+
+fn citizen(nid: &str, name: &str) -> CitizenInput {
+    CitizenInput {
+        national_id: nid.into(),
+        full_name: name.into(),
+        ..Default::default()
+    }
+}
+
+/// Every document a node holds has the hub's heads.
+fn assert_converged(node: &mut Node, hub: &mut Hub) {
+    for id in node.doc_ids() {
+        assert_eq!(node.heads(&id), hub.heads(&id), "{} at {}", id, node.center);
+    }
+}
+
+fn cases_of_others(node: &Node) -> Vec<DocId> {
+    node.doc_ids()
+        .into_iter()
+        .filter(|d| d.kind() == DocKind::Case && d.owner_center().as_ref() != Some(&node.center))
+        .collect()
+}
+
+#[test]
+fn three_centers_work_offline_then_converge() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = hub_in(&dir);
+    let mut nodes: Vec<Node> = ["midan", "qanawat", "mazzeh"]
+        .into_iter()
+        .map(Node::new)
+        .collect();
+    let nid = "01020304050";
+    for (i, n) in nodes.iter_mut().enumerate() {
+        let center = n.center.clone();
+        for k in 1..=3 {
+            let (id, c) = new_case(&center, ["MID", "QAN", "MAZ"][i], k, nid);
+            n.edit(&id, |d| docs::create_case(d, &c));
+            n.edit(&id, |d| {
+                docs::append_case_event(
+                    d,
+                    &ev(CaseEventKind::Started, "clerk", "0000000000002.00000.a"),
+                )
+            });
+        }
+        // The same citizen registered at every center while offline.
+        let cid = DocId::citizen(&nid.parse().unwrap());
+        let mut input = citizen(nid, "سامر");
+        if i == 1 {
+            input.phone = "0944123456".into();
+        }
+        if i == 2 {
+            input.address = "المزة".into();
+        }
+        n.edit(&cid, |d| docs::write_citizen(d, &input));
+        let stats = DocId::stats(&center, jiff::civil::date(2026, 11, 29));
+        n.edit(&stats, |d| {
+            docs::create_metrics(d, DocKind::Stats, &center, jiff::civil::date(2026, 11, 29))?;
+            docs::set_metric(d, "tickets", 40 + i as i64)
+        });
+    }
+    for _ in 0..2 {
+        for n in nodes.iter_mut() {
+            n.sync(&mut hub);
+        }
+    }
+    let cid = DocId::citizen(&nid.parse().unwrap());
+    let mut views = Vec::new();
+    for n in nodes.iter_mut() {
+        assert_converged(n, &mut hub);
+        assert!(
+            cases_of_others(n).is_empty(),
+            "{} got another center's case",
+            n.center
+        );
+        let ids = n.doc_ids();
+        assert!(ids.contains(&DocId::catalog()));
+        let staff: Vec<_> = ids.iter().filter(|d| d.kind() == DocKind::Staff).collect();
+        assert_eq!(staff.len(), 1, "only its own staff");
+        assert_eq!(staff[0].owner_center(), Some(n.center.clone()));
+        views.push(
+            n.docs
+                .read(&n.conn, &cid, docs::read_citizen)
+                .unwrap()
+                .unwrap()
+                .unwrap(),
+        );
+        assert_eq!(n.heads(&cid), hub.heads(&cid));
+    }
+    assert!(
+        views.windows(2).all(|w| w[0] == w[1]),
+        "one citizen, not three"
+    );
+    assert_eq!(views[0].input.phone, "0944123456");
+    assert_eq!(views[0].input.address, "المزة");
+    // A second round moves nothing.
+    let r = nodes[0].sync(&mut hub);
+    assert_eq!((r.pushed, r.pulled_new), (0, 0));
+}
+
+#[test]
+fn portal_case_reaches_only_its_pickup_center_and_staff_revocation_arrives() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = hub_in(&dir);
+    let mut midan = Node::new("midan");
+    let mut qanawat = Node::new("qanawat");
+    midan.sync(&mut hub);
+    qanawat.sync(&mut hub);
+    let center: CenterId = "midan".parse().unwrap();
+    let no = CaseNo::new("WEB", 2026, 1).unwrap();
+    let id = DocId::case(None, &no);
+    let c = NewCase {
+        case_no: no,
+        center: None,
+        service: "criminal_record".into(),
+        citizen: "01020304050".parse().unwrap(),
+        delivery: Delivery::Pickup {
+            center: center.clone(),
+        },
+        fields: BTreeMap::new(),
+        fee: None,
+        created: ev(CaseEventKind::Created, "portal", "0000000000001.00000.hub"),
+    };
+    hub.edit(&id, |d| docs::create_case(d, &c));
+    // Revoke midan's clerk at the hub.
+    let staff = DocId::staff(&center, "clerk1").unwrap();
+    hub.edit(&staff, |d| {
+        docs::write_staff(
+            d,
+            &center,
+            &StaffMember {
+                username: "clerk1".into(),
+                full_name: "clerk of midan".into(),
+                roles: vec![Role::Clerk],
+                permissions: vec![],
+                active: false,
+            },
+        )
+    });
+    midan.sync(&mut hub);
+    qanawat.sync(&mut hub);
+    assert!(midan.doc_ids().contains(&id));
+    assert!(!qanawat.doc_ids().contains(&id));
+    let s = midan
+        .docs
+        .read(&midan.conn, &staff, docs::read_staff)
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(!s.active, "revocation took effect at the next sync");
+    // Midan may work on the case routed to it; the hub takes the change.
+    midan.edit(&id, |d| {
+        docs::append_case_event(
+            d,
+            &ev(
+                CaseEventKind::Started,
+                "clerk1",
+                "0000000000005.00000.midan",
+            ),
+        )
+    });
+    let r = midan.sync(&mut hub);
+    assert!(r.refused_by_hub.is_empty());
+    assert_eq!(midan.heads(&id), hub.heads(&id));
+}
+
+#[test]
+fn hub_refuses_writes_outside_a_centers_authority() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = hub_in(&dir);
+    let mut q = Node::new("qanawat");
+    q.sync(&mut hub);
+    let before = hub.heads(&DocId::catalog());
+    q.edit(&DocId::catalog(), |d| {
+        let mut s = crate::model::catalog::default_catalog()[0].clone();
+        s.name_en = "free for all".into();
+        docs::write_service(d, &s)
+    });
+    let midan: CenterId = "midan".parse().unwrap();
+    let (id, c) = new_case(&midan, "MID", 9, "01020304050");
+    q.edit(&id, |d| docs::create_case(d, &c));
+    let r = q.sync(&mut hub);
+    assert_eq!(r.refused_by_hub.len(), 2, "{:?}", r.refused_by_hub);
+    assert_eq!(hub.heads(&DocId::catalog()), before);
+    assert!(hub.heads(&id).is_empty());
+    // Refusals are acked: the next session does not push them again.
+    let r = q.sync(&mut hub);
+    assert_eq!(r.pushed, 0);
+}
+
+#[test]
+fn cut_at_any_message_byte_resumes_and_converges() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = hub_in(&dir);
+    let mut a = Node::new("midan");
+    let mut b = Node::new("qanawat");
+    let center = a.center.clone();
+    for k in 1..=30 {
+        let (id, c) = new_case(&center, "MID", k, "01020304050");
+        a.edit(&id, |d| docs::create_case(d, &c));
+    }
+    let small = Limits {
+        push_bytes: 2_000,
+        pull_bytes: 2_000,
+        ..Limits::default()
+    };
+    // Cut every third message at a pseudo-random byte.
+    let mut seed = 7u64;
+    let mut cutter = |i: usize, bytes: &[u8]| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (i.is_multiple_of(3) && !bytes.is_empty()).then(|| (seed >> 33) as usize % bytes.len())
+    };
+    let r = a.sync_with(&mut hub, small, &mut cutter);
+    assert_eq!(
+        r.pushed,
+        a.local_change_count(),
+        "each change acknowledged once"
+    );
+    b.sync_with(&mut hub, small, &mut cutter);
+    assert_converged(&mut a, &mut hub);
+    assert_converged(&mut b, &mut hub);
+    // Nothing acknowledged is sent again.
+    let r = a.sync(&mut hub);
+    assert_eq!((r.pushed, r.requests), (0, 2), "{r:?}");
+}
+
+#[test]
+fn hub_restored_from_old_backup_repairs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = hub_in(&dir);
+    let mut a = Node::new("midan");
+    let mut b = Node::new("qanawat");
+    a.sync(&mut hub);
+    b.sync(&mut hub);
+    let backup = dir.path().join("backup.db");
+    std::fs::copy(&hub.path, &backup).unwrap();
+    // Work after the backup, synced to the hub that will be lost.
+    let center = a.center.clone();
+    let (id, c) = new_case(&center, "MID", 1, "01020304050");
+    a.edit(&id, |d| docs::create_case(d, &c));
+    a.sync(&mut hub);
+    let cat = DocId::catalog();
+    hub.edit(&cat, |d| {
+        let s = crate::model::catalog::default_catalog()[5].clone();
+        docs::write_service(d, &s)
+    });
+    b.sync(&mut hub);
+    drop(hub);
+    // Restore: the old file, a new epoch.
+    let restored = dir.path().join("restored.db");
+    std::fs::copy(&backup, &restored).unwrap();
+    let mut hub = Hub::open(restored);
+    let actor = server::after_restore(&hub.conn, 10).unwrap();
+    hub.docs = DocStore::new(actor, 16);
+    assert!(hub.heads(&id).is_empty(), "the restored hub lost the case");
+    let ra = a.sync(&mut hub);
+    let rb = b.sync(&mut hub);
+    assert!(ra.repaired && rb.repaired);
+    assert!(
+        ra.unrepaired.is_empty() && rb.unrepaired.is_empty(),
+        "{ra:?} {rb:?}"
+    );
+    assert_eq!(hub.heads(&id), a.heads(&id), "the hub got the case back");
+    // The catalog edit lost at the hub survives at qanawat and comes back too.
+    assert_eq!(hub.heads(&cat), b.heads(&cat));
+    a.sync(&mut hub);
+    assert_converged(&mut a, &mut hub);
+    assert_converged(&mut b, &mut hub);
+    // Then log shipping resumes: a new change flows with no repair.
+    a.edit(&id, |d| {
+        docs::append_case_event(d, &ev(CaseEventKind::Started, "c", "0000000000003.00000.a"))
+    });
+    let r = a.sync(&mut hub);
+    assert!(!r.repaired);
+    assert_eq!(r.pushed, 1);
+    assert_eq!(hub.heads(&id), a.heads(&id));
+}
+
+#[test]
+fn replaced_node_database_gets_a_fresh_actor_and_repairs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = hub_in(&dir);
+    let mut a = Node::new("midan");
+    let center = a.center.clone();
+    let (id, c) = new_case(&center, "MID", 1, "01020304050");
+    a.edit(&id, |d| docs::create_case(d, &c));
+    a.sync(&mut hub);
+    let old_actor = a.docs.actor().clone();
+    // The disk died: a blank database for the same center.
+    let mut a2 = Node::new("midan");
+    assert_ne!(a2.docs.actor(), &old_actor);
+    let r = a2.sync(&mut hub);
+    assert!(r.repaired, "{r:?}");
+    assert!(a2.doc_ids().contains(&id));
+    assert_converged(&mut a2, &mut hub);
+    // New work from the new incarnation never collides with the old (actor, seq).
+    a2.edit(&id, |d| {
+        docs::append_case_event(d, &ev(CaseEventKind::Started, "c", "0000000000003.00000.a"))
+    });
+    let r = a2.sync(&mut hub);
+    assert_eq!(r.pushed, 1);
+    assert!(r.refused_by_hub.is_empty());
+    assert_eq!(hub.heads(&id), a2.heads(&id));
+}
+
+#[test]
+fn delivered_at_center_cancelled_at_hub_is_flagged_everywhere() {
+    use crate::model::case::Payment;
+    use crate::model::ids::ReceiptNo;
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = hub_in(&dir);
+    let mut a = Node::new("midan");
+    let center = a.center.clone();
+    let (id, c) = new_case(&center, "MID", 1, "01020304050");
+    a.edit(&id, |d| {
+        docs::create_case(d, &c)?;
+        docs::append_case_event(
+            d,
+            &ev(
+                CaseEventKind::Paid(Payment::Cash {
+                    receipt: ReceiptNo::new("MID", 1).unwrap(),
+                }),
+                "c",
+                "0000000000002.00000.midan",
+            ),
+        )?;
+        docs::append_case_event(
+            d,
+            &ev(CaseEventKind::Started, "c", "0000000000003.00000.midan"),
+        )?;
+        docs::append_case_event(
+            d,
+            &ev(CaseEventKind::Ready, "c", "0000000000004.00000.midan"),
+        )
+    });
+    a.sync(&mut hub);
+    a.edit(&id, |d| {
+        docs::append_case_event(
+            d,
+            &ev(
+                CaseEventKind::Delivered {
+                    receiver: "01020304050".parse().unwrap(),
+                },
+                "c",
+                "0000000000005.00000.midan",
+            ),
+        )
+    });
+    hub.edit(&id, |d| {
+        docs::append_case_event(
+            d,
+            &ev(
+                CaseEventKind::Cancelled {
+                    reason: "paid twice".into(),
+                },
+                "hub",
+                "0000000000006.00000.hub",
+            ),
+        )
+    });
+    a.sync(&mut hub);
+    let at_center = a.case(&id);
+    let at_hub = hub
+        .docs
+        .read(&hub.conn, &id, docs::read_case)
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(at_center, at_hub);
+    assert_eq!(at_center.derived.status, CaseStatus::Delivered);
+    let conflict = at_center
+        .derived
+        .conflict
+        .expect("conflict kept and flagged");
+    assert!(matches!(
+        conflict.contested.kind,
+        CaseEventKind::Cancelled { .. }
+    ));
+}
+
+#[test]
+fn old_protocol_version_gets_a_clear_refusal() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = hub_in(&dir);
+    let mut req = Request::Pull {
+        cursor: 0,
+        max_bytes: 10,
+    }
+    .encode();
+    req[4] = PROTOCOL_VERSION + 1;
+    let resp = hub.handle(&"midan".parse().unwrap(), &req);
+    assert_eq!(
+        Response::decode(&resp).unwrap(),
+        Response::VersionRefused {
+            ours: PROTOCOL_VERSION,
+            theirs: PROTOCOL_VERSION + 1
+        }
+    );
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    NewCase(usize, u32),
+    Event(usize, u32, u8),
+    Citizen(usize, u8),
+    Sync(usize),
+}
+
+fn arb_op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (0..3usize, 1..4u32).prop_map(|(n, k)| Op::NewCase(n, k)),
+        (0..3usize, 1..4u32, 0..3u8).prop_map(|(n, k, e)| Op::Event(n, k, e)),
+        (0..3usize, 0..4u8).prop_map(|(n, f)| Op::Citizen(n, f)),
+        (0..3usize).prop_map(Op::Sync),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+    #[test]
+    fn converges_under_random_orders_and_partitions(ops in proptest::collection::vec(arb_op(), 1..25)) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut hub = hub_in(&dir);
+        let mut nodes: Vec<Node> = ["midan", "qanawat", "mazzeh"].into_iter().map(Node::new).collect();
+        let nid = "01020304050";
+        let cid = DocId::citizen(&nid.parse().unwrap());
+        for (i, op) in ops.iter().enumerate() {
+            match *op {
+                Op::NewCase(n, k) => {
+                    let center = nodes[n].center.clone();
+                    let (id, c) = new_case(&center, "CASE", k, nid);
+                    if nodes[n].heads(&id).is_empty() {
+                        nodes[n].edit(&id, |d| docs::create_case(d, &c));
+                    }
+                }
+                Op::Event(n, k, e) => {
+                    let center = nodes[n].center.clone();
+                    let (id, _) = new_case(&center, "CASE", k, nid);
+                    if !nodes[n].heads(&id).is_empty() {
+                        let kind = [CaseEventKind::Started, CaseEventKind::Ready, CaseEventKind::Notified][e as usize % 3].clone();
+                        let hlc = format!("{:013}.00000.{}", i + 10, center);
+                        nodes[n].edit(&id, |d| docs::append_case_event(d, &ev(kind, "c", &hlc)));
+                    }
+                }
+                Op::Citizen(n, f) => {
+                    let mut input = citizen(nid, "سامر");
+                    input.address = format!("address {f} from {n}");
+                    nodes[n].edit(&cid, |d| docs::write_citizen(d, &input));
+                }
+                Op::Sync(n) => { nodes[n].sync(&mut hub); }
+            }
+        }
+        for _ in 0..2 {
+            for n in nodes.iter_mut() { n.sync(&mut hub); }
+        }
+        let mut citizen_views = Vec::new();
+        for n in nodes.iter_mut() {
+            assert_converged(n, &mut hub);
+            prop_assert!(cases_of_others(n).is_empty());
+            if let Some(v) = n.docs.read(&n.conn, &cid, docs::read_citizen).unwrap() {
+                citizen_views.push(v.unwrap());
+            }
+        }
+        prop_assert!(citizen_views.windows(2).all(|w| w[0] == w[1]));
+    }
+}
