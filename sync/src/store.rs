@@ -887,6 +887,38 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn compaction_snapshot_loads_the_same_document() {
+        let c = db();
+        let center: crate::model::ids::CenterId = "midan".parse().unwrap();
+        let day = jiff::civil::date(2026, 1, 1);
+        let id = DocId::stats(&center, day);
+        let mut s = DocStore::new(incarnation(&c, "midan", 0).unwrap(), 2);
+        s.edit(&c, &id, |d| {
+            docs::create_metrics(d, docs::DocKind::Stats, &center, day)
+        })
+        .unwrap();
+        for i in 0..20 {
+            s.edit(&c, &id, |d| docs::set_metric(d, "tickets", i))
+                .unwrap();
+        }
+        assert_eq!(s.compact_due(&c, 10, 100).unwrap(), 1);
+        assert_eq!(s.compact_due(&c, 10, 100).unwrap(), 0);
+        s.edit(&c, &id, |d| docs::set_metric(d, "tickets", 100))
+            .unwrap();
+        let heads = s.heads(&c, &id).unwrap();
+        let mut cold = DocStore::new(incarnation(&c, "midan", 0).unwrap(), 2);
+        assert_eq!(cold.heads(&c, &id).unwrap(), heads);
+        let v = cold
+            .read(&c, &id, docs::read_metrics)
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(v.metrics["tickets"], 100);
+        // Changes are kept for shipping after compaction.
+        assert_eq!(local_changes_after(&c, 0, usize::MAX).unwrap().len(), 22);
+    }
+
+    #[test]
     fn duplicate_actor_seq_batch_does_not_wedge() {
         // Two different changes with the same (actor, seq): an old database restored
         // with its old actor id. The second is refused alone; the rest still applies.

@@ -174,6 +174,12 @@ impl ClientSession {
         &self.report
     }
 
+    /// Documents changed here since the last call (re-project them in the same
+    /// transaction as the response that changed them).
+    pub fn take_touched(&mut self) -> Vec<DocId> {
+        std::mem::take(&mut self.report.touched)
+    }
+
     /// Whether the session has finished.
     pub fn is_done(&self) -> bool {
         matches!(self.phase, Phase::Done)

@@ -19,7 +19,9 @@ mod tests;
 
 pub use client::{ClientError, ClientSession, Limits, SessionReport};
 pub use message::{MessageError, PROTOCOL_VERSION, Refusal, Request, Response};
-pub use server::{HubStore, RequestLog, SqliteHub, handle_request, migrate_hub, rotate_epoch};
+pub use server::{
+    HubStore, RequestLog, SqliteHub, after_restore, handle_request, migrate_hub, rotate_epoch,
+};
 
 use crate::docs::{DocId, DocKind, Owner};
 use crate::model::ids::CenterId;
