@@ -465,3 +465,52 @@ async fn the_demo_emulators_feed_a_node() {
         .unwrap();
     cancel.cancel();
 }
+
+#[tokio::test]
+async fn the_uplink_connector_follows_the_link_monitor() {
+    use markaz_node::uplink::Connector;
+    let node = TestNode::start().await;
+    let hub = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = hub.local_addr().unwrap().port();
+    let c = markaz_node::devices::UplinkConnector::new(
+        node.app.devices.clone(),
+        Duration::from_secs(2),
+    );
+    // No link monitor: the primary link.
+    assert_eq!(c.name(), "primary");
+    c.connect("127.0.0.1", port).await.expect("over the OS");
+    // A monitor that finds the primary down and no modem: offline, refused at once.
+    let dead = closed_port().await;
+    let (node2, cfg) = node_with(|c| {
+        c.link.probe_targets = vec![dead.parse().unwrap()];
+        c.link.probe_interval_secs = 1;
+        c.link.probe_timeout_secs = 1;
+        c.link.down_after = 1;
+    })
+    .await;
+    let tracker = TaskTracker::new();
+    let shutdown = CancellationToken::new();
+    markaz_node::devices::start(&node2.app, &cfg, &tracker, &shutdown).unwrap();
+    let c2 = markaz_node::devices::UplinkConnector::new(
+        node2.app.devices.clone(),
+        Duration::from_secs(2),
+    );
+    eventually("offline", 10, || async {
+        if c2.name() == "offline" {
+            Ok(())
+        } else {
+            Err(c2.name().to_owned())
+        }
+    })
+    .await;
+    let err = match c2.connect("127.0.0.1", port).await {
+        Ok(_) => panic!("connected while offline"),
+        Err(e) => e,
+    };
+    assert_eq!(err.kind(), std::io::ErrorKind::NotConnected);
+    shutdown.cancel();
+    tracker.close();
+    tokio::time::timeout(Duration::from_secs(10), tracker.wait())
+        .await
+        .unwrap();
+}

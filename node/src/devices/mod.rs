@@ -107,8 +107,8 @@ impl DeviceHandles {
             .map_or(Uplink::Primary, |s| s.uplink)
     }
 
-    /// Opens `host:port` over the current uplink, within `limit`: what the sync client
-    /// calls to reach the hub (TLS goes on top).
+    /// Opens `host:port` over the current uplink, within `limit` (TLS goes on top). The
+    /// sync client's `HubClient` takes an [`UplinkConnector`] instead.
     pub async fn connect(
         &self,
         host: &str,
@@ -161,6 +161,62 @@ impl DeviceHandles {
     /// Sets the bulk-sync deferral by hand (tests, or a sync client without a policy).
     pub fn set_defer_bulk_sync(&self, on: bool) {
         self.inner.defer_bulk_sync.send_replace(on);
+    }
+}
+
+/// A [`crate::uplink::Connector`] that follows the link monitor: the OS route while the
+/// primary link is the uplink, the modem's AT sockets (through whichever driver runs
+/// now, so a technician's modem reset does not strand it) while the modem is, and an
+/// immediate "offline" error otherwise. Its `name` is the uplink in use, for the sync log.
+#[derive(Clone)]
+pub struct UplinkConnector {
+    devices: DeviceHandles,
+    timeout: Duration,
+}
+
+impl UplinkConnector {
+    /// A connector over `devices` that gives up after `timeout`.
+    pub fn new(devices: DeviceHandles, timeout: Duration) -> Self {
+        Self { devices, timeout }
+    }
+}
+
+impl std::fmt::Debug for UplinkConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UplinkConnector")
+            .field("uplink", &self.devices.uplink())
+            .finish_non_exhaustive()
+    }
+}
+
+impl crate::uplink::Connector for UplinkConnector {
+    fn name(&self) -> &str {
+        link::uplink_name(self.devices.uplink())
+    }
+
+    fn connect<'a>(
+        &'a self,
+        host: &'a str,
+        port: u16,
+    ) -> futures::future::BoxFuture<'a, std::io::Result<crate::uplink::BoxedStream>> {
+        Box::pin(async move {
+            match self.devices.uplink() {
+                Uplink::Primary => {
+                    crate::uplink::TcpConnector::new("primary", self.timeout)
+                        .connect(host, port)
+                        .await
+                }
+                Uplink::Modem => {
+                    crate::uplink::ModemConnector::new(self.devices.modem(), self.timeout)
+                        .connect(host, port)
+                        .await
+                }
+                Uplink::Offline => Err(std::io::Error::new(
+                    std::io::ErrorKind::NotConnected,
+                    "offline: neither the primary link nor the modem is usable",
+                )),
+            }
+        })
     }
 }
 
