@@ -68,7 +68,14 @@ fn num(state: &State, v: Value) -> String {
     if v.is_undefined() || v.is_none() {
         return String::new();
     }
-    digits_of(state).apply(&v.to_string())
+    let shown = digits_of(state).apply(&v.to_string());
+    // A date or time (`2026-11-29 08:05`) inside Arabic text would be reordered by the
+    // bidi algorithm; isolate it left-to-right so it reads in its own order.
+    if shown.contains(['-', ':', '/']) {
+        format!("\u{2066}{shown}\u{2069}")
+    } else {
+        shown
+    }
 }
 
 /// `{{ secs|minutes }}`: a duration in seconds as whole minutes (rounded), digits styled.
