@@ -354,6 +354,10 @@ fn portal_case_reaches_only_its_pickup_center_and_staff_revocation_arrives() {
         fee: None,
         created: ev(CaseEventKind::Created, "portal", "0000000000001.00000.hub"),
     };
+    let cid = DocId::citizen(&c.citizen);
+    hub.edit(&cid, |d| {
+        docs::write_citizen(d, &citizen("01020304050", "ريم"))
+    });
     hub.edit(&id, |d| docs::create_case(d, &c));
     // Revoke midan's clerk at the hub.
     let staff = DocId::staff(&center, "clerk1").unwrap();
@@ -374,6 +378,11 @@ fn portal_case_reaches_only_its_pickup_center_and_staff_revocation_arrives() {
     qanawat.sync(&mut hub);
     assert!(midan.doc_ids().contains(&id));
     assert!(!qanawat.doc_ids().contains(&id));
+    assert!(
+        midan.doc_ids().contains(&cid),
+        "the case's citizen came along"
+    );
+    assert!(!qanawat.doc_ids().contains(&cid));
     let s = midan
         .docs
         .read(&midan.conn, &staff, docs::read_staff)
