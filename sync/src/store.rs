@@ -144,7 +144,19 @@ pub fn new_incarnation(conn: &Connection, center: &str, now_ms: i64) -> Result<A
         "INSERT INTO incarnation(actor_id, center, created_at_ms) VALUES (?1, ?2, ?3)",
         params![bytes, center, now_ms],
     )?;
+    // A new incarnation knows nothing the hub acknowledged to the old one: forget the
+    // hub's epoch so the next session repairs.
+    conn.execute("UPDATE peer_cursors SET epoch=NULL, push_acked=0", [])?;
     Ok(ActorId::from(bytes))
+}
+
+/// Highest change sequence in this database (0 when empty).
+pub fn max_seq(conn: &Connection) -> Result<u64> {
+    Ok(conn
+        .query_row("SELECT coalesce(max(seq), 0) FROM changes", [], |r| {
+            r.get::<_, i64>(0)
+        })?
+        .max(0) as u64)
 }
 
 /// A sync peer's cursors as stored (`peer` is `hub` at a center).

@@ -29,6 +29,13 @@ pub enum ClientError {
     VersionRefused { ours: u8, theirs: u8 },
     #[error("the hub refused the request: {code}: {message}")]
     Hub { code: String, message: String },
+    /// The hub acknowledged more of this actor's changes than this database holds: it is
+    /// a restored copy. Call `store::new_incarnation`, rebuild the `DocStore` with the new
+    /// actor, and sync again (the next session repairs).
+    #[error(
+        "this database is an old copy (hub acknowledged change {acked}, we hold up to {local_max}): start a new incarnation"
+    )]
+    RestoredDatabase { acked: u64, local_max: u64 },
     #[error("reply does not match the request")]
     Unexpected,
     #[error(transparent)]
@@ -371,6 +378,16 @@ impl ClientSession {
                     wall_ms,
                 },
             ) => {
+                let local_max = store::max_seq(conn)?;
+                if push_acked > local_max {
+                    // Minting more changes with this actor would reuse (actor, seq)
+                    // pairs the hub already holds with other contents.
+                    self.phase = Phase::Done;
+                    return Err(ClientError::RestoredDatabase {
+                        acked: push_acked,
+                        local_max,
+                    });
+                }
                 let mut cur = store::peer_cursor(conn, HUB_PEER)?;
                 if let Ok(h) = Hlc::parse(&hlc) {
                     // A hub stamp far in the future is not taken; the skew shows it.

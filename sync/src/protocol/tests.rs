@@ -78,6 +78,7 @@ struct Node {
     conn: Connection,
     docs: DocStore,
     clock: Clock,
+    last_error: Option<String>,
 }
 
 impl Node {
@@ -90,6 +91,7 @@ impl Node {
             conn,
             docs: DocStore::new(actor, 8),
             clock: Clock::new(center),
+            last_error: None,
         }
     }
 
@@ -169,7 +171,10 @@ impl Node {
                     failures += 1;
                     assert!(failures < 1000, "endless retries");
                 }
-                Err(e) => panic!("sync failed: {e}"),
+                Err(e) => {
+                    self.last_error = Some(e.to_string());
+                    break;
+                }
             }
             assert!(i < 100_000, "session does not end");
         }
@@ -179,6 +184,15 @@ impl Node {
     }
 
     fn sync(&mut self, hub: &mut Hub) -> SessionReport {
+        let r = self.try_sync(hub);
+        if let Some(e) = &self.last_error {
+            panic!("sync failed: {e}");
+        }
+        r
+    }
+
+    fn try_sync(&mut self, hub: &mut Hub) -> SessionReport {
+        self.last_error = None;
         self.sync_with(hub, Limits::default(), &mut |_, _| None)
     }
 }
@@ -545,6 +559,58 @@ fn replaced_node_database_gets_a_fresh_actor_and_repairs() {
     assert_eq!(r.pushed, 1);
     assert!(r.refused_by_hub.is_empty());
     assert_eq!(hub.heads(&id), a2.heads(&id));
+}
+
+#[test]
+fn node_restored_from_old_backup_is_caught_and_takes_a_new_actor() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = hub_in(&dir);
+    let mut a = Node::new("midan");
+    let center = a.center.clone();
+    let (id1, c1) = new_case(&center, "MID", 1, "01020304050");
+    a.edit(&id1, |d| docs::create_case(d, &c1));
+    a.sync(&mut hub);
+    let backup = dir.path().join("node-backup.db");
+    a.conn
+        .execute("VACUUM INTO ?1", [backup.to_str().unwrap()])
+        .unwrap();
+    for k in 2..=4 {
+        let (id, c) = new_case(&center, "MID", k, "01020304050");
+        a.edit(&id, |d| docs::create_case(d, &c));
+    }
+    a.sync(&mut hub);
+    // Restore the old copy: same actor id, fewer changes than the hub acknowledged.
+    let conn = Connection::open(&backup).unwrap();
+    let actor = store::incarnation(&conn, "midan", 0).unwrap();
+    assert_eq!(&actor, a.docs.actor());
+    let mut r = Node {
+        center: center.clone(),
+        conn,
+        docs: DocStore::new(actor, 8),
+        clock: Clock::new("midan"),
+        last_error: None,
+    };
+    r.try_sync(&mut hub);
+    assert!(
+        r.last_error.as_deref().unwrap_or("").contains("old copy"),
+        "{:?}",
+        r.last_error
+    );
+    let fresh = store::new_incarnation(&r.conn, "midan", 1).unwrap();
+    r.docs = DocStore::new(fresh, 8);
+    let rep = r.sync(&mut hub);
+    assert!(rep.repaired);
+    let (id4, _) = new_case(&center, "MID", 4, "01020304050");
+    assert!(
+        r.doc_ids().contains(&id4),
+        "lost work came back from the hub"
+    );
+    r.edit(&id4, |d| {
+        docs::append_case_event(d, &ev(CaseEventKind::Started, "c", "0000000000009.00000.a"))
+    });
+    let rep = r.sync(&mut hub);
+    assert!(rep.refused_by_hub.is_empty());
+    assert_eq!(hub.heads(&id4), r.heads(&id4));
 }
 
 #[test]
