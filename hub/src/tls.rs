@@ -262,6 +262,44 @@ impl ServerTls {
     pub fn current(&self) -> Arc<ServerConfig> {
         self.current.borrow().clone()
     }
+
+    /// Polls the files every `every` and reloads when one changed (modification time or
+    /// size), until `shutdown`. So `markaz pki revoke` on the hub's PKI directory takes
+    /// effect without a restart. A failed reload is logged and the old configuration
+    /// stays; it is retried at the next change.
+    pub async fn reload_on_change(self, every: Duration, shutdown: CancellationToken) {
+        let mut seen = self.fingerprint();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            let now = self.fingerprint();
+            if now == seen {
+                continue;
+            }
+            seen = now;
+            if let Err(error) = self.reload() {
+                tracing::error!(%error, "hub TLS files changed but do not load; keeping the old configuration");
+            }
+        }
+    }
+
+    fn fingerprint(&self) -> Vec<Option<(std::time::SystemTime, u64)>> {
+        [
+            &self.files.ca,
+            &self.files.cert,
+            &self.files.key,
+            &self.files.crl,
+        ]
+        .iter()
+        .map(|p| {
+            std::fs::metadata(p)
+                .ok()
+                .and_then(|m| Some((m.modified().ok()?, m.len())))
+        })
+        .collect()
+    }
 }
 
 /// Timeouts of the accept loop.

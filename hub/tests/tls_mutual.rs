@@ -378,3 +378,38 @@ async fn shutdown_stops_the_accept_loop_and_closes_idle_connections() -> anyhow:
     assert!(whoami_of(&mut midan, b"two").await.is_err());
     Ok(())
 }
+
+#[tokio::test]
+async fn the_hub_picks_up_a_revocation_without_a_restart() -> anyhow::Result<()> {
+    let pki = Pki::new("Damascus CA")?;
+    let bundle = pki.center("midan", Validity::days(30)?)?;
+    let hub = Hub::start(&pki, ServeOptions::default()).await?;
+    let watcher = tokio::spawn(
+        hub.tls
+            .clone()
+            .reload_on_change(Duration::from_millis(50), hub.shutdown.clone()),
+    );
+    let config = client_config(&ClientTlsFiles::in_bundle(&bundle))?;
+    let mut midan = hub.client_with(config.clone(), quick());
+    assert_eq!(whoami_of(&mut midan, b"before").await?.0, 200);
+
+    // `markaz pki revoke` in another process: only the files change.
+    markaz_hub::pki::revoke(pki.dir(), &"midan".parse()?)?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut fresh = hub.client_with(config.clone(), quick());
+        match whoami_of(&mut fresh, b"after").await {
+            Err(e) => {
+                assert_refused(Err(e), "CertificateRevoked");
+                break;
+            }
+            Ok(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Ok(ok) => panic!("still served 5 s after the revocation: {ok:?}"),
+        }
+    }
+    hub.shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), watcher).await??;
+    Ok(())
+}

@@ -130,14 +130,15 @@ mod tests {
         let (a, mut b) = tokio::io::duplex(64);
         let counters = ByteCounters::new();
         let mut s = CountingStream::new(a, counters.clone());
-        s.write_all(&[7u8; 1000]).await.expect("write");
-        let mut got = vec![0u8; 1000];
-        let reader = tokio::spawn(async move {
+        // The peer reads concurrently: the duplex buffer is smaller than what is written.
+        let peer = tokio::spawn(async move {
+            let mut got = vec![0u8; 1000];
             b.read_exact(&mut got).await.expect("read");
             b.write_all(b"hello").await.expect("reply");
             b
         });
-        let _b = reader.await.expect("join");
+        s.write_all(&[7u8; 1000]).await.expect("write");
+        let _b = peer.await.expect("join");
         let mut reply = [0u8; 5];
         s.read_exact(&mut reply).await.expect("read reply");
         let now = counters.snapshot();
