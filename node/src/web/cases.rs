@@ -53,7 +53,7 @@ pub async fn list(
     let (rows, error) = match web.app.search_cases(&staff.actor, query).await {
         Ok(r) => (r, None),
         Err(e @ AppError::Invalid(_)) => (Vec::new(), Some(error_message(lang, &e))),
-        Err(e) => return Err(PageError::App { err: e, lang }),
+        Err(e) => return Err(PageError::app(e, lang)),
     };
     let rows: Vec<Value> = rows
         .iter()
@@ -224,7 +224,7 @@ async fn render_case(
         .app
         .get_case(&staff.actor, case_no)
         .await
-        .map_err(|e| PageError::App { err: e, lang })?;
+        .map_err(|e| PageError::app(e, lang))?;
     page(
         web,
         staff,
@@ -359,10 +359,8 @@ pub async fn advance(
         "cancel" | "reject" => serde_json::json!({"action": f.action, "reason": f.reason.trim()}),
         _ => return Err(PageError::NotFound { lang }),
     };
-    let action: CaseAction = serde_json::from_value(body).map_err(|e| PageError::App {
-        err: AppError::Internal(e.to_string()),
-        lang,
-    })?;
+    let action: CaseAction = serde_json::from_value(body)
+        .map_err(|e| PageError::app(AppError::Internal(e.to_string()), lang))?;
     match web.app.advance_case(&staff.actor, &case_no, action).await {
         Ok(_) => Ok(Redirect::to(&format!("/cases/{case_no}?done={}", f.action)).into_response()),
         Err(AppError::Invalid(errs)) => {
@@ -408,7 +406,7 @@ pub async fn receipt(
         .app
         .get_case(&staff.actor, &case_no)
         .await
-        .map_err(|e| PageError::App { err: e, lang })?;
+        .map_err(|e| PageError::app(e, lang))?;
     let s = &web.app.settings;
     let ctx = context! {
         case => case_context(&web, lang, &case),

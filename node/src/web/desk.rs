@@ -61,7 +61,7 @@ async fn render_desk(
         Some(n) => Some(
             app.counter_view(n)
                 .await
-                .map_err(|e| PageError::App { err: e, lang })?,
+                .map_err(|e| PageError::app(e, lang))?,
         ),
         None => None,
     };

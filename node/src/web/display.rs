@@ -56,7 +56,7 @@ pub async fn display(
         .unwrap_or(visit.lang);
     let calls = match web.app.latest_calls(50).await {
         Ok(c) => c,
-        Err(err) => return PageError::App { err, lang }.into_response(),
+        Err(err) => return PageError::app(err, lang).into_response(),
     };
     let latest = latest_per_counter(&calls);
     let list: Vec<Value> = latest
@@ -96,17 +96,14 @@ pub async fn ticket_print(
     staff.require(Capability::IssueTicket)?;
     let lang = staff.lang();
     let app = &web.app;
-    let ticket = app
-        .ticket(id)
-        .await
-        .map_err(|e| PageError::App { err: e, lang })?;
+    let ticket = app.ticket(id).await.map_err(|e| PageError::app(e, lang))?;
     let ahead = match ticket.waiting_ahead {
         Some(n) => n,
         None => {
             let waiting = app
                 .waiting_tickets(&staff.actor)
                 .await
-                .map_err(|e| PageError::App { err: e, lang })?;
+                .map_err(|e| PageError::app(e, lang))?;
             waiting
                 .iter()
                 .filter(|t| t.group == ticket.group && t.issued_ms < ticket.issued_ms)

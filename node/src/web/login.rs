@@ -112,11 +112,7 @@ pub async fn submit(State(web): State<Web>, visit: Visit, Form(f): Form<LoginFor
             terminal,
             Some(error_message(visit.lang, &e)),
         ),
-        Err(err) => PageError::App {
-            err,
-            lang: visit.lang,
-        }
-        .into_response(),
+        Err(err) => PageError::app(err, visit.lang).into_response(),
     }
 }
 
@@ -136,10 +132,7 @@ pub async fn logout(
     web.app
         .logout(&staff.token)
         .await
-        .map_err(|e| PageError::App {
-            err: e,
-            lang: staff.lang(),
-        })?;
+        .map_err(|e| PageError::app(e, staff.lang()))?;
     let mut resp = Redirect::to("/login").into_response();
     resp.headers_mut().append(
         header::SET_COOKIE,

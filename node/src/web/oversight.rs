@@ -61,7 +61,7 @@ async fn render_supervisor(
     let lang = staff.lang();
     let app = &web.app;
     let a = &staff.actor;
-    let err = |e| PageError::App { err: e, lang };
+    let err = |e| PageError::app(e, lang);
     let queue = app.queue_report(a, None).await.map_err(err)?;
     let cases = app.case_report(a).await.map_err(err)?;
     let overdue = app
@@ -162,34 +162,28 @@ pub async fn grant(
     staff.check_csrf(&f.csrf)?;
     staff.require(Capability::ManageStaff)?;
     let lang = staff.lang();
-    let parsed = f
-        .authority
-        .parse::<Authority>()
-        .map_err(|e| AppError::Invalid(vec![e]))
-        .and_then(|authority| {
-            f.expires_on
-                .trim()
-                .parse::<jiff::civil::Date>()
-                .map(|expires_on| Grant {
-                    authority,
-                    expires_on,
-                })
-                .map_err(|_| {
-                    AppError::field(
-                        "expires_on",
-                        "invalid_date",
-                        "a date like 2027-06-30",
-                        "تاريخ مثل 2027-06-30",
-                    )
-                })
-        });
+    let authority = f.authority.parse::<Authority>();
+    let expires_on = f.expires_on.trim().parse::<jiff::civil::Date>();
+    let parsed = match (authority, expires_on) {
+        (Ok(authority), Ok(expires_on)) => Ok(Grant {
+            authority,
+            expires_on,
+        }),
+        (Err(e), _) => Err(vec![e]),
+        (_, Err(_)) => Err(vec![markaz_sync::model::catalog::FieldError::new(
+            "expires_on",
+            "invalid_date",
+            "a date like 2027-06-30",
+            "تاريخ مثل 2027-06-30",
+        )]),
+    };
     let result = match parsed {
         Ok(g) => web
             .app
             .grant_permission(&staff.actor, &username, g)
             .await
             .map(|_| ()),
-        Err(e) => Err(e),
+        Err(errs) => Err(AppError::Invalid(errs)),
     };
     match result {
         Ok(()) => Ok(Redirect::to("/supervisor?done=granted").into_response()),
@@ -244,7 +238,7 @@ pub async fn technician(State(web): State<Web>, staff: Staff) -> Result<Response
     let lang = staff.lang();
     let app = &web.app;
     let a = &staff.actor;
-    let err = |e| PageError::App { err: e, lang };
+    let err = |e| PageError::app(e, lang);
     let snap = app.status.snapshot();
     let events = app.node_events(a, 100, false).await.map_err(err)?;
     let errors = app.node_events(a, 20, true).await.map_err(err)?;

@@ -96,7 +96,7 @@ async fn render_reception(
                 Vec::new()
             }
             Err(AppError::NotFound { .. }) => Vec::new(),
-            Err(e) => return Err(PageError::App { err: e, lang }),
+            Err(e) => return Err(PageError::app(e, lang)),
         }
     } else {
         Vec::new()
@@ -104,7 +104,7 @@ async fn render_reception(
     let waiting = app
         .waiting_tickets(&staff.actor)
         .await
-        .map_err(|e| PageError::App { err: e, lang })?;
+        .map_err(|e| PageError::app(e, lang))?;
     let waiting: Vec<Value> = waiting
         .iter()
         .map(|w| {
@@ -202,7 +202,7 @@ pub async fn register(
             )
             .await
         }
-        Err(e) => Err(PageError::App { err: e, lang }),
+        Err(e) => Err(PageError::app(e, lang)),
     }
 }
 

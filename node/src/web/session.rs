@@ -206,10 +206,7 @@ impl FromRequestParts<Web> for Staff {
                 })
             }
             Err(AppError::Unauthenticated) => Err(login()),
-            Err(e) => Err(PageError::App {
-                err: e,
-                lang: visit.lang,
-            }),
+            Err(e) => Err(PageError::app(e, visit.lang)),
         }
     }
 }
@@ -358,8 +355,9 @@ pub enum PageError {
     NotFound {
         lang: Lang,
     },
+    /// Boxed: an app error is large and travels through every handler's `Result`.
     App {
-        err: AppError,
+        err: Box<AppError>,
         lang: Lang,
     },
     Render {
@@ -368,9 +366,13 @@ pub enum PageError {
     },
 }
 
-impl From<(AppError, Lang)> for PageError {
-    fn from((err, lang): (AppError, Lang)) -> Self {
-        PageError::App { err, lang }
+impl PageError {
+    /// An app error, shown in `lang`.
+    pub fn app(err: AppError, lang: Lang) -> Self {
+        PageError::App {
+            err: Box::new(err),
+            lang,
+        }
     }
 }
 
@@ -420,6 +422,7 @@ impl IntoResponse for PageError {
                 String::new(),
             ),
             PageError::App { err, lang } => {
+                let err = *err;
                 if let AppError::Unauthenticated = err {
                     return Redirect::to("/login").into_response();
                 }
