@@ -446,6 +446,21 @@ fn hub_refuses_writes_outside_a_centers_authority() {
 
 #[test]
 fn cut_at_any_message_byte_resumes_and_converges() {
+    cut_run(7, 3);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 8, ..ProptestConfig::default() })]
+    #[test]
+    fn cut_at_random_bytes_resumes_and_converges(seed in any::<u64>(), every in 2usize..6) {
+        cut_run(seed, every);
+    }
+}
+
+/// Two centers sync while about one message in `every` (either direction) is cut at a
+/// pseudo-random byte, both drawn from `seed`.
+fn cut_run(seed: u64, every: usize) {
+    let mut seed = seed;
     let dir = tempfile::tempdir().unwrap();
     let mut hub = hub_in(&dir);
     let mut a = Node::new("midan");
@@ -460,13 +475,12 @@ fn cut_at_any_message_byte_resumes_and_converges() {
         pull_bytes: 2_000,
         ..Limits::default()
     };
-    // Cut every third message at a pseudo-random byte.
-    let mut seed = 7u64;
-    let mut cutter = |i: usize, bytes: &[u8]| {
+    let mut cutter = |_: usize, bytes: &[u8]| {
         seed = seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
-        (i.is_multiple_of(3) && !bytes.is_empty()).then(|| (seed >> 33) as usize % bytes.len())
+        (((seed >> 17) as usize).is_multiple_of(every) && !bytes.is_empty())
+            .then(|| (seed >> 33) as usize % bytes.len())
     };
     let r = a.sync_with(&mut hub, small, &mut cutter);
     assert_eq!(
