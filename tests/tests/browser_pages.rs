@@ -98,6 +98,22 @@ async fn scenario(b: &Browser) -> Result<()> {
     let api = Api::login(&base, ADMIN_USER, ADMIN_PASSWORD).await?;
     let case_no = seed(&api).await?;
 
+    // The accessibility check itself catches what it claims to: a page without lang/dir,
+    // an unlabelled input, a control Tab cannot reach.
+    b.goto("data:text/html,<html><body><input id=x><a href='/'>a</a></body></html>")
+        .await?;
+    let err = b
+        .check_accessibility()
+        .await
+        .expect_err("an unlabelled input on a page without lang fails");
+    ensure!(format!("{err:#}").contains("without a label"), "{err:#}");
+    b.goto("data:text/html,<html lang=en dir=ltr><body><button tabindex=-1>x</button><span tabindex=0 style='display:inline-block;width:9px;height:9px' onfocus='this.blur()'></span></body></html>")
+        .await?;
+    ensure!(
+        b.check_accessibility().await.is_err(),
+        "a control that never keeps focus is reported"
+    );
+
     // The login page, before anyone logs in.
     b.goto(&format!("{base}/")).await?;
     ensure!(
