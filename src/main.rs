@@ -45,12 +45,58 @@ enum Command {
     },
     /// Check a node or hub config file; print every problem with file:line:column.
     CheckConfig { file: PathBuf },
+    /// The governorate's certificates: CA, hub certificate, one per center, revocation.
+    Pki {
+        #[command(subcommand)]
+        command: PkiCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PkiCommand {
+    /// Create the governorate CA (and an empty CRL) in DIR.
+    Init {
+        dir: PathBuf,
+        #[arg(long, default_value = "Damascus Governorate Markaz CA")]
+        name: String,
+        #[arg(long, default_value_t = 3650)]
+        days: u32,
+    },
+    /// Issue the hub's server certificate into DIR/hub/.
+    Hub {
+        dir: PathBuf,
+        /// A DNS name or IP address the centers use to reach the hub (repeatable).
+        #[arg(long = "san", required = true)]
+        sans: Vec<String>,
+        #[arg(long, default_value_t = 825)]
+        days: u32,
+    },
+    /// Issue a center's client certificate into DIR/centers/ID/ (the bundle to copy there).
+    Center {
+        dir: PathBuf,
+        center: String,
+        #[arg(long, default_value_t = 825)]
+        days: u32,
+    },
+    /// Revoke a center (all its certificates) or one serial, and rewrite DIR/crl.pem.
+    Revoke { dir: PathBuf, target: String },
+    /// List every certificate issued, with its state.
+    List { dir: PathBuf },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::CheckConfig { file } = &cli.command {
         return check_config(file);
+    }
+    if let Command::Pki { command } = &cli.command {
+        return match pki(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("markaz pki: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -132,8 +178,62 @@ async fn run(command: Command) -> anyhow::Result<()> {
             port,
             hub_port,
         } => demo(data_dir, port, hub_port).await,
-        Command::CheckConfig { .. } => unreachable!("handled before the runtime starts"),
+        Command::CheckConfig { .. } | Command::Pki { .. } => {
+            unreachable!("handled before the runtime starts")
+        }
     }
+}
+
+fn pki(command: &PkiCommand) -> anyhow::Result<()> {
+    use markaz_hub::pki;
+    match command {
+        PkiCommand::Init { dir, name, days } => {
+            let ca = pki::init(dir, name, *days)?;
+            println!("created the CA: {}", ca.display());
+        }
+        PkiCommand::Hub { dir, sans, days } => {
+            let issued = pki::hub(dir, sans, *days)?;
+            println!(
+                "issued the hub certificate {} (serial {})",
+                issued.cert_path.display(),
+                issued.serial.as_str()
+            );
+        }
+        PkiCommand::Center { dir, center, days } => {
+            let id = center
+                .parse()
+                .map_err(|e| anyhow::anyhow!("center id '{center}': {e}"))?;
+            let issued = pki::center(dir, &id, *days)?;
+            println!(
+                "issued {center}'s certificate {} (serial {}); copy the folder {} to the center",
+                issued.cert_path.display(),
+                issued.serial.as_str(),
+                pki::center_dir(dir, &id).display()
+            );
+        }
+        PkiCommand::Revoke { dir, target } => {
+            let target: pki::RevokeTarget = target.parse()?;
+            let serials = pki::revoke(dir, &target)?;
+            println!(
+                "revoked {target}: {} certificate(s); the CRL is rewritten — reload the hub",
+                serials.len()
+            );
+        }
+        PkiCommand::List { dir } => {
+            for r in pki::list(dir)? {
+                let state = match r.revoked_at {
+                    Some(t) => format!("revoked {t}"),
+                    None => format!("valid until {}", r.not_after),
+                };
+                let who = r
+                    .center_id
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| format!("{:?}", r.kind).to_lowercase());
+                println!("{}  {who:<16}  {state}", r.serial.as_str());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The demo: a hub and one center ("demo") in this process, on loopback.
@@ -153,6 +253,8 @@ async fn demo(data_dir: PathBuf, port: u16, hub_port: u16) -> anyhow::Result<()>
     node.storage.data_dir = data_dir.join("center");
     node.server.listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     node.auth.initial_admin_password = Some(DEMO_PASSWORD.into());
+    // Emulated modem, solar charger, battery monitor, inverter and generator on ptys.
+    let _devices = markaz_node::devices::demo::emulate(&mut node, shutdown.clone())?;
 
     let hub_task = tokio::spawn(markaz_hub::run(hub, shutdown.clone()));
     let node_task = tokio::spawn(markaz_node::center::run(node, shutdown.clone()));
@@ -163,6 +265,8 @@ async fn demo(data_dir: PathBuf, port: u16, hub_port: u16) -> anyhow::Result<()>
          \n  display board   http://127.0.0.1:{port}/display\
          \n  center API      http://127.0.0.1:{port}/api/v1/openapi.json\
          \n  hub             http://127.0.0.1:{hub_port}/\
+         \n\n  emulated devices: 3G modem, solar charger, battery monitor, inverter and generator\
+         \n  (a Damascus day passes in 24 minutes; watch the technician page)\
          \n\nPress Ctrl-C to stop.\n",
         dir = data_dir.display()
     );

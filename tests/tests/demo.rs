@@ -81,6 +81,21 @@ async fn demo_starts_a_hub_and_a_center_and_prints_their_urls() {
         17,
         "the catalog of the report"
     );
+    // The emulated devices feed the technician's panels.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (s, status) = api.get("/status").await.unwrap();
+        assert_eq!(s, 200, "{status}");
+        let live = |p: &str| status["panels"][p]["state"] == "live";
+        if live("modem") && live("power") && live("link") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "panels not live after 30 s: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     // SIGTERM stops both cleanly.
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id().unwrap() as i32),
