@@ -864,4 +864,16 @@ mod tests {
         assert_eq!(records.len(), 1);
         assert_eq!(records[0].kind, CertKind::Hub);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn serial_text_round_trips_and_parsing_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 1..20), junk in ".{0,64}") {
+            let serial = Serial::from_der_bytes(&bytes);
+            let again: Serial = serial.as_str().parse().expect("own text parses");
+            proptest::prop_assert_eq!(&again, &serial);
+            proptest::prop_assert_eq!(Serial::from_der_bytes(&again.to_bytes()), serial);
+            let _ = junk.parse::<Serial>();
+            let _ = junk.parse::<RevokeTarget>();
+        }
+    }
 }

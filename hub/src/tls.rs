@@ -515,4 +515,11 @@ mod tests {
         std::fs::remove_file(&files.crl).expect("rm crl");
         assert!(matches!(server_config(&files), Err(TlsError::Read { .. })));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn identity_parsing_never_panics_on_garbage(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..600)) {
+            proptest::prop_assert!(CenterIdentity::from_certificate(&bytes).is_err());
+        }
+    }
 }
