@@ -286,7 +286,7 @@ pub async fn pay(
     let lang = staff.lang();
     let input = if f.method == "epayment" {
         serde_json::from_value::<PaymentInput>(serde_json::json!({"method": "epayment", "reference": f.reference.trim(), "bank": f.bank}))
-            .map_err(|_| AppError::field("bank", "bad_choice", "choose the bank", "اختر المصرف"))
+            .map_err(|_| AppError::Invalid(vec![super::session::form_error("bank", "bad_choice", "form.choose_bank")]))
     } else {
         Ok(PaymentInput::Cash)
     };

@@ -133,6 +133,14 @@ mod tests {
             .map(|d| format!("done.{d}")),
         );
         keys.extend(super::session::MENU.iter().map(|m| m.key.to_string()));
+        keys.extend(
+            [
+                "form.choose_bank",
+                "form.choose_priority",
+                "form.date_format",
+            ]
+            .map(String::from),
+        );
         for lang in Lang::ALL {
             let missing: Vec<&String> = keys
                 .iter()

@@ -170,11 +170,10 @@ pub async fn grant(
             expires_on,
         }),
         (Err(e), _) => Err(vec![e]),
-        (_, Err(_)) => Err(vec![markaz_sync::model::catalog::FieldError::new(
+        (_, Err(_)) => Err(vec![super::session::form_error(
             "expires_on",
             "invalid_date",
-            "a date like 2027-06-30",
-            "تاريخ مثل 2027-06-30",
+            "form.date_format",
         )]),
     };
     let result = match parsed {

@@ -227,12 +227,11 @@ pub async fn issue(
     }));
     let result = match input {
         Ok(input) => web.app.issue_ticket(&staff.actor, input).await,
-        Err(_) => Err(crate::error::AppError::field(
+        Err(_) => Err(AppError::Invalid(vec![super::session::form_error(
             "priority",
             "bad_choice",
-            "choose a priority class",
-            "اختر فئة الأولوية",
-        )),
+            "form.choose_priority",
+        )])),
     };
     match result {
         Ok(t) => Ok(Redirect::to(&format!("/tickets/{}/print", t.id)).into_response()),

@@ -442,6 +442,16 @@ impl IntoResponse for PageError {
     }
 }
 
+/// A field error of a form the pages check themselves, worded from the catalog.
+pub fn form_error(field: &str, code: &str, key: &str) -> markaz_sync::model::catalog::FieldError {
+    markaz_sync::model::catalog::FieldError::new(
+        field,
+        code,
+        i18n::t(Lang::En, key),
+        i18n::t(Lang::Ar, key),
+    )
+}
+
 /// Percent-encodes a query value.
 pub fn urlencode(s: &str) -> String {
     let mut out = String::new();
