@@ -587,6 +587,36 @@ impl DocStore {
         Ok(report)
     }
 
+    /// A compacted `save()` of a document, if it exists (sent when a document newly
+    /// enters a center's scope: smaller than its history).
+    pub fn save(&mut self, conn: &Connection, id: &DocId) -> Result<Option<Vec<u8>>> {
+        Ok(self.load(conn, id)?.map(|c| c.doc.save()))
+    }
+
+    /// Take a document snapshot from a peer: it is loaded (which verifies its heads) and
+    /// its changes are stored one by one like remote changes, so every change still has
+    /// its row.
+    pub fn apply_snapshot(&mut self, conn: &Connection, wc: &WireChange) -> Result<ApplyReport> {
+        let mut doc = match AutoCommit::load(&wc.bytes) {
+            Ok(d) => d,
+            Err(e) => {
+                return Ok(ApplyReport {
+                    rejected: vec![(wc.doc_id.to_string(), format!("bad snapshot: {e}"))],
+                    ..ApplyReport::default()
+                });
+            }
+        };
+        let changes: Vec<WireChange> = doc
+            .get_changes(&[])
+            .into_iter()
+            .map(|c| WireChange {
+                doc_id: wc.doc_id.clone(),
+                bytes: c.raw_bytes().to_vec(),
+            })
+            .collect();
+        self.apply_remote(conn, &changes)
+    }
+
     /// Generate an automerge sync message for a document (an empty document when absent).
     pub fn sync_message(
         &mut self,

@@ -98,6 +98,8 @@ pub struct SessionReport {
     pub pushed: usize,
     pub pulled_new: usize,
     pub pulled_duplicates: usize,
+    /// Whole-document snapshots received (documents that newly entered the scope).
+    pub snapshots: usize,
     pub refused_by_hub: Vec<Refusal>,
     pub rejected_locally: Vec<(String, String)>,
     pub repaired: bool,
@@ -492,6 +494,7 @@ impl ClientSession {
                 Phase::Pull { cursor },
                 Response::PullBatch {
                     changes,
+                    snapshots,
                     next_cursor,
                     more,
                 },
@@ -499,7 +502,20 @@ impl ClientSession {
                 if next_cursor < *cursor {
                     return Err(ClientError::Unexpected);
                 }
-                let rep = docs.apply_remote(conn, &changes)?;
+                let mut rep = store::ApplyReport::default();
+                for snap in &snapshots {
+                    let r = docs.apply_snapshot(conn, snap)?;
+                    self.report.snapshots += 1;
+                    rep.stored.extend(r.stored);
+                    rep.duplicates += r.duplicates;
+                    rep.rejected.extend(r.rejected);
+                    rep.touched.extend(r.touched);
+                }
+                let r = docs.apply_remote(conn, &changes)?;
+                rep.stored.extend(r.stored);
+                rep.duplicates += r.duplicates;
+                rep.rejected.extend(r.rejected);
+                rep.touched.extend(r.touched);
                 self.report.pulled_new += rep.stored.len();
                 self.report.pulled_duplicates += rep.duplicates;
                 self.report.rejected_locally.extend(rep.rejected);
@@ -515,7 +531,7 @@ impl ClientSession {
                     cur.epoch = Some(w.epoch.clone());
                 }
                 store::set_peer_cursor(conn, HUB_PEER, &cur)?;
-                if !more || changes.is_empty() {
+                if !more || (changes.is_empty() && snapshots.is_empty()) {
                     self.phase = Phase::Done;
                 }
             }

@@ -90,6 +90,8 @@ pub enum Response {
     },
     PullBatch {
         changes: Vec<WireChange>,
+        /// Document snapshots (`save()`), applied before the changes.
+        snapshots: Vec<WireChange>,
         next_cursor: u64,
         more: bool,
     },
@@ -162,6 +164,9 @@ enum Header {
     PullBatch {
         next_cursor: u64,
         more: bool,
+        /// How many of the parts (the last ones) are document snapshots.
+        #[serde(default)]
+        snapshots: usize,
     },
     RepairDiff {
         differing: Vec<u16>,
@@ -400,15 +405,18 @@ impl Response {
             ),
             Response::PullBatch {
                 changes,
+                snapshots,
                 next_cursor,
                 more,
             } => seal(
                 &Header::PullBatch {
                     next_cursor: *next_cursor,
                     more: *more,
+                    snapshots: snapshots.len(),
                 },
                 &changes
                     .iter()
+                    .chain(snapshots)
                     .map(|c| part(c.doc_id.as_str(), &c.bytes))
                     .collect::<Vec<_>>(),
                 v,
@@ -486,14 +494,26 @@ impl Response {
                 wall_ms,
             },
             Header::PushAck { acked, refused } => Response::PushAck { acked, refused },
-            Header::PullBatch { next_cursor, more } => Response::PullBatch {
-                changes: parts
-                    .iter()
-                    .map(|p| read_part(p).map(|(doc_id, bytes)| WireChange { doc_id, bytes }))
-                    .collect::<Result<_, _>>()?,
+            Header::PullBatch {
                 next_cursor,
                 more,
-            },
+                snapshots,
+            } => {
+                let mut all: Vec<WireChange> = parts
+                    .iter()
+                    .map(|p| read_part(p).map(|(doc_id, bytes)| WireChange { doc_id, bytes }))
+                    .collect::<Result<_, _>>()?;
+                if snapshots > all.len() {
+                    return Err(MessageError::Header("more snapshots than parts".into()));
+                }
+                let snapshots = all.split_off(all.len() - snapshots);
+                Response::PullBatch {
+                    changes: all,
+                    snapshots,
+                    next_cursor,
+                    more,
+                }
+            }
             Header::RepairDiff { differing } => Response::RepairDiff { differing },
             Header::RepairDocs { ids, heads: hs } => {
                 if ids.len() != hs.len() {

@@ -43,6 +43,8 @@ pub struct PushOutcome {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FeedBatch {
     pub changes: Vec<WireChange>,
+    /// Whole-document snapshots (`save()`), for documents that newly entered the scope.
+    pub snapshots: Vec<WireChange>,
     pub next_cursor: u64,
     pub more: bool,
 }

@@ -20,6 +20,9 @@ use crate::store::{self, DocStore, StoredChange, WireChange};
 
 /// Largest pull batch the hub builds, whatever the client asks.
 pub const MAX_PULL_BYTES: usize = 4 * 1024 * 1024;
+/// A document entering a center's scope with at least this many changes to send goes as
+/// one snapshot instead.
+pub const SNAPSHOT_MIN_CHANGES: i64 = 8;
 /// Most documents in one repair list reply.
 pub const MAX_REPAIR_DOCS: usize = 5_000;
 
@@ -179,8 +182,10 @@ fn answer<H: HubStore>(
             log.kind = "pull";
             let b = hub.read_feed(center, cursor, (max_bytes as usize).min(MAX_PULL_BYTES))?;
             log.changes_out = b.changes.len();
+            log.docs = b.snapshots.len();
             Response::PullBatch {
                 changes: b.changes,
+                snapshots: b.snapshots,
                 next_cursor: b.next_cursor,
                 more: b.more,
             }
@@ -229,7 +234,7 @@ pub fn migrate_hub(conn: &Connection) -> Result<(), rusqlite::Error> {
             PRIMARY KEY(doc_id, center));
          CREATE INDEX IF NOT EXISTS routes_center ON routes(center, doc_id);
          CREATE TABLE IF NOT EXISTS feed(center TEXT NOT NULL, fseq INTEGER NOT NULL,
-            change_seq INTEGER NOT NULL, PRIMARY KEY(center, fseq));
+            change_seq INTEGER NOT NULL, snapshot_doc TEXT, PRIMARY KEY(center, fseq));
          CREATE TABLE IF NOT EXISTS push_acks(center TEXT NOT NULL, actor BLOB NOT NULL,
             acked INTEGER NOT NULL, PRIMARY KEY(center, actor));",
     )?;
@@ -305,6 +310,22 @@ impl<'a> SqliteHub<'a> {
             params![doc.as_str(), center.as_str()],
         )?;
         if n == 0 {
+            return Ok(());
+        }
+        let (count, top): (i64, Option<i64>) = self.conn.query_row(
+            "SELECT count(*), max(seq) FROM changes WHERE doc_id=?1 AND coalesce(origin, '') <> ?2",
+            params![doc.as_str(), center.as_str()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        if let Some(top) = top
+            && count >= SNAPSHOT_MIN_CHANGES
+        {
+            // A long history travels as one `save()` snapshot, built when it is pulled.
+            self.conn.execute(
+                "INSERT INTO feed(center, fseq, change_seq, snapshot_doc)
+                 VALUES (?1, (SELECT coalesce(max(fseq), 0) + 1 FROM feed WHERE center=?1), ?2, ?3)",
+                params![center.as_str(), top, doc.as_str()],
+            )?;
             return Ok(());
         }
         self.conn.execute(
@@ -513,31 +534,45 @@ impl HubStore for SqliteHub<'_> {
         cursor: u64,
         max_bytes: usize,
     ) -> Result<FeedBatch, HubError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT f.fseq, c.doc_id, c.bytes FROM feed f JOIN changes c ON c.seq=f.change_seq
+        let conn = self.conn;
+        let docs = &mut *self.docs;
+        let mut stmt = conn.prepare_cached(
+            "SELECT f.fseq, f.snapshot_doc, c.doc_id,
+                    CASE WHEN f.snapshot_doc IS NULL THEN c.bytes END
+             FROM feed f JOIN changes c ON c.seq=f.change_seq
              WHERE f.center=?1 AND f.fseq>?2 ORDER BY f.fseq LIMIT 10001",
         )?;
         let mut rows = stmt.query(params![center.as_str(), cursor as i64])?;
         let mut out = FeedBatch {
             changes: Vec::new(),
+            snapshots: Vec::new(),
             next_cursor: cursor,
             more: false,
         };
         let mut total = 0usize;
+        let mut count = 0usize;
         while let Some(r) = rows.next()? {
-            let bytes: Vec<u8> = r.get(2)?;
-            if !out.changes.is_empty()
-                && (total + bytes.len() > max_bytes || out.changes.len() >= 10_000)
-            {
+            let snapshot: Option<String> = r.get(1)?;
+            let (doc_id, bytes): (DocId, Vec<u8>) = match &snapshot {
+                Some(doc) => {
+                    let id: DocId = doc.parse()?;
+                    let bytes = docs.save(conn, &id)?.unwrap_or_default();
+                    (id, bytes)
+                }
+                None => (r.get::<_, String>(2)?.parse()?, r.get(3)?),
+            };
+            if count > 0 && (total + bytes.len() > max_bytes || count >= 10_000) {
                 out.more = true;
                 break;
             }
             total += bytes.len();
-            let doc: String = r.get(1)?;
-            out.changes.push(WireChange {
-                doc_id: doc.parse()?,
-                bytes,
-            });
+            count += 1;
+            let wc = WireChange { doc_id, bytes };
+            if snapshot.is_some() {
+                out.snapshots.push(wc);
+            } else {
+                out.changes.push(wc);
+            }
             out.next_cursor = r.get::<_, i64>(0)? as u64;
         }
         Ok(out)

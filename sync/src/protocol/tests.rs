@@ -421,6 +421,53 @@ fn portal_case_reaches_only_its_pickup_center_and_staff_revocation_arrives() {
 }
 
 #[test]
+fn case_routed_to_another_center_arrives_as_a_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = hub_in(&dir);
+    let mut a = Node::new("midan");
+    let mut b = Node::new("qanawat");
+    b.sync(&mut hub);
+    let center = a.center.clone();
+    let (id, c) = new_case(&center, "MID", 1, "01020304050");
+    a.edit(&id, |d| docs::create_case(d, &c));
+    for k in 0..10 {
+        let hlc = format!("{:013}.00000.midan", 10 + k);
+        a.edit(&id, |d| {
+            docs::append_case_event(d, &ev(CaseEventKind::Notified, "c", &hlc))
+        });
+    }
+    a.sync(&mut hub);
+    let qanawat: CenterId = "qanawat".parse().unwrap();
+    a.edit(&id, |d| {
+        docs::append_case_event(
+            d,
+            &ev(
+                CaseEventKind::Routed { to: qanawat },
+                "c",
+                "0000000000100.00000.midan",
+            ),
+        )
+    });
+    a.sync(&mut hub);
+    let r = b.sync(&mut hub);
+    assert_eq!(r.snapshots, 1, "{r:?}");
+    assert!(b.doc_ids().contains(&id));
+    assert_eq!(b.heads(&id), a.heads(&id));
+    assert_eq!(b.case(&id), a.case(&id));
+    // Later changes follow as changes.
+    a.edit(&id, |d| {
+        docs::append_case_event(
+            d,
+            &ev(CaseEventKind::Started, "c", "0000000000101.00000.midan"),
+        )
+    });
+    a.sync(&mut hub);
+    let r = b.sync(&mut hub);
+    assert_eq!((r.snapshots, r.pulled_new), (0, 1));
+    assert_eq!(b.heads(&id), a.heads(&id));
+}
+
+#[test]
 fn hub_refuses_writes_outside_a_centers_authority() {
     let dir = tempfile::tempdir().unwrap();
     let mut hub = hub_in(&dir);
