@@ -436,7 +436,11 @@ mod tests {
         if !full {
             std::fs::write(&md, "# Benchmarks\n\nintro\n").unwrap();
         }
-        let command = "MARKAZ_BENCH=full cargo test --release -p markaz-node --lib bench::";
+        let command = if cfg!(debug_assertions) {
+            "MARKAZ_BENCH=full cargo test -p markaz-node --lib bench:: (dev profile: dependencies and SQLite at opt-level 2, node code unoptimised)"
+        } else {
+            "MARKAZ_BENCH=full cargo test --release -p markaz-node --lib bench::"
+        };
         update_benchmarks_md(&md, &report, command).unwrap();
         update_benchmarks_md(&md, &report, command).unwrap();
         let text = std::fs::read_to_string(&md).unwrap();
