@@ -58,6 +58,21 @@ pub fn settings_from(cfg: &NodeConfig) -> anyhow::Result<AppSettings> {
     })
 }
 
+/// The pages' defaults from `[center]`: digits and language.
+pub fn web_options(cfg: &NodeConfig) -> crate::web::WebOptions {
+    use crate::web::{Digits, Lang};
+    crate::web::WebOptions {
+        digits: match cfg.center.digits {
+            markaz_config::Digits::ArabicIndic => Digits::ArabicIndic,
+            markaz_config::Digits::Western => Digits::Western,
+        },
+        default_language: match cfg.center.default_language {
+            markaz_config::Language::Ar => Lang::Ar,
+            markaz_config::Language::En => Lang::En,
+        },
+    }
+}
+
 /// Opens the center's database and builds its application.
 pub async fn open(cfg: &NodeConfig, clock: Clock) -> anyhow::Result<App> {
     let data_dir = cfg.storage.data_dir.as_path();
@@ -94,6 +109,7 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> anyhow::Result
         max_body_bytes: cfg.server.max_body_bytes as usize,
         request_timeout: Duration::from_secs(u64::from(cfg.server.request_timeout_secs)),
         addr_file: Some(cfg.storage.data_dir.join("listen.addr")),
+        web: web_options(&cfg),
     };
     let result = serve(app.clone(), opts, shutdown.clone()).await;
     shutdown.cancel();

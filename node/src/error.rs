@@ -83,6 +83,6 @@ impl From<serde_json::Error> for AppError {
 
 impl From<markaz_sync::store::StoreError> for AppError {
     fn from(e: markaz_sync::store::StoreError) -> Self {
-        AppError::Storage(StorageError::Docs(e))
+        AppError::Storage(StorageError::Docs(Box::new(e)))
     }
 }

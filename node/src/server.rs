@@ -13,6 +13,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::app::App;
+use crate::web::WebOptions;
 
 pub struct ServeOptions {
     pub listen: String,
@@ -20,12 +21,19 @@ pub struct ServeOptions {
     pub request_timeout: Duration,
     /// Where to write the bound address (useful with port 0).
     pub addr_file: Option<PathBuf>,
+    /// Page language and digits before a user chooses.
+    pub web: WebOptions,
+}
+
+/// The whole router of the node with the pages' default options.
+pub fn router(app: App, max_body_bytes: usize, request_timeout: Duration) -> Router {
+    router_with(app, max_body_bytes, request_timeout, WebOptions::default())
 }
 
 /// The whole router of the node: API, pages and assets.
-pub fn router(app: App, max_body_bytes: usize, request_timeout: Duration) -> Router {
+pub fn router_with(app: App, max_body_bytes: usize, request_timeout: Duration, web: WebOptions) -> Router {
     crate::api::router(app.clone())
-        .merge(crate::web::router(app))
+        .merge(crate::web::router_with(app, web))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -51,7 +59,7 @@ pub async fn serve(
             .with_context(|| format!("while writing {}", f.display()))?;
     }
     tracing::info!(%addr, center = %app.settings.center_id, "node serving");
-    let router = router(app, opts.max_body_bytes, opts.request_timeout);
+    let router = router_with(app, opts.max_body_bytes, opts.request_timeout, opts.web);
     axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),

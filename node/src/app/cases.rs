@@ -382,7 +382,7 @@ impl App {
                     fee: Some(fee.clone()),
                     created: ev.clone(),
                 };
-                with_docs(|docs| docs.create(c, &DocId::case(Some(&center), &case_no), |d| sync_docs::create_case(d, &new_doc)))??;
+                with_docs(|docs| docs.create(c, &DocId::case(Some(&center), &case_no), |d| sync_docs::create_case(d, &new_doc)).map_err(AppError::from))??;
                 if let Some(t) = input.ticket_id {
                     c.execute("UPDATE tickets SET case_no = ?2 WHERE id = ?1 AND case_no IS NULL", params![t, case_no.as_str()])?;
                 }
@@ -548,7 +548,7 @@ impl App {
                 append_event(c, &no, &ev)?;
                 let case_no: CaseNo = no.parse().map_err(|e| AppError::Internal(format!("stored case number: {e}")))?;
                 let doc_id = DocId::case(Some(&app.center_id()?), &case_no);
-                with_docs(|docs| docs.edit(c, &doc_id, |d| sync_docs::append_case_event(d, &ev)))??;
+                with_docs(|docs| docs.edit(c, &doc_id, |d| sync_docs::append_case_event(d, &ev)).map_err(AppError::from))??;
                 // The projection row is rewritten from the events, the one source of truth.
                 let derived = case::derive(&load_events(c, &no)?, &now.delivery);
                 let next = derived.status;

@@ -193,7 +193,7 @@ impl App {
                 // One document per citizen, its id derived from the national id, so two
                 // centers that register the same person offline end up with one citizen.
                 let id = DocId::citizen(&p.national_id);
-                with_docs(|docs| docs.edit(c, &id, |d| markaz_sync::docs::write_citizen(d, &doc_input)))??;
+                with_docs(|docs| docs.edit(c, &id, |d| markaz_sync::docs::write_citizen(d, &doc_input)).map_err(AppError::from))??;
                 audit(c, at, &actor2, if existed { "citizen.update" } else { "citizen.register" }, p.national_id.as_str(), serde_json::json!({}))?;
                 Ok(!existed)
             })

@@ -43,9 +43,16 @@ pub enum StorageError {
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
     #[error("documents: {0}")]
-    Docs(#[from] markaz_sync::store::StoreError),
+    // Boxed: automerge's errors are large, and every `Result` of the node carries this.
+    Docs(Box<markaz_sync::store::StoreError>),
     #[error("documents are only edited inside a write")]
     NotWriterThread,
+}
+
+impl From<markaz_sync::store::StoreError> for StorageError {
+    fn from(e: markaz_sync::store::StoreError) -> Self {
+        StorageError::Docs(Box::new(e))
+    }
 }
 
 /// Tuning that comes from config.
