@@ -263,3 +263,111 @@ impl Api {
         self.call("POST", path, Some(body)).await
     }
 }
+
+// ---- Helpers for the crash, load and secrets tests (proof-eng) ----
+
+impl Api {
+    /// The same session against another base URL (a restarted node listens on a new port).
+    pub fn rebased(&self, base: &str) -> Self {
+        Self {
+            base: base.into(),
+            token: self.token.clone(),
+            http: self.http.clone(),
+        }
+    }
+
+    /// Creates a staff member with `roles` and, for each `(authority, expires_on)`, a
+    /// permission; needs an admin session.
+    pub async fn create_staff(
+        &self,
+        username: &str,
+        password: &str,
+        roles: &[&str],
+        permissions: &[(&str, &str)],
+    ) -> Result<()> {
+        let (s, b) = self
+            .post(
+                "/staff",
+                serde_json::json!({"username": username, "full_name": format!("Staff {username}"), "password": password, "roles": roles}),
+            )
+            .await?;
+        if s != 201 {
+            bail!("creating {username}: {s} {b}");
+        }
+        for (authority, expires_on) in permissions {
+            let (s, b) = self
+                .post(
+                    &format!("/staff/{username}/permissions"),
+                    serde_json::json!({"authority": authority, "expires_on": expires_on}),
+                )
+                .await?;
+            if s != 200 {
+                bail!("granting {authority} to {username}: {s} {b}");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A valid citizen profile for a national id (all fields the intake form asks for).
+pub fn citizen_json(national_id: &str, phone: &str) -> serde_json::Value {
+    serde_json::json!({
+        "national_id": national_id,
+        "full_name": "أحمد محمد الخطيب",
+        "father_name": "محمد",
+        "mother_name": "فاطمة",
+        "birth_date": "1980-05-17",
+        "birth_place": "دمشق",
+        "phone": phone,
+        "address": "دمشق - الميدان - شارع الجزماتية"
+    })
+}
+
+/// A small deterministic PRNG (xorshift64*), so a failing run can be replayed from the
+/// seed it prints.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// From `env_var` if set, else from the clock; prints the seed.
+    pub fn from_env(env_var: &str) -> Self {
+        let seed = std::env::var(env_var)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(1)
+            });
+        eprintln!("seed: {env_var}={seed}");
+        Self::new(seed)
+    }
+
+    pub fn new(seed: u64) -> Self {
+        Self(seed.max(1))
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform in `lo..hi` (hi > lo).
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next_u64() % (hi - lo).max(1)
+    }
+}
+
+/// The value at quantile `q` (0..=1) of sorted `values`.
+pub fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
