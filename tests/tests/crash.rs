@@ -276,20 +276,21 @@ async fn acknowledged_writes_survive_repeated_sigkill_under_load() {
         node.spawn().await.unwrap();
         verify(&db, &ledger.lock().unwrap(), round).unwrap();
     }
-    let l = ledger.lock().unwrap();
-    eprintln!(
-        "{rounds} kills in {:.1} s: {} tickets, {} citizens, {} cases ({} ready) acknowledged",
-        started.elapsed().as_secs_f64(),
-        l.tickets.len(),
-        l.citizens.len(),
-        l.cases.len(),
-        l.cases.values().filter(|r| **r >= 3).count()
-    );
-    assert!(
-        l.cases.values().filter(|r| **r >= 3).count() >= rounds / 2,
-        "the load reached the ready step often enough to test the outbox"
-    );
-    drop(l);
+    {
+        let l = ledger.lock().unwrap();
+        eprintln!(
+            "{rounds} kills in {:.1} s: {} tickets, {} citizens, {} cases ({} ready) acknowledged",
+            started.elapsed().as_secs_f64(),
+            l.tickets.len(),
+            l.citizens.len(),
+            l.cases.len(),
+            l.cases.values().filter(|r| **r >= 3).count()
+        );
+        assert!(
+            l.cases.values().filter(|r| **r >= 3).count() >= rounds / 2,
+            "the load reached the ready step often enough to test the outbox"
+        );
+    }
     let status = node.stop().await.unwrap();
     assert!(status.success(), "clean exit on SIGTERM: {status}");
 }
