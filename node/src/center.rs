@@ -104,6 +104,8 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> anyhow::Result
     let tracker = TaskTracker::new();
     crate::devices::start(&app, &cfg, &tracker, &shutdown)
         .context("while starting the device supervisors")?;
+    crate::sync::start(&app, &cfg, &tracker, &shutdown)
+        .context("while starting the sync client")?;
     let opts = ServeOptions {
         listen: cfg.server.listen.to_string(),
         max_body_bytes: cfg.server.max_body_bytes as usize,

@@ -15,5 +15,6 @@ pub mod error;
 pub mod events;
 pub mod server;
 pub mod storage;
+pub mod sync;
 pub mod uplink;
 pub mod web;

@@ -1,0 +1,283 @@
+//! The SQL projection of documents that arrived from the hub.
+//!
+//! The API reads SQL tables; the documents are the truth. After the sync session merges
+//! remote changes, [`project`] rewrites the rows of every touched document from its
+//! merged state, inside the same writer transaction as the merge — a query never sees a
+//! document state without its rows, nor rows of a state the documents don't have.
+//!
+//! Guarantees: a case's rows (`cases`, `case_events`) are rebuilt wholly from the
+//! document, status and conflict from `model::case::derive`; a citizen's row from its
+//! flat fields; a staff document of *this* center replaces the account's roles, active
+//! flag and permissions (so a revocation at the hub takes effect here), and an account
+//! the hub created gets an unusable password hash until an admin sets one. A document
+//! that cannot be read is skipped and named in the outcome, never fatal: one bad
+//! document must not stop the center's sync.
+
+use markaz_sync::docs::{self as sync_docs, CaseView, DocId, DocKind};
+use markaz_sync::model::case::{CaseEvent, CaseEventKind};
+use markaz_sync::model::catalog::Service;
+use markaz_sync::model::fees::{Fee, FeeSchedule};
+use markaz_sync::model::ids::CenterId;
+use markaz_sync::model::money::Money;
+use markaz_sync::store::{DocStore, StoreError};
+use rand::RngCore;
+use rusqlite::{Connection, params};
+
+/// Why a projection could not be written (the whole transaction rolls back).
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectError {
+    #[error("documents: {0}")]
+    Store(Box<StoreError>),
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("json: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+impl From<StoreError> for ProjectError {
+    fn from(e: StoreError) -> ProjectError {
+        ProjectError::Store(Box::new(e))
+    }
+}
+
+/// What one projection pass did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Projected {
+    /// Cases rewritten: (case number, status key), for live events after commit.
+    pub cases: Vec<(String, String)>,
+    pub citizens: usize,
+    pub staff: usize,
+    /// The fee schedule of a changed catalog document (install after commit).
+    pub fees: Option<FeeSchedule>,
+    /// Documents left as they were: (document id, why).
+    pub skipped: Vec<(String, String)>,
+}
+
+/// Rewrites the SQL rows of every document in `ids` from its merged state. `center` is
+/// this node's center; `catalog` the services it knows (for a case's authority and
+/// target time); `now` stamps rows this pass creates.
+pub fn project(
+    conn: &Connection,
+    docs: &mut DocStore,
+    center: &CenterId,
+    catalog: &[Service],
+    now: jiff::Timestamp,
+    ids: &[DocId],
+) -> Result<Projected, ProjectError> {
+    let mut out = Projected::default();
+    for id in ids {
+        let skip = |out: &mut Projected, why: String| out.skipped.push((id.to_string(), why));
+        match id.kind() {
+            DocKind::Case => match docs.read(conn, id, sync_docs::read_case)? {
+                Some(Ok(view)) => match project_case(conn, &view, catalog)? {
+                    Ok(status) => out.cases.push((view.case_no.to_string(), status)),
+                    Err(why) => skip(&mut out, why),
+                },
+                Some(Err(e)) => skip(&mut out, e.to_string()),
+                None => skip(&mut out, "document missing".into()),
+            },
+            DocKind::Citizen => match docs.read(conn, id, sync_docs::read_citizen)? {
+                Some(Ok(view)) => match project_citizen(conn, &view.input, now)? {
+                    Ok(()) => out.citizens += 1,
+                    Err(why) => skip(&mut out, why),
+                },
+                Some(Err(e)) => skip(&mut out, e.to_string()),
+                None => skip(&mut out, "document missing".into()),
+            },
+            DocKind::Staff => {
+                if id.owner_center().as_ref() != Some(center) {
+                    skip(&mut out, "staff of another center".into());
+                    continue;
+                }
+                match docs.read(conn, id, sync_docs::read_staff)? {
+                    Some(Ok(member)) => {
+                        project_staff(conn, &member, now)?;
+                        out.staff += 1;
+                    }
+                    Some(Err(e)) => skip(&mut out, e.to_string()),
+                    None => skip(&mut out, "document missing".into()),
+                }
+            }
+            DocKind::Catalog => match docs.read(conn, id, sync_docs::read_catalog)? {
+                // An empty fee table (a catalog the hub has not filled yet) would stop
+                // every intake here; the center keeps the schedule it has.
+                Some(Ok(view)) if !view.fees.services.is_empty() => out.fees = Some(view.fees),
+                Some(Ok(_)) => skip(&mut out, "catalog without fees".into()),
+                Some(Err(e)) => skip(&mut out, e.to_string()),
+                None => skip(&mut out, "document missing".into()),
+            },
+            // Written here, only read at the hub: nothing to project.
+            DocKind::Stats | DocKind::Energy => {}
+        }
+    }
+    Ok(out)
+}
+
+/// The serde name of a unit-like enum value (`"ready"`, `"civil_affairs"`).
+fn key<T: serde::Serialize>(v: &T) -> Result<String, serde_json::Error> {
+    Ok(match serde_json::to_value(v)? {
+        serde_json::Value::String(s) => s,
+        serde_json::Value::Object(m) => m.keys().next().cloned().unwrap_or_default(),
+        other => other.to_string(),
+    })
+}
+
+/// Upserts the case row and rebuilds its events; `Ok(Err(why))` when it cannot be shown
+/// here (a service this node does not know).
+fn project_case(
+    conn: &Connection,
+    view: &CaseView,
+    catalog: &[Service],
+) -> Result<Result<String, String>, ProjectError> {
+    let Some(service) = catalog.iter().find(|s| s.code == view.service) else {
+        return Ok(Err(format!("unknown service {}", view.service)));
+    };
+    let Some(first) = view
+        .events
+        .iter()
+        .find(|e| matches!(e.kind, CaseEventKind::Created))
+        .or(view.events.first())
+    else {
+        return Ok(Err("case without events".into()));
+    };
+    let created_at = first.at;
+    let updated_at = view.events.iter().map(|e| e.at).max().unwrap_or(created_at);
+    let target_at = created_at + jiff::SignedDuration::from_hours(i64::from(service.target_hours));
+    // A portal case paid at the hub carries no frozen fee: nothing is due at the desk.
+    let fee = view.fee.clone().unwrap_or(Fee {
+        authority: Money::ZERO,
+        surcharge: Money::ZERO,
+        total: Money::ZERO,
+        authority_decision: String::new(),
+        surcharge_decision: String::new(),
+    });
+    let status = key(&view.derived.status)?;
+    conn.execute(
+        "INSERT INTO cases(case_no, national_id, service_code, authority, fields, delivery, fee, fee_total, status, conflict, payment, target_at, created_by, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+         ON CONFLICT(case_no) DO UPDATE SET national_id = excluded.national_id, service_code = excluded.service_code,
+           authority = excluded.authority, fields = excluded.fields, delivery = excluded.delivery, fee = excluded.fee,
+           fee_total = excluded.fee_total, status = excluded.status, conflict = excluded.conflict,
+           payment = excluded.payment, updated_at = excluded.updated_at",
+        params![
+            view.case_no.as_str(),
+            view.citizen.as_str(),
+            view.service,
+            key(&service.authority)?,
+            serde_json::to_string(&view.fields)?,
+            serde_json::to_string(&view.delivery)?,
+            serde_json::to_string(&fee)?,
+            fee.total.piastres(),
+            status,
+            view.derived.conflict.as_ref().map(serde_json::to_string).transpose()?,
+            view.derived.payment.as_ref().map(serde_json::to_string).transpose()?,
+            target_at.to_string(),
+            first.actor,
+            created_at.to_string(),
+            updated_at.to_string(),
+        ],
+    )?;
+    conn.execute(
+        "DELETE FROM case_events WHERE case_no = ?1",
+        [view.case_no.as_str()],
+    )?;
+    for (idx, ev) in view.events.iter().enumerate() {
+        insert_event(conn, view.case_no.as_str(), idx, ev)?;
+    }
+    Ok(Ok(status))
+}
+
+fn insert_event(
+    conn: &Connection,
+    case_no: &str,
+    idx: usize,
+    ev: &CaseEvent,
+) -> Result<(), ProjectError> {
+    conn.execute(
+        "INSERT INTO case_events(case_no, idx, at, actor, desk, kind, json) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            case_no,
+            idx as i64,
+            ev.at.to_string(),
+            ev.actor,
+            ev.desk,
+            key(&ev.kind)?,
+            serde_json::to_string(ev)?
+        ],
+    )?;
+    Ok(())
+}
+
+fn project_citizen(
+    conn: &Connection,
+    c: &markaz_sync::model::citizen::CitizenInput,
+    now: jiff::Timestamp,
+) -> Result<Result<(), String>, ProjectError> {
+    if c.national_id.is_empty() {
+        return Ok(Err("citizen without national id".into()));
+    }
+    let phone = (!c.phone.is_empty()).then_some(c.phone.as_str());
+    conn.execute(
+        "INSERT INTO citizens(national_id, full_name, father_name, mother_name, birth_date, birth_place, phone, address, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)
+         ON CONFLICT(national_id) DO UPDATE SET full_name = excluded.full_name, father_name = excluded.father_name,
+           mother_name = excluded.mother_name, birth_date = excluded.birth_date, birth_place = excluded.birth_place,
+           phone = excluded.phone, address = excluded.address, updated_at = excluded.updated_at",
+        params![
+            c.national_id,
+            c.full_name,
+            c.father_name,
+            c.mother_name,
+            c.birth_date,
+            c.birth_place,
+            phone,
+            c.address,
+            now.to_string()
+        ],
+    )?;
+    Ok(Ok(()))
+}
+
+/// A password hash no password verifies against (not a PHC string): an account created
+/// at the hub cannot log in until an admin here sets its password.
+fn unusable_password_hash() -> String {
+    let mut salt = [0u8; 16];
+    rand::rng().fill_bytes(&mut salt);
+    format!("!unset:{}", hex::encode(salt))
+}
+
+fn project_staff(
+    conn: &Connection,
+    m: &markaz_sync::model::staff::StaffMember,
+    now: jiff::Timestamp,
+) -> Result<(), ProjectError> {
+    let now = now.to_string();
+    conn.execute(
+        "INSERT INTO staff(username, full_name, password_hash, roles, active, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
+         ON CONFLICT(username) DO UPDATE SET full_name = excluded.full_name, roles = excluded.roles,
+           active = excluded.active, updated_at = excluded.updated_at",
+        params![
+            m.username,
+            m.full_name,
+            unusable_password_hash(),
+            serde_json::to_string(&m.roles)?,
+            m.active,
+            now
+        ],
+    )?;
+    conn.execute(
+        "DELETE FROM staff_permissions WHERE username = ?1",
+        [&m.username],
+    )?;
+    for p in &m.permissions {
+        conn.execute(
+            "INSERT INTO staff_permissions(username, authority, expires_on, granted_by, granted_at) VALUES (?1, ?2, ?3, 'hub', ?4)",
+            params![m.username, key(&p.authority)?, p.expires_on.to_string(), now],
+        )?;
+    }
+    if !m.active {
+        conn.execute("DELETE FROM sessions WHERE username = ?1", [&m.username])?;
+    }
+    Ok(())
+}
