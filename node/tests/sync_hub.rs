@@ -16,7 +16,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Extension, State};
 use axum::routing::post;
-use markaz_hub::pki::{Ca, Validity};
+use markaz_hub::pki::{Ca, RevokeTarget, Validity};
 use markaz_hub::tls::{self, CenterIdentity, ServeOptions, ServerTls, ServerTlsFiles};
 use markaz_node::sync::{SyncOptions, backlog, recent_sessions, sync_once};
 use markaz_node::uplink::{
@@ -92,6 +92,7 @@ struct Hub {
     _dir: tempfile::TempDir,
     ca: Ca,
     port: u16,
+    tls: ServerTls,
     docs: Arc<Mutex<HubDocs>>,
     shutdown: CancellationToken,
 }
@@ -129,7 +130,7 @@ impl Hub {
         let shutdown = CancellationToken::new();
         tokio::spawn(tls::serve(
             listener,
-            tls_files,
+            tls_files.clone(),
             app,
             ServeOptions::default(),
             shutdown.clone(),
@@ -138,6 +139,7 @@ impl Hub {
             _dir: dir,
             ca,
             port,
+            tls: tls_files,
             docs,
             shutdown,
         })
@@ -394,5 +396,35 @@ async fn a_session_cut_by_a_dead_hub_is_recorded_and_the_next_one_resumes() -> a
     let log = recent_sessions(&node.app, 10).await?;
     assert!(log.len() >= 2);
     assert!(!log.last().unwrap().ok(), "the failed session is logged");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_center_whose_certificate_is_revoked_is_refused_and_keeps_its_backlog()
+-> anyhow::Result<()> {
+    let hub = Hub::start().await?;
+    let node = TestNode::start().await;
+    let center = node.app.settings.center_id.clone();
+    let opts = hub.options(&center)?;
+    let mut client = hub.client(&opts)?;
+    let first = sync_once(&node.app, &mut client, &opts).await;
+    assert!(first.ok(), "{first:?}");
+
+    hub.ca.revoke(&RevokeTarget::Center(center.parse()?))?;
+    hub.tls.reload()?;
+    let clerk = node
+        .staff("clerk1", &["clerk", "reception"], &[JUSTICE_UNTIL])
+        .await;
+    assert_eq!(clerk.post("/citizens", citizen(NID)).await.0, 201);
+    let mut client = hub.client(&opts)?;
+    let refused = sync_once(&node.app, &mut client, &opts).await;
+    assert!(!refused.ok(), "a revoked center was served: {refused:?}");
+    assert_eq!(refused.changes_up, 0);
+    assert!(
+        backlog(&node.app).await? >= 1,
+        "the work waits for a valid certificate"
+    );
+    let log = recent_sessions(&node.app, 10).await?;
+    assert_eq!(log[0].result, refused.result);
     Ok(())
 }
