@@ -428,3 +428,43 @@ async fn a_center_whose_certificate_is_revoked_is_refused_and_keeps_its_backlog(
     assert_eq!(log[0].result, refused.result);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_cancellation_at_the_hub_reaches_the_centers_case_view() -> anyhow::Result<()> {
+    let hub = Hub::start().await?;
+    let node = TestNode::start().await;
+    let center: CenterId = node.app.settings.center_id.parse()?;
+    let opts = hub.options(center.as_str())?;
+    let mut client = hub.client(&opts)?;
+    let clerk = node
+        .staff("clerk1", &["clerk", "reception"], &[JUSTICE_UNTIL])
+        .await;
+    assert_eq!(clerk.post("/citizens", citizen(NID)).await.0, 201);
+    let (s, b) = clerk
+        .post("/cases", json!({"national_id": NID, "service": "criminal_record", "fields": {}, "delivery": {"method": "pickup"}}))
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let case_no: CaseNo = b["case_no"].as_str().unwrap().parse()?;
+    assert!(sync_once(&node.app, &mut client, &opts).await.ok());
+
+    let id = DocId::case(Some(&center), &case_no);
+    hub.docs.lock().unwrap().edit(&id, |d| {
+        docs::append_case_event(
+            d,
+            &ev(
+                CaseEventKind::Cancelled {
+                    reason: "duplicate application".into(),
+                },
+                "hub-admin",
+                "9000000000000.00000.hub",
+            ),
+        )
+    });
+    let r = sync_once(&node.app, &mut client, &opts).await;
+    assert!(r.ok(), "{r:?}");
+    let (s, b) = clerk.get(&format!("/cases/{case_no}")).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["status"], "cancelled", "{b}");
+    assert_eq!(b["events"].as_array().map(Vec::len), Some(2), "{b}");
+    Ok(())
+}
