@@ -1,57 +1,163 @@
-//! The governorate hub: the sync endpoint for the centers, relay between them, the sync
-//! logs, and the oversight views for operators.
+//! The governorate hub: the sync endpoint for the centers (mutual TLS, `POST /sync/v1`),
+//! relay between them, the sync logs, the operator pages and API, and the PKI.
 //!
-//! Today the hub opens its data directory and serves its operator pages; the sync
-//! endpoint arrives with the sync protocol (see docs/PROTOCOL.md).
+//! Layout: [`storage`] (one writer thread owning the SQLite database and the document
+//! store), [`endpoint`] (the sync endpoint and its sync log), [`oversight`] (what the
+//! pages show), [`portal`] (portal intake and staff administration), [`web`] (pages and
+//! JSON API), [`tls`] and [`pki`] (certificates), [`demo`] (a ready-made demo PKI).
 
+pub mod demo;
+pub mod endpoint;
+pub mod oversight;
 pub mod pki;
+pub mod portal;
+pub mod storage;
 pub mod tls;
+pub mod web;
 
+pub use demo::{DemoPki, demo_pki};
+
+use std::io::Write;
 use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
-use axum::Router;
-use axum::response::{Html, IntoResponse, Json};
-use axum::routing::get;
 use markaz_config::HubConfig;
 use tokio_util::sync::CancellationToken;
 
-/// Runs the hub until `shutdown` is cancelled.
+use crate::storage::{HubDb, HubWriter};
+use crate::tls::{ServeOptions, ServerTls, ServerTlsFiles};
+
+/// File in `data_dir` holding the operator API bearer token.
+pub const TOKEN_FILE: &str = "operator.token";
+/// File in `data_dir` where the hub writes the address of its sync listener.
+pub const SYNC_ADDR_FILE: &str = "sync.addr";
+/// File in `data_dir` where the hub writes the address of its web listener.
+pub const WEB_ADDR_FILE: &str = "web.addr";
+/// How often the CRL (and the rest of the TLS material) is re-read.
+pub const TLS_RELOAD_EVERY: Duration = Duration::from_secs(60);
+
+/// The operator token: read from `<data_dir>/operator.token`, or created there (random,
+/// mode 0600) on first start.
+pub fn operator_token(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join(TOKEN_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("while reading {}", path.display())),
+    }
+    let token = hex::encode(rand::random::<[u8; 24]>());
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("while creating {}", path.display()))?;
+    f.write_all(token.as_bytes())?;
+    f.sync_all()?;
+    Ok(token)
+}
+
+/// The TLS files of the hub from its configuration; without an explicit CRL, `crl.pem`
+/// next to the CA certificate (the `markaz pki` layout).
+pub fn tls_files(cfg: &HubConfig) -> ServerTlsFiles {
+    let ca = cfg.hub.ca_cert_path();
+    let crl = cfg
+        .hub
+        .crl_path()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| {
+            ca.parent()
+                .map_or_else(|| PathBuf::from(pki::CRL), |d| d.join(pki::CRL))
+        });
+    ServerTlsFiles {
+        ca,
+        cert: cfg.hub.server_cert_path(),
+        key: cfg.hub.server_key_path(),
+        crl,
+    }
+}
+
+/// Runs the hub until `shutdown` is cancelled: the sync endpoint on `hub.listen` (mutual
+/// TLS) and the operator pages on `hub.web_listen`.
 pub async fn run(cfg: HubConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&cfg.hub.data_dir)
-        .with_context(|| format!("while creating hub data dir {}", cfg.hub.data_dir.display()))?;
-    let listener = tokio::net::TcpListener::bind(&cfg.hub.web_listen)
+    let data_dir = cfg.hub.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("while creating hub data dir {}", data_dir.display()))?;
+    let token = operator_token(&data_dir)?;
+    let dd = data_dir.clone();
+    let db = tokio::task::spawn_blocking(move || HubDb::open(&dd))
+        .await?
+        .context("while opening the hub database")?;
+    let writer = HubWriter::spawn(db).context("while starting the hub writer")?;
+    let files = tls_files(&cfg);
+    let tls = ServerTls::load(files.clone())
+        .with_context(|| format!("while loading the hub TLS material {files:?}"))?;
+
+    let sync_listener = tokio::net::TcpListener::bind(&cfg.hub.listen)
+        .await
+        .with_context(|| format!("while binding {}", cfg.hub.listen))?;
+    let sync_addr = sync_listener.local_addr()?;
+    let web_listener = tokio::net::TcpListener::bind(&cfg.hub.web_listen)
         .await
         .with_context(|| format!("while binding {}", cfg.hub.web_listen))?;
-    let addr = listener.local_addr()?;
-    std::fs::write(cfg.hub.data_dir.join("web.addr"), addr.to_string())?;
-    tracing::info!(%addr, "hub serving operator pages");
-    axum::serve(
-        listener,
-        router().into_make_service_with_connect_info::<SocketAddr>(),
+    let web_addr = web_listener.local_addr()?;
+    std::fs::write(data_dir.join(SYNC_ADDR_FILE), sync_addr.to_string())?;
+    std::fs::write(data_dir.join(WEB_ADDR_FILE), web_addr.to_string())?;
+    tracing::info!(%sync_addr, %web_addr, "hub serving");
+
+    let reload = {
+        let tls = tls.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(TLS_RELOAD_EVERY);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tick.tick() => {
+                        let tls = tls.clone();
+                        match tokio::task::spawn_blocking(move || tls.reload()).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(error)) => tracing::warn!(%error, "TLS reload failed; keeping the old configuration"),
+                            Err(error) => tracing::warn!(%error, "TLS reload task failed"),
+                        }
+                    }
+                }
+            }
+        })
+    };
+
+    let sync_app = endpoint::router(writer.clone(), cfg.hub.max_body_bytes);
+    let sync_task = tokio::spawn(tls::serve(
+        sync_listener,
+        tls,
+        sync_app,
+        ServeOptions::default(),
+        shutdown.clone(),
+    ));
+    let web_app = web::router(web::WebState {
+        writer,
+        token: Arc::new(token),
+    });
+    let web_shutdown = shutdown.clone();
+    let web = axum::serve(
+        web_listener,
+        web_app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(async move { shutdown.cancelled().await })
-    .await
-    .context("while serving the hub")?;
+    .with_graceful_shutdown(async move { web_shutdown.cancelled().await });
+    let web_result = web.await;
+    shutdown.cancel();
+    let sync_result = sync_task.await;
+    reload.abort();
+    web_result.context("while serving the operator pages")?;
+    sync_result
+        .context("sync listener task")?
+        .context("while serving the sync endpoint")?;
     Ok(())
-}
-
-fn router() -> Router {
-    Router::new().route("/", get(overview)).route(
-        "/healthz",
-        get(|| async { Json(serde_json::json!({"status": "ok"})) }),
-    )
-}
-
-async fn overview() -> impl IntoResponse {
-    Html(
-        r#"<!doctype html><html lang="ar" dir="rtl"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>مركز المحافظة — Markaz hub</title>
-<style>body{font-family:system-ui,sans-serif;margin:2rem;line-height:1.6}</style></head>
-<body><h1>المحافظة — نظرة عامة على المراكز</h1>
-<p>لم تتزامن أي مراكز بعد. ستظهر هنا المراكز وآخر تزامن لكل منها وسجلات التزامن.</p>
-<p lang="en" dir="ltr">Governorate hub — no center has synced yet. Centers, their last sync and the sync logs appear here.</p>
-</body></html>"#,
-    )
 }

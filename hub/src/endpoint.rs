@@ -1,0 +1,131 @@
+//! The sync endpoint `POST /sync/v1` (served over mutual TLS by [`crate::tls::serve`]):
+//! body = one encoded `Request`, answer = one encoded `Response`
+//! (`application/octet-stream`). The center is taken ONLY from the verified
+//! [`CenterIdentity`] in the request extensions; each request runs `handle_request` on
+//! the writer thread in one transaction and is appended to the sync log (center, uplink
+//! from the `X-Markaz-Uplink` header, times, bytes, documents and changes each way,
+//! refusals, result, skew). A malformed body is answered with an `Error` response.
+
+use std::collections::BTreeSet;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Extension, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response as HttpResponse};
+use axum::routing::post;
+use markaz_sync::protocol::{Request, Response};
+
+use crate::storage::{HubWriter, SyncLogEntry};
+use crate::tls::CenterIdentity;
+
+/// The path of the sync endpoint.
+pub const SYNC_PATH: &str = "/sync/v1";
+/// The header in which the center names the uplink it uses (`primary` or `modem`).
+pub const UPLINK_HEADER: &str = "x-markaz-uplink";
+
+/// The router of the sync listener.
+pub fn router(writer: HubWriter, max_body_bytes: u64) -> Router {
+    let limit = usize::try_from(max_body_bytes).unwrap_or(usize::MAX);
+    Router::new()
+        .route(SYNC_PATH, post(sync))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(writer)
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(jiff::Timestamp::now().as_millisecond()).unwrap_or(0)
+}
+
+/// The uplink a center says it used; anything else is recorded as `unknown`.
+pub fn uplink_of(headers: &HeaderMap) -> &'static str {
+    match headers.get(UPLINK_HEADER).and_then(|v| v.to_str().ok()) {
+        Some("primary") => "primary",
+        Some("modem") => "modem",
+        _ => "unknown",
+    }
+}
+
+async fn sync(
+    State(writer): State<HubWriter>,
+    identity: Option<Extension<CenterIdentity>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> HttpResponse {
+    // tls::serve always inserts it; a router mounted elsewhere must not serve anyone.
+    let Some(Extension(identity)) = identity else {
+        return (StatusCode::FORBIDDEN, "client certificate required").into_response();
+    };
+    let center = identity.center_id;
+    let uplink = uplink_of(&headers);
+    let started = now_ms();
+    let req = Request::decode(&body).ok();
+    let body_len = body.len();
+    let c = center.clone();
+    let result = writer
+        .run(move |e| {
+            let (resp, log) = e.sync_request(&c, now_ms(), &body);
+            let ended = now_ms();
+            let mut entry = SyncLogEntry {
+                center: c.to_string(),
+                uplink: uplink.into(),
+                kind: log.kind.to_string(),
+                started_ms: started as i64,
+                ended_ms: ended as i64,
+                bytes_up: body_len as i64,
+                bytes_down: resp.len() as i64,
+                changes_up: log.changes_in as i64,
+                changes_down: log.changes_out as i64,
+                refused: log.refused as i64,
+                result: if log.error.is_none() { "ok" } else { "error" }.into(),
+                error: log.error.clone(),
+                ..SyncLogEntry::default()
+            };
+            match &req {
+                Some(Request::Hello { wall_ms, .. }) => {
+                    entry.skew_ms = Some(ended as i64 - *wall_ms as i64);
+                }
+                Some(Request::Push { changes, .. }) => {
+                    let docs: BTreeSet<&str> =
+                        changes.iter().map(|(_, c)| c.doc_id.as_str()).collect();
+                    entry.docs_up = docs.len() as i64;
+                }
+                Some(Request::RepairSync { msgs }) => entry.docs_up = msgs.len() as i64,
+                _ => {}
+            }
+            match Response::decode(&resp) {
+                Ok(Response::PullBatch {
+                    changes,
+                    next_cursor,
+                    ..
+                }) => {
+                    let docs: BTreeSet<&str> = changes.iter().map(|c| c.doc_id.as_str()).collect();
+                    entry.docs_down = docs.len() as i64;
+                    entry.cursor = Some(next_cursor as i64);
+                }
+                Ok(Response::RepairSync { msgs }) => {
+                    entry.docs_down = msgs.iter().filter(|m| m.1.is_some()).count() as i64;
+                }
+                Ok(Response::Error { code, message }) if entry.error.is_none() => {
+                    entry.result = "error".into();
+                    entry.error = Some(format!("{code}: {message}"));
+                }
+                _ => {}
+            }
+            if let Err(err) = e.record_sync(&entry) {
+                tracing::error!(%err, center = %entry.center, "could not write the sync log");
+            }
+            tracing::info!(center = %entry.center, uplink, kind = %entry.kind,
+                bytes_up = entry.bytes_up, bytes_down = entry.bytes_down,
+                result = %entry.result, "sync request");
+            resp
+        })
+        .await;
+    match result {
+        Ok(resp) => ([(header::CONTENT_TYPE, "application/octet-stream")], resp).into_response(),
+        Err(err) => {
+            tracing::error!(%err, %center, "sync request not handled");
+            (StatusCode::SERVICE_UNAVAILABLE, "hub storage unavailable").into_response()
+        }
+    }
+}

@@ -1,0 +1,359 @@
+//! What the operator pages show, computed on the writer thread from the hub database:
+//! the centers overview (last sync, uplink, backlog = feed length − cursor, freshness),
+//! the sync log, the conflicts list, the oversight figures per center and service from
+//! the case documents, and the centers' daily energy summaries.
+//!
+//! The figures are pure functions of the case views ([`tally`]), so they are tested
+//! without a database.
+
+use std::collections::BTreeMap;
+
+use markaz_sync::docs::{self, CaseView, DocId};
+use markaz_sync::model::case::{CaseEventKind, CaseStatus, Delivery};
+use markaz_sync::model::catalog::Service;
+use rusqlite::params;
+use serde::Serialize;
+
+use crate::storage::{HubEngine, StorageError, SyncLogEntry};
+
+/// One row of the centers overview.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CenterRow {
+    pub center: String,
+    pub last_sync_ms: Option<i64>,
+    pub last_ok_ms: Option<i64>,
+    pub uplink: Option<String>,
+    pub feed_len: i64,
+    pub cursor: i64,
+    /// Changes waiting in the center's feed.
+    pub backlog: i64,
+    /// Milliseconds since the last successful sync (how old the hub's copy may be).
+    pub freshness_ms: Option<i64>,
+    pub skew_ms: Option<i64>,
+}
+
+/// The centers overview: every center that registered or synced.
+pub fn centers(e: &mut dyn HubEngine, now_ms: i64) -> Result<Vec<CenterRow>, StorageError> {
+    let mut stmt = e.conn().prepare(
+        "SELECT c.center, s.last_sync_ms, s.last_ok_ms, s.uplink,
+                (SELECT coalesce(max(fseq), 0) FROM feed f WHERE f.center=c.center),
+                coalesce(s.cursor, 0), s.skew_ms
+         FROM (SELECT center FROM centers UNION SELECT center FROM center_status) c
+         LEFT JOIN center_status s ON s.center=c.center ORDER BY c.center",
+    )?;
+    let rows = stmt
+        .query_map([], |r| {
+            let feed_len: i64 = r.get(4)?;
+            let cursor: i64 = r.get(5)?;
+            let last_ok: Option<i64> = r.get(2)?;
+            Ok(CenterRow {
+                center: r.get(0)?,
+                last_sync_ms: r.get(1)?,
+                last_ok_ms: last_ok,
+                uplink: r.get(3)?,
+                feed_len,
+                cursor,
+                backlog: (feed_len - cursor).max(0),
+                freshness_ms: last_ok.map(|t| (now_ms - t).max(0)),
+                skew_ms: r.get(6)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
+/// The newest `limit` sync log rows, optionally of one center.
+pub fn sync_log(
+    e: &mut dyn HubEngine,
+    center: Option<&str>,
+    limit: u32,
+) -> Result<Vec<SyncLogEntry>, StorageError> {
+    let mut stmt = e.conn().prepare(
+        "SELECT id, center, uplink, kind, started_ms, ended_ms, bytes_up, bytes_down,
+                docs_up, docs_down, changes_up, changes_down, refused, result, error,
+                skew_ms, cursor
+         FROM sync_log WHERE ?1 IS NULL OR center=?1 ORDER BY id DESC LIMIT ?2",
+    )?;
+    let rows = stmt
+        .query_map(params![center, limit], |r| {
+            Ok(SyncLogEntry {
+                id: r.get(0)?,
+                center: r.get(1)?,
+                uplink: r.get(2)?,
+                kind: r.get(3)?,
+                started_ms: r.get(4)?,
+                ended_ms: r.get(5)?,
+                bytes_up: r.get(6)?,
+                bytes_down: r.get(7)?,
+                docs_up: r.get(8)?,
+                docs_down: r.get(9)?,
+                changes_up: r.get(10)?,
+                changes_down: r.get(11)?,
+                refused: r.get(12)?,
+                result: r.get(13)?,
+                error: r.get(14)?,
+                skew_ms: r.get(15)?,
+                cursor: r.get(16)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
+/// Every case view at the hub (unreadable documents are skipped and logged).
+pub fn case_views(e: &mut dyn HubEngine) -> Result<Vec<CaseView>, StorageError> {
+    let mut out = Vec::new();
+    for id in e.doc_ids("case")? {
+        let mut typed = None;
+        let r = e.read_doc(&id, &mut |d| {
+            typed = Some(docs::read_case(d)?);
+            Ok(serde_json::Value::Null)
+        });
+        match r {
+            Ok(_) => out.extend(typed),
+            Err(err) => tracing::warn!(doc = %id, %err, "unreadable case document"),
+        }
+    }
+    Ok(out)
+}
+
+/// One case whose derived status carries a conflict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConflictRow {
+    pub case_no: String,
+    pub center: String,
+    pub service: String,
+    pub status: String,
+    pub message_ar: String,
+    pub message_en: String,
+}
+
+/// The center a case belongs to for oversight: its owner, or the pickup center of a
+/// portal case, or `hub`.
+pub fn case_center(v: &CaseView) -> String {
+    match (&v.center, &v.delivery) {
+        (Some(c), _) => c.to_string(),
+        (None, Delivery::Pickup { center }) => center.to_string(),
+        (None, Delivery::Post { .. }) => docs::HUB_OWNER.to_string(),
+    }
+}
+
+/// The conflicts list.
+pub fn conflicts(views: &[CaseView]) -> Vec<ConflictRow> {
+    views
+        .iter()
+        .filter_map(|v| {
+            let c = v.derived.conflict.as_ref()?;
+            Some(ConflictRow {
+                case_no: v.case_no.to_string(),
+                center: case_center(v),
+                service: v.service.clone(),
+                status: v.derived.status.as_str().into(),
+                message_ar: c.message_ar(),
+                message_en: c.message_en(),
+            })
+        })
+        .collect()
+}
+
+/// Oversight figures of one center and service.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct OversightRow {
+    pub center: String,
+    pub service: String,
+    pub received: u32,
+    /// Ready, notified, delivered or posted.
+    pub finished: u32,
+    pub pending_within_target: u32,
+    pub pending_beyond_target: u32,
+    /// Average created → ready time of the finished cases, in minutes.
+    pub avg_processing_minutes: Option<i64>,
+}
+
+/// Tally the cases per (center, service). A case is pending while it is not finished,
+/// cancelled or rejected; it is beyond target when `now − created` exceeds the service's
+/// `target_hours` (wall-clock hours; unknown services have no target and count within).
+pub fn tally(views: &[CaseView], catalog: &[Service], now: jiff::Timestamp) -> Vec<OversightRow> {
+    let mut rows: BTreeMap<(String, String), (OversightRow, i64, i64)> = BTreeMap::new();
+    for v in views {
+        let key = (case_center(v), v.service.clone());
+        let (row, sum, n) = rows.entry(key.clone()).or_insert_with(|| {
+            (
+                OversightRow {
+                    center: key.0.clone(),
+                    service: key.1.clone(),
+                    ..OversightRow::default()
+                },
+                0,
+                0,
+            )
+        });
+        row.received += 1;
+        let created = v
+            .events
+            .iter()
+            .find(|e| e.kind == CaseEventKind::Created)
+            .map(|e| e.at);
+        let ready = v
+            .events
+            .iter()
+            .find(|e| {
+                matches!(
+                    e.kind,
+                    CaseEventKind::Ready
+                        | CaseEventKind::Delivered { .. }
+                        | CaseEventKind::Posted { .. }
+                )
+            })
+            .map(|e| e.at);
+        use CaseStatus as S;
+        match v.derived.status {
+            S::Ready | S::Notified | S::Delivered | S::Posted => {
+                row.finished += 1;
+                if let (Some(c), Some(r)) = (created, ready) {
+                    *sum += r.duration_since(c).as_secs() / 60;
+                    *n += 1;
+                }
+            }
+            S::Cancelled | S::Rejected => {}
+            S::Created | S::Paid | S::InProgress => {
+                let target = catalog
+                    .iter()
+                    .find(|s| s.code == v.service)
+                    .map(|s| i64::from(s.target_hours) * 3600);
+                let age = created.map(|c| now.duration_since(c).as_secs());
+                match (target, age) {
+                    (Some(t), Some(a)) if a > t => row.pending_beyond_target += 1,
+                    _ => row.pending_within_target += 1,
+                }
+            }
+        }
+    }
+    rows.into_values()
+        .map(|(mut row, sum, n)| {
+            row.avg_processing_minutes = (n > 0).then(|| sum / n);
+            row
+        })
+        .collect()
+}
+
+/// The catalog's services at the hub (empty if there is no catalog yet).
+pub fn catalog(e: &mut dyn HubEngine) -> Result<Vec<Service>, StorageError> {
+    let mut out = Vec::new();
+    e.read_doc(&DocId::catalog(), &mut |d| {
+        out = docs::read_catalog(d)?.services;
+        Ok(serde_json::Value::Null)
+    })?;
+    Ok(out)
+}
+
+/// One center-day energy summary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EnergyRow {
+    pub center: String,
+    pub day: String,
+    pub metrics: BTreeMap<String, i64>,
+}
+
+/// Every energy summary the centers sent, newest day first.
+pub fn energy(e: &mut dyn HubEngine) -> Result<Vec<EnergyRow>, StorageError> {
+    let mut out = Vec::new();
+    for id in e.doc_ids("energy")? {
+        let r = e.read_doc(&id, &mut |d| {
+            let m = docs::read_metrics(d)?;
+            out.push(EnergyRow {
+                center: m.center.to_string(),
+                day: m.day,
+                metrics: m.metrics,
+            });
+            Ok(serde_json::Value::Null)
+        });
+        if let Err(err) = r {
+            tracing::warn!(doc = %id, %err, "unreadable energy document");
+        }
+    }
+    out.sort_by(|a, b| b.day.cmp(&a.day).then(a.center.cmp(&b.center)));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use markaz_sync::docs::NewCase;
+    use markaz_sync::model::case::{CaseEvent, derive};
+    use markaz_sync::model::{CaseNo, CenterId};
+
+    fn ev(kind: CaseEventKind, hours: i64, hlc: &str) -> CaseEvent {
+        CaseEvent {
+            kind,
+            actor: "clerk".into(),
+            desk: None,
+            at: jiff::Timestamp::UNIX_EPOCH + jiff::SignedDuration::from_hours(hours),
+            hlc: hlc.into(),
+        }
+    }
+
+    fn view(seq: u32, events: Vec<CaseEvent>) -> CaseView {
+        let center: CenterId = "midan".parse().expect("id");
+        let n = NewCase {
+            case_no: CaseNo::new("MID", 2026, seq).expect("no"),
+            center: Some(center.clone()),
+            service: "criminal_record".into(),
+            citizen: "01020304050".parse().expect("nid"),
+            delivery: Delivery::Pickup { center },
+            fields: BTreeMap::new(),
+            fee: None,
+            created: events[0].clone(),
+        };
+        let derived = derive(&events, &n.delivery);
+        CaseView {
+            case_no: n.case_no,
+            center: n.center,
+            service: n.service,
+            citizen: n.citizen,
+            delivery: n.delivery,
+            fields: n.fields,
+            fee: None,
+            events,
+            derived,
+            unreadable: 0,
+            conflicts: vec![],
+        }
+    }
+
+    #[test]
+    fn tally_counts_finished_pending_and_average() {
+        let cat: Vec<Service> = markaz_sync::model::catalog::default_catalog()
+            .into_iter()
+            .filter(|s| s.code == "criminal_record")
+            .collect();
+        let target = i64::from(cat[0].target_hours);
+        let views = vec![
+            view(
+                1,
+                vec![
+                    ev(CaseEventKind::Created, 0, "01"),
+                    ev(
+                        CaseEventKind::Paid(markaz_sync::model::case::Payment::EPayment {
+                            reference: "R1".into(),
+                            bank: markaz_sync::model::case::Bank::Bemo,
+                        }),
+                        0,
+                        "015",
+                    ),
+                    ev(CaseEventKind::Started, 1, "02"),
+                    ev(CaseEventKind::Ready, 2, "03"),
+                ],
+            ),
+            view(2, vec![ev(CaseEventKind::Created, 0, "01")]),
+            view(3, vec![ev(CaseEventKind::Created, target + 10, "01")]),
+        ];
+        let now = jiff::Timestamp::UNIX_EPOCH + jiff::SignedDuration::from_hours(target + 11);
+        let rows = tally(&views, &cat, now);
+        assert_eq!(rows.len(), 1);
+        let r = &rows[0];
+        assert_eq!((r.received, r.finished), (3, 1));
+        assert_eq!((r.pending_within_target, r.pending_beyond_target), (1, 1));
+        assert_eq!(r.avg_processing_minutes, Some(120));
+    }
+}
