@@ -164,11 +164,33 @@ impl HubDb {
         migrate_own(&conn)?;
         let now = jiff::Timestamp::now().as_millisecond();
         let actor = store::incarnation(&conn, "hub", now)?;
-        Ok(HubDb {
+        let mut db = HubDb {
             conn,
             docs: DocStore::new(actor, 256),
             clock: Clock::new("hub"),
-        })
+        };
+        db.seed_catalog()?;
+        Ok(db)
+    }
+
+    /// A new hub starts with the default catalog and fee schedule (edited later by the
+    /// administration), so portal intake and the centers have services from day one.
+    fn seed_catalog(&mut self) -> Result<(), StorageError> {
+        let id = DocId::catalog();
+        if self.docs.read(&self.conn, &id, |_| ())?.is_some() {
+            return Ok(());
+        }
+        let fees = markaz_sync::model::default_fee_schedule();
+        self.hub_edit(&id, &mut |d| {
+            for s in markaz_sync::model::catalog::default_catalog() {
+                markaz_sync::docs::write_service(d, &s)?;
+            }
+            for (code, f) in &fees.services {
+                markaz_sync::docs::write_fees(d, code, f)?;
+            }
+            Ok(())
+        })?;
+        Ok(())
     }
 }
 
