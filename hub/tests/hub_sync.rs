@@ -264,6 +264,53 @@ async fn hub_sync_log_partial_replication_portal_and_pages() -> anyhow::Result<(
     assert!(midan.has(&portal) && midan.has(&citizen));
     assert!(!qanawat.has(&portal) && !qanawat.has(&citizen));
 
+    // A permission granted then revoked at the hub reaches midan at its next syncs.
+    let staff = serde_json::json!({"username": "clerk1", "full_name": "موظف", "roles": ["clerk"],
+        "permissions": [], "active": true});
+    let (status, body) = hub
+        .http(
+            "PUT",
+            "/api/v1/staff/midan/clerk1",
+            Some(&staff.to_string()),
+        )
+        .await?;
+    assert!(status.contains("204"), "{status} {body}");
+    let grant = serde_json::json!({"authority": "justice", "expires_on": "2027-01-31"});
+    let (status, body) = hub
+        .http(
+            "POST",
+            "/api/v1/staff/midan/clerk1/permissions",
+            Some(&grant.to_string()),
+        )
+        .await?;
+    assert!(status.contains("200"), "{status} {body}");
+    let staff_doc = DocId::staff(&midan.id, "clerk1")?;
+    midan.sync().await?;
+    let perms = |c: &mut Center| -> anyhow::Result<usize> {
+        Ok(c.docs
+            .read(&c.conn, &staff_doc, docs::read_staff)?
+            .context("staff doc")??
+            .permissions
+            .len())
+    };
+    assert_eq!(perms(&mut midan)?, 1);
+    qanawat.sync().await?;
+    assert!(!qanawat.has(&staff_doc), "another center's staff stays out");
+    let (status, _) = hub
+        .http(
+            "DELETE",
+            "/api/v1/staff/midan/clerk1/permissions/justice",
+            None,
+        )
+        .await?;
+    assert!(status.contains("200"), "{status}");
+    midan.sync().await?;
+    assert_eq!(
+        perms(&mut midan)?,
+        0,
+        "the revocation took effect at the next sync"
+    );
+
     // Pages: Arabic first, English on request; the overview lists both centers.
     let (status, html) = hub.http("GET", "/", None).await?;
     assert!(status.contains("200"));
