@@ -16,28 +16,34 @@ use tokio::process::{Child, Command};
 pub const ADMIN_USER: &str = "admin";
 pub const ADMIN_PASSWORD: &str = "admin-test-password";
 
-/// Path of the `markaz` binary built by the same `cargo test` run (target/<profile>/markaz),
-/// building it first if it is missing (e.g. when only this crate was selected).
+/// Path of the `markaz` binary of this build (target/<profile>/markaz). The first call in
+/// a test process runs `cargo build -p markaz --bin markaz` for the same profile: a no-op
+/// when it is up to date, and the only way to have it at all when the tests were built
+/// without it (`cargo test --workspace` builds the binary's test harness, not the binary).
 pub fn markaz_bin() -> Result<PathBuf> {
+    static BUILT: std::sync::OnceLock<std::result::Result<PathBuf, String>> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| build_markaz().map_err(|e| format!("{e:#}"))).clone().map_err(|e| anyhow::anyhow!(e))
+}
+
+fn build_markaz() -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     // target/<profile>/deps/<test-binary>
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("test binary has no profile dir")?;
+    let profile_dir = exe.parent().and_then(Path::parent).context("test binary has no profile dir")?;
     let bin = profile_dir.join("markaz");
-    if !bin.exists() {
-        let release = profile_dir.file_name().is_some_and(|n| n == "release");
-        let mut cmd =
-            std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cmd.args(["build", "--bin", "markaz"]);
-        if release {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().context("running cargo build --bin markaz")?;
-        if !status.success() || !bin.exists() {
-            bail!("could not build the markaz binary at {}", bin.display());
-        }
+    let target_dir = profile_dir.parent().context("profile dir has no target dir")?;
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("tests crate has no workspace")?;
+    let mut cmd = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.arg("build")
+        .arg("--manifest-path")
+        .arg(workspace.join("Cargo.toml"))
+        .args(["-p", "markaz", "--bin", "markaz"])
+        .env("CARGO_TARGET_DIR", target_dir);
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    let status = cmd.status().context("running cargo build --bin markaz")?;
+    if !status.success() || !bin.exists() {
+        bail!("could not build the markaz binary at {}", bin.display());
     }
     Ok(bin)
 }
