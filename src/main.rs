@@ -42,6 +42,14 @@ enum Command {
         /// Port of the hub's web pages.
         #[arg(long, default_value_t = 8090)]
         hub_port: u16,
+        /// Port of the hub's sync endpoint (mutual TLS).
+        #[arg(long, default_value_t = 8443)]
+        sync_port: u16,
+    },
+    /// Measure against the machine's limits and update docs/BENCHMARKS.md.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
     },
     /// Check a node or hub config file; print every problem with file:line:column.
     CheckConfig { file: PathBuf },
@@ -49,6 +57,23 @@ enum Command {
     Pki {
         #[command(subcommand)]
         command: PkiCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Durable writes/s and latency with concurrent writers through group commit, versus
+    /// one fsync per write, in one run.
+    GroupCommit {
+        #[arg(long, default_value_t = 64)]
+        writers: usize,
+        #[arg(long, default_value_t = 5.0)]
+        secs: f64,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// The file whose group-commit section is rewritten with the figures.
+        #[arg(long, default_value = "docs/BENCHMARKS.md")]
+        write: PathBuf,
     },
 }
 
@@ -177,7 +202,36 @@ async fn run(command: Command) -> anyhow::Result<()> {
             data_dir,
             port,
             hub_port,
-        } => demo(data_dir, port, hub_port).await,
+            sync_port,
+        } => demo(data_dir, port, hub_port, sync_port).await,
+        Command::Bench {
+            command:
+                BenchCommand::GroupCommit {
+                    writers,
+                    secs,
+                    runs,
+                    write,
+                },
+        } => {
+            init_logging(markaz_config::LogFormat::Pretty, "warn");
+            let dir = tempfile_dir()?;
+            let args = markaz_node::bench::GroupCommitArgs {
+                writers,
+                run_secs: secs,
+                runs,
+                dir: dir.clone(),
+            };
+            let report = markaz_node::bench::group_commit(args).await;
+            let _ = std::fs::remove_dir_all(&dir);
+            let report = report?;
+            let command = format!(
+                "cargo run --release -- bench group-commit --writers {writers} --secs {secs} --runs {runs}"
+            );
+            println!("{}", report.markdown(&command));
+            markaz_node::bench::update_benchmarks_md(&write, &report, &command)?;
+            println!("updated {}", write.display());
+            Ok(())
+        }
         Command::CheckConfig { .. } | Command::Pki { .. } => {
             unreachable!("handled before the runtime starts")
         }
@@ -236,8 +290,18 @@ fn pki(command: &PkiCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A fresh directory for benchmark databases, on the same disk as the working directory
+/// so the fsync figures are those of the machine's real disk.
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::current_dir()?
+        .join("target")
+        .join(format!("bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
 /// The demo: a hub and one center ("demo") in this process, on loopback.
-async fn demo(data_dir: PathBuf, port: u16, hub_port: u16) -> anyhow::Result<()> {
+async fn demo(data_dir: PathBuf, port: u16, hub_port: u16, sync_port: u16) -> anyhow::Result<()> {
     init_logging(markaz_config::LogFormat::Pretty, "info,tower_http=warn");
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("while creating {}", data_dir.display()))?;
@@ -247,11 +311,26 @@ async fn demo(data_dir: PathBuf, port: u16, hub_port: u16) -> anyhow::Result<()>
     let mut hub = markaz_config::HubConfig::default();
     hub.hub.data_dir = data_dir.join("hub");
     hub.hub.web_listen = std::net::SocketAddr::from(([127, 0, 0, 1], hub_port));
+    hub.hub.listen = std::net::SocketAddr::from(([127, 0, 0, 1], sync_port));
+    // Certificates for the demo: a CA, the hub's, and the center's bundle.
+    let pki = markaz_hub::demo::demo_pki(&data_dir.join("pki"))?;
+    hub.hub.ca_cert = Some(pki.ca_cert.clone());
+    hub.hub.server_cert = Some(pki.server_cert.clone());
+    hub.hub.server_key = Some(pki.server_key.clone());
+    hub.hub.crl = Some(pki.crl.clone());
     let mut node = markaz_config::NodeConfig::default();
     node.center.name_ar = "مركز خدمة المواطن - تجريبي".into();
     node.center.name_en = "Citizen Service Center — Demo".into();
     node.storage.data_dir = data_dir.join("center");
     node.server.listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    node.sync.enabled = true;
+    node.sync.hub_url = format!("https://127.0.0.1:{sync_port}")
+        .parse()
+        .map_err(|e| anyhow::anyhow!("hub url: {e:?}"))?;
+    node.sync.ca_cert = Some(pki.center_bundle.join("ca.pem"));
+    node.sync.client_cert = Some(pki.center_bundle.join("cert.pem"));
+    node.sync.client_key = Some(pki.center_bundle.join("key.pem"));
+    node.sync.interval_secs = 10;
     node.auth.initial_admin_password = Some(DEMO_PASSWORD.into());
     // Emulated modem, solar charger, battery monitor, inverter and generator on ptys.
     let _devices = markaz_node::devices::demo::emulate(&mut node, shutdown.clone())?;
@@ -264,7 +343,7 @@ async fn demo(data_dir: PathBuf, port: u16, hub_port: u16) -> anyhow::Result<()>
          \n  center web UI   http://127.0.0.1:{port}/        log in as admin / {DEMO_PASSWORD}\
          \n  display board   http://127.0.0.1:{port}/display\
          \n  center API      http://127.0.0.1:{port}/api/v1/openapi.json\
-         \n  hub             http://127.0.0.1:{hub_port}/\
+         \n  hub             http://127.0.0.1:{hub_port}/        (sync over mutual TLS on 127.0.0.1:{sync_port})\
          \n\n  emulated devices: 3G modem, solar charger, battery monitor, inverter and generator\
          \n  (a Damascus day passes in 24 minutes; watch the technician page)\
          \n\nPress Ctrl-C to stop.\n",

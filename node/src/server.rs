@@ -31,7 +31,12 @@ pub fn router(app: App, max_body_bytes: usize, request_timeout: Duration) -> Rou
 }
 
 /// The whole router of the node: API, pages and assets.
-pub fn router_with(app: App, max_body_bytes: usize, request_timeout: Duration, web: WebOptions) -> Router {
+pub fn router_with(
+    app: App,
+    max_body_bytes: usize,
+    request_timeout: Duration,
+    web: WebOptions,
+) -> Router {
     crate::api::router(app.clone())
         .merge(crate::web::router_with(app, web))
         .layer(DefaultBodyLimit::max(max_body_bytes))

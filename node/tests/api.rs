@@ -870,28 +870,60 @@ async fn health_status_openapi_and_the_display_stream() {
 async fn documents_and_their_projection_agree() {
     use markaz_sync::docs::{DocId, read_case, read_citizen};
     let node = TestNode::start().await;
-    let (clerk, case) = clerk_with_case(&node, "criminal_record", json!({}), json!({"method": "pickup"})).await;
-    clerk.post(&format!("/cases/{case}/payment"), json!({"method": "cash"})).await;
+    let (clerk, case) = clerk_with_case(
+        &node,
+        "criminal_record",
+        json!({}),
+        json!({"method": "pickup"}),
+    )
+    .await;
+    clerk
+        .post(&format!("/cases/{case}/payment"), json!({"method": "cash"}))
+        .await;
     step(&clerk, &case, json!({"action": "start"})).await;
     let (_, api_view) = clerk.get(&format!("/cases/{case}")).await;
     let db = node.app.db.path().to_path_buf();
     let case_no: markaz_sync::model::ids::CaseNo = case.parse().unwrap();
     let (doc_case, doc_citizen, changes) = tokio::task::spawn_blocking(move || {
-        let conn = rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        let conn =
+            rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .unwrap();
         let mut store = markaz_sync::store::DocStore::new(automerge::ActorId::random(), 8);
         let center: markaz_sync::model::ids::CenterId = "demo".parse().unwrap();
-        let c = store.read(&conn, &DocId::case(Some(&center), &case_no), |d| read_case(d).unwrap()).unwrap().expect("case document");
+        let c = store
+            .read(&conn, &DocId::case(Some(&center), &case_no), |d| {
+                read_case(d).unwrap()
+            })
+            .unwrap()
+            .expect("case document");
         let nid = NID.parse().unwrap();
-        let z = store.read(&conn, &DocId::citizen(&nid), |d| read_citizen(d).unwrap()).unwrap().expect("citizen document");
-        let n: i64 = conn.query_row("SELECT count(*) FROM changes", [], |r| r.get(0)).unwrap();
+        let z = store
+            .read(&conn, &DocId::citizen(&nid), |d| read_citizen(d).unwrap())
+            .unwrap()
+            .expect("citizen document");
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM changes", [], |r| r.get(0))
+            .unwrap();
         (c, z, n)
     })
     .await
     .unwrap();
-    assert_eq!(serde_json::to_value(doc_case.derived.status).unwrap(), api_view["status"]);
-    assert_eq!(doc_case.events.len(), api_view["events"].as_array().unwrap().len());
-    assert_eq!(serde_json::to_value(&doc_case.events).unwrap(), api_view["events"]);
+    assert_eq!(
+        serde_json::to_value(doc_case.derived.status).unwrap(),
+        api_view["status"]
+    );
+    assert_eq!(
+        doc_case.events.len(),
+        api_view["events"].as_array().unwrap().len()
+    );
+    assert_eq!(
+        serde_json::to_value(&doc_case.events).unwrap(),
+        api_view["events"]
+    );
     assert_eq!(doc_citizen.input.national_id, NID);
     assert_eq!(doc_citizen.input.full_name, "أحمد محمد الخطيب");
-    assert_eq!(changes, 4, "citizen, case created, paid, started: one change each");
+    assert_eq!(
+        changes, 4,
+        "citizen, case created, paid, started: one change each"
+    );
 }

@@ -21,18 +21,30 @@ pub const ADMIN_PASSWORD: &str = "admin-test-password";
 /// when it is up to date, and the only way to have it at all when the tests were built
 /// without it (`cargo test --workspace` builds the binary's test harness, not the binary).
 pub fn markaz_bin() -> Result<PathBuf> {
-    static BUILT: std::sync::OnceLock<std::result::Result<PathBuf, String>> = std::sync::OnceLock::new();
-    BUILT.get_or_init(|| build_markaz().map_err(|e| format!("{e:#}"))).clone().map_err(|e| anyhow::anyhow!(e))
+    static BUILT: std::sync::OnceLock<std::result::Result<PathBuf, String>> =
+        std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| build_markaz().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(|e| anyhow::anyhow!(e))
 }
 
 fn build_markaz() -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     // target/<profile>/deps/<test-binary>
-    let profile_dir = exe.parent().and_then(Path::parent).context("test binary has no profile dir")?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("test binary has no profile dir")?;
     let bin = profile_dir.join("markaz");
-    let target_dir = profile_dir.parent().context("profile dir has no target dir")?;
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("tests crate has no workspace")?;
-    let mut cmd = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    let target_dir = profile_dir
+        .parent()
+        .context("profile dir has no target dir")?;
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("tests crate has no workspace")?;
+    let mut cmd =
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.arg("build")
         .arg("--manifest-path")
         .arg(workspace.join("Cargo.toml"))

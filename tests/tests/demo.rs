@@ -18,7 +18,7 @@ fn free_port() -> u16 {
 #[tokio::test]
 async fn demo_starts_a_hub_and_a_center_and_prints_their_urls() {
     let dir = tempfile::tempdir().unwrap();
-    let (port, hub_port) = (free_port(), free_port());
+    let (port, hub_port, sync_port) = (free_port(), free_port(), free_port());
     let mut child = tokio::process::Command::new(markaz_bin().unwrap())
         .args(["demo", "--data-dir"])
         .arg(dir.path().join("demo"))
@@ -27,6 +27,8 @@ async fn demo_starts_a_hub_and_a_center_and_prints_their_urls() {
             &port.to_string(),
             "--hub-port",
             &hub_port.to_string(),
+            "--sync-port",
+            &sync_port.to_string(),
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -87,12 +89,31 @@ async fn demo_starts_a_hub_and_a_center_and_prints_their_urls() {
         let (s, status) = api.get("/status").await.unwrap();
         assert_eq!(s, 200, "{status}");
         let live = |p: &str| status["panels"][p]["state"] == "live";
-        if live("modem") && live("power") && live("link") {
+        if live("modem") && live("power") && live("link") && live("sync") {
             break;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
             "panels not live after 30 s: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // The center synced with the hub over mutual TLS: the hub's overview lists it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let centers: serde_json::Value =
+            reqwest::get(format!("http://127.0.0.1:{hub_port}/api/v1/centers"))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap_or_default();
+        if centers.to_string().contains("\"demo\"") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the demo center never synced: {centers}"
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

@@ -79,7 +79,9 @@ async fn a_database_newer_than_the_binary_is_refused_and_left_alone() {
         conn.execute_batch("PRAGMA user_version = 9999;").unwrap();
     }
     let before = std::fs::read(&db).unwrap();
-    let Err(err) = node.spawn().await else { panic!("must refuse to start") };
+    let Err(err) = node.spawn().await else {
+        panic!("must refuse to start")
+    };
     let msg = format!("{err:#}");
     assert!(msg.contains("newer than this markaz supports"), "{msg}");
     assert_eq!(std::fs::read(&db).unwrap(), before);

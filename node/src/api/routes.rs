@@ -434,7 +434,11 @@ async fn modem_reset(State(app): State<App>, Auth(a): Auth) -> ApiResult {
 }
 
 async fn sync_now(State(app): State<App>, Auth(a): Auth) -> ApiResult {
-    Ok((StatusCode::ACCEPTED, Json(app.technician_sync_now(&a).await?)).into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(app.technician_sync_now(&a).await?),
+    )
+        .into_response())
 }
 
 #[derive(Deserialize)]

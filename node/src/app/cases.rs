@@ -20,11 +20,11 @@ use markaz_sync::model::staff::Capability;
 use markaz_sync::docs::{self as sync_docs, DocId};
 
 use super::citizens::find_by_nid;
-use crate::storage::docs::with_docs;
 use super::staff::field_error;
 use super::{Actor, App, audit, next_hlc, next_seq};
 use crate::error::AppError;
 use crate::events::LiveEvent;
+use crate::storage::docs::with_docs;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -10,8 +10,8 @@ use markaz_sync::model::staff::Capability;
 use markaz_sync::docs::DocId;
 
 use super::{Actor, App, audit};
-use crate::storage::docs::with_docs;
 use crate::error::AppError;
+use crate::storage::docs::with_docs;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct CitizenView {

@@ -103,7 +103,11 @@ impl Db {
             txn.commit()?;
             actor
         };
-        let writer = Writer::start(conn, opts.group_commit_max_batch.max(1), markaz_sync::store::DocStore::new(actor, docs::DOC_CACHE))?;
+        let writer = Writer::start(
+            conn,
+            opts.group_commit_max_batch.max(1),
+            markaz_sync::store::DocStore::new(actor, docs::DOC_CACHE),
+        )?;
         let readers = Readers::open(path, opts)?;
         Ok(Self {
             writer,

@@ -29,12 +29,18 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub(super) fn start(conn: Connection, max_batch: usize, docs: markaz_sync::store::DocStore) -> Result<Self, StorageError> {
+    pub(super) fn start(
+        conn: Connection,
+        max_batch: usize,
+        docs: markaz_sync::store::DocStore,
+    ) -> Result<Self, StorageError> {
         let (tx, rx) = mpsc::channel::<Job>(max_batch * 4);
-        std::thread::Builder::new().name("sqlite-writer".into()).spawn(move || {
-            super::docs::install(docs);
-            run(conn, rx, max_batch)
-        })?;
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || {
+                super::docs::install(docs);
+                run(conn, rx, max_batch)
+            })?;
         Ok(Self { tx })
     }
 
