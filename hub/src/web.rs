@@ -25,7 +25,8 @@ use crate::oversight::{self, CenterRow, ConflictRow, EnergyRow, OversightRow};
 use crate::portal::{self, Grant, PortalError, PortalIntake};
 use crate::storage::{HubWriter, StorageError, SyncLogEntry};
 
-const CSS: &str = include_str!("../assets/markaz.css");
+// The operators' pages share the center pages' stylesheet (one file, one look).
+const CSS: &str = include_str!("../../node/assets/markaz.css");
 
 /// Shared state of the web handlers.
 #[derive(Clone, Debug)]
