@@ -1,7 +1,7 @@
 //! Helpers that make an end-to-end test read like its scenario: real `markaz` processes on
 //! loopback, each with its own temp directory and port.
 //!
-//! ```ignore
+//! ```text
 //! let node = NodeProcess::start("midan").await?;
 //! let api = node.login_admin().await?;
 //! ```
