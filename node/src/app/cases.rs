@@ -141,12 +141,21 @@ fn load_events(conn: &Connection, case_no: &str) -> Result<Vec<CaseEvent>, AppEr
         .collect()
 }
 
-fn append_event(conn: &Connection, case_no: &str, ev: &CaseEvent) -> Result<(), AppError> {
-    let kind = match serde_json::to_value(&ev.kind)? {
+/// The event's name as stored in `case_events.kind` (`paid`, `delivered`, …): the
+/// `kind` tag of its JSON form.
+pub(crate) fn event_name(kind: &CaseEventKind) -> Result<String, serde_json::Error> {
+    Ok(match serde_json::to_value(kind)? {
+        serde_json::Value::Object(m) => match m.get("kind") {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            _ => String::new(),
+        },
         serde_json::Value::String(s) => s,
-        serde_json::Value::Object(m) => m.keys().next().cloned().unwrap_or_default(),
         other => other.to_string(),
-    };
+    })
+}
+
+fn append_event(conn: &Connection, case_no: &str, ev: &CaseEvent) -> Result<(), AppError> {
+    let kind = event_name(&ev.kind)?;
     conn.execute(
         "INSERT INTO case_events(case_no, idx, at, actor, desk, kind, json)
          VALUES (?1, (SELECT coalesce(max(idx), -1) + 1 FROM case_events WHERE case_no = ?1), ?2, ?3, ?4, ?5, ?6)",
@@ -688,4 +697,23 @@ fn enqueue_ready_sms(
         params![phone, body, case_no, at.to_string()],
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_names_are_the_kind_tags() {
+        let receiver: NationalId = "01234567890".parse().expect("nid");
+        let cases = [
+            (CaseEventKind::Created, "created"),
+            (CaseEventKind::Ready, "ready"),
+            (CaseEventKind::Delivered { receiver }, "delivered"),
+            (CaseEventKind::Cancelled { reason: "x".into() }, "cancelled"),
+        ];
+        for (kind, name) in cases {
+            assert_eq!(event_name(&kind).expect("serializable"), name);
+        }
+    }
 }
