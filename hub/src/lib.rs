@@ -3,9 +3,11 @@
 //!
 //! Layout: [`storage`] (one writer thread owning the SQLite database and the document
 //! store), [`endpoint`] (the sync endpoint and its sync log), [`oversight`] (what the
-//! pages show), [`portal`] (portal intake and staff administration), [`web`] (pages and
+//! pages show), [`portal`] (portal intake and staff administration), [`catalog`] (the
+//! catalog and dated fees, written to the catalog document every center receives), [`web`] (pages and
 //! JSON API), [`tls`] and [`pki`] (certificates), [`demo`] (a ready-made demo PKI).
 
+pub mod catalog;
 pub mod demo;
 pub mod endpoint;
 pub mod oversight;

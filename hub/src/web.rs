@@ -21,6 +21,7 @@ use markaz_sync::model::catalog::Authority;
 use markaz_sync::model::{CenterId, StaffMember};
 use serde::Deserialize;
 
+use crate::catalog::{self, CatalogEntry, CatalogError, CatalogPage};
 use crate::oversight::{self, CenterRow, ConflictRow, EnergyRow, OversightRow};
 use crate::portal::{self, Grant, PortalError, PortalIntake};
 use crate::storage::{HubWriter, StorageError, SyncLogEntry};
@@ -35,7 +36,9 @@ pub struct WebState {
     pub token: Arc<String>,
 }
 
-/// Errors of the operator API, mapped to status codes here and only here.
+/// Errors of the operator API, mapped to status codes here and only here. The body is
+/// the node API's format: `{"error":{"code","message","field"}}` (`field` when input was
+/// at fault).
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("operator token required")]
@@ -44,30 +47,53 @@ pub enum ApiError {
     Portal(#[from] PortalError),
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// A body of the wrong shape (422).
     #[error("bad request: {0}")]
     Bad(String),
+    /// A body that is not JSON at all (400).
+    #[error("malformed JSON: {0}")]
+    Malformed(String),
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, code) = match &self {
-            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            ApiError::Portal(PortalError::Invalid { .. }) | ApiError::Bad(_) => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "invalid")
+        let (status, code, field): (StatusCode, &str, Option<String>) = match &self {
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", None),
+            ApiError::Malformed(_) => (StatusCode::BAD_REQUEST, "malformed_json", None),
+            ApiError::Bad(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid", None),
+            ApiError::Portal(PortalError::Invalid { field, .. }) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                Some(field.clone()),
+            ),
+            ApiError::Catalog(CatalogError::Invalid { field, code, .. }) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, code, Some(field.clone()))
             }
-            ApiError::Portal(PortalError::NotFound(_)) => (StatusCode::NOT_FOUND, "not_found"),
-            ApiError::Portal(PortalError::Storage(_)) | ApiError::Storage(_) => {
-                (StatusCode::INTERNAL_SERVER_ERROR, "storage")
+            ApiError::Catalog(CatalogError::Conflict { field, code, .. }) => {
+                (StatusCode::CONFLICT, code, Some(field.clone()))
+            }
+            ApiError::Catalog(CatalogError::UnknownService(_)) => {
+                (StatusCode::NOT_FOUND, "not_found", Some("code".into()))
+            }
+            ApiError::Portal(PortalError::NotFound(_)) => {
+                (StatusCode::NOT_FOUND, "not_found", None)
+            }
+            ApiError::Portal(PortalError::Storage(_))
+            | ApiError::Storage(_)
+            | ApiError::Catalog(CatalogError::Storage(_) | CatalogError::NoCatalog) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "storage", None)
             }
         };
         if status.is_server_error() {
             tracing::error!(error = %self, "operator API failed");
         }
-        (
-            status,
-            Json(serde_json::json!({"error": code, "message": self.to_string()})),
-        )
-            .into_response()
+        let mut error = serde_json::json!({"code": code, "message": self.to_string()});
+        if let Some(f) = field {
+            error["field"] = serde_json::Value::String(f);
+        }
+        (status, Json(serde_json::json!({ "error": error }))).into_response()
     }
 }
 
@@ -84,6 +110,10 @@ pub fn router(state: WebState) -> Router {
         .route("/api/v1/conflicts", get(api_conflicts))
         .route("/api/v1/oversight", get(api_oversight))
         .route("/api/v1/energy", get(api_energy))
+        .route("/catalog", get(page_catalog))
+        .route("/api/v1/catalog", get(api_catalog))
+        .route("/api/v1/catalog/services/{code}", put(api_put_service))
+        .route("/api/v1/catalog/services/{code}/fees", post(api_add_fee))
         .route("/api/v1/portal/cases", post(api_portal_case))
         .route("/api/v1/staff/{center}/{username}", put(api_put_staff))
         .route(
@@ -200,8 +230,58 @@ async fn api_energy(State(s): State<WebState>) -> Result<Json<Vec<EnergyRow>>, A
     Ok(Json(load_energy(&s).await?))
 }
 
+/// A JSON body: not JSON at all is 400 `malformed_json`, the wrong shape 422.
 fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::Bad(e.to_string()))
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::Malformed(e.to_string()))?;
+    serde_json::from_value(v).map_err(|e| ApiError::Bad(e.to_string()))
+}
+
+async fn load_catalog(s: &WebState) -> Result<CatalogPage, ApiError> {
+    let today = catalog::today(jiff::Timestamp::now());
+    Ok(s.writer.run(move |e| catalog::entries(e, today)).await??)
+}
+
+async fn api_catalog(State(s): State<WebState>) -> Result<Json<CatalogPage>, ApiError> {
+    Ok(Json(load_catalog(&s).await?))
+}
+
+fn created_or_ok(created: bool) -> StatusCode {
+    if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    }
+}
+
+async fn api_put_service(
+    State(s): State<WebState>,
+    Path(code): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<CatalogEntry>), ApiError> {
+    let v: serde_json::Value = json_body(&body)?;
+    let service = catalog::parse_service(&code, &v)?;
+    let today = catalog::today(jiff::Timestamp::now());
+    let (created, entry) = s
+        .writer
+        .run(move |e| catalog::put_service(e, &service, today))
+        .await??;
+    Ok((created_or_ok(created), Json(entry)))
+}
+
+async fn api_add_fee(
+    State(s): State<WebState>,
+    Path(code): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<CatalogEntry>), ApiError> {
+    let v: serde_json::Value = json_body(&body)?;
+    let fee = catalog::parse_fee(&v)?;
+    let today = catalog::today(jiff::Timestamp::now());
+    let (written, entry) = s
+        .writer
+        .run(move |e| catalog::add_fee(e, &code, &fee, today))
+        .await??;
+    Ok((created_or_ok(written), Json(entry)))
 }
 
 async fn api_portal_case(
@@ -336,6 +416,7 @@ fn page(lang: Lang, path: &str, title: &str, body: &str) -> Html<String> {
         ("/conflicts", lang.t("التعارضات", "Conflicts")),
         ("/oversight", lang.t("المتابعة", "Oversight")),
         ("/energy", lang.t("الطاقة", "Energy")),
+        ("/catalog", lang.t("الخدمات والرسوم", "Services and fees")),
     ]
     .iter()
     .map(|(href, label)| format!("<a href=\"{href}{q}\">{label}</a>"))
@@ -581,6 +662,142 @@ async fn page_energy(
         l,
         "/energy",
         l.t("ملخصات الطاقة اليومية", "Daily energy summaries"),
+        &body,
+    ))
+}
+
+fn syp(m: markaz_sync::model::Money, l: Lang) -> String {
+    ltr(&format!("{m} {}", l.t("ل.س", "SYP")))
+}
+
+async fn page_catalog(
+    State(s): State<WebState>,
+    Query(q): Query<LangQuery>,
+) -> Result<Html<String>, ApiError> {
+    let l = Lang::of(q.lang.as_deref());
+    let cat = load_catalog(&s).await?;
+    let name = |e: &CatalogEntry| {
+        esc(if l == Lang::En {
+            &e.service.name_en
+        } else {
+            &e.service.name_ar
+        })
+    };
+    let services = cat
+        .services
+        .iter()
+        .map(|e| {
+            let sv = &e.service;
+            let fields = sv
+                .fields
+                .iter()
+                .map(|f| {
+                    let label = if l == Lang::En {
+                        &f.label_en
+                    } else {
+                        &f.label_ar
+                    };
+                    if f.required {
+                        format!("{}*", esc(label))
+                    } else {
+                        esc(label)
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("، ");
+            vec![
+                ltr(&sv.code),
+                name(e),
+                esc(if l == Lang::En {
+                    sv.group.name_en()
+                } else {
+                    sv.group.name_ar()
+                }),
+                esc(if l == Lang::En {
+                    sv.authority.name_en()
+                } else {
+                    sv.authority.name_ar()
+                }),
+                ltr(&format!("{} h", sv.target_hours)),
+                if fields.is_empty() {
+                    "—".into()
+                } else {
+                    fields
+                },
+                match &e.fee_today {
+                    Some(f) => format!(
+                        "{} ({} + {})",
+                        syp(f.total, l),
+                        syp(f.authority, l),
+                        syp(f.surcharge, l)
+                    ),
+                    None => l.t("غير محددة", "not set").into(),
+                },
+            ]
+        })
+        .collect();
+    let head = [
+        l.t("الرمز", "Code"),
+        l.t("الخدمة", "Service"),
+        l.t("المجموعة", "Group"),
+        l.t("الجهة", "Authority"),
+        l.t("المدة المستهدفة", "Target time"),
+        l.t("الحقول (* مطلوب)", "Fields (* required)"),
+        l.t(
+            "الرسم اليوم (الجهة + المركز)",
+            "Fee today (authority + center)",
+        ),
+    ];
+    let mut history = Vec::new();
+    for e in &cat.services {
+        let parts = [
+            (l.t("رسم الجهة", "Authority fee"), &e.fee_history.authority),
+            (
+                l.t("بدل المركز", "Center surcharge"),
+                &e.fee_history.surcharge,
+            ),
+        ];
+        for (part, list) in parts {
+            for (i, c) in list.iter().enumerate() {
+                let next = list.get(i + 1).map(|n| n.effective_from);
+                let state = if c.effective_from > cat.today {
+                    l.t("قادم", "upcoming")
+                } else if next.is_some_and(|n| n <= cat.today) {
+                    l.t("سابق", "past")
+                } else {
+                    l.t("نافذ", "in effect")
+                };
+                history.push(vec![
+                    name(e),
+                    part.to_string(),
+                    ltr(&c.effective_from.to_string()),
+                    syp(c.amount, l),
+                    esc(&c.decision),
+                    state.to_string(),
+                ]);
+            }
+        }
+    }
+    let hhead = [
+        l.t("الخدمة", "Service"),
+        l.t("البند", "Part"),
+        l.t("نافذ من", "Effective from"),
+        l.t("المبلغ", "Amount"),
+        l.t("القرار", "Decision"),
+        l.t("الحالة", "State"),
+    ];
+    let body = format!(
+        "<p>{} {}</p>{}<h2>{}</h2>{}",
+        l.t("اليوم:", "Today:"),
+        ltr(&cat.today.to_string()),
+        table(&head, services, l.t("لا توجد خدمات.", "No services.")),
+        l.t("سجل الرسوم", "Fee history"),
+        table(&hhead, history, l.t("لا توجد رسوم.", "No fees.")),
+    );
+    Ok(page(
+        l,
+        "/catalog",
+        l.t("الخدمات والرسوم", "Services and fees"),
         &body,
     ))
 }
