@@ -4,7 +4,8 @@
 //! [`CenterIdentity`] in the request extensions; each request runs `handle_request` on
 //! the writer thread in one transaction and is appended to the sync log (center, uplink
 //! from the `X-Markaz-Uplink` header, times, bytes, documents and changes each way,
-//! refusals, result, skew). A malformed body is answered with an `Error` response.
+//! refusals, result, skew) and to its session (`X-Markaz-Session`, see
+//! [`crate::sessions`]). A malformed body is answered with an `Error` response.
 
 use std::collections::BTreeSet;
 
@@ -16,6 +17,7 @@ use axum::response::{IntoResponse, Response as HttpResponse};
 use axum::routing::post;
 use markaz_sync::protocol::{Request, Response};
 
+use crate::sessions::{SESSION_HEADER, parse_session_id};
 use crate::storage::{HubWriter, SyncLogEntry};
 use crate::tls::CenterIdentity;
 
@@ -58,6 +60,10 @@ async fn sync(
     };
     let center = identity.center_id;
     let uplink = uplink_of(&headers);
+    let session = headers
+        .get(SESSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_session_id);
     let started = now_ms();
     let req = Request::decode(&body).ok();
     let body_len = body.len();
@@ -68,6 +74,7 @@ async fn sync(
             let ended = now_ms();
             let mut entry = SyncLogEntry {
                 center: c.to_string(),
+                session,
                 uplink: uplink.into(),
                 kind: log.kind.to_string(),
                 started_ms: started as i64,
@@ -96,10 +103,15 @@ async fn sync(
             match Response::decode(&resp) {
                 Ok(Response::PullBatch {
                     changes,
+                    snapshots,
                     next_cursor,
                     ..
                 }) => {
-                    let docs: BTreeSet<&str> = changes.iter().map(|c| c.doc_id.as_str()).collect();
+                    let docs: BTreeSet<&str> = changes
+                        .iter()
+                        .chain(&snapshots)
+                        .map(|c| c.doc_id.as_str())
+                        .collect();
                     entry.docs_down = docs.len() as i64;
                     entry.cursor = Some(next_cursor as i64);
                 }
@@ -115,7 +127,7 @@ async fn sync(
             if let Err(err) = e.record_sync(&entry) {
                 tracing::error!(%err, center = %entry.center, "could not write the sync log");
             }
-            tracing::info!(center = %entry.center, uplink, kind = %entry.kind,
+            tracing::info!(center = %entry.center, uplink, session = ?entry.session, kind = %entry.kind,
                 bytes_up = entry.bytes_up, bytes_down = entry.bytes_down,
                 result = %entry.result, "sync request");
             resp

@@ -2,17 +2,21 @@
 //! relay between them, the sync logs, the operator pages and API, and the PKI.
 //!
 //! Layout: [`storage`] (one writer thread owning the SQLite database and the document
-//! store), [`endpoint`] (the sync endpoint and its sync log), [`oversight`] (what the
-//! pages show), [`portal`] (portal intake and staff administration), [`catalog`] (the
-//! catalog and dated fees, written to the catalog document every center receives), [`web`] (pages and
-//! JSON API), [`tls`] and [`pki`] (certificates), [`demo`] (a ready-made demo PKI).
+//! store), [`endpoint`] (the sync endpoint and its per-request sync log), [`sessions`]
+//! (one row per sync session), [`oversight`] (what the pages show), [`portal`] (portal
+//! intake and staff administration), [`catalog`] (the catalog and dated fees, written to
+//! the catalog document every center receives), [`energy`] (energy and queue statistics
+//! per center, solar vs non-solar), [`web`] (pages and JSON API), [`tls`] and [`pki`]
+//! (certificates), [`demo`] (a ready-made demo PKI).
 
 pub mod catalog;
 pub mod demo;
 pub mod endpoint;
+pub mod energy;
 pub mod oversight;
 pub mod pki;
 pub mod portal;
+pub mod sessions;
 pub mod storage;
 pub mod tls;
 pub mod web;

@@ -1,7 +1,9 @@
 //! What the operator pages show, computed on the writer thread from the hub database:
-//! the centers overview (last sync, uplink, backlog = feed length − cursor, freshness),
-//! the sync log, the conflicts list, the oversight figures per center and service from
-//! the case documents, and the centers' daily energy summaries.
+//! the centers overview (from the sync sessions: last session, its uplink and result;
+//! backlog = feed length − the center's pull cursor; freshness = time since the last
+//! session that ended well), the sync log's requests, the conflicts list, and the
+//! oversight figures per center and service from the case documents (energy and queue
+//! statistics: [`crate::energy`]).
 //!
 //! The figures are pure functions of the case views ([`tally`]), so they are tested
 //! without a database.
@@ -20,9 +22,16 @@ use crate::storage::{HubEngine, StorageError, SyncLogEntry};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CenterRow {
     pub center: String,
+    /// Last request of the center's latest session.
     pub last_sync_ms: Option<i64>,
+    /// Last request of its latest session whose last request succeeded.
     pub last_ok_ms: Option<i64>,
+    /// The uplink (path) of the latest session.
     pub uplink: Option<String>,
+    /// Result of the latest session: `ok`, `error` or `open`.
+    pub last_result: Option<String>,
+    /// Sessions recorded for the center.
+    pub sessions: i64,
     pub feed_len: i64,
     pub cursor: i64,
     /// Changes waiting in the center's feed.
@@ -32,16 +41,22 @@ pub struct CenterRow {
     pub skew_ms: Option<i64>,
 }
 
-/// The centers overview: every center that registered or synced.
+/// The centers overview: every center that registered or synced, from its sessions.
 pub fn centers(e: &mut dyn HubEngine, now_ms: i64) -> Result<Vec<CenterRow>, StorageError> {
     let mut stmt = e.conn().prepare(
-        "SELECT c.center, s.last_sync_ms, s.last_ok_ms, s.uplink,
+        "SELECT c.center,
+                (SELECT max(last_ms) FROM sync_sessions x WHERE x.center=c.center),
+                (SELECT max(last_ms) FROM sync_sessions x
+                   WHERE x.center=c.center AND x.last_result='ok'),
+                (SELECT uplink FROM sync_sessions x WHERE x.center=c.center
+                   ORDER BY id DESC LIMIT 1),
                 (SELECT coalesce(max(fseq), 0) FROM feed f WHERE f.center=c.center),
-                coalesce(s.cursor, 0), s.skew_ms
+                coalesce(s.cursor, 0), s.skew_ms,
+                (SELECT count(*) FROM sync_sessions x WHERE x.center=c.center)
          FROM (SELECT center FROM centers UNION SELECT center FROM center_status) c
          LEFT JOIN center_status s ON s.center=c.center ORDER BY c.center",
     )?;
-    let rows = stmt
+    let mut rows: Vec<CenterRow> = stmt
         .query_map([], |r| {
             let feed_len: i64 = r.get(4)?;
             let cursor: i64 = r.get(5)?;
@@ -51,6 +66,8 @@ pub fn centers(e: &mut dyn HubEngine, now_ms: i64) -> Result<Vec<CenterRow>, Sto
                 last_sync_ms: r.get(1)?,
                 last_ok_ms: last_ok,
                 uplink: r.get(3)?,
+                last_result: None,
+                sessions: r.get(7)?,
                 feed_len,
                 cursor,
                 backlog: (feed_len - cursor).max(0),
@@ -59,23 +76,34 @@ pub fn centers(e: &mut dyn HubEngine, now_ms: i64) -> Result<Vec<CenterRow>, Sto
             })
         })?
         .collect::<Result<_, _>>()?;
+    drop(stmt);
+    for row in &mut rows {
+        row.last_result = crate::sessions::list(e.conn(), Some(&row.center), now_ms, 1)?
+            .into_iter()
+            .next()
+            .map(|s| s.result);
+    }
     Ok(rows)
 }
 
-/// The newest `limit` sync log rows, optionally of one center.
+/// The newest `limit` sync log rows (one per request), optionally of one center and of
+/// one session (`sync_sessions.id`).
 pub fn sync_log(
     e: &mut dyn HubEngine,
     center: Option<&str>,
+    session: Option<i64>,
     limit: u32,
 ) -> Result<Vec<SyncLogEntry>, StorageError> {
     let mut stmt = e.conn().prepare(
-        "SELECT id, center, uplink, kind, started_ms, ended_ms, bytes_up, bytes_down,
-                docs_up, docs_down, changes_up, changes_down, refused, result, error,
-                skew_ms, cursor
-         FROM sync_log WHERE ?1 IS NULL OR center=?1 ORDER BY id DESC LIMIT ?2",
+        "SELECT l.id, l.center, l.uplink, l.kind, l.started_ms, l.ended_ms, l.bytes_up,
+                l.bytes_down, l.docs_up, l.docs_down, l.changes_up, l.changes_down,
+                l.refused, l.result, l.error, l.skew_ms, l.cursor, l.session_id, s.session
+         FROM sync_log l LEFT JOIN sync_sessions s ON s.id=l.session_id
+         WHERE (?1 IS NULL OR l.center=?1) AND (?2 IS NULL OR l.session_id=?2)
+         ORDER BY l.id DESC LIMIT ?3",
     )?;
     let rows = stmt
-        .query_map(params![center, limit], |r| {
+        .query_map(params![center, session, limit], |r| {
             Ok(SyncLogEntry {
                 id: r.get(0)?,
                 center: r.get(1)?,
@@ -94,6 +122,8 @@ pub fn sync_log(
                 error: r.get(14)?,
                 skew_ms: r.get(15)?,
                 cursor: r.get(16)?,
+                session_id: r.get(17)?,
+                session: r.get(18)?,
             })
         })?
         .collect::<Result<_, _>>()?;
@@ -244,35 +274,6 @@ pub fn catalog(e: &mut dyn HubEngine) -> Result<Vec<Service>, StorageError> {
         out = docs::read_catalog(d)?.services;
         Ok(serde_json::Value::Null)
     })?;
-    Ok(out)
-}
-
-/// One center-day energy summary.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct EnergyRow {
-    pub center: String,
-    pub day: String,
-    pub metrics: BTreeMap<String, i64>,
-}
-
-/// Every energy summary the centers sent, newest day first.
-pub fn energy(e: &mut dyn HubEngine) -> Result<Vec<EnergyRow>, StorageError> {
-    let mut out = Vec::new();
-    for id in e.doc_ids("energy")? {
-        let r = e.read_doc(&id, &mut |d| {
-            let m = docs::read_metrics(d)?;
-            out.push(EnergyRow {
-                center: m.center.to_string(),
-                day: m.day,
-                metrics: m.metrics,
-            });
-            Ok(serde_json::Value::Null)
-        });
-        if let Err(err) = r {
-            tracing::warn!(doc = %id, %err, "unreadable energy document");
-        }
-    }
-    out.sort_by(|a, b| b.day.cmp(&a.day).then(a.center.cmp(&b.center)));
     Ok(out)
 }
 

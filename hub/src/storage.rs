@@ -58,6 +58,10 @@ impl From<DocError> for StorageError {
 pub struct SyncLogEntry {
     pub id: i64,
     pub center: String,
+    /// The node's session id (`X-Markaz-Session`), when it sent a valid one.
+    pub session: Option<String>,
+    /// The row of `sync_sessions` this request belongs to (set when recorded).
+    pub session_id: Option<i64>,
     pub uplink: String,
     pub kind: String,
     pub started_ms: i64,
@@ -88,7 +92,8 @@ pub trait HubEngine {
         now_ms: u64,
         body: &[u8],
     ) -> (Vec<u8>, RequestLog);
-    /// Append a row to the sync log and update the center's status.
+    /// Append a row to the sync log, add it to its session (see [`crate::sessions`]) and
+    /// update the center's status.
     fn record_sync(&mut self, entry: &SyncLogEntry) -> Result<(), StorageError>;
     /// Edit (or create) a document at the hub and route the change, in one transaction.
     fn hub_edit(
@@ -148,7 +153,8 @@ pub fn migrate_own(conn: &Connection) -> Result<(), rusqlite::Error> {
             cursor INTEGER NOT NULL DEFAULT 0,
             skew_ms INTEGER);
          CREATE TABLE IF NOT EXISTS hub_counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL);",
-    )
+    )?;
+    crate::sessions::migrate(conn)
 }
 
 impl HubDb {
@@ -245,11 +251,12 @@ impl HubEngine for HubDb {
 
     fn record_sync(&mut self, e: &SyncLogEntry) -> Result<(), StorageError> {
         let tx = self.conn.transaction()?;
+        let session_id = crate::sessions::record(&tx, e)?;
         tx.execute(
             "INSERT INTO sync_log(center, uplink, kind, started_ms, ended_ms, bytes_up,
                bytes_down, docs_up, docs_down, changes_up, changes_down, refused, result,
-               error, skew_ms, cursor)
-             VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)",
+               error, skew_ms, cursor, session_id)
+             VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17)",
             params![
                 e.center,
                 e.uplink,
@@ -266,7 +273,8 @@ impl HubEngine for HubDb {
                 e.result,
                 e.error,
                 e.skew_ms,
-                e.cursor
+                e.cursor,
+                session_id
             ],
         )?;
         let ok = (e.result == "ok").then_some(e.ended_ms);

@@ -17,13 +17,16 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Json, Response};
 use axum::routing::{delete, get, post, put};
+use jiff::civil::Date;
 use markaz_sync::model::catalog::Authority;
 use markaz_sync::model::{CenterId, StaffMember};
 use serde::Deserialize;
 
 use crate::catalog::{self, CatalogEntry, CatalogError, CatalogPage};
-use crate::oversight::{self, CenterRow, ConflictRow, EnergyRow, OversightRow};
+use crate::energy::{self, Avg, Comparison, GroupFigures, MetricsDay, MetricsKind};
+use crate::oversight::{self, CenterRow, ConflictRow, OversightRow};
 use crate::portal::{self, Grant, PortalError, PortalIntake};
+use crate::sessions::{self, SyncSession};
 use crate::storage::{HubWriter, StorageError, SyncLogEntry};
 
 // The operators' pages share the center pages' stylesheet (one file, one look).
@@ -102,14 +105,19 @@ pub fn router(state: WebState) -> Router {
     Router::new()
         .route("/", get(page_centers))
         .route("/sync-log", get(page_sync_log))
+        .route("/sync-log/requests", get(page_sync_requests))
         .route("/conflicts", get(page_conflicts))
         .route("/oversight", get(page_oversight))
         .route("/energy", get(page_energy))
         .route("/api/v1/centers", get(api_centers))
         .route("/api/v1/sync-log", get(api_sync_log))
+        .route("/api/v1/sync-log/requests", get(api_sync_requests))
         .route("/api/v1/conflicts", get(api_conflicts))
         .route("/api/v1/oversight", get(api_oversight))
         .route("/api/v1/energy", get(api_energy))
+        .route("/api/v1/energy/compare", get(api_energy_compare))
+        .route("/stats", get(page_stats))
+        .route("/api/v1/stats", get(api_stats))
         .route("/catalog", get(page_catalog))
         .route("/api/v1/catalog", get(api_catalog))
         .route("/api/v1/catalog/services/{code}", put(api_put_service))
@@ -173,9 +181,21 @@ async fn load_centers(s: &WebState) -> Result<Vec<CenterRow>, ApiError> {
     Ok(s.writer.run(move |e| oversight::centers(e, now)).await??)
 }
 
-async fn load_log(s: &WebState, center: Option<String>) -> Result<Vec<SyncLogEntry>, ApiError> {
+async fn load_sessions(s: &WebState, center: Option<String>) -> Result<Vec<SyncSession>, ApiError> {
+    let now = now_ms();
     Ok(s.writer
-        .run(move |e| oversight::sync_log(e, center.as_deref(), 500))
+        .run(move |e| sessions::list(e.conn(), center.as_deref(), now, 500))
+        .await?
+        .map_err(StorageError::from)?)
+}
+
+async fn load_log(
+    s: &WebState,
+    center: Option<String>,
+    session: Option<i64>,
+) -> Result<Vec<SyncLogEntry>, ApiError> {
+    Ok(s.writer
+        .run(move |e| oversight::sync_log(e, center.as_deref(), session, 1000))
         .await??)
 }
 
@@ -192,13 +212,36 @@ async fn load_oversight(s: &WebState) -> Result<Vec<OversightRow>, ApiError> {
     Ok(oversight::tally(&views, &catalog, jiff::Timestamp::now()))
 }
 
-async fn load_energy(s: &WebState) -> Result<Vec<EnergyRow>, ApiError> {
-    Ok(s.writer.run(oversight::energy).await??)
+#[derive(Debug, Deserialize)]
+struct MetricsQuery {
+    center: Option<String>,
+    days: Option<u32>,
+    lang: Option<String>,
+}
+
+async fn load_days(
+    s: &WebState,
+    kind: MetricsKind,
+    center: Option<String>,
+    days: Option<u32>,
+) -> Result<(Date, Vec<MetricsDay>, Vec<String>), ApiError> {
+    let from = energy::window_start(catalog::today(jiff::Timestamp::now()), days);
+    Ok(s.writer
+        .run(move |e| {
+            Ok::<_, StorageError>((
+                from,
+                energy::days(e, kind, center.as_deref(), from)?,
+                energy::centers(e, kind)?,
+            ))
+        })
+        .await??)
 }
 
 #[derive(Debug, Deserialize)]
 struct LogQuery {
     center: Option<String>,
+    /// A session's row id (`sync_sessions.id`), for its requests.
+    session: Option<i64>,
     lang: Option<String>,
 }
 
@@ -214,8 +257,15 @@ async fn api_centers(State(s): State<WebState>) -> Result<Json<Vec<CenterRow>>, 
 async fn api_sync_log(
     State(s): State<WebState>,
     Query(q): Query<LogQuery>,
+) -> Result<Json<Vec<SyncSession>>, ApiError> {
+    Ok(Json(load_sessions(&s, q.center).await?))
+}
+
+async fn api_sync_requests(
+    State(s): State<WebState>,
+    Query(q): Query<LogQuery>,
 ) -> Result<Json<Vec<SyncLogEntry>>, ApiError> {
-    Ok(Json(load_log(&s, q.center).await?))
+    Ok(Json(load_log(&s, q.center, q.session).await?))
 }
 
 async fn api_conflicts(State(s): State<WebState>) -> Result<Json<Vec<ConflictRow>>, ApiError> {
@@ -226,8 +276,32 @@ async fn api_oversight(State(s): State<WebState>) -> Result<Json<Vec<OversightRo
     Ok(Json(load_oversight(&s).await?))
 }
 
-async fn api_energy(State(s): State<WebState>) -> Result<Json<Vec<EnergyRow>>, ApiError> {
-    Ok(Json(load_energy(&s).await?))
+async fn api_energy(
+    State(s): State<WebState>,
+    Query(q): Query<MetricsQuery>,
+) -> Result<Json<Vec<MetricsDay>>, ApiError> {
+    Ok(Json(
+        load_days(&s, MetricsKind::Energy, q.center, q.days)
+            .await?
+            .1,
+    ))
+}
+
+async fn api_energy_compare(
+    State(s): State<WebState>,
+    Query(q): Query<MetricsQuery>,
+) -> Result<Json<Comparison>, ApiError> {
+    let (from, days, _) = load_days(&s, MetricsKind::Energy, None, q.days).await?;
+    Ok(Json(energy::compare(&days, from)))
+}
+
+async fn api_stats(
+    State(s): State<WebState>,
+    Query(q): Query<MetricsQuery>,
+) -> Result<Json<Vec<MetricsDay>>, ApiError> {
+    Ok(Json(
+        load_days(&s, MetricsKind::Stats, q.center, q.days).await?.1,
+    ))
 }
 
 /// A JSON body: not JSON at all is 400 `malformed_json`, the wrong shape 422.
@@ -416,6 +490,7 @@ fn page(lang: Lang, path: &str, title: &str, body: &str) -> Html<String> {
         ("/conflicts", lang.t("التعارضات", "Conflicts")),
         ("/oversight", lang.t("المتابعة", "Oversight")),
         ("/energy", lang.t("الطاقة", "Energy")),
+        ("/stats", lang.t("إحصاءات الدور", "Queue statistics")),
         ("/catalog", lang.t("الخدمات والرسوم", "Services and fees")),
     ]
     .iter()
@@ -459,18 +534,23 @@ async fn page_centers(
     Query(q): Query<LangQuery>,
 ) -> Result<Html<String>, ApiError> {
     let l = Lang::of(q.lang.as_deref());
+    let lq = if l == Lang::En { "&amp;lang=en" } else { "" };
     let rows = load_centers(&s)
         .await?
         .into_iter()
         .map(|c| {
             vec![
                 format!(
-                    "<a href=\"/sync-log?center={0}\">{1}</a>",
+                    "<a href=\"/sync-log?center={0}{lq}\">{1}</a>",
                     esc(&c.center),
                     ltr(&c.center)
                 ),
                 time(c.last_sync_ms),
-                esc(c.uplink.as_deref().unwrap_or("—")),
+                c.uplink.as_deref().map_or("—".into(), ltr),
+                c.last_result
+                    .as_deref()
+                    .map_or("—".into(), |r| result_cell(l, r, None)),
+                ltr(&c.sessions.to_string()),
                 ltr(&c.backlog.to_string()),
                 minutes(c.freshness_ms),
                 c.skew_ms.map_or("—".into(), |s| ltr(&format!("{s} ms"))),
@@ -481,6 +561,8 @@ async fn page_centers(
         l.t("المركز", "Center"),
         l.t("آخر تزامن", "Last sync"),
         l.t("الوصلة", "Uplink"),
+        l.t("آخر جلسة", "Last session"),
+        l.t("الجلسات", "Sessions"),
         l.t("المتراكم", "Backlog"),
         l.t("عمر البيانات", "Data age"),
         l.t("فرق الساعة", "Clock skew"),
@@ -498,6 +580,32 @@ async fn page_centers(
     ))
 }
 
+fn filter_form(l: Lang, action: &str, center: Option<&str>) -> String {
+    format!(
+        "<form method=\"get\" action=\"{action}\"><label>{} <input name=\"center\" value=\"{}\"></label>{}<button>{}</button></form>",
+        l.t("المركز", "Center"),
+        esc(center.unwrap_or("")),
+        if l == Lang::En {
+            "<input type=\"hidden\" name=\"lang\" value=\"en\">"
+        } else {
+            ""
+        },
+        l.t("تصفية", "Filter"),
+    )
+}
+
+fn result_cell(l: Lang, result: &str, error: Option<&str>) -> String {
+    let label = match result {
+        "ok" => l.t("ناجحة", "ok"),
+        "open" => l.t("جارية", "open"),
+        _ => l.t("خطأ", "error"),
+    };
+    match error {
+        Some(e) => format!("{label} {}", ltr(e)),
+        None => label.to_string(),
+    }
+}
+
 async fn page_sync_log(
     State(s): State<WebState>,
     Query(q): Query<LogQuery>,
@@ -507,7 +615,70 @@ async fn page_sync_log(
         Some(c) => format!("/sync-log?center={}", esc(c)),
         None => "/sync-log".into(),
     };
-    let rows = load_log(&s, q.center.clone())
+    let lq = if l == Lang::En { "&amp;lang=en" } else { "" };
+    let rows = load_sessions(&s, q.center.clone())
+        .await?
+        .into_iter()
+        .map(|r| {
+            vec![
+                format!(
+                    "<a href=\"/sync-log?center={0}{lq}\">{1}</a>",
+                    esc(&r.center),
+                    ltr(&r.center)
+                ),
+                ltr(&r.uplink),
+                time(Some(r.started_ms)),
+                time(r.ended_ms),
+                ltr(&format!("{} ms", r.last_ms - r.started_ms)),
+                format!(
+                    "<a href=\"/sync-log/requests?session={}{lq}\">{}</a>",
+                    r.id,
+                    ltr(&r.requests.to_string())
+                ),
+                ltr(&format!("{} / {}", r.bytes_up, r.bytes_down)),
+                ltr(&format!("{} / {}", r.docs_up, r.docs_down)),
+                ltr(&format!("{} / {}", r.changes_up, r.changes_down)),
+                ltr(&r.refused.to_string()),
+                r.skew_ms.map_or("—".into(), |s| ltr(&format!("{s} ms"))),
+                result_cell(l, &r.result, r.error.as_deref()),
+            ]
+        })
+        .collect();
+    let head = [
+        l.t("المركز", "Center"),
+        l.t("الوصلة", "Uplink"),
+        l.t("البداية", "Start"),
+        l.t("النهاية", "End"),
+        l.t("المدة", "Duration"),
+        l.t("الطلبات", "Requests"),
+        l.t("بايت صاعد / نازل", "Bytes up / down"),
+        l.t("وثائق صاعدة / نازلة", "Docs up / down"),
+        l.t("تغييرات صاعدة / نازلة", "Changes up / down"),
+        l.t("مرفوضة", "Refused"),
+        l.t("فرق الساعة", "Clock skew"),
+        l.t("النتيجة", "Result"),
+    ];
+    let body = filter_form(l, "/sync-log", q.center.as_deref())
+        + &table(&head, rows, l.t("لا توجد جلسات.", "No sessions."));
+    Ok(page(
+        l,
+        &path,
+        l.t("سجل التزامن: الجلسات", "Sync log: sessions"),
+        &body,
+    ))
+}
+
+async fn page_sync_requests(
+    State(s): State<WebState>,
+    Query(q): Query<LogQuery>,
+) -> Result<Html<String>, ApiError> {
+    let l = Lang::of(q.lang.as_deref());
+    let path = match (&q.center, q.session) {
+        (_, Some(id)) => format!("/sync-log/requests?session={id}"),
+        (Some(c), None) => format!("/sync-log/requests?center={}", esc(c)),
+        (None, None) => "/sync-log/requests".into(),
+    };
+    let rows = load_log(&s, q.center.clone(), q.session)
         .await?
         .into_iter()
         .map(|r| {
@@ -540,19 +711,9 @@ async fn page_sync_log(
         l.t("مرفوضة", "Refused"),
         l.t("النتيجة", "Result"),
     ];
-    let filter = format!(
-        "<form method=\"get\"><label>{} <input name=\"center\" value=\"{}\"></label>{}<button>{}</button></form>",
-        l.t("المركز", "Center"),
-        esc(q.center.as_deref().unwrap_or("")),
-        if l == Lang::En {
-            "<input type=\"hidden\" name=\"lang\" value=\"en\">"
-        } else {
-            ""
-        },
-        l.t("تصفية", "Filter"),
-    );
+    let filter = filter_form(l, "/sync-log/requests", q.center.as_deref());
     let body = filter + &table(&head, rows, l.t("لا توجد سجلات.", "No entries."));
-    Ok(page(l, &path, l.t("سجل التزامن", "Sync log"), &body))
+    Ok(page(l, &path, l.t("طلبات التزامن", "Sync requests"), &body))
 }
 
 async fn page_conflicts(
@@ -630,38 +791,255 @@ async fn page_oversight(
     ))
 }
 
+/// `seconds` as hours with one decimal.
+fn hours(v: Option<i64>) -> String {
+    v.map_or("—".into(), |s| {
+        ltr(&format!("{}.{} h", s / 3600, (s % 3600) / 360))
+    })
+}
+
+fn num(v: Option<i64>) -> String {
+    v.map_or("—".into(), |n| ltr(&n.to_string()))
+}
+
+/// The center chooser of the metrics pages: one link per center, the chosen one marked.
+fn center_links(l: Lang, path: &str, centers: &[String], chosen: Option<&str>) -> String {
+    let lq = if l == Lang::En { "&amp;lang=en" } else { "" };
+    let all = if l == Lang::En { "?lang=en" } else { "" };
+    let mut links = vec![format!(
+        "<a href=\"{path}{all}\"{}>{}</a>",
+        if chosen.is_none() {
+            " aria-current=\"page\""
+        } else {
+            ""
+        },
+        l.t("كل المراكز", "All centers")
+    )];
+    for c in centers {
+        links.push(format!(
+            "<a href=\"{path}?center={0}{lq}\"{1}>{2}</a>",
+            esc(c),
+            if chosen == Some(c.as_str()) {
+                " aria-current=\"page\""
+            } else {
+                ""
+            },
+            ltr(c)
+        ));
+    }
+    format!("<nav class=\"centers\">{}</nav>", links.join(" "))
+}
+
+fn avg_cell(a: &Avg, unit: &str) -> String {
+    match a.value {
+        Some(v) => ltr(&format!("{v}{unit} ({} d)", a.days)),
+        None => "—".into(),
+    }
+}
+
+fn comparison_table(l: Lang, c: &Comparison) -> String {
+    type Figure = fn(&GroupFigures) -> String;
+    let rows: Vec<(&str, Figure)> = vec![
+        (
+            l.t("عدد المراكز", "Centers"),
+            |g: &GroupFigures| ltr(&g.centers.to_string()),
+        ),
+        (
+            l.t("أيام-مركز", "Center-days"),
+            |g: &GroupFigures| ltr(&g.center_days.to_string()),
+        ),
+        (
+            l.t("ساعات المولدة", "Hours on generator"),
+            |g: &GroupFigures| avg_cell(&g.generator_hours, " h"),
+        ),
+        (
+            l.t("مرات تشغيل المولدة", "Generator starts"),
+            |g: &GroupFigures| avg_cell(&g.generator_starts, ""),
+        ),
+        (
+            l.t("ساعات الانقطاع", "Outage hours"),
+            |g: &GroupFigures| avg_cell(&g.outage_hours, " h"),
+        ),
+        (
+            l.t("عدد الانقطاعات", "Outages"),
+            |g: &GroupFigures| avg_cell(&g.outages, ""),
+        ),
+        (
+            l.t("ساعات على البطارية", "Hours on battery"),
+            |g: &GroupFigures| avg_cell(&g.battery_hours, " h"),
+        ),
+        (
+            l.t("ساعات على الشبكة", "Hours on grid"),
+            |g: &GroupFigures| avg_cell(&g.grid_hours, " h"),
+        ),
+        (
+            l.t("طاقة شمسية", "PV energy"),
+            |g: &GroupFigures| avg_cell(&g.pv_kwh, " kWh"),
+        ),
+        (
+            l.t("أدنى شحن للبطارية", "Minimum state of charge"),
+            |g: &GroupFigures| avg_cell(&g.min_soc_pct, "%"),
+        ),
+        (
+            l.t("الوقود المستهلك", "Fuel used"),
+            |g: &GroupFigures| avg_cell(&g.fuel_used_pct, "%"),
+        ),
+    ];
+    let body = rows
+        .iter()
+        .map(|(label, f)| vec![label.to_string(), f(&c.solar), f(&c.non_solar)])
+        .collect();
+    let head = [
+        l.t("المتوسط لكل مركز في اليوم", "Average per center-day"),
+        l.t("مراكز بطاقة شمسية", "Centers with solar"),
+        l.t("مراكز بلا طاقة شمسية", "Centers without solar"),
+    ];
+    table(&head, body, "")
+}
+
 async fn page_energy(
     State(s): State<WebState>,
-    Query(q): Query<LangQuery>,
+    Query(q): Query<MetricsQuery>,
 ) -> Result<Html<String>, ApiError> {
     let l = Lang::of(q.lang.as_deref());
-    let rows = load_energy(&s)
-        .await?
-        .into_iter()
-        .map(|r| {
-            let m = r
-                .metrics
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            vec![ltr(&r.center), ltr(&r.day), ltr(&m)]
+    let (from, all, centers) = load_days(&s, MetricsKind::Energy, None, q.days).await?;
+    let cmp = energy::compare(&all, from);
+    let chosen = q
+        .center
+        .as_deref()
+        .filter(|c| centers.iter().any(|x| x == c));
+    let rows = all
+        .iter()
+        .filter(|d| chosen.is_none_or(|c| d.center == c))
+        .map(|d| {
+            vec![
+                ltr(&d.center),
+                ltr(&d.day.to_string()),
+                match d.has_solar() {
+                    Some(true) => l.t("نعم", "yes").into(),
+                    Some(false) => l.t("لا", "no").into(),
+                    None => "—".into(),
+                },
+                hours(d.get("seconds_grid")),
+                hours(d.get("seconds_solar")),
+                hours(d.get("seconds_battery")),
+                hours(d.get("seconds_generator")),
+                num(d.get("generator_starts")),
+                d.get("pv_wh").map_or("—".into(), |w| {
+                    ltr(&format!("{}.{:02} kWh", w / 1000, (w % 1000) / 10))
+                }),
+                d.get("min_soc_pct")
+                    .map_or("—".into(), |v| ltr(&format!("{v}%"))),
+                num(d.get("outages")),
+                hours(d.get("outage_seconds")),
+                hours(d.get("longest_outage_seconds")),
+                d.get("fuel_used_pct")
+                    .map_or("—".into(), |v| ltr(&format!("{v}%"))),
+            ]
         })
         .collect();
     let head = [
         l.t("المركز", "Center"),
         l.t("اليوم", "Day"),
-        l.t("الملخص", "Summary"),
+        l.t("طاقة شمسية", "Solar"),
+        l.t("الشبكة", "Grid"),
+        l.t("الشمس", "Solar"),
+        l.t("البطارية", "Battery"),
+        l.t("المولدة", "Generator"),
+        l.t("مرات التشغيل", "Starts"),
+        l.t("إنتاج الألواح", "PV"),
+        l.t("أدنى شحن", "Min SoC"),
+        l.t("الانقطاعات", "Outages"),
+        l.t("مدة الانقطاع", "Outage time"),
+        l.t("أطول انقطاع", "Longest outage"),
+        l.t("الوقود", "Fuel used"),
     ];
-    let body = table(
-        &head,
-        rows,
-        l.t("لا توجد ملخصات طاقة.", "No energy summaries."),
+    let path = match chosen {
+        Some(c) => format!("/energy?center={}", esc(c)),
+        None => "/energy".into(),
+    };
+    let body = format!(
+        "<p>{} {}</p><h2>{}</h2>{}<h2>{}</h2>{}{}",
+        l.t("منذ", "Since"),
+        ltr(&from.to_string()),
+        l.t(
+            "مقارنة: بطاقة شمسية وبدونها",
+            "Comparison: with and without solar"
+        ),
+        comparison_table(l, &cmp),
+        l.t("الملخصات اليومية", "Daily summaries"),
+        center_links(l, "/energy", &centers, chosen),
+        table(
+            &head,
+            rows,
+            l.t("لا توجد ملخصات طاقة.", "No energy summaries.")
+        ),
     );
     Ok(page(
         l,
-        "/energy",
-        l.t("ملخصات الطاقة اليومية", "Daily energy summaries"),
+        &path,
+        l.t("الطاقة في المراكز", "Energy at the centers"),
+        &body,
+    ))
+}
+
+async fn page_stats(
+    State(s): State<WebState>,
+    Query(q): Query<MetricsQuery>,
+) -> Result<Html<String>, ApiError> {
+    let l = Lang::of(q.lang.as_deref());
+    let (from, all, centers) = load_days(&s, MetricsKind::Stats, None, q.days).await?;
+    let chosen = q
+        .center
+        .as_deref()
+        .filter(|c| centers.iter().any(|x| x == c));
+    let mins =
+        |v: Option<i64>| v.map_or("—".into(), |s| ltr(&format!("{}:{:02}", s / 60, s % 60)));
+    let rows = all
+        .iter()
+        .filter(|d| chosen.is_none_or(|c| d.center == c))
+        .map(|d| {
+            vec![
+                ltr(&d.center),
+                ltr(&d.day.to_string()),
+                num(d.get("tickets_issued")),
+                num(d.get("tickets_served")),
+                num(d.get("no_shows")),
+                mins(d.get("wait_seconds_avg")),
+                mins(d.get("wait_seconds_max")),
+                mins(d.get("service_seconds_avg")),
+                num(d.get("cases_created")),
+                num(d.get("cases_delivered")),
+            ]
+        })
+        .collect();
+    let head = [
+        l.t("المركز", "Center"),
+        l.t("اليوم", "Day"),
+        l.t("بطاقات صادرة", "Tickets issued"),
+        l.t("بطاقات مخدومة", "Tickets served"),
+        l.t("لم يحضروا", "No-shows"),
+        l.t("متوسط الانتظار (د:ث)", "Average wait (m:s)"),
+        l.t("أطول انتظار", "Longest wait"),
+        l.t("متوسط زمن الخدمة", "Average service time"),
+        l.t("معاملات جديدة", "Cases created"),
+        l.t("معاملات مسلّمة", "Cases delivered"),
+    ];
+    let path = match chosen {
+        Some(c) => format!("/stats?center={}", esc(c)),
+        None => "/stats".into(),
+    };
+    let body = format!(
+        "<p>{} {}</p>{}{}",
+        l.t("منذ", "Since"),
+        ltr(&from.to_string()),
+        center_links(l, "/stats", &centers, chosen),
+        table(&head, rows, l.t("لا توجد إحصاءات.", "No statistics.")),
+    );
+    Ok(page(
+        l,
+        &path,
+        l.t("إحصاءات الدور اليومية", "Daily queue statistics"),
         &body,
     ))
 }

@@ -27,7 +27,7 @@ async fn hub_sync_log_partial_replication_portal_and_pages() -> anyhow::Result<(
 
     // The sync log has midan's push with bytes and counts.
     let (status, log) = hub
-        .http("GET", "/api/v1/sync-log?center=midan", None)
+        .http("GET", "/api/v1/sync-log/requests?center=midan", None)
         .await?;
     assert!(status.contains("200"), "{status}");
     let log: Vec<serde_json::Value> = serde_json::from_str(&log)?;
@@ -139,5 +139,32 @@ async fn hub_sync_log_partial_replication_portal_and_pages() -> anyhow::Result<(
     let centers: Vec<serde_json::Value> = serde_json::from_str(&centers)?;
     assert_eq!(centers.len(), 2);
     assert!(centers.iter().all(|c| c["backlog"] == 0), "{centers:?}");
+
+    // One session row per sync (this client sends no session header: each Hello opens
+    // one), each the sum of its requests.
+    let (_, sessions) = hub
+        .http("GET", "/api/v1/sync-log?center=midan", None)
+        .await?;
+    let sessions: Vec<serde_json::Value> = serde_json::from_str(&sessions)?;
+    assert_eq!(sessions.len(), 4, "midan synced four times: {sessions:?}");
+    let (_, reqs) = hub
+        .http("GET", "/api/v1/sync-log/requests?center=midan", None)
+        .await?;
+    let reqs: Vec<serde_json::Value> = serde_json::from_str(&reqs)?;
+    for key in ["bytes_up", "bytes_down", "changes_up", "changes_down"] {
+        let by_req: i64 = reqs.iter().map(|r| r[key].as_i64().unwrap_or(0)).sum();
+        let by_session: i64 = sessions.iter().map(|r| r[key].as_i64().unwrap_or(0)).sum();
+        assert_eq!(by_req, by_session, "{key}");
+    }
+    assert!(
+        sessions
+            .iter()
+            .all(|s| s["uplink"] == "unknown" && s["result"] != "error")
+    );
+    assert_eq!(
+        sessions.iter().filter(|s| s["result"] == "open").count(),
+        1,
+        "only the latest may still be open"
+    );
     Ok(())
 }
