@@ -813,4 +813,83 @@ mod tests {
         let t: jiff::Timestamp = "2026-11-29T22:30:00Z".parse().unwrap();
         assert_eq!(today(t), date(2026, 11, 30));
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn leaf() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                "\\PC{0,12}".prop_map(Value::from),
+                (2020i16..2030, 1i8..=12, 1i8..=28)
+                    .prop_map(|(y, m, d)| Value::from(date(y, m, d).to_string())),
+            ]
+        }
+
+        fn body(keys: &'static [&'static str]) -> impl Strategy<Value = Value> {
+            prop::collection::btree_map(prop::sample::select(keys), leaf(), 0..keys.len()).prop_map(
+                |m| Value::Object(m.into_iter().map(|(k, v)| (k.to_string(), v)).collect()),
+            )
+        }
+
+        const FEE_KEYS: &[&str] = &[
+            "effective_from",
+            "authority_fee",
+            "authority_decision",
+            "center_surcharge",
+            "council_decision",
+            "other",
+        ];
+        const SERVICE_KEYS: &[&str] = &[
+            "code",
+            "name_ar",
+            "name_en",
+            "group",
+            "authority",
+            "fields",
+            "target_hours",
+            "other",
+        ];
+
+        proptest! {
+            #[test]
+            fn parsers_never_panic(f in body(FEE_KEYS), s in body(SERVICE_KEYS)) {
+                let _ = parse_fee(&f);
+                let _ = parse_service("svc", &s);
+            }
+
+            /// Whatever is posted in whatever order, each part keeps one component per day,
+            /// sorted, and no decision twice.
+            #[test]
+            fn history_stays_one_line_per_part(
+                posts in prop::collection::vec((0i64..40, 0i64..5, any::<bool>(), 0u8..6), 1..30)
+            ) {
+                let today = date(2026, 11, 29);
+                let mut h = ServiceFees::default();
+                for (days, amount, authority, dec) in posts {
+                    let part = Some((Money::from_syp(amount * 1000).unwrap(), format!("D{dec}")));
+                    let input = FeeInput {
+                        effective_from: today.checked_add(jiff::Span::new().days(days)).unwrap(),
+                        authority: if authority { part.clone() } else { None },
+                        surcharge: if authority { None } else { part },
+                    };
+                    if let Ok(FeePlan::Write(next)) = plan_fee(&h, &input, today) {
+                        h = next;
+                    }
+                }
+                for list in [&h.authority, &h.surcharge] {
+                    let days: Vec<Date> = list.iter().map(|c| c.effective_from).collect();
+                    let mut sorted = days.clone();
+                    sorted.sort();
+                    sorted.dedup();
+                    prop_assert_eq!(&days, &sorted);
+                    let decisions: BTreeSet<&str> = list.iter().map(|c| c.decision.as_str()).collect();
+                    prop_assert_eq!(decisions.len(), list.len());
+                }
+            }
+        }
+    }
 }

@@ -373,4 +373,20 @@ mod tests {
         );
         assert!(list(&c, Some("qanawat"), 0, 10).unwrap().is_empty());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn session_id_parser_never_panics(s in "\\PC*") {
+            let _ = parse_session_id(&s);
+        }
+
+        #[test]
+        fn every_v4_uuid_is_accepted(mut b in proptest::prelude::any::<[u8; 16]>()) {
+            b[6] = (b[6] & 0x0f) | 0x40;
+            b[8] = (b[8] & 0x3f) | 0x80;
+            let h = hex::encode(b);
+            let u = format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32]);
+            proptest::prop_assert_eq!(parse_session_id(&u), Some(u.clone()));
+        }
+    }
 }
