@@ -4,7 +4,18 @@
 //! ```text
 //! let node = NodeProcess::start("midan").await?;
 //! let api = node.login_admin().await?;
+//! let hub = HubProcess::start(&["midan"]).await?;
+//! let midan = NodeProcess::start_synced("midan", &hub).await?;
+//! midan.sync_now(&midan.login_admin().await?).await?;
 //! ```
+//!
+//! [`hub`] runs the hub process and reads its documents; [`chaos`] is a fault-injecting
+//! TCP proxy for the link between centers and hub.
+
+pub mod chaos;
+pub mod hub;
+
+pub use hub::{AlwaysUp, CaseSummary, DocsDb, HubProcess};
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -20,7 +31,11 @@ pub const ADMIN_PASSWORD: &str = "admin-test-password";
 /// a test process runs `cargo build -p markaz --bin markaz` for the same profile: a no-op
 /// when it is up to date, and the only way to have it at all when the tests were built
 /// without it (`cargo test --workspace` builds the binary's test harness, not the binary).
+/// `MARKAZ_E2E_BIN=/path/to/markaz` uses that binary instead and builds nothing.
 pub fn markaz_bin() -> Result<PathBuf> {
+    if let Some(bin) = std::env::var_os("MARKAZ_E2E_BIN") {
+        return Ok(PathBuf::from(bin));
+    }
     static BUILT: std::sync::OnceLock<std::result::Result<PathBuf, String>> =
         std::sync::OnceLock::new();
     BUILT
@@ -67,6 +82,27 @@ pub struct NodeProcess {
     pub base_url: String,
     child: Option<Child>,
     config_path: PathBuf,
+    /// Things that must live as long as the node (its probe target).
+    keep: Vec<Box<dyn std::any::Any + Send>>,
+}
+
+/// The `[sync]` table for `center` with `hub`'s bundle, syncing every `interval_secs`.
+pub fn sync_toml(hub: &HubProcess, center: &str, hub_url: &str, interval_secs: u32) -> String {
+    let b = hub.bundle(center);
+    format!(
+        r#"
+[sync]
+enabled = true
+hub_url = "{hub_url}"
+ca_cert = "{ca}"
+client_cert = "{cert}"
+client_key = "{key}"
+interval_secs = {interval_secs}
+"#,
+        ca = b.join("ca.pem").display(),
+        cert = b.join("cert.pem").display(),
+        key = b.join("key.pem").display(),
+    )
 }
 
 impl NodeProcess {
@@ -114,6 +150,7 @@ level = "info"
             base_url: String::new(),
             child: None,
             config_path,
+            keep: Vec::new(),
         };
         node.spawn().await?;
         Ok(node)
@@ -177,6 +214,90 @@ level = "info"
     /// The process's combined stdout and stderr so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("node.log")).unwrap_or_default()
+    }
+
+    /// A node of `center` syncing with `hub`: `[sync]` with the center's bundle and the
+    /// hub's sync URL, a short interval, and a primary-link probe that is always up (a
+    /// listener in this test process), so the uplink is `primary`.
+    pub async fn start_synced(center: &str, hub: &HubProcess) -> Result<Self> {
+        Self::start_synced_with(center, hub, &hub.sync_url(), "").await
+    }
+
+    /// Like [`NodeProcess::start_synced`], syncing with `hub_url` (a proxy in front of
+    /// the hub, say) and with `extra_toml` appended.
+    pub async fn start_synced_with(
+        center: &str,
+        hub: &HubProcess,
+        hub_url: &str,
+        extra_toml: &str,
+    ) -> Result<Self> {
+        let probe = AlwaysUp::start().await?;
+        let toml = format!(
+            "{}\n[link]\nprobe_targets = [\"{}\"]\nprobe_interval_secs = 2\nprobe_timeout_secs = 1\n{extra_toml}",
+            sync_toml(hub, center, hub_url, 5),
+            probe.addr
+        );
+        let mut node = Self::start_with(center, &toml).await?;
+        node.keep.push(Box::new(probe));
+        Ok(node)
+    }
+
+    /// The node's database file.
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("data").join("markaz-node.db")
+    }
+
+    /// The node's documents, read-only.
+    pub fn docs(&self) -> Result<DocsDb> {
+        DocsDb::open(&self.db_path())
+    }
+
+    /// The `sync` status panel's data (`null` fields until the first session).
+    pub async fn sync_panel(&self, api: &Api) -> Result<serde_json::Value> {
+        let (s, b) = api.get("/status").await?;
+        if s != 200 {
+            bail!("GET /status: {s} {b}");
+        }
+        Ok(b["panels"]["sync"]["data"].clone())
+    }
+
+    /// Presses the technician's "sync now" and waits (up to `limit`) for a session that
+    /// started after the press to end; returns that session's record (ok or not).
+    pub async fn sync_now_within(&self, api: &Api, limit: Duration) -> Result<serde_json::Value> {
+        let pressed = jiff::Timestamp::now();
+        let (s, b) = api
+            .post("/technician/sync-now", serde_json::json!({}))
+            .await?;
+        if !(200..300).contains(&s) {
+            bail!("sync-now: {s} {b}");
+        }
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let panel = self.sync_panel(api).await?;
+            let last = &panel["last_session"];
+            let started = last["started_at"]
+                .as_str()
+                .and_then(|t| t.parse::<jiff::Timestamp>().ok());
+            if started.is_some_and(|t| t >= pressed) {
+                return Ok(last.clone());
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!(
+                    "no sync session of {} started after sync-now ended within {limit:?}; panel: {panel}",
+                    self.center
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// [`NodeProcess::sync_now_within`] 60 s, and the session must have succeeded.
+    pub async fn sync_now(&self, api: &Api) -> Result<serde_json::Value> {
+        let r = self.sync_now_within(api, Duration::from_secs(60)).await?;
+        if r["result"] != "ok" {
+            bail!("sync session of {} failed: {r}", self.center);
+        }
+        Ok(r)
     }
 
     /// SIGKILL, as a power cut would.
@@ -388,4 +509,57 @@ pub fn quantile(sorted: &[Duration], q: f64) -> Duration {
     }
     let i = ((sorted.len() - 1) as f64 * q).round() as usize;
     sorted[i.min(sorted.len() - 1)]
+}
+
+// ---- Desk work shared by the sync tests ----
+
+/// Opens a `criminal_record` case for a registered citizen and takes it through `steps`
+/// (`"pay"` pays cash; anything else is a transition action such as `"start"` or
+/// `"ready"`). Returns the case number.
+pub async fn open_case(api: &Api, nid: &str, steps: &[&str]) -> Result<String> {
+    let (s, c) = api
+        .post(
+            "/cases",
+            serde_json::json!({"national_id": nid, "service": "criminal_record"}),
+        )
+        .await?;
+    if s != 201 {
+        bail!("opening a case for {nid}: {s} {c}");
+    }
+    let case_no = c["case_no"]
+        .as_str()
+        .context("case_no in the reply")?
+        .to_string();
+    for step in steps {
+        let (s, b) = if *step == "pay" {
+            api.post(
+                &format!("/cases/{case_no}/payment"),
+                serde_json::json!({"method": "cash"}),
+            )
+            .await?
+        } else {
+            api.post(
+                &format!("/cases/{case_no}/transitions"),
+                serde_json::json!({"action": step}),
+            )
+            .await?
+        };
+        if s != 200 {
+            bail!("{step} on {case_no}: {s} {b}");
+        }
+    }
+    Ok(case_no)
+}
+
+/// Every case number a node's `GET /api/v1/cases` lists (up to 500).
+pub async fn listed_cases(api: &Api) -> Result<Vec<String>> {
+    let (s, b) = api.get("/cases?limit=500").await?;
+    if s != 200 {
+        bail!("GET /cases: {s} {b}");
+    }
+    Ok(b.as_array()
+        .context("a list of cases")?
+        .iter()
+        .filter_map(|r| r["case_no"].as_str().map(str::to_string))
+        .collect())
 }
