@@ -221,9 +221,23 @@ async fn panels_link_failover_power_samples_and_technician_actions() {
     assert!(day["min_soc"].is_u64(), "{day}");
     let levels = query_strings(&node.app, "SELECT DISTINCT level FROM power_samples").await;
     assert!(!levels.is_empty());
+    // The sampler wrote today's energy document with its first sample (then at most
+    // hourly): an MPPT is configured, so the center has solar.
+    let energy = node
+        .app
+        .read_metrics_doc(
+            markaz_sync::docs::DocKind::Energy,
+            jiff::civil::date(2026, 11, 29),
+        )
+        .await
+        .unwrap()
+        .expect("today's energy document");
+    assert_eq!(energy.get("has_solar"), Some(&1), "{energy:?}");
+    assert!(energy.contains_key("min_soc_pct"), "{energy:?}");
 
-    // Technician actions: a modem reset re-runs the init sequence; sync-now wakes the
-    // sync client; both are audited. A clerk may do neither.
+    // Technician actions: a modem reset power-cycles the module (the emulator sees
+    // AT+CFUN=1,1) and the init sequence runs again; sync-now wakes the sync client;
+    // both are audited. A clerk may do neither.
     let inits = || {
         modem
             .commands()
@@ -232,11 +246,20 @@ async fn panels_link_failover_power_samples_and_technician_actions() {
             .count()
     };
     let before = inits();
+    let resets_before = modem.resets();
     let (s, b) = tech
         .post("/technician/modem/reset", serde_json::json!({}))
         .await;
     assert_eq!(s, 202, "{b}");
-    eventually("the modem re-initialised", 20, || async {
+    eventually("the module power-cycled", 10, || async {
+        match modem.resets() {
+            n if n > resets_before => Ok(()),
+            n => Err(format!("{n} resets")),
+        }
+    })
+    .await;
+    // The driver reopens the port after its settle time (10 s by default).
+    eventually("the modem re-initialised", 30, || async {
         let (_, b) = tech.get("/status").await;
         if inits() > before && b["panels"]["modem"]["data"]["state"] == "ready" {
             Ok(())
@@ -513,4 +536,84 @@ async fn the_uplink_connector_follows_the_link_monitor() {
     tokio::time::timeout(Duration::from_secs(10), tracker.wait())
         .await
         .unwrap();
+}
+
+/// `[link] modem_route = "os-route"`: while the modem is the uplink, the connector opens
+/// an OS socket bound to `os_route_interface` (here `lo`) instead of an AT socket; the
+/// driver still polls the modem.
+#[tokio::test]
+async fn the_os_route_binds_the_modem_uplink_to_its_interface() {
+    use markaz_node::uplink::Connector;
+    let probe = tokio::net::TcpSocket::new_v4().unwrap();
+    if let Err(e) = probe.bind_device(Some(b"lo")) {
+        assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");
+        eprintln!("skipped: SO_BINDTODEVICE needs CAP_NET_RAW ({e})");
+        return;
+    }
+    let emu_cancel = CancellationToken::new();
+    let (modem, _t) = emulator::start(emu_cancel.clone()).unwrap();
+    let dead = closed_port().await;
+    let (node, cfg) = node_with(|c| {
+        c.modem.enabled = true;
+        c.modem.port = modem.path().display().to_string();
+        c.modem.poll_interval_secs = 1;
+        c.modem.command_timeout_ms = 2000;
+        c.link.probe_targets = vec![dead.parse().unwrap()];
+        c.link.probe_interval_secs = 1;
+        c.link.probe_timeout_secs = 1;
+        c.link.down_after = 1;
+        c.link.modem_route = markaz_config::ModemRoute::OsRoute;
+        c.link.os_route_interface = "lo".into();
+    })
+    .await;
+    let tracker = TaskTracker::new();
+    let shutdown = CancellationToken::new();
+    markaz_node::devices::start(&node.app, &cfg, &tracker, &shutdown).unwrap();
+    assert_eq!(node.app.devices.os_route(), Some("lo"));
+    let c = markaz_node::devices::UplinkConnector::new(
+        node.app.devices.clone(),
+        Duration::from_secs(2),
+    );
+    eventually("the modem uplink", 20, || async {
+        if c.name() == "modem" {
+            Ok(())
+        } else {
+            Err(c.name().to_owned())
+        }
+    })
+    .await;
+    let hub = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = hub.local_addr().unwrap().port();
+    let mut stream = c.connect("127.0.0.1", port).await.expect("over lo");
+    let (mut peer, _) = hub.accept().await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(b"hello hub").await.unwrap();
+    let mut got = [0u8; 9];
+    peer.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"hello hub");
+    let direct = node
+        .app
+        .devices
+        .connect("127.0.0.1", port, Duration::from_secs(2))
+        .await
+        .expect("DeviceHandles::connect follows the route too");
+    assert!(matches!(
+        direct,
+        markaz_hardware::link::connect::UplinkStream::Os(_)
+    ));
+    let commands = modem.commands();
+    assert!(
+        !commands.iter().any(|c| c.starts_with("AT+QIOPEN")),
+        "no AT socket was opened: {commands:?}"
+    );
+    assert!(
+        commands.iter().any(|c| c == "AT+CSQ"),
+        "the driver still polls the modem"
+    );
+    shutdown.cancel();
+    tracker.close();
+    tokio::time::timeout(Duration::from_secs(15), tracker.wait())
+        .await
+        .unwrap();
+    emu_cancel.cancel();
 }

@@ -144,6 +144,22 @@ pub(crate) enum Request {
     PollNow {
         reply: oneshot::Sender<()>,
     },
+    Reset {
+        reply: oneshot::Sender<ResetOutcome>,
+    },
+}
+
+/// What a requested reset ([`ModemHandle::reset`]) did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetOutcome {
+    /// `AT+CFUN=1,1` was written to the module; the driver closed the port and reopens
+    /// it after `reset_settle`, then runs the init sequence again.
+    PowerCycled,
+    /// The port was not open (the modem was resetting or dead): a bring-up is tried at
+    /// once, which power-cycles the module itself if it does not answer.
+    BringUpRetried,
+    /// The driver is not running (or did not answer in time).
+    Unavailable,
 }
 
 /// The node's way to use the modem. Cheap to clone.
@@ -258,6 +274,19 @@ impl ModemHandle {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(unavailable()),
             Err(_) => Err(TcpError::Timeout),
+        }
+    }
+
+    /// Power-cycles the module with `AT+CFUN=1,1` now (the technician's reset), or, if
+    /// the port is not open, retries the bring-up at once; bounded by the command timeout.
+    pub async fn reset(&self) -> ResetOutcome {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.try_send(Request::Reset { reply }).is_err() {
+            return ResetOutcome::Unavailable;
+        }
+        match timeout(self.command_timeout * 4, rx).await {
+            Ok(Ok(o)) => o,
+            _ => ResetOutcome::Unavailable,
         }
     }
 
@@ -696,6 +725,18 @@ impl Driver {
                 }
                 let _ = reply.send(());
             }
+            Request::Reset { reply } => {
+                let outcome = if self.port.is_some() {
+                    self.power_cycle("reset requested").await;
+                    ResetOutcome::PowerCycled
+                } else {
+                    // Out of `Dead` too: a requested reset starts the count afresh.
+                    self.failed_bringups = 0;
+                    self.retry_at = Instant::now();
+                    ResetOutcome::BringUpRetried
+                };
+                let _ = reply.send(outcome);
+            }
         }
     }
 
@@ -1009,12 +1050,19 @@ impl Driver {
             timeouts = self.status.consecutive_timeouts,
             "modem stopped answering; AT+CFUN=1,1"
         );
+        self.power_cycle("modem reset").await;
+    }
+
+    /// Sends `AT+CFUN=1,1` (its answer is not needed: the module restarts), closes the
+    /// port and schedules the bring-up after `reset_settle`.
+    async fn power_cycle(&mut self, why: &str) {
+        info!(why, "AT+CFUN=1,1");
         self.status.state = ModemState::Resetting;
         self.publish();
         let _ = self
             .exec(AtCommand::new("AT+CFUN=1,1"), self.s.command_timeout)
             .await;
-        self.take_down("modem reset");
+        self.take_down(why);
         self.retry_at = Instant::now() + self.s.reset_settle;
         self.status.state = ModemState::Resetting;
         self.publish();

@@ -8,6 +8,7 @@
 
 pub mod cases;
 pub mod citizens;
+pub mod daily_docs;
 pub mod queue;
 pub mod reports;
 pub mod staff;

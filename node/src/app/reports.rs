@@ -75,6 +75,16 @@ fn figures(key: String, r: &rusqlite::Row<'_>, offset: usize) -> rusqlite::Resul
     })
 }
 
+/// The whole center's queue figures of one local day (`YYYY-MM-DD`), inside any
+/// connection (a reader, or the writer's transaction for the daily statistics document).
+pub(crate) fn day_total(c: &rusqlite::Connection, day: &str) -> rusqlite::Result<QueueFigures> {
+    c.query_row(
+        &format!("SELECT {FIGURES} FROM tickets WHERE day = ?1"),
+        [day],
+        |r| figures("total".into(), r, 0),
+    )
+}
+
 impl App {
     /// Queue figures for a day (default: today, in the center's time zone).
     pub async fn queue_report(
@@ -97,7 +107,7 @@ impl App {
                     ))?
                     .query_map([&day], |r| figures(r.get::<_, i64>(0)?.to_string(), r, 1))?
                     .collect::<Result<Vec<_>, _>>()?;
-                let total = c.query_row(&format!("SELECT {FIGURES} FROM tickets WHERE day = ?1"), [&day], |r| figures("total".into(), r, 0))?;
+                let total = day_total(c, &day)?;
                 Ok(QueueReport { day, by_group, by_counter, total })
             })
             .await

@@ -8,7 +8,10 @@
 //!   choice, the `link` panel, uplink changes in the node log, the link-down alert;
 //! - the power supervisor ([`power`]) when any power device is configured: drivers,
 //!   samples, daily summaries, the policy and its actions, the `power` panel;
-//! - the SMS outbox worker ([`outbox`]) when the modem is enabled with `sms_enabled`.
+//! - the SMS outbox worker ([`outbox`]) when the modem is enabled with `sms_enabled`;
+//! - the daily statistics documents ([`crate::app::daily_docs::run_stats`]), always: they
+//!   are written from the node's SQL, not from a device, but run beside the energy
+//!   documents the power supervisor writes.
 //!
 //! The rest of the node talks to devices only through [`DeviceHandles`] (in
 //! `App::devices`): latest states on watch channels, requests as notifications. Nothing
@@ -19,10 +22,11 @@ pub mod link;
 pub mod modem;
 pub mod outbox;
 pub mod power;
+pub mod route;
 pub mod settings;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use markaz_config::NodeConfig;
@@ -44,6 +48,8 @@ pub const ALERT_COOLDOWN: Duration = Duration::from_secs(3600);
 struct Inner {
     started: AtomicBool,
     modem_configured: AtomicBool,
+    /// `[link] os_route_interface` when `modem_route = "os-route"` (set once by `start`).
+    os_route: OnceLock<String>,
     modem: watch::Sender<ModemHandle>,
     modem_status: watch::Sender<ModemStatus>,
     link: watch::Sender<Option<LinkStatus>>,
@@ -68,6 +74,7 @@ impl Default for DeviceHandles {
             inner: Arc::new(Inner {
                 started: AtomicBool::new(false),
                 modem_configured: AtomicBool::new(false),
+                os_route: OnceLock::new(),
                 modem: watch::Sender::new(ModemHandle::not_configured()),
                 modem_status: watch::Sender::new(ModemStatus::not_configured()),
                 link: watch::Sender::new(None),
@@ -115,7 +122,18 @@ impl DeviceHandles {
         port: u16,
         limit: Duration,
     ) -> Result<UplinkStream, ConnectError> {
-        connect(self.uplink(), &self.modem(), host, port, limit).await
+        match (self.uplink(), self.os_route()) {
+            (Uplink::Modem, Some(iface)) => Ok(UplinkStream::Os(
+                route::connect_via(iface, host, port, limit).await?,
+            )),
+            (uplink, _) => connect(uplink, &self.modem(), host, port, limit).await,
+        }
+    }
+
+    /// The interface the modem's data goes through when `[link] modem_route =
+    /// "os-route"` (`None`: through the driver's AT sockets).
+    pub fn os_route(&self) -> Option<&str> {
+        self.inner.os_route.get().map(String::as_str)
     }
 
     /// True while the power policy defers bulk sync (battery low or critical).
@@ -145,8 +163,8 @@ impl DeviceHandles {
         self.inner.modem_configured.load(Ordering::SeqCst)
     }
 
-    /// Asks the modem supervisor to restart the driver (port closed and reopened, init
-    /// run again). Refused without a modem.
+    /// Asks the modem supervisor to reset the modem (`AT+CFUN=1,1`, then the port is
+    /// reopened and the init run again). Refused without a modem.
     pub fn request_modem_reset(&self) -> Result<(), AppError> {
         if !self.modem_configured() {
             return Err(AppError::Conflict {
@@ -165,9 +183,10 @@ impl DeviceHandles {
 }
 
 /// A [`crate::uplink::Connector`] that follows the link monitor: the OS route while the
-/// primary link is the uplink, the modem's AT sockets (through whichever driver runs
-/// now, so a technician's modem reset does not strand it) while the modem is, and an
-/// immediate "offline" error otherwise. Its `name` is the uplink in use, for the sync log.
+/// primary link is the uplink; while the modem is, a TCP socket bound to
+/// `os_route_interface` with `modem_route = "os-route"` ([`route`]), else the modem's AT
+/// sockets (through whichever driver runs now, so a technician's modem reset does not
+/// strand it); and an immediate "offline" error otherwise. Its `name` is the uplink in use, for the sync log.
 #[derive(Clone)]
 pub struct UplinkConnector {
     devices: DeviceHandles,
@@ -206,11 +225,17 @@ impl crate::uplink::Connector for UplinkConnector {
                         .connect(host, port)
                         .await
                 }
-                Uplink::Modem => {
-                    crate::uplink::ModemConnector::new(self.devices.modem(), self.timeout)
-                        .connect(host, port)
-                        .await
-                }
+                Uplink::Modem => match self.devices.os_route() {
+                    Some(iface) => {
+                        let s = route::connect_via(iface, host, port, self.timeout).await?;
+                        Ok(Box::new(s) as crate::uplink::BoxedStream)
+                    }
+                    None => {
+                        crate::uplink::ModemConnector::new(self.devices.modem(), self.timeout)
+                            .connect(host, port)
+                            .await
+                    }
+                },
                 Uplink::Offline => Err(std::io::Error::new(
                     std::io::ErrorKind::NotConnected,
                     "offline: neither the primary link nor the modem is usable",
@@ -271,6 +296,9 @@ pub fn start_with(
 
     if let Some(modem) = settings::modem(cfg) {
         h.modem_configured.store(true, Ordering::SeqCst);
+        if cfg.link.modem_route == markaz_config::ModemRoute::OsRoute {
+            let _ = h.os_route.set(cfg.link.os_route_interface.clone());
+        }
         tracker.spawn(modem::supervise(
             app.clone(),
             modem,
@@ -312,6 +340,11 @@ pub fn start_with(
             shutdown.clone(),
         ));
     }
+    tracker.spawn(crate::app::daily_docs::run_stats(
+        app.clone(),
+        crate::app::daily_docs::StatsSettings::default(),
+        shutdown.clone(),
+    ));
     tracing::info!(
         modem = cfg.modem.enabled,
         power_devices = cfg.power.vedirect.len()
@@ -324,7 +357,7 @@ pub fn start_with(
 
 /// The technician's actions, audited like every use case.
 impl App {
-    /// `POST /technician/modem/reset`: restarts the modem driver.
+    /// `POST /technician/modem/reset`: power-cycles the modem (`AT+CFUN=1,1`).
     pub async fn technician_modem_reset(
         &self,
         actor: &Actor,

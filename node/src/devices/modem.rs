@@ -1,15 +1,18 @@
 //! The modem supervisor: runs the modem driver, republishes its status on a channel
 //! that outlives driver restarts (the link monitor and the outbox hold it), feeds the
 //! technician's `modem` panel, writes state changes that matter (dead, recovered) to the
-//! node log, and restarts the driver when the technician asks for a reset.
+//! node log, and resets the modem when the technician asks.
 //!
-//! A reset stops the driver (which closes the port), then starts a fresh one: it reopens
-//! the port and runs the whole init sequence again; a module that still does not answer
-//! is then power-cycled (`AT+CFUN=1,1`) by the driver's own recovery.
+//! A reset power-cycles the module: the running driver sends `AT+CFUN=1,1`, closes the
+//! port, and after its settle time reopens it and runs the whole init sequence again. If
+//! the port was not open (the modem was resetting or dead), the driver retries its
+//! bring-up at once (power-cycling a module that does not answer). Only a driver that
+//! does not answer the request at all is stopped and replaced by a fresh one.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use markaz_hardware::modem::driver::ResetOutcome;
 use markaz_hardware::modem::status::{RegStatus, SimState};
 use markaz_hardware::modem::{ModemHandle, ModemSettings, ModemState, ModemStatus, Quectel};
 use serde_json::{Value, json};
@@ -111,7 +114,26 @@ pub async fn supervise(
             status.send_replace(s);
             tokio::select! {
                 () = cancel.cancelled() => break false,
-                () = reset.notified() => break true,
+                () = reset.notified() => {
+                    let driver = current.borrow().clone();
+                    let outcome = driver.reset().await;
+                    let text = match outcome {
+                        ResetOutcome::PowerCycled => {
+                            "modem reset: AT+CFUN=1,1 sent; port reopened after the settle time"
+                        }
+                        ResetOutcome::BringUpRetried => {
+                            "modem reset: port was closed; bring-up retried now"
+                        }
+                        ResetOutcome::Unavailable => {
+                            "modem reset: driver did not answer; restarting it"
+                        }
+                    };
+                    info!(?outcome, "modem reset requested");
+                    let _ = crate::devices::log(&app, "info", "modem", text).await;
+                    if outcome == ResetOutcome::Unavailable {
+                        break true;
+                    }
+                }
                 r = rx.changed() => if r.is_err() {
                     // The driver ended on its own: start another after a pause.
                     warn!("modem driver ended; restarting");
@@ -130,14 +152,7 @@ pub async fn supervise(
         if !restart || cancel.is_cancelled() {
             break;
         }
-        info!("modem driver restarting (reset)");
-        let _ = crate::devices::log(
-            &app,
-            "info",
-            "modem",
-            "modem reset: port reopened, init sequence run again",
-        )
-        .await;
+        info!("modem driver restarting");
     }
     status.send_replace(ModemStatus::not_configured());
 }

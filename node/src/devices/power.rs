@@ -1,8 +1,10 @@
 //! The power supervisor: starts the configured power drivers (VE.Direct ports, the
 //! inverter, the generator controller), takes a [`PowerSample`] every
 //! `power.sample_interval_secs` from their latest fresh states, stores it in
-//! `power_samples`, folds the local day into `power_daily`, runs the power [`Policy`] on
-//! it and carries out what the policy asks:
+//! `power_samples`, folds the local day into `power_daily` and its `energy:<center>:<day>`
+//! document (same writer job; today's document at most hourly, a finished day's at once,
+//! missing days back-filled at start, see [`crate::app::daily_docs`]), runs the power
+//! [`Policy`] on it and carries out what the policy asks:
 //! - alert the technician (node log, SMS with a per-kind cooldown, the `power` panel);
 //! - defer bulk sync (a `watch` the sync client reads);
 //! - start or stop the generator;
@@ -32,6 +34,7 @@ use markaz_hardware::power::driver::{
 use markaz_hardware::power::generator::{EngineState, GeneratorCommand};
 use markaz_hardware::power::model::{DailySummary, PowerSample, Source, summarize};
 use markaz_hardware::power::policy::{Action, Alert, Level, Policy, PolicySettings};
+use markaz_sync::model::ids::CenterId;
 use rusqlite::{Connection, params};
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -42,7 +45,7 @@ use tracing::{Instrument, error, info, warn};
 
 use super::outbox::{AlertKind, Alerter};
 use super::settings;
-use crate::app::App;
+use crate::app::{App, daily_docs};
 use crate::error::AppError;
 
 /// The power devices a node runs, each with the receiver of its latest state.
@@ -144,6 +147,10 @@ pub struct SamplerSettings {
     pub shutdown_command: String,
     /// Longest wait for the shutdown command.
     pub shutdown_timeout: Duration,
+    /// Whether a VE.Direct MPPT is configured (the energy documents' `has_solar`).
+    pub mppt_configured: bool,
+    /// Today's energy document is rewritten at most this often (finished days at once).
+    pub energy_refresh: SignedDuration,
 }
 
 impl SamplerSettings {
@@ -156,6 +163,12 @@ impl SamplerSettings {
             tz: cfg.center.timezone.time_zone(),
             shutdown_command: cfg.power.shutdown_command.clone(),
             shutdown_timeout: Duration::from_secs(60),
+            mppt_configured: cfg
+                .power
+                .vedirect
+                .iter()
+                .any(|v| v.role == VeDirectRole::Mppt),
+            energy_refresh: SignedDuration::from_hours(1),
         }
     }
 
@@ -271,12 +284,33 @@ pub fn recompute_day(
     max_gap: SignedDuration,
     now: Timestamp,
 ) -> rusqlite::Result<DailySummary> {
+    Ok(recompute_day_with_samples(conn, date, tz, max_gap, now)?.0)
+}
+
+/// The samples that decide the local `date`: the day's own and those up to `max_gap`
+/// before midnight (the last of which says what held at the day's start).
+pub fn day_samples(
+    conn: &Connection,
+    date: Date,
+    tz: &TimeZone,
+    max_gap: SignedDuration,
+) -> rusqlite::Result<Vec<PowerSample>> {
     let Some((start, end)) = day_bounds(date, tz) else {
-        return Ok(summarize(date, tz, &[], max_gap));
+        return Ok(Vec::new());
     };
-    // The last sample before midnight says what held at the day's start.
     let from = start.as_millisecond() - max_gap.as_millis() as i64;
-    let samples = samples_between(conn, from, end.as_millisecond())?;
+    samples_between(conn, from, end.as_millisecond())
+}
+
+/// [`recompute_day`], also returning the samples the summary was folded from.
+pub fn recompute_day_with_samples(
+    conn: &Connection,
+    date: Date,
+    tz: &TimeZone,
+    max_gap: SignedDuration,
+    now: Timestamp,
+) -> rusqlite::Result<(DailySummary, Vec<PowerSample>)> {
+    let samples = day_samples(conn, date, tz, max_gap)?;
     let d = summarize(date, tz, &samples, max_gap);
     let outage_seconds: u64 = d.outages.iter().map(|o| o.duration_seconds).sum();
     let summary = serde_json::to_string(&d).unwrap_or_else(|_| "{}".into());
@@ -313,7 +347,131 @@ pub fn recompute_day(
             now.to_string(),
         ],
     )?;
+    Ok((d, samples))
+}
+
+/// Recomputes the local `date` (its `power_daily` row) and writes its energy document
+/// from the same samples, inside the caller's writer job; `final_day` also marks the day
+/// final. A failing document write is rolled back on its own (logged) so that the sample
+/// and the summary are still stored.
+#[allow(clippy::too_many_arguments)]
+pub fn energy_day(
+    conn: &Connection,
+    date: Date,
+    tz: &TimeZone,
+    max_gap: SignedDuration,
+    now: Timestamp,
+    center: &CenterId,
+    mppt_configured: bool,
+    final_day: bool,
+) -> Result<DailySummary, AppError> {
+    let (d, samples) = recompute_day_with_samples(conn, date, tz, max_gap, now)?;
+    conn.execute_batch("SAVEPOINT energy_doc")?;
+    let written = daily_docs::write_energy(conn, center, &d, &samples, tz, mppt_configured)
+        .and_then(|_| {
+            if final_day {
+                daily_docs::set_final_through(conn, daily_docs::ENERGY_FINAL_THROUGH, date)?;
+            }
+            Ok(())
+        });
+    match written {
+        Ok(()) => conn.execute_batch("RELEASE energy_doc")?,
+        Err(e) => {
+            warn!(error = %e, %date, "cannot write the energy document");
+            conn.execute_batch("ROLLBACK TO energy_doc; RELEASE energy_doc")?;
+        }
+    }
     Ok(d)
+}
+
+/// Whether any sample was taken within the local `date`.
+fn day_has_samples(conn: &Connection, date: Date, tz: &TimeZone) -> rusqlite::Result<bool> {
+    let Some((start, end)) = day_bounds(date, tz) else {
+        return Ok(false);
+    };
+    conn.query_row(
+        "SELECT EXISTS(SELECT 1 FROM power_samples WHERE at_ms >= ?1 AND at_ms < ?2)",
+        params![start.as_millisecond(), end.as_millisecond()],
+        |r| r.get(0),
+    )
+}
+
+/// Back-fills the energy documents of the finished days since the last final one (on a
+/// first run, of every day whose samples are all still kept), one writer job per day,
+/// and marks yesterday final. Days without samples get no document. Returns the days
+/// written.
+pub async fn backfill_energy(
+    app: &App,
+    settings: &SamplerSettings,
+    center: &CenterId,
+) -> Result<Vec<Date>, AppError> {
+    let (tz, gap) = (settings.tz.clone(), settings.max_gap());
+    let now = app.now();
+    let today = now.to_zoned(tz.clone()).date();
+    let Ok(yesterday) = today.yesterday() else {
+        return Ok(Vec::new());
+    };
+    let keep = SignedDuration::try_from(settings.retention).unwrap_or(SignedDuration::MAX);
+    let kept_from = now.checked_sub(keep).unwrap_or(Timestamp::MIN);
+    let after = app
+        .db
+        .readers
+        .read(|c| -> Result<_, AppError> {
+            Ok(daily_docs::final_through(
+                c,
+                daily_docs::ENERGY_FINAL_THROUGH,
+            )?)
+        })
+        .await?;
+    // The oldest day whose samples (and the one before its midnight) are all kept.
+    let mut day = kept_from
+        .checked_add(gap)
+        .unwrap_or(kept_from)
+        .to_zoned(tz.clone())
+        .date();
+    if day_bounds(day, &tz)
+        .is_none_or(|(start, _)| start.checked_sub(gap).is_ok_and(|t| t < kept_from))
+    {
+        day = day.tomorrow().unwrap_or(day);
+    }
+    if let Some(a) = after {
+        day = day.max(a.tomorrow().unwrap_or(a));
+    }
+    let mut written = Vec::new();
+    while day <= yesterday {
+        let (tz, center, mppt) = (tz.clone(), center.clone(), settings.mppt_configured);
+        let wrote = app
+            .db
+            .writer
+            .write(move |c| -> Result<bool, AppError> {
+                if !day_has_samples(c, day, &tz)? {
+                    return Ok(false);
+                }
+                energy_day(c, day, &tz, gap, now, &center, mppt, true)?;
+                Ok(true)
+            })
+            .await?;
+        if wrote {
+            written.push(day);
+        }
+        day = match day.tomorrow() {
+            Ok(d) => d,
+            Err(_) => break,
+        };
+    }
+    if after < Some(yesterday) {
+        app.db
+            .writer
+            .write(move |c| -> Result<(), AppError> {
+                Ok(daily_docs::set_final_through(
+                    c,
+                    daily_docs::ENERGY_FINAL_THROUGH,
+                    yesterday,
+                )?)
+            })
+            .await?;
+    }
+    Ok(written)
 }
 
 /// The stored daily summaries of `from..=to` (local dates), as their JSON.
@@ -525,7 +683,10 @@ pub async fn supervise(
     node_shutdown: CancellationToken,
     cancel: CancellationToken,
 ) {
+    let center = app.settings.center_id.parse::<CenterId>().ok();
     Sampler {
+        center,
+        energy_written_at: None,
         app,
         devices,
         policy: Policy::new(settings.policy.clone()),
@@ -545,6 +706,10 @@ pub async fn supervise(
 }
 
 struct Sampler {
+    /// The center whose energy documents are written (`None`: a bad id, no documents).
+    center: Option<CenterId>,
+    /// When today's energy document was last written (node clock).
+    energy_written_at: Option<Timestamp>,
     app: App,
     devices: PowerDevices,
     settings: SamplerSettings,
@@ -580,6 +745,16 @@ impl Sampler {
     }
 
     async fn run(mut self, cancel: CancellationToken) {
+        match &self.center {
+            Some(center) => match backfill_energy(&self.app, &self.settings, center).await {
+                Ok(days) if !days.is_empty() => {
+                    info!(days = days.len(), "energy documents back-filled")
+                }
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "cannot back-fill the energy documents"),
+            },
+            None => warn!("center id unusable: no energy documents"),
+        }
         let mut tick = tokio::time::interval(self.settings.interval);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         // The first sample after one interval: the drivers need a moment to read.
@@ -624,16 +799,36 @@ impl Sampler {
         };
         let (tz, gap) = (self.settings.tz.clone(), self.settings.max_gap());
         let sample = s.clone();
+        // Today's document at most every `energy_refresh`; a finished day's at once.
+        let energy_due = previous.is_some()
+            || self
+                .energy_written_at
+                .is_none_or(|at| now.duration_since(at) >= self.settings.energy_refresh);
+        let (center, mppt) = (self.center.clone(), self.settings.mppt_configured);
         let stored = self
             .app
             .db
             .writer
-            .write_sql(move |c| {
+            .write(move |c| -> Result<DailySummary, AppError> {
                 insert_sample(c, &sample, level)?;
-                if let Some(p) = previous {
-                    recompute_day(c, p, &tz, gap, now)?;
-                }
-                let today = recompute_day(c, date, &tz, gap, now)?;
+                let today = match &center {
+                    Some(center) => {
+                        if let Some(p) = previous {
+                            energy_day(c, p, &tz, gap, now, center, mppt, true)?;
+                        }
+                        if energy_due {
+                            energy_day(c, date, &tz, gap, now, center, mppt, false)?
+                        } else {
+                            recompute_day(c, date, &tz, gap, now)?
+                        }
+                    }
+                    None => {
+                        if let Some(p) = previous {
+                            recompute_day(c, p, &tz, gap, now)?;
+                        }
+                        recompute_day(c, date, &tz, gap, now)?
+                    }
+                };
                 if let Some(before) = prune_before {
                     c.execute("DELETE FROM power_samples WHERE at_ms < ?1", [before])?;
                 }
@@ -641,7 +836,12 @@ impl Sampler {
             })
             .await;
         match stored {
-            Ok(today) => self.today = Some(today),
+            Ok(today) => {
+                self.today = Some(today);
+                if energy_due {
+                    self.energy_written_at = Some(now);
+                }
+            }
             Err(e) => warn!(error = %e, "cannot store the power sample"),
         }
         self.last_sample = Some(s.clone());
