@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Json, Response};
@@ -58,13 +58,28 @@ pub enum ApiError {
     /// A body that is not JSON at all (400).
     #[error("malformed JSON: {0}")]
     Malformed(String),
+    /// A query string of the wrong shape (400).
+    #[error("bad query: {0}")]
+    Query(String),
 }
+
+impl From<axum::extract::rejection::QueryRejection> for ApiError {
+    fn from(r: axum::extract::rejection::QueryRejection) -> Self {
+        ApiError::Query(r.body_text())
+    }
+}
+
+/// A query extractor whose rejections use the API's error format.
+#[derive(Debug, axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+struct Q<T>(T);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, field): (StatusCode, &str, Option<String>) = match &self {
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", None),
             ApiError::Malformed(_) => (StatusCode::BAD_REQUEST, "malformed_json", None),
+            ApiError::Query(_) => (StatusCode::BAD_REQUEST, "invalid_query", None),
             ApiError::Bad(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid", None),
             ApiError::Portal(PortalError::Invalid { field, .. }) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -256,14 +271,14 @@ async fn api_centers(State(s): State<WebState>) -> Result<Json<Vec<CenterRow>>, 
 
 async fn api_sync_log(
     State(s): State<WebState>,
-    Query(q): Query<LogQuery>,
+    Q(q): Q<LogQuery>,
 ) -> Result<Json<Vec<SyncSession>>, ApiError> {
     Ok(Json(load_sessions(&s, q.center).await?))
 }
 
 async fn api_sync_requests(
     State(s): State<WebState>,
-    Query(q): Query<LogQuery>,
+    Q(q): Q<LogQuery>,
 ) -> Result<Json<Vec<SyncLogEntry>>, ApiError> {
     Ok(Json(load_log(&s, q.center, q.session).await?))
 }
@@ -278,7 +293,7 @@ async fn api_oversight(State(s): State<WebState>) -> Result<Json<Vec<OversightRo
 
 async fn api_energy(
     State(s): State<WebState>,
-    Query(q): Query<MetricsQuery>,
+    Q(q): Q<MetricsQuery>,
 ) -> Result<Json<Vec<MetricsDay>>, ApiError> {
     Ok(Json(
         load_days(&s, MetricsKind::Energy, q.center, q.days)
@@ -289,7 +304,7 @@ async fn api_energy(
 
 async fn api_energy_compare(
     State(s): State<WebState>,
-    Query(q): Query<MetricsQuery>,
+    Q(q): Q<MetricsQuery>,
 ) -> Result<Json<Comparison>, ApiError> {
     let (from, days, _) = load_days(&s, MetricsKind::Energy, None, q.days).await?;
     Ok(Json(energy::compare(&days, from)))
@@ -297,7 +312,7 @@ async fn api_energy_compare(
 
 async fn api_stats(
     State(s): State<WebState>,
-    Query(q): Query<MetricsQuery>,
+    Q(q): Q<MetricsQuery>,
 ) -> Result<Json<Vec<MetricsDay>>, ApiError> {
     Ok(Json(
         load_days(&s, MetricsKind::Stats, q.center, q.days).await?.1,
@@ -531,7 +546,7 @@ fn table(head: &[&str], rows: Vec<Vec<String>>, empty: &str) -> String {
 
 async fn page_centers(
     State(s): State<WebState>,
-    Query(q): Query<LangQuery>,
+    Q(q): Q<LangQuery>,
 ) -> Result<Html<String>, ApiError> {
     let l = Lang::of(q.lang.as_deref());
     let lq = if l == Lang::En { "&amp;lang=en" } else { "" };
@@ -608,7 +623,7 @@ fn result_cell(l: Lang, result: &str, error: Option<&str>) -> String {
 
 async fn page_sync_log(
     State(s): State<WebState>,
-    Query(q): Query<LogQuery>,
+    Q(q): Q<LogQuery>,
 ) -> Result<Html<String>, ApiError> {
     let l = Lang::of(q.lang.as_deref());
     let path = match &q.center {
@@ -670,7 +685,7 @@ async fn page_sync_log(
 
 async fn page_sync_requests(
     State(s): State<WebState>,
-    Query(q): Query<LogQuery>,
+    Q(q): Q<LogQuery>,
 ) -> Result<Html<String>, ApiError> {
     let l = Lang::of(q.lang.as_deref());
     let path = match (&q.center, q.session) {
@@ -718,7 +733,7 @@ async fn page_sync_requests(
 
 async fn page_conflicts(
     State(s): State<WebState>,
-    Query(q): Query<LangQuery>,
+    Q(q): Q<LangQuery>,
 ) -> Result<Html<String>, ApiError> {
     let l = Lang::of(q.lang.as_deref());
     let rows = load_conflicts(&s)
@@ -751,7 +766,7 @@ async fn page_conflicts(
 
 async fn page_oversight(
     State(s): State<WebState>,
-    Query(q): Query<LangQuery>,
+    Q(q): Q<LangQuery>,
 ) -> Result<Html<String>, ApiError> {
     let l = Lang::of(q.lang.as_deref());
     let rows = load_oversight(&s)
@@ -899,7 +914,7 @@ fn comparison_table(l: Lang, c: &Comparison) -> String {
 
 async fn page_energy(
     State(s): State<WebState>,
-    Query(q): Query<MetricsQuery>,
+    Q(q): Q<MetricsQuery>,
 ) -> Result<Html<String>, ApiError> {
     let l = Lang::of(q.lang.as_deref());
     let (from, all, centers) = load_days(&s, MetricsKind::Energy, None, q.days).await?;
@@ -985,7 +1000,7 @@ async fn page_energy(
 
 async fn page_stats(
     State(s): State<WebState>,
-    Query(q): Query<MetricsQuery>,
+    Q(q): Q<MetricsQuery>,
 ) -> Result<Html<String>, ApiError> {
     let l = Lang::of(q.lang.as_deref());
     let (from, all, centers) = load_days(&s, MetricsKind::Stats, None, q.days).await?;
@@ -1050,7 +1065,7 @@ fn syp(m: markaz_sync::model::Money, l: Lang) -> String {
 
 async fn page_catalog(
     State(s): State<WebState>,
-    Query(q): Query<LangQuery>,
+    Q(q): Q<LangQuery>,
 ) -> Result<Html<String>, ApiError> {
     let l = Lang::of(q.lang.as_deref());
     let cat = load_catalog(&s).await?;

@@ -76,6 +76,16 @@ impl Rig {
         Ok(serde_json::from_slice(&bytes)?)
     }
 
+    async fn status_and_json(&self, path: &str) -> anyhow::Result<(StatusCode, Value)> {
+        let mut r = HttpRequest::get(path).body(Body::empty())?;
+        r.extensions_mut()
+            .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 1))));
+        let resp = self.web.clone().oneshot(r).await?;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        Ok((status, serde_json::from_slice(&bytes)?))
+    }
+
     async fn page(&self, path: &str) -> anyhow::Result<String> {
         let mut r = HttpRequest::get(path).body(Body::empty())?;
         r.extensions_mut()
@@ -252,5 +262,11 @@ async fn without_the_header_each_hello_opens_a_session() -> anyhow::Result<()> {
             .iter()
             .all(|s| s["session"].as_str().unwrap_or("").starts_with("auto:"))
     );
+    // A bad filter is refused in the API's error format.
+    let (status, body) = rig
+        .status_and_json("/api/v1/sync-log/requests?session=abc")
+        .await?;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"]["code"], "invalid_query");
     Ok(())
 }
