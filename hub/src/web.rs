@@ -1097,7 +1097,7 @@ async fn page_catalog(
                     }
                 })
                 .collect::<Vec<_>>()
-                .join("، ");
+                .join(l.t("، ", ", "));
             vec![
                 ltr(&sv.code),
                 name(e),
