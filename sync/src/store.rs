@@ -10,6 +10,13 @@
 //! are applied one by one, known hashes skipped, rejects reported); a document in the LRU is
 //! checked against the last stored change before use, so a rolled-back transaction never
 //! leaves a stale document in memory; each database incarnation mints a fresh actor id.
+//!
+//! Lanes: every local change is minted into a [`Lane`] fixed by its document's kind —
+//! [`Lane::Bulk`] for a center's daily statistics and energy summaries, [`Lane::Essential`]
+//! for everything else — and recorded in `changes.lane`. Each lane is pushed after its own
+//! contiguous cursor (`peer_cursors.push_acked` / `bulk_acked`), so bulk changes can wait
+//! for the primary link without holding back essential ones. Rows stored before lanes
+//! existed (schema 1) stay in the essential lane, where they were already being pushed.
 
 use std::num::NonZeroUsize;
 
@@ -21,7 +28,7 @@ use thiserror::Error;
 use crate::docs::{DocError, DocId};
 
 /// Current version of this module's schema.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Storage errors.
 #[derive(Debug, Error)]
@@ -44,24 +51,8 @@ pub enum StoreError {
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// Create or upgrade this module's tables (call inside the caller's migration
-/// transaction; idempotent).
-pub fn migrate(conn: &Connection) -> Result<()> {
-    conn.execute_batch("CREATE TABLE IF NOT EXISTS sync_schema(version INTEGER NOT NULL);")?;
-    let found: Option<i64> = conn
-        .query_row("SELECT max(version) FROM sync_schema", [], |r| r.get(0))
-        .optional()?
-        .flatten();
-    let found = found.unwrap_or(0);
-    if found > SCHEMA_VERSION {
-        return Err(StoreError::SchemaTooNew {
-            found,
-            ours: SCHEMA_VERSION,
-        });
-    }
-    if found < 1 {
-        conn.execute_batch(
-            "CREATE TABLE changes(
+/// The tables of schema version 1 (before lanes).
+const SCHEMA_V1: &str = "CREATE TABLE changes(
                 seq INTEGER PRIMARY KEY,
                 doc_id TEXT NOT NULL,
                 hash BLOB NOT NULL UNIQUE,
@@ -100,10 +91,90 @@ pub fn migrate(conn: &Connection) -> Result<()> {
                 doc_id TEXT NOT NULL,
                 reason TEXT NOT NULL,
                 at_ms INTEGER NOT NULL);
-             INSERT INTO sync_schema(version) VALUES (1);",
+             INSERT INTO sync_schema(version) VALUES (1);";
+
+/// Create or upgrade this module's tables (call inside the caller's migration
+/// transaction; idempotent).
+pub fn migrate(conn: &Connection) -> Result<()> {
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS sync_schema(version INTEGER NOT NULL);")?;
+    let found: Option<i64> = conn
+        .query_row("SELECT max(version) FROM sync_schema", [], |r| r.get(0))
+        .optional()?
+        .flatten();
+    let found = found.unwrap_or(0);
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found,
+            ours: SCHEMA_VERSION,
+        });
+    }
+    if found < 1 {
+        conn.execute_batch(SCHEMA_V1)?;
+    }
+    if found < 2 {
+        // Lanes. Existing rows stay in the essential lane (they were pushed after the one
+        // cursor already); bulk repair is as current as the repair of everything else.
+        conn.execute_batch(
+            "ALTER TABLE changes ADD COLUMN lane INTEGER NOT NULL DEFAULT 0;
+             CREATE INDEX changes_lane ON changes(local, lane, seq);
+             ALTER TABLE peer_cursors ADD COLUMN bulk_acked INTEGER NOT NULL DEFAULT 0;
+             ALTER TABLE peer_cursors ADD COLUMN bulk_epoch TEXT;
+             UPDATE peer_cursors SET bulk_epoch = epoch;
+             INSERT INTO sync_schema(version) VALUES (2);",
         )?;
     }
     Ok(())
+}
+
+/// The lane a local change travels in (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Lane {
+    /// Cases, citizens, and everything else a center writes: moves on any uplink.
+    Essential,
+    /// A center's daily statistics and energy summaries: wait for the primary link when
+    /// the session is metered.
+    Bulk,
+}
+
+impl Lane {
+    /// Both lanes, in push order.
+    pub const ALL: [Lane; 2] = [Lane::Essential, Lane::Bulk];
+
+    /// The lane of a document's local changes.
+    pub fn of(doc: &DocId) -> Lane {
+        match doc.kind() {
+            crate::docs::DocKind::Stats | crate::docs::DocKind::Energy => Lane::Bulk,
+            _ => Lane::Essential,
+        }
+    }
+
+    /// The value stored in `changes.lane`.
+    pub fn as_i64(self) -> i64 {
+        match self {
+            Lane::Essential => 0,
+            Lane::Bulk => 1,
+        }
+    }
+
+    /// A short name for logs and panels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lane::Essential => "essential",
+            Lane::Bulk => "bulk",
+        }
+    }
+
+    /// The key under which the hub acknowledges this lane's pushes from an incarnation
+    /// `actor` (the `actor` of a `push` request): the actor itself for the essential
+    /// lane, the actor followed by `#bulk` for the bulk lane. The hub's per-(center,
+    /// actor) acknowledgement then works per lane unchanged.
+    pub fn ack_key(self, actor: &[u8]) -> Vec<u8> {
+        let mut k = actor.to_vec();
+        if self == Lane::Bulk {
+            k.extend_from_slice(b"#bulk");
+        }
+        k
+    }
 }
 
 /// The actor id of this database incarnation: created on first use as the center id's
@@ -146,7 +217,10 @@ pub fn new_incarnation(conn: &Connection, center: &str, now_ms: i64) -> Result<A
     )?;
     // A new incarnation knows nothing the hub acknowledged to the old one: forget the
     // hub's epoch so the next session repairs.
-    conn.execute("UPDATE peer_cursors SET epoch=NULL, push_acked=0", [])?;
+    conn.execute(
+        "UPDATE peer_cursors SET epoch=NULL, push_acked=0, bulk_epoch=NULL, bulk_acked=0",
+        [],
+    )?;
     Ok(ActorId::from(bytes))
 }
 
@@ -159,21 +233,58 @@ pub fn max_seq(conn: &Connection) -> Result<u64> {
         .max(0) as u64)
 }
 
+/// Highest sequence of a local change in `lane` (0 when none).
+pub fn max_lane_seq(conn: &Connection, lane: Lane) -> Result<u64> {
+    Ok(conn
+        .query_row(
+            "SELECT coalesce(max(seq), 0) FROM changes WHERE local=1 AND lane=?1",
+            [lane.as_i64()],
+            |r| r.get::<_, i64>(0),
+        )?
+        .max(0) as u64)
+}
+
 /// A sync peer's cursors as stored (`peer` is `hub` at a center).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PeerCursor {
+    /// The peer's epoch the essential documents were last repaired against.
     pub epoch: Option<String>,
+    /// Essential lane: every local change up to this sequence is acknowledged.
     pub push_acked: u64,
     pub pull_cursor: u64,
     pub last_sync_ms: Option<i64>,
     pub skew_ms: Option<i64>,
+    /// Bulk lane: every local bulk change up to this sequence is acknowledged.
+    pub bulk_acked: u64,
+    /// The peer's epoch the bulk documents were last repaired against (lags `epoch` while
+    /// sessions are metered).
+    pub bulk_epoch: Option<String>,
+}
+
+impl PeerCursor {
+    /// The acknowledged sequence of a lane.
+    pub fn acked(&self, lane: Lane) -> u64 {
+        match lane {
+            Lane::Essential => self.push_acked,
+            Lane::Bulk => self.bulk_acked,
+        }
+    }
+
+    /// Set the acknowledged sequence of a lane.
+    pub fn set_acked(&mut self, lane: Lane, acked: u64) {
+        match lane {
+            Lane::Essential => self.push_acked = acked,
+            Lane::Bulk => self.bulk_acked = acked,
+        }
+    }
 }
 
 /// Read a peer's cursors (defaults when never synced).
 pub fn peer_cursor(conn: &Connection, peer: &str) -> Result<PeerCursor> {
     Ok(conn
         .query_row(
-            "SELECT epoch, push_acked, pull_cursor, last_sync_ms, skew_ms FROM peer_cursors WHERE peer=?1",
+            "SELECT epoch, push_acked, pull_cursor, last_sync_ms, skew_ms, bulk_acked, bulk_epoch
+             FROM peer_cursors WHERE peer=?1",
             [peer],
             |r| {
                 Ok(PeerCursor {
@@ -182,6 +293,8 @@ pub fn peer_cursor(conn: &Connection, peer: &str) -> Result<PeerCursor> {
                     pull_cursor: r.get::<_, i64>(2)?.max(0) as u64,
                     last_sync_ms: r.get(3)?,
                     skew_ms: r.get(4)?,
+                    bulk_acked: r.get::<_, i64>(5)?.max(0) as u64,
+                    bulk_epoch: r.get(6)?,
                 })
             },
         )
@@ -192,17 +305,20 @@ pub fn peer_cursor(conn: &Connection, peer: &str) -> Result<PeerCursor> {
 /// Write a peer's cursors.
 pub fn set_peer_cursor(conn: &Connection, peer: &str, c: &PeerCursor) -> Result<()> {
     conn.execute(
-        "INSERT INTO peer_cursors(peer, epoch, push_acked, pull_cursor, last_sync_ms, skew_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+        "INSERT INTO peer_cursors(peer, epoch, push_acked, pull_cursor, last_sync_ms, skew_ms,
+            bulk_acked, bulk_epoch)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
          ON CONFLICT(peer) DO UPDATE SET epoch=?2, push_acked=?3, pull_cursor=?4,
-            last_sync_ms=?5, skew_ms=?6",
+            last_sync_ms=?5, skew_ms=?6, bulk_acked=?7, bulk_epoch=?8",
         params![
             peer,
             c.epoch,
             c.push_acked as i64,
             c.pull_cursor as i64,
             c.last_sync_ms,
-            c.skew_ms
+            c.skew_ms,
+            c.bulk_acked as i64,
+            c.bulk_epoch
         ],
     )?;
     Ok(())
@@ -393,15 +509,16 @@ impl DocStore {
         local: bool,
     ) -> Result<Option<StoredChange>> {
         let n = conn.execute(
-            "INSERT OR IGNORE INTO changes(doc_id, hash, actor, local, origin, bytes)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT OR IGNORE INTO changes(doc_id, hash, actor, local, origin, bytes, lane)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
                 id.as_str(),
                 &c.hash().0[..],
                 c.actor_id().to_bytes(),
                 local,
                 self.origin,
-                c.raw_bytes()
+                c.raw_bytes(),
+                Lane::of(id).as_i64()
             ],
         )?;
         if n == 0 {
@@ -737,17 +854,65 @@ pub struct SyncReceive {
     pub refused: usize,
 }
 
-/// Local changes after `after_seq`, in order, until `max_bytes` of change bytes (at least
-/// one change if any). Returns (seq, change) pairs.
+/// Local changes of every lane after `after_seq`, in order, until `max_bytes` of change
+/// bytes (at least one change if any). Returns (seq, change) pairs.
 pub fn local_changes_after(
     conn: &Connection,
     after_seq: u64,
     max_bytes: usize,
 ) -> Result<Vec<(u64, WireChange)>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT seq, doc_id, bytes FROM changes WHERE local=1 AND seq>?1 ORDER BY seq LIMIT 10000",
-    )?;
-    let mut rows = stmt.query([after_seq as i64])?;
+    changes_after(conn, None, after_seq, max_bytes)
+}
+
+/// Local changes of `lane` after `after_seq`, in order, until `max_bytes` of change bytes
+/// (at least one change if any). Returns (seq, change) pairs.
+pub fn lane_changes_after(
+    conn: &Connection,
+    lane: Lane,
+    after_seq: u64,
+    max_bytes: usize,
+) -> Result<Vec<(u64, WireChange)>> {
+    changes_after(conn, Some(lane), after_seq, max_bytes)
+}
+
+/// Local changes of `lane` not yet acknowledged by `peer`: (documents, changes).
+pub fn lane_backlog(conn: &Connection, peer: &str, lane: Lane) -> Result<(u64, u64)> {
+    let after = peer_cursor(conn, peer)?.acked(lane);
+    Ok(conn.query_row(
+        "SELECT count(DISTINCT doc_id), count(*) FROM changes WHERE local=1 AND lane=?1 AND seq>?2",
+        params![lane.as_i64(), after as i64],
+        |r| {
+            Ok((
+                r.get::<_, i64>(0)?.max(0) as u64,
+                r.get::<_, i64>(1)?.max(0) as u64,
+            ))
+        },
+    )?)
+}
+
+fn changes_after(
+    conn: &Connection,
+    lane: Option<Lane>,
+    after_seq: u64,
+    max_bytes: usize,
+) -> Result<Vec<(u64, WireChange)>> {
+    let mut stmt;
+    let mut rows = match lane {
+        None => {
+            stmt = conn.prepare_cached(
+                "SELECT seq, doc_id, bytes FROM changes WHERE local=1 AND seq>?1
+                 ORDER BY seq LIMIT 10000",
+            )?;
+            stmt.query([after_seq as i64])?
+        }
+        Some(lane) => {
+            stmt = conn.prepare_cached(
+                "SELECT seq, doc_id, bytes FROM changes WHERE local=1 AND lane=?2 AND seq>?1
+                 ORDER BY seq LIMIT 10000",
+            )?;
+            stmt.query(params![after_seq as i64, lane.as_i64()])?
+        }
+    };
     let mut out = Vec::new();
     let mut total = 0usize;
     while let Some(r) = rows.next()? {
@@ -833,6 +998,59 @@ pub(crate) mod tests {
         migrate(&tx).unwrap();
         tx.commit().unwrap();
         c
+    }
+
+    #[test]
+    fn schema_1_database_upgrades_with_its_changes_in_the_essential_lane() {
+        let c = Connection::open_in_memory().unwrap();
+        c.execute_batch("CREATE TABLE sync_schema(version INTEGER NOT NULL);")
+            .unwrap();
+        c.execute_batch(SCHEMA_V1).unwrap();
+        c.execute(
+            "INSERT INTO changes(doc_id, hash, actor, local, bytes) VALUES ('stats:midan:2026-01-01', x'01', x'02', 1, x'03')",
+            [],
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO peer_cursors(peer, epoch, push_acked) VALUES ('hub', 'e1', 1)",
+            [],
+        )
+        .unwrap();
+        migrate(&c).unwrap();
+        assert_eq!(max_lane_seq(&c, Lane::Essential).unwrap(), 1);
+        assert_eq!(max_lane_seq(&c, Lane::Bulk).unwrap(), 0);
+        let cur = peer_cursor(&c, "hub").unwrap();
+        assert_eq!((cur.push_acked, cur.bulk_acked), (1, 0));
+        assert_eq!(cur.bulk_epoch.as_deref(), Some("e1"));
+        assert_eq!(lane_backlog(&c, "hub", Lane::Essential).unwrap(), (0, 0));
+        // A newer schema than ours is refused.
+        c.execute("INSERT INTO sync_schema(version) VALUES (99)", [])
+            .unwrap();
+        assert!(matches!(migrate(&c), Err(StoreError::SchemaTooNew { .. })));
+    }
+
+    #[test]
+    fn local_changes_are_laned_by_document_kind() {
+        let c = db();
+        let center: crate::model::ids::CenterId = "midan".parse().unwrap();
+        let day = jiff::civil::date(2026, 1, 1);
+        let mut s = DocStore::new(incarnation(&c, "midan", 0).unwrap(), 4);
+        let e = DocId::energy(&center, day);
+        s.edit(&c, &e, |d| {
+            docs::create_metrics(d, docs::DocKind::Energy, &center, day)
+        })
+        .unwrap();
+        let nc = docs::tests::new_case("midan", 1);
+        let id = DocId::case(nc.center.as_ref(), &nc.case_no);
+        s.create(&c, &id, |d| docs::create_case(d, &nc)).unwrap();
+        let bulk = lane_changes_after(&c, Lane::Bulk, 0, usize::MAX).unwrap();
+        let ess = lane_changes_after(&c, Lane::Essential, 0, usize::MAX).unwrap();
+        assert_eq!((bulk.len(), ess.len()), (1, 1));
+        assert_eq!(bulk[0].1.doc_id, e);
+        assert_eq!(ess[0].1.doc_id, id);
+        assert_eq!(lane_backlog(&c, "hub", Lane::Bulk).unwrap(), (1, 1));
+        assert_eq!(Lane::Bulk.ack_key(b"midan/x"), b"midan/x#bulk".to_vec());
+        assert_eq!(Lane::Essential.ack_key(b"midan/x"), b"midan/x".to_vec());
     }
 
     #[test]

@@ -6,6 +6,12 @@
 //! error or an undecodable reply nothing changes and the same request bytes are sent
 //! again (every request is idempotent at the hub). A pull batch, the documents it touches
 //! and the new cursor are written by `handle_response` in the caller's transaction.
+//!
+//! Lanes: the essential lane is pushed first, then the bulk lane (statistics, energy)
+//! unless [`Limits::push_bulk`] is false (a metered uplink): then bulk changes wait, and
+//! so does the repair of bulk documents, while essential changes and pulls still move.
+//! Each lane has its own cursor and its own acknowledgement key at the hub
+//! ([`Lane::ack_key`]), so a bulk backlog never blocks an essential change behind it.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -17,7 +23,7 @@ use super::message::{MessageError, PROTOCOL_VERSION, Refusal, Request, Response}
 use crate::docs::DocId;
 use crate::hlc::{Clock, Hlc, skew_ms};
 use crate::model::ids::CenterId;
-use crate::store::{self, DocStore, PeerCursor, StoreError};
+use crate::store::{self, DocStore, Lane, PeerCursor, StoreError};
 
 /// The peer name under which the center stores its hub cursors.
 pub const HUB_PEER: &str = "hub";
@@ -77,6 +83,10 @@ pub struct Limits {
     pub repair_buckets: usize,
     /// Sync round trips per repair chunk before giving up on it.
     pub repair_rounds: usize,
+    /// Push the bulk lane (statistics, energy) and repair bulk documents in this session.
+    /// False on a metered uplink: bulk changes wait for an unmetered session while
+    /// essential changes and pulls still move.
+    pub push_bulk: bool,
 }
 
 impl Default for Limits {
@@ -87,6 +97,7 @@ impl Default for Limits {
             repair_docs: 64,
             repair_buckets: 16,
             repair_rounds: 8,
+            push_bulk: true,
         }
     }
 }
@@ -95,7 +106,15 @@ impl Default for Limits {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SessionReport {
     pub requests: usize,
+    /// Local changes acknowledged by the hub in this session (both lanes).
     pub pushed: usize,
+    /// Of `pushed`, the bulk lane's.
+    pub pushed_bulk: usize,
+    /// Bulk changes left unsent because the session does not push bulk (metered).
+    pub bulk_waiting: usize,
+    /// The hub's epoch is new but the bulk documents' repair waits for an unmetered
+    /// session.
+    pub bulk_repair_deferred: bool,
     pub pulled_new: usize,
     pub pulled_duplicates: usize,
     /// Whole-document snapshots received (documents that newly entered the scope).
@@ -113,11 +132,21 @@ pub struct SessionReport {
 #[derive(Debug)]
 enum Phase {
     Hello,
-    Push { acked: u64, sent_upto: u64 },
+    Push {
+        lane: Lane,
+        acked: u64,
+        sent_upto: u64,
+    },
     RepairRanges,
-    RepairList { buckets: VecDeque<u16> },
-    RepairSync { round: usize },
-    Pull { cursor: u64 },
+    RepairList {
+        buckets: VecDeque<u16>,
+    },
+    RepairSync {
+        round: usize,
+    },
+    Pull {
+        cursor: u64,
+    },
     Done,
 }
 
@@ -125,6 +154,7 @@ enum Phase {
 struct Welcome {
     epoch: String,
     feed_len: u64,
+    bulk_acked: u64,
 }
 
 /// The center side of one sync session.
@@ -136,7 +166,9 @@ pub struct ClientSession {
     phase: Phase,
     welcome: Option<Welcome>,
     welcome_cursor: Option<u64>,
-    repair_needed: bool,
+    /// The essential / bulk documents are repaired in this session.
+    repair_essential: bool,
+    repair_bulk: bool,
     /// Documents awaiting repair (and their sync states, for the current chunk).
     repair_queue: VecDeque<DocId>,
     repair_chunk: BTreeMap<DocId, State>,
@@ -168,7 +200,8 @@ impl ClientSession {
             phase: Phase::Hello,
             welcome: None,
             welcome_cursor: None,
-            repair_needed: false,
+            repair_essential: false,
+            repair_bulk: false,
             repair_queue: VecDeque::new(),
             repair_chunk: BTreeMap::new(),
             pending: None,
@@ -242,16 +275,22 @@ impl ClientSession {
                     wall_ms: now_ms,
                 })
             }
-            Phase::Push { acked, sent_upto } => {
-                let changes = store::local_changes_after(conn, *acked, self.limits.push_bytes)?;
+            Phase::Push {
+                lane,
+                acked,
+                sent_upto,
+            } => {
+                let lane = *lane;
+                let changes =
+                    store::lane_changes_after(conn, lane, *acked, self.limits.push_bytes)?;
                 if changes.is_empty() {
-                    self.after_push();
+                    self.after_push(conn, lane)?;
                     None
                 } else {
                     *sent_upto = changes.last().map_or(*acked, |(s, _)| *s);
                     self.in_flight = changes.iter().map(|(s, _)| *s).collect();
                     Some(Request::Push {
-                        actor: hex::encode(self.actor.to_bytes()),
+                        actor: hex::encode(lane.ack_key(self.actor.to_bytes())),
                         changes,
                     })
                 }
@@ -308,13 +347,35 @@ impl ClientSession {
         })
     }
 
-    fn after_push(&mut self) {
-        self.phase = if self.repair_needed {
+    /// The lane `lane` has nothing more to push: the next lane, or repair, or pull.
+    fn after_push(&mut self, conn: &Connection, lane: Lane) -> Result<(), ClientError> {
+        if lane == Lane::Essential && self.limits.push_bulk {
+            let acked = self.welcome.as_ref().map_or(0, |w| w.bulk_acked);
+            self.phase = Phase::Push {
+                lane: Lane::Bulk,
+                acked,
+                sent_upto: acked,
+            };
+            return Ok(());
+        }
+        if !self.limits.push_bulk {
+            self.report.bulk_waiting = store::lane_backlog(conn, HUB_PEER, Lane::Bulk)?.1 as usize;
+        }
+        self.phase = if self.repair_essential || self.repair_bulk {
             Phase::RepairRanges
         } else {
             let cursor = self.welcome_cursor.take().unwrap_or(0);
             Phase::Pull { cursor }
         };
+        Ok(())
+    }
+
+    /// Whether documents of `lane` are repaired in this session.
+    fn repairs(&self, lane: Lane) -> bool {
+        match lane {
+            Lane::Essential => self.repair_essential,
+            Lane::Bulk => self.repair_bulk,
+        }
     }
 
     fn finish_repair(&mut self, conn: &Connection) -> Result<(), ClientError> {
@@ -322,12 +383,22 @@ impl ClientSession {
             return Err(ClientError::Unexpected);
         };
         let mut cur = store::peer_cursor(conn, HUB_PEER)?;
-        cur.epoch = Some(w.epoch);
-        cur.pull_cursor = w.feed_len;
+        let cursor = if self.repair_essential {
+            // Everything in the feed before the Welcome was covered by the repair.
+            cur.epoch = Some(w.epoch.clone());
+            cur.pull_cursor = w.feed_len;
+            w.feed_len
+        } else {
+            self.welcome_cursor.take().unwrap_or(cur.pull_cursor)
+        };
+        if self.repair_bulk {
+            cur.bulk_epoch = Some(w.epoch);
+        }
         store::set_peer_cursor(conn, HUB_PEER, &cur)?;
         self.report.repaired = true;
-        self.repair_needed = false;
-        self.phase = Phase::Pull { cursor: w.feed_len };
+        self.repair_essential = false;
+        self.repair_bulk = false;
+        self.phase = Phase::Pull { cursor };
         Ok(())
     }
 
@@ -375,20 +446,26 @@ impl ClientSession {
                 Response::Welcome {
                     epoch,
                     push_acked,
+                    bulk_acked,
                     feed_len,
                     hlc,
                     wall_ms,
                 },
             ) => {
-                let local_max = store::max_seq(conn)?;
-                if push_acked > local_max {
-                    // Minting more changes with this actor would reuse (actor, seq)
-                    // pairs the hub already holds with other contents.
-                    self.phase = Phase::Done;
-                    return Err(ClientError::RestoredDatabase {
-                        acked: push_acked,
-                        local_max,
-                    });
+                // The hub acknowledges, per lane, the sequence of a change this lane sent;
+                // an acknowledgement beyond what the lane holds means an old copy.
+                for (lane, acked) in [
+                    (Lane::Essential, Some(push_acked)),
+                    (Lane::Bulk, bulk_acked),
+                ] {
+                    let Some(acked) = acked else { continue };
+                    let local_max = store::max_lane_seq(conn, lane)?;
+                    if acked > local_max {
+                        // Minting more changes with this actor would reuse (actor, seq)
+                        // pairs the hub already holds with other contents.
+                        self.phase = Phase::Done;
+                        return Err(ClientError::RestoredDatabase { acked, local_max });
+                    }
                 }
                 let mut cur = store::peer_cursor(conn, HUB_PEER)?;
                 if let Ok(h) = Hlc::parse(&hlc) {
@@ -400,34 +477,58 @@ impl ClientSession {
                 cur.skew_ms = Some(skew);
                 cur.last_sync_ms = Some(now_ms as i64);
                 cur.push_acked = push_acked;
-                self.repair_needed = cur.epoch.as_deref() != Some(epoch.as_str());
+                // A hub that predates lanes does not say; our own cursor is a safe start
+                // (the hub skips what it already holds).
+                let bulk_acked = bulk_acked.unwrap_or(cur.bulk_acked);
+                cur.bulk_acked = bulk_acked;
+                self.repair_essential = cur.epoch.as_deref() != Some(epoch.as_str());
+                let bulk_stale = cur.bulk_epoch.as_deref() != Some(epoch.as_str());
+                self.repair_bulk = bulk_stale && self.limits.push_bulk;
+                self.report.bulk_repair_deferred = bulk_stale && !self.limits.push_bulk;
                 self.welcome_cursor = Some(cur.pull_cursor);
                 store::set_peer_cursor(conn, HUB_PEER, &cur)?;
-                self.welcome = Some(Welcome { epoch, feed_len });
+                self.welcome = Some(Welcome {
+                    epoch,
+                    feed_len,
+                    bulk_acked,
+                });
                 self.phase = Phase::Push {
+                    lane: Lane::Essential,
                     acked: push_acked,
                     sent_upto: push_acked,
                 };
             }
-            (Phase::Push { acked, sent_upto }, Response::PushAck { acked: a, refused }) => {
+            (
+                Phase::Push {
+                    lane,
+                    acked,
+                    sent_upto,
+                },
+                Response::PushAck { acked: a, refused },
+            ) => {
                 if a < *acked || a > *sent_upto {
                     return Err(ClientError::Unexpected);
                 }
+                let lane = *lane;
                 let prev = *acked;
-                self.report.pushed += self
+                let n = self
                     .in_flight
                     .iter()
                     .filter(|&&s| s > prev && s <= a)
                     .count();
+                self.report.pushed += n;
+                if lane == Lane::Bulk {
+                    self.report.pushed_bulk += n;
+                }
                 self.report.refused_by_hub.extend(refused);
                 let stalled = a == *acked;
                 *acked = a;
                 let mut cur = store::peer_cursor(conn, HUB_PEER)?;
-                cur.push_acked = a;
+                cur.set_acked(lane, a);
                 store::set_peer_cursor(conn, HUB_PEER, &cur)?;
                 if stalled {
-                    // The hub stored nothing new: stop pushing rather than loop.
-                    self.after_push();
+                    // The hub stored nothing new: stop pushing this lane rather than loop.
+                    self.after_push(conn, lane)?;
                 }
             }
             (Phase::RepairRanges, Response::RepairDiff { differing }) => {
@@ -451,7 +552,7 @@ impl ClientSession {
                     mine.sort();
                     let mut theirs = theirs.unwrap_or_default();
                     theirs.sort();
-                    if mine != theirs {
+                    if mine != theirs && self.repairs(Lane::of(&d)) {
                         self.repair_queue.push_back(d);
                     }
                 }

@@ -79,7 +79,11 @@ pub type RepairReply = (DocId, Option<Vec<u8>>, Vec<[u8; 32]>);
 pub enum Response {
     Welcome {
         epoch: String,
+        /// Essential lane: the highest center sequence the hub holds for the actor.
         push_acked: u64,
+        /// Bulk lane: the same for the actor's bulk ack key (`Lane::Bulk.ack_key`);
+        /// `None` from a hub that predates lanes.
+        bulk_acked: Option<u64>,
         feed_len: u64,
         hlc: String,
         wall_ms: u64,
@@ -153,6 +157,10 @@ enum Header {
     Welcome {
         epoch: String,
         push_acked: u64,
+        /// Added without a version bump: older peers ignore it, and its absence reads
+        /// as `None`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        bulk_acked: Option<u64>,
         feed_len: u64,
         hlc: String,
         wall_ms: u64,
@@ -381,6 +389,7 @@ impl Response {
             Response::Welcome {
                 epoch,
                 push_acked,
+                bulk_acked,
                 feed_len,
                 hlc,
                 wall_ms,
@@ -388,6 +397,7 @@ impl Response {
                 &Header::Welcome {
                     epoch: epoch.clone(),
                     push_acked: *push_acked,
+                    bulk_acked: *bulk_acked,
                     feed_len: *feed_len,
                     hlc: hlc.clone(),
                     wall_ms: *wall_ms,
@@ -483,12 +493,14 @@ impl Response {
             Header::Welcome {
                 epoch,
                 push_acked,
+                bulk_acked,
                 feed_len,
                 hlc,
                 wall_ms,
             } => Response::Welcome {
                 epoch,
                 push_acked,
+                bulk_acked,
                 feed_len,
                 hlc,
                 wall_ms,

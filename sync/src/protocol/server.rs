@@ -16,7 +16,7 @@ use super::{FeedBatch, HubError, PushOutcome, may_write};
 use crate::docs::{self, DocId, DocKind};
 use crate::hlc::{Clock, Hlc};
 use crate::model::ids::CenterId;
-use crate::store::{self, DocStore, StoredChange, WireChange};
+use crate::store::{self, DocStore, Lane, StoredChange, WireChange};
 
 /// Largest pull batch the hub builds, whatever the client asks.
 pub const MAX_PULL_BYTES: usize = 4 * 1024 * 1024;
@@ -161,7 +161,8 @@ fn answer<H: HubStore>(
             };
             Response::Welcome {
                 epoch: hub.epoch()?,
-                push_acked: hub.push_acked(center, &actor)?,
+                push_acked: hub.push_acked(center, &Lane::Essential.ack_key(&actor))?,
+                bulk_acked: Some(hub.push_acked(center, &Lane::Bulk.ack_key(&actor))?),
                 feed_len: hub.feed_len(center)?,
                 hlc: stamp.encode(),
                 wall_ms: now_ms,

@@ -195,7 +195,51 @@ impl Node {
         self.last_error = None;
         self.sync_with(hub, Limits::default(), &mut |_, _| None)
     }
+
+    /// One session over a metered uplink: bulk documents wait.
+    fn sync_metered(&mut self, hub: &mut Hub) -> SessionReport {
+        self.last_error = None;
+        let r = self.sync_with(hub, METERED, &mut |_, _| None);
+        if let Some(e) = &self.last_error {
+            panic!("sync failed: {e}");
+        }
+        r
+    }
+
+    /// Set a metric in this center's energy (`Energy`) or statistics document of `day`.
+    fn metric(&mut self, kind: DocKind, day: i8, name: &str, value: i64) -> DocId {
+        let center = self.center.clone();
+        let date = jiff::civil::date(2026, 3, day);
+        let id = match kind {
+            DocKind::Energy => DocId::energy(&center, date),
+            _ => DocId::stats(&center, date),
+        };
+        self.edit(&id, |d| {
+            docs::create_metrics(d, kind, &center, date)?;
+            docs::set_metric(d, name, value)
+        });
+        id
+    }
+
+    fn lane_count(&self, lane: store::Lane) -> usize {
+        self.conn
+            .query_row(
+                "SELECT count(*) FROM changes WHERE local=1 AND lane=?1",
+                [lane.as_i64()],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap() as usize
+    }
 }
+
+const METERED: Limits = Limits {
+    push_bytes: 256 * 1024,
+    pull_bytes: 256 * 1024,
+    repair_docs: 64,
+    repair_buckets: 16,
+    repair_rounds: 8,
+    push_bulk: false,
+};
 
 fn ev(kind: CaseEventKind, actor: &str, hlc: &str) -> CaseEvent {
     docs::tests::event(kind, actor, hlc)
@@ -769,12 +813,220 @@ fn old_protocol_version_gets_a_clear_refusal() {
     );
 }
 
+// ---- lanes: bulk documents wait on a metered uplink --------------------------------
+
+#[test]
+fn metered_session_holds_bulk_and_moves_essential_made_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = hub_in(&dir);
+    let mut a = Node::new("midan");
+    let center = a.center.clone();
+    // Bulk first, then essential: one contiguous cursor would block the case.
+    let energy = a.metric(DocKind::Energy, 1, "pv_wh", 5_000);
+    let stats = a.metric(DocKind::Stats, 1, "tickets", 40);
+    let (case, c) = new_case(&center, "MID", 1, "01020304050");
+    a.edit(&case, |d| docs::create_case(d, &c));
+    a.metric(DocKind::Energy, 1, "pv_wh", 6_000);
+    let bulk = a.lane_count(store::Lane::Bulk);
+    assert_eq!(bulk, 3);
+
+    let r = a.sync_metered(&mut hub);
+    assert_eq!(r.pushed, 1, "{r:?}");
+    assert_eq!(r.pushed_bulk, 0);
+    assert_eq!(r.bulk_waiting, bulk);
+    assert_eq!(hub.heads(&case), a.heads(&case), "the case reached the hub");
+    assert!(hub.heads(&energy).is_empty(), "the energy document waits");
+    assert!(hub.heads(&stats).is_empty());
+    // Another metered session: still nothing bulk, nothing sent twice.
+    let r = a.sync_metered(&mut hub);
+    assert_eq!((r.pushed, r.bulk_waiting), (0, bulk));
+
+    // The primary link: the bulk lane goes, exactly once.
+    let r = a.sync(&mut hub);
+    assert_eq!((r.pushed, r.pushed_bulk, r.bulk_waiting), (bulk, bulk, 0));
+    assert_eq!(hub.heads(&energy), a.heads(&energy));
+    assert_eq!(hub.heads(&stats), a.heads(&stats));
+    let r = a.sync(&mut hub);
+    assert_eq!((r.pushed, r.requests), (0, 2), "{r:?}");
+    assert_converged(&mut a, &mut hub);
+}
+
+#[test]
+fn cut_at_random_bytes_in_either_lane_resumes_once() {
+    for seed in [3u64, 11, 29, 101] {
+        lanes_cut_run(seed, 3);
+    }
+}
+
+/// Interleaved bulk and essential work pushed over a metered then an unmetered session,
+/// in small batches, with about one message in `every` cut at a random byte.
+fn lanes_cut_run(seed: u64, every: usize) {
+    let mut seed = seed;
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = hub_in(&dir);
+    let mut a = Node::new("midan");
+    let center = a.center.clone();
+    for k in 1..=12u32 {
+        a.metric(
+            DocKind::Energy,
+            (k % 5 + 1) as i8,
+            "pv_wh",
+            i64::from(k) * 100,
+        );
+        let (id, c) = new_case(&center, "MID", k, "01020304050");
+        a.edit(&id, |d| docs::create_case(d, &c));
+        a.metric(DocKind::Stats, (k % 3 + 1) as i8, "tickets", i64::from(k));
+    }
+    let small = Limits {
+        push_bytes: 1_500,
+        pull_bytes: 1_500,
+        ..Limits::default()
+    };
+    let mut cutter = |_: usize, bytes: &[u8]| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (((seed >> 17) as usize).is_multiple_of(every) && !bytes.is_empty())
+            .then(|| (seed >> 33) as usize % bytes.len())
+    };
+    let essential = a.lane_count(store::Lane::Essential);
+    let bulk = a.lane_count(store::Lane::Bulk);
+    let r = a.sync_with(
+        &mut hub,
+        Limits {
+            push_bulk: false,
+            ..small
+        },
+        &mut cutter,
+    );
+    assert!(a.last_error.is_none(), "{:?}", a.last_error);
+    assert_eq!((r.pushed, r.pushed_bulk), (essential, 0), "{r:?}");
+    assert_eq!(r.bulk_waiting, bulk);
+    let r = a.sync_with(&mut hub, small, &mut cutter);
+    assert!(a.last_error.is_none(), "{:?}", a.last_error);
+    assert_eq!((r.pushed, r.pushed_bulk), (bulk, bulk), "{r:?}");
+    assert_converged(&mut a, &mut hub);
+    let r = a.sync(&mut hub);
+    assert_eq!((r.pushed, r.requests), (0, 2), "{r:?}");
+}
+
+#[test]
+fn replaced_database_gets_bulk_documents_back_only_unmetered() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = hub_in(&dir);
+    let mut a = Node::new("midan");
+    let center = a.center.clone();
+    let energy = a.metric(DocKind::Energy, 2, "pv_wh", 7_000);
+    let (case, c) = new_case(&center, "MID", 1, "01020304050");
+    a.edit(&case, |d| docs::create_case(d, &c));
+    a.sync(&mut hub);
+    // The disk died: a blank database, first over the modem.
+    let mut a2 = Node::new("midan");
+    let r = a2.sync_metered(&mut hub);
+    assert!(r.repaired && r.bulk_repair_deferred, "{r:?}");
+    assert!(a2.doc_ids().contains(&case), "essential documents repaired");
+    assert!(!a2.doc_ids().contains(&energy), "bulk documents wait");
+    let r = a2.sync_metered(&mut hub);
+    assert!(!r.repaired && r.bulk_repair_deferred, "{r:?}");
+    // The primary link: the bulk documents come back; then nothing more to repair.
+    let r = a2.sync(&mut hub);
+    assert!(r.repaired && !r.bulk_repair_deferred, "{r:?}");
+    assert_eq!(a2.heads(&energy), hub.heads(&energy));
+    assert_converged(&mut a2, &mut hub);
+    let r = a2.sync(&mut hub);
+    assert!(!r.repaired, "{r:?}");
+    // New bulk work of the new incarnation is accepted.
+    a2.metric(DocKind::Energy, 2, "pv_wh", 8_000);
+    let r = a2.sync(&mut hub);
+    assert_eq!(r.pushed_bulk, 1);
+    assert!(r.refused_by_hub.is_empty());
+    assert_eq!(a2.heads(&energy), hub.heads(&energy));
+}
+
+#[test]
+fn restored_database_is_caught_by_the_bulk_lane_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = hub_in(&dir);
+    let mut a = Node::new("midan");
+    let center = a.center.clone();
+    let (case, c) = new_case(&center, "MID", 1, "01020304050");
+    a.edit(&case, |d| docs::create_case(d, &c));
+    let energy = a.metric(DocKind::Energy, 3, "pv_wh", 1);
+    a.sync(&mut hub);
+    let backup = dir.path().join("node-backup.db");
+    a.conn
+        .execute("VACUUM INTO ?1", [backup.to_str().unwrap()])
+        .unwrap();
+    // After the backup only bulk work reached the hub.
+    a.metric(DocKind::Energy, 3, "pv_wh", 2);
+    a.metric(DocKind::Energy, 3, "pv_wh", 3);
+    let r = a.sync(&mut hub);
+    assert_eq!(r.pushed_bulk, 2);
+    let conn = Connection::open(&backup).unwrap();
+    let actor = store::incarnation(&conn, "midan", 0).unwrap();
+    let mut r = Node {
+        center: center.clone(),
+        conn,
+        docs: DocStore::new(actor, 8),
+        clock: Clock::new("midan"),
+        last_error: None,
+    };
+    r.try_sync(&mut hub);
+    assert!(
+        r.last_error.as_deref().unwrap_or("").contains("old copy"),
+        "{:?}",
+        r.last_error
+    );
+    let fresh = store::new_incarnation(&r.conn, "midan", 1).unwrap();
+    r.docs = DocStore::new(fresh, 8);
+    let rep = r.sync(&mut hub);
+    assert!(rep.repaired);
+    assert_eq!(
+        r.heads(&energy),
+        hub.heads(&energy),
+        "lost bulk work came back"
+    );
+    r.metric(DocKind::Energy, 3, "pv_wh", 4);
+    let rep = r.sync(&mut hub);
+    assert!(rep.refused_by_hub.is_empty(), "{rep:?}");
+    assert_eq!(r.heads(&energy), hub.heads(&energy));
+}
+
+#[test]
+fn database_from_before_lanes_keeps_its_changes_in_the_essential_lane() {
+    // A schema-1 database: one cursor; its bulk changes were pushed in seq order.
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = hub_in(&dir);
+    let mut a = Node::new("midan");
+    let center = a.center.clone();
+    let energy = a.metric(DocKind::Energy, 4, "pv_wh", 1);
+    let (case, c) = new_case(&center, "MID", 1, "01020304050");
+    a.edit(&case, |d| docs::create_case(d, &c));
+    a.conn.execute("UPDATE changes SET lane=0", []).unwrap();
+    let r = a.sync_metered(&mut hub);
+    assert_eq!(
+        (r.pushed, r.bulk_waiting),
+        (2, 0),
+        "old rows move as before"
+    );
+    assert_eq!(hub.heads(&energy), a.heads(&energy));
+    // New bulk work is laned.
+    a.metric(DocKind::Energy, 4, "pv_wh", 2);
+    let r = a.sync_metered(&mut hub);
+    assert_eq!((r.pushed, r.bulk_waiting), (0, 1));
+    let r = a.sync(&mut hub);
+    assert_eq!(r.pushed_bulk, 1);
+    assert_converged(&mut a, &mut hub);
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     NewCase(usize, u32),
     Event(usize, u32, u8),
     Citizen(usize, u8),
+    Metric(usize, u8, i64),
     Sync(usize),
+    MeteredSync(usize),
 }
 
 fn arb_op() -> impl Strategy<Value = Op> {
@@ -782,7 +1034,9 @@ fn arb_op() -> impl Strategy<Value = Op> {
         (0..3usize, 1..4u32).prop_map(|(n, k)| Op::NewCase(n, k)),
         (0..3usize, 1..4u32, 0..3u8).prop_map(|(n, k, e)| Op::Event(n, k, e)),
         (0..3usize, 0..4u8).prop_map(|(n, f)| Op::Citizen(n, f)),
+        (0..3usize, 1..3u8, 0..100i64).prop_map(|(n, d, v)| Op::Metric(n, d, v)),
         (0..3usize).prop_map(Op::Sync),
+        (0..3usize).prop_map(Op::MeteredSync),
     ]
 }
 
@@ -818,7 +1072,15 @@ proptest! {
                     input.address = format!("address {f} from {n}");
                     nodes[n].edit(&cid, |d| docs::write_citizen(d, &input));
                 }
+                Op::Metric(n, d, v) => {
+                    let kind = if d == 1 { DocKind::Energy } else { DocKind::Stats };
+                    nodes[n].metric(kind, d as i8, "x", v);
+                }
                 Op::Sync(n) => { nodes[n].sync(&mut hub); }
+                Op::MeteredSync(n) => {
+                    let r = nodes[n].sync_metered(&mut hub);
+                    prop_assert_eq!(r.pushed_bulk, 0);
+                }
             }
         }
         for _ in 0..2 {
