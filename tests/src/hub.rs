@@ -62,7 +62,12 @@ pub struct AlwaysUp {
 
 impl AlwaysUp {
     pub async fn start() -> Result<Self> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_on(0).await
+    }
+
+    /// On a given loopback port (0: any): a link that comes back on the same address.
+    pub async fn start_on(port: u16) -> Result<Self> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         let addr = listener.local_addr()?;
         let task = tokio::spawn(async move {
             while let Ok((s, _)) = listener.accept().await {

@@ -242,6 +242,20 @@ level = "info"
         Ok(node)
     }
 
+    /// A node of `center` with `[sync]` for `hub` (every 5 s) and `extra_toml` (its own
+    /// `[link]`, `[modem]`, …) — nothing else added.
+    pub async fn start_synced_raw(
+        center: &str,
+        hub: &HubProcess,
+        extra_toml: &str,
+    ) -> Result<Self> {
+        let toml = format!(
+            "{}\n{extra_toml}",
+            sync_toml(hub, center, &hub.sync_url(), 5)
+        );
+        Self::start_with(center, &toml).await
+    }
+
     /// The node's database file.
     pub fn db_path(&self) -> PathBuf {
         self.dir.path().join("data").join("markaz-node.db")
