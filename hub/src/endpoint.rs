@@ -105,8 +105,10 @@ async fn sync(
                     changes,
                     snapshots,
                     next_cursor,
-                    ..
+                    more,
                 }) => {
+                    // Pull is the client's last phase: a batch with nothing more ends it.
+                    entry.ends_session = !more || (changes.is_empty() && snapshots.is_empty());
                     let docs: BTreeSet<&str> = changes
                         .iter()
                         .chain(&snapshots)

@@ -124,6 +124,7 @@ pub fn sync_log(
                 cursor: r.get(16)?,
                 session_id: r.get(17)?,
                 session: r.get(18)?,
+                ends_session: false,
             })
         })?
         .collect::<Result<_, _>>()?;

@@ -8,8 +8,9 @@
 //! (`primary→modem`).
 //!
 //! A session's result is derived when it is read ([`status`]): `error` when its last
-//! request failed (with that error), `ok` once a newer session of the center started or
-//! it saw no request for [`SESSION_IDLE_MS`], and `open` while it may still be running.
+//! request failed (with that error); `ok` once it ended well — its last pull caught the
+//! center up (pull is the client's final phase), a newer session of the center started,
+//! or it saw no request for [`SESSION_IDLE_MS`]; and `open` while it may still be running.
 //! Bytes, documents, changes and refusals are the sums of its requests (a document sent
 //! in two batches counts twice).
 
@@ -156,7 +157,7 @@ pub fn record(conn: &Connection, entry: &SyncLogEntry) -> Result<i64, rusqlite::
             docs_up=docs_up+?8, docs_down=docs_down+?9,
             changes_up=changes_up+?10, changes_down=changes_down+?11,
             refused=refused+?12, last_result=?13, last_error=?14,
-            skew_ms=coalesce(?15, skew_ms)
+            skew_ms=coalesce(?15, skew_ms), closed=max(closed, ?16)
          WHERE id=?1",
         params![
             id,
@@ -174,6 +175,7 @@ pub fn record(conn: &Connection, entry: &SyncLogEntry) -> Result<i64, rusqlite::
             if failed { "error" } else { "ok" },
             entry.error,
             entry.skew_ms,
+            i64::from(entry.ends_session && !failed),
         ],
     )?;
     Ok(id)
@@ -372,6 +374,15 @@ mod tests {
             (f2, "open", None)
         );
         assert!(list(&c, Some("qanawat"), 0, 10).unwrap().is_empty());
+        // A last pull that caught the center up ends the session at once.
+        let mut last_pull = req("pull", None, "primary", 96, 5);
+        last_pull.ends_session = true;
+        record(&c, &last_pull).unwrap();
+        let rows = list(&c, Some("midan"), 200, 1).unwrap();
+        assert_eq!(
+            (rows[0].result.as_str(), rows[0].ended_ms),
+            ("ok", Some(106))
+        );
     }
 
     proptest::proptest! {

@@ -80,6 +80,10 @@ pub struct SyncLogEntry {
     pub skew_ms: Option<i64>,
     /// The center's pull cursor after this request (Pull only).
     pub cursor: Option<i64>,
+    /// This answer ends the center's session: a last pull batch (the client's final
+    /// phase) that caught the center up. Used when recording; not stored per request.
+    #[serde(skip)]
+    pub ends_session: bool,
 }
 
 /// What the hub's web and sync layers need from the store. [`HubDb`] is the SQLite one.

@@ -159,12 +159,8 @@ async fn hub_sync_log_partial_replication_portal_and_pages() -> anyhow::Result<(
     assert!(
         sessions
             .iter()
-            .all(|s| s["uplink"] == "unknown" && s["result"] != "error")
-    );
-    assert_eq!(
-        sessions.iter().filter(|s| s["result"] == "open").count(),
-        1,
-        "only the latest may still be open"
+            .all(|s| s["uplink"] == "unknown" && s["result"] == "ok"),
+        "each ended with its last pull: {sessions:?}"
     );
     Ok(())
 }
