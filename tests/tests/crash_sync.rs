@@ -205,6 +205,26 @@ async fn sync_state_is_consistent_after_sigkill_during_syncs() -> Result<()> {
         }
     }
     let panel = node.sync_panel(&admin).await?;
+    if panel["backlog"] != 0 {
+        // Which local changes the node still counts as unacknowledged, and whether the
+        // hub holds their documents as the node does.
+        let conn = Connection::open_with_flags(&db, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let pending: Vec<String> = conn
+            .prepare(
+                "SELECT DISTINCT doc_id FROM changes WHERE local = 1
+                 AND seq > (SELECT push_acked FROM peer_cursors WHERE peer = 'hub')",
+            )?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        let hub_heads = hub.db()?.heads()?;
+        let local_heads = node.docs()?.heads()?;
+        for d in pending {
+            eprintln!(
+                "unacknowledged at the center: {d}; the hub's copy is the same: {}",
+                hub_heads.get(&d) == local_heads.get(&d)
+            );
+        }
+    }
     if !caught_up {
         let conn = Connection::open_with_flags(&db, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
         let cursor: String = conn.query_row(
