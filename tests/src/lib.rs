@@ -577,3 +577,29 @@ pub async fn listed_cases(api: &Api) -> Result<Vec<String>> {
         .filter_map(|r| r["case_no"].as_str().map(str::to_string))
         .collect())
 }
+
+/// The total backlog in a sync panel or a hub overview row: `backlog` as a number, or the
+/// sum of its lanes when it is an object (`{"essential": n, "bulk": m}`).
+pub fn backlog_total(panel: &serde_json::Value) -> Result<u64> {
+    match &panel["backlog"] {
+        serde_json::Value::Number(n) => n.as_u64().context("backlog is not a count"),
+        serde_json::Value::Object(lanes) => lanes
+            .values()
+            .map(|v| v.as_u64().context("a lane backlog is not a count"))
+            .sum(),
+        other => bail!("no backlog in {panel} ({other})"),
+    }
+}
+
+/// The essential lane's backlog (cases, citizens, staff, catalog): `backlog` itself when
+/// it is a number, else its `essential` lane.
+pub fn backlog_essential(panel: &serde_json::Value) -> Result<u64> {
+    match &panel["backlog"] {
+        serde_json::Value::Number(n) => n.as_u64().context("backlog is not a count"),
+        serde_json::Value::Object(lanes) => lanes
+            .get("essential")
+            .and_then(serde_json::Value::as_u64)
+            .context("no essential lane in the backlog"),
+        other => bail!("no backlog in {panel} ({other})"),
+    }
+}

@@ -19,8 +19,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use markaz_e2e::{Api, CaseSummary, HubProcess, NodeProcess, Rng, citizen_json, open_case};
-use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use markaz_e2e::{
+    Api, CaseSummary, HubProcess, NodeProcess, Rng, backlog_total, citizen_json, open_case,
+};
+use rusqlite::{Connection, OpenFlags};
 
 const TERMINALS: usize = 4;
 const DESK_PASSWORD: &str = "desk-crash-sync-password";
@@ -66,23 +68,28 @@ fn verify(db: &std::path::Path, acked: &[String], round: usize, when: &str) -> R
         [],
         |r| r.get(0),
     )?;
-    let acked_seq: Option<i64> = conn
-        .query_row(
-            "SELECT push_acked FROM peer_cursors WHERE peer = 'hub'",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?;
-    // Whatever the hub's peer name, no cursor may run ahead of the local changes.
-    let ahead: i64 = conn.query_row(
-        "SELECT count(*) FROM peer_cursors WHERE push_acked > ?1",
-        [max_local],
-        |r| r.get(0),
-    )?;
+    // Every lane's acknowledgement (`push_acked`, and `bulk_acked` where the lanes have
+    // their own) is a local change sequence: none may run ahead of the local changes.
+    let ack_columns: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info('peer_cursors') WHERE name LIKE '%acked'")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
     ensure!(
-        ahead == 0,
-        "round {round} {when}: push_acked {acked_seq:?} is past the last local change {max_local}"
+        ack_columns.iter().any(|c| c == "push_acked"),
+        "peer_cursors has no push_acked: {ack_columns:?}"
     );
+    for col in &ack_columns {
+        let ahead: Vec<(String, i64)> = conn
+            .prepare(&format!(
+                "SELECT peer, {col} FROM peer_cursors WHERE {col} > ?1"
+            ))?
+            .query_map([max_local], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        ensure!(
+            ahead.is_empty(),
+            "round {round} {when}: {col} {ahead:?} is past the last local change {max_local}"
+        );
+    }
     let orphans: Vec<String> = conn
         .prepare(
             "SELECT DISTINCT doc_id FROM changes c
@@ -205,7 +212,7 @@ async fn sync_state_is_consistent_after_sigkill_during_syncs() -> Result<()> {
         }
     }
     let panel = node.sync_panel(&admin).await?;
-    if panel["backlog"] != 0 {
+    if backlog_total(&panel)? != 0 {
         // Which local changes the node still counts as unacknowledged, and whether the
         // hub holds their documents as the node does.
         let conn = Connection::open_with_flags(&db, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
@@ -282,7 +289,7 @@ async fn sync_state_is_consistent_after_sigkill_during_syncs() -> Result<()> {
         "{rounds} kills during syncs: {} cases acknowledged, {} at the hub; sync panel backlog {}",
         acked.len(),
         hub_cases.len(),
-        panel["backlog"]
+        backlog_total(&panel)?
     );
     let status = node.stop().await?;
     ensure!(status.success(), "clean exit on SIGTERM: {status}");
