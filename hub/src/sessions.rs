@@ -25,7 +25,7 @@ pub const SESSION_HEADER: &str = "x-markaz-session";
 /// A session without a request for this long has ended.
 pub const SESSION_IDLE_MS: i64 = 5 * 60_000;
 /// Most uplink changes kept in a session's uplink path.
-const MAX_UPLINK_HOPS: usize = 8;
+pub const MAX_UPLINK_HOPS: usize = 8;
 /// Separator of the uplink path.
 pub const UPLINK_ARROW: &str = "→";
 
