@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::values::{
-    CenterId, Digits, GroupId, GroupLetter, HhMmRange, HostPort, HttpsUrl, Language, LogFilter,
-    LogFormat, PhoneNumber, ReceiptPrefix, TimeZoneName,
+    CenterId, Digits, GroupId, GroupLetter, HhMm, HhMmRange, HostPort, HttpsUrl, Language,
+    LogFilter, LogFormat, PhoneNumber, ReceiptPrefix, TimeZoneName,
 };
 
 fn parse<T: std::str::FromStr>(s: &str) -> T
@@ -621,8 +621,69 @@ pub struct GeneratorConfig {
     pub quiet_stop_soc_percent: u8,
     /// `keep`, `start` or `stop` when the battery monitor is lost. Default `keep`.
     pub on_monitor_lost: OnMonitorLost,
+    /// Also start when the battery voltage is at or below this, mV. Default: off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_battery_mv: Option<u32>,
+    /// Stop that start at or above this voltage, mV. Default 26400; above the start.
+    pub stop_battery_mv: u32,
+    /// The voltage must stay low this long first. Default 0.
+    pub battery_mv_minutes: u32,
+    /// Also start when the battery discharges at or above this current, A. Default: off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_discharge_amps: Option<u32>,
+    /// Stop that start at or below this discharge current, A. Default 10; below the start.
+    pub stop_discharge_amps: u32,
+    /// The current must stay high this long first. Default 10.
+    pub discharge_minutes: u32,
+    /// Also start when the load is at or above this, W. Default: off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_load_watts: Option<u32>,
+    /// Stop that start at or below this load, W. Default 1000; below the start.
+    pub stop_load_watts: u32,
+    /// The load must stay high this long first. Default 5.
+    pub load_minutes: u32,
+    /// Weekly test run on this day (`monday` … `sunday`). Default: off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_run_day: Option<String>,
+    /// Local time the test run starts, `"HH:MM"`. Default `"10:00"`.
+    pub test_run_time: String,
+    /// How long the test run lasts. Default 15.
+    pub test_run_minutes: u32,
     /// `[power.generator.registers]`: the controller's Modbus register map.
     pub registers: GeneratorRegisters,
+}
+
+/// The days `test_run_day` accepts, Monday first.
+pub(crate) const WEEKDAYS: [&str; 7] = [
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+    "sunday",
+];
+
+impl GeneratorConfig {
+    /// The test run's day as an ISO 8601 weekday number (1 = Monday … 7 = Sunday), or
+    /// `None` when off (a config that loaded has a valid day).
+    pub fn test_run_weekday(&self) -> Option<i8> {
+        let day = self.test_run_day.as_deref()?;
+        WEEKDAYS
+            .iter()
+            .position(|d| d.eq_ignore_ascii_case(day))
+            .and_then(|i| i8::try_from(i + 1).ok())
+    }
+
+    /// The test run's start time, `None` if `test_run_time` is not `"HH:MM"`.
+    pub fn test_run_start(&self) -> Option<HhMm> {
+        let (h, m) = self.test_run_time.split_once(':')?;
+        let two_digits = |p: &str| p.len() == 2 && p.bytes().all(|b| b.is_ascii_digit());
+        if !two_digits(h) || !two_digits(m) {
+            return None;
+        }
+        HhMm::new(h.parse().ok()?, m.parse().ok()?)
+    }
 }
 
 impl Default for GeneratorConfig {
@@ -640,6 +701,18 @@ impl Default for GeneratorConfig {
             quiet_start_soc_percent: 20,
             quiet_stop_soc_percent: 60,
             on_monitor_lost: OnMonitorLost::Keep,
+            start_battery_mv: None,
+            stop_battery_mv: 26_400,
+            battery_mv_minutes: 0,
+            start_discharge_amps: None,
+            stop_discharge_amps: 10,
+            discharge_minutes: 10,
+            start_load_watts: None,
+            stop_load_watts: 1000,
+            load_minutes: 5,
+            test_run_day: None,
+            test_run_time: "10:00".to_owned(),
+            test_run_minutes: 15,
             registers: GeneratorRegisters::default(),
         }
     }

@@ -517,6 +517,7 @@ fn power(cfg: &NodeConfig, c: &mut Checker<'_>) {
         0,
         1440,
     );
+    generator_conditions(g, c);
     let r = &g.registers;
     for (name, value) in [
         ("run_time_seconds", r.run_time_seconds),
@@ -545,6 +546,74 @@ fn power(cfg: &NodeConfig, c: &mut Checker<'_>) {
                 None,
             );
         }
+    }
+}
+
+/// The start conditions besides the state of charge: each stop threshold on the far side
+/// of its start, delays within a day, a valid test-run day and time.
+fn generator_conditions(g: &crate::node::GeneratorConfig, c: &mut Checker<'_>) {
+    let g_kp = |k: &str| kp("power.generator").key(k);
+    for (key, minutes) in [
+        ("battery_mv_minutes", g.battery_mv_minutes),
+        ("discharge_minutes", g.discharge_minutes),
+        ("load_minutes", g.load_minutes),
+    ] {
+        c.range(&g_kp(key), minutes, 0, 1440);
+    }
+    c.range(&g_kp("test_run_minutes"), g.test_run_minutes, 1, 600);
+    c.range(&g_kp("stop_battery_mv"), g.stop_battery_mv, 1, 100_000);
+    if let Some(start) = g.start_battery_mv {
+        c.range(&g_kp("start_battery_mv"), start, 1, 100_000);
+        if start >= g.stop_battery_mv {
+            c.bad_either(
+                &[&g_kp("start_battery_mv"), &g_kp("stop_battery_mv")],
+                format!(
+                    "start_battery_mv ({start}) must be below stop_battery_mv ({})",
+                    g.stop_battery_mv
+                ),
+                None,
+            );
+        }
+    }
+    for (start_key, stop_key, start, stop) in [
+        (
+            "start_discharge_amps",
+            "stop_discharge_amps",
+            g.start_discharge_amps,
+            g.stop_discharge_amps,
+        ),
+        (
+            "start_load_watts",
+            "stop_load_watts",
+            g.start_load_watts,
+            g.stop_load_watts,
+        ),
+    ] {
+        c.range(&g_kp(stop_key), stop, 0, 1_000_000);
+        if let Some(start) = start {
+            c.range(&g_kp(start_key), start, 1, 1_000_000);
+            if start <= stop {
+                c.bad_either(
+                    &[&g_kp(start_key), &g_kp(stop_key)],
+                    format!("{start_key} ({start}) must be above {stop_key} ({stop})"),
+                    None,
+                );
+            }
+        }
+    }
+    if g.test_run_day.is_some() && g.test_run_weekday().is_none() {
+        c.bad(
+            &g_kp("test_run_day"),
+            "not a day of the week",
+            Some(format!("use one of {}", crate::node::WEEKDAYS.join(", "))),
+        );
+    }
+    if g.test_run_start().is_none() {
+        c.bad(
+            &g_kp("test_run_time"),
+            format!("invalid time `{}`", g.test_run_time),
+            Some("use `HH:MM` in 24-hour time, like `10:00`".to_owned()),
+        );
     }
 }
 

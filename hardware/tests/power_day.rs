@@ -10,7 +10,7 @@ use markaz_hardware::power::emulator::{DayProfile, Snapshot, World};
 use markaz_hardware::power::model::{Devices, Outage, PowerSample, Source, summarize};
 use markaz_hardware::power::policy::{
     Action, Alert, AutoStart, Level, MonitorLostRule, Policy, PolicySettings, QuietHours,
-    Thresholds,
+    StartConditions, Thresholds,
 };
 
 fn day() -> Date {
@@ -130,6 +130,7 @@ fn policy_runs_the_generator_through_a_long_cut() {
             min_run: SignedDuration::from_hours(1),
             start_timeout: SignedDuration::from_mins(3),
             on_monitor_lost: MonitorLostRule::KeepRunning,
+            conditions: StartConditions::default(),
         }),
         monitor_lost_after: SignedDuration::from_mins(10),
     };
@@ -143,7 +144,7 @@ fn policy_runs_the_generator_through_a_long_cut() {
         let s = sample(&world.advance(now));
         for a in policy.on_sample(&s) {
             match a {
-                Action::StartGenerator => {
+                Action::StartGenerator(_) => {
                     world.command(markaz_hardware::power::generator::GeneratorCommand::Start)
                 }
                 Action::StopGenerator => {
@@ -159,7 +160,7 @@ fn policy_runs_the_generator_through_a_long_cut() {
     }
     let starts: Vec<Timestamp> = log
         .iter()
-        .filter(|(_, a)| *a == Action::StartGenerator)
+        .filter(|(_, a)| matches!(a, Action::StartGenerator(_)))
         .map(|(t, _)| *t)
         .collect();
     let stops: Vec<Timestamp> = log

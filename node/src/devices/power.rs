@@ -33,7 +33,9 @@ use markaz_hardware::power::driver::{
 };
 use markaz_hardware::power::generator::{EngineState, GeneratorCommand};
 use markaz_hardware::power::model::{DailySummary, PowerSample, Source, summarize};
-use markaz_hardware::power::policy::{Action, Alert, Level, Policy, PolicySettings};
+use markaz_hardware::power::policy::{
+    Action, Alert, Extra, Level, Policy, PolicySettings, StartReason,
+};
 use markaz_sync::model::ids::CenterId;
 use rusqlite::{Connection, params};
 use serde_json::{Value, json};
@@ -122,6 +124,27 @@ impl States {
             || self.generator.as_ref().is_some_and(|s| !s.stale)
     }
 
+    /// The battery current for the policy: the battery monitor's, else the inverter's.
+    fn extra(&self) -> Extra {
+        let bmv = self
+            .vedirect
+            .iter()
+            .filter(|s| !s.stale)
+            .find_map(|s| s.bmv.as_ref().map(|b| b.battery_ma));
+        let inverter = self
+            .inverter
+            .as_ref()
+            .filter(|s| !s.stale)
+            .and_then(|s| s.status.as_ref())
+            .map(|q| {
+                let ma = i64::from(q.charge_ma) - i64::from(q.discharge_ma);
+                i32::try_from(ma).unwrap_or(if ma < 0 { i32::MIN } else { i32::MAX })
+            });
+        Extra {
+            battery_ma: bmv.or(inverter),
+        }
+    }
+
     fn sample(&self, at: Timestamp) -> PowerSample {
         driver::sample(
             at,
@@ -193,6 +216,19 @@ fn parse_source(s: &str) -> Source {
         "solar" => Source::Solar,
         "generator" => Source::Generator,
         _ => Source::Battery,
+    }
+}
+
+/// The snake_case name of a generator start reason, as logs and the panel show it.
+pub fn reason_name(r: StartReason) -> &'static str {
+    match r {
+        StartReason::StateOfCharge => "state_of_charge",
+        StartReason::BatteryVoltage => "battery_voltage",
+        StartReason::DischargeCurrent => "discharge_current",
+        StartReason::Load => "load",
+        StartReason::TestRun => "test_run",
+        StartReason::MonitorLost => "monitor_lost",
+        StartReason::Critical => "critical",
     }
 }
 
@@ -637,6 +673,8 @@ fn panel(
                 "run_hours": r.and_then(|r| r.run_seconds).map(|s| f64::from(s) / 3600.0),
                 "starts": r.and_then(|r| r.starts),
                 "requested_by_policy": policy.generator_requested(),
+                "start_reason": policy.start_reason().map(reason_name),
+                "last_test_run": policy.last_test_run().map(|d| d.to_string()),
                 "stale": g.stale,
             })
         }
@@ -784,7 +822,7 @@ impl Sampler {
         }
         let now = self.app.now();
         let s = st.sample(now);
-        let actions = self.policy.on_sample(&s);
+        let actions = self.policy.on_sample_with(&s, &st.extra());
         let level = self.policy.level();
         let date = now.to_zoned(self.settings.tz.clone()).date();
         let previous = self.last_date.filter(|d| *d != date);
@@ -872,22 +910,24 @@ impl Sampler {
                 };
                 let _ = super::log(&self.app, "info", "power", text).await;
             }
-            Action::StartGenerator | Action::StopGenerator => {
-                let cmd = if action == Action::StartGenerator {
-                    GeneratorCommand::Start
-                } else {
-                    GeneratorCommand::Stop
+            Action::StartGenerator(_) | Action::StopGenerator => {
+                let (cmd, why) = match action {
+                    Action::StartGenerator(why) => {
+                        (GeneratorCommand::Start, format!(" ({})", reason_name(why)))
+                    }
+                    _ => (GeneratorCommand::Stop, String::new()),
                 };
                 let Some((_, handle)) = &self.devices.generator else {
                     return false;
                 };
+                info!(command = ?cmd, reason = %why, "generator command");
                 let (handle, app) = (handle.clone(), self.app.clone());
                 // Bounded by the handle; the sampler does not wait for the controller.
                 tokio::spawn(async move {
                     let r = handle.command(cmd).await;
                     let (level, text) = match &r {
-                        Ok(()) => ("info", format!("generator {cmd:?} sent")),
-                        Err(e) => ("error", format!("generator {cmd:?} failed: {e}")),
+                        Ok(()) => ("info", format!("generator {cmd:?} sent{why}")),
+                        Err(e) => ("error", format!("generator {cmd:?} failed{why}: {e}")),
                     };
                     let _ = super::log(&app, level, "power", &text).await;
                 });

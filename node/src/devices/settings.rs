@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use jiff::SignedDuration;
-use jiff::civil::Time;
+use jiff::civil::{Time, Weekday};
 use markaz_config::NodeConfig;
 use markaz_config::{OnMonitorLost, VeDirectRole};
 use markaz_hardware::link::{LinkSettings, Thresholds as LinkThresholds};
@@ -19,7 +19,8 @@ use markaz_hardware::modem::ModemSettings;
 use markaz_hardware::power::driver::{GeneratorSettings, InverterSettings, VeDirectSettings};
 use markaz_hardware::power::generator::GeneratorRegisters;
 use markaz_hardware::power::policy::{
-    AutoStart, MonitorLostRule, PolicySettings, QuietHours, Thresholds as PowerThresholds,
+    AutoStart, MonitorLostRule, PolicySettings, QuietHours, StartConditions, TestRun,
+    Thresholds as PowerThresholds, Trigger,
 };
 
 /// The modem driver's settings, or `None` when `[modem] enabled = false`.
@@ -105,6 +106,43 @@ pub fn generator(cfg: &NodeConfig) -> Option<GeneratorSettings> {
     Some(s)
 }
 
+/// The generator's start conditions besides the state of charge (`None` where off).
+pub fn start_conditions(g: &markaz_config::GeneratorConfig) -> StartConditions {
+    let mins = |m: u32| SignedDuration::from_secs(i64::from(m) * 60);
+    let test_run = match (g.test_run_weekday(), g.test_run_start()) {
+        (Some(day), Some(at)) => Some(TestRun {
+            weekday: Weekday::from_monday_one_offset(day).unwrap_or(Weekday::Monday),
+            at: Time::new(
+                i8::try_from(at.minute_of_day() / 60).unwrap_or(0),
+                i8::try_from(at.minute_of_day() % 60).unwrap_or(0),
+                0,
+                0,
+            )
+            .unwrap_or(Time::midnight()),
+            duration: mins(g.test_run_minutes),
+        }),
+        _ => None,
+    };
+    StartConditions {
+        battery_voltage: g.start_battery_mv.map(|start| Trigger {
+            start,
+            stop: g.stop_battery_mv,
+            after: mins(g.battery_mv_minutes),
+        }),
+        discharge_current: g.start_discharge_amps.map(|start| Trigger {
+            start: start.saturating_mul(1000),
+            stop: g.stop_discharge_amps.saturating_mul(1000),
+            after: mins(g.discharge_minutes),
+        }),
+        load: g.start_load_watts.map(|start| Trigger {
+            start,
+            stop: g.stop_load_watts,
+            after: mins(g.load_minutes),
+        }),
+        test_run,
+    }
+}
+
 /// Time between stored power samples.
 pub fn sample_interval(cfg: &NodeConfig) -> Duration {
     Duration::from_secs(u64::from(cfg.power.sample_interval_secs.max(1)))
@@ -149,6 +187,7 @@ pub fn policy(cfg: &NodeConfig) -> PolicySettings {
             OnMonitorLost::Start => MonitorLostRule::Start,
             OnMonitorLost::Stop => MonitorLostRule::Stop,
         },
+        conditions: start_conditions(g),
     });
     // Lost after five missed samples, and never sooner than two minutes.
     let lost_after = (i64::from(p.sample_interval_secs) * 5).max(120);
@@ -248,5 +287,73 @@ mod tests {
         assert!(generator(&c).is_none());
         assert!(policy(&c).auto_start.is_none());
         assert_eq!(sample_interval(&c), Duration::from_secs(60));
+        assert_eq!(
+            start_conditions(&c.power.generator),
+            StartConditions::default(),
+            "every extra start condition is off by default"
+        );
+    }
+
+    const AUTO: &str = "[[power.vedirect]]\nport = \"/dev/ttyUSB1\"\nrole = \"bmv\"\n\
+         [power.generator]\nenabled = true\nport = \"/dev/ttyS2\"\nauto_start = true\n";
+
+    #[test]
+    fn generator_start_conditions_come_from_config() {
+        let c = cfg(&format!(
+            "{AUTO}start_battery_mv = 23500\nstop_battery_mv = 26000\nbattery_mv_minutes = 2\n\
+             start_discharge_amps = 60\nstop_discharge_amps = 5\n\
+             start_load_watts = 3000\nstop_load_watts = 800\nload_minutes = 7\n\
+             test_run_day = \"friday\"\ntest_run_time = \"09:30\"\ntest_run_minutes = 20\n"
+        ));
+        let auto = policy(&c).auto_start.expect("auto start");
+        let k = auto.conditions;
+        assert_eq!(
+            k.battery_voltage,
+            Some(Trigger {
+                start: 23_500,
+                stop: 26_000,
+                after: SignedDuration::from_mins(2)
+            })
+        );
+        assert_eq!(
+            k.discharge_current,
+            Some(Trigger {
+                start: 60_000,
+                stop: 5_000,
+                after: SignedDuration::from_mins(10)
+            })
+        );
+        assert_eq!(
+            k.load,
+            Some(Trigger {
+                start: 3_000,
+                stop: 800,
+                after: SignedDuration::from_mins(7)
+            })
+        );
+        assert_eq!(
+            k.test_run,
+            Some(TestRun {
+                weekday: Weekday::Friday,
+                at: Time::constant(9, 30, 0, 0),
+                duration: SignedDuration::from_mins(20)
+            })
+        );
+    }
+
+    #[test]
+    fn bad_generator_start_conditions_are_refused_with_their_keys() {
+        for (extra, key) in [
+            ("start_battery_mv = 27000\n", "start_battery_mv"),
+            ("start_load_watts = 500\n", "start_load_watts"),
+            ("start_discharge_amps = 10\n", "start_discharge_amps"),
+            ("test_run_day = \"someday\"\n", "test_run_day"),
+            ("test_run_time = \"9:30\"\n", "test_run_time"),
+            ("test_run_minutes = 0\n", "test_run_minutes"),
+        ] {
+            let err =
+                markaz_config::parse_node(&format!("{AUTO}{extra}"), "t.toml").expect_err(extra);
+            assert!(err.to_string().contains(key), "{extra}: {err}");
+        }
     }
 }
