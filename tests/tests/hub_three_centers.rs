@@ -138,6 +138,16 @@ async fn three_centers_work_offline_then_converge_through_the_hub() -> Result<()
         ensure!(panel["uplink"] == "primary", "{panel}");
     }
 
+    // The operator's overview: every center synced, nothing waiting in its feed.
+    for c in &centers {
+        let row = hub
+            .center_row(&c.node.center)
+            .await?
+            .with_context(|| format!("{} in the hub's overview", c.node.center))?;
+        ensure!(row["last_ok_ms"].is_i64(), "{row}");
+        ensure!(backlog_total(&row)? == 0, "{row}");
+    }
+
     let mut hub_db = hub.db()?;
     let hub_cases = hub_db.cases()?;
     let all_opened: usize = centers.iter().map(|c| c.cases.len()).sum();
