@@ -2,7 +2,8 @@
 //! `hub::pki`, real mutual TLS through `hub::tls::serve`, and the sync crate's hub
 //! handler behind `POST /sync/v1` (the hub engineer's server was not ready; this is the
 //! same handler it wraps). The node is a real node (`TestNode`): edits go through its
-//! API, and what the test checks is what a clerk sees there.
+//! API, and what the test checks is what a clerk sees there. The test hub also records
+//! the uplink and session headers of every request, as the real hub's sync log does.
 
 mod support;
 
@@ -18,11 +19,17 @@ use axum::extract::{Extension, State};
 use axum::routing::post;
 use markaz_hub::pki::{Ca, RevokeTarget, Validity};
 use markaz_hub::tls::{self, CenterIdentity, ServeOptions, ServerTls, ServerTlsFiles};
-use markaz_node::sync::{SyncOptions, backlog, recent_sessions, sync_once};
-use markaz_node::uplink::{
-    ClientOptions, ClientTlsFiles, HubClient, HubTarget, TcpConnector, client_config,
+use markaz_node::storage::StorageError;
+use markaz_node::storage::docs::with_docs;
+use markaz_node::sync::{
+    BUDGET_SPENT, BULK_WAITS, SyncOptions, backlog, backlog_lanes, modem_budget, recent_sessions,
+    sync_once,
 };
-use markaz_sync::docs::{self, DocId};
+use markaz_node::uplink::{
+    ClientOptions, ClientTlsFiles, HubClient, HubTarget, SESSION_HEADER, TcpConnector,
+    UPLINK_HEADER, client_config,
+};
+use markaz_sync::docs::{self, DocId, DocKind};
 use markaz_sync::hlc::Clock as HlcClock;
 use markaz_sync::model::case::{CaseEvent, CaseEventKind, Delivery};
 use markaz_sync::model::citizen::CitizenInput;
@@ -45,6 +52,8 @@ struct HubDocs {
     conn: Connection,
     docs: DocStore,
     clock: HlcClock,
+    /// (`x-markaz-uplink`, `x-markaz-session`) of every request, in order.
+    seen: Vec<(Option<String>, Option<String>)>,
 }
 
 impl HubDocs {
@@ -82,10 +91,20 @@ impl HubDocs {
 async fn sync_v1(
     State(hub): State<Arc<Mutex<HubDocs>>>,
     Extension(id): Extension<CenterIdentity>,
+    headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Vec<u8> {
     let center: CenterId = id.center_id.to_string().parse().expect("center id");
-    hub.lock().unwrap().handle(&center, &body)
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let mut hub = hub.lock().unwrap();
+    hub.seen
+        .push((header(UPLINK_HEADER), header(SESSION_HEADER)));
+    hub.handle(&center, &body)
 }
 
 struct Hub {
@@ -120,6 +139,7 @@ impl Hub {
             conn,
             docs: DocStore::new(actor, 64),
             clock: HlcClock::new("hub"),
+            seen: Vec::new(),
         }));
         let tls_files = ServerTls::load(ServerTlsFiles::in_pki_dir(ca.dir()))?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -168,17 +188,79 @@ impl Hub {
             client: quick,
             connect_timeout: Duration::from_secs(5),
             writer_timeout: Duration::from_secs(30),
+            modem_daily_budget: 20_000_000,
         })
     }
 
     fn client(&self, opts: &SyncOptions) -> anyhow::Result<HubClient> {
+        self.client_over(opts, "primary")
+    }
+
+    /// A client whose connector is named `uplink` (`"modem"`: what the node's uplink
+    /// connector says while the modem carries the sync; here it is loopback TCP).
+    fn client_over(&self, opts: &SyncOptions, uplink: &str) -> anyhow::Result<HubClient> {
         Ok(HubClient::new(
             client_config(&opts.tls)?,
-            Arc::new(TcpConnector::new("primary", Duration::from_secs(5))),
+            Arc::new(TcpConnector::new(uplink, Duration::from_secs(5))),
             opts.target.clone(),
             opts.client,
         ))
     }
+
+    /// The heads of a document at the hub (empty when the hub does not have it).
+    fn heads(&self, id: &DocId) -> Vec<automerge::ChangeHash> {
+        let mut h = self.docs.lock().unwrap();
+        let HubDocs { conn, docs: d, .. } = &mut *h;
+        d.heads(conn, id).unwrap()
+    }
+
+    /// The headers of the requests received so far.
+    fn seen(&self) -> Vec<(Option<String>, Option<String>)> {
+        self.docs.lock().unwrap().seen.clone()
+    }
+}
+
+/// Writes an energy summary of `day` at the node, as the daily-documents job does.
+async fn energy_doc(node: &TestNode, day: jiff::civil::Date, pv_wh: i64) -> anyhow::Result<DocId> {
+    let center: CenterId = node.app.settings.center_id.parse()?;
+    let id = DocId::energy(&center, day);
+    let id2 = id.clone();
+    node.app
+        .db
+        .writer
+        .write(move |c| {
+            with_docs(|d| {
+                d.edit(c, &id2, |doc| {
+                    docs::create_metrics(doc, DocKind::Energy, &center, day)?;
+                    docs::set_metric(doc, "pv_wh", pv_wh)
+                })
+                .map(|_| ())
+                .map_err(StorageError::from)
+            })?
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(id)
+}
+
+async fn node_log_count(node: &TestNode, message: &str) -> i64 {
+    sql_count(
+        node,
+        "SELECT count(*) FROM node_log WHERE message = ?1",
+        message.to_string(),
+    )
+    .await
+}
+
+/// Every request between `from` and `to` carried `uplink` and the session id `id`.
+fn assert_headers(seen: &[(Option<String>, Option<String>)], uplink: &str, id: &str) {
+    assert!(!seen.is_empty());
+    for (u, s) in seen {
+        assert_eq!(u.as_deref(), Some(uplink), "{seen:?}");
+        assert_eq!(s.as_deref(), Some(id), "{seen:?}");
+    }
+    let parsed = uuid::Uuid::parse_str(id).expect("a UUID");
+    assert_eq!(parsed.get_version_num(), 4);
 }
 
 fn ev(kind: CaseEventKind, actor: &str, hlc: &str) -> CaseEvent {
@@ -466,5 +548,163 @@ async fn a_cancellation_at_the_hub_reaches_the_centers_case_view() -> anyhow::Re
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["status"], "cancelled", "{b}");
     assert_eq!(b["events"].as_array().map(Vec::len), Some(2), "{b}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_metered_session_over_the_modem_moves_cases_and_leaves_energy_for_the_primary_link()
+-> anyhow::Result<()> {
+    let hub = Hub::start().await?;
+    let node = TestNode::start().await;
+    let center: CenterId = node.app.settings.center_id.parse()?;
+    let opts = hub.options(center.as_str())?;
+    let mut modem = hub.client_over(&opts, "modem")?;
+    let mut primary = hub.client(&opts)?;
+
+    // Yesterday's energy summary first, then a case: the case must not wait behind it.
+    let energy = energy_doc(&node, jiff::civil::date(2026, 11, 28), 5_400).await?;
+    let clerk = node
+        .staff("clerk1", &["clerk", "reception"], &[JUSTICE_UNTIL])
+        .await;
+    assert_eq!(clerk.post("/citizens", citizen(NID)).await.0, 201);
+    let (s, b) = clerk
+        .post("/cases", json!({"national_id": NID, "service": "criminal_record", "fields": {}, "delivery": {"method": "pickup"}}))
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let case_no: CaseNo = b["case_no"].as_str().unwrap().parse()?;
+    let case = DocId::case(Some(&center), &case_no);
+    let before = backlog_lanes(&node.app).await?;
+    assert_eq!(before.bulk, 1);
+    assert!(before.essential >= 2);
+
+    let m = sync_once(&node.app, &mut modem, &opts).await;
+    assert!(m.ok(), "{m:?}");
+    assert!(m.metered);
+    assert_eq!(m.uplink, "modem");
+    assert_eq!((m.bulk_changes_up, m.bulk_waiting), (0, 1), "{m:?}");
+    assert_eq!(m.changes_up, before.essential);
+    assert!(!hub.heads(&case).is_empty(), "the case reached the hub");
+    assert!(hub.heads(&energy).is_empty(), "the energy summary waits");
+    let after = backlog_lanes(&node.app).await?;
+    assert_eq!((after.essential, after.bulk), (0, 1));
+    let seen_modem = hub.seen();
+    assert_headers(&seen_modem, "modem", m.session_id.as_deref().unwrap());
+
+    let p = sync_once(&node.app, &mut primary, &opts).await;
+    assert!(p.ok(), "{p:?}");
+    assert!(!p.metered);
+    assert_eq!((p.changes_up, p.bulk_changes_up, p.bulk_waiting), (1, 1, 0));
+    assert!(
+        !hub.heads(&energy).is_empty(),
+        "over the primary link it goes"
+    );
+    assert_eq!(backlog(&node.app).await?, 0);
+    // The hub saw which uplink and which session every request belonged to.
+    let seen = hub.seen();
+    assert_headers(
+        &seen[seen_modem.len()..],
+        "primary",
+        p.session_id.as_deref().unwrap(),
+    );
+    assert_ne!(m.session_id, p.session_id);
+
+    // The change of uplink is in the node log and on the rows.
+    assert_eq!(node_log_count(&node, "uplink modem→primary").await, 1);
+    let rows = recent_sessions(&node.app, 10).await?;
+    assert_eq!(rows[0].uplink, "primary");
+    assert_eq!(rows[1].uplink, "modem");
+    assert_eq!(rows[1].bulk_waiting, 1);
+    assert_eq!(rows[0].session_id, p.session_id);
+    // Over the modem again: nothing new to log twice, the line appears once per change.
+    let again = sync_once(&node.app, &mut modem, &opts).await;
+    assert!(again.ok(), "{again:?}");
+    assert_eq!(node_log_count(&node, "uplink primary→modem").await, 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_spent_modem_budget_stops_sessions_until_the_day_changes_or_the_primary_link_is_back()
+-> anyhow::Result<()> {
+    let hub = Hub::start().await?;
+    let node = TestNode::start().await;
+    let center = node.app.settings.center_id.clone();
+    let mut opts = hub.options(&center)?;
+    // Less than one request's worth: the first request of a session spends it.
+    opts.modem_daily_budget = 1;
+    let mut modem = hub.client_over(&opts, "modem")?;
+    let clerk = node
+        .staff("clerk1", &["clerk", "reception"], &[JUSTICE_UNTIL])
+        .await;
+    assert_eq!(clerk.post("/citizens", citizen(NID)).await.0, 201);
+
+    // The session under way stops once the budget is spent, after its first exchange.
+    let first = sync_once(&node.app, &mut modem, &opts).await;
+    assert_eq!(first.result, BUDGET_SPENT, "{first:?}");
+    assert_eq!(first.requests, 1);
+    assert!(first.bytes_up + first.bytes_down > 1);
+    let used = modem_budget(&node.app, opts.modem_daily_budget).await?;
+    assert!(used.spent, "{used:?}");
+    assert_eq!(used.used_bytes, first.bytes_up + first.bytes_down);
+    assert_eq!(used.day, "2026-11-29", "the center's local day");
+
+    // The next session over the modem does not even connect.
+    let n = hub.seen().len();
+    let skipped = sync_once(&node.app, &mut modem, &opts).await;
+    assert_eq!(skipped.result, BUDGET_SPENT);
+    assert_eq!(
+        (skipped.requests, skipped.bytes_up, skipped.bytes_down),
+        (0, 0, 0)
+    );
+    assert_eq!(skipped.session_id, None);
+    assert_eq!(hub.seen().len(), n, "nothing went over the modem");
+    assert!(backlog(&node.app).await? >= 1);
+    let rows = recent_sessions(&node.app, 1).await?;
+    assert_eq!(rows[0].result, BUDGET_SPENT);
+
+    // The panel says so.
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(markaz_node::sync::run(
+        node.app.clone(),
+        hub.client_over(&opts, "modem")?,
+        opts.clone(),
+        stop.clone(),
+    ));
+    let mut panel = node.app.status.sync.subscribe();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let p = loop {
+        let p = panel.borrow().clone();
+        if let Some(p) = p.filter(|p| p["last_session"].is_object()) {
+            break p;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no session on the panel"
+        );
+        let _ = tokio::time::timeout(Duration::from_secs(1), panel.changed()).await;
+    };
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(10), task).await??;
+    assert_eq!(p["last_error"], BUDGET_SPENT, "{p}");
+    assert_eq!(p["modem_budget"]["spent"], true, "{p}");
+    assert_eq!(p["bulk_filter"], BULK_WAITS, "{p}");
+    assert_eq!(hub.seen().len(), n, "nothing went over the modem");
+
+    // The primary link is back: the session runs and the backlog goes.
+    let mut primary = hub.client(&opts)?;
+    let p = sync_once(&node.app, &mut primary, &opts).await;
+    assert!(p.ok(), "{p:?}");
+    assert_eq!(backlog(&node.app).await?, 0);
+
+    // A new local day: the modem may carry a session again.
+    node.advance(Duration::from_secs(24 * 3600));
+    assert!(
+        !modem_budget(&node.app, opts.modem_daily_budget)
+            .await?
+            .spent
+    );
+    let n = hub.seen().len();
+    let next_day = sync_once(&node.app, &mut modem, &opts).await;
+    assert!(next_day.requests >= 1, "{next_day:?}");
+    assert!(hub.seen().len() > n);
     Ok(())
 }

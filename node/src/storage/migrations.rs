@@ -4,7 +4,11 @@
 use rusqlite::Connection;
 
 /// Each entry moves the schema from version `i` to `i + 1`.
-pub const MIGRATIONS: &[&str] = &[include_str!("schema_v1.sql"), include_str!("schema_v2.sql")];
+pub const MIGRATIONS: &[&str] = &[
+    include_str!("schema_v1.sql"),
+    include_str!("schema_v2.sql"),
+    include_str!("schema_v3.sql"),
+];
 
 /// The schema version this binary writes.
 pub const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -19,4 +23,49 @@ pub(super) fn run(conn: &mut Connection) -> Result<(), rusqlite::Error> {
         tracing::info!(version = i + 1, "applied schema migration");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database made before v3, whose sync task had created `sync_sessions` itself,
+    /// upgrades and keeps its rows.
+    #[test]
+    fn v3_adopts_a_sync_sessions_table_created_before_it() {
+        let mut c = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..2] {
+            c.execute_batch(sql).unwrap();
+        }
+        c.pragma_update(None, "user_version", 2).unwrap();
+        c.execute_batch(
+            "CREATE TABLE sync_sessions (id INTEGER PRIMARY KEY, started_at TEXT NOT NULL,
+               ended_at TEXT NOT NULL, uplink TEXT NOT NULL, metered INTEGER NOT NULL,
+               bytes_up INTEGER NOT NULL, bytes_down INTEGER NOT NULL, docs_up INTEGER NOT NULL,
+               changes_up INTEGER NOT NULL, docs_down INTEGER NOT NULL,
+               changes_down INTEGER NOT NULL, requests INTEGER NOT NULL, result TEXT NOT NULL,
+               skew_ms INTEGER, skipped TEXT NOT NULL);
+             INSERT INTO sync_sessions VALUES (1, 'a', 'b', 'primary', 0, 1, 2, 0, 0, 0, 0, 1,
+               'ok', NULL, '[]');",
+        )
+        .unwrap();
+        run(&mut c).unwrap();
+        let (n, session, waiting): (i64, Option<String>, i64) = c
+            .query_row(
+                "SELECT count(*), max(session_id), max(bulk_waiting) FROM sync_sessions",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!((n, session, waiting), (1, None, 0));
+        let v: i64 = c
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, LATEST_VERSION);
+        c.execute(
+            "INSERT INTO modem_usage(day, bytes_up) VALUES ('2026-11-29', 5)",
+            [],
+        )
+        .unwrap();
+    }
 }

@@ -9,14 +9,23 @@
 //! ([`project`]). So a cut at any point loses nothing: a job either committed wholly or
 //! not at all, and the next session resumes from the cursors.
 //!
-//! Every session is recorded in `sync_sessions` (times, uplink, bytes from the TLS
-//! stream's counters, documents and changes each way, result, clock skew against the
-//! hub) and feeds the technician's `sync` status panel. Every await on the outside
-//! world — the hub, the writer — has a timeout.
+//! Every session is recorded in `sync_sessions` (its id, times, uplink, bytes from the
+//! TLS stream's counters, documents and changes each way, result, clock skew against the
+//! hub) and feeds the technician's `sync` status panel; a change of uplink between two
+//! sessions is also written to the node log ("uplink primary→modem"). Every request of a
+//! session carries the session's id and the uplink ([`HubClient::start_session`]), so the
+//! hub's sync log has one row per session too. Every await on the outside world — the
+//! hub, the writer — has a timeout.
 //!
-//! Metered mode (modem uplink, or the power policy deferring bulk sync) is recorded on
-//! the session, but `markaz_sync`'s `Limits` has no document filter yet, so bulk
-//! documents (stats/energy) are not held back; see the report of this piece.
+//! Metered mode — the uplink is the modem, or the power policy defers bulk sync
+//! (`DeviceHandles::defer_bulk_sync`): the session pushes only the essential lane (cases,
+//! citizens) and still pulls; bulk documents (daily statistics, energy summaries) and
+//! their repair wait for an unmetered session (`Limits::push_bulk`, see
+//! `markaz_sync::protocol::client`). Over the modem, `[modem] daily_byte_budget` bounds
+//! the bytes up + down per local day of the center (`modem_usage`, persisted): once
+//! spent, no session runs over the modem — a session under way stops at the next
+//! request — until the day changes or the primary link is back; the row and the panel
+//! say "modem budget spent".
 
 pub mod project;
 
@@ -29,6 +38,7 @@ use markaz_config::NodeConfig;
 use markaz_sync::hlc::{Clock as HlcClock, Hlc};
 use markaz_sync::model::ids::CenterId;
 use markaz_sync::protocol::client::{ClientError, ClientSession, HUB_PEER, Limits};
+use markaz_sync::store::{self as doc_store, Lane};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -72,7 +82,12 @@ pub enum SyncError {
     Timeout(&'static str),
     #[error("the session did not finish within {0} requests")]
     TooLong(usize),
+    #[error("{BUDGET_SPENT}")]
+    BudgetSpent,
 }
+
+/// The result of a session stopped or skipped by the modem's daily byte budget.
+pub const BUDGET_SPENT: &str = "modem budget spent";
 
 impl<E: Into<SyncError>> From<WriteError<E>> for SyncError {
     fn from(e: WriteError<E>) -> SyncError {
@@ -96,6 +111,9 @@ pub struct SyncOptions {
     pub connect_timeout: Duration,
     /// Bound on one writer job (request building, or merge + projection).
     pub writer_timeout: Duration,
+    /// Bytes (up + down, TLS included) allowed over the modem per local day
+    /// (`[modem] daily_byte_budget`).
+    pub modem_daily_budget: u64,
 }
 
 impl SyncOptions {
@@ -137,6 +155,7 @@ impl SyncOptions {
             client: ClientOptions::default(),
             connect_timeout: Duration::from_secs(30),
             writer_timeout: Duration::from_secs(120),
+            modem_daily_budget: cfg.modem.daily_byte_budget,
         }))
     }
 }
@@ -167,6 +186,8 @@ fn host_port(url: &str) -> anyhow::Result<(String, u16)> {
 /// The record of one session (a `sync_sessions` row).
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct SessionRecord {
+    /// The id sent with every request of the session (`None` when none was sent).
+    pub session_id: Option<String>,
     pub started_at: String,
     pub ended_at: String,
     pub uplink: String,
@@ -178,7 +199,11 @@ pub struct SessionRecord {
     pub docs_down: u64,
     pub changes_down: u64,
     pub requests: u64,
-    /// `ok` or the error.
+    /// Of `changes_up`, the bulk lane's (statistics, energy).
+    pub bulk_changes_up: u64,
+    /// Bulk changes left for the primary link (metered sessions).
+    pub bulk_waiting: u64,
+    /// `ok`, [`BUDGET_SPENT`], or the error.
     pub result: String,
     pub skew_ms: Option<i64>,
     /// Documents received but not projected, with why.
@@ -191,39 +216,29 @@ impl SessionRecord {
     }
 }
 
-const SESSIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS sync_sessions (
-    id           INTEGER PRIMARY KEY,
-    started_at   TEXT NOT NULL,
-    ended_at     TEXT NOT NULL,
-    uplink       TEXT NOT NULL,
-    metered      INTEGER NOT NULL,
-    bytes_up     INTEGER NOT NULL,
-    bytes_down   INTEGER NOT NULL,
-    docs_up      INTEGER NOT NULL,
-    changes_up   INTEGER NOT NULL,
-    docs_down    INTEGER NOT NULL,
-    changes_down INTEGER NOT NULL,
-    requests     INTEGER NOT NULL,
-    result       TEXT NOT NULL,
-    skew_ms      INTEGER,
-    skipped      TEXT NOT NULL
-);";
-
-/// Creates `sync_sessions` if absent (idempotent).
-pub async fn ensure_table(app: &App) -> Result<(), StorageError> {
-    app.db
-        .writer
-        .write_sql(|c| c.execute_batch(SESSIONS_TABLE))
-        .await
-}
-
-fn insert_record(c: &Connection, r: &SessionRecord) -> rusqlite::Result<()> {
-    c.execute_batch(SESSIONS_TABLE)?;
+/// Records a session: its row, the modem bytes of `day` (the center's local date) when
+/// it ran over the modem, and a node-log line when the uplink differs from the previous
+/// session's.
+fn insert_record(
+    c: &Connection,
+    r: &SessionRecord,
+    day: &str,
+    at: jiff::Timestamp,
+) -> Result<(), crate::error::AppError> {
+    let previous: Option<String> = c
+        .query_row(
+            "SELECT uplink FROM sync_sessions ORDER BY id DESC LIMIT 1",
+            [],
+            |row| row.get(0),
+        )
+        .optional()?;
     c.execute(
-        "INSERT INTO sync_sessions(started_at, ended_at, uplink, metered, bytes_up, bytes_down, docs_up, changes_up,
-           docs_down, changes_down, requests, result, skew_ms, skipped)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+        "INSERT INTO sync_sessions(session_id, started_at, ended_at, uplink, metered, bytes_up,
+           bytes_down, docs_up, changes_up, docs_down, changes_down, requests, result, skew_ms,
+           skipped, bulk_changes_up, bulk_waiting)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
         params![
+            r.session_id,
             r.started_at,
             r.ended_at,
             r.uplink,
@@ -237,10 +252,64 @@ fn insert_record(c: &Connection, r: &SessionRecord) -> rusqlite::Result<()> {
             r.requests as i64,
             r.result,
             r.skew_ms,
-            serde_json::to_string(&r.skipped).unwrap_or_default()
+            serde_json::to_string(&r.skipped).unwrap_or_default(),
+            r.bulk_changes_up as i64,
+            r.bulk_waiting as i64,
         ],
     )?;
+    if r.uplink == "modem" && r.requests > 0 {
+        c.execute(
+            "INSERT INTO modem_usage(day, bytes_up, bytes_down, sessions) VALUES (?1, ?2, ?3, 1)
+             ON CONFLICT(day) DO UPDATE SET bytes_up = bytes_up + ?2,
+                bytes_down = bytes_down + ?3, sessions = sessions + 1",
+            params![day, r.bytes_up as i64, r.bytes_down as i64],
+        )?;
+    }
+    if let Some(prev) = previous
+        && prev != r.uplink
+    {
+        let line = format!("uplink {prev}→{}", r.uplink);
+        crate::app::node_log(c, at, "info", "sync", &line)?;
+    }
     Ok(())
+}
+
+/// Bytes (up + down) carried over the modem on the center's local `day`.
+fn modem_bytes_on(c: &Connection, day: &str) -> rusqlite::Result<u64> {
+    Ok(c.query_row(
+        "SELECT bytes_up + bytes_down FROM modem_usage WHERE day = ?1",
+        [day],
+        |r| r.get::<_, i64>(0),
+    )
+    .optional()?
+    .unwrap_or(0)
+    .max(0) as u64)
+}
+
+/// The modem's byte budget today (the center's local day).
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct ModemBudget {
+    pub day: String,
+    pub used_bytes: u64,
+    pub budget_bytes: u64,
+    pub spent: bool,
+}
+
+/// Today's modem usage against `budget`.
+pub async fn modem_budget(app: &App, budget: u64) -> Result<ModemBudget, StorageError> {
+    let day = app.today().to_string();
+    let d = day.clone();
+    let used = app
+        .db
+        .readers
+        .read(move |c| modem_bytes_on(c, &d).map_err(StorageError::from))
+        .await?;
+    Ok(ModemBudget {
+        day,
+        used_bytes: used,
+        budget_bytes: budget,
+        spent: used >= budget,
+    })
 }
 
 /// The latest recorded sessions, newest first.
@@ -248,15 +317,18 @@ pub async fn recent_sessions(app: &App, limit: u32) -> Result<Vec<SessionRecord>
     app.db
         .writer
         .write_sql(move |c| {
-            c.execute_batch(SESSIONS_TABLE)?;
             let mut st = c.prepare(
                 "SELECT started_at, ended_at, uplink, metered, bytes_up, bytes_down, docs_up, changes_up, docs_down,
-                        changes_down, requests, result, skew_ms, skipped
+                        changes_down, requests, result, skew_ms, skipped, session_id, bulk_changes_up,
+                        bulk_waiting
                  FROM sync_sessions ORDER BY id DESC LIMIT ?1",
             )?;
             let rows = st.query_map([limit], |r| {
                 let skipped: String = r.get(13)?;
                 Ok(SessionRecord {
+                    session_id: r.get(14)?,
+                    bulk_changes_up: r.get::<_, i64>(15)? as u64,
+                    bulk_waiting: r.get::<_, i64>(16)? as u64,
                     started_at: r.get(0)?,
                     ended_at: r.get(1)?,
                     uplink: r.get(2)?,
@@ -278,38 +350,50 @@ pub async fn recent_sessions(app: &App, limit: u32) -> Result<Vec<SessionRecord>
         .await
 }
 
-/// Local changes not yet acknowledged by the hub.
+/// Local changes not yet acknowledged by the hub, per lane.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct Backlog {
+    /// Cases, citizens: move on any uplink.
+    pub essential: u64,
+    /// Daily statistics and energy summaries: wait for the primary link when metered.
+    pub bulk: u64,
+}
+
+impl Backlog {
+    pub fn total(&self) -> u64 {
+        self.essential + self.bulk
+    }
+}
+
+/// Local changes not yet acknowledged by the hub (both lanes).
 pub async fn backlog(app: &App) -> Result<u64, StorageError> {
-    app.db
-        .readers
-        .read(|c| backlog_in(c).map_err(StorageError::from))
-        .await
+    Ok(backlog_lanes(app).await?.total())
 }
 
-fn push_acked(c: &Connection) -> rusqlite::Result<i64> {
-    Ok(c.query_row(
-        "SELECT push_acked FROM peer_cursors WHERE peer = ?1",
-        [HUB_PEER],
-        |r| r.get::<_, i64>(0),
-    )
-    .optional()?
-    .unwrap_or(0))
+/// Local changes not yet acknowledged by the hub, per lane.
+pub async fn backlog_lanes(app: &App) -> Result<Backlog, StorageError> {
+    app.db.readers.read(backlog_in).await
 }
 
-fn backlog_in(c: &Connection) -> rusqlite::Result<u64> {
-    let n: i64 = c.query_row(
-        "SELECT count(*) FROM changes WHERE local = 1 AND seq > ?1",
-        [push_acked(c)?],
-        |r| r.get(0),
-    )?;
-    Ok(n as u64)
+fn backlog_in(c: &Connection) -> Result<Backlog, StorageError> {
+    Ok(Backlog {
+        essential: doc_store::lane_backlog(c, HUB_PEER, Lane::Essential)?.1,
+        bulk: doc_store::lane_backlog(c, HUB_PEER, Lane::Bulk)?.1,
+    })
 }
 
-/// (documents, changes) among local changes acknowledged in (`from`, `to`].
-fn acked_between(c: &Connection, from: i64, to: i64) -> rusqlite::Result<(u64, u64)> {
+/// The hub's acknowledgements of each lane (essential, bulk).
+fn acked(c: &Connection) -> Result<(u64, u64), StorageError> {
+    let cur = doc_store::peer_cursor(c, HUB_PEER)?;
+    Ok((cur.push_acked, cur.bulk_acked))
+}
+
+/// (documents, changes) among local changes of `lane` acknowledged in (`from`, `to`].
+fn acked_between(c: &Connection, lane: Lane, from: u64, to: u64) -> rusqlite::Result<(u64, u64)> {
     c.query_row(
-        "SELECT count(DISTINCT doc_id), count(*) FROM changes WHERE local = 1 AND seq > ?1 AND seq <= ?2",
-        [from, to],
+        "SELECT count(DISTINCT doc_id), count(*) FROM changes
+         WHERE local = 1 AND lane = ?1 AND seq > ?2 AND seq <= ?3",
+        params![lane.as_i64(), from as i64, to as i64],
         |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
     )
 }
@@ -346,31 +430,61 @@ struct Tally {
 /// network; the error, if any, is in `result`.
 pub async fn sync_once(app: &App, client: &mut HubClient, opts: &SyncOptions) -> SessionRecord {
     let started = app.now();
+    let day = app.today().to_string();
     let uplink = client.uplink().to_string();
-    let metered = uplink == "modem" || *app.devices.defer_bulk_sync().borrow();
+    let on_modem = uplink == "modem";
+    let metered = on_modem || *app.devices.defer_bulk_sync().borrow();
     let bytes0 = client.bytes();
-    let acked0 = app
-        .db
-        .readers
-        .read(|c| push_acked(c).map_err(StorageError::from))
-        .await
-        .unwrap_or(0);
+    let acked0 = app.db.readers.read(acked).await.unwrap_or((0, 0));
+    // Over the modem, what is left of today's budget (`Some(0)`: spent).
+    let budget_left = if on_modem {
+        let d = day.clone();
+        let used = app
+            .db
+            .readers
+            .read(move |c| modem_bytes_on(c, &d).map_err(StorageError::from))
+            .await
+            .unwrap_or(0);
+        Some(opts.modem_daily_budget.saturating_sub(used))
+    } else {
+        None
+    };
     let mut tally = Tally::default();
-    let span =
-        tracing::info_span!("sync_session", center = %opts.center, uplink = %uplink, metered);
-    let result = run_session(app, client, opts, &mut tally)
-        .instrument(span)
-        .await;
+    let mut session_id = None;
+    let result = if budget_left == Some(0) {
+        Err((SyncError::BudgetSpent, None))
+    } else {
+        let id = client.start_session();
+        session_id = Some(id.clone());
+        let span = tracing::info_span!("sync_session", center = %opts.center, uplink = %uplink,
+            metered, session = %id);
+        let limits = Limits {
+            push_bulk: !metered,
+            ..opts.limits
+        };
+        let r = run_session(app, client, opts, limits, budget_left, &mut tally)
+            .instrument(span)
+            .await;
+        client.end_session();
+        r
+    };
     let bytes = client.bytes().since(bytes0);
-    let (docs_up, changes_up) = app
+    let (essential_up, bulk_up, bulk_waiting) = app
         .db
         .readers
         .read(move |c| {
-            let a = push_acked(c)?;
-            Ok::<_, StorageError>(acked_between(c, acked0, a)?)
+            let (e, b) = acked(c)?;
+            let essential = acked_between(c, Lane::Essential, acked0.0, e)?;
+            let bulk = acked_between(c, Lane::Bulk, acked0.1, b)?;
+            let waiting = if metered {
+                doc_store::lane_backlog(c, HUB_PEER, Lane::Bulk)?.1
+            } else {
+                0
+            };
+            Ok::<_, StorageError>((essential, bulk, waiting))
         })
         .await
-        .unwrap_or((0, 0));
+        .unwrap_or_default();
     let (result, report) = match result {
         Ok(report) => ("ok".to_string(), Some(report)),
         Err((e, report)) => {
@@ -380,17 +494,20 @@ pub async fn sync_once(app: &App, client: &mut HubClient, opts: &SyncOptions) ->
         }
     };
     let record = SessionRecord {
+        session_id,
         started_at: started.to_string(),
         ended_at: app.now().to_string(),
         uplink,
         metered,
         bytes_up: bytes.up,
         bytes_down: bytes.down,
-        docs_up,
-        changes_up,
+        docs_up: essential_up.0 + bulk_up.0,
+        changes_up: essential_up.1 + bulk_up.1,
         docs_down: tally.docs_down.len() as u64,
         changes_down: report.as_ref().map_or(0, |r| r.pulled_new as u64),
         requests: tally.requests,
+        bulk_changes_up: bulk_up.1,
+        bulk_waiting,
         result,
         skew_ms: report.as_ref().and_then(|r| r.skew_ms),
         skipped: tally.skipped,
@@ -401,16 +518,21 @@ pub async fn sync_once(app: &App, client: &mut HubClient, opts: &SyncOptions) ->
             bytes_down = record.bytes_down,
             changes_up = record.changes_up,
             changes_down = record.changes_down,
+            bulk_waiting = record.bulk_waiting,
             skew_ms = ?record.skew_ms,
             "sync session done"
         );
+    } else if record.result == BUDGET_SPENT {
+        tracing::info!(day = %day, budget = opts.modem_daily_budget, "no sync over the modem: today's budget is spent");
     } else {
         tracing::warn!(error = %record.result, "sync session failed");
     }
     let r2 = record.clone();
     let saved = tokio::time::timeout(
         opts.writer_timeout,
-        app.db.writer.write_sql(move |c| insert_record(c, &r2)),
+        app.db
+            .writer
+            .write(move |c| insert_record(c, &r2, &day, started)),
     )
     .await;
     if !matches!(saved, Ok(Ok(()))) {
@@ -427,12 +549,17 @@ type SessionResult = Result<
     ),
 >;
 
+/// One session's request/reply loop. `budget_left`: bytes this session may carry (over
+/// the modem); checked before each request, so one request and its reply may overshoot.
 async fn run_session(
     app: &App,
     client: &mut HubClient,
     opts: &SyncOptions,
+    limits: Limits,
+    budget_left: Option<u64>,
     tally: &mut Tally,
 ) -> SessionResult {
+    let bytes0 = client.bytes();
     let w = opts.writer_timeout;
     let center = opts.center.clone();
     let c2 = center.clone();
@@ -452,12 +579,7 @@ async fn run_session(
         Ok(v) => v,
         Err(e) => return Err((e, None)),
     };
-    let mut session = Some(ClientSession::new(
-        center.clone(),
-        actor,
-        clock,
-        opts.limits,
-    ));
+    let mut session = Some(ClientSession::new(center.clone(), actor, clock, limits));
     let mut last_report = None;
     let catalog: Arc<Vec<markaz_sync::model::catalog::Service>> = Arc::new(app.catalog().to_vec());
     loop {
@@ -484,6 +606,11 @@ async fn run_session(
             persist_clock(app, w, s).await;
             return Ok(report);
         };
+        let used = client.bytes().since(bytes0);
+        if budget_left.is_some_and(|left| used.up + used.down >= left) {
+            persist_clock(app, w, s).await;
+            return Err((SyncError::BudgetSpent, last_report));
+        }
         tally.requests += 1;
         let posted = tokio::time::timeout(
             opts.client.request_timeout + opts.client.handshake_timeout,
@@ -573,18 +700,35 @@ pub struct SyncPanel {
     pub last_error: Option<String>,
     pub last_error_at: Option<String>,
     pub last_session: Option<SessionRecord>,
-    /// Local changes the hub has not acknowledged.
+    /// Local changes the hub has not acknowledged (both lanes).
     pub backlog: u64,
+    /// Of `backlog`: cases and citizens.
+    pub backlog_essential: u64,
+    /// Of `backlog`: daily statistics and energy summaries.
+    pub backlog_bulk: u64,
     pub uplink: Option<String>,
     pub skew_ms: Option<i64>,
-    /// Bulk documents should wait (modem uplink or the power policy); not enforced yet.
+    /// The last session held bulk documents back (modem uplink or the power policy).
     pub metered: bool,
+    /// What happens to bulk documents now.
     pub bulk_filter: &'static str,
+    /// Today's modem bytes against `[modem] daily_byte_budget`.
+    pub modem_budget: Option<ModemBudget>,
 }
 
-async fn publish_panel(app: &App, panel: &SyncPanel) {
+/// `bulk_filter` of a metered session.
+pub const BULK_WAITS: &str = "bulk documents wait for the primary link";
+/// `bulk_filter` of an unmetered session.
+pub const BULK_MOVES: &str = "none: every document moves";
+
+async fn publish_panel(app: &App, panel: &SyncPanel, budget: u64) {
     let mut p = panel.clone();
-    p.backlog = backlog(app).await.unwrap_or(p.backlog);
+    if let Ok(b) = backlog_lanes(app).await {
+        p.backlog = b.total();
+        p.backlog_essential = b.essential;
+        p.backlog_bulk = b.bulk;
+    }
+    p.modem_budget = modem_budget(app, budget).await.ok();
     if let Ok(v) = serde_json::to_value(&p) {
         app.status.sync.send_replace(Some(v));
     }
@@ -612,16 +756,14 @@ pub fn start(
 
 /// The sync loop: a session now, then one per interval or per sync-now, until shutdown.
 pub async fn run(app: App, mut client: HubClient, opts: SyncOptions, shutdown: CancellationToken) {
-    if let Err(e) = ensure_table(&app).await {
-        tracing::warn!(error = %e, "could not create sync_sessions");
-    }
+    let budget = opts.modem_daily_budget;
     let mut panel = SyncPanel {
         hub: format!("{}:{}", opts.target.host(), opts.target.port()),
         interval_secs: opts.interval.as_secs(),
-        bulk_filter: "not supported by the sync protocol yet",
+        bulk_filter: BULK_MOVES,
         ..SyncPanel::default()
     };
-    publish_panel(&app, &panel).await;
+    publish_panel(&app, &panel, budget).await;
     loop {
         let record = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -629,6 +771,11 @@ pub async fn run(app: App, mut client: HubClient, opts: SyncOptions, shutdown: C
         };
         panel.uplink = Some(record.uplink.clone());
         panel.metered = record.metered;
+        panel.bulk_filter = if record.metered {
+            BULK_WAITS
+        } else {
+            BULK_MOVES
+        };
         if record.ok() {
             panel.last_success_at = Some(record.ended_at.clone());
             panel.skew_ms = record.skew_ms.or(panel.skew_ms);
@@ -637,7 +784,7 @@ pub async fn run(app: App, mut client: HubClient, opts: SyncOptions, shutdown: C
             panel.last_error_at = Some(record.ended_at.clone());
         }
         panel.last_session = Some(record);
-        publish_panel(&app, &panel).await;
+        publish_panel(&app, &panel, budget).await;
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(opts.interval) => {}

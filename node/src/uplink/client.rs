@@ -1,4 +1,9 @@
 //! [`HubClient`]: one kept-alive HTTP/1.1-over-mutual-TLS connection to the hub.
+//!
+//! Every request carries the uplink its connection runs over ([`UPLINK_HEADER`]:
+//! `primary` or `modem`) and, between [`HubClient::start_session`] and
+//! [`HubClient::end_session`], the session's id ([`SESSION_HEADER`], a UUID v4), so the
+//! hub keeps one sync-log row per session with the uplink it used.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -25,6 +30,22 @@ use super::counting::{ByteCount, ByteCounters, CountingStream};
 const BUNDLE_CA: &str = "ca.pem";
 const BUNDLE_CERT: &str = "cert.pem";
 const BUNDLE_KEY: &str = "key.pem";
+
+/// Request header naming the uplink a request travels over: `primary` or `modem`.
+pub const UPLINK_HEADER: &str = "x-markaz-uplink";
+/// Request header carrying the sync session's id (a UUID v4, the same for every request
+/// of one session).
+pub const SESSION_HEADER: &str = "x-markaz-session";
+
+/// The uplink header's value for a connector name: `modem` for the modem, `primary` for
+/// every OS route (the laser link, a LAN).
+pub fn uplink_header_value(connector_name: &str) -> &'static str {
+    if connector_name == "modem" {
+        "modem"
+    } else {
+        "primary"
+    }
+}
 
 /// What went wrong talking to the hub. `is_transient` tells the sync loop whether to
 /// retry later (link trouble) or to stop and report (configuration trouble).
@@ -192,6 +213,8 @@ impl Default for ClientOptions {
 struct Live {
     sender: http1::SendRequest<Full<Bytes>>,
     driver: JoinHandle<()>,
+    /// The uplink this connection was opened through (the link may change under it).
+    uplink: &'static str,
 }
 
 impl Drop for Live {
@@ -211,6 +234,7 @@ pub struct HubClient {
     live: Option<Live>,
     connections: u64,
     last_handshake: Option<HandshakeKind>,
+    session: Option<String>,
 }
 
 impl fmt::Debug for HubClient {
@@ -242,7 +266,26 @@ impl HubClient {
             live: None,
             connections: 0,
             last_handshake: None,
+            session: None,
         }
+    }
+
+    /// Starts a sync session: a fresh UUID v4, sent as [`SESSION_HEADER`] with every
+    /// request until [`HubClient::end_session`]. Returns it.
+    pub fn start_session(&mut self) -> String {
+        let id = uuid::Uuid::new_v4().to_string();
+        self.session = Some(id.clone());
+        id
+    }
+
+    /// Ends the session: later requests carry no session id.
+    pub fn end_session(&mut self) {
+        self.session = None;
+    }
+
+    /// The current session's id, if one is started.
+    pub fn session(&self) -> Option<&str> {
+        self.session.as_deref()
     }
 
     /// Switches the uplink (e.g. laser → modem). The current connection is closed; the
@@ -321,14 +364,20 @@ impl HubClient {
         content_type: &str,
         body: Bytes,
     ) -> Result<(StatusCode, Bytes), UplinkError> {
-        let request = hyper::Request::post(path)
-            .header(HOST, format!("{}:{}", self.target.host, self.target.port))
-            .header(CONTENT_TYPE, content_type)
-            .header(CONTENT_LENGTH, body.len())
-            .body(Full::new(body))?;
         let limit = self.opts.max_response_bytes;
         let timeout = self.opts.request_timeout;
+        let session = self.session.clone();
+        let host = format!("{}:{}", self.target.host, self.target.port);
         let live = self.ensure_connected().await?;
+        let mut request = hyper::Request::post(path)
+            .header(HOST, host)
+            .header(CONTENT_TYPE, content_type)
+            .header(CONTENT_LENGTH, body.len())
+            .header(UPLINK_HEADER, live.uplink);
+        if let Some(id) = session {
+            request = request.header(SESSION_HEADER, id);
+        }
+        let request = request.body(Full::new(body))?;
         let exchange = async {
             live.sender.ready().await?;
             let response = live.sender.send_request(request).await?;
@@ -370,6 +419,7 @@ impl HubClient {
     }
 
     async fn connect(&mut self) -> Result<Live, UplinkError> {
+        let uplink = uplink_header_value(self.connector.name());
         let raw: BoxedStream = self
             .connector
             .connect(&self.target.host, self.target.port)
@@ -401,6 +451,10 @@ impl HubClient {
                 tracing::debug!(%error, "hub connection ended");
             }
         });
-        Ok(Live { sender, driver })
+        Ok(Live {
+            sender,
+            driver,
+            uplink,
+        })
     }
 }

@@ -17,6 +17,9 @@ mod client;
 mod connector;
 mod counting;
 
-pub use client::{ClientOptions, ClientTlsFiles, HubClient, HubTarget, UplinkError, client_config};
+pub use client::{
+    ClientOptions, ClientTlsFiles, HubClient, HubTarget, SESSION_HEADER, UPLINK_HEADER,
+    UplinkError, client_config, uplink_header_value,
+};
 pub use connector::{AsyncStream, BoxedStream, Connector, ModemConnector, TcpConnector};
 pub use counting::{ByteCount, ByteCounters, CountingStream};
