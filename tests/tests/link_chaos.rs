@@ -1,7 +1,7 @@
 //! Link chaos: two centers sync with a real hub process through [`ChaosProxy`], which
 //! cuts, stalls, slows and corrupts their TLS traffic at random, while clerks at both
-//! centers keep opening cases and moving them along. Then the link goes clean, each
-//! center syncs, and:
+//! centers keep opening cases and moving them along; halfway through, the hub process is
+//! SIGKILLed and restarted. Then the link goes clean, each center syncs, and:
 //! - every case a center acknowledged is at the hub, once, reading the same there as at
 //!   the center (status, events, fee) and being the same document (automerge heads);
 //! - the hub holds exactly the acknowledged cases — none lost, none duplicated, no
@@ -97,7 +97,7 @@ async fn centers_behind_a_chaotic_link_lose_and_duplicate_nothing() -> Result<()
         .and_then(|s| s.parse().ok())
         .unwrap_or(30);
     let seed = Rng::from_env("MARKAZ_CHAOS_SEED").next_u64();
-    let hub = HubProcess::start(&["midan", "qanawat"]).await?;
+    let mut hub = HubProcess::start(&["midan", "qanawat"]).await?;
     let proxy = ChaosProxy::start(([127, 0, 0, 1], hub.sync_port).into(), seed).await?;
     let mut centers = Vec::new();
     for name in ["midan", "qanawat"] {
@@ -141,8 +141,18 @@ async fn centers_behind_a_chaotic_link_lose_and_duplicate_nothing() -> Result<()
     // Besides the sync interval, technicians press "sync now" now and then.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     let mut rng = Rng::new(seed ^ 0x5eed);
+    // Halfway through, the hub itself dies (SIGKILL) and comes back a second later.
+    let hub_crash_at = tokio::time::Instant::now() + Duration::from_secs(secs / 2);
+    let mut hub_crashed = false;
     while tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(rng.range(300, 1500))).await;
+        if !hub_crashed && tokio::time::Instant::now() >= hub_crash_at {
+            hub_crashed = true;
+            hub.kill9().await?;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            hub.spawn().await?;
+            eprintln!("the hub was SIGKILLed and restarted");
+        }
         let c = &centers[rng.range(0, 2) as usize];
         let _ = c
             .admin
