@@ -369,10 +369,7 @@ async fn a_day_of_tickets_and_cases_becomes_a_stats_document() {
         .db
         .readers
         .read(|c| -> Result<_, AppError> {
-            Ok(daily_docs::final_through(
-                c,
-                daily_docs::STATS_FINAL_THROUGH,
-            )?)
+            Ok(daily_docs::date_mark(c, daily_docs::STATS_FINAL_THROUGH)?)
         })
         .await
         .unwrap();

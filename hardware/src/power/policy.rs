@@ -319,6 +319,12 @@ impl Policy {
         self.generator.last_test_day
     }
 
+    /// Restores the day of the last test run (kept by the caller across restarts), so a
+    /// restart inside the test's window does not run it twice.
+    pub fn restore_last_test_run(&mut self, day: Date) {
+        self.generator.last_test_day = Some(day);
+    }
+
     /// Whether the battery monitor is considered lost.
     pub fn monitor_lost(&self) -> bool {
         self.monitor_lost
@@ -960,6 +966,15 @@ mod tests {
         assert_eq!(p.on_sample(&ls("12:00", 80, 26_000, 300, true)), vec![]);
         assert_eq!(p.on_sample(&ls("12:05", 80, 26_000, 300, false)), vec![]);
         assert_eq!(p.last_test_run(), Some(jiff::civil::date(2026, 6, 1)));
+        // Restarted inside the window after the day's run: not run twice.
+        let mut p = Policy::new(with_conditions(test_at(12)));
+        p.restore_last_test_run(jiff::civil::date(2026, 6, 1));
+        assert_eq!(p.on_sample(&ls("12:05", 80, 26_000, 300, false)), vec![]);
+        let mut p = Policy::new(with_conditions(test_at(12)));
+        assert_eq!(
+            p.on_sample(&ls("12:05", 80, 26_000, 300, false)),
+            vec![Action::StartGenerator(StartReason::TestRun)]
+        );
         // A measured charging current wins over the estimate: no discharge start.
         let mut p = Policy::new(with_conditions(StartConditions {
             discharge_current: Some(Trigger {

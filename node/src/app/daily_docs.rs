@@ -291,17 +291,18 @@ pub fn write_stats(
     Ok((stats, changed))
 }
 
-/// Reads a `*_final_through` mark.
-pub fn final_through(conn: &Connection, key: &str) -> rusqlite::Result<Option<Date>> {
+/// Reads a date kept in `meta` under `key` (the `*_final_through` marks, the last
+/// generator test run).
+pub fn date_mark(conn: &Connection, key: &str) -> rusqlite::Result<Option<Date>> {
     let v: Option<String> = conn
         .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
         .optional()?;
     Ok(v.and_then(|v| v.parse().ok()))
 }
 
-/// Moves a `*_final_through` mark forward (never back).
-pub fn set_final_through(conn: &Connection, key: &str, day: Date) -> rusqlite::Result<()> {
-    if final_through(conn, key)?.is_some_and(|d| d >= day) {
+/// Moves a date kept in `meta` forward (never back).
+pub fn advance_date_mark(conn: &Connection, key: &str, day: Date) -> rusqlite::Result<()> {
+    if date_mark(conn, key)?.is_some_and(|d| d >= day) {
         return Ok(());
     }
     conn.execute(
@@ -380,7 +381,7 @@ impl App {
             .db
             .writer
             .write(move |c| -> Result<_, AppError> {
-                let after = final_through(c, STATS_FINAL_THROUGH)?;
+                let after = date_mark(c, STATS_FINAL_THROUGH)?;
                 Ok((after, activity_days(c, &c2, &tz2, after, today)?))
             })
             .await?;
@@ -392,7 +393,7 @@ impl App {
             self.db
                 .writer
                 .write(move |c| -> Result<(), AppError> {
-                    Ok(set_final_through(c, STATS_FINAL_THROUGH, yesterday)?)
+                    Ok(advance_date_mark(c, STATS_FINAL_THROUGH, yesterday)?)
                 })
                 .await?;
         }

@@ -219,6 +219,9 @@ fn parse_source(s: &str) -> Source {
     }
 }
 
+/// `meta` key: the local day of the last generator test run the policy started.
+pub const LAST_TEST_RUN: &str = "power.last_test_run";
+
 /// The snake_case name of a generator start reason, as logs and the panel show it.
 pub fn reason_name(r: StartReason) -> &'static str {
     match r {
@@ -406,7 +409,7 @@ pub fn energy_day(
     let written = daily_docs::write_energy(conn, center, &d, &samples, tz, mppt_configured)
         .and_then(|_| {
             if final_day {
-                daily_docs::set_final_through(conn, daily_docs::ENERGY_FINAL_THROUGH, date)?;
+                daily_docs::advance_date_mark(conn, daily_docs::ENERGY_FINAL_THROUGH, date)?;
             }
             Ok(())
         });
@@ -453,10 +456,7 @@ pub async fn backfill_energy(
         .db
         .readers
         .read(|c| -> Result<_, AppError> {
-            Ok(daily_docs::final_through(
-                c,
-                daily_docs::ENERGY_FINAL_THROUGH,
-            )?)
+            Ok(daily_docs::date_mark(c, daily_docs::ENERGY_FINAL_THROUGH)?)
         })
         .await?;
     // The oldest day whose samples (and the one before its midnight) are all kept.
@@ -499,7 +499,7 @@ pub async fn backfill_energy(
         app.db
             .writer
             .write(move |c| -> Result<(), AppError> {
-                Ok(daily_docs::set_final_through(
+                Ok(daily_docs::advance_date_mark(
                     c,
                     daily_docs::ENERGY_FINAL_THROUGH,
                     yesterday,
@@ -722,12 +722,23 @@ pub async fn supervise(
     cancel: CancellationToken,
 ) {
     let center = app.settings.center_id.parse::<CenterId>().ok();
+    let mut policy = Policy::new(settings.policy.clone());
+    match app
+        .db
+        .readers
+        .read(|c| -> Result<_, AppError> { Ok(daily_docs::date_mark(c, LAST_TEST_RUN)?) })
+        .await
+    {
+        Ok(Some(day)) => policy.restore_last_test_run(day),
+        Ok(None) => {}
+        Err(e) => warn!(error = %e, "cannot read the last generator test run"),
+    }
     Sampler {
         center,
         energy_written_at: None,
         app,
         devices,
-        policy: Policy::new(settings.policy.clone()),
+        policy,
         settings,
         alerter,
         defer,
@@ -921,6 +932,20 @@ impl Sampler {
                     return false;
                 };
                 info!(command = ?cmd, reason = %why, "generator command");
+                if let (Action::StartGenerator(StartReason::TestRun), Some(day)) =
+                    (action, self.policy.last_test_run())
+                {
+                    // Kept across restarts: the week's test runs once.
+                    let r = self
+                        .app
+                        .db
+                        .writer
+                        .write(move |c| daily_docs::advance_date_mark(c, LAST_TEST_RUN, day))
+                        .await;
+                    if let Err(e) = r {
+                        warn!(error = %e, "cannot record the generator test run");
+                    }
+                }
                 let (handle, app) = (handle.clone(), self.app.clone());
                 // Bounded by the handle; the sampler does not wait for the controller.
                 tokio::spawn(async move {
