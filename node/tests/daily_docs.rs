@@ -382,3 +382,90 @@ async fn a_day_of_tickets_and_cases_becomes_a_stats_document() {
             .is_none()
     );
 }
+
+/// The running sampler against the emulated battery monitor: its first sample writes
+/// today's energy document; when the node's clock passes local midnight, the finished
+/// day's document is written again and marked final, and the new day gets its own.
+#[tokio::test]
+async fn the_sampler_finishes_the_day_at_midnight() {
+    use markaz_hardware::power::emulator::{DayProfile, EmulatorOptions, PowerEmulator};
+    use tokio_util::task::TaskTracker;
+    let emu_cancel = CancellationToken::new();
+    let power = PowerEmulator::start(
+        DayProfile::damascus_summer(),
+        EmulatorOptions {
+            start: "2026-11-29T20:00:00Z".parse().unwrap(),
+            tz: TimeZone::get("Asia/Damascus").unwrap(),
+            time_scale: 1.0,
+            block_interval: Duration::from_millis(200),
+            ..EmulatorOptions::default()
+        },
+        &emu_cancel,
+    )
+    .unwrap();
+    let (node, cfg) = node_with(|c| {
+        c.power.sample_interval_secs = 1;
+        c.power.vedirect = vec![VeDirectConfig {
+            port: power.bmv.path().display().to_string(),
+            role: VeDirectRole::Bmv,
+        }];
+    })
+    .await;
+    let app = &node.app;
+    // 23:59:50 in Damascus (+03:00).
+    node.advance(Duration::from_secs(14 * 3600 + 59 * 60 + 50));
+    let tracker = TaskTracker::new();
+    let shutdown = CancellationToken::new();
+    markaz_node::devices::start(app, &cfg, &tracker, &shutdown).unwrap();
+    let (day, next) = (date(2026, 11, 29), date(2026, 11, 30));
+    let mut first = None;
+    for _ in 0..100 {
+        first = app.read_metrics_doc(DocKind::Energy, day).await.unwrap();
+        if first.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let first = first.expect("today's energy document from the first sample");
+    assert_eq!(first.get("has_solar"), Some(&0), "a BMV only: {first:?}");
+    // Every second of the node's clock until past midnight, one real tick each.
+    for _ in 0..20 {
+        node.advance(Duration::from_secs(1));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let mut done = None;
+    for _ in 0..100 {
+        let mark = app
+            .db
+            .readers
+            .read(|c| -> Result<_, AppError> {
+                Ok(daily_docs::date_mark(c, daily_docs::ENERGY_FINAL_THROUGH)?)
+            })
+            .await
+            .unwrap();
+        let new_day = app.read_metrics_doc(DocKind::Energy, next).await.unwrap();
+        if mark == Some(day) && new_day.is_some() {
+            done = new_day;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        done.is_some(),
+        "the finished day is marked and the new day has a document"
+    );
+    let last = app
+        .read_metrics_doc(DocKind::Energy, day)
+        .await
+        .unwrap()
+        .unwrap();
+    // The finished day's document holds the last seconds before midnight too.
+    let known = |m: &std::collections::BTreeMap<String, i64>| 86_400 - m["seconds_unknown"];
+    assert!(known(&last) > known(&first), "{first:?} then {last:?}");
+    shutdown.cancel();
+    tracker.close();
+    tokio::time::timeout(Duration::from_secs(15), tracker.wait())
+        .await
+        .unwrap();
+    emu_cancel.cancel();
+}
