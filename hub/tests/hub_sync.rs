@@ -140,8 +140,8 @@ async fn hub_sync_log_partial_replication_portal_and_pages() -> anyhow::Result<(
     assert_eq!(centers.len(), 2);
     assert!(centers.iter().all(|c| c["backlog"] == 0), "{centers:?}");
 
-    // One session row per sync (this client sends no session header: each Hello opens
-    // one), each the sum of its requests.
+    // One session row per sync (`Center::sync` starts no session, so no session header:
+    // each Hello opens one), each the sum of its requests.
     let (_, sessions) = hub
         .http("GET", "/api/v1/sync-log?center=midan", None)
         .await?;
@@ -159,9 +159,49 @@ async fn hub_sync_log_partial_replication_portal_and_pages() -> anyhow::Result<(
     assert!(
         sessions
             .iter()
-            // The TCP connector is the primary link (older clients send no uplink).
-            .all(|s| (s["uplink"] == "primary" || s["uplink"] == "unknown") && s["result"] == "ok"),
+            // The client names the TCP connector's link `primary`.
+            .all(|s| s["uplink"] == "primary" && s["result"] == "ok"),
         "each ended with its last pull: {sessions:?}"
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_client_session_header_makes_one_row_per_session() -> anyhow::Result<()> {
+    let hub = Hub::start().await?;
+    let mut midan = Center::new(&hub, "midan")?;
+    midan.new_case(1)?;
+    let (first, _) = midan.sync_in_session().await?;
+    midan.new_case(2)?;
+    let (second, _) = midan.sync_in_session().await?;
+    assert_ne!(first, second);
+
+    let (_, sessions) = hub
+        .http("GET", "/api/v1/sync-log?center=midan", None)
+        .await?;
+    let sessions: Vec<serde_json::Value> = serde_json::from_str(&sessions)?;
+    assert_eq!(sessions.len(), 2, "{sessions:?}");
+    assert_eq!(sessions[0]["session"], second.as_str());
+    assert_eq!(sessions[1]["session"], first.as_str());
+    for s in &sessions {
+        assert_eq!(s["uplink"], "primary", "{s}");
+        assert_eq!(s["result"], "ok", "{s}");
+        assert_eq!(s["changes_up"], 1, "one case each: {s}");
+        assert!(s["skew_ms"].as_i64().is_some(), "{s}");
+        let id = s["id"].as_i64().context("id")?;
+        let (_, reqs) = hub
+            .http(
+                "GET",
+                &format!("/api/v1/sync-log/requests?session={id}"),
+                None,
+            )
+            .await?;
+        let reqs: Vec<serde_json::Value> = serde_json::from_str(&reqs)?;
+        assert_eq!(reqs.len() as i64, s["requests"].as_i64().unwrap_or(-1));
+        for key in ["bytes_up", "bytes_down"] {
+            let sum: i64 = reqs.iter().map(|r| r[key].as_i64().unwrap_or(0)).sum();
+            assert_eq!(sum, s[key].as_i64().unwrap_or(-1), "{key}");
+        }
+    }
     Ok(())
 }

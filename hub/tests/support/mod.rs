@@ -135,7 +135,23 @@ impl Center {
         })
     }
 
+    /// One sync session without the session header (as an older node would run it).
     pub async fn sync(&mut self) -> anyhow::Result<markaz_sync::protocol::SessionReport> {
+        self.run_session().await
+    }
+
+    /// One sync session the way the node's sync task runs it: every request carries the
+    /// session's id. Returns the id and the report.
+    pub async fn sync_in_session(
+        &mut self,
+    ) -> anyhow::Result<(String, markaz_sync::protocol::SessionReport)> {
+        let id = self.client.start_session();
+        let r = self.run_session().await;
+        self.client.end_session();
+        Ok((id, r?))
+    }
+
+    async fn run_session(&mut self) -> anyhow::Result<markaz_sync::protocol::SessionReport> {
         let now = || jiff::Timestamp::now().as_millisecond() as u64;
         let mut s = ClientSession::new(
             self.id.clone(),
