@@ -1089,3 +1089,51 @@ impl Driver {
         self.needs_init = false;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::modem::Quectel;
+    use crate::modem::emulator;
+
+    async fn wait_state(h: &ModemHandle, want: ModemState, limit: Duration) -> bool {
+        let mut rx = h.status();
+        timeout(limit, rx.wait_for(|s| s.state == want))
+            .await
+            .is_ok()
+    }
+
+    /// The technician's reset reaches the module as `AT+CFUN=1,1` (the emulator counts
+    /// it), the port is reopened and the modem is ready again; without an open port the
+    /// reset retries the bring-up at once; without a driver it says so.
+    #[tokio::test]
+    async fn reset_power_cycles_the_module_on_a_pty() {
+        let cancel = CancellationToken::new();
+        let (emu, _) = emulator::start(cancel.clone()).expect("emulator");
+        emu.set_pace(None);
+        let mut s = ModemSettings::new(emu.path());
+        s.poll_interval = Duration::from_millis(300);
+        s.command_timeout = Duration::from_millis(500);
+        s.reset_settle = Duration::from_millis(300);
+        let (modem, _) = ModemHandle::spawn(s, Arc::new(Quectel), cancel.clone());
+        assert!(wait_state(&modem, ModemState::Ready, Duration::from_secs(10)).await);
+        assert_eq!(emu.resets(), 0);
+        assert_eq!(modem.reset().await, ResetOutcome::PowerCycled);
+        assert_eq!(emu.resets(), 1);
+        assert!(emu.commands().iter().any(|c| c == "AT+CFUN=1,1"));
+        assert_eq!(modem.status().borrow().state, ModemState::Resetting);
+        assert!(wait_state(&modem, ModemState::Ready, Duration::from_secs(10)).await);
+
+        // Asked again while the port is closed (settling): the bring-up runs at once.
+        emu.set_reset_time(Duration::from_millis(50));
+        assert_eq!(modem.reset().await, ResetOutcome::PowerCycled);
+        assert_eq!(modem.reset().await, ResetOutcome::BringUpRetried);
+        assert!(wait_state(&modem, ModemState::Ready, Duration::from_secs(10)).await);
+
+        assert_eq!(
+            ModemHandle::not_configured().reset().await,
+            ResetOutcome::Unavailable
+        );
+        cancel.cancel();
+    }
+}
