@@ -591,9 +591,13 @@ pub fn backlog_total(panel: &serde_json::Value) -> Result<u64> {
     }
 }
 
-/// The essential lane's backlog (cases, citizens, staff, catalog): `backlog` itself when
-/// it is a number, else its `essential` lane.
+/// The essential lane's backlog (cases, citizens, staff, catalog): `backlog_essential`
+/// when the panel splits it out, else `backlog` itself when it is a number, else its
+/// `essential` lane.
 pub fn backlog_essential(panel: &serde_json::Value) -> Result<u64> {
+    if let Some(n) = panel["backlog_essential"].as_u64() {
+        return Ok(n);
+    }
     match &panel["backlog"] {
         serde_json::Value::Number(n) => n.as_u64().context("backlog is not a count"),
         serde_json::Value::Object(lanes) => lanes

@@ -80,7 +80,7 @@ failback_hold_secs = {HOLD_SECS}
 "#,
         port = modem.path().display()
     );
-    let node = NodeProcess::start_synced_raw("midan", &hub, &toml).await?;
+    let mut node = NodeProcess::start_synced_raw("midan", &hub, &toml).await?;
     let admin = node.login_admin().await?;
     admin
         .create_staff(
@@ -92,15 +92,7 @@ failback_hold_secs = {HOLD_SECS}
         .await?;
     let desk = Api::login(&node.base_url, "desk", DESK_PASSWORD).await?;
 
-    // The primary is down and the modem registered: the uplink is the modem.
-    wait_status(&admin, "uplink = modem", 60, |p| {
-        uplink(p) == "modem" && p["link"]["data"]["primary"]["state"] == "down"
-    })
-    .await?;
-
-    hub.spawn().await?;
-
-    // Work at the desk, then a sync over the modem.
+    // Work at the desk while the hub is out of reach.
     let mut cases = Vec::new();
     for (i, steps) in [&["pay"][..], &["pay", "start", "ready"][..]]
         .into_iter()
@@ -113,6 +105,17 @@ failback_hold_secs = {HOLD_SECS}
         ensure!(s == 201 || s == 200, "{s} {b}");
         cases.push(open_case(&desk, &nid, steps).await?);
     }
+    // A restart writes today's statistics document (a bulk document) from that work.
+    node.stop().await?;
+    node.spawn().await?;
+    let (admin, desk) = (admin.rebased(&node.base_url), desk.rebased(&node.base_url));
+
+    // The primary is down and the modem registered: the uplink is the modem.
+    wait_status(&admin, "uplink = modem", 60, |p| {
+        uplink(p) == "modem" && p["link"]["data"]["primary"]["state"] == "down"
+    })
+    .await?;
+    hub.spawn().await?;
     let t0 = Instant::now();
     let mut session = Value::Null;
     for _ in 0..3 {
@@ -197,6 +200,25 @@ failback_hold_secs = {HOLD_SECS}
         "sessions through the modem logged as another uplink at the hub: {uplinks:?}"
     );
     let modem_rows = log.len();
+    // Metered: the center's bulk documents (statistics, energy) wait for the primary link.
+    let bulk_docs = |db: &markaz_e2e::DocsDb| -> Result<Vec<String>> {
+        let mut v = Vec::new();
+        for kind in ["stats", "energy"] {
+            v.extend(db.docs_of_kind(kind)?.into_iter().map(|(id, _)| id));
+        }
+        Ok(v)
+    };
+    let local_bulk = bulk_docs(&node.docs()?)?;
+    let hub_bulk = bulk_docs(&hub.db()?)?;
+    eprintln!("bulk documents at the center: {local_bulk:?}; at the hub: {hub_bulk:?}");
+    ensure!(
+        !local_bulk.is_empty(),
+        "the center wrote no statistics document for its work"
+    );
+    ensure!(
+        hub_bulk.is_empty(),
+        "bulk documents crossed the metered modem uplink: {hub_bulk:?}"
+    );
 
     // The primary link comes back: it is declared up after two good rounds, but the
     // node stays on the modem for the hold, then fails back.
@@ -228,6 +250,14 @@ failback_hold_secs = {HOLD_SECS}
         .filter(|c| c.starts_with("AT+QISEND"))
         .count();
     ensure!(session["metered"] == false, "{session}");
+    // Unmetered again: the bulk documents that waited are at the hub, as the center has them.
+    let (hub_heads, local_heads) = (hub.db()?.heads()?, node.docs()?.heads()?);
+    for id in &local_bulk {
+        ensure!(
+            hub_heads.contains_key(id) && hub_heads.get(id) == local_heads.get(id),
+            "{id} did not follow over the primary link"
+        );
+    }
     let log = hub.sync_log("midan").await?;
     ensure!(
         log.len() > modem_rows,
