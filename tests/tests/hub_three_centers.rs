@@ -262,6 +262,22 @@ async fn three_centers_work_offline_then_converge_through_the_hub() -> Result<()
         let (s, b) = c.desk.get(&format!("/cases/{portal_no}")).await?;
         let want = if c.node.center == "qanawat" { 200 } else { 404 };
         ensure!(s == want, "{portal_no} at {}: {s} {b}", c.node.center);
+        if s == 200 {
+            // Paid by e-payment at the portal, as the hub has it.
+            let at_hub = hub
+                .db()?
+                .cases()?
+                .into_iter()
+                .find(|v| v.case_no.as_str() == portal_no)
+                .context("the portal case at the hub")?;
+            ensure!(
+                CaseSummary::of_doc(&at_hub) == CaseSummary::of_api(&b),
+                "{portal_no}: hub {:?} vs qanawat {:?}",
+                CaseSummary::of_doc(&at_hub),
+                CaseSummary::of_api(&b)
+            );
+            ensure!(b["status"] == "paid", "{b}");
+        }
     }
 
     // ---- A permission revoked at the hub stops qanawat's clerk after its next sync. ----
