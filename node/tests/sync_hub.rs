@@ -708,3 +708,134 @@ async fn a_spent_modem_budget_stops_sessions_until_the_day_changes_or_the_primar
     assert!(hub.seen().len() > n);
     Ok(())
 }
+
+/// The real hub (`markaz_hub::run`), for what only it does: its sync log.
+struct RealHub {
+    _dir: tempfile::TempDir,
+    pki: PathBuf,
+    data: PathBuf,
+    port: u16,
+    web: String,
+    shutdown: CancellationToken,
+}
+
+impl Drop for RealHub {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl RealHub {
+    async fn start() -> anyhow::Result<RealHub> {
+        let dir = tempfile::tempdir()?;
+        let pki = dir.path().join("pki");
+        let ca = Ca::create(&pki, "test CA", Validity::days(30)?)?;
+        let issued = ca.issue_hub(&["127.0.0.1".into()], Validity::days(30)?)?;
+        let data = dir.path().join("hub");
+        let mut cfg = markaz_config::HubConfig::default();
+        cfg.hub.data_dir = data.clone();
+        cfg.hub.listen = "127.0.0.1:0".parse()?;
+        cfg.hub.web_listen = "127.0.0.1:0".parse()?;
+        cfg.hub.ca_cert = Some(ca.cert_path());
+        cfg.hub.server_cert = Some(issued.cert_path);
+        cfg.hub.server_key = Some(issued.key_path);
+        cfg.hub.crl = Some(ca.crl_path());
+        let shutdown = CancellationToken::new();
+        tokio::spawn(markaz_hub::run(cfg, shutdown.clone()));
+        for _ in 0..400 {
+            if data.join(markaz_hub::WEB_ADDR_FILE).exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let sync: std::net::SocketAddr =
+            std::fs::read_to_string(data.join(markaz_hub::SYNC_ADDR_FILE))?.parse()?;
+        let web = std::fs::read_to_string(data.join(markaz_hub::WEB_ADDR_FILE))?;
+        Ok(RealHub {
+            _dir: dir,
+            pki,
+            data,
+            port: sync.port(),
+            web,
+            shutdown,
+        })
+    }
+
+    fn options(&self, center: &str) -> anyhow::Result<SyncOptions> {
+        let issued = Ca::load(&self.pki)?.issue_center(&center.parse()?, Validity::days(10)?)?;
+        let bundle = issued.cert_path.parent().context("bundle")?.to_path_buf();
+        Ok(SyncOptions {
+            center: center.parse()?,
+            target: HubTarget::new("127.0.0.1", self.port)?,
+            tls: ClientTlsFiles::in_bundle(&bundle),
+            interval: Duration::from_secs(3600),
+            limits: Limits::default(),
+            client: ClientOptions {
+                handshake_timeout: Duration::from_secs(5),
+                request_timeout: Duration::from_secs(10),
+                max_response_bytes: 16 << 20,
+            },
+            connect_timeout: Duration::from_secs(5),
+            writer_timeout: Duration::from_secs(30),
+            modem_daily_budget: 20_000_000,
+        })
+    }
+
+    /// The operator API's sync log of `center`, newest first.
+    async fn sync_log(&self, center: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let token = std::fs::read_to_string(self.data.join(markaz_hub::TOKEN_FILE))?;
+        let mut s = tokio::net::TcpStream::connect(&self.web).await?;
+        let req = format!(
+            "GET /api/v1/sync-log?center={center} HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).await?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await?;
+        let text = String::from_utf8(out)?;
+        let (_, body) = text.split_once("\r\n\r\n").context("response")?;
+        Ok(serde_json::from_str(body)?)
+    }
+}
+
+#[tokio::test]
+async fn the_hubs_sync_log_rows_carry_each_sessions_uplink() -> anyhow::Result<()> {
+    let hub = RealHub::start().await?;
+    let node = TestNode::start().await;
+    let center = node.app.settings.center_id.clone();
+    let opts = hub.options(&center)?;
+    let tls = client_config(&opts.tls)?;
+    let over = |uplink: &str| {
+        HubClient::new(
+            tls.clone(),
+            Arc::new(TcpConnector::new(uplink, Duration::from_secs(5))),
+            opts.target.clone(),
+            opts.client,
+        )
+    };
+    energy_doc(&node, jiff::civil::date(2026, 11, 28), 900).await?;
+    let clerk = node
+        .staff("clerk1", &["clerk", "reception"], &[JUSTICE_UNTIL])
+        .await;
+    assert_eq!(clerk.post("/citizens", citizen(NID)).await.0, 201);
+
+    let m = sync_once(&node.app, &mut over("modem"), &opts).await;
+    assert!(m.ok(), "{m:?}");
+    let p = sync_once(&node.app, &mut over("primary"), &opts).await;
+    assert!(p.ok(), "{p:?}");
+
+    let log = hub.sync_log(&center).await?;
+    assert_eq!(log.len(), 2, "one row per session: {log:?}");
+    assert_eq!(log[0]["session"], p.session_id.clone().unwrap().as_str());
+    assert_eq!(log[0]["uplink"], "primary", "{log:?}");
+    assert_eq!(log[1]["session"], m.session_id.clone().unwrap().as_str());
+    assert_eq!(log[1]["uplink"], "modem", "{log:?}");
+    // The modem session carried the citizen, not the energy summary.
+    assert_eq!(log[1]["changes_up"], m.changes_up as i64, "{log:?}");
+    assert_eq!(
+        log[0]["changes_up"], 1,
+        "the energy summary, over the primary link"
+    );
+    assert_eq!(m.bulk_waiting, 1);
+    Ok(())
+}
