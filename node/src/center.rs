@@ -88,6 +88,13 @@ pub async fn open(cfg: &NodeConfig, clock: Clock) -> anyhow::Result<App> {
     let db = Db::open(&db_path, &opts)
         .with_context(|| format!("while opening {}", db_path.display()))?;
     let app = App::new(db, settings_from(cfg)?, clock);
+    if app
+        .load_catalog_doc()
+        .await
+        .context("while reading the stored catalog document")?
+    {
+        tracing::info!("services and fees from the hub's catalog document");
+    }
     if let Some(password) = app.bootstrap_admin().await? {
         // Shown once, on the console of whoever installed the node; never logged.
         println!(

@@ -162,8 +162,8 @@ async fn me(Auth(actor): Auth) -> ApiResult {
 
 async fn services(State(app): State<App>, _a: Auth) -> ApiResult {
     let today = app.today();
-    let list: Vec<_> = app
-        .catalog()
+    let catalog = app.catalog();
+    let list: Vec<_> = catalog
         .iter()
         .map(|s| json!({"service": s, "fee": app.fees().fee_for(&s.code, today).ok()}))
         .collect();

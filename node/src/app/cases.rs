@@ -278,7 +278,7 @@ impl App {
     /// schedule in force today and frozen on the case.
     pub async fn create_case(&self, actor: &Actor, input: NewCase) -> Result<CaseView, AppError> {
         actor.require(Capability::CreateCase)?;
-        let service = self.service(input.service.trim())?.clone();
+        let service = self.service(input.service.trim())?;
         self.require_permission(actor, service.authority).await?;
         let mut errs = Vec::new();
         let nid = match input.national_id.trim().parse::<NationalId>() {

@@ -130,7 +130,9 @@ pub struct App {
     pub settings: Arc<AppSettings>,
     pub bus: EventBus,
     pub clock: Clock,
-    catalog: Arc<Vec<Service>>,
+    /// The services offered here: the built-in catalog, overlaid by the hub's catalog
+    /// document (at start, and after each sync that changes it).
+    catalog: tokio::sync::watch::Sender<Arc<Vec<Service>>>,
     /// Replaced whole when the hub sends a new schedule; cases keep their frozen fee.
     fees: tokio::sync::watch::Sender<Arc<FeeSchedule>>,
     pub status: status::StatusBoard,
@@ -146,7 +148,9 @@ impl App {
             settings: Arc::new(settings),
             bus: EventBus::default(),
             clock,
-            catalog: Arc::new(markaz_sync::model::catalog::default_catalog()),
+            catalog: tokio::sync::watch::Sender::new(Arc::new(
+                markaz_sync::model::catalog::default_catalog(),
+            )),
             fees: tokio::sync::watch::Sender::new(Arc::new(
                 markaz_sync::model::fees::default_fee_schedule(),
             )),
@@ -173,19 +177,87 @@ impl App {
         self.local_now().date()
     }
 
-    pub fn catalog(&self) -> &[Service] {
-        &self.catalog
+    /// The services offered here (a snapshot; the hub may replace it at a sync).
+    pub fn catalog(&self) -> Arc<Vec<Service>> {
+        self.catalog.borrow().clone()
     }
 
-    pub fn service(&self, code: &str) -> Result<&Service, AppError> {
-        self.catalog.iter().find(|s| s.code == code).ok_or_else(|| {
-            AppError::field(
-                "service",
-                "unknown_service",
-                format!("no service with code '{code}'"),
-                format!("لا توجد خدمة بالرمز '{code}'"),
-            )
-        })
+    /// Installs the services of the hub's catalog document: each replaces the service
+    /// with its code, new codes are added after the known ones. Services the document
+    /// lacks stay (a catalog the hub has not filled yet must not stop intake here).
+    pub fn set_catalog(&self, services: Vec<Service>) {
+        if services.is_empty() {
+            return;
+        }
+        self.catalog.send_modify(|current| {
+            let mut list = current.as_ref().clone();
+            for s in services {
+                match list.iter_mut().find(|k| k.code == s.code) {
+                    Some(known) => *known = s,
+                    None => list.push(s),
+                }
+            }
+            *current = Arc::new(list);
+        });
+    }
+
+    /// Installs the services and fees of the catalog document stored here, so a node
+    /// that restarts offline keeps what the hub last sent. `Ok(false)` when there is no
+    /// such document yet (the built-in catalog and fees stay).
+    pub async fn load_catalog_doc(&self) -> Result<bool, AppError> {
+        let view = self
+            .db
+            .writer
+            .write(|c| -> Result<_, AppError> {
+                let read = crate::storage::docs::with_docs(|d| {
+                    d.read(
+                        c,
+                        &markaz_sync::docs::DocId::catalog(),
+                        markaz_sync::docs::read_catalog,
+                    )
+                })??;
+                Ok(read)
+            })
+            .await?;
+        match view {
+            None => Ok(false),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "the stored catalog document is unreadable; keeping the built-in catalog");
+                Ok(false)
+            }
+            Some(Ok(view)) => {
+                self.install_catalog(view);
+                Ok(true)
+            }
+        }
+    }
+
+    /// Installs a catalog document's services ([`App::set_catalog`]) and fee histories:
+    /// each service's history in the document replaces the one known here; services the
+    /// document has no fees for keep theirs.
+    pub fn install_catalog(&self, view: markaz_sync::docs::CatalogView) {
+        self.set_catalog(view.services);
+        if !view.fees.services.is_empty() {
+            let mut schedule = self.fees().as_ref().clone();
+            schedule.services.extend(view.fees.services);
+            self.set_fee_schedule(schedule);
+        }
+    }
+
+    pub fn service(&self, code: &str) -> Result<Service, AppError> {
+        self.catalog
+            .borrow()
+            .iter()
+            .find(|s| s.code == code)
+            .cloned()
+            .ok_or_else(|| {
+                AppError::field(
+                    "service",
+                    "unknown_service",
+                    format!("no service with code '{code}'"),
+                    format!("لا توجد خدمة بالرمز '{code}'"),
+                )
+            })
     }
 
     /// The fee schedule in force (all its dated components).

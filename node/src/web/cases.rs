@@ -144,13 +144,13 @@ fn case_context(web: &Web, lang: Lang, case: &CaseView) -> Value {
         .iter()
         .map(|b| context! { value => serde_json::to_value(b).ok().and_then(|v| v.as_str().map(str::to_string)), name => if lang == Lang::Ar { b.name_ar() } else { b.name_en() } })
         .collect();
+    let service = app.service(&case.service).ok();
     let fields: Vec<Value> = case
         .fields
         .iter()
         .map(|(k, v)| {
-            let label = app
-                .service(&case.service)
-                .ok()
+            let label = service
+                .as_ref()
                 .and_then(|s| s.field(k))
                 .map(|f| {
                     if lang == Lang::Ar {

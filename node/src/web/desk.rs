@@ -240,15 +240,15 @@ async fn render_intake(
 ) -> Result<Response, PageError> {
     let lang = staff.lang();
     let app = &web.app;
-    let services: Vec<Value> = app
-        .catalog()
+    let catalog = app.catalog();
+    let services: Vec<Value> = catalog
         .iter()
         .map(|s| context! { code => &s.code, name => if lang == Lang::Ar { &s.name_ar } else { &s.name_en }, group => s.group.queue_group() })
         .collect();
     let service = intake
         .service
         .as_deref()
-        .and_then(|c| app.catalog().iter().find(|s| s.code == c));
+        .and_then(|c| catalog.iter().find(|s| s.code == c));
     let fields: Vec<Value> = service
         .map(|s| {
             s.fields
