@@ -839,3 +839,71 @@ async fn the_hubs_sync_log_rows_carry_each_sessions_uplink() -> anyhow::Result<(
     assert_eq!(m.bulk_waiting, 1);
     Ok(())
 }
+
+/// A connector over loopback TCP whose name (the uplink it claims) a test can switch,
+/// as the node's uplink connector's does on failover and failback.
+#[derive(Debug, Clone, Default)]
+struct Switchable {
+    modem: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Switchable {
+    fn set_modem(&self, on: bool) {
+        self.modem.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl markaz_node::uplink::Connector for Switchable {
+    fn name(&self) -> &str {
+        if self.modem.load(std::sync::atomic::Ordering::SeqCst) {
+            "modem"
+        } else {
+            "primary"
+        }
+    }
+
+    fn connect<'a>(
+        &'a self,
+        host: &'a str,
+        port: u16,
+    ) -> futures::future::BoxFuture<'a, std::io::Result<markaz_node::uplink::BoxedStream>> {
+        Box::pin(async move {
+            let tcp = TcpConnector::new(self.name(), Duration::from_secs(5));
+            tcp.connect(host, port).await
+        })
+    }
+}
+
+#[tokio::test]
+async fn after_an_uplink_change_the_next_session_runs_on_a_new_connection() -> anyhow::Result<()> {
+    use markaz_node::uplink::Connector;
+    let hub = Hub::start().await?;
+    let node = TestNode::start().await;
+    let opts = hub.options(&node.app.settings.center_id)?;
+    let link = Switchable::default();
+    link.set_modem(true);
+    let mut client = HubClient::new(
+        client_config(&opts.tls)?,
+        Arc::new(link.clone()),
+        opts.target.clone(),
+        opts.client,
+    );
+    assert_eq!(link.name(), "modem");
+    let mut seen = 0;
+    for (i, modem) in [true, false, true].into_iter().enumerate() {
+        link.set_modem(modem);
+        let r = sync_once(&node.app, &mut client, &opts).await;
+        assert!(r.ok(), "{r:?}");
+        let uplink = if modem { "modem" } else { "primary" };
+        assert_eq!((r.uplink.as_str(), r.metered), (uplink, modem));
+        let all = hub.seen();
+        assert_headers(&all[seen..], uplink, r.session_id.as_deref().unwrap());
+        seen = all.len();
+        assert_eq!(
+            client.connections(),
+            i as u64 + 1,
+            "a kept-alive connection outlived the uplink change"
+        );
+    }
+    Ok(())
+}

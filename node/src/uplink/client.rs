@@ -215,6 +215,8 @@ struct Live {
     driver: JoinHandle<()>,
     /// The uplink this connection was opened through (the link may change under it).
     uplink: &'static str,
+    /// The connector's name when it opened this connection.
+    opened_via: String,
 }
 
 impl Drop for Live {
@@ -327,7 +329,9 @@ impl HubClient {
 
     /// POSTs `body` to `path` and returns the status and the whole response body. A
     /// failure on a reused connection is retried once on a fresh one (every sync message
-    /// is idempotent); a timeout is not retried.
+    /// is idempotent); a timeout is not retried. A kept-alive connection opened through
+    /// another uplink than the connector's current one is closed first, so a request
+    /// always travels over (and names in its header) the uplink in use now.
     pub async fn post(
         &mut self,
         path: &str,
@@ -411,6 +415,15 @@ impl HubClient {
         if self.live.as_ref().is_some_and(|l| l.sender.is_closed()) {
             self.live = None;
         }
+        // The uplink changed under a kept-alive connection (failover or failback): the
+        // next request goes over the new uplink, not the old connection.
+        if let Some(l) = &self.live
+            && l.opened_via != self.connector.name()
+        {
+            tracing::debug!(from = %l.opened_via, to = self.connector.name(),
+                "uplink changed; reconnecting");
+            self.live = None;
+        }
         if self.live.is_none() {
             let live = self.connect().await?;
             self.live = Some(live);
@@ -419,7 +432,8 @@ impl HubClient {
     }
 
     async fn connect(&mut self) -> Result<Live, UplinkError> {
-        let uplink = uplink_header_value(self.connector.name());
+        let opened_via = self.connector.name().to_string();
+        let uplink = uplink_header_value(&opened_via);
         let raw: BoxedStream = self
             .connector
             .connect(&self.target.host, self.target.port)
@@ -455,6 +469,7 @@ impl HubClient {
             sender,
             driver,
             uplink,
+            opened_via,
         })
     }
 }
