@@ -858,6 +858,14 @@ fn cut_at_random_bytes_in_either_lane_resumes_once() {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 4, ..ProptestConfig::default() })]
+    #[test]
+    fn lanes_resume_after_cuts_at_random_bytes(seed in any::<u64>(), every in 2usize..6) {
+        lanes_cut_run(seed, every);
+    }
+}
+
 /// Interleaved bulk and essential work pushed over a metered then an unmetered session,
 /// in small batches, with about one message in `every` cut at a random byte.
 fn lanes_cut_run(seed: u64, every: usize) {
