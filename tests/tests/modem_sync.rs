@@ -52,9 +52,8 @@ fn uplink(p: &Value) -> &str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_center_syncs_through_the_modem_then_fails_back_to_the_primary_link() -> Result<()> {
-    // The hub starts once the node is on the modem: a connection the node opened to it
-    // over the primary link before would otherwise be reused (see the report of
-    // 2026-11-29: HubClient keeps its connection across uplink changes).
+    // The hub starts once the node is on the modem, so every byte of the modem phase goes
+    // through the modem's socket (nothing reached the hub over the primary before).
     let mut hub = HubProcess::prepare(&["midan"])?;
     let cancel = CancellationToken::new();
     let _stop = cancel.clone().drop_guard();
@@ -263,23 +262,18 @@ failback_hold_secs = {HOLD_SECS}
         log.len() > modem_rows,
         "the hub logged the session over the primary"
     );
-    // The session the node records as `primary` must run over the primary: nothing through
-    // the modem's socket, and the hub logs it as `primary`. Known bug (2026-11-29):
-    // `HubClient` keeps its live connection across uplink changes, so right after the
-    // failback the session still runs over the modem connection (the hub, told by the
-    // connection's own header, logs `modem`). Reported; strict with MARKAZ_E2E_STRICT=1
-    // until it is fixed.
+    // The session the node records as `primary` runs over the primary: nothing through the
+    // modem's socket, and the hub (told by the connection's own `x-markaz-uplink`) logs it
+    // as `primary` — a connection kept alive over the modem is not reused after failback.
     let through_modem = sends_after - sends_before;
-    if through_modem != 0 || log[0]["uplink"] != "primary" {
-        let msg = format!(
-            "the session recorded as primary sent {through_modem} AT+QISEND through the modem; \
-             the hub logged it as {}",
-            log[0]["uplink"]
-        );
-        if std::env::var_os("MARKAZ_E2E_STRICT").is_some() {
-            anyhow::bail!("{msg}");
-        }
-        eprintln!("KNOWN BUG (HubClient keeps its connection across uplink changes): {msg}");
-    }
+    ensure!(
+        through_modem == 0,
+        "the session recorded as primary sent {through_modem} AT+QISEND through the modem"
+    );
+    ensure!(
+        log[0]["uplink"] == "primary",
+        "the hub logged the session after failback as {}",
+        log[0]["uplink"]
+    );
     Ok(())
 }
