@@ -43,8 +43,9 @@ pub const TOKEN_FILE: &str = "operator.token";
 pub const SYNC_ADDR_FILE: &str = "sync.addr";
 /// File in `data_dir` where the hub writes the address of its web listener.
 pub const WEB_ADDR_FILE: &str = "web.addr";
-/// How often the CRL (and the rest of the TLS material) is re-read.
-pub const TLS_RELOAD_EVERY: Duration = Duration::from_secs(60);
+/// How often the CRL (and the rest of the TLS material) is checked for a change; a
+/// changed file is re-read at once, so a revocation takes effect within this time.
+pub const TLS_POLL_EVERY: Duration = Duration::from_secs(2);
 
 /// The operator token: read from `<data_dir>/operator.token`, or created there (random,
 /// mode 0600) on first start.
@@ -117,27 +118,11 @@ pub async fn run(cfg: HubConfig, shutdown: CancellationToken) -> anyhow::Result<
     std::fs::write(data_dir.join(WEB_ADDR_FILE), web_addr.to_string())?;
     tracing::info!(%sync_addr, %web_addr, "hub serving");
 
-    let reload = {
-        let tls = tls.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(TLS_RELOAD_EVERY);
-            tick.tick().await;
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tick.tick() => {
-                        let tls = tls.clone();
-                        match tokio::task::spawn_blocking(move || tls.reload()).await {
-                            Ok(Ok(())) => {}
-                            Ok(Err(error)) => tracing::warn!(%error, "TLS reload failed; keeping the old configuration"),
-                            Err(error) => tracing::warn!(%error, "TLS reload task failed"),
-                        }
-                    }
-                }
-            }
-        })
-    };
+    // `markaz pki revoke` rewrites the CRL; new connections see it within one poll.
+    let reload = tokio::spawn(
+        tls.clone()
+            .reload_on_change(TLS_POLL_EVERY, shutdown.clone()),
+    );
 
     let sync_app = endpoint::router(writer.clone(), cfg.hub.max_body_bytes);
     let sync_task = tokio::spawn(tls::serve(

@@ -13,7 +13,9 @@
 //!   shutdown every connection finishes its in-flight request and closes;
 //! - a CRL change takes effect with [`ServerTls::reload`]: new connections use the new
 //!   configuration, whose fresh ticket key also voids every session ticket issued before,
-//!   so a revoked center cannot come back through TLS session resumption.
+//!   so a revoked center cannot come back through TLS session resumption; connections
+//!   already open finish their request in flight and close, so a kept-alive connection
+//!   does not outlive a revocation either.
 //!
 //! TLS 1.3 and 1.2 (ring provider), ALPN `http/1.1`, session resumption by tickets (and a
 //! session-id cache for TLS 1.2), because a 3G round trip costs hundreds of milliseconds.
@@ -354,10 +356,11 @@ pub async fn serve(
         };
         let _ = tcp.set_nodelay(true);
         let acceptor = TlsAcceptor::from(tls.current());
+        let reloaded = tls.current.subscribe();
         let app = app.clone();
         let shutdown = shutdown.clone();
         tracker.spawn(
-            connection(tcp, peer, acceptor, app, opts, shutdown)
+            connection(tcp, peer, acceptor, reloaded, app, opts, shutdown)
                 .instrument(tracing::info_span!("hub_conn", %peer)),
         );
     }
@@ -370,10 +373,12 @@ async fn connection(
     tcp: tokio::net::TcpStream,
     peer: SocketAddr,
     acceptor: TlsAcceptor,
+    mut reloaded: watch::Receiver<Arc<ServerConfig>>,
     app: Router,
     opts: ServeOptions,
     shutdown: CancellationToken,
 ) {
+    reloaded.mark_unchanged();
     let stream = match tokio::time::timeout(opts.handshake_timeout, acceptor.accept(tcp)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(error)) => {
@@ -416,6 +421,17 @@ async fn connection(
             result = conn.as_mut() => {
                 if let Err(error) = result {
                     tracing::debug!(%error, "connection ended with an error");
+                }
+            }
+            // A reload may have revoked this center: finish the request in flight, then
+            // close, so its next request is verified again on a new handshake.
+            Ok(()) = reloaded.changed() => {
+                tracing::info!("TLS configuration reloaded; closing the connection after its request");
+                conn.as_mut().graceful_shutdown();
+                match tokio::time::timeout(opts.shutdown_grace, conn.as_mut()).await {
+                    Ok(Err(error)) => tracing::debug!(%error, "connection ended with an error after the reload"),
+                    Ok(Ok(())) => {}
+                    Err(_) => tracing::warn!("connection still busy at the end of the grace after a reload; dropped"),
                 }
             }
             _ = shutdown.cancelled() => {

@@ -276,6 +276,33 @@ async fn a_revoked_center_is_refused_after_reload_even_with_a_session_ticket() -
 }
 
 #[tokio::test]
+async fn a_kept_alive_connection_does_not_outlive_a_revocation() -> anyhow::Result<()> {
+    let pki = Pki::new("Damascus CA")?;
+    let midan_bundle = pki.center("midan", Validity::days(30)?)?;
+    let hub = Hub::start(&pki, ServeOptions::default()).await?;
+    let mut midan = hub.client_with(
+        client_config(&ClientTlsFiles::in_bundle(&midan_bundle))?,
+        quick(),
+    );
+    assert_eq!(whoami_of(&mut midan, b"one").await?.0, 200);
+    assert_eq!(whoami_of(&mut midan, b"two").await?.0, 200);
+    assert_eq!(midan.connections(), 1, "the connection is kept alive");
+
+    pki.ca.revoke(&"midan".parse::<RevokeTarget>()?)?;
+    hub.tls.reload()?;
+    // No disconnect here: the client would reuse its open connection if the hub let it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let result = whoami_of(&mut midan, b"after").await;
+    assert_refused(result, "CertificateRevoked");
+    assert_eq!(
+        hub.hits(),
+        2,
+        "no request after the revocation reached a handler"
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_reconnect_resumes_the_tls_session_and_costs_fewer_bytes() -> anyhow::Result<()> {
     let pki = Pki::new("Damascus CA")?;
     let bundle = pki.center("midan", Validity::days(30)?)?;
