@@ -59,9 +59,9 @@ async fn a_restarted_node_offers_the_hubs_services_and_fees() {
                         sync_docs::write_fees(doc, &a.code, &f)
                     })
                     .map(|_| ())
+                    .map_err(|e| e.to_string())
                 })
                 .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())
             })
             .await
             .unwrap();

@@ -907,3 +907,112 @@ async fn after_an_uplink_change_the_next_session_runs_on_a_new_connection() -> a
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn a_service_the_hub_adds_is_offered_at_the_center_with_its_fee_and_its_portal_cases()
+-> anyhow::Result<()> {
+    use markaz_sync::model::catalog::default_catalog;
+    use markaz_sync::model::fees::{FeeComponent, ServiceFees};
+    use markaz_sync::model::money::Money;
+
+    let hub = Hub::start().await?;
+    let node = TestNode::start().await;
+    let center: CenterId = node.app.settings.center_id.parse()?;
+    let opts = hub.options(center.as_str())?;
+    let mut client = hub.client(&opts)?;
+    let clerk = node
+        .staff("clerk1", &["clerk", "reception"], &[JUSTICE_UNTIL])
+        .await;
+    let (_, services) = clerk.get("/catalog/services").await;
+    assert!(
+        !services.to_string().contains("well_permit"),
+        "not offered before the hub adds it"
+    );
+
+    // At the hub, in one batch: a new service with its fee, and a portal case of it for
+    // pickup here (its service must be known when the case is projected).
+    let mut svc = default_catalog()
+        .into_iter()
+        .find(|s| s.code == "criminal_record")
+        .context("criminal_record")?;
+    svc.code = "well_permit".into();
+    svc.name_en = "Well drilling permit".into();
+    svc.name_ar = "رخصة حفر بئر".into();
+    let fees = ServiceFees {
+        authority: vec![FeeComponent {
+            amount: Money::from_syp(25_000)?,
+            decision: "قرار رقم 9 لعام 2026".into(),
+            effective_from: jiff::civil::date(2026, 1, 1),
+        }],
+        surcharge: vec![FeeComponent {
+            amount: Money::from_syp(5_000)?,
+            decision: "قرار المجلس رقم 3 لعام 2026".into(),
+            effective_from: jiff::civil::date(2026, 1, 1),
+        }],
+    };
+    let portal_no = CaseNo::new("WEB", 2026, 7)?;
+    {
+        let mut h = hub.docs.lock().unwrap();
+        let (s2, f2) = (svc.clone(), fees.clone());
+        h.edit(&DocId::catalog(), move |d| {
+            docs::write_service(d, &s2)?;
+            docs::write_fees(d, "well_permit", &f2)
+        });
+        let pc: markaz_sync::model::ids::NationalId = PORTAL_NID.parse()?;
+        h.edit(&DocId::citizen(&pc), |d| {
+            docs::write_citizen(
+                d,
+                &CitizenInput {
+                    national_id: PORTAL_NID.into(),
+                    full_name: "ريم الحلبي".into(),
+                    father_name: "سامر".into(),
+                    mother_name: "هالة".into(),
+                    birth_date: "1990-01-02".into(),
+                    birth_place: "دمشق".into(),
+                    phone: String::new(),
+                    address: "دمشق - الميدان".into(),
+                },
+            )
+        });
+        let c = docs::NewCase {
+            case_no: portal_no.clone(),
+            center: None,
+            service: "well_permit".into(),
+            citizen: pc,
+            delivery: Delivery::Pickup {
+                center: center.clone(),
+            },
+            fields: BTreeMap::new(),
+            fee: None,
+            created: ev(CaseEventKind::Created, "portal", "0000000000001.00000.hub"),
+        };
+        h.edit(&DocId::case(None, &portal_no), |d| docs::create_case(d, &c));
+    }
+
+    let r = sync_once(&node.app, &mut client, &opts).await;
+    assert!(r.ok(), "{r:?}");
+    assert!(r.skipped.is_empty(), "nothing left unshown: {r:?}");
+    let (s, b) = clerk.get(&format!("/cases/{portal_no}")).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["service"], "well_permit", "{b}");
+
+    let (_, services) = clerk.get("/catalog/services").await;
+    let offered = services
+        .as_array()
+        .context("a list")?
+        .iter()
+        .find(|s| s["service"]["code"] == "well_permit")
+        .with_context(|| format!("offered after the sync: {services}"))?;
+    assert_eq!(offered["service"]["name_en"], "Well drilling permit");
+    assert!(!offered["fee"].is_null(), "{offered}");
+    // Every built-in service keeps its fee.
+    assert!(
+        services
+            .as_array()
+            .context("a list")?
+            .iter()
+            .all(|s| !s["fee"].is_null()),
+        "{services}"
+    );
+    Ok(())
+}

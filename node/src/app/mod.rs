@@ -215,8 +215,9 @@ impl App {
                         &markaz_sync::docs::DocId::catalog(),
                         markaz_sync::docs::read_catalog,
                     )
-                })??;
-                Ok(read)
+                    .map_err(Box::new)
+                })?;
+                read.map_err(|e| AppError::from(*e))
             })
             .await?;
         match view {

@@ -657,7 +657,7 @@ async fn run_session(
     }
 }
 
-/// Live events and the fee schedule, once the merge is on disk.
+/// Live events and the catalog (services and fees), once the merge is on disk.
 fn after_commit(app: &App, p: &Projected) {
     for (case_no, status) in &p.cases {
         app.bus.publish(LiveEvent::CaseUpdated {
@@ -665,8 +665,8 @@ fn after_commit(app: &App, p: &Projected) {
             status: status.clone(),
         });
     }
-    if let Some(fees) = &p.fees {
-        app.set_fee_schedule(fees.clone());
+    if let Some(catalog) = &p.catalog {
+        app.install_catalog(catalog.clone());
     }
     for (doc, why) in &p.skipped {
         tracing::warn!(doc = %doc, reason = %why, "document received but not shown here");

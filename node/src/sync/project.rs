@@ -16,7 +16,7 @@
 use markaz_sync::docs::{self as sync_docs, CaseView, DocId, DocKind};
 use markaz_sync::model::case::{CaseEvent, CaseEventKind};
 use markaz_sync::model::catalog::Service;
-use markaz_sync::model::fees::{Fee, FeeSchedule};
+use markaz_sync::model::fees::Fee;
 use markaz_sync::model::ids::CenterId;
 use markaz_sync::model::money::Money;
 use markaz_sync::store::{DocStore, StoreError};
@@ -47,8 +47,9 @@ pub struct Projected {
     pub cases: Vec<(String, String)>,
     pub citizens: usize,
     pub staff: usize,
-    /// The fee schedule of a changed catalog document (install after commit).
-    pub fees: Option<FeeSchedule>,
+    /// A changed catalog document: its services and fee histories (install after
+    /// commit with `App::install_catalog`).
+    pub catalog: Option<sync_docs::CatalogView>,
     /// Documents left as they were: (document id, why).
     pub skipped: Vec<(String, String)>,
 }
@@ -65,6 +66,21 @@ pub fn project(
     ids: &[DocId],
 ) -> Result<Projected, ProjectError> {
     let mut out = Projected::default();
+    // The catalog first: a case of a service the hub has just added, arriving in the
+    // same batch, must find its service (a skipped case is not projected again until
+    // its document changes).
+    let mut known: Vec<Service> = catalog.to_vec();
+    if ids.iter().any(|id| id.kind() == DocKind::Catalog)
+        && let Some(Ok(view)) = docs.read(conn, &DocId::catalog(), sync_docs::read_catalog)?
+    {
+        for s in &view.services {
+            match known.iter_mut().find(|k| k.code == s.code) {
+                Some(k) => *k = s.clone(),
+                None => known.push(s.clone()),
+            }
+        }
+    }
+    let catalog = known.as_slice();
     for id in ids {
         let skip = |out: &mut Projected, why: String| out.skipped.push((id.to_string(), why));
         match id.kind() {
@@ -99,10 +115,12 @@ pub fn project(
                 }
             }
             DocKind::Catalog => match docs.read(conn, id, sync_docs::read_catalog)? {
-                // An empty fee table (a catalog the hub has not filled yet) would stop
-                // every intake here; the center keeps the schedule it has.
-                Some(Ok(view)) if !view.fees.services.is_empty() => out.fees = Some(view.fees),
-                Some(Ok(_)) => skip(&mut out, "catalog without fees".into()),
+                // What the document lacks (services, fees) the center keeps: an empty
+                // catalog the hub has not filled yet must not stop intake here.
+                Some(Ok(view)) if !(view.fees.services.is_empty() && view.services.is_empty()) => {
+                    out.catalog = Some(view)
+                }
+                Some(Ok(_)) => skip(&mut out, "empty catalog".into()),
                 Some(Err(e)) => skip(&mut out, e.to_string()),
                 None => skip(&mut out, "document missing".into()),
             },
@@ -201,7 +219,7 @@ fn insert_event(
             ev.at.to_string(),
             ev.actor,
             ev.desk,
-            key(&ev.kind)?,
+            crate::app::cases::event_name(&ev.kind)?,
             serde_json::to_string(ev)?
         ],
     )?;
