@@ -449,7 +449,8 @@ pub struct ModemConfig {
     pub hung_after_timeouts: u32,
     /// Send SMS (case ready, alerts). Default true.
     pub sms_enabled: bool,
-    /// Most data bytes per day over the modem uplink; then only SMS. Default 20000000.
+    /// Most data bytes (up + down) per local day over the modem uplink; then only SMS
+    /// (0: no data over the modem). Default 20000000.
     pub daily_byte_budget: u64,
 }
 

@@ -27,7 +27,7 @@ pub enum ConnectError {
     #[error("connect timed out")]
     Timeout,
     /// The OS refused or failed the connection.
-    #[error("connect over the primary link failed: {0}")]
+    #[error("connect through an OS network interface (primary link or OS route) failed: {0}")]
     Os(#[from] io::Error),
     /// The modem refused or failed the connection.
     #[error("connect through the modem failed: {0}")]
