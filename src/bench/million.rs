@@ -140,6 +140,17 @@ impl NodeChild {
     }
 }
 
+/// Microseconds during which some runnable task waited for a CPU, machine-wide
+/// (`/proc/pressure/cpu`, "some" line); `None` where PSI is not available.
+fn cpu_wait_us() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/pressure/cpu").ok()?;
+    let line = s.lines().find(|l| l.starts_with("some"))?;
+    line.split_whitespace()
+        .find_map(|f| f.strip_prefix("total="))?
+        .parse()
+        .ok()
+}
+
 /// VmRSS of `pid`, in KiB.
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -430,6 +441,8 @@ struct Run {
     p50_ms: f64,
     p99_ms: f64,
     max_ms: f64,
+    /// Share of the lookups' wall time during which some task waited for a CPU.
+    cpu_wait: Option<f64>,
 }
 
 async fn measure(dir: &Path, g: &Generated, args: &Args, run: usize) -> anyhow::Result<Run> {
@@ -455,6 +468,7 @@ async fn measure(dir: &Path, g: &Generated, args: &Args, run: usize) -> anyhow::
     let token = v["token"].as_str().context("token")?.to_string();
     let mut rng = Rng::new(args.seed ^ 0x100C ^ run as u64);
     let mut lat = Vec::with_capacity(args.lookups);
+    let (wait0, t0) = (cpu_wait_us(), Instant::now());
     for _ in 0..args.lookups {
         let (year, n) = *rng.pick(&g.years);
         let seq = 1 + rng.below(u64::from(n)) as u32;
@@ -475,6 +489,10 @@ async fn measure(dir: &Path, g: &Generated, args: &Args, run: usize) -> anyhow::
             String::from_utf8_lossy(&body)
         );
     }
+    let cpu_wait = match (wait0, cpu_wait_us()) {
+        (Some(a), Some(b)) => Some((b - a) as f64 / 1e6 / t0.elapsed().as_secs_f64()),
+        _ => None,
+    };
     let rss_after_kib = rss_kib(pid)?;
     node.stop().await?;
     lat.sort_by(f64::total_cmp);
@@ -485,6 +503,7 @@ async fn measure(dir: &Path, g: &Generated, args: &Args, run: usize) -> anyhow::
         p50_ms: quantile(&lat, 0.5),
         p99_ms: quantile(&lat, 0.99),
         max_ms: lat.last().copied().unwrap_or(0.0),
+        cpu_wait,
     })
 }
 
@@ -578,6 +597,12 @@ pub async fn million(args: &Args, command: &str) -> anyhow::Result<String> {
         med(&|r| r.max_ms),
         list(&|r| format!("{:.2} / {:.2} / {:.1}", r.p50_ms, r.p99_ms, r.max_ms)),
         verdict(p99 < 5.0)
+    ));
+    md.push_str(&format!(
+        "\nCPU pressure during the lookups (`/proc/pressure/cpu`, share of the time some runnable task waited for a CPU): {}.\n",
+        list(&|r| r
+            .cpu_wait
+            .map_or_else(|| "n/a".to_string(), |w| format!("{:.0}%", 100.0 * w)))
     ));
     Ok(md)
 }
