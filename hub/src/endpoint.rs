@@ -120,6 +120,20 @@ async fn sync(
                 Ok(Response::RepairSync { msgs }) => {
                     entry.docs_down = msgs.iter().filter(|m| m.1.is_some()).count() as i64;
                 }
+                Ok(Response::Welcome {
+                    epoch, feed_len, ..
+                }) => {
+                    // A center with nothing to push offers to stop at the Welcome
+                    // (`done_at` = its pull cursor); it does when nothing is new here.
+                    if let Some(Request::Hello {
+                        done_at: Some(cursor),
+                        epoch_seen: Some(seen),
+                        ..
+                    }) = &req
+                    {
+                        entry.ends_session = feed_len <= *cursor && *seen == epoch;
+                    }
+                }
                 Ok(Response::Error { code, message }) if entry.error.is_none() => {
                     entry.result = "error".into();
                     entry.error = Some(format!("{code}: {message}"));

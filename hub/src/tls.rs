@@ -12,13 +12,14 @@
 //! - the TLS handshake has a timeout, request headers have a read timeout, and on
 //!   shutdown every connection finishes its in-flight request and closes;
 //! - a CRL change takes effect with [`ServerTls::reload`]: new connections use the new
-//!   configuration, whose fresh ticket key also voids every session ticket issued before,
-//!   so a revoked center cannot come back through TLS session resumption; connections
+//!   configuration, whose fresh session cache also voids every resumable session issued
+//!   before, so a revoked center cannot come back through TLS session resumption; connections
 //!   already open finish their request in flight and close, so a kept-alive connection
 //!   does not outlive a revocation either.
 //!
-//! TLS 1.3 and 1.2 (ring provider), ALPN `http/1.1`, session resumption by tickets (and a
-//! session-id cache for TLS 1.2), because a 3G round trip costs hundreds of milliseconds.
+//! TLS 1.3 and 1.2 (ring provider), ALPN `http/1.1`, stateful session resumption (a
+//! short session id the hub looks up in memory, for both versions), because a 3G round
+//! trip costs hundreds of milliseconds.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -220,10 +221,18 @@ pub fn server_config(files: &ServerTlsFiles) -> Result<Arc<ServerConfig>, TlsErr
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)?;
     config.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
-    config.ticketer = rustls::crypto::ring::Ticketer::new()?;
-    config.session_storage = ServerSessionMemoryCache::new(4096);
+    // Stateful resumption: the hub keeps each session's state (with the center's
+    // certificate chain) in memory and hands out a short id. A stateless ticket would
+    // carry that chain sealed — about a kilobyte each way on every resumption, which a
+    // nothing-new sync over 3G pays for. One ticket per handshake is enough: a center
+    // keeps one connection. A hub restart or a reload (new cache) voids every id.
+    config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE);
+    config.send_tls13_tickets = 1;
     Ok(Arc::new(config))
 }
+
+/// Resumable sessions the hub remembers (a few per center; the oldest are dropped).
+pub const SESSION_CACHE: usize = 16_384;
 
 /// The hub's current TLS configuration, reloadable while serving. Cheap to clone.
 #[derive(Clone)]
@@ -527,7 +536,9 @@ mod tests {
         let files = ServerTlsFiles::in_pki_dir(dir.path());
         let config = server_config(&files).expect("config");
         assert_eq!(config.alpn_protocols, vec![b"http/1.1".to_vec()]);
-        assert!(config.ticketer.enabled());
+        // Stateful resumption: no sealed tickets carrying the client's chain.
+        assert!(!config.ticketer.enabled());
+        assert_eq!(config.send_tls13_tickets, 1);
         std::fs::remove_file(&files.crl).expect("rm crl");
         assert!(matches!(server_config(&files), Err(TlsError::Read { .. })));
     }

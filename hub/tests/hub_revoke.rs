@@ -51,6 +51,7 @@ async fn hub_refuses_a_revoked_center_after_the_crl_is_rewritten() -> anyhow::Re
         epoch_seen: None,
         hlc: "0000000000001.00000.midan".into(),
         wall_ms: 1,
+        done_at: None,
     }
     .encode();
     let mut c = client(&bundle)?;

@@ -103,6 +103,7 @@ fn hello(center: &str, wall_ms: u64) -> Request {
         epoch_seen: None,
         hlc: "0000000000001.00000.x".into(),
         wall_ms,
+        done_at: None,
     }
 }
 

@@ -205,3 +205,39 @@ async fn the_node_client_session_header_makes_one_row_per_session() -> anyhow::R
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nothing_new_session_is_one_round_trip_and_ends_at_once_in_the_log() -> anyhow::Result<()>
+{
+    let hub = Hub::start().await?;
+    let mut midan = Center::new(&hub, "midan")?;
+    midan.new_case(1)?;
+    midan.sync_in_session().await?;
+    // Nothing new on either side: the Hello offers to stop, the Welcome agrees.
+    let (idle, report) = midan.sync_in_session().await?;
+    assert_eq!(
+        (report.requests, report.pushed, report.pulled_new),
+        (1, 0, 0),
+        "{report:?}"
+    );
+    let (_, sessions) = hub
+        .http("GET", "/api/v1/sync-log?center=midan", None)
+        .await?;
+    let sessions: Vec<serde_json::Value> = serde_json::from_str(&sessions)?;
+    let row = sessions
+        .iter()
+        .find(|s| s["session"] == idle.as_str())
+        .context("the idle session is logged")?;
+    assert_eq!(row["requests"], 1, "{row}");
+    // Ended by its Welcome, not left open until the idle time.
+    assert_eq!(row["result"], "ok", "{row}");
+
+    // A new case at midan: nothing to offer at the Hello, so the session goes on.
+    midan.new_case(2)?;
+    let (_, report) = midan.sync_in_session().await?;
+    assert!(
+        report.requests >= 2,
+        "a push needs more than the Welcome: {report:?}"
+    );
+    Ok(())
+}

@@ -267,12 +267,18 @@ impl ClientSession {
         Ok(match &mut self.phase {
             Phase::Hello => {
                 let cur = store::peer_cursor(conn, HUB_PEER)?;
+                // As far as this database knows, nothing to push and nothing to repair:
+                // offer to end with the Welcome if the hub has nothing new either.
+                let idle = cur.epoch.is_some()
+                    && (!self.limits.push_bulk || cur.bulk_epoch == cur.epoch)
+                    && self.nothing_to_push(conn, cur.push_acked, cur.bulk_acked)?;
                 Some(Request::Hello {
                     center: self.center.as_str().to_string(),
                     actor: hex::encode(self.actor.to_bytes()),
                     epoch_seen: cur.epoch,
                     hlc: self.clock.tick(now_ms).encode(),
                     wall_ms: now_ms,
+                    done_at: idle.then_some(cur.pull_cursor),
                 })
             }
             Phase::Push {
@@ -345,6 +351,19 @@ impl ClientSession {
             }),
             Phase::Done => None,
         })
+    }
+
+    /// Whether no lane this session pushes holds a change past its acknowledgement.
+    fn nothing_to_push(
+        &self,
+        conn: &Connection,
+        essential_acked: u64,
+        bulk_acked: u64,
+    ) -> Result<bool, ClientError> {
+        Ok(
+            store::max_lane_seq(conn, Lane::Essential)? <= essential_acked
+                && (!self.limits.push_bulk || store::max_lane_seq(conn, Lane::Bulk)? <= bulk_acked),
+        )
     }
 
     /// The lane `lane` has nothing more to push: the next lane, or repair, or pull.
@@ -487,16 +506,31 @@ impl ClientSession {
                 self.report.bulk_repair_deferred = bulk_stale && !self.limits.push_bulk;
                 self.welcome_cursor = Some(cur.pull_cursor);
                 store::set_peer_cursor(conn, HUB_PEER, &cur)?;
+                // Nothing to push, nothing to repair, nothing in the feed past our
+                // cursor: the session ends with this one round trip (the hub ends its
+                // log of it the same way when the Hello offered `done_at`).
+                let idle = !self.repair_essential
+                    && !self.repair_bulk
+                    && feed_len <= cur.pull_cursor
+                    && self.nothing_to_push(conn, push_acked, bulk_acked)?;
                 self.welcome = Some(Welcome {
                     epoch,
                     feed_len,
                     bulk_acked,
                 });
-                self.phase = Phase::Push {
-                    lane: Lane::Essential,
-                    acked: push_acked,
-                    sent_upto: push_acked,
-                };
+                if idle {
+                    if !self.limits.push_bulk {
+                        self.report.bulk_waiting =
+                            store::lane_backlog(conn, HUB_PEER, Lane::Bulk)?.1 as usize;
+                    }
+                    self.phase = Phase::Done;
+                } else {
+                    self.phase = Phase::Push {
+                        lane: Lane::Essential,
+                        acked: push_acked,
+                        sent_upto: push_acked,
+                    };
+                }
             }
             (
                 Phase::Push {

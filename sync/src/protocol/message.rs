@@ -54,6 +54,10 @@ pub enum Request {
         epoch_seen: Option<String>,
         hlc: String,
         wall_ms: u64,
+        /// Set when the center has nothing to push and expects no repair: its pull
+        /// cursor. If the Welcome shows nothing past it (and `epoch_seen` is current),
+        /// the session ends with the Welcome — one round trip when nothing is new.
+        done_at: Option<u64>,
     },
     /// Changes minted at the center, with their local sequence numbers.
     Push {
@@ -130,6 +134,9 @@ enum Header {
         epoch_seen: Option<String>,
         hlc: String,
         wall_ms: u64,
+        /// Added without a version bump: older hubs ignore it, its absence reads `None`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        done_at: Option<u64>,
     },
     Push {
         actor: String,
@@ -275,6 +282,7 @@ impl Request {
                 epoch_seen,
                 hlc,
                 wall_ms,
+                done_at,
             } => seal(
                 &Header::Hello {
                     center: center.clone(),
@@ -282,6 +290,7 @@ impl Request {
                     epoch_seen: epoch_seen.clone(),
                     hlc: hlc.clone(),
                     wall_ms: *wall_ms,
+                    done_at: *done_at,
                 },
                 &[],
                 PROTOCOL_VERSION,
@@ -344,12 +353,14 @@ impl Request {
                 epoch_seen,
                 hlc,
                 wall_ms,
+                done_at,
             } => Request::Hello {
                 center,
                 actor,
                 epoch_seen,
                 hlc,
                 wall_ms,
+                done_at,
             },
             Header::Push { actor, seqs } => {
                 if seqs.len() != parts.len() {
