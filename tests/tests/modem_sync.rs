@@ -79,7 +79,13 @@ failback_hold_secs = {HOLD_SECS}
 "#,
         port = modem.path().display()
     );
-    let mut node = NodeProcess::start_synced_raw("midan", &hub, &toml).await?;
+    // A long interval: every session below is started by "sync now" or by a change of
+    // uplink, never by the clock.
+    let toml = format!(
+        "{}\n{toml}",
+        markaz_e2e::sync_toml(&hub, "midan", &hub.sync_url(), 3600)
+    );
+    let mut node = NodeProcess::start_with("midan", &toml).await?;
     let admin = node.login_admin().await?;
     admin
         .create_staff(
@@ -236,6 +242,19 @@ failback_hold_secs = {HOLD_SECS}
         waited >= Duration::from_secs(HOLD_SECS),
         "failed back after {waited:?}, before the {HOLD_SECS} s hold"
     );
+    // The failback itself starts a session over the primary — no "sync now", and the
+    // interval is an hour away.
+    let auto = wait_status(
+        &admin,
+        "a session over the primary after failback",
+        20,
+        |p| {
+            let last = &p["sync"]["data"]["last_session"];
+            last["uplink"] == "primary" && last["result"] == "ok"
+        },
+    )
+    .await;
+    ensure!(auto.is_ok(), "no session started by the failback: {auto:?}");
     let sends_before = modem
         .commands()
         .iter()

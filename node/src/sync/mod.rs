@@ -657,6 +657,24 @@ async fn run_session(
     }
 }
 
+/// Resolves when the link monitor picks another uplink than the one current when the
+/// receiver last looked; never, when no link monitor runs.
+async fn uplink_changed(
+    app: &App,
+    link: &mut tokio::sync::watch::Receiver<Option<markaz_hardware::link::LinkStatus>>,
+) {
+    let before = app.devices.uplink();
+    loop {
+        if link.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        let now = link.borrow_and_update().as_ref().map(|s| s.uplink);
+        if now.is_some_and(|u| u != before) {
+            return;
+        }
+    }
+}
+
 /// Live events and the catalog (services and fees), once the merge is on disk.
 fn after_commit(app: &App, p: &Projected) {
     for (case_no, status) in &p.cases {
@@ -756,6 +774,8 @@ pub fn start(
 
 /// The sync loop: a session now, then one per interval or per sync-now, until shutdown.
 pub async fn run(app: App, mut client: HubClient, opts: SyncOptions, shutdown: CancellationToken) {
+    let mut link = app.devices.link_status();
+    link.mark_unchanged();
     let budget = opts.modem_daily_budget;
     let mut panel = SyncPanel {
         hub: format!("{}:{}", opts.target.host(), opts.target.port()),
@@ -789,6 +809,9 @@ pub async fn run(app: App, mut client: HubClient, opts: SyncOptions, shutdown: C
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(opts.interval) => {}
             _ = app.devices.sync_now_requested() => {}
+            // A failover (or failback) starts a session at once on the new uplink
+            // instead of waiting out the interval.
+            _ = uplink_changed(&app, &mut link) => {}
         }
     }
     tracing::info!(center = %opts.center, "sync client stopped");
