@@ -378,11 +378,11 @@ pub struct LinkConfig {
     /// `host:port` targets for TCP-connect probes over the main link. Default
     /// `["127.0.0.1:8443"]`.
     pub probe_targets: Vec<HostPort>,
-    /// Pause between probe rounds. Default 10.
+    /// Pause between probe rounds. Default 1.
     pub probe_interval_secs: u32,
-    /// A probe not connected within this time failed. Default 4.
+    /// A probe not connected within this time failed. Default 1.
     pub probe_timeout_secs: u32,
-    /// Consecutive failed rounds before the main link counts as down. Default 5.
+    /// Consecutive failed rounds before the main link counts as down. Default 8.
     pub down_after: u32,
     /// Consecutive good rounds before it counts as up again. Default 5.
     pub up_after: u32,
@@ -400,9 +400,9 @@ impl Default for LinkConfig {
     fn default() -> Self {
         Self {
             probe_targets: vec![parse("127.0.0.1:8443")],
-            probe_interval_secs: 10,
-            probe_timeout_secs: 4,
-            down_after: 5,
+            probe_interval_secs: 1,
+            probe_timeout_secs: 1,
+            down_after: 8,
             up_after: 5,
             failback_hold_secs: 60,
             modem_route: ModemRoute::AtSocket,

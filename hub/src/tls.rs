@@ -390,6 +390,12 @@ async fn connection(
     reloaded.mark_unchanged();
     let stream = match tokio::time::timeout(opts.handshake_timeout, acceptor.accept(tcp)).await {
         Ok(Ok(stream)) => stream,
+        // A center's link probe connects and closes without a handshake, every second:
+        // not worth a warning.
+        Ok(Err(error)) if error.kind() == std::io::ErrorKind::UnexpectedEof => {
+            tracing::debug!(%error, "connection closed before the TLS handshake (a link probe?)");
+            return;
+        }
         Ok(Err(error)) => {
             tracing::warn!(%error, "TLS handshake refused");
             return;
