@@ -584,7 +584,11 @@ fn cut_run(seed: u64, every: usize) {
     assert_converged(&mut b, &mut hub);
     // Nothing acknowledged is sent again.
     let r = a.sync(&mut hub);
-    assert_eq!((r.pushed, r.requests), (0, 1), "nothing new: the Welcome ends it {r:?}");
+    assert_eq!(
+        (r.pushed, r.requests),
+        (0, 1),
+        "nothing new: the Welcome ends it {r:?}"
+    );
 }
 
 #[test]
@@ -847,7 +851,11 @@ fn metered_session_holds_bulk_and_moves_essential_made_after_it() {
     assert_eq!(hub.heads(&energy), a.heads(&energy));
     assert_eq!(hub.heads(&stats), a.heads(&stats));
     let r = a.sync(&mut hub);
-    assert_eq!((r.pushed, r.requests), (0, 1), "nothing new: the Welcome ends it {r:?}");
+    assert_eq!(
+        (r.pushed, r.requests),
+        (0, 1),
+        "nothing new: the Welcome ends it {r:?}"
+    );
     assert_converged(&mut a, &mut hub);
 }
 
@@ -915,7 +923,11 @@ fn lanes_cut_run(seed: u64, every: usize) {
     assert_eq!((r.pushed, r.pushed_bulk), (bulk, bulk), "{r:?}");
     assert_converged(&mut a, &mut hub);
     let r = a.sync(&mut hub);
-    assert_eq!((r.pushed, r.requests), (0, 1), "nothing new: the Welcome ends it {r:?}");
+    assert_eq!(
+        (r.pushed, r.requests),
+        (0, 1),
+        "nothing new: the Welcome ends it {r:?}"
+    );
 }
 
 #[test]
