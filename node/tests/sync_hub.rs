@@ -263,6 +263,20 @@ fn assert_headers(seen: &[(Option<String>, Option<String>)], uplink: &str, id: &
     assert_eq!(parsed.get_version_num(), 4);
 }
 
+/// The citizen of the portal cases the hub creates in these tests.
+fn portal_citizen() -> CitizenInput {
+    CitizenInput {
+        national_id: PORTAL_NID.into(),
+        full_name: "ريم الحلبي".into(),
+        father_name: "سامر".into(),
+        mother_name: "هالة".into(),
+        birth_date: "1990-01-02".into(),
+        birth_place: "دمشق".into(),
+        phone: String::new(),
+        address: "دمشق - الميدان".into(),
+    }
+}
+
 fn ev(kind: CaseEventKind, actor: &str, hlc: &str) -> CaseEvent {
     CaseEvent {
         kind,
@@ -332,19 +346,7 @@ async fn a_center_syncs_its_work_up_and_gets_routed_cases_staff_and_revocations_
         let mut h = hub.docs.lock().unwrap();
         let pc: markaz_sync::model::ids::NationalId = PORTAL_NID.parse()?;
         h.edit(&DocId::citizen(&pc), |d| {
-            docs::write_citizen(
-                d,
-                &CitizenInput {
-                    national_id: PORTAL_NID.into(),
-                    full_name: "ريم الحلبي".into(),
-                    father_name: "سامر".into(),
-                    mother_name: "هالة".into(),
-                    birth_date: "1990-01-02".into(),
-                    birth_place: "دمشق".into(),
-                    phone: String::new(),
-                    address: "دمشق - الميدان".into(),
-                },
-            )
+            docs::write_citizen(d, &portal_citizen())
         });
         let c = docs::NewCase {
             case_no: portal_no.clone(),
@@ -960,19 +962,7 @@ async fn a_service_the_hub_adds_is_offered_at_the_center_with_its_fee_and_its_po
         });
         let pc: markaz_sync::model::ids::NationalId = PORTAL_NID.parse()?;
         h.edit(&DocId::citizen(&pc), |d| {
-            docs::write_citizen(
-                d,
-                &CitizenInput {
-                    national_id: PORTAL_NID.into(),
-                    full_name: "ريم الحلبي".into(),
-                    father_name: "سامر".into(),
-                    mother_name: "هالة".into(),
-                    birth_date: "1990-01-02".into(),
-                    birth_place: "دمشق".into(),
-                    phone: String::new(),
-                    address: "دمشق - الميدان".into(),
-                },
-            )
+            docs::write_citizen(d, &portal_citizen())
         });
         let c = docs::NewCase {
             case_no: portal_no.clone(),
