@@ -161,6 +161,9 @@ pub fn migrate_own(conn: &Connection) -> Result<(), rusqlite::Error> {
     crate::sessions::migrate(conn)
 }
 
+/// Documents the hub keeps in memory between requests.
+const HUB_DOC_CACHE: usize = 4096;
+
 impl HubDb {
     /// Open (creating and migrating) the hub database in `data_dir`.
     pub fn open(data_dir: &Path) -> Result<HubDb, StorageError> {
@@ -169,6 +172,8 @@ impl HubDb {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // The per-change statements of a push (store, route, feed) stay prepared.
+        conn.set_prepared_statement_cache_capacity(64);
         store::migrate(&conn)?;
         migrate_hub(&conn)?;
         migrate_own(&conn)?;
@@ -176,7 +181,10 @@ impl HubDb {
         let actor = store::incarnation(&conn, "hub", now)?;
         let mut db = HubDb {
             conn,
-            docs: DocStore::new(actor, 256),
+            // Many centers push at once, each interleaving hundreds of open cases; a
+            // document evicted between two of its center's requests is rebuilt from its
+            // changes. A case document is a few kilobytes in memory.
+            docs: DocStore::new(actor, HUB_DOC_CACHE),
             clock: Clock::new("hub"),
         };
         db.seed_catalog()?;

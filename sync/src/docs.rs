@@ -25,7 +25,7 @@ use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::model::case::{CaseEvent, Delivery, Derived, derive};
+use crate::model::case::{CaseEvent, CaseEventKind, Delivery, Derived, derive};
 use crate::model::catalog::Service;
 use crate::model::citizen::CitizenInput;
 use crate::model::fees::{Fee, FeeSchedule, ServiceFees};
@@ -436,6 +436,66 @@ pub fn read_case(doc: &AutoCommit) -> Result<CaseView, DocError> {
     })
 }
 
+/// Where a case must go, read without the rest of it (the hub decides routes after every
+/// push, so this is on its hot path): its processing center, its citizen, its pickup
+/// center and every center it was routed to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaseRoutes {
+    pub center: Option<CenterId>,
+    pub citizen: NationalId,
+    pub pickup: Option<CenterId>,
+    pub routed_to: Vec<CenterId>,
+}
+
+/// Read a case's [`CaseRoutes`]: the same fields [`read_case`] reads, but only events
+/// that can be `Routed` are parsed.
+pub fn read_case_routes(doc: &AutoCommit) -> Result<CaseRoutes, DocError> {
+    check_kind(doc, DocKind::Case)?;
+    let bad = |why| DocError::BadId {
+        id: "case".into(),
+        why,
+    };
+    let center_s = need_str(doc, "center")?;
+    let center = if center_s == HUB_OWNER {
+        None
+    } else {
+        Some(center_s.parse().map_err(|_| bad("bad center"))?)
+    };
+    let citizen = need_str(doc, "citizen")?
+        .parse()
+        .map_err(|_| bad("bad national id"))?;
+    let delivery: Delivery = serde_json::from_str(&need_str(doc, "delivery")?)?;
+    let pickup = match delivery {
+        Delivery::Pickup { center } => Some(center),
+        _ => None,
+    };
+    let mut routed_to = Vec::new();
+    if let Some((Value::Object(ObjType::List), list)) = doc.get(ROOT, "events")? {
+        for i in 0..doc.length(&list) {
+            let Some((v, _)) = doc.get(&list, i)? else {
+                continue;
+            };
+            // A `Routed` event's JSON always holds its tag; skip parsing the others.
+            let Some(s) = v.as_str().filter(|s| s.contains("\"routed\"")) else {
+                continue;
+            };
+            if let Ok(CaseEvent {
+                kind: CaseEventKind::Routed { to },
+                ..
+            }) = serde_json::from_str::<CaseEvent>(s)
+            {
+                routed_to.push(to);
+            }
+        }
+    }
+    Ok(CaseRoutes {
+        center,
+        citizen,
+        pickup,
+        routed_to,
+    })
+}
+
 // ---- citizen ------------------------------------------------------------------------
 
 /// A citizen profile as read from its document (raw strings, as typed; parse with
@@ -772,6 +832,59 @@ pub(crate) mod tests {
         assert_eq!(va.events.len(), 6);
         assert_eq!(va.derived.status, CaseStatus::Delivered);
         assert!(va.derived.conflict.is_some(), "kept and flagged");
+    }
+
+    #[test]
+    fn case_routes_read_what_read_case_reads() {
+        let mut d = AutoCommit::new();
+        let mut c = new_case("midan", 3);
+        c.delivery = Delivery::Pickup {
+            center: "mezzeh".parse().unwrap(),
+        };
+        create_case(&mut d, &c).unwrap();
+        let events = [
+            // Text that mentions routing without being a `Routed` event.
+            CaseEventKind::Cancelled {
+                reason: "\"routed\" by mistake".into(),
+            },
+            CaseEventKind::Routed {
+                to: "kafrsouseh".parse().unwrap(),
+            },
+            CaseEventKind::Ready,
+            CaseEventKind::Routed {
+                to: "mezzeh".parse().unwrap(),
+            },
+        ];
+        for (i, k) in events.into_iter().enumerate() {
+            let hlc = format!("000000000000{}.00000.a", i + 2);
+            append_case_event(&mut d, &event(k, "clerk", &hlc)).unwrap();
+        }
+        let full = read_case(&d).unwrap();
+        let routes = read_case_routes(&d).unwrap();
+        assert_eq!(routes.center, full.center);
+        assert_eq!(routes.citizen, full.citizen);
+        assert_eq!(routes.pickup.as_ref().map(CenterId::as_str), Some("mezzeh"));
+        let routed: Vec<CenterId> = full
+            .events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                CaseEventKind::Routed { to } => Some(to.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(routes.routed_to, routed);
+        assert_eq!(routes.routed_to.len(), 2);
+        // Not a case: refused like read_case.
+        let mut other = AutoCommit::new();
+        write_citizen(
+            &mut other,
+            &CitizenInput {
+                national_id: "01020304050".into(),
+                ..CitizenInput::default()
+            },
+        )
+        .unwrap();
+        assert!(read_case_routes(&other).is_err());
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //! for the primary link without holding back essential ones. Rows stored before lanes
 //! existed (schema 1) stay in the essential lane, where they were already being pushed.
 
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
 
 use automerge::{ActorId, AutoCommit, Change, ChangeHash, sync::SyncDoc};
@@ -378,12 +379,20 @@ pub struct ApplyReport {
     pub duplicates: usize,
     /// Changes refused: (doc, reason). They are not stored.
     pub rejected: Vec<(String, String)>,
+    /// The hex hash of each refused change, in the order of `rejected` (empty when the
+    /// change could not be decoded).
+    pub rejected_hashes: Vec<String>,
     /// Stored changes whose dependencies have not arrived yet (kept; they apply when
     /// their dependencies come).
     pub pending: usize,
     /// Documents whose state changed (re-project these).
     pub touched: Vec<DocId>,
 }
+
+/// A document held for the length of one [`DocStore::apply_remote`] call: the document,
+/// the hash of its newest stored row, and the highest seq stored for it in the call (0:
+/// none yet).
+type OpenDoc = (AutoCommit, Option<Vec<u8>>, u64);
 
 struct Cached {
     doc: AutoCommit,
@@ -431,21 +440,27 @@ impl DocStore {
 
     fn last_hash(conn: &Connection, id: &DocId) -> Result<Option<Vec<u8>>> {
         Ok(conn
-            .query_row(
-                "SELECT hash FROM changes WHERE doc_id=?1 ORDER BY seq DESC LIMIT 1",
-                [id.as_str()],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT hash FROM changes WHERE doc_id=?1 ORDER BY seq DESC LIMIT 1")?
+            .query_row([id.as_str()], |r| r.get(0))
             .optional()?)
     }
 
     /// Take a document out of the cache (loading it if needed) to mutate it; the caller
     /// puts it back on success. On error it is simply dropped and reloaded next time.
     fn take(&mut self, conn: &Connection, id: &DocId) -> Result<AutoCommit> {
+        Ok(self.take_with_last(conn, id)?.0)
+    }
+
+    /// [`Self::take`], with the hash of the document's newest stored change.
+    fn take_with_last(
+        &mut self,
+        conn: &Connection,
+        id: &DocId,
+    ) -> Result<(AutoCommit, Option<Vec<u8>>)> {
         self.load(conn, id)?;
         Ok(match self.cache.pop(id) {
-            Some(c) => c.doc,
-            None => AutoCommit::new().with_actor(self.actor.clone()),
+            Some(c) => (c.doc, c.last),
+            None => (AutoCommit::new().with_actor(self.actor.clone()), None),
         })
     }
 
@@ -508,10 +523,12 @@ impl DocStore {
         c: &Change,
         local: bool,
     ) -> Result<Option<StoredChange>> {
-        let n = conn.execute(
-            "INSERT OR IGNORE INTO changes(doc_id, hash, actor, local, origin, bytes, lane)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
+        let n = conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO changes(doc_id, hash, actor, local, origin, bytes, lane)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
                 id.as_str(),
                 &c.hash().0[..],
                 c.actor_id().to_bytes(),
@@ -519,8 +536,7 @@ impl DocStore {
                 self.origin,
                 c.raw_bytes(),
                 Lane::of(id).as_i64()
-            ],
-        )?;
+            ])?;
         if n == 0 {
             return Ok(None);
         }
@@ -537,19 +553,19 @@ impl DocStore {
             crate::docs::Owner::Shared => String::new(),
             crate::docs::Owner::Center(c) => c.as_str().to_string(),
         };
-        conn.execute(
+        conn.prepare_cached(
             "INSERT INTO doc_meta(doc_id, kind, owner, heads, bucket, last_seq)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT(doc_id) DO UPDATE SET heads=?4, last_seq=max(last_seq, ?6)",
-            params![
-                id.as_str(),
-                id.kind().as_str(),
-                owner,
-                encode_heads(&doc.get_heads()),
-                bucket_of(id.as_str()),
-                seq as i64
-            ],
-        )?;
+        )?
+        .execute(params![
+            id.as_str(),
+            id.kind().as_str(),
+            owner,
+            encode_heads(&doc.get_heads()),
+            bucket_of(id.as_str()),
+            seq as i64
+        ])?;
         Ok(())
     }
 
@@ -641,14 +657,24 @@ impl DocStore {
         self.origin = origin.map(str::to_string);
     }
 
-    /// Apply remote changes one by one: known hashes are skipped, undecodable or
+    /// Apply remote changes one by one, in order: known hashes are skipped, undecodable or
     /// rejected changes are reported (never stored), and the heads are checked after each.
+    ///
+    /// The documents a call touches are loaded once and held for the whole call (a push
+    /// interleaves many documents, more than the LRU keeps), and each document's
+    /// `doc_meta` row is written once, after its last change.
     pub fn apply_remote(
         &mut self,
         conn: &Connection,
         changes: &[WireChange],
     ) -> Result<ApplyReport> {
         let mut report = ApplyReport::default();
+        // Documents being worked on, with the hash of their newest stored row and the
+        // highest seq stored for them in this call (0: none).
+        let mut open: HashMap<DocId, Box<OpenDoc>> =
+            HashMap::with_capacity(changes.len().min(4096));
+        let mut touched: HashSet<DocId> = HashSet::with_capacity(changes.len().min(4096));
+        report.stored.reserve(changes.len());
         for wc in changes {
             let change = match Change::try_from(wc.bytes.as_slice()) {
                 Ok(c) => c,
@@ -656,50 +682,64 @@ impl DocStore {
                     report
                         .rejected
                         .push((wc.doc_id.to_string(), format!("undecodable change: {e}")));
+                    report.rejected_hashes.push(String::new());
                     continue;
                 }
             };
+            let hash = change.hash();
             let known: bool = conn
-                .query_row(
-                    "SELECT 1 FROM changes WHERE hash=?1",
-                    [&change.hash().0[..]],
-                    |_| Ok(true),
-                )
+                .prepare_cached("SELECT 1 FROM changes WHERE hash=?1")?
+                .query_row([&hash.0[..]], |_| Ok(true))
                 .optional()?
                 .unwrap_or(false);
             if known {
                 report.duplicates += 1;
                 continue;
             }
-            let hash = change.hash();
-            let mut doc = self.take(conn, &wc.doc_id)?;
+            if !open.contains_key(&wc.doc_id) {
+                let (doc, last) = self.take_with_last(conn, &wc.doc_id)?;
+                open.insert(wc.doc_id.clone(), Box::new((doc, last, 0)));
+            }
+            let Some((doc, last, top)) = open.get_mut(&wc.doc_id).map(|b| &mut **b) else {
+                continue;
+            };
             if let Err(e) = doc.apply_changes([change.clone()]) {
                 report
                     .rejected
                     .push((wc.doc_id.to_string(), format!("automerge refused: {e}")));
+                report.rejected_hashes.push(hex::encode(hash.0));
+                // The document may be half-changed: finish what it stored so far and
+                // reload it from the database if it comes again.
+                if let Some((mut doc, _, top)) = open.remove(&wc.doc_id).map(|b| *b)
+                    && top > 0
+                {
+                    Self::update_meta(conn, &wc.doc_id, &mut doc, top)?;
+                }
                 continue;
             }
-            let applied = doc.get_change_by_hash(&hash).is_some();
-            if !applied {
+            // Applied changes are usually the newest head; only otherwise ask the graph
+            // (building the change's metadata costs more than the check).
+            if !doc.get_heads().contains(&hash) && doc.get_change_meta_by_hash(&hash).is_none() {
                 report.pending += 1;
             }
             let Some(stored) = self.insert_change(conn, &wc.doc_id, &change, false)? else {
                 report.duplicates += 1;
                 continue;
             };
-            Self::update_meta(conn, &wc.doc_id, &mut doc, stored.seq)?;
-            doc.set_actor(self.actor.clone());
-            self.cache.put(
-                wc.doc_id.clone(),
-                Cached {
-                    doc,
-                    last: Some(hash.0.to_vec()),
-                },
-            );
-            if !report.touched.contains(&wc.doc_id) {
+            *last = Some(hash.0.to_vec());
+            *top = stored.seq;
+            if touched.insert(wc.doc_id.clone()) {
                 report.touched.push(wc.doc_id.clone());
             }
             report.stored.push(stored);
+        }
+        for (id, open_doc) in open {
+            let (mut doc, last, top) = *open_doc;
+            if top > 0 {
+                Self::update_meta(conn, &id, &mut doc, top)?;
+            }
+            doc.set_actor(self.actor.clone());
+            self.cache.put(id, Cached { doc, last });
         }
         Ok(report)
     }
@@ -719,6 +759,7 @@ impl DocStore {
             Err(e) => {
                 return Ok(ApplyReport {
                     rejected: vec![(wc.doc_id.to_string(), format!("bad snapshot: {e}"))],
+                    rejected_hashes: vec![String::new()],
                     ..ApplyReport::default()
                 });
             }
@@ -1176,6 +1217,86 @@ pub(crate) mod tests {
         assert_eq!(v.metrics["tickets"], 100);
         // Changes are kept for shipping after compaction.
         assert_eq!(local_changes_after(&c, 0, usize::MAX).unwrap().len(), 22);
+    }
+
+    #[test]
+    fn an_interleaved_batch_applies_as_change_by_change_does() {
+        // Two documents edited in turn, pushed as one batch with one change ahead of its
+        // dependency: every change is stored in order, the early one waits, and the
+        // heads (in memory, in doc_meta, and after a reload) are the source's.
+        let src_actor = ActorId::from(b"midan/1".to_vec());
+        let c: crate::model::ids::CenterId = "midan".parse().unwrap();
+        let ids = [
+            DocId::stats(&c, jiff::civil::date(2026, 1, 1)),
+            DocId::stats(&c, jiff::civil::date(2026, 1, 2)),
+        ];
+        let mut srcs: Vec<AutoCommit> = Vec::new();
+        let mut wire: Vec<WireChange> = Vec::new();
+        for (k, id) in ids.iter().enumerate() {
+            let mut d = AutoCommit::new().with_actor(src_actor.clone());
+            docs::create_metrics(
+                &mut d,
+                docs::DocKind::Stats,
+                &c,
+                jiff::civil::date(2026, 1, 1 + k as i8),
+            )
+            .unwrap();
+            d.commit();
+            wire.push(WireChange {
+                doc_id: id.clone(),
+                bytes: d.get_last_local_change().unwrap().raw_bytes().to_vec(),
+            });
+            srcs.push(d);
+        }
+        for round in 0..3 {
+            for (k, id) in ids.iter().enumerate() {
+                docs::set_metric(&mut srcs[k], "tickets", round).unwrap();
+                srcs[k].commit();
+                wire.push(WireChange {
+                    doc_id: id.clone(),
+                    bytes: srcs[k]
+                        .get_last_local_change()
+                        .unwrap()
+                        .raw_bytes()
+                        .to_vec(),
+                });
+            }
+        }
+        // The second document's last change first: its dependencies come later.
+        let last = wire.pop().unwrap();
+        wire.insert(0, last);
+        let a = db();
+        let mut s = DocStore::new(incarnation(&a, "hub", 0).unwrap(), 1);
+        let r = s.apply_remote(&a, &wire).unwrap();
+        assert_eq!(r.stored.len(), wire.len());
+        assert_eq!(r.pending, 1);
+        assert!(r.rejected.is_empty());
+        let seqs: Vec<u64> = r.stored.iter().map(|x| x.seq).collect();
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "stored in batch order"
+        );
+        assert_eq!(r.touched, vec![ids[1].clone(), ids[0].clone()]);
+        for (k, id) in ids.iter().enumerate() {
+            let want = srcs[k].get_heads();
+            assert_eq!(s.heads(&a, id).unwrap(), want);
+            let meta: Vec<u8> = a
+                .query_row(
+                    "SELECT heads FROM doc_meta WHERE doc_id=?1",
+                    [id.as_str()],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(decode_heads(&meta).unwrap(), want);
+        }
+        s.clear_cache();
+        for (k, id) in ids.iter().enumerate() {
+            assert_eq!(s.heads(&a, id).unwrap(), srcs[k].get_heads());
+        }
+        // The same batch again: all duplicates, nothing stored.
+        let again = s.apply_remote(&a, &wire).unwrap();
+        assert_eq!(again.duplicates, wire.len());
+        assert!(again.stored.is_empty());
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! document the center may not write is refused and reported, never stored; every request
 //! is idempotent, so a cut request or reply is simply sent again.
 
+use std::collections::HashMap;
+
 use automerge::{ChangeHash, sync::State};
 use rusqlite::{Connection, OptionalExtension, params};
 use tracing::warn;
@@ -285,39 +287,40 @@ impl<'a> SqliteHub<'a> {
     fn routed(&self, doc: &DocId, center: &CenterId) -> Result<bool, HubError> {
         Ok(self
             .conn
-            .query_row(
-                "SELECT 1 FROM routes WHERE doc_id=?1 AND center=?2",
-                params![doc.as_str(), center.as_str()],
-                |_| Ok(()),
-            )
+            .prepare_cached("SELECT 1 FROM routes WHERE doc_id=?1 AND center=?2")?
+            .query_row(params![doc.as_str(), center.as_str()], |_| Ok(()))
             .optional()?
             .is_some())
     }
 
     fn append_feed(&self, center: &str, change_seq: u64) -> Result<(), HubError> {
-        self.conn.execute(
-            "INSERT INTO feed(center, fseq, change_seq)
-             VALUES (?1, (SELECT coalesce(max(fseq), 0) + 1 FROM feed WHERE center=?1), ?2)",
-            params![center, change_seq as i64],
-        )?;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO feed(center, fseq, change_seq)
+                 VALUES (?1, (SELECT coalesce(max(fseq), 0) + 1 FROM feed WHERE center=?1), ?2)",
+            )?
+            .execute(params![center, change_seq as i64])?;
         Ok(())
     }
 
     /// Route a document to a center: on a new route, the document's history (minus what
     /// the center itself sent) goes to its feed first.
     pub fn add_route(&mut self, doc: &DocId, center: &CenterId) -> Result<(), HubError> {
-        let n = self.conn.execute(
-            "INSERT OR IGNORE INTO routes(doc_id, center) VALUES (?1, ?2)",
-            params![doc.as_str(), center.as_str()],
-        )?;
+        let n = self
+            .conn
+            .prepare_cached("INSERT OR IGNORE INTO routes(doc_id, center) VALUES (?1, ?2)")?
+            .execute(params![doc.as_str(), center.as_str()])?;
         if n == 0 {
             return Ok(());
         }
-        let (count, top): (i64, Option<i64>) = self.conn.query_row(
-            "SELECT count(*), max(seq) FROM changes WHERE doc_id=?1 AND coalesce(origin, '') <> ?2",
-            params![doc.as_str(), center.as_str()],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
+        let (count, top): (i64, Option<i64>) = self
+            .conn
+            .prepare_cached(
+                "SELECT count(*), max(seq) FROM changes WHERE doc_id=?1 AND coalesce(origin, '') <> ?2",
+            )?
+            .query_row(params![doc.as_str(), center.as_str()], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
         if let Some(top) = top
             && count >= SNAPSHOT_MIN_CHANGES
         {
@@ -329,101 +332,112 @@ impl<'a> SqliteHub<'a> {
             )?;
             return Ok(());
         }
-        self.conn.execute(
-            "INSERT INTO feed(center, fseq, change_seq)
-             SELECT ?2, (SELECT coalesce(max(fseq), 0) FROM feed WHERE center=?2)
-                        + row_number() OVER (ORDER BY seq), seq
-             FROM changes WHERE doc_id=?1 AND coalesce(origin, '') <> ?2",
-            params![doc.as_str(), center.as_str()],
-        )?;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO feed(center, fseq, change_seq)
+                 SELECT ?2, (SELECT coalesce(max(fseq), 0) FROM feed WHERE center=?2)
+                            + row_number() OVER (ORDER BY seq), seq
+                 FROM changes WHERE doc_id=?1 AND coalesce(origin, '') <> ?2",
+            )?
+            .execute(params![doc.as_str(), center.as_str()])?;
         Ok(())
     }
 
     /// Route newly stored changes: append each to the feeds of the centers its document
-    /// is routed to (except the one that sent it), then add the routes it implies. Call
-    /// this after the hub's own edits too (catalog, staff, portal cases).
+    /// is routed to (except the one that sent it), then add the routes its document now
+    /// implies. Call this after the hub's own edits too (catalog, staff, portal cases).
+    ///
+    /// Each document of the batch is read once, after all its changes: routes are only
+    /// ever added, and a new route sends the document's whole history (what the center
+    /// did not send itself), so deciding from the final state reaches the same feeds as
+    /// deciding after every change.
     pub fn route_stored(
         &mut self,
         stored: &[StoredChange],
         origin: Option<&CenterId>,
     ) -> Result<(), HubError> {
+        let mut routes: HashMap<&DocId, Vec<String>> = HashMap::new();
+        let mut docs: Vec<&DocId> = Vec::new();
         for s in stored {
-            let centers: Vec<String> = {
-                let mut stmt = self
-                    .conn
-                    .prepare_cached("SELECT center FROM routes WHERE doc_id=?1")?;
-                stmt.query_map([s.doc_id.as_str()], |r| r.get(0))?
-                    .collect::<Result<_, _>>()?
-            };
-            for c in centers {
+            if !routes.contains_key(&s.doc_id) {
+                routes.insert(&s.doc_id, self.routes_of(&s.doc_id)?);
+                docs.push(&s.doc_id);
+            }
+            for c in &routes[&s.doc_id] {
                 if Some(c.as_str()) != origin.map(CenterId::as_str) {
-                    self.append_feed(&c, s.seq)?;
+                    self.append_feed(c, s.seq)?;
                 }
             }
-            for c in self.implied_routes(&s.doc_id, origin)? {
-                self.add_route(&s.doc_id, &c)?;
+        }
+        for doc in docs {
+            let case = match doc.kind() {
+                DocKind::Case => self.docs.read(self.conn, doc, docs::read_case_routes)?,
+                _ => None,
+            };
+            let case = match case {
+                Some(Ok(v)) => Some(v),
+                _ => None,
+            };
+            for c in implied_routes(doc, origin, case.as_ref(), || self.all_centers())? {
+                self.add_route(doc, &c)?;
             }
-            if s.doc_id.kind() == DocKind::Case {
-                self.route_case_citizen(&s.doc_id)?;
+            if let Some(v) = case {
+                // A case's citizen goes wherever the case goes.
+                let citizen = DocId::citizen(&v.citizen);
+                for c in self.routes_of(doc)? {
+                    if let Ok(c) = c.parse() {
+                        self.add_route(&citizen, &c)?;
+                    }
+                }
             }
         }
         Ok(())
     }
 
-    fn implied_routes(
-        &mut self,
-        doc: &DocId,
-        origin: Option<&CenterId>,
-    ) -> Result<Vec<CenterId>, HubError> {
-        let mut out: Vec<CenterId> = origin.into_iter().cloned().collect();
-        match doc.kind() {
-            DocKind::Catalog => {
-                let mut stmt = self.conn.prepare_cached("SELECT center FROM centers")?;
-                let all: Vec<String> = stmt
-                    .query_map([], |r| r.get(0))?
-                    .collect::<Result<_, _>>()?;
-                out.extend(all.into_iter().filter_map(|c| c.parse().ok()));
-            }
-            DocKind::Case => {
-                out.extend(doc.owner_center());
-                if let Some(Ok(v)) = self.docs.read(self.conn, doc, docs::read_case)? {
-                    out.extend(v.center.clone());
-                    if let crate::model::case::Delivery::Pickup { center } = &v.delivery {
-                        out.push(center.clone());
-                    }
-                    for e in &v.events {
-                        if let crate::model::case::CaseEventKind::Routed { to } = &e.kind {
-                            out.push(to.clone());
-                        }
-                    }
-                }
-            }
-            _ => out.extend(doc.owner_center()),
-        }
-        out.sort();
-        out.dedup();
-        Ok(out)
+    fn routes_of(&self, doc: &DocId) -> Result<Vec<String>, HubError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT center FROM routes WHERE doc_id=?1")?;
+        let centers = stmt
+            .query_map([doc.as_str()], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(centers)
     }
 
-    fn route_case_citizen(&mut self, doc: &DocId) -> Result<(), HubError> {
-        let Some(Ok(v)) = self.docs.read(self.conn, doc, docs::read_case)? else {
-            return Ok(());
-        };
-        let citizen = DocId::citizen(&v.citizen);
-        let centers: Vec<String> = {
-            let mut stmt = self
-                .conn
-                .prepare_cached("SELECT center FROM routes WHERE doc_id=?1")?;
-            stmt.query_map([doc.as_str()], |r| r.get(0))?
-                .collect::<Result<_, _>>()?
-        };
-        for c in centers {
-            if let Ok(c) = c.parse() {
-                self.add_route(&citizen, &c)?;
+    fn all_centers(&self) -> Result<Vec<CenterId>, HubError> {
+        let mut stmt = self.conn.prepare_cached("SELECT center FROM centers")?;
+        let all: Vec<String> = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(all.into_iter().filter_map(|c| c.parse().ok()).collect())
+    }
+}
+
+/// The centers a document must reach, from its id, the center that sent it and (for a
+/// case) its current state: its owner and processing center, a pickup center, every
+/// center it was routed to. The catalog goes to every center.
+fn implied_routes(
+    doc: &DocId,
+    origin: Option<&CenterId>,
+    case: Option<&docs::CaseRoutes>,
+    all_centers: impl FnOnce() -> Result<Vec<CenterId>, HubError>,
+) -> Result<Vec<CenterId>, HubError> {
+    let mut out: Vec<CenterId> = origin.into_iter().cloned().collect();
+    match doc.kind() {
+        DocKind::Catalog => out.extend(all_centers()?),
+        DocKind::Case => {
+            out.extend(doc.owner_center());
+            if let Some(v) = case {
+                out.extend(v.center.iter().cloned());
+                out.extend(v.pickup.iter().cloned());
+                out.extend(v.routed_to.iter().cloned());
             }
         }
-        Ok(())
+        _ => out.extend(doc.owner_center()),
     }
+    out.sort();
+    out.dedup();
+    Ok(out)
 }
 
 impl HubStore for SqliteHub<'_> {
@@ -477,39 +491,49 @@ impl HubStore for SqliteHub<'_> {
     ) -> Result<PushOutcome, HubError> {
         let mut acked = self.push_acked(center, actor)?;
         let mut refused = Vec::new();
-        self.docs.set_origin(Some(center.as_str()));
-        let result = (|| -> Result<(), HubError> {
-            for (seq, wc) in changes {
-                if *seq <= acked {
-                    continue;
+        // Which changes may be written is decided per document: a change to a case of
+        // another center needs a route, and only that case's own changes could add one.
+        let mut allowed: HashMap<&DocId, Result<(), String>> = HashMap::new();
+        let mut accepted: Vec<WireChange> = Vec::new();
+        for (seq, wc) in changes {
+            if *seq <= acked {
+                continue;
+            }
+            let verdict = match allowed.get(&wc.doc_id) {
+                Some(v) => v.clone(),
+                None => {
+                    let v = may_write(center, &wc.doc_id, self.routed(&wc.doc_id, center)?);
+                    allowed.insert(&wc.doc_id, v.clone());
+                    v
                 }
-                let routed = self.routed(&wc.doc_id, center)?;
-                let hash = automerge::Change::try_from(wc.bytes.as_slice())
-                    .map(|c| hex::encode(c.hash().0))
-                    .unwrap_or_default();
-                if let Err(reason) = may_write(center, &wc.doc_id, routed) {
+            };
+            match verdict {
+                Ok(()) => accepted.push(wc.clone()),
+                Err(reason) => {
                     warn!(center = %center, doc = %wc.doc_id, %reason, "refused pushed change");
+                    let hash = automerge::Change::try_from(wc.bytes.as_slice())
+                        .map(|c| hex::encode(c.hash().0))
+                        .unwrap_or_default();
                     refused.push(Refusal {
                         doc_id: wc.doc_id.to_string(),
                         hash,
                         reason,
                     });
-                } else {
-                    let r = self
-                        .docs
-                        .apply_remote(self.conn, std::slice::from_ref(wc))?;
-                    for (doc, reason) in r.rejected {
-                        refused.push(Refusal {
-                            doc_id: doc,
-                            hash: hash.clone(),
-                            reason,
-                        });
-                    }
-                    self.route_stored(&r.stored, Some(center))?;
                 }
-                acked = *seq;
             }
-            Ok(())
+            acked = *seq;
+        }
+        self.docs.set_origin(Some(center.as_str()));
+        let result = (|| -> Result<(), HubError> {
+            let r = self.docs.apply_remote(self.conn, &accepted)?;
+            for (i, (doc, reason)) in r.rejected.into_iter().enumerate() {
+                refused.push(Refusal {
+                    doc_id: doc,
+                    hash: r.rejected_hashes.get(i).cloned().unwrap_or_default(),
+                    reason,
+                });
+            }
+            self.route_stored(&r.stored, Some(center))
         })();
         self.docs.set_origin(None);
         result?;
