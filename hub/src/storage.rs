@@ -171,6 +171,10 @@ impl HubDb {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // 64 MiB of page cache (SQLite's default is 2 MB): every pushed change lands at a
+        // random place in the unique index of change hashes, and dozens of centers push
+        // at once.
+        conn.pragma_update(None, "cache_size", -65536)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         // The per-change statements of a push (store, route, feed) stay prepared.
         conn.set_prepared_statement_cache_capacity(64);
