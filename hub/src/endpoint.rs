@@ -1,10 +1,10 @@
 //! The sync endpoint `POST /sync/v1` (served over mutual TLS by [`crate::tls::serve`]):
 //! body = one encoded `Request`, answer = one encoded `Response`
 //! (`application/octet-stream`). The center is taken ONLY from the verified
-//! [`CenterIdentity`] in the request extensions; each request runs `handle_request` on
-//! the writer thread in one transaction and is appended to the sync log (center, uplink
-//! from the `X-Markaz-Uplink` header, times, bytes, documents and changes each way,
-//! refusals, result, skew) and to its session (`X-Markaz-Session`, see
+//! [`CenterIdentity`] in the request extensions; each request is decoded on the async
+//! side, answered by `handle_decoded` on the writer thread in one transaction, and
+//! appended to the sync log (center, uplink from the `X-Markaz-Uplink` header, times,
+//! bytes, documents and changes each way, refusals, result, skew) and to its session (`X-Markaz-Session`, see
 //! [`crate::sessions`]). A malformed body is answered with an `Error` response.
 
 use std::collections::BTreeSet;
@@ -65,12 +65,28 @@ async fn sync(
         .and_then(|v| v.to_str().ok())
         .and_then(parse_session_id);
     let started = now_ms();
-    let req = Request::decode(&body).ok();
     let body_len = body.len();
+    // Decoded here, on the async side: the writer thread only answers.
+    let req = Request::decode(&body);
+    drop(body);
+    let (skew_wall_ms, done_at, docs_up) = match &req {
+        Ok(Request::Hello {
+            wall_ms,
+            done_at,
+            epoch_seen,
+            ..
+        }) => (Some(*wall_ms), done_at.zip(epoch_seen.clone()), 0),
+        Ok(Request::Push { changes, .. }) => {
+            let docs: BTreeSet<&str> = changes.iter().map(|(_, c)| c.doc_id.as_str()).collect();
+            (None, None, docs.len() as i64)
+        }
+        Ok(Request::RepairSync { msgs }) => (None, None, msgs.len() as i64),
+        _ => (None, None, 0),
+    };
     let c = center.clone();
     let result = writer
         .run(move |e| {
-            let (resp, log) = e.sync_request(&c, now_ms(), &body);
+            let (resp, log) = e.sync_request(&c, now_ms(), req);
             let ended = now_ms();
             let mut entry = SyncLogEntry {
                 center: c.to_string(),
@@ -80,66 +96,52 @@ async fn sync(
                 started_ms: started as i64,
                 ended_ms: ended as i64,
                 bytes_up: body_len as i64,
-                bytes_down: resp.len() as i64,
                 changes_up: log.changes_in as i64,
                 changes_down: log.changes_out as i64,
+                docs_up,
                 refused: log.refused as i64,
                 result: if log.error.is_none() { "ok" } else { "error" }.into(),
                 error: log.error.clone(),
+                skew_ms: skew_wall_ms.map(|w| ended as i64 - w as i64),
                 ..SyncLogEntry::default()
             };
-            match &req {
-                Some(Request::Hello { wall_ms, .. }) => {
-                    entry.skew_ms = Some(ended as i64 - *wall_ms as i64);
-                }
-                Some(Request::Push { changes, .. }) => {
-                    let docs: BTreeSet<&str> =
-                        changes.iter().map(|(_, c)| c.doc_id.as_str()).collect();
-                    entry.docs_up = docs.len() as i64;
-                }
-                Some(Request::RepairSync { msgs }) => entry.docs_up = msgs.len() as i64,
-                _ => {}
-            }
-            match Response::decode(&resp) {
-                Ok(Response::PullBatch {
+            match &resp {
+                Response::PullBatch {
                     changes,
                     snapshots,
                     next_cursor,
                     more,
-                }) => {
+                } => {
                     // Pull is the client's last phase: a batch with nothing more ends it.
                     entry.ends_session = !more || (changes.is_empty() && snapshots.is_empty());
                     let docs: BTreeSet<&str> = changes
                         .iter()
-                        .chain(&snapshots)
+                        .chain(snapshots)
                         .map(|c| c.doc_id.as_str())
                         .collect();
                     entry.docs_down = docs.len() as i64;
-                    entry.cursor = Some(next_cursor as i64);
+                    entry.cursor = Some(*next_cursor as i64);
                 }
-                Ok(Response::RepairSync { msgs }) => {
+                Response::RepairSync { msgs } => {
                     entry.docs_down = msgs.iter().filter(|m| m.1.is_some()).count() as i64;
                 }
-                Ok(Response::Welcome {
+                Response::Welcome {
                     epoch, feed_len, ..
-                }) => {
+                } => {
                     // A center with nothing to push offers to stop at the Welcome
                     // (`done_at` = its pull cursor); it does when nothing is new here.
-                    if let Some(Request::Hello {
-                        done_at: Some(cursor),
-                        epoch_seen: Some(seen),
-                        ..
-                    }) = &req
-                    {
-                        entry.ends_session = feed_len <= *cursor && *seen == epoch;
+                    if let Some((cursor, seen)) = &done_at {
+                        entry.ends_session = feed_len <= cursor && seen == epoch;
                     }
                 }
-                Ok(Response::Error { code, message }) if entry.error.is_none() => {
+                Response::Error { code, message } if entry.error.is_none() => {
                     entry.result = "error".into();
                     entry.error = Some(format!("{code}: {message}"));
                 }
                 _ => {}
             }
+            let resp = resp.encode();
+            entry.bytes_down = resp.len() as i64;
             if let Err(err) = e.record_sync(&entry) {
                 tracing::error!(%err, center = %entry.center, "could not write the sync log");
             }

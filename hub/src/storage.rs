@@ -16,7 +16,9 @@ use automerge::AutoCommit;
 use markaz_sync::docs::{DocError, DocId};
 use markaz_sync::hlc::Clock;
 use markaz_sync::model::CenterId;
-use markaz_sync::protocol::{RequestLog, SqliteHub, handle_request, migrate_hub};
+use markaz_sync::protocol::{
+    MessageError, Request, RequestLog, Response, SqliteHub, handle_decoded, migrate_hub,
+};
 use markaz_sync::store::{self, DocStore, StoredChange};
 use rusqlite::{Connection, params};
 use tokio::sync::{mpsc, oneshot};
@@ -94,8 +96,8 @@ pub trait HubEngine {
         &mut self,
         center: &CenterId,
         now_ms: u64,
-        body: &[u8],
-    ) -> (Vec<u8>, RequestLog);
+        req: Result<Request, MessageError>,
+    ) -> (Response, RequestLog);
     /// Append a row to the sync log, add it to its session (see [`crate::sessions`]) and
     /// update the center's status.
     fn record_sync(&mut self, entry: &SyncLogEntry) -> Result<(), StorageError>;
@@ -225,8 +227,8 @@ impl HubEngine for HubDb {
         &mut self,
         center: &CenterId,
         now_ms: u64,
-        body: &[u8],
-    ) -> (Vec<u8>, RequestLog) {
+        req: Result<Request, MessageError>,
+    ) -> (Response, RequestLog) {
         let tx = match self.conn.transaction() {
             Ok(tx) => tx,
             Err(e) => {
@@ -235,27 +237,25 @@ impl HubEngine for HubDb {
                     error: Some(format!("hub storage: {e}")),
                     ..RequestLog::default()
                 };
-                let resp = markaz_sync::protocol::Response::Error {
+                let resp = Response::Error {
                     code: "hub_error".into(),
                     message: "hub storage unavailable".into(),
-                }
-                .encode();
+                };
                 return (resp, log);
             }
         };
         let (resp, mut log) = {
             let mut h = SqliteHub::new(&tx, &mut self.docs);
-            handle_request(&mut h, center, &mut self.clock, now_ms, body)
+            handle_decoded(&mut h, center, &mut self.clock, now_ms, req)
         };
         if log.error.is_none() {
             if let Err(e) = tx.commit() {
                 log.error = Some(format!("commit: {e}"));
                 self.docs.clear_cache();
-                let resp = markaz_sync::protocol::Response::Error {
+                let resp = Response::Error {
                     code: "hub_error".into(),
                     message: "commit failed".into(),
-                }
-                .encode();
+                };
                 return (resp, log);
             }
         } else {

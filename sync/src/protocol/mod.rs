@@ -20,7 +20,8 @@ mod tests;
 pub use client::{ClientError, ClientSession, Limits, SessionReport};
 pub use message::{MessageError, PROTOCOL_VERSION, Refusal, Request, Response};
 pub use server::{
-    HubStore, RequestLog, SqliteHub, after_restore, handle_request, migrate_hub, rotate_epoch,
+    HubStore, RequestLog, SqliteHub, after_restore, handle_decoded, handle_request, migrate_hub,
+    rotate_epoch,
 };
 
 use crate::docs::{DocId, DocKind, Owner};

@@ -94,13 +94,26 @@ pub fn handle_request<H: HubStore>(
     now_ms: u64,
     body: &[u8],
 ) -> (Vec<u8>, RequestLog) {
+    let (resp, log) = handle_decoded(hub, center, clock, now_ms, Request::decode(body));
+    (resp.encode(), log)
+}
+
+/// [`handle_request`] for a body already decoded (the hub decodes it before it reaches
+/// its writer thread, which then only answers): the response, not yet encoded.
+pub fn handle_decoded<H: HubStore>(
+    hub: &mut H,
+    center: &CenterId,
+    clock: &mut Clock,
+    now_ms: u64,
+    req: Result<Request, super::message::MessageError>,
+) -> (Response, RequestLog) {
     let mut log = RequestLog::default();
-    let req = match Request::decode(body) {
+    let req = match req {
         Ok(r) => r,
         Err(super::message::MessageError::VersionRefused { ours, theirs }) => {
             log.kind = "refused";
             log.error = Some(format!("protocol version {theirs}, ours {ours}"));
-            return (Response::VersionRefused { ours, theirs }.encode(), log);
+            return (Response::VersionRefused { ours, theirs }, log);
         }
         Err(e) => {
             log.kind = "bad";
@@ -109,22 +122,20 @@ pub fn handle_request<H: HubStore>(
                 Response::Error {
                     code: "bad_request".into(),
                     message: e.to_string(),
-                }
-                .encode(),
+                },
                 log,
             );
         }
     };
     match answer(hub, center, clock, now_ms, req, &mut log) {
-        Ok(r) => (r.encode(), log),
+        Ok(r) => (r, log),
         Err(e) => {
             log.error = Some(e.to_string());
             (
                 Response::Error {
                     code: "hub_error".into(),
                     message: e.to_string(),
-                }
-                .encode(),
+                },
                 log,
             )
         }
