@@ -222,9 +222,9 @@ pub async fn catch_up(args: &Args, command: &str) -> anyhow::Result<String> {
     let m = |f: &dyn Fn(&CatchUpRun) -> f64| thousands(med(f) as u64);
     md.push_str(&format!(
         "Where the bytes go (medians): zstd of the changes as one stream {}; the same changes \
-         compressed per push batch of {} KiB, each alone, {}; sync message bodies (framing: \
-         per-change length + CRC-32C, document ids, sequence numbers, acks; compressed per \
-         batch) {} up + {} down; TLS records, handshake (certificates both ways) and HTTP \
+         compressed per push batch of {} KiB, each alone, {}; sync message bodies (compact \
+         push form: sequence runs, a document table, varint-prefixed changes; acks; \
+         compressed per batch) {} up + {} down; TLS records, handshake (certificates both ways) and HTTP \
          headers {}.\n\n",
         m(&|r| r.zstd as f64),
         markaz_sync::protocol::Limits::default().push_bytes / 1024,
@@ -350,4 +350,225 @@ pub async fn nothing_new(args: &Args, command: &str) -> anyhow::Result<String> {
         if resumed { "resumed" } else { "not resumed" },
     ));
     Ok(md)
+}
+
+#[cfg(test)]
+mod encoding_experiment {
+    //! Sizes of candidate push encodings on the center-day workload, the experiment that
+    //! chose the compact push form (`docs/PROTOCOL.md`): it prints the zstd sizes of each
+    //! candidate at several batch sizes and levels, and checks that the compact form beats
+    //! the framed one and stays within target 2a's 1.3× of one zstd stream. By default a
+    //! tenth of a center-day; the whole day with `MARKAZ_ENCODING_FULL=1 cargo test
+    //! --release -p markaz --bin markaz encoding_experiment -- --nocapture`.
+
+    use markaz_sync::protocol::{PushForm, Request};
+    use markaz_sync::store::{self, DocStore, Lane, WireChange};
+    use rusqlite::Connection;
+
+    use super::super::workload::{self, Shape};
+
+    fn varint(mut v: u64, out: &mut Vec<u8>) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+
+    fn z(raw: &[u8], level: i32) -> usize {
+        zstd::bulk::compress(raw, level).unwrap().len()
+    }
+
+    /// Legacy frames without the per-frame CRC.
+    fn no_crc(b: &[(u64, WireChange)]) -> Vec<u8> {
+        let mut raw = Vec::new();
+        let seqs: Vec<u64> = b.iter().map(|(s, _)| *s).collect();
+        raw.extend_from_slice(&serde_json::to_vec(&seqs).unwrap());
+        for (_, c) in b {
+            let id = c.doc_id.as_str();
+            raw.extend_from_slice(&((2 + id.len() + c.bytes.len()) as u32).to_le_bytes());
+            raw.extend_from_slice(&(id.len() as u16).to_le_bytes());
+            raw.extend_from_slice(id.as_bytes());
+            raw.extend_from_slice(&c.bytes);
+        }
+        raw
+    }
+
+    /// Seq order kept; doc ids interned in a table; seq deltas as varints.
+    fn interned(b: &[(u64, WireChange)]) -> Vec<u8> {
+        let mut ids: Vec<&str> = Vec::new();
+        let mut raw = Vec::new();
+        let mut body = Vec::new();
+        let mut prev = 0;
+        for (s, c) in b {
+            let id = c.doc_id.as_str();
+            let k = match ids.iter().position(|d| *d == id) {
+                Some(k) => k,
+                None => {
+                    ids.push(id);
+                    ids.len() - 1
+                }
+            };
+            varint(s - prev, &mut body);
+            prev = *s;
+            varint(k as u64, &mut body);
+            varint(c.bytes.len() as u64, &mut body);
+            body.extend_from_slice(&c.bytes);
+        }
+        varint(ids.len() as u64, &mut raw);
+        for id in ids {
+            varint(id.len() as u64, &mut raw);
+            raw.extend_from_slice(id.as_bytes());
+        }
+        raw.extend_from_slice(&body);
+        raw
+    }
+
+    /// Grouped by document (first appearance); per group: id, count, then per change
+    /// seq delta (from the previous seq in the group), length, bytes. `columnar`: all
+    /// group headers and lengths first, then all change bytes.
+    fn grouped(b: &[(u64, WireChange)], columnar: bool) -> Vec<u8> {
+        let mut order: Vec<&str> = Vec::new();
+        let mut groups: std::collections::HashMap<&str, Vec<&(u64, WireChange)>> =
+            Default::default();
+        for x in b {
+            let id = x.1.doc_id.as_str();
+            groups
+                .entry(id)
+                .or_insert_with(|| {
+                    order.push(id);
+                    Vec::new()
+                })
+                .push(x);
+        }
+        let mut meta = Vec::new();
+        let mut data = Vec::new();
+        varint(order.len() as u64, &mut meta);
+        for id in order {
+            varint(id.len() as u64, &mut meta);
+            meta.extend_from_slice(id.as_bytes());
+            let g = &groups[id];
+            varint(g.len() as u64, &mut meta);
+            let mut prev = 0;
+            for (s, c) in g.iter().map(|x| (x.0, &x.1)) {
+                varint(s - prev, &mut meta);
+                prev = s;
+                varint(c.bytes.len() as u64, &mut meta);
+                if columnar {
+                    data.extend_from_slice(&c.bytes);
+                } else {
+                    meta.extend_from_slice(&c.bytes);
+                }
+            }
+        }
+        meta.extend_from_slice(&data);
+        meta
+    }
+
+    #[test]
+    fn push_encodings_compared() {
+        let c: markaz_sync::model::ids::CenterId = "midan".parse().unwrap();
+        let shape = if std::env::var_os("MARKAZ_ENCODING_FULL").is_some() {
+            Shape::CENTER_DAY
+        } else {
+            Shape {
+                cases: 150,
+                citizens: 120,
+                citizen_update_pct: 10,
+            }
+        };
+        let ops = workload::generate(2026, &c, 0, shape).unwrap();
+        let mut conn = Connection::open_in_memory().unwrap();
+        store::migrate(&conn).unwrap();
+        let actor = store::incarnation(&conn, "midan", 0).unwrap();
+        let mut docs = DocStore::new(actor, 256);
+        workload::apply(&mut conn, &mut docs, &c, &ops, 500).unwrap();
+        let batches_of = |max: usize| {
+            let mut batches: Vec<Vec<(u64, WireChange)>> = Vec::new();
+            let mut after = 0;
+            loop {
+                let b = store::lane_changes_after(&conn, Lane::Essential, after, max).unwrap();
+                let Some(last) = b.last() else { break };
+                after = last.0;
+                batches.push(b);
+            }
+            batches
+        };
+        let raw: Vec<u8> = batches_of(usize::MAX)
+            .iter()
+            .flatten()
+            .flat_map(|(_, c)| c.bytes.clone())
+            .collect();
+        let one_stream = z(&raw, 3);
+        println!(
+            "changes {} raw {} zstd3 one stream {one_stream} (zstd19 {})",
+            ops.len(),
+            raw.len(),
+            z(&raw, 19)
+        );
+        for batch_bytes in [256 * 1024, 1024 * 1024, 4 * 1024 * 1024] {
+            let batches = batches_of(batch_bytes);
+            let mut legacy = 0;
+            let mut compact = [0usize; 1];
+            let mut sizes = [[0usize; 3]; 5];
+            let levels = [3, 6, 9];
+            for b in &batches {
+                legacy += Request::Push {
+                    actor: "a".repeat(64),
+                    changes: b.clone(),
+                }
+                .encode()
+                .len();
+                compact[0] += Request::Push {
+                    actor: "a".repeat(64),
+                    changes: b.clone(),
+                }
+                .encode_with(PushForm::Compact)
+                .len();
+                let bare: Vec<u8> = b.iter().flat_map(|(_, c)| c.bytes.clone()).collect();
+                let forms = [
+                    bare,
+                    no_crc(b),
+                    interned(b),
+                    grouped(b, false),
+                    grouped(b, true),
+                ];
+                for (f, raw) in forms.iter().enumerate() {
+                    for (l, level) in levels.iter().enumerate() {
+                        sizes[f][l] += z(raw, *level);
+                    }
+                }
+            }
+            println!(
+                "batch {} KiB: {} batches; framed message {}, compact message {} (zstd3)",
+                batch_bytes / 1024,
+                batches.len(),
+                legacy,
+                compact[0]
+            );
+            let names = [
+                "bare changes",
+                "no-crc",
+                "interned",
+                "grouped",
+                "grouped-columnar",
+            ];
+            for (f, n) in names.iter().enumerate() {
+                println!(
+                    "  {n:>18}: zstd3 {} zstd6 {} zstd9 {}",
+                    sizes[f][0], sizes[f][1], sizes[f][2]
+                );
+            }
+            assert!(
+                compact[0] < legacy,
+                "compact {} framed {legacy}",
+                compact[0]
+            );
+            assert!(
+                compact[0] as f64 <= 1.3 * one_stream as f64,
+                "compact {} against {one_stream}",
+                compact[0]
+            );
+        }
+    }
 }

@@ -19,7 +19,7 @@ use automerge::{ActorId, ChangeHash, sync::State};
 use rusqlite::Connection;
 use thiserror::Error;
 
-use super::message::{MessageError, PROTOCOL_VERSION, Refusal, Request, Response};
+use super::message::{MessageError, PROTOCOL_VERSION, PushForm, Refusal, Request, Response};
 use crate::docs::DocId;
 use crate::hlc::{Clock, Hlc, skew_ms};
 use crate::model::ids::CenterId;
@@ -155,6 +155,8 @@ struct Welcome {
     epoch: String,
     feed_len: u64,
     bulk_acked: u64,
+    /// How pushes travel to this hub: compact only when its Welcome offered it.
+    push_form: PushForm,
 }
 
 /// The center side of one sync session.
@@ -250,7 +252,11 @@ impl ClientSession {
                 None => continue,
             }
         };
-        let bytes = req.encode();
+        let form = self
+            .welcome
+            .as_ref()
+            .map_or(PushForm::Framed, |w| w.push_form);
+        let bytes = req.encode_with(form);
         self.sent_at_ms = now_ms;
         self.report.requests += 1;
         self.pending = Some(bytes.clone());
@@ -469,6 +475,7 @@ impl ClientSession {
                     feed_len,
                     hlc,
                     wall_ms,
+                    compact_push,
                 },
             ) => {
                 // The hub acknowledges, per lane, the sequence of a change this lane sent;
@@ -517,6 +524,11 @@ impl ClientSession {
                     epoch,
                     feed_len,
                     bulk_acked,
+                    push_form: if compact_push {
+                        PushForm::Compact
+                    } else {
+                        PushForm::Framed
+                    },
                 });
                 if idle {
                     if !self.limits.push_bulk {

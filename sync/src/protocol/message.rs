@@ -5,6 +5,14 @@
 //! parts, each `doc_id_len: u16 LE` · `doc_id` · `bytes` (an automerge change or sync
 //! message). A refusal of the version is a batch with version byte 0, which every version
 //! of the protocol can read.
+//!
+//! A push has two forms. The framed form ([`PushForm::Framed`], every hub reads it) puts
+//! each change in its own part and the sequence numbers in the header. The compact form
+//! ([`PushForm::Compact`]) carries the whole push as one binary body: the sequence numbers
+//! as runs, each document id once, and each change as a document index and a
+//! length-prefixed byte string, with no per-change frame (the batch's own CRC covers it).
+//! A hub that reads it says so in its `Welcome` (`compact_push`); a client sends it only
+//! then. Both forms decode to the same [`Request::Push`], in the same order.
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -17,8 +25,19 @@ use crate::store::WireChange;
 pub const PROTOCOL_VERSION: u8 = 1;
 /// Version byte of the universal refusal batch.
 pub const REFUSAL_VERSION: u8 = 0;
-/// Most parts in one message.
+/// Most parts in one message, and most changes in one push (either form).
 pub const MAX_PARTS: usize = 100_000;
+
+/// How a push travels (see the module docs); every other message has one form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PushForm {
+    /// One part per change, sequence numbers in the JSON header: what every hub reads.
+    #[default]
+    Framed,
+    /// One binary body: runs of sequence numbers, a document table, varint-prefixed
+    /// changes. Only to a hub whose `Welcome` offered it.
+    Compact,
+}
 
 /// Message decoding errors.
 #[derive(Debug, Error)]
@@ -91,6 +110,8 @@ pub enum Response {
         feed_len: u64,
         hlc: String,
         wall_ms: u64,
+        /// The hub reads [`PushForm::Compact`]; `false` from a hub that predates it.
+        compact_push: bool,
     },
     PushAck {
         acked: u64,
@@ -142,6 +163,10 @@ enum Header {
         actor: String,
         seqs: Vec<u64>,
     },
+    /// A push in the compact form: the body is in the parts (see [`compact`]).
+    PushCompact {
+        actor: String,
+    },
     Pull {
         cursor: u64,
         max_bytes: u32,
@@ -171,6 +196,10 @@ enum Header {
         feed_len: u64,
         hlc: String,
         wall_ms: u64,
+        /// Added without a version bump: older clients ignore it, and its absence (an
+        /// older hub) reads as `false`.
+        #[serde(default)]
+        compact_push: bool,
     },
     PushAck {
         acked: u64,
@@ -223,6 +252,157 @@ fn read_part(p: &[u8]) -> Result<(DocId, Vec<u8>), MessageError> {
     Ok((id, p[2 + n..].to_vec()))
 }
 
+/// The body of a compact push: `count` · `runs` · (`start` · `len`)×runs · `docs` ·
+/// (`id_len` · id)×docs · (`doc` · `len` · change)×count, every number an unsigned LEB128
+/// varint. The runs, expanded in order (`start`, `start + 1`, …, `len` of them), are the
+/// changes' sequence numbers in push order; `doc` indexes the document table.
+pub(crate) mod compact {
+    use super::{MAX_PARTS, MessageError};
+    use crate::docs::DocId;
+    use crate::frame::MAX_FRAME;
+    use crate::store::WireChange;
+
+    fn err(what: &str) -> MessageError {
+        MessageError::Part(format!("compact push: {what}"))
+    }
+
+    fn put(mut v: u64, out: &mut Vec<u8>) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+
+    /// A reader over the body that never reads past its end.
+    struct Reader<'a> {
+        rest: &'a [u8],
+    }
+
+    impl<'a> Reader<'a> {
+        fn varint(&mut self) -> Result<u64, MessageError> {
+            let mut v: u64 = 0;
+            for i in 0..10 {
+                let (&b, rest) = self.rest.split_first().ok_or_else(|| err("cut varint"))?;
+                self.rest = rest;
+                let bits = u64::from(b & 0x7f);
+                if i == 9 && b > 1 {
+                    return Err(err("varint overflows u64"));
+                }
+                v |= bits << (7 * i);
+                if b & 0x80 == 0 {
+                    return Ok(v);
+                }
+            }
+            Err(err("varint too long"))
+        }
+
+        /// A count or length, at most `max` and at most what the body still holds
+        /// (`unit` bytes per item at least), so nothing is allocated for data that is not
+        /// there.
+        fn len(&mut self, max: usize, unit: usize, what: &str) -> Result<usize, MessageError> {
+            let v = self.varint()?;
+            let v = usize::try_from(v).map_err(|_| err(what))?;
+            if v > max || v.saturating_mul(unit) > self.rest.len() {
+                return Err(err(what));
+            }
+            Ok(v)
+        }
+
+        fn bytes(&mut self, n: usize) -> Result<&'a [u8], MessageError> {
+            if n > self.rest.len() {
+                return Err(err("bytes past the end"));
+            }
+            let (b, rest) = self.rest.split_at(n);
+            self.rest = rest;
+            Ok(b)
+        }
+    }
+
+    /// Encode `changes` (any order, any sequence numbers).
+    pub(crate) fn encode(changes: &[(u64, WireChange)]) -> Vec<u8> {
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        for (s, _) in changes {
+            match runs.last_mut() {
+                Some((start, len)) if start.checked_add(*len) == Some(*s) => *len += 1,
+                _ => runs.push((*s, 1)),
+            }
+        }
+        let mut ids: Vec<&DocId> = Vec::new();
+        let mut index = std::collections::HashMap::new();
+        let mut body = Vec::new();
+        for (_, c) in changes {
+            let k = *index.entry(&c.doc_id).or_insert_with(|| {
+                ids.push(&c.doc_id);
+                ids.len() - 1
+            });
+            put(k as u64, &mut body);
+            put(c.bytes.len() as u64, &mut body);
+            body.extend_from_slice(&c.bytes);
+        }
+        let mut out = Vec::with_capacity(body.len() + 16 * ids.len() + 16);
+        put(changes.len() as u64, &mut out);
+        put(runs.len() as u64, &mut out);
+        for (start, len) in runs {
+            put(start, &mut out);
+            put(len, &mut out);
+        }
+        put(ids.len() as u64, &mut out);
+        for id in ids {
+            put(id.as_str().len() as u64, &mut out);
+            out.extend_from_slice(id.as_str().as_bytes());
+        }
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// Decode a body; a count, run, index or length that does not add up is an error,
+    /// never a shorter push.
+    pub(crate) fn decode(body: &[u8]) -> Result<Vec<(u64, WireChange)>, MessageError> {
+        let mut r = Reader { rest: body };
+        // Each change takes at least two bytes (its index and its length).
+        let count = r.len(MAX_PARTS, 2, "change count")?;
+        let nruns = r.len(count, 2, "run count")?;
+        let mut seqs = Vec::with_capacity(count);
+        for _ in 0..nruns {
+            let start = r.varint()?;
+            let len = r.len(count - seqs.len(), 0, "run longer than the push")?;
+            if len == 0 {
+                return Err(err("empty run"));
+            }
+            let last = start
+                .checked_add(len as u64 - 1)
+                .ok_or_else(|| err("run past u64"))?;
+            seqs.extend(start..=last);
+        }
+        if seqs.len() != count {
+            return Err(err("runs do not cover the push"));
+        }
+        let ndocs = r.len(count, 2, "document count")?;
+        let mut ids = Vec::with_capacity(ndocs);
+        for _ in 0..ndocs {
+            let n = r.len(u16::MAX as usize, 1, "document id length")?;
+            let id = std::str::from_utf8(r.bytes(n)?)
+                .map_err(|_| err("document id not UTF-8"))?
+                .parse::<DocId>()
+                .map_err(|e| err(&e.to_string()))?;
+            ids.push(id);
+        }
+        let mut changes = Vec::with_capacity(count);
+        for seq in seqs {
+            let k = r.len(ndocs.saturating_sub(1), 0, "document index")?;
+            let doc_id = ids.get(k).ok_or_else(|| err("document index"))?.clone();
+            let n = r.len(MAX_FRAME, 1, "change length")?;
+            let bytes = r.bytes(n)?.to_vec();
+            changes.push((seq, WireChange { doc_id, bytes }));
+        }
+        if !r.rest.is_empty() {
+            return Err(err("trailing bytes"));
+        }
+        Ok(changes)
+    }
+}
+
 fn hex32(h: &[u8; 32]) -> String {
     hex::encode(h)
 }
@@ -273,9 +453,27 @@ fn open(bytes: &[u8]) -> Result<(Header, Vec<Vec<u8>>), MessageError> {
 }
 
 impl Request {
-    /// Encode for the wire.
+    /// Encode for the wire; a push in the framed form, which every hub reads.
     pub fn encode(&self) -> Vec<u8> {
+        self.encode_with(PushForm::Framed)
+    }
+
+    /// Encode for the wire, a push in `form` (other requests have one form).
+    pub fn encode_with(&self, form: PushForm) -> Vec<u8> {
         match self {
+            Request::Push { actor, changes } if form == PushForm::Compact => {
+                let body = compact::encode(changes);
+                seal(
+                    &Header::PushCompact {
+                        actor: actor.clone(),
+                    },
+                    &body
+                        .chunks(frame::MAX_FRAME)
+                        .map(<[u8]>::to_vec)
+                        .collect::<Vec<_>>(),
+                    PROTOCOL_VERSION,
+                )
+            }
             Request::Hello {
                 center,
                 actor,
@@ -373,6 +571,10 @@ impl Request {
                 }
                 Request::Push { actor, changes }
             }
+            Header::PushCompact { actor } => Request::Push {
+                actor,
+                changes: compact::decode(&parts.concat())?,
+            },
             Header::Pull { cursor, max_bytes } => Request::Pull { cursor, max_bytes },
             Header::RepairRanges { buckets } => Request::RepairRanges {
                 buckets: buckets
@@ -404,6 +606,7 @@ impl Response {
                 feed_len,
                 hlc,
                 wall_ms,
+                compact_push,
             } => seal(
                 &Header::Welcome {
                     epoch: epoch.clone(),
@@ -412,6 +615,7 @@ impl Response {
                     feed_len: *feed_len,
                     hlc: hlc.clone(),
                     wall_ms: *wall_ms,
+                    compact_push: *compact_push,
                 },
                 &[],
                 v,
@@ -508,6 +712,7 @@ impl Response {
                 feed_len,
                 hlc,
                 wall_ms,
+                compact_push,
             } => Response::Welcome {
                 epoch,
                 push_acked,
@@ -515,6 +720,7 @@ impl Response {
                 feed_len,
                 hlc,
                 wall_ms,
+                compact_push,
             },
             Header::PushAck { acked, refused } => Response::PushAck { acked, refused },
             Header::PullBatch {
@@ -664,6 +870,196 @@ mod tests {
         fn decode_never_panics(data in proptest::collection::vec(any::<u8>(), 0..400)) {
             let _ = Request::decode(&data);
             let _ = Response::decode(&data);
+        }
+    }
+
+    fn doc(k: u8) -> DocId {
+        use crate::model::ids::{CaseNo, CenterId};
+        let center: CenterId = "midan".parse().unwrap();
+        match k % 4 {
+            0 => DocId::catalog(),
+            3 => DocId::citizen(&"01020304050".parse().unwrap()),
+            n => DocId::case(
+                Some(&center),
+                &CaseNo::new("MID", 2026, u32::from(n)).unwrap(),
+            ),
+        }
+    }
+
+    fn arb_push() -> impl Strategy<Value = Request> {
+        let change = (
+            any::<u64>(),
+            0u8..4,
+            proptest::collection::vec(any::<u8>(), 0..40),
+        );
+        (
+            proptest::collection::vec(change, 0..30),
+            any::<bool>(),
+            0u64..u64::MAX - 100,
+        )
+            .prop_map(|(cs, runs, base)| Request::Push {
+                actor: "ab".into(),
+                changes: cs
+                    .into_iter()
+                    .enumerate()
+                    // Either consecutive sequence numbers (runs) or arbitrary ones.
+                    .map(|(i, (s, d, bytes))| {
+                        let seq = if runs { base + i as u64 } else { s };
+                        let doc_id = doc(d);
+                        (seq, WireChange { doc_id, bytes })
+                    })
+                    .collect(),
+            })
+    }
+
+    fn changes(n: u64) -> Vec<(u64, WireChange)> {
+        (0..n)
+            .map(|i| {
+                (
+                    100 + i,
+                    WireChange {
+                        doc_id: doc(i as u8),
+                        bytes: vec![i as u8; 3 + i as usize],
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn both_push_forms_decode_to_the_same_request() {
+        let mut cs = changes(9);
+        cs.push((7, cs[0].1.clone()));
+        let r = Request::Push {
+            actor: "abcd".into(),
+            changes: cs,
+        };
+        let framed = r.encode_with(PushForm::Framed);
+        let compact = r.encode_with(PushForm::Compact);
+        assert_ne!(framed, compact);
+        assert_eq!(Request::decode(&framed).unwrap(), r);
+        assert_eq!(Request::decode(&compact).unwrap(), r);
+        let empty = Request::Push {
+            actor: "abcd".into(),
+            changes: vec![],
+        };
+        assert_eq!(
+            Request::decode(&empty.encode_with(PushForm::Compact)).unwrap(),
+            empty
+        );
+    }
+
+    #[test]
+    fn compact_body_layout() {
+        let body = compact::encode(&changes(2));
+        // count 2 · 1 run (100, 2) · 2 docs · ids · (0, 3, bytes) · (1, 4, bytes)
+        let cat = DocId::catalog();
+        let case = doc(1);
+        let mut want = vec![2, 1, 100, 2, 2, cat.as_str().len() as u8];
+        want.extend_from_slice(cat.as_str().as_bytes());
+        want.push(case.as_str().len() as u8);
+        want.extend_from_slice(case.as_str().as_bytes());
+        want.extend_from_slice(&[0, 3, 0, 0, 0, 1, 4, 1, 1, 1, 1]);
+        assert_eq!(body, want);
+        assert_eq!(compact::decode(&body).unwrap(), changes(2));
+    }
+
+    #[test]
+    fn compact_body_that_does_not_add_up_is_an_error() {
+        let good = compact::encode(&changes(3));
+        assert!(compact::decode(&good).is_ok());
+        // Every cut, and one trailing byte.
+        for cut in 0..good.len() {
+            assert!(compact::decode(&good[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut long = good.clone();
+        long.push(0);
+        assert!(compact::decode(&long).is_err());
+        let bad = |f: &dyn Fn(&mut Vec<u8>)| {
+            let mut b = good.clone();
+            f(&mut b);
+            compact::decode(&b).is_err()
+        };
+        // More changes announced than the runs give, fewer, a longer run, an empty run.
+        assert!(bad(&|b| b[0] = 4));
+        assert!(bad(&|b| b[0] = 2));
+        assert!(bad(&|b| b[3] = 4));
+        assert!(bad(&|b| b[3] = 0));
+        // A document index past the table (the first change's index byte).
+        let first = good.len() - (1 + 1 + 3) - (1 + 1 + 4) - (1 + 1 + 5);
+        assert_eq!(good[first], 0);
+        assert!(bad(&|b| b[first] = 3));
+        // A change length past the end, or short of it (bytes left over).
+        assert!(bad(&|b| b[first + 1] = 100));
+        assert!(bad(&|b| b[first + 1] = 2));
+        // A count far beyond the cap, and an overlong varint.
+        assert!(compact::decode(&[0xff, 0xff, 0xff, 0x7f]).is_err());
+        assert!(compact::decode(&[0x80; 11]).is_err());
+        // A run past u64.
+        assert!(
+            compact::decode(&[
+                2, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 1, 2
+            ])
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn cut_compact_push_is_an_error() {
+        let r = Request::Push {
+            actor: "abcd".into(),
+            changes: changes(5),
+        };
+        let b = r.encode_with(PushForm::Compact);
+        for cut in 0..b.len() {
+            assert!(Request::decode(&b[..cut]).is_err());
+        }
+    }
+
+    #[test]
+    fn welcome_without_compact_push_reads_false() {
+        let old = serde_json::json!({
+            "type": "welcome", "epoch": "e", "push_acked": 1, "feed_len": 2,
+            "hlc": "h", "wall_ms": 3
+        });
+        let b = frame::encode_batch([serde_json::to_vec(&old).unwrap().as_slice()], 1);
+        assert!(matches!(
+            Response::decode(&b).unwrap(),
+            Response::Welcome {
+                compact_push: false,
+                ..
+            }
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn push_roundtrips_in_both_forms(r in arb_push()) {
+            prop_assert_eq!(&Request::decode(&r.encode_with(PushForm::Framed)).unwrap(), &r);
+            prop_assert_eq!(&Request::decode(&r.encode_with(PushForm::Compact)).unwrap(), &r);
+        }
+
+        #[test]
+        fn compact_decode_of_random_bytes_never_panics(
+            data in proptest::collection::vec(any::<u8>(), 0..400)
+        ) {
+            let _ = compact::decode(&data);
+            // The same bytes as the body of a well-formed message.
+            let b = seal(&Header::PushCompact { actor: "ab".into() }, &[data], PROTOCOL_VERSION);
+            let _ = Request::decode(&b);
+        }
+
+        #[test]
+        fn compact_decode_of_a_mutated_body_never_panics(
+            r in arb_push(), at in any::<usize>(), byte in any::<u8>()
+        ) {
+            let Request::Push { changes, .. } = r else { unreachable!() };
+            let mut body = compact::encode(&changes);
+            let i = at % body.len();
+            body[i] = byte;
+            if let Ok(got) = compact::decode(&body) {
+                prop_assert!(got.len() <= MAX_PARTS);
+            }
         }
     }
 }

@@ -18,7 +18,7 @@ pub mod server;
 mod tests;
 
 pub use client::{ClientError, ClientSession, Limits, SessionReport};
-pub use message::{MessageError, PROTOCOL_VERSION, Refusal, Request, Response};
+pub use message::{MessageError, PROTOCOL_VERSION, PushForm, Refusal, Request, Response};
 pub use server::{
     HubStore, RequestLog, SqliteHub, after_restore, handle_decoded, handle_request, migrate_hub,
     rotate_epoch,

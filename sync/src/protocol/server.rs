@@ -179,6 +179,7 @@ fn answer<H: HubStore>(
                 feed_len: hub.feed_len(center)?,
                 hlc: stamp.encode(),
                 wall_ms: now_ms,
+                compact_push: true,
             }
         }
         Request::Push { actor, changes } => {

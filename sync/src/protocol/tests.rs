@@ -142,6 +142,20 @@ impl Node {
         limits: Limits,
         cut: &mut dyn FnMut(usize, &[u8]) -> Option<usize>,
     ) -> SessionReport {
+        self.sync_relayed(hub, limits, &mut |i, bytes| match cut(i, &bytes) {
+            Some(n) => bytes[..n].to_vec(),
+            None => bytes,
+        })
+    }
+
+    /// One session whose messages (either direction, numbered from 1) pass through
+    /// `relay`, which may rewrite them.
+    fn sync_relayed(
+        &mut self,
+        hub: &mut Hub,
+        limits: Limits,
+        relay: &mut dyn FnMut(usize, Vec<u8>) -> Vec<u8>,
+    ) -> SessionReport {
         let clock = std::mem::replace(&mut self.clock, Clock::new("x"));
         let mut s = ClientSession::new(
             self.center.clone(),
@@ -153,16 +167,10 @@ impl Node {
         let mut failures = 0;
         while let Some(req) = s.next_request(&self.conn, &mut self.docs, NOW).unwrap() {
             i += 1;
-            let req = match cut(i, &req) {
-                Some(n) => req[..n].to_vec(),
-                None => req,
-            };
+            let req = relay(i, req);
             let resp = hub.handle(&self.center, &req);
             i += 1;
-            let resp = match cut(i, &resp) {
-                Some(n) => resp[..n].to_vec(),
-                None => resp,
-            };
+            let resp = relay(i, resp);
             let tx = self.conn.transaction().unwrap();
             match s.handle_response(&tx, &mut self.docs, &resp, NOW) {
                 Ok(()) => tx.commit().unwrap(),
@@ -815,6 +823,174 @@ fn old_protocol_version_gets_a_clear_refusal() {
             theirs: PROTOCOL_VERSION + 1
         }
     );
+}
+
+// ---- push forms: compact only when the hub offers it ---------------------------------
+
+/// The JSON header's `type` of a message, if it is one of ours.
+fn message_type(bytes: &[u8]) -> Option<String> {
+    let frames = crate::frame::decode_batch(bytes, PROTOCOL_VERSION).ok()?;
+    let h: serde_json::Value = serde_json::from_slice(frames.first()?).ok()?;
+    Some(h.get("type")?.as_str()?.to_string())
+}
+
+/// A center with some work in both lanes: cases, citizens, statistics.
+fn busy_node(center: &str) -> Node {
+    let mut n = Node::new(center);
+    let c = n.center.clone();
+    for k in 1..=40 {
+        let nid = format!("0102030{:04}", k % 7);
+        let (id, nc) = new_case(&c, "MID", k, &nid);
+        n.edit(&id, |d| docs::create_case(d, &nc));
+        let cid = DocId::citizen(&nid.parse().unwrap());
+        n.edit(&cid, |d| {
+            docs::write_citizen(d, &citizen(&nid, &format!("name {k}")))
+        });
+        let day = jiff::civil::date(2026, 11, 29);
+        let stats = DocId::stats(&c, day);
+        n.edit(&stats, |d| {
+            docs::create_metrics(d, DocKind::Stats, &c, day)?;
+            docs::set_metric(d, "tickets", i64::from(k))
+        });
+    }
+    n
+}
+
+/// Pushes in small batches (many requests), and the types of the requests sent.
+fn sync_recording(
+    node: &mut Node,
+    hub: &mut Hub,
+    rewrite: &mut dyn FnMut(usize, Vec<u8>) -> Vec<u8>,
+) -> (SessionReport, Vec<String>) {
+    let mut sent = Vec::new();
+    let limits = Limits {
+        push_bytes: 3_000,
+        ..Limits::default()
+    };
+    node.last_error = None;
+    let r = node.sync_relayed(hub, limits, &mut |i, bytes| {
+        let bytes = rewrite(i, bytes);
+        if i % 2 == 1 {
+            sent.push(message_type(&bytes).unwrap_or_default());
+        }
+        bytes
+    });
+    assert_eq!(node.last_error, None);
+    (r, sent)
+}
+
+/// What a hub from before the compact form says in its Welcome.
+fn as_old_hub(i: usize, bytes: Vec<u8>) -> Vec<u8> {
+    if i.is_multiple_of(2)
+        && let Ok(Response::Welcome {
+            epoch,
+            push_acked,
+            bulk_acked,
+            feed_len,
+            hlc,
+            wall_ms,
+            ..
+        }) = Response::decode(&bytes)
+    {
+        return Response::Welcome {
+            epoch,
+            push_acked,
+            bulk_acked,
+            feed_len,
+            hlc,
+            wall_ms,
+            compact_push: false,
+        }
+        .encode();
+    }
+    bytes
+}
+
+#[test]
+fn new_client_pushes_compact_to_a_hub_that_offers_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = hub_in(&dir);
+    let mut a = busy_node("midan");
+    let (r, sent) = sync_recording(&mut a, &mut hub, &mut |_, b| b);
+    assert_eq!(r.pushed, a.local_change_count());
+    assert!(
+        sent.iter().filter(|t| *t == "push_compact").count() > 3,
+        "{sent:?}"
+    );
+    assert!(!sent.iter().any(|t| t == "push"), "{sent:?}");
+    assert_converged(&mut a, &mut hub);
+}
+
+#[test]
+fn old_client_framed_pushes_still_sync_with_a_new_hub() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = hub_in(&dir);
+    let mut a = busy_node("midan");
+    // An old client ignores the offer and frames every change: re-encode what this one
+    // sends the way it would have.
+    let (r, sent) = sync_recording(&mut a, &mut hub, &mut |i, b| {
+        if i % 2 == 1
+            && let Ok(req) = Request::decode(&b)
+        {
+            return req.encode_with(PushForm::Framed);
+        }
+        b
+    });
+    assert_eq!(r.pushed, a.local_change_count());
+    assert!(sent.iter().filter(|t| *t == "push").count() > 3, "{sent:?}");
+    assert!(!sent.iter().any(|t| t == "push_compact"), "{sent:?}");
+    assert_converged(&mut a, &mut hub);
+    // And the other way round from the same hub: another center pulls it all.
+    let mut b = Node::new("qanawat");
+    b.sync(&mut hub);
+    assert_converged(&mut b, &mut hub);
+}
+
+#[test]
+fn new_client_frames_pushes_to_a_hub_that_does_not_offer_compact() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = hub_in(&dir);
+    let mut a = busy_node("midan");
+    let (r, sent) = sync_recording(&mut a, &mut hub, &mut as_old_hub);
+    assert_eq!(r.pushed, a.local_change_count());
+    assert!(sent.iter().filter(|t| *t == "push").count() > 3, "{sent:?}");
+    assert!(!sent.iter().any(|t| t == "push_compact"), "{sent:?}");
+    assert_converged(&mut a, &mut hub);
+}
+
+#[test]
+fn both_forms_store_the_centers_changes_in_its_order() {
+    let rows = |conn: &Connection, sql: &str| -> Vec<(String, Vec<u8>)> {
+        conn.prepare(sql)
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    for form in [PushForm::Framed, PushForm::Compact] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut hub = hub_in(&dir);
+        let mut a = busy_node("midan");
+        sync_recording(&mut a, &mut hub, &mut |i, b| {
+            if i % 2 == 1
+                && let Ok(req) = Request::decode(&b)
+            {
+                return req.encode_with(form);
+            }
+            b
+        });
+        let ours = rows(
+            &a.conn,
+            "SELECT doc_id, bytes FROM changes WHERE local=1 ORDER BY lane, seq",
+        );
+        let at_hub: Vec<_> = rows(&hub.conn, "SELECT doc_id, bytes FROM changes ORDER BY seq")
+            .into_iter()
+            .filter(|r| ours.contains(r))
+            .collect();
+        assert!(ours.len() > 100);
+        assert_eq!(at_hub, ours, "{form:?}");
+    }
 }
 
 // ---- lanes: bulk documents wait on a metered uplink --------------------------------
