@@ -379,12 +379,12 @@ pub struct LinkConfig {
     /// `host:port` targets for TCP-connect probes over the main link. Default
     /// `["127.0.0.1:8443"]`.
     pub probe_targets: Vec<HostPort>,
-    /// Pause between probe rounds, in seconds, fractions allowed. Default 1.
+    /// Pause between probe rounds, in seconds, fractions allowed. Default 0.5.
     pub probe_interval_secs: Secs,
     /// A probe not connected within this time failed (seconds, at most the interval).
-    /// Default 1.
+    /// Default 0.5.
     pub probe_timeout_secs: Secs,
-    /// Consecutive failed rounds before the main link counts as down. Default 8.
+    /// Consecutive failed rounds before the main link counts as down. Default 10.
     pub down_after: u32,
     /// Consecutive good rounds before it counts as up again. Default 5.
     pub up_after: u32,
@@ -402,9 +402,9 @@ impl Default for LinkConfig {
     fn default() -> Self {
         Self {
             probe_targets: vec![parse("127.0.0.1:8443")],
-            probe_interval_secs: Secs(1.0),
-            probe_timeout_secs: Secs(1.0),
-            down_after: 8,
+            probe_interval_secs: Secs(0.5),
+            probe_timeout_secs: Secs(0.5),
+            down_after: 10,
             up_after: 5,
             failback_hold_secs: 60,
             modem_route: ModemRoute::AtSocket,
