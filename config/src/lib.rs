@@ -30,7 +30,7 @@ pub use hub::{HubConfig, HubSection};
 pub use node::{
     AuthConfig, CenterConfig, CounterConfig, GeneratorConfig, GeneratorRegisters, InverterConfig,
     LinkConfig, LoggingConfig, ModemConfig, ModemDialect, ModemRoute, NodeConfig, OnMonitorLost,
-    PowerConfig, PowerThresholds, QueueConfig, QueueGroupConfig, ServerConfig, StorageConfig,
+    PowerConfig, PowerThresholds, QueueConfig, QueueGroupConfig, Secs, ServerConfig, StorageConfig,
     SyncConfig, VeDirectConfig, VeDirectRole,
 };
 pub use values::{

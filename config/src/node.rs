@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -378,11 +379,12 @@ pub struct LinkConfig {
     /// `host:port` targets for TCP-connect probes over the main link. Default
     /// `["127.0.0.1:8443"]`.
     pub probe_targets: Vec<HostPort>,
-    /// Pause between probe rounds. Default 1.
-    pub probe_interval_secs: u32,
-    /// A probe not connected within this time failed. Default 1.
-    pub probe_timeout_secs: u32,
-    /// Consecutive failed rounds before the main link counts as down. Default 8.
+    /// Pause between probe rounds, in seconds, fractions allowed. Default 0.5.
+    pub probe_interval_secs: Secs,
+    /// A probe not connected within this time failed (seconds, at most the interval).
+    /// Default 0.5.
+    pub probe_timeout_secs: Secs,
+    /// Consecutive failed rounds before the main link counts as down. Default 10.
     pub down_after: u32,
     /// Consecutive good rounds before it counts as up again. Default 5.
     pub up_after: u32,
@@ -400,15 +402,49 @@ impl Default for LinkConfig {
     fn default() -> Self {
         Self {
             probe_targets: vec![parse("127.0.0.1:8443")],
-            probe_interval_secs: 1,
-            probe_timeout_secs: 1,
-            down_after: 8,
+            probe_interval_secs: Secs(0.5),
+            probe_timeout_secs: Secs(0.5),
+            down_after: 10,
             up_after: 5,
             failback_hold_secs: 60,
             modem_route: ModemRoute::AtSocket,
             os_route_interface: "ppp0".to_owned(),
             alert_after_down_minutes: 30,
         }
+    }
+}
+
+/// A span of time in seconds as the file writes it: whole (`1`, `10`) or fractional
+/// (`0.5`). The loader's rules refuse values that are not finite or out of range, so
+/// the [`Secs::duration`] of a loaded config is exact. Compared bit for bit, which keeps
+/// the config `Eq`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secs(pub f64);
+
+impl Secs {
+    /// The number of seconds as written.
+    pub fn get(self) -> f64 {
+        self.0
+    }
+
+    /// As a [`Duration`]; zero for a value the rules refuse (negative, NaN, infinite).
+    pub fn duration(self) -> Duration {
+        Duration::try_from_secs_f64(self.0).unwrap_or(Duration::ZERO)
+    }
+}
+
+impl PartialEq for Secs {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_bits() == other.0.to_bits()
+    }
+}
+
+impl Eq for Secs {}
+
+impl std::fmt::Display for Secs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
     }
 }
 

@@ -35,6 +35,21 @@ fn baud(c: &mut Checker<'_>, path: &str, value: u32) {
     }
 }
 
+/// A span in seconds: finite and within `lo..=hi`. Returns whether it is.
+fn seconds(c: &mut Checker<'_>, path: &KeyPath, value: f64, lo: f64, hi: f64) -> bool {
+    if !value.is_finite() {
+        c.bad(
+            path,
+            format!("{value} is not a number of seconds, use {lo} to {hi}"),
+            None,
+        );
+        return false;
+    }
+    let before = value >= lo && value <= hi;
+    c.range(path, value, lo, hi);
+    before
+}
+
 fn required_path(c: &mut Checker<'_>, path: &str, value: Option<&Path>, cause: &str) {
     let because = format!("{cause} = true");
     match value {
@@ -258,19 +273,22 @@ fn sync_and_link(cfg: &NodeConfig, c: &mut Checker<'_>) {
             ),
         );
     }
-    c.range(
+    // Fractions of a second are allowed; below 0.1 s probing would only load the link.
+    let interval_ok = seconds(
+        c,
         &kp("link.probe_interval_secs"),
-        l.probe_interval_secs,
-        1,
-        3600,
+        l.probe_interval_secs.get(),
+        0.1,
+        3600.0,
     );
-    c.range(
+    let timeout_ok = seconds(
+        c,
         &kp("link.probe_timeout_secs"),
-        l.probe_timeout_secs,
-        1,
-        3600,
+        l.probe_timeout_secs.get(),
+        0.1,
+        3600.0,
     );
-    if l.probe_timeout_secs > l.probe_interval_secs {
+    if interval_ok && timeout_ok && l.probe_timeout_secs.get() > l.probe_interval_secs.get() {
         c.bad_either(
             &[
                 &kp("link.probe_timeout_secs"),

@@ -3,6 +3,7 @@
 
 use super::*;
 use proptest::prelude::*;
+use std::time::Duration;
 
 fn node_err(text: &str) -> Vec<Problem> {
     match parse_node(text, "t.toml") {
@@ -247,6 +248,84 @@ fn thresholds_in_the_wrong_order_point_at_the_set_key() {
     let p = only(node_err("[power.thresholds]\nlow_battery_mv = 22000\n"));
     assert_eq!(p.key_path, "power.thresholds.low_battery_mv");
     assert_eq!(p.line, 2);
+}
+
+#[test]
+fn probe_times_take_whole_and_fractional_seconds() {
+    // Files written when these were whole seconds still read.
+    let cfg = parse_node(
+        "[link]\nprobe_interval_secs = 10\nprobe_timeout_secs = 1\n",
+        "t.toml",
+    )
+    .unwrap();
+    assert_eq!(
+        cfg.link.probe_interval_secs.duration(),
+        Duration::from_secs(10)
+    );
+    assert_eq!(
+        cfg.link.probe_timeout_secs.duration(),
+        Duration::from_secs(1)
+    );
+    let cfg = parse_node(
+        "[link]\nprobe_interval_secs = 0.5\nprobe_timeout_secs = 0.25\n",
+        "t.toml",
+    )
+    .unwrap();
+    assert_eq!(
+        cfg.link.probe_interval_secs.duration(),
+        Duration::from_millis(500)
+    );
+    assert_eq!(
+        cfg.link.probe_timeout_secs.duration(),
+        Duration::from_millis(250)
+    );
+}
+
+#[test]
+fn probe_times_must_be_finite_sane_and_ordered() {
+    let p = only(node_err("[link]\nprobe_interval_secs = 0.05\n"));
+    assert_eq!(p.kind, ProblemKind::BadValue);
+    assert_eq!(at(&p), (2, 23));
+    assert!(
+        p.message.contains("0.05 is out of range, use 0.1 to 3600"),
+        "{}",
+        p.message
+    );
+
+    let p = only(node_err("[link]\nprobe_interval_secs = nan\n"));
+    assert_eq!(p.key_path, "link.probe_interval_secs");
+    assert!(
+        p.message.contains("not a number of seconds"),
+        "{}",
+        p.message
+    );
+
+    let p = only(node_err("[link]\nprobe_timeout_secs = -inf\n"));
+    assert_eq!(p.key_path, "link.probe_timeout_secs");
+    assert!(
+        p.message.contains("not a number of seconds"),
+        "{}",
+        p.message
+    );
+
+    let p = only(node_err("[link]\nprobe_interval_secs = -1\n"));
+    assert!(p.message.contains("-1 is out of range"), "{}", p.message);
+
+    // The timeout may not outlast the round; the key the file sets is blamed.
+    let p = only(node_err(
+        "[link]\nprobe_interval_secs = 0.5\nprobe_timeout_secs = 0.75\n",
+    ));
+    assert_eq!(p.key_path, "link.probe_timeout_secs");
+    assert_eq!(p.line, 3);
+    assert!(
+        p.message
+            .contains("probe_timeout_secs (0.75) is above probe_interval_secs (0.5)"),
+        "{}",
+        p.message
+    );
+
+    let p = only(node_err("[link]\nprobe_interval_secs = \"1s\"\n"));
+    assert_eq!(p.kind, ProblemKind::WrongType);
 }
 
 #[test]

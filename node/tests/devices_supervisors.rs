@@ -105,8 +105,8 @@ async fn panels_link_failover_power_samples_and_technician_actions() {
         c.modem.poll_interval_secs = 1;
         c.modem.command_timeout_ms = 2000;
         c.link.probe_targets = vec![dead.parse().unwrap()];
-        c.link.probe_interval_secs = 1;
-        c.link.probe_timeout_secs = 1;
+        c.link.probe_interval_secs = markaz_config::Secs(1.0);
+        c.link.probe_timeout_secs = markaz_config::Secs(1.0);
         c.link.down_after = 2;
         c.power.sample_interval_secs = 1;
         c.power.vedirect = vec![
@@ -506,8 +506,8 @@ async fn the_uplink_connector_follows_the_link_monitor() {
     let dead = closed_port().await;
     let (node2, cfg) = node_with(|c| {
         c.link.probe_targets = vec![dead.parse().unwrap()];
-        c.link.probe_interval_secs = 1;
-        c.link.probe_timeout_secs = 1;
+        c.link.probe_interval_secs = markaz_config::Secs(1.0);
+        c.link.probe_timeout_secs = markaz_config::Secs(1.0);
         c.link.down_after = 1;
     })
     .await;
@@ -559,8 +559,8 @@ async fn the_os_route_binds_the_modem_uplink_to_its_interface() {
         c.modem.poll_interval_secs = 1;
         c.modem.command_timeout_ms = 2000;
         c.link.probe_targets = vec![dead.parse().unwrap()];
-        c.link.probe_interval_secs = 1;
-        c.link.probe_timeout_secs = 1;
+        c.link.probe_interval_secs = markaz_config::Secs(1.0);
+        c.link.probe_timeout_secs = markaz_config::Secs(1.0);
         c.link.down_after = 1;
         c.link.modem_route = markaz_config::ModemRoute::OsRoute;
         c.link.os_route_interface = "lo".into();

@@ -54,8 +54,8 @@ impl Probing {
         let l = markaz_config::NodeConfig::default().link;
         Probing {
             label: "node defaults".into(),
-            interval: Duration::from_secs(u64::from(l.probe_interval_secs)),
-            timeout: Duration::from_secs(u64::from(l.probe_timeout_secs)),
+            interval: l.probe_interval_secs.duration(),
+            timeout: l.probe_timeout_secs.duration(),
             down_after: l.down_after,
             up_after: l.up_after,
             failback_hold: Duration::from_secs(u64::from(l.failback_hold_secs)),

@@ -293,21 +293,22 @@ pub fn audit(
     subject: &str,
     detail: serde_json::Value,
 ) -> Result<(), AppError> {
-    conn.execute(
+    // Cached: every audited write runs it on the writer thread.
+    conn.prepare_cached(
         "INSERT INTO audit_log(at, actor, terminal, action, subject, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![at.to_string(), actor.username, actor.terminal, action, subject, detail.to_string()],
-    )?;
+    )?
+    .execute(params![at.to_string(), actor.username, actor.terminal, action, subject, detail.to_string()])?;
     Ok(())
 }
 
 /// Takes the next value of a named per-center sequence inside the caller's transaction.
 pub fn next_seq(conn: &Connection, name: &str) -> Result<i64, AppError> {
-    let v: i64 = conn.query_row(
-        "INSERT INTO sequences(name, value) VALUES (?1, 1)
-         ON CONFLICT(name) DO UPDATE SET value = value + 1 RETURNING value",
-        [name],
-        |r| r.get(0),
-    )?;
+    let v: i64 = conn
+        .prepare_cached(
+            "INSERT INTO sequences(name, value) VALUES (?1, 1)
+             ON CONFLICT(name) DO UPDATE SET value = value + 1 RETURNING value",
+        )?
+        .query_row([name], |r| r.get(0))?;
     Ok(v)
 }
 

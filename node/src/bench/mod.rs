@@ -14,10 +14,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use rusqlite::{Connection, TransactionBehavior, params};
+use rusqlite::{Connection, TransactionBehavior};
 
-use crate::app::queue::IssueTicket;
+use crate::app::queue::{IssueTicket, NewTicket, issue_in};
 use crate::app::{Actor, App, Clock};
+use crate::domain::queue::PriorityClass;
 use crate::storage::{Db, StorageOptions};
 use markaz_sync::model::staff::Role;
 
@@ -372,7 +373,7 @@ fn run_baseline(path: &Path, writers: usize, run_for: Duration) -> anyhow::Resul
     Ok(stats(lat, start.elapsed().as_secs_f64()))
 }
 
-/// The statements `App::issue_ticket` runs in its savepoint.
+/// The statements `App::issue_ticket` runs in its savepoint: the same function.
 fn issue_ticket_sql(
     c: &Connection,
     day: &str,
@@ -380,36 +381,15 @@ fn issue_ticket_sql(
     letter: char,
     actor: &Actor,
 ) -> anyhow::Result<()> {
-    let now = jiff::Timestamp::now();
-    let now_ms = now.as_millisecond();
-    let seq = crate::app::next_seq(c, &format!("ticket:{day}:{letter}"))?;
-    let number = crate::domain::queue::ticket_number(letter, seq as u32);
-    c.execute(
-        "INSERT INTO tickets(day, group_id, original_group, number, priority, state, national_id, issued_ms)
-         VALUES (?1, ?2, ?2, ?3, 'normal', 'waiting', NULL, ?4)",
-        params![day, group, number, now_ms],
-    )?;
-    let id = c.last_insert_rowid();
-    c.execute(
-        "INSERT INTO ticket_events(ticket_id, at_ms, action, counter, actor, detail) VALUES (?1, ?2, 'issued', NULL, ?3, NULL)",
-        params![id, now_ms, actor.username],
-    )?;
-    crate::app::audit(
-        c,
-        now,
-        actor,
-        "ticket.issue",
-        &number,
-        serde_json::json!({"group": group, "priority": "normal"}),
-    )?;
-    let _ahead: u32 = c.query_row(
-        "SELECT count(*) FROM tickets WHERE day = ?1 AND group_id = ?2 AND state = 'waiting' AND id <> ?3",
-        params![day, group, id],
-        |r| r.get(0),
-    )?;
-    let _row: String = c.query_row("SELECT number FROM tickets WHERE id = ?1", [id], |r| {
-        r.get(0)
-    })?;
+    let new = NewTicket {
+        day,
+        group,
+        letter,
+        priority: PriorityClass::Normal,
+        national_id: None,
+        at: jiff::Timestamp::now(),
+    };
+    issue_in(c, &new, actor).map_err(|e| anyhow::anyhow!("issue_in: {e}"))?;
     Ok(())
 }
 

@@ -45,8 +45,8 @@ pub fn modem(cfg: &NodeConfig) -> Option<ModemSettings> {
 pub fn link(cfg: &NodeConfig) -> LinkSettings {
     let l = &cfg.link;
     let mut s = LinkSettings::new(l.probe_targets.iter().map(|t| t.to_string()).collect());
-    s.interval = Duration::from_secs(u64::from(l.probe_interval_secs));
-    s.timeout = Duration::from_secs(u64::from(l.probe_timeout_secs));
+    s.interval = l.probe_interval_secs.duration();
+    s.timeout = l.probe_timeout_secs.duration();
     s.thresholds = LinkThresholds {
         down_after: l.down_after.max(1),
         up_after: l.up_after.max(1),
@@ -239,6 +239,11 @@ mod tests {
         assert_eq!(l.thresholds.up_after, 4);
         assert_eq!(l.failback_hold, Duration::ZERO);
         assert_eq!(link_alert_after(&c), Duration::from_secs(900));
+
+        let c = cfg("[link]\nprobe_interval_secs = 0.5\nprobe_timeout_secs = 0.3\n");
+        let l = link(&c);
+        assert_eq!(l.interval, Duration::from_millis(500));
+        assert_eq!(l.timeout, Duration::from_millis(300));
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("schema_v1.sql"),
     include_str!("schema_v2.sql"),
     include_str!("schema_v3.sql"),
+    include_str!("schema_v4.sql"),
 ];
 
 /// The schema version this binary writes.
@@ -67,5 +68,76 @@ mod tests {
             [],
         )
         .unwrap();
+    }
+
+    /// A v3 database with tickets of two days upgrades with the waiting counts of its
+    /// existing rows, and the triggers keep them from then on.
+    #[test]
+    fn v4_counts_the_waiting_tickets_of_a_v3_database() {
+        let mut c = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..3] {
+            c.execute_batch(sql).unwrap();
+        }
+        c.pragma_update(None, "user_version", 3).unwrap();
+        let tickets = [
+            ("2026-11-28", "civil", "A001", "waiting"),
+            ("2026-11-28", "civil", "A002", "done"),
+            ("2026-11-29", "civil", "A001", "waiting"),
+            ("2026-11-29", "civil", "A002", "waiting"),
+            ("2026-11-29", "civil", "A003", "called"),
+            ("2026-11-29", "civil", "A004", "no_show"),
+            ("2026-11-29", "passports", "B001", "waiting"),
+            ("2026-11-29", "passports", "B002", "done"),
+        ];
+        for (day, group, number, state) in tickets {
+            c.execute(
+                "INSERT INTO tickets(day, group_id, original_group, number, priority, state, issued_ms)
+                 VALUES (?1, ?2, ?2, ?3, 'normal', ?4, 0)",
+                rusqlite::params![day, group, number, state],
+            )
+            .unwrap();
+        }
+        run(&mut c).unwrap();
+        let counts = |c: &Connection| -> Vec<(String, String, i64)> {
+            c.prepare(
+                "SELECT day, group_id, waiting FROM ticket_waiting WHERE waiting > 0 ORDER BY 1, 2",
+            )
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+        };
+        let row = |d: &str, g: &str, n: i64| (d.to_string(), g.to_string(), n);
+        assert_eq!(
+            counts(&c),
+            vec![
+                row("2026-11-28", "civil", 1),
+                row("2026-11-29", "civil", 2),
+                row("2026-11-29", "passports", 1),
+            ]
+        );
+        // The called A003 goes back to waiting in passports; a waiting one is deleted.
+        c.execute(
+            "UPDATE tickets SET state = 'waiting', group_id = 'passports' WHERE number = 'A003'",
+            [],
+        )
+        .unwrap();
+        c.execute(
+            "DELETE FROM tickets WHERE day = '2026-11-28' AND number = 'A001'",
+            [],
+        )
+        .unwrap();
+        assert_eq!(
+            counts(&c),
+            vec![
+                row("2026-11-29", "civil", 2),
+                row("2026-11-29", "passports", 2)
+            ]
+        );
+        let v: i64 = c
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, 4);
     }
 }

@@ -144,6 +144,9 @@ fn configure(conn: &Connection, opts: &StorageOptions) -> Result<(), rusqlite::E
     let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
     debug_assert_eq!(mode.to_ascii_lowercase(), "wal");
     conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
+    // Room for the statements every write runs (savepoint, sequence, audit, …) next to
+    // those of the use cases, so the hot ones stay prepared.
+    conn.set_prepared_statement_cache_capacity(64);
     Ok(())
 }
 

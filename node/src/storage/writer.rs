@@ -99,12 +99,12 @@ fn in_savepoint<T, E>(
     conn: &Connection,
     work: impl FnOnce(&Connection) -> Result<T, E>,
 ) -> Result<T, SavepointError<E>> {
-    conn.execute_batch("SAVEPOINT request")
-        .map_err(SavepointError::Sqlite)?;
+    // Cached statements: every request runs these two on the writer thread.
+    let exec = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([]));
+    exec("SAVEPOINT request").map_err(SavepointError::Sqlite)?;
     match work(conn) {
         Ok(v) => {
-            conn.execute_batch("RELEASE request")
-                .map_err(SavepointError::Sqlite)?;
+            exec("RELEASE request").map_err(SavepointError::Sqlite)?;
             Ok(v)
         }
         Err(e) => {
