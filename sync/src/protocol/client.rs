@@ -92,8 +92,8 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
-            push_bytes: 256 * 1024,
-            pull_bytes: 256 * 1024,
+            push_bytes: 1024 * 1024,
+            pull_bytes: 1024 * 1024,
             repair_docs: 64,
             repair_buckets: 16,
             repair_rounds: 8,
