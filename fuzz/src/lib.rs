@@ -2,7 +2,7 @@
 //!
 //! Each function takes arbitrary bytes and drives a parser the way its I/O loop does
 //! (the modem's AT engine, the SMS PDU decoder, VE.Direct, the inverter's QPIGS/QMOD
-//! replies, the config loader, the sync framing). A panic is the failure libFuzzer
+//! replies, the config loader, the sync framing and messages). A panic is the failure libFuzzer
 //! reports; where a parser promises more than "no panic" (chunking does not change AT
 //! events, frames and batches round-trip) the function asserts that too.
 //!
@@ -15,6 +15,8 @@ use markaz_hardware::modem::sms;
 use markaz_hardware::modem::status::{Operator, Registration, Signal, SimState, parse_cclk};
 use markaz_hardware::power::{vedirect, voltronic};
 use markaz_sync::frame;
+use markaz_sync::protocol::message::{PROTOCOL_VERSION, PushForm};
+use markaz_sync::protocol::{Request, Response as SyncResponse};
 
 /// The body of one fuzz target.
 pub type Target = fn(&[u8]);
@@ -27,6 +29,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("voltronic", voltronic),
     ("config", config),
     ("sync_frame", sync_frame),
+    ("sync_message", sync_message),
 ];
 
 /// The command the first input byte selects, so one target covers plain, prompt and
@@ -239,6 +242,41 @@ pub fn sync_frame(data: &[u8]) {
         batch.extend_from_slice(&frame::checksum(body).to_le_bytes());
         batch.extend_from_slice(body);
         check_batch(&batch, *v);
+    }
+}
+
+/// The sync messages both sides decode (`markaz_sync::protocol::message`), both push
+/// forms: whatever decodes re-encodes (a request in either push form) to bytes that
+/// decode to the same message. The input is tried as a whole message, and — to get past
+/// the batch checksum — as the frames of a valid batch: the first byte says how long the
+/// JSON header is, the rest is one part (a compact push body, a change, a sync message).
+pub fn sync_message(data: &[u8]) {
+    check_message(data);
+    if let [n, rest @ ..] = data {
+        let cut = usize::from(*n).min(rest.len());
+        let (header, part) = rest.split_at(cut);
+        let mut frames = vec![header];
+        if !part.is_empty() {
+            frames.push(part);
+        }
+        check_message(&frame::encode_batch(frames.into_iter(), PROTOCOL_VERSION));
+    }
+}
+
+fn check_message(bytes: &[u8]) {
+    if let Ok(req) = Request::decode(bytes) {
+        for form in [PushForm::Framed, PushForm::Compact] {
+            let again = Request::decode(&req.encode_with(form));
+            assert_eq!(
+                again.ok().as_ref(),
+                Some(&req),
+                "a request re-encodes ({form:?})"
+            );
+        }
+    }
+    if let Ok(resp) = SyncResponse::decode(bytes) {
+        let again = SyncResponse::decode(&resp.encode());
+        assert_eq!(again.ok().as_ref(), Some(&resp), "a response re-encodes");
     }
 }
 

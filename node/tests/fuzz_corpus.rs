@@ -94,6 +94,22 @@ fn the_valid_seeds_decode() {
         markaz_sync::frame::decode_batch(&batch, 1).unwrap().len(),
         3
     );
+
+    use markaz_sync::protocol::{Request, Response};
+    for name in ["push_framed", "push_compact"] {
+        match Request::decode(&seed("sync_message", name)).unwrap() {
+            Request::Push { changes, .. } => assert_eq!(changes.len(), 2, "{name}"),
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+    assert!(Request::decode(&seed("sync_message", "push_compact_cut")).is_err());
+    assert!(matches!(
+        Response::decode(&seed("sync_message", "welcome")).unwrap(),
+        Response::Welcome {
+            compact_push: true,
+            ..
+        }
+    ));
 }
 
 /// The short fuzzing pass CI runs on stable Rust: every target gets seeded random
