@@ -259,7 +259,7 @@ pub fn sync_message(data: &[u8]) {
         if !part.is_empty() {
             frames.push(part);
         }
-        check_message(&frame::encode_batch(frames.into_iter(), PROTOCOL_VERSION));
+        check_message(&frame::encode_batch(frames, PROTOCOL_VERSION));
     }
 }
 
