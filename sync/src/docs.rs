@@ -383,16 +383,12 @@ pub fn set_case_delivery(doc: &mut AutoCommit, d: &Delivery) -> Result<(), DocEr
     put_if_changed(doc, "delivery", serde_json::to_string(d)?)
 }
 
-/// Read a case.
-pub fn read_case(doc: &AutoCommit) -> Result<CaseView, DocError> {
-    check_kind(doc, DocKind::Case)?;
+/// A case's processing center (`None`: the hub's portal), citizen and delivery.
+fn case_parties(doc: &AutoCommit) -> Result<(Option<CenterId>, NationalId, Delivery), DocError> {
     let bad = |why| DocError::BadId {
         id: "case".into(),
         why,
     };
-    let case_no = need_str(doc, "case_no")?
-        .parse()
-        .map_err(|_| bad("bad case number"))?;
     let center_s = need_str(doc, "center")?;
     let center = if center_s == HUB_OWNER {
         None
@@ -403,6 +399,20 @@ pub fn read_case(doc: &AutoCommit) -> Result<CaseView, DocError> {
         .parse()
         .map_err(|_| bad("bad national id"))?;
     let delivery: Delivery = serde_json::from_str(&need_str(doc, "delivery")?)?;
+    Ok((center, citizen, delivery))
+}
+
+/// Read a case.
+pub fn read_case(doc: &AutoCommit) -> Result<CaseView, DocError> {
+    check_kind(doc, DocKind::Case)?;
+    let bad = |why| DocError::BadId {
+        id: "case".into(),
+        why,
+    };
+    let case_no = need_str(doc, "case_no")?
+        .parse()
+        .map_err(|_| bad("bad case number"))?;
+    let (center, citizen, delivery) = case_parties(doc)?;
     let fields = serde_json::from_str(&need_str(doc, "fields")?)?;
     let fee = serde_json::from_str(&need_str(doc, "fee")?)?;
     let mut events = Vec::new();
@@ -451,20 +461,7 @@ pub struct CaseRoutes {
 /// that can be `Routed` are parsed.
 pub fn read_case_routes(doc: &AutoCommit) -> Result<CaseRoutes, DocError> {
     check_kind(doc, DocKind::Case)?;
-    let bad = |why| DocError::BadId {
-        id: "case".into(),
-        why,
-    };
-    let center_s = need_str(doc, "center")?;
-    let center = if center_s == HUB_OWNER {
-        None
-    } else {
-        Some(center_s.parse().map_err(|_| bad("bad center"))?)
-    };
-    let citizen = need_str(doc, "citizen")?
-        .parse()
-        .map_err(|_| bad("bad national id"))?;
-    let delivery: Delivery = serde_json::from_str(&need_str(doc, "delivery")?)?;
+    let (center, citizen, delivery) = case_parties(doc)?;
     let pickup = match delivery {
         Delivery::Pickup { center } => Some(center),
         _ => None,
