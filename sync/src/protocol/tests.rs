@@ -882,26 +882,12 @@ fn sync_recording(
 /// What a hub from before the compact form says in its Welcome.
 fn as_old_hub(i: usize, bytes: Vec<u8>) -> Vec<u8> {
     if i.is_multiple_of(2)
-        && let Ok(Response::Welcome {
-            epoch,
-            push_acked,
-            bulk_acked,
-            feed_len,
-            hlc,
-            wall_ms,
-            ..
-        }) = Response::decode(&bytes)
+        && let Ok(mut welcome @ Response::Welcome { .. }) = Response::decode(&bytes)
     {
-        return Response::Welcome {
-            epoch,
-            push_acked,
-            bulk_acked,
-            feed_len,
-            hlc,
-            wall_ms,
-            compact_push: false,
+        if let Response::Welcome { compact_push, .. } = &mut welcome {
+            *compact_push = false;
         }
-        .encode();
+        return welcome.encode();
     }
     bytes
 }
