@@ -225,24 +225,24 @@ async fn scenario(b: &Browser) -> Result<()> {
         b.text("#payment").await?.contains("MID-"),
         "cash receipt number shown"
     );
-    for step in ["start", "ready", "notify"] {
+    // Each step reloads the page: wait for the new status, not for a flash message the
+    // previous page already showed (its elements go stale under the next click).
+    for (step, status) in [
+        ("start", "in_progress"),
+        ("ready", "ready"),
+        ("notify", "notified"),
+    ] {
         b.click(&format!("#step-{step}")).await?;
         b.wait_until(
             step,
-            "return !!document.getElementById('flash');",
+            &format!(
+                "const s = document.getElementById('case-status'); \
+                 return !!s && s.dataset.status === '{status}' && !!document.getElementById('flash');"
+            ),
             Duration::from_secs(10),
         )
         .await?;
     }
-    ensure!(
-        b.find("#case-status")
-            .await?
-            .attr("data-status")
-            .await?
-            .as_deref()
-            == Some("notified"),
-        "notified"
-    );
 
     // Handover: a malformed receiver id is refused inline, the right one delivers.
     b.fill("#receiver_national_id", "123").await?;
