@@ -28,6 +28,8 @@ use thiserror::Error;
 
 use crate::docs::{DocError, DocId};
 
+mod apply;
+
 /// Current version of this module's schema.
 pub const SCHEMA_VERSION: i64 = 2;
 
@@ -382,17 +384,31 @@ pub struct ApplyReport {
     /// The hex hash of each refused change, in the order of `rejected` (empty when the
     /// change could not be decoded).
     pub rejected_hashes: Vec<String>,
-    /// Stored changes whose dependencies have not arrived yet (kept; they apply when
-    /// their dependencies come).
+    /// Stored changes whose dependencies have not arrived by the end of the batch (kept;
+    /// they apply when their dependencies come).
     pub pending: usize,
     /// Documents whose state changed (re-project these).
     pub touched: Vec<DocId>,
 }
 
 /// A document held for the length of one [`DocStore::apply_remote`] call: the document,
-/// the hash of its newest stored row, and the highest seq stored for it in the call (0:
-/// none yet).
-type OpenDoc = (AutoCommit, Option<Vec<u8>>, u64);
+/// the hash of its newest stored row, the highest seq stored for it in the call (0: none
+/// yet) and the hashes stored for it in the call.
+type OpenDoc = (AutoCommit, Option<Vec<u8>>, u64, Vec<ChangeHash>);
+
+/// Those of `hashes`, just applied to `doc`, that still wait for a dependency.
+fn still_pending(doc: &mut AutoCommit, hashes: &[ChangeHash]) -> Vec<ChangeHash> {
+    // Only a document with a missing dependency holds a change back.
+    if doc.get_missing_deps(&[]).is_empty() {
+        return Vec::new();
+    }
+    let heads = doc.get_heads();
+    hashes
+        .iter()
+        .filter(|h| !heads.contains(h) && doc.get_change_meta_by_hash(h).is_none())
+        .copied()
+        .collect()
+}
 
 struct Cached {
     doc: AutoCommit,
@@ -415,6 +431,58 @@ impl std::fmt::Debug for DocStore {
             .field("cached", &self.cache.len())
             .finish()
     }
+}
+
+/// A document's stored rows, read by the thread that owns the connection: its snapshot
+/// (if any) and the changes stored after it, in order.
+struct StoredDoc {
+    snapshot: Option<Vec<u8>>,
+    changes: Vec<Vec<u8>>,
+}
+
+/// A document's rows; without its snapshot, every change.
+fn read_stored(conn: &Connection, id: &DocId, with_snapshot: bool) -> Result<StoredDoc> {
+    let snap: Option<(Vec<u8>, i64)> = if with_snapshot {
+        conn.prepare_cached("SELECT bytes, upto_seq FROM snapshots WHERE doc_id=?1")?
+            .query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?
+    } else {
+        None
+    };
+    let (snapshot, after) = match snap {
+        Some((bytes, upto)) => (Some(bytes), upto),
+        None => (None, 0),
+    };
+    let mut stmt =
+        conn.prepare_cached("SELECT bytes FROM changes WHERE doc_id=?1 AND seq>?2 ORDER BY seq")?;
+    let changes = stmt
+        .query_map(params![id.as_str(), after], |r| r.get::<_, Vec<u8>>(0))?
+        .collect::<Result<_, _>>()?;
+    Ok(StoredDoc { snapshot, changes })
+}
+
+/// Build a document from its stored rows (no database needed: any thread may do it).
+/// `None` when the snapshot does not load: a snapshot is only a cache, so the caller
+/// builds again from every change (`read_stored(.., false)`).
+fn build_doc(id: &DocId, stored: StoredDoc) -> Result<Option<AutoCommit>> {
+    let mut doc = match stored.snapshot.map(|b| AutoCommit::load(&b)) {
+        Some(Ok(d)) => d,
+        Some(Err(_)) => return Ok(None),
+        None => AutoCommit::new(),
+    };
+    let mut changes = Vec::with_capacity(stored.changes.len());
+    for b in &stored.changes {
+        let c = Change::try_from(b.as_slice())
+            .map_err(|e| StoreError::Corrupt(format!("stored change of {id}: {e}")))?;
+        changes.push(c);
+    }
+    if doc.apply_changes(changes.clone()).is_err() {
+        for c in changes {
+            // One bad change must not hide the others.
+            let _ = doc.apply_changes([c]);
+        }
+    }
+    Ok(Some(doc))
 }
 
 impl DocStore {
@@ -481,37 +549,10 @@ impl DocStore {
     }
 
     fn load_from_db(&self, conn: &Connection, id: &DocId) -> Result<AutoCommit> {
-        let snap: Option<(Vec<u8>, i64)> = conn
-            .query_row(
-                "SELECT bytes, upto_seq FROM snapshots WHERE doc_id=?1",
-                [id.as_str()],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        let (mut doc, after) = match snap {
-            Some((bytes, upto)) => match AutoCommit::load(&bytes) {
-                Ok(d) => (d, upto),
-                // A bad snapshot is only a cache: rebuild from the changes.
-                Err(_) => (AutoCommit::new(), 0),
-            },
-            None => (AutoCommit::new(), 0),
+        let mut doc = match build_doc(id, read_stored(conn, id, true)?)? {
+            Some(d) => d,
+            None => build_doc(id, read_stored(conn, id, false)?)?.unwrap_or_default(),
         };
-        let mut stmt = conn
-            .prepare_cached("SELECT bytes FROM changes WHERE doc_id=?1 AND seq>?2 ORDER BY seq")?;
-        let rows = stmt.query_map(params![id.as_str(), after], |r| r.get::<_, Vec<u8>>(0))?;
-        let mut changes = Vec::new();
-        for b in rows {
-            let b = b?;
-            let c = Change::try_from(b.as_slice())
-                .map_err(|e| StoreError::Corrupt(format!("stored change of {id}: {e}")))?;
-            changes.push(c);
-        }
-        if doc.apply_changes(changes.clone()).is_err() {
-            for c in changes {
-                // One bad change must not hide the others.
-                let _ = doc.apply_changes([c]);
-            }
-        }
         doc.set_actor(self.actor.clone());
         Ok(doc)
     }
@@ -523,6 +564,33 @@ impl DocStore {
         c: &Change,
         local: bool,
     ) -> Result<Option<StoredChange>> {
+        let hash = c.hash();
+        Ok(self
+            .insert_row(
+                conn,
+                id,
+                &hash,
+                c.actor_id().to_bytes(),
+                local,
+                c.raw_bytes(),
+            )?
+            .map(|seq| StoredChange {
+                seq,
+                doc_id: id.clone(),
+                hash,
+            }))
+    }
+
+    /// Store one change row; its seq, or `None` when the hash is already stored.
+    fn insert_row(
+        &self,
+        conn: &Connection,
+        id: &DocId,
+        hash: &ChangeHash,
+        actor: &[u8],
+        local: bool,
+        bytes: &[u8],
+    ) -> Result<Option<u64>> {
         let n = conn
             .prepare_cached(
                 "INSERT OR IGNORE INTO changes(doc_id, hash, actor, local, origin, bytes, lane)
@@ -530,24 +598,26 @@ impl DocStore {
             )?
             .execute(params![
                 id.as_str(),
-                &c.hash().0[..],
-                c.actor_id().to_bytes(),
+                &hash.0[..],
+                actor,
                 local,
                 self.origin,
-                c.raw_bytes(),
+                bytes,
                 Lane::of(id).as_i64()
             ])?;
-        if n == 0 {
-            return Ok(None);
-        }
-        Ok(Some(StoredChange {
-            seq: conn.last_insert_rowid() as u64,
-            doc_id: id.clone(),
-            hash: c.hash(),
-        }))
+        Ok((n > 0).then(|| conn.last_insert_rowid() as u64))
     }
 
     fn update_meta(conn: &Connection, id: &DocId, doc: &mut AutoCommit, seq: u64) -> Result<()> {
+        Self::update_meta_heads(conn, id, &doc.get_heads(), seq)
+    }
+
+    fn update_meta_heads(
+        conn: &Connection,
+        id: &DocId,
+        heads: &[ChangeHash],
+        seq: u64,
+    ) -> Result<()> {
         let owner = match id.owner() {
             crate::docs::Owner::Hub => "hub".to_string(),
             crate::docs::Owner::Shared => String::new(),
@@ -562,7 +632,7 @@ impl DocStore {
             id.as_str(),
             id.kind().as_str(),
             owner,
-            encode_heads(&doc.get_heads()),
+            encode_heads(heads),
             bucket_of(id.as_str()),
             seq as i64
         ])?;
@@ -657,17 +727,52 @@ impl DocStore {
         self.origin = origin.map(str::to_string);
     }
 
-    /// Apply remote changes one by one, in order: known hashes are skipped, undecodable or
-    /// rejected changes are reported (never stored), and the heads are checked after each.
+    /// Apply remote changes in order: known hashes are skipped, undecodable or rejected
+    /// changes are reported (never stored).
     ///
     /// The documents a call touches are loaded once and held for the whole call (a push
     /// interleaves many documents, more than the LRU keeps), and each document's
-    /// `doc_meta` row is written once, after its last change.
+    /// `doc_meta` row is written once, after its last change. A batch of
+    /// [`apply::PARALLEL_MIN`] changes or more is applied to its documents on a second
+    /// thread while this one stores the rows (see [`apply`]).
     pub fn apply_remote(
         &mut self,
         conn: &Connection,
         changes: &[WireChange],
     ) -> Result<ApplyReport> {
+        Ok(self.apply_remote_with(conn, changes, |_, _| None::<()>)?.0)
+    }
+
+    /// [`Self::apply_remote`], also reading each document that stored a change with
+    /// `inspect` after its last one (on the thread that applied it). A document missing
+    /// from the map was not inspected: read it yourself.
+    pub fn apply_remote_with<R: Send>(
+        &mut self,
+        conn: &Connection,
+        changes: &[WireChange],
+        inspect: fn(&DocId, &AutoCommit) -> Option<R>,
+    ) -> Result<(ApplyReport, HashMap<DocId, R>)> {
+        if changes.len() >= apply::PARALLEL_MIN
+            && let Some(done) = self.apply_parallel(conn, changes, inspect)?
+        {
+            return Ok(done);
+        }
+        let report = self.apply_serial(conn, changes)?;
+        let mut seen = HashMap::new();
+        for id in &report.touched {
+            if let Some(c) = self.cache.get_mut(id)
+                && let Some(r) = inspect(id, &c.doc)
+            {
+                seen.insert(id.clone(), r);
+            }
+        }
+        Ok((report, seen))
+    }
+
+    /// [`Self::apply_remote`] change by change on this thread: known hashes are skipped
+    /// before the document is touched, and a change automerge refuses leaves its
+    /// document as it was before it.
+    fn apply_serial(&mut self, conn: &Connection, changes: &[WireChange]) -> Result<ApplyReport> {
         let mut report = ApplyReport::default();
         // Documents being worked on, with the hash of their newest stored row and the
         // highest seq stored for them in this call (0: none).
@@ -698,9 +803,9 @@ impl DocStore {
             }
             if !open.contains_key(&wc.doc_id) {
                 let (doc, last) = self.take_with_last(conn, &wc.doc_id)?;
-                open.insert(wc.doc_id.clone(), Box::new((doc, last, 0)));
+                open.insert(wc.doc_id.clone(), Box::new((doc, last, 0, Vec::new())));
             }
-            let Some((doc, last, top)) = open.get_mut(&wc.doc_id).map(|b| &mut **b) else {
+            let Some((doc, last, top, hashes)) = open.get_mut(&wc.doc_id).map(|b| &mut **b) else {
                 continue;
             };
             if let Err(e) = doc.apply_changes([change.clone()]) {
@@ -710,17 +815,13 @@ impl DocStore {
                 report.rejected_hashes.push(hex::encode(hash.0));
                 // The document may be half-changed: finish what it stored so far and
                 // reload it from the database if it comes again.
-                if let Some((mut doc, _, top)) = open.remove(&wc.doc_id).map(|b| *b)
+                if let Some((mut doc, _, top, hashes)) = open.remove(&wc.doc_id).map(|b| *b)
                     && top > 0
                 {
+                    report.pending += still_pending(&mut doc, &hashes).len();
                     Self::update_meta(conn, &wc.doc_id, &mut doc, top)?;
                 }
                 continue;
-            }
-            // Applied changes are usually the newest head; only otherwise ask the graph
-            // (building the change's metadata costs more than the check).
-            if !doc.get_heads().contains(&hash) && doc.get_change_meta_by_hash(&hash).is_none() {
-                report.pending += 1;
             }
             let Some(stored) = self.insert_change(conn, &wc.doc_id, &change, false)? else {
                 report.duplicates += 1;
@@ -728,14 +829,16 @@ impl DocStore {
             };
             *last = Some(hash.0.to_vec());
             *top = stored.seq;
+            hashes.push(hash);
             if touched.insert(wc.doc_id.clone()) {
                 report.touched.push(wc.doc_id.clone());
             }
             report.stored.push(stored);
         }
         for (id, open_doc) in open {
-            let (mut doc, last, top) = *open_doc;
+            let (mut doc, last, top, hashes) = *open_doc;
             if top > 0 {
+                report.pending += still_pending(&mut doc, &hashes).len();
                 Self::update_meta(conn, &id, &mut doc, top)?;
             }
             doc.set_actor(self.actor.clone());
@@ -1137,7 +1240,17 @@ pub(crate) mod tests {
         let rev: Vec<WireChange> = wire.iter().rev().cloned().collect();
         let r = sb.apply_remote(&b, &rev).unwrap();
         assert_eq!(r.stored.len(), 2);
-        assert_eq!(r.pending, 1);
+        assert_eq!(
+            r.pending, 0,
+            "the first change's dependency came in the same batch"
+        );
+        // The second alone waits for the first.
+        let c = db();
+        let mut sc = DocStore::new(incarnation(&c, "c", 0).unwrap(), 4);
+        assert_eq!(sc.apply_remote(&c, &rev[..1]).unwrap().pending, 1);
+        assert!(sc.heads(&c, &id).unwrap().is_empty());
+        assert_eq!(sc.apply_remote(&c, &rev[1..]).unwrap().pending, 0);
+        assert_eq!(sc.heads(&c, &id).unwrap(), sa.heads(&a, &id).unwrap());
         let again = sb.apply_remote(&b, &wire).unwrap();
         assert_eq!(again.duplicates, 2);
         assert!(again.stored.is_empty());
@@ -1269,7 +1382,8 @@ pub(crate) mod tests {
         let mut s = DocStore::new(incarnation(&a, "hub", 0).unwrap(), 1);
         let r = s.apply_remote(&a, &wire).unwrap();
         assert_eq!(r.stored.len(), wire.len());
-        assert_eq!(r.pending, 1);
+        // The early change's dependencies arrive later in the same batch.
+        assert_eq!(r.pending, 0);
         assert!(r.rejected.is_empty());
         let seqs: Vec<u64> = r.stored.iter().map(|x| x.seq).collect();
         assert!(

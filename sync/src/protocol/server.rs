@@ -368,6 +368,17 @@ impl<'a> SqliteHub<'a> {
         stored: &[StoredChange],
         origin: Option<&CenterId>,
     ) -> Result<(), HubError> {
+        self.route_stored_read(stored, origin, HashMap::new())
+    }
+
+    /// [`Self::route_stored`] with the routing fields of some cases already read (by
+    /// [`case_routes_of`], where the push applied them).
+    fn route_stored_read(
+        &mut self,
+        stored: &[StoredChange],
+        origin: Option<&CenterId>,
+        mut read: HashMap<DocId, Result<docs::CaseRoutes, docs::DocError>>,
+    ) -> Result<(), HubError> {
         let mut routes: HashMap<&DocId, Vec<String>> = HashMap::new();
         let mut docs: Vec<&DocId> = Vec::new();
         for s in stored {
@@ -383,7 +394,10 @@ impl<'a> SqliteHub<'a> {
         }
         for doc in docs {
             let case = match doc.kind() {
-                DocKind::Case => self.docs.read(self.conn, doc, docs::read_case_routes)?,
+                DocKind::Case => match read.remove(doc) {
+                    Some(r) => Some(r),
+                    None => self.docs.read(self.conn, doc, docs::read_case_routes)?,
+                },
                 _ => None,
             };
             let case = match case {
@@ -423,6 +437,15 @@ impl<'a> SqliteHub<'a> {
             .collect::<Result<_, _>>()?;
         Ok(all.into_iter().filter_map(|c| c.parse().ok()).collect())
     }
+}
+
+/// A case's routing fields, read where a push applies it (see
+/// [`DocStore::apply_remote_with`]).
+fn case_routes_of(
+    id: &DocId,
+    doc: &automerge::AutoCommit,
+) -> Option<Result<docs::CaseRoutes, docs::DocError>> {
+    (id.kind() == DocKind::Case).then(|| docs::read_case_routes(doc))
 }
 
 /// The centers a document must reach, from its id, the center that sent it and (for a
@@ -537,7 +560,9 @@ impl HubStore for SqliteHub<'_> {
         }
         self.docs.set_origin(Some(center.as_str()));
         let result = (|| -> Result<(), HubError> {
-            let r = self.docs.apply_remote(self.conn, &accepted)?;
+            let (r, read) = self
+                .docs
+                .apply_remote_with(self.conn, &accepted, case_routes_of)?;
             for (i, (doc, reason)) in r.rejected.into_iter().enumerate() {
                 refused.push(Refusal {
                     doc_id: doc,
@@ -545,7 +570,7 @@ impl HubStore for SqliteHub<'_> {
                     reason,
                 });
             }
-            self.route_stored(&r.stored, Some(center))
+            self.route_stored_read(&r.stored, Some(center), read)
         })();
         self.docs.set_origin(None);
         result?;

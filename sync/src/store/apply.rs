@@ -1,0 +1,571 @@
+//! The parallel path of [`DocStore::apply_remote`]: a large batch is applied to its
+//! documents on a second thread while the thread that owns the connection stores the rows.
+//!
+//! The connection never leaves its thread. It reads what each document starts from (the
+//! cached document, or its stored rows) and hands it to the apply thread, which parses
+//! every change first and reports each one's hash and actor back, so the rows are stored
+//! while automerge works. The apply thread then builds each document, applies its
+//! changes as one batch, and returns it with its heads and what `inspect` read of it.
+//!
+//! The result is the serial path's, with one difference in *when* a change is decided:
+//! the serial path asks the database about each change before it touches the document.
+//! Here, so that nothing waits, the apply thread applies every change of the batch and
+//! the rows are stored with `INSERT OR IGNORE`; a change already stored for the same
+//! document is a no-op for automerge too. Whenever the two could differ, the rows just
+//! stored are deleted again and the serial path takes the whole batch:
+//! - automerge refuses a document's batch (the serial path keeps the changes before the
+//!   bad one and reports exactly that one);
+//! - a change's hash is already stored for *another* document;
+//! - a snapshot does not load (the serial path rebuilds from every change).
+
+use std::collections::HashMap;
+use std::sync::mpsc;
+
+use automerge::{ActorId, AutoCommit, Change, ChangeHash};
+use rusqlite::{Connection, OptionalExtension};
+
+use super::{
+    ApplyReport, Cached, DocStore, Result, StoreError, StoredChange, StoredDoc, WireChange,
+    build_doc, read_stored, still_pending,
+};
+use crate::docs::DocId;
+
+/// Batches from this many changes up are applied on a second thread.
+pub const PARALLEL_MIN: usize = 32;
+
+/// Where a document of the batch starts from.
+enum Start {
+    /// In memory and current.
+    Cached(Box<AutoCommit>),
+    /// To build from its stored rows.
+    Stored(StoredDoc),
+    /// No rows yet.
+    New,
+}
+
+/// One document of the batch: where it starts and its changes (indices into the batch,
+/// in order).
+struct Job {
+    id: DocId,
+    start: Start,
+    changes: Vec<usize>,
+}
+
+/// What the apply thread reports of one change as soon as it is parsed.
+struct Parsed {
+    hash: ChangeHash,
+    actor: Vec<u8>,
+    /// The change's own bytes when they differ from what was sent (never, for a change
+    /// that parsed from exactly its bytes).
+    raw: Option<Vec<u8>>,
+}
+
+/// A document after its batch.
+struct Applied<R> {
+    doc: AutoCommit,
+    heads: Vec<ChangeHash>,
+    /// Changes of the batch still waiting for their dependencies.
+    pending: Vec<ChangeHash>,
+    seen: Option<R>,
+}
+
+/// A document as the storing side tracks it.
+struct Track {
+    id: DocId,
+    /// Hash of its newest row (before the batch, then its newest stored change).
+    last: Option<Vec<u8>>,
+    /// Highest seq stored for it in this batch (0: none).
+    top: u64,
+}
+
+impl DocStore {
+    /// Apply `changes` with the document work on a second thread. `None` means "take the
+    /// serial path" (see the module docs): the rows this call stored are deleted again.
+    pub(super) fn apply_parallel<R: Send>(
+        &mut self,
+        conn: &Connection,
+        changes: &[WireChange],
+        inspect: fn(&DocId, &AutoCommit) -> Option<R>,
+    ) -> Result<Option<(ApplyReport, HashMap<DocId, R>)>> {
+        // The batch's documents in first-seen order, with their changes.
+        let mut index: HashMap<&DocId, usize> = HashMap::new();
+        let mut groups: Vec<(&DocId, Vec<usize>)> = Vec::new();
+        for (i, wc) in changes.iter().enumerate() {
+            let k = *index.entry(&wc.doc_id).or_insert_with(|| {
+                groups.push((&wc.doc_id, Vec::new()));
+                groups.len() - 1
+            });
+            groups[k].1.push(i);
+        }
+        let (job_tx, job_rx) = mpsc::channel::<Job>();
+        let (parsed_tx, parsed_rx) = mpsc::channel::<(usize, Result<Parsed, String>)>();
+        let actor = self.actor.clone();
+        std::thread::scope(|s| {
+            let Ok(worker) = std::thread::Builder::new()
+                .name("doc-apply".into())
+                .spawn_scoped(s, move || work(changes, parsed_tx, job_rx, inspect, actor))
+            else {
+                return Ok(None);
+            };
+            // Each document's starting point, handed over as soon as it is read.
+            let mut tracks: Vec<Track> = Vec::with_capacity(groups.len());
+            for (id, idx) in groups {
+                let last = Self::last_hash(conn, id)?;
+                let start = match self.cache.pop(id) {
+                    Some(c) if c.last == last => Start::Cached(Box::new(c.doc)),
+                    _ if last.is_none() => Start::New,
+                    _ => Start::Stored(read_stored(conn, id, true)?),
+                };
+                tracks.push(Track {
+                    id: id.clone(),
+                    last,
+                    top: 0,
+                });
+                let job = Job {
+                    id: id.clone(),
+                    start,
+                    changes: idx,
+                };
+                if job_tx.send(job).is_err() {
+                    break;
+                }
+            }
+            drop(job_tx);
+            // Store the rows as the apply thread parses them (in batch order).
+            let mut report = ApplyReport::default();
+            report.stored.reserve(changes.len());
+            let mut other_doc = false;
+            for (i, parsed) in parsed_rx {
+                let wc = &changes[i];
+                let p = match parsed {
+                    Ok(p) => p,
+                    Err(why) => {
+                        report.rejected.push((wc.doc_id.to_string(), why));
+                        report.rejected_hashes.push(String::new());
+                        continue;
+                    }
+                };
+                let bytes = p.raw.as_deref().unwrap_or(&wc.bytes);
+                let Some(seq) =
+                    self.insert_row(conn, &wc.doc_id, &p.hash, &p.actor, false, bytes)?
+                else {
+                    report.duplicates += 1;
+                    let owner: Option<String> = conn
+                        .prepare_cached("SELECT doc_id FROM changes WHERE hash=?1")?
+                        .query_row([&p.hash.0[..]], |r| r.get(0))
+                        .optional()?;
+                    other_doc |= owner.as_deref() != Some(wc.doc_id.as_str());
+                    continue;
+                };
+                let t = &mut tracks[index[&wc.doc_id]];
+                if t.top == 0 {
+                    report.touched.push(wc.doc_id.clone());
+                }
+                t.top = seq;
+                t.last = Some(p.hash.0.to_vec());
+                report.stored.push(StoredChange {
+                    seq,
+                    doc_id: wc.doc_id.clone(),
+                    hash: p.hash,
+                });
+            }
+            let applied = worker
+                .join()
+                .map_err(|_| StoreError::Corrupt("the document apply thread panicked".into()))?;
+            let (Some(applied), false) = (applied?, other_doc) else {
+                // Nothing else was written yet: the rows go, the documents taken from
+                // the cache are dropped, and the serial path starts from the database.
+                let mut del = conn.prepare_cached("DELETE FROM changes WHERE seq=?1")?;
+                for s in &report.stored {
+                    del.execute([s.seq as i64])?;
+                }
+                return Ok(None);
+            };
+            let mut seen = HashMap::new();
+            for (t, a) in tracks.into_iter().zip(applied) {
+                let Applied {
+                    mut doc,
+                    heads,
+                    pending,
+                    seen: s,
+                } = a;
+                // Counted as the serial path does: only changes stored by this batch.
+                report.pending += pending
+                    .iter()
+                    .filter(|h| report.stored.iter().any(|s| s.hash == **h))
+                    .count();
+                if t.top > 0 {
+                    Self::update_meta_heads(conn, &t.id, &heads, t.top)?;
+                    if let Some(s) = s {
+                        seen.insert(t.id.clone(), s);
+                    }
+                }
+                doc.set_actor(self.actor.clone());
+                self.cache.put(t.id, Cached { doc, last: t.last });
+            }
+            #[cfg(test)]
+            tests::PARALLEL_DONE.with(|n| n.set(n.get() + 1));
+            Ok(Some((report, seen)))
+        })
+    }
+}
+
+/// The apply thread: parse every change (reporting each), then build and update each
+/// document as its job arrives. `None`: automerge refused a batch or a snapshot did not
+/// load.
+fn work<R>(
+    changes: &[WireChange],
+    parsed_tx: mpsc::Sender<(usize, Result<Parsed, String>)>,
+    jobs: mpsc::Receiver<Job>,
+    inspect: fn(&DocId, &AutoCommit) -> Option<R>,
+    actor: ActorId,
+) -> Result<Option<Vec<Applied<R>>>> {
+    let mut parsed: Vec<Option<Change>> = Vec::with_capacity(changes.len());
+    for (i, wc) in changes.iter().enumerate() {
+        let msg = match Change::try_from(wc.bytes.as_slice()) {
+            Ok(c) => {
+                let raw = (c.raw_bytes() != wc.bytes.as_slice()).then(|| c.raw_bytes().to_vec());
+                let p = Parsed {
+                    hash: c.hash(),
+                    actor: c.actor_id().to_bytes().to_vec(),
+                    raw,
+                };
+                parsed.push(Some(c));
+                Ok(p)
+            }
+            Err(e) => {
+                parsed.push(None);
+                Err(format!("undecodable change: {e}"))
+            }
+        };
+        if parsed_tx.send((i, msg)).is_err() {
+            // The storing side gave up (its error is the answer).
+            return Ok(None);
+        }
+    }
+    drop(parsed_tx);
+    let mut out = Vec::new();
+    for job in jobs {
+        let mut doc = match job.start {
+            Start::Cached(d) => *d,
+            Start::New => AutoCommit::new().with_actor(actor.clone()),
+            Start::Stored(rows) => match build_doc(&job.id, rows)? {
+                Some(d) => d,
+                None => return Ok(None),
+            },
+        };
+        let batch: Vec<Change> = job
+            .changes
+            .iter()
+            .filter_map(|&i| parsed[i].take())
+            .collect();
+        let mut hashes: Vec<ChangeHash> = batch.iter().map(Change::hash).collect();
+        // A change sent twice is stored once.
+        hashes.sort_unstable();
+        hashes.dedup();
+        if doc.apply_changes(batch).is_err() {
+            return Ok(None);
+        }
+        let heads = doc.get_heads();
+        let pending = still_pending(&mut doc, &hashes);
+        let seen = inspect(&job.id, &doc);
+        out.push(Applied {
+            doc,
+            heads,
+            pending,
+            seen,
+        });
+    }
+    Ok(Some(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use automerge::{ActorId, AutoCommit};
+    use proptest::prelude::*;
+    use rusqlite::Connection;
+
+    use super::super::tests::db;
+    use super::super::{ApplyReport, DocStore, WireChange, decode_heads, incarnation};
+    use crate::docs::{self, DocId, DocKind};
+
+    thread_local! {
+        /// Batches this thread finished on the parallel path.
+        pub static PARALLEL_DONE: Cell<usize> = const { Cell::new(0) };
+    }
+
+    fn day(k: usize) -> jiff::civil::Date {
+        jiff::civil::date(2026, 1, 1 + k as i8)
+    }
+
+    /// `docs` metrics documents of one source, each created then changed `edits` times.
+    fn source(docs_n: usize, edits: usize) -> Vec<(DocId, Vec<WireChange>)> {
+        let c: crate::model::ids::CenterId = "midan".parse().unwrap();
+        (0..docs_n)
+            .map(|k| {
+                let id = DocId::stats(&c, day(k));
+                let mut d = AutoCommit::new().with_actor(ActorId::from(b"midan/1".to_vec()));
+                docs::create_metrics(&mut d, DocKind::Stats, &c, day(k)).unwrap();
+                let mut out = Vec::new();
+                for e in 0..=edits {
+                    if e > 0 {
+                        docs::set_metric(&mut d, "tickets", e as i64).unwrap();
+                    }
+                    d.commit();
+                    out.push(WireChange {
+                        doc_id: id.clone(),
+                        bytes: d.get_last_local_change().unwrap().raw_bytes().to_vec(),
+                    });
+                }
+                (id, out)
+            })
+            .collect()
+    }
+
+    fn rows(c: &Connection, sql: &str) -> Vec<Vec<rusqlite::types::Value>> {
+        let mut st = c.prepare(sql).unwrap();
+        let n = st.column_count();
+        st.query_map([], |r| (0..n).map(|i| r.get(i)).collect())
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    #[derive(Debug, Clone)]
+    struct Case {
+        docs: usize,
+        edits: usize,
+        /// Changes of each document already stored before the batch.
+        history: usize,
+        /// Compact the documents with a history first.
+        snapshot: bool,
+        /// Keep the documents in memory between history and batch.
+        warm: bool,
+        /// Interleaving of the batch.
+        order: Vec<u32>,
+        junk: Option<usize>,
+        dup: Option<usize>,
+        /// A change sent again under another document's id.
+        foreign: Option<usize>,
+        /// A second change with an existing (actor, seq): automerge refuses it.
+        refused: bool,
+        /// A change left out: its document's later changes wait for it.
+        missing: Option<usize>,
+    }
+
+    fn case() -> impl Strategy<Value = Case> {
+        (
+            4usize..8,
+            10usize..16,
+            0usize..4,
+            any::<bool>(),
+            any::<bool>(),
+            proptest::collection::vec(any::<u32>(), 100),
+            proptest::option::of(0usize..200),
+            proptest::option::of(0usize..200),
+            proptest::option::weighted(0.2, 0usize..200),
+            proptest::bool::weighted(0.2),
+            proptest::option::of(0usize..200),
+        )
+            .prop_map(
+                |(
+                    docs,
+                    edits,
+                    history,
+                    snapshot,
+                    warm,
+                    order,
+                    junk,
+                    dup,
+                    foreign,
+                    refused,
+                    missing,
+                )| {
+                    Case {
+                        docs,
+                        edits,
+                        history,
+                        snapshot,
+                        warm,
+                        order,
+                        junk,
+                        dup,
+                        foreign,
+                        refused,
+                        missing,
+                    }
+                },
+            )
+    }
+
+    /// The database (history stored) and the batch of a case.
+    fn setup(case: &Case) -> (Connection, DocStore, Vec<WireChange>) {
+        let conn = db();
+        let mut store = DocStore::new(incarnation(&conn, "hub", 0).unwrap(), 64);
+        let src = source(case.docs, case.edits);
+        let mut batch = Vec::new();
+        for (id, changes) in &src {
+            let (old, new) = changes.split_at(case.history.min(changes.len()));
+            if !old.is_empty() {
+                store.apply_serial(&conn, old).unwrap();
+                if case.snapshot {
+                    store.compact(&conn, id).unwrap();
+                }
+            }
+            batch.extend(new.iter().map(|w| WireChange {
+                doc_id: w.doc_id.clone(),
+                bytes: w.bytes.clone(),
+            }));
+        }
+        if !case.warm {
+            store.clear_cache();
+        }
+        // A deterministic interleaving (a change may come before its dependencies).
+        let mut keyed: Vec<(u32, WireChange)> = batch
+            .into_iter()
+            .enumerate()
+            .map(|(i, w)| (case.order[i % case.order.len()].wrapping_add(i as u32), w))
+            .collect();
+        keyed.sort_by_key(|(k, _)| *k);
+        let mut batch: Vec<WireChange> = keyed.into_iter().map(|(_, w)| w).collect();
+        if let Some(i) = case.missing {
+            batch.remove(i % batch.len());
+        }
+        let n = batch.len();
+        if let Some(i) = case.dup {
+            let w = &batch[i % n];
+            let again = WireChange {
+                doc_id: w.doc_id.clone(),
+                bytes: w.bytes.clone(),
+            };
+            batch.push(again);
+        }
+        if let Some(i) = case.foreign {
+            let w = &batch[i % n];
+            let other = src
+                .iter()
+                .map(|(id, _)| id)
+                .find(|id| **id != w.doc_id)
+                .unwrap();
+            let moved = WireChange {
+                doc_id: other.clone(),
+                bytes: w.bytes.clone(),
+            };
+            batch.insert((i % n) + 1, moved);
+        }
+        if let Some(i) = case.junk {
+            batch.insert(
+                i % n,
+                WireChange {
+                    doc_id: src[0].0.clone(),
+                    bytes: vec![0x85, 0x6f, 0x4a, 0x83, 1, 2, 3],
+                },
+            );
+        }
+        if case.refused {
+            // The first change again, with other content: same actor and seq.
+            let c: crate::model::ids::CenterId = "midan".parse().unwrap();
+            let mut d = AutoCommit::new().with_actor(ActorId::from(b"midan/1".to_vec()));
+            docs::create_metrics(&mut d, DocKind::Stats, &c, day(0)).unwrap();
+            docs::set_metric(&mut d, "other", 7).unwrap();
+            d.commit();
+            batch.push(WireChange {
+                doc_id: src[0].0.clone(),
+                bytes: d.get_last_local_change().unwrap().raw_bytes().to_vec(),
+            });
+        }
+        (conn, store, batch)
+    }
+
+    fn outcome(
+        conn: &Connection,
+        store: &mut DocStore,
+        r: &ApplyReport,
+        ids: &[DocId],
+    ) -> (
+        String,
+        Vec<Vec<rusqlite::types::Value>>,
+        Vec<Vec<rusqlite::types::Value>>,
+    ) {
+        let mut heads = Vec::new();
+        for id in ids {
+            heads.push(store.heads(conn, id).unwrap());
+        }
+        store.clear_cache();
+        for (id, h) in ids.iter().zip(&heads) {
+            assert_eq!(
+                &store.heads(conn, id).unwrap(),
+                h,
+                "{id} reloads to its heads"
+            );
+        }
+        for row in rows(conn, "SELECT doc_id, heads FROM doc_meta") {
+            let (rusqlite::types::Value::Text(id), rusqlite::types::Value::Blob(h)) =
+                (&row[0], &row[1])
+            else {
+                panic!("doc_meta row {row:?}");
+            };
+            let id: DocId = id.parse().unwrap();
+            assert_eq!(
+                decode_heads(h).unwrap(),
+                store.heads(conn, &id).unwrap(),
+                "doc_meta of {id}"
+            );
+        }
+        (
+            format!("{r:?} {heads:?}"),
+            rows(
+                conn,
+                "SELECT seq, doc_id, hex(hash), hex(actor), local, origin, hex(bytes), lane FROM changes ORDER BY seq",
+            ),
+            rows(conn, "SELECT * FROM doc_meta ORDER BY doc_id"),
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// A batch applied on two threads gives what the serial path gives: the same
+        /// report, the same rows in the same order, the same `doc_meta`, the same heads
+        /// in memory and after a reload; and it really took the parallel path unless a
+        /// change forces the serial one.
+        #[test]
+        fn the_parallel_path_gives_the_serial_result(case in case()) {
+            let (a, mut sa, batch) = setup(&case);
+            let (b, mut sb, batch_b) = setup(&case);
+            prop_assume!(batch.len() >= super::PARALLEL_MIN);
+            let ids: Vec<DocId> = (0..case.docs)
+                .map(|k| DocId::stats(&"midan".parse().unwrap(), day(k)))
+                .collect();
+            let before = PARALLEL_DONE.with(Cell::get);
+            a.execute_batch("BEGIN").unwrap();
+            let ra = sa.apply_remote(&a, &batch).unwrap();
+            a.execute_batch("COMMIT").unwrap();
+            let took = PARALLEL_DONE.with(Cell::get) - before;
+            let rb = sb.apply_serial(&b, &batch_b).unwrap();
+            // A change under another document's id always takes the serial path; a
+            // refused one does unless the change it collides with was left out.
+            if case.foreign.is_some() {
+                prop_assert_eq!(took, 0);
+            } else if !case.refused {
+                prop_assert_eq!(took, 1);
+            }
+            prop_assert_eq!(&ra.stored, &rb.stored);
+            prop_assert_eq!(
+                (ra.duplicates, &ra.rejected, &ra.rejected_hashes, ra.pending, &ra.touched),
+                (rb.duplicates, &rb.rejected, &rb.rejected_hashes, rb.pending, &rb.touched)
+            );
+            let (oa, ob) = (outcome(&a, &mut sa, &ra, &ids), outcome(&b, &mut sb, &rb, &ids));
+            prop_assert_eq!(oa.0, ob.0, "heads");
+            prop_assert_eq!(oa.1, ob.1, "changes rows");
+            prop_assert_eq!(oa.2, ob.2, "doc_meta rows");
+            if case.junk.is_some() {
+                prop_assert!(ra.rejected.iter().any(|(_, why)| why.starts_with("undecodable")));
+            }
+            if case.refused && case.missing.is_none() {
+                prop_assert_eq!(ra.rejected.len(), 1 + usize::from(case.junk.is_some()));
+            }
+        }
+    }
+}
