@@ -2,10 +2,12 @@
 //! documents on a second thread while the thread that owns the connection stores the rows.
 //!
 //! The connection never leaves its thread. It reads what each document starts from (the
-//! cached document, or its stored rows) and hands it to the apply thread, which parses
+//! cached document, or its stored rows) and queues it as a job. The apply thread parses
 //! every change first and reports each one's hash and actor back, so the rows are stored
-//! while automerge works. The apply thread then builds each document, applies its
-//! changes as one batch, and returns it with its heads and what `inspect` read of it.
+//! while automerge works; then it takes jobs: builds the document, applies its changes as
+//! one batch, and reads its heads and what `inspect` asks. Once the rows are stored, the
+//! connection's thread takes jobs from the same queue too, so both cores finish them.
+//! Documents the cache evicts afterwards are freed on a short-lived thread.
 //!
 //! The result is the serial path's, with one difference in *when* a change is decided:
 //! the serial path asks the database about each change before it touches the document.
@@ -19,7 +21,7 @@
 //! - a snapshot does not load (the serial path rebuilds from every change).
 
 use std::collections::HashMap;
-use std::sync::mpsc;
+use std::sync::{Mutex, mpsc};
 
 use automerge::{ActorId, AutoCommit, Change, ChangeHash};
 use rusqlite::{Connection, OptionalExtension};
@@ -46,10 +48,18 @@ enum Start {
 /// One document of the batch: where it starts and its changes (indices into the batch,
 /// in order).
 struct Job {
+    /// Its place in the batch's list of documents.
+    k: usize,
     id: DocId,
     start: Start,
     changes: Vec<usize>,
 }
+
+/// The documents still to build and update, taken by whichever thread is free.
+type Jobs = Mutex<mpsc::Receiver<Job>>;
+
+/// The parsed changes of the batch, by index, each taken by the job of its document.
+type ParsedChanges = [Mutex<Option<Change>>];
 
 /// What the apply thread reports of one change as soon as it is parsed.
 struct Parsed {
@@ -68,6 +78,9 @@ struct Applied<R> {
     pending: Vec<ChangeHash>,
     seen: Option<R>,
 }
+
+/// A job's document after its batch, with its place (`None`: take the serial path).
+type Taken<R> = Option<(usize, Applied<R>)>;
 
 /// A document as the storing side tracks it.
 struct Track {
@@ -98,12 +111,20 @@ impl DocStore {
             groups[k].1.push(i);
         }
         let (job_tx, job_rx) = mpsc::channel::<Job>();
+        let jobs: Jobs = Mutex::new(job_rx);
+        let parsed: Vec<Mutex<Option<Change>>> = changes.iter().map(|_| Mutex::new(None)).collect();
         let (parsed_tx, parsed_rx) = mpsc::channel::<(usize, Result<Parsed, String>)>();
         let actor = self.actor.clone();
         std::thread::scope(|s| {
+            let (jobs, parsed, actor) = (&jobs, &parsed[..], &actor);
             let Ok(worker) = std::thread::Builder::new()
                 .name("doc-apply".into())
-                .spawn_scoped(s, move || work(changes, parsed_tx, job_rx, inspect, actor))
+                .spawn_scoped(s, move || {
+                    if !parse_all(changes, parsed, parsed_tx) {
+                        return Ok(vec![None]);
+                    }
+                    take_jobs(jobs, parsed, inspect, actor, true)
+                })
             else {
                 return Ok(None);
             };
@@ -122,6 +143,7 @@ impl DocStore {
                     top: 0,
                 });
                 let job = Job {
+                    k: tracks.len() - 1,
                     id: id.clone(),
                     start,
                     changes: idx,
@@ -169,10 +191,17 @@ impl DocStore {
                     hash: p.hash,
                 });
             }
-            let applied = worker
+            // Every change is parsed by now: help with the documents left.
+            let mine = take_jobs(jobs, parsed, inspect, actor, false)?;
+            let theirs = worker
                 .join()
-                .map_err(|_| StoreError::Corrupt("the document apply thread panicked".into()))?;
-            let (Some(applied), false) = (applied?, other_doc) else {
+                .map_err(|_| StoreError::Corrupt("the document apply thread panicked".into()))??;
+            let mut applied: Vec<Option<Applied<R>>> = tracks.iter().map(|_| None).collect();
+            for (k, a) in mine.into_iter().chain(theirs).flatten() {
+                applied[k] = Some(a);
+            }
+            let applied: Option<Vec<Applied<R>>> = applied.into_iter().collect();
+            let (Some(applied), false) = (applied, other_doc) else {
                 // Nothing else was written yet: the rows go, the documents taken from
                 // the cache are dropped, and the serial path starts from the database.
                 let mut del = conn.prepare_cached("DELETE FROM changes WHERE seq=?1")?;
@@ -182,6 +211,7 @@ impl DocStore {
                 return Ok(None);
             };
             let mut seen = HashMap::new();
+            let mut evicted: Vec<Cached> = Vec::new();
             for (t, a) in tracks.into_iter().zip(applied) {
                 let Applied {
                     mut doc,
@@ -201,7 +231,16 @@ impl DocStore {
                     }
                 }
                 doc.set_actor(self.actor.clone());
-                self.cache.put(t.id, Cached { doc, last: t.last });
+                if let Some((_, old)) = self.cache.push(t.id, Cached { doc, last: t.last }) {
+                    evicted.push(old);
+                }
+            }
+            // Freeing a thousand documents takes the writer a good part of a batch's
+            // time: another thread does it.
+            if !evicted.is_empty() {
+                let _ = std::thread::Builder::new()
+                    .name("doc-drop".into())
+                    .spawn(move || drop(evicted));
             }
             #[cfg(test)]
             tests::PARALLEL_DONE.with(|n| n.set(n.get() + 1));
@@ -210,17 +249,13 @@ impl DocStore {
     }
 }
 
-/// The apply thread: parse every change (reporting each), then build and update each
-/// document as its job arrives. `None`: automerge refused a batch or a snapshot did not
-/// load.
-fn work<R>(
+/// Parse every change of the batch into `parsed`, reporting each (in order) to the
+/// storing side. `false` when that side stopped listening (its error is the answer).
+fn parse_all(
     changes: &[WireChange],
+    parsed: &ParsedChanges,
     parsed_tx: mpsc::Sender<(usize, Result<Parsed, String>)>,
-    jobs: mpsc::Receiver<Job>,
-    inspect: fn(&DocId, &AutoCommit) -> Option<R>,
-    actor: ActorId,
-) -> Result<Option<Vec<Applied<R>>>> {
-    let mut parsed: Vec<Option<Change>> = Vec::with_capacity(changes.len());
+) -> bool {
     for (i, wc) in changes.iter().enumerate() {
         let msg = match Change::try_from(wc.bytes.as_slice()) {
             Ok(c) => {
@@ -230,53 +265,93 @@ fn work<R>(
                     actor: c.actor_id().to_bytes().to_vec(),
                     raw,
                 };
-                parsed.push(Some(c));
+                *lock(&parsed[i]) = Some(c);
                 Ok(p)
             }
-            Err(e) => {
-                parsed.push(None);
-                Err(format!("undecodable change: {e}"))
-            }
+            Err(e) => Err(format!("undecodable change: {e}")),
         };
         if parsed_tx.send((i, msg)).is_err() {
-            // The storing side gave up (its error is the answer).
-            return Ok(None);
+            return false;
         }
     }
-    drop(parsed_tx);
+    true
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic elsewhere poisons nothing this code relies on: the data is plain.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Build and update documents from the shared queue until it is empty (`wait`: also
+/// while more may come). `None` in the list: automerge refused a batch or a snapshot did
+/// not load, so the whole batch takes the serial path.
+fn take_jobs<R>(
+    jobs: &Jobs,
+    parsed: &ParsedChanges,
+    inspect: fn(&DocId, &AutoCommit) -> Option<R>,
+    actor: &ActorId,
+    wait: bool,
+) -> Result<Vec<Taken<R>>> {
     let mut out = Vec::new();
-    for job in jobs {
-        let mut doc = match job.start {
-            Start::Cached(d) => *d,
-            Start::New => AutoCommit::new().with_actor(actor.clone()),
-            Start::Stored(rows) => match build_doc(&job.id, rows)? {
-                Some(d) => d,
-                None => return Ok(None),
-            },
+    loop {
+        let job = {
+            let rx = lock(jobs);
+            if wait {
+                rx.recv().ok()
+            } else {
+                rx.try_recv().ok()
+            }
         };
-        let batch: Vec<Change> = job
-            .changes
-            .iter()
-            .filter_map(|&i| parsed[i].take())
-            .collect();
-        let mut hashes: Vec<ChangeHash> = batch.iter().map(Change::hash).collect();
-        // A change sent twice is stored once.
-        hashes.sort_unstable();
-        hashes.dedup();
-        if doc.apply_changes(batch).is_err() {
-            return Ok(None);
+        let Some(job) = job else {
+            return Ok(out);
+        };
+        let k = job.k;
+        match apply_job(job, parsed, inspect, actor)? {
+            Some(a) => out.push(Some((k, a))),
+            None => {
+                out.push(None);
+                return Ok(out);
+            }
         }
-        let heads = doc.get_heads();
-        let pending = still_pending(&mut doc, &hashes);
-        let seen = inspect(&job.id, &doc);
-        out.push(Applied {
-            doc,
-            heads,
-            pending,
-            seen,
-        });
     }
-    Ok(Some(out))
+}
+
+/// Build one document and apply its changes as one batch.
+fn apply_job<R>(
+    job: Job,
+    parsed: &ParsedChanges,
+    inspect: fn(&DocId, &AutoCommit) -> Option<R>,
+    actor: &ActorId,
+) -> Result<Option<Applied<R>>> {
+    let mut doc = match job.start {
+        Start::Cached(d) => *d,
+        Start::New => AutoCommit::new().with_actor(actor.clone()),
+        Start::Stored(rows) => match build_doc(&job.id, rows)? {
+            Some(d) => d,
+            None => return Ok(None),
+        },
+    };
+    let batch: Vec<Change> = job
+        .changes
+        .iter()
+        .filter_map(|&i| lock(&parsed[i]).take())
+        .collect();
+    let mut hashes: Vec<ChangeHash> = batch.iter().map(Change::hash).collect();
+    // A change sent twice is stored once.
+    hashes.sort_unstable();
+    hashes.dedup();
+    if doc.apply_changes(batch).is_err() {
+        return Ok(None);
+    }
+    let heads = doc.get_heads();
+    let pending = still_pending(&mut doc, &hashes);
+    let seen = inspect(&job.id, &doc);
+    Ok(Some(Applied {
+        doc,
+        heads,
+        pending,
+        seen,
+    }))
 }
 
 #[cfg(test)]
