@@ -430,49 +430,22 @@ mod tests {
         missing: Option<usize>,
     }
 
-    fn case() -> impl Strategy<Value = Case> {
-        (
-            4usize..8,
-            10usize..16,
-            0usize..4,
-            any::<bool>(),
-            any::<bool>(),
-            proptest::collection::vec(any::<u32>(), 100),
-            proptest::option::of(0usize..200),
-            proptest::option::of(0usize..200),
-            proptest::option::weighted(0.2, 0usize..200),
-            proptest::bool::weighted(0.2),
-            proptest::option::of(0usize..200),
-        )
-            .prop_map(
-                |(
-                    docs,
-                    edits,
-                    history,
-                    snapshot,
-                    warm,
-                    order,
-                    junk,
-                    dup,
-                    foreign,
-                    refused,
-                    missing,
-                )| {
-                    Case {
-                        docs,
-                        edits,
-                        history,
-                        snapshot,
-                        warm,
-                        order,
-                        junk,
-                        dup,
-                        foreign,
-                        refused,
-                        missing,
-                    }
-                },
-            )
+    prop_compose! {
+        fn case()(
+            docs in 4usize..8,
+            edits in 10usize..16,
+            history in 0usize..4,
+            snapshot in any::<bool>(),
+            warm in any::<bool>(),
+            order in proptest::collection::vec(any::<u32>(), 100),
+            junk in proptest::option::of(0usize..200),
+            dup in proptest::option::of(0usize..200),
+            foreign in proptest::option::weighted(0.2, 0usize..200),
+            refused in proptest::bool::weighted(0.2),
+            missing in proptest::option::of(0usize..200),
+        ) -> Case {
+            Case { docs, edits, history, snapshot, warm, order, junk, dup, foreign, refused, missing }
+        }
     }
 
     /// The database (history stored) and the batch of a case.
