@@ -26,10 +26,8 @@ use std::sync::{Mutex, mpsc};
 use automerge::{ActorId, AutoCommit, Change, ChangeHash};
 use rusqlite::{Connection, OptionalExtension};
 
-use super::{
-    ApplyReport, Cached, DocStore, Result, StoreError, StoredChange, StoredDoc, WireChange,
-    build_doc, read_stored, still_pending,
-};
+use super::docstore::{Cached, StoredDoc, build_doc, read_stored, still_pending};
+use super::{ApplyReport, DocStore, Result, StoreError, StoredChange, WireChange};
 use crate::docs::DocId;
 
 /// Batches from this many changes up are applied on a second thread.
