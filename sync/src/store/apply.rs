@@ -24,14 +24,17 @@ use std::collections::HashMap;
 use std::sync::{Mutex, mpsc};
 
 use automerge::{ActorId, AutoCommit, Change, ChangeHash};
-use rusqlite::{Connection, OptionalExtension};
 
-use super::docstore::{Cached, StoredDoc, build_doc, read_stored, still_pending};
+use super::docstore::{Cached, build_doc, still_pending};
+use super::rows::{ChangeRow, DocMeta, DocRows, StoredDoc};
 use super::{ApplyReport, DocStore, Result, StoreError, StoredChange, WireChange};
 use crate::docs::DocId;
 
 /// Batches from this many changes up are applied on a second thread.
 pub const PARALLEL_MIN: usize = 32;
+
+/// Most rows stored in one [`DocRows::insert_changes`] call.
+const STORE_CHUNK: usize = 512;
 
 /// Where a document of the batch starts from.
 enum Start {
@@ -94,7 +97,7 @@ impl DocStore {
     /// serial path" (see the module docs): the rows this call stored are deleted again.
     pub(super) fn apply_parallel<R: Send>(
         &mut self,
-        conn: &Connection,
+        conn: &dyn DocRows,
         changes: &[WireChange],
         inspect: fn(&DocId, &AutoCommit) -> Option<R>,
     ) -> Result<Option<(ApplyReport, HashMap<DocId, R>)>> {
@@ -129,11 +132,11 @@ impl DocStore {
             // Each document's starting point, handed over as soon as it is read.
             let mut tracks: Vec<Track> = Vec::with_capacity(groups.len());
             for (id, idx) in groups {
-                let last = Self::last_hash(conn, id)?;
+                let last = conn.last_hash(id)?;
                 let start = match self.cache.pop(id) {
                     Some(c) if c.last == last => Start::Cached(Box::new(c.doc)),
                     _ if last.is_none() => Start::New,
-                    _ => Start::Stored(read_stored(conn, id, true)?),
+                    _ => Start::Stored(conn.stored_doc(id, true)?),
                 };
                 tracks.push(Track {
                     id: id.clone(),
@@ -155,39 +158,60 @@ impl DocStore {
             let mut report = ApplyReport::default();
             report.stored.reserve(changes.len());
             let mut other_doc = false;
-            for (i, parsed) in parsed_rx {
-                let wc = &changes[i];
-                let p = match parsed {
-                    Ok(p) => p,
-                    Err(why) => {
-                        report.rejected.push((wc.doc_id.to_string(), why));
-                        report.rejected_hashes.push(String::new());
-                        continue;
+            while let Ok(first) = parsed_rx.recv() {
+                // What has been parsed by now, stored in one call (one statement on an
+                // engine with costly round trips); the rest is parsed meanwhile.
+                let mut chunk = vec![first];
+                while chunk.len() < STORE_CHUNK {
+                    match parsed_rx.try_recv() {
+                        Ok(next) => chunk.push(next),
+                        Err(_) => break,
                     }
-                };
-                let bytes = p.raw.as_deref().unwrap_or(&wc.bytes);
-                let Some(seq) =
-                    self.insert_row(conn, &wc.doc_id, &p.hash, &p.actor, false, bytes)?
-                else {
-                    report.duplicates += 1;
-                    let owner: Option<String> = conn
-                        .prepare_cached("SELECT doc_id FROM changes WHERE hash=?1")?
-                        .query_row([&p.hash.0[..]], |r| r.get(0))
-                        .optional()?;
-                    other_doc |= owner.as_deref() != Some(wc.doc_id.as_str());
-                    continue;
-                };
-                let t = &mut tracks[index[&wc.doc_id]];
-                if t.top == 0 {
-                    report.touched.push(wc.doc_id.clone());
                 }
-                t.top = seq;
-                t.last = Some(p.hash.0.to_vec());
-                report.stored.push(StoredChange {
-                    seq,
-                    doc_id: wc.doc_id.clone(),
-                    hash: p.hash,
-                });
+                let mut rows = Vec::with_capacity(chunk.len());
+                let mut at = Vec::with_capacity(chunk.len());
+                for (i, parsed) in &chunk {
+                    let wc = &changes[*i];
+                    match parsed {
+                        Ok(p) => {
+                            rows.push(ChangeRow {
+                                doc_id: &wc.doc_id,
+                                hash: &p.hash,
+                                actor: &p.actor,
+                                local: false,
+                                origin: self.origin(),
+                                bytes: p.raw.as_deref().unwrap_or(&wc.bytes),
+                            });
+                            at.push((*i, p.hash));
+                        }
+                        Err(why) => {
+                            report.rejected.push((wc.doc_id.to_string(), why.clone()));
+                            report.rejected_hashes.push(String::new());
+                        }
+                    }
+                }
+                let seqs = conn.insert_changes(&rows)?;
+                drop(rows);
+                for ((i, hash), seq) in at.into_iter().zip(seqs) {
+                    let wc = &changes[i];
+                    let Some(seq) = seq else {
+                        report.duplicates += 1;
+                        let owner = conn.change_doc(&hash)?;
+                        other_doc |= owner.as_deref() != Some(wc.doc_id.as_str());
+                        continue;
+                    };
+                    let t = &mut tracks[index[&wc.doc_id]];
+                    if t.top == 0 {
+                        report.touched.push(wc.doc_id.clone());
+                    }
+                    t.top = seq;
+                    t.last = Some(hash.0.to_vec());
+                    report.stored.push(StoredChange {
+                        seq,
+                        doc_id: wc.doc_id.clone(),
+                        hash,
+                    });
+                }
             }
             // Every change is parsed by now: help with the documents left.
             let mine = take_jobs(jobs, parsed, inspect, actor, false)?;
@@ -202,14 +226,13 @@ impl DocStore {
             let (Some(applied), false) = (applied, other_doc) else {
                 // Nothing else was written yet: the rows go, the documents taken from
                 // the cache are dropped, and the serial path starts from the database.
-                let mut del = conn.prepare_cached("DELETE FROM changes WHERE seq=?1")?;
-                for s in &report.stored {
-                    del.execute([s.seq as i64])?;
-                }
+                let seqs: Vec<u64> = report.stored.iter().map(|s| s.seq).collect();
+                conn.delete_changes(&seqs)?;
                 return Ok(None);
             };
             let mut seen = HashMap::new();
             let mut evicted: Vec<Cached> = Vec::new();
+            let mut metas: Vec<(DocId, Vec<ChangeHash>, u64)> = Vec::new();
             for (t, a) in tracks.into_iter().zip(applied) {
                 let Applied {
                     mut doc,
@@ -223,7 +246,7 @@ impl DocStore {
                     .filter(|h| report.stored.iter().any(|s| s.hash == **h))
                     .count();
                 if t.top > 0 {
-                    Self::update_meta_heads(conn, &t.id, &heads, t.top)?;
+                    metas.push((t.id.clone(), heads, t.top));
                     if let Some(s) = s {
                         seen.insert(t.id.clone(), s);
                     }
@@ -233,6 +256,15 @@ impl DocStore {
                     evicted.push(old);
                 }
             }
+            let metas: Vec<DocMeta<'_>> = metas
+                .iter()
+                .map(|(id, heads, seq)| DocMeta {
+                    doc_id: id,
+                    heads,
+                    seq: *seq,
+                })
+                .collect();
+            conn.put_meta(&metas)?;
             // Freeing a thousand documents takes the writer a good part of a batch's
             // time: another thread does it.
             if !evicted.is_empty() {

@@ -6,9 +6,9 @@ use std::num::NonZeroUsize;
 
 use automerge::{ActorId, AutoCommit, Change, ChangeHash, sync::SyncDoc};
 use lru::LruCache;
-use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Lane, Result, StoreError, apply, bucket_of, encode_heads};
+use super::rows::{ChangeRow, DocMeta, DocRows, StoredDoc};
+use super::{Result, StoreError, apply};
 use crate::docs::{DocError, DocId};
 
 /// A change as it moves: its document and its raw bytes.
@@ -87,37 +87,9 @@ impl std::fmt::Debug for DocStore {
     }
 }
 
-/// A document's stored rows, read by the thread that owns the connection: its snapshot
-/// (if any) and the changes stored after it, in order.
-pub(super) struct StoredDoc {
-    snapshot: Option<Vec<u8>>,
-    changes: Vec<Vec<u8>>,
-}
-
-/// A document's rows; without its snapshot, every change.
-pub(super) fn read_stored(conn: &Connection, id: &DocId, with_snapshot: bool) -> Result<StoredDoc> {
-    let snap: Option<(Vec<u8>, i64)> = if with_snapshot {
-        conn.prepare_cached("SELECT bytes, upto_seq FROM snapshots WHERE doc_id=?1")?
-            .query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?
-    } else {
-        None
-    };
-    let (snapshot, after) = match snap {
-        Some((bytes, upto)) => (Some(bytes), upto),
-        None => (None, 0),
-    };
-    let mut stmt =
-        conn.prepare_cached("SELECT bytes FROM changes WHERE doc_id=?1 AND seq>?2 ORDER BY seq")?;
-    let changes = stmt
-        .query_map(params![id.as_str(), after], |r| r.get::<_, Vec<u8>>(0))?
-        .collect::<Result<_, _>>()?;
-    Ok(StoredDoc { snapshot, changes })
-}
-
 /// Build a document from its stored rows (no database needed: any thread may do it).
 /// `None` when the snapshot does not load: a snapshot is only a cache, so the caller
-/// builds again from every change (`read_stored(.., false)`).
+/// builds again from every change (`stored_doc(.., false)`).
 pub(super) fn build_doc(id: &DocId, stored: StoredDoc) -> Result<Option<AutoCommit>> {
     let mut doc = match stored.snapshot.map(|b| AutoCommit::load(&b)) {
         Some(Ok(d)) => d,
@@ -160,23 +132,16 @@ impl DocStore {
         self.cache.clear();
     }
 
-    pub(super) fn last_hash(conn: &Connection, id: &DocId) -> Result<Option<Vec<u8>>> {
-        Ok(conn
-            .prepare_cached("SELECT hash FROM changes WHERE doc_id=?1 ORDER BY seq DESC LIMIT 1")?
-            .query_row([id.as_str()], |r| r.get(0))
-            .optional()?)
-    }
-
     /// Take a document out of the cache (loading it if needed) to mutate it; the caller
     /// puts it back on success. On error it is simply dropped and reloaded next time.
-    fn take(&mut self, conn: &Connection, id: &DocId) -> Result<AutoCommit> {
+    fn take(&mut self, conn: &dyn DocRows, id: &DocId) -> Result<AutoCommit> {
         Ok(self.take_with_last(conn, id)?.0)
     }
 
     /// [`Self::take`], with the hash of the document's newest stored change.
     fn take_with_last(
         &mut self,
-        conn: &Connection,
+        conn: &dyn DocRows,
         id: &DocId,
     ) -> Result<(AutoCommit, Option<Vec<u8>>)> {
         self.load(conn, id)?;
@@ -188,8 +153,8 @@ impl DocStore {
 
     /// Load (or take from the cache, after checking it is current) a document; `None`
     /// if it has no changes.
-    fn load(&mut self, conn: &Connection, id: &DocId) -> Result<Option<&mut Cached>> {
-        let last = Self::last_hash(conn, id)?;
+    fn load(&mut self, conn: &dyn DocRows, id: &DocId) -> Result<Option<&mut Cached>> {
+        let last = conn.last_hash(id)?;
         let fresh = matches!(self.cache.peek(id), Some(c) if c.last == last);
         if !fresh {
             self.cache.pop(id);
@@ -202,10 +167,10 @@ impl DocStore {
         Ok(self.cache.get_mut(id))
     }
 
-    fn load_from_db(&self, conn: &Connection, id: &DocId) -> Result<AutoCommit> {
-        let mut doc = match build_doc(id, read_stored(conn, id, true)?)? {
+    fn load_from_db(&self, conn: &dyn DocRows, id: &DocId) -> Result<AutoCommit> {
+        let mut doc = match build_doc(id, conn.stored_doc(id, true)?)? {
             Some(d) => d,
-            None => build_doc(id, read_stored(conn, id, false)?)?.unwrap_or_default(),
+            None => build_doc(id, conn.stored_doc(id, false)?)?.unwrap_or_default(),
         };
         doc.set_actor(self.actor.clone());
         Ok(doc)
@@ -213,90 +178,44 @@ impl DocStore {
 
     fn insert_change(
         &self,
-        conn: &Connection,
+        conn: &dyn DocRows,
         id: &DocId,
         c: &Change,
         local: bool,
     ) -> Result<Option<StoredChange>> {
         let hash = c.hash();
-        Ok(self
-            .insert_row(
-                conn,
-                id,
-                &hash,
-                c.actor_id().to_bytes(),
-                local,
-                c.raw_bytes(),
-            )?
-            .map(|seq| StoredChange {
-                seq,
-                doc_id: id.clone(),
-                hash,
-            }))
-    }
-
-    /// Store one change row; its seq, or `None` when the hash is already stored.
-    pub(super) fn insert_row(
-        &self,
-        conn: &Connection,
-        id: &DocId,
-        hash: &ChangeHash,
-        actor: &[u8],
-        local: bool,
-        bytes: &[u8],
-    ) -> Result<Option<u64>> {
-        let n = conn
-            .prepare_cached(
-                "INSERT OR IGNORE INTO changes(doc_id, hash, actor, local, origin, bytes, lane)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?
-            .execute(params![
-                id.as_str(),
-                &hash.0[..],
-                actor,
-                local,
-                self.origin,
-                bytes,
-                Lane::of(id).as_i64()
-            ])?;
-        Ok((n > 0).then(|| conn.last_insert_rowid() as u64))
-    }
-
-    fn update_meta(conn: &Connection, id: &DocId, doc: &mut AutoCommit, seq: u64) -> Result<()> {
-        Self::update_meta_heads(conn, id, &doc.get_heads(), seq)
-    }
-
-    pub(super) fn update_meta_heads(
-        conn: &Connection,
-        id: &DocId,
-        heads: &[ChangeHash],
-        seq: u64,
-    ) -> Result<()> {
-        let owner = match id.owner() {
-            crate::docs::Owner::Hub => "hub".to_string(),
-            crate::docs::Owner::Shared => String::new(),
-            crate::docs::Owner::Center(c) => c.as_str().to_string(),
+        let row = ChangeRow {
+            doc_id: id,
+            hash: &hash,
+            actor: c.actor_id().to_bytes(),
+            local,
+            origin: self.origin.as_deref(),
+            bytes: c.raw_bytes(),
         };
-        conn.prepare_cached(
-            "INSERT INTO doc_meta(doc_id, kind, owner, heads, bucket, last_seq)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT(doc_id) DO UPDATE SET heads=?4, last_seq=max(last_seq, ?6)",
-        )?
-        .execute(params![
-            id.as_str(),
-            id.kind().as_str(),
-            owner,
-            encode_heads(heads),
-            bucket_of(id.as_str()),
-            seq as i64
-        ])?;
-        Ok(())
+        Ok(conn.insert_change(&row)?.map(|seq| StoredChange {
+            seq,
+            doc_id: id.clone(),
+            hash,
+        }))
+    }
+
+    /// The origin recorded with changes stored now (see [`Self::set_origin`]).
+    pub(super) fn origin(&self) -> Option<&str> {
+        self.origin.as_deref()
+    }
+
+    fn update_meta(conn: &dyn DocRows, id: &DocId, doc: &mut AutoCommit, seq: u64) -> Result<()> {
+        conn.put_meta(&[DocMeta {
+            doc_id: id,
+            heads: &doc.get_heads(),
+            seq,
+        }])
     }
 
     /// Create a document with `init` and store its first change. Fails if it exists.
     pub fn create<R>(
         &mut self,
-        conn: &Connection,
+        conn: &dyn DocRows,
         id: &DocId,
         init: impl FnOnce(&mut AutoCommit) -> Result<R, DocError>,
     ) -> Result<(R, StoredChange)> {
@@ -315,7 +234,7 @@ impl DocStore {
     /// (`None` if `f` changed nothing).
     pub fn edit<R>(
         &mut self,
-        conn: &Connection,
+        conn: &dyn DocRows,
         id: &DocId,
         f: impl FnOnce(&mut AutoCommit) -> Result<R, DocError>,
     ) -> Result<(R, Option<StoredChange>)> {
@@ -328,7 +247,7 @@ impl DocStore {
 
     fn commit_local(
         &mut self,
-        conn: &Connection,
+        conn: &dyn DocRows,
         id: &DocId,
         doc: &mut AutoCommit,
     ) -> Result<Option<StoredChange>> {
@@ -337,7 +256,7 @@ impl DocStore {
             None => None,
         };
         let Some(change) = change else {
-            let last = Self::last_hash(conn, id)?;
+            let last = conn.last_hash(id)?;
             let doc = std::mem::take(doc);
             self.cache.put(id.clone(), Cached { doc, last });
             return Ok(None);
@@ -360,7 +279,7 @@ impl DocStore {
     /// Run `f` on a document, if it exists.
     pub fn read<R>(
         &mut self,
-        conn: &Connection,
+        conn: &dyn DocRows,
         id: &DocId,
         f: impl FnOnce(&AutoCommit) -> R,
     ) -> Result<Option<R>> {
@@ -368,7 +287,7 @@ impl DocStore {
     }
 
     /// A document's heads (empty if it does not exist).
-    pub fn heads(&mut self, conn: &Connection, id: &DocId) -> Result<Vec<ChangeHash>> {
+    pub fn heads(&mut self, conn: &dyn DocRows, id: &DocId) -> Result<Vec<ChangeHash>> {
         Ok(self
             .load(conn, id)?
             .map(|c| c.doc.get_heads())
@@ -391,7 +310,7 @@ impl DocStore {
     /// thread while this one stores the rows (see [`apply`]).
     pub fn apply_remote(
         &mut self,
-        conn: &Connection,
+        conn: &dyn DocRows,
         changes: &[WireChange],
     ) -> Result<ApplyReport> {
         Ok(self.apply_remote_with(conn, changes, |_, _| None::<()>)?.0)
@@ -402,7 +321,7 @@ impl DocStore {
     /// from the map was not inspected: read it yourself.
     pub fn apply_remote_with<R: Send>(
         &mut self,
-        conn: &Connection,
+        conn: &dyn DocRows,
         changes: &[WireChange],
         inspect: fn(&DocId, &AutoCommit) -> Option<R>,
     ) -> Result<(ApplyReport, HashMap<DocId, R>)> {
@@ -428,7 +347,7 @@ impl DocStore {
     /// document as it was before it.
     pub(super) fn apply_serial(
         &mut self,
-        conn: &Connection,
+        conn: &dyn DocRows,
         changes: &[WireChange],
     ) -> Result<ApplyReport> {
         let mut report = ApplyReport::default();
@@ -450,11 +369,7 @@ impl DocStore {
                 }
             };
             let hash = change.hash();
-            let known: bool = conn
-                .prepare_cached("SELECT 1 FROM changes WHERE hash=?1")?
-                .query_row([&hash.0[..]], |_| Ok(true))
-                .optional()?
-                .unwrap_or(false);
+            let known = conn.change_doc(&hash)?.is_some();
             if known {
                 report.duplicates += 1;
                 continue;
@@ -507,14 +422,14 @@ impl DocStore {
 
     /// A compacted `save()` of a document, if it exists (sent when a document newly
     /// enters a center's scope: smaller than its history).
-    pub fn save(&mut self, conn: &Connection, id: &DocId) -> Result<Option<Vec<u8>>> {
+    pub fn save(&mut self, conn: &dyn DocRows, id: &DocId) -> Result<Option<Vec<u8>>> {
         Ok(self.load(conn, id)?.map(|c| c.doc.save()))
     }
 
     /// Take a document snapshot from a peer: it is loaded (which verifies its heads) and
     /// its changes are stored one by one like remote changes, so every change still has
     /// its row.
-    pub fn apply_snapshot(&mut self, conn: &Connection, wc: &WireChange) -> Result<ApplyReport> {
+    pub fn apply_snapshot(&mut self, conn: &dyn DocRows, wc: &WireChange) -> Result<ApplyReport> {
         let mut doc = match AutoCommit::load(&wc.bytes) {
             Ok(d) => d,
             Err(e) => {
@@ -539,7 +454,7 @@ impl DocStore {
     /// Generate an automerge sync message for a document (an empty document when absent).
     pub fn sync_message(
         &mut self,
-        conn: &Connection,
+        conn: &dyn DocRows,
         id: &DocId,
         state: &mut automerge::sync::State,
     ) -> Result<Option<Vec<u8>>> {
@@ -555,7 +470,7 @@ impl DocStore {
     /// false for the new changes, they are all dropped and reported instead.
     pub fn receive_sync(
         &mut self,
-        conn: &Connection,
+        conn: &dyn DocRows,
         id: &DocId,
         state: &mut automerge::sync::State,
         msg: &[u8],
@@ -569,7 +484,7 @@ impl DocStore {
         let new: Vec<Change> = doc.get_changes(&before).into_iter().collect();
         let mut out = SyncReceive::default();
         if new.is_empty() {
-            let last = Self::last_hash(conn, id)?;
+            let last = conn.last_hash(id)?;
             self.cache.put(id.clone(), Cached { doc, last });
             return Ok(out);
         }
@@ -606,40 +521,22 @@ impl DocStore {
     }
 
     /// Write a compacted snapshot (`save()`) of a document; changes are kept for shipping.
-    pub fn compact(&mut self, conn: &Connection, id: &DocId) -> Result<()> {
-        let upto: Option<i64> = conn.query_row(
-            "SELECT max(seq) FROM changes WHERE doc_id=?1",
-            [id.as_str()],
-            |r| r.get(0),
-        )?;
-        let Some(upto) = upto else {
+    pub fn compact(&mut self, conn: &dyn DocRows, id: &DocId) -> Result<()> {
+        let Some(upto) = conn.top_seq(id)? else {
             return Ok(());
         };
         let Some(c) = self.load(conn, id)? else {
             return Ok(());
         };
         let bytes = c.doc.save();
-        let heads = encode_heads(&c.doc.get_heads());
-        conn.execute(
-            "INSERT INTO snapshots(doc_id, bytes, heads, upto_seq) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT(doc_id) DO UPDATE SET bytes=?2, heads=?3, upto_seq=?4",
-            params![id.as_str(), bytes, heads, upto],
-        )?;
-        Ok(())
+        let heads = c.doc.get_heads();
+        conn.put_snapshot(id, &bytes, &heads, upto)
     }
 
     /// Compact every document with at least `min_new` changes since its snapshot; returns
     /// how many were compacted. Call periodically (e.g. nightly) from the writer.
-    pub fn compact_due(&mut self, conn: &Connection, min_new: u64, limit: usize) -> Result<usize> {
-        let ids: Vec<String> = {
-            let mut stmt = conn.prepare(
-                "SELECT c.doc_id FROM changes c LEFT JOIN snapshots s ON s.doc_id=c.doc_id
-                 WHERE c.seq > coalesce(s.upto_seq, 0)
-                 GROUP BY c.doc_id HAVING count(*) >= ?1 LIMIT ?2",
-            )?;
-            stmt.query_map(params![min_new as i64, limit as i64], |r| r.get(0))?
-                .collect::<Result<_, _>>()?
-        };
+    pub fn compact_due(&mut self, conn: &dyn DocRows, min_new: u64, limit: usize) -> Result<usize> {
+        let ids = conn.compaction_due(min_new, limit)?;
         for id in &ids {
             let id: DocId = id.parse()?;
             self.compact(conn, &id)?;

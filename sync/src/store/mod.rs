@@ -29,6 +29,7 @@ mod incarnation;
 mod lane;
 mod local;
 mod repair;
+mod rows;
 mod schema;
 #[cfg(test)]
 pub(crate) mod tests;
@@ -42,6 +43,7 @@ pub use repair::{
     BUCKETS, bucket_hashes, bucket_of, decode_heads, docs_in_buckets, encode_heads,
     local_bucket_hashes,
 };
+pub use rows::{ChangeRow, DocMeta, DocRows, StoredDoc, owner_column};
 pub use schema::{SCHEMA_VERSION, migrate};
 
 /// Storage errors.
@@ -49,6 +51,9 @@ pub use schema::{SCHEMA_VERSION, migrate};
 pub enum StoreError {
     #[error("sqlite: {0}")]
     Sql(#[from] rusqlite::Error),
+    /// An error of another database engine (the hub's PostgreSQL).
+    #[error("database: {0}")]
+    Db(Box<dyn std::error::Error + Send + Sync + 'static>),
     #[error("automerge: {0}")]
     Automerge(#[from] automerge::AutomergeError),
     #[error(transparent)]
