@@ -36,7 +36,7 @@ use markaz_sync::model::citizen::CitizenInput;
 use markaz_sync::model::ids::{CaseNo, CenterId};
 use markaz_sync::model::staff::{Role, StaffMember};
 use markaz_sync::protocol::client::Limits;
-use markaz_sync::protocol::server::{SqliteHub, handle_request, migrate_hub};
+use markaz_sync::protocol::{SqliteHub, handle_request, migrate_hub};
 use markaz_sync::store::{self, DocStore, StoredChange};
 use rusqlite::Connection;
 use serde_json::json;

@@ -2,8 +2,10 @@
 //!
 //! The center's [`client::ClientSession`] says which request to send next and takes the
 //! responses; the hub's [`server::handle_request`] answers one request against a
-//! [`server::HubStore`]. Neither side touches a socket or a timer: node and hub carry the
-//! bytes over HTTPS (mutual TLS) and run each step inside one SQLite transaction.
+//! [`server::HubStore`] — in the hub, [`relay::Relay`] over an engine's
+//! [`relay::HubTables`] (SQLite: [`sqlite_hub`]). Neither side touches a socket or a
+//! timer: node and hub carry the bytes over HTTPS (mutual TLS) and run each step inside
+//! one database transaction.
 //!
 //! The common path is log shipping: Push (center → hub, after the hub's ack) and Pull (the
 //! center's feed, after its cursor). Repair (bucketed heads, then automerge sync messages
@@ -12,17 +14,18 @@
 
 pub mod client;
 pub mod message;
+pub mod relay;
 pub mod server;
+pub mod sqlite_hub;
 
 #[cfg(test)]
 mod tests;
 
 pub use client::{ClientError, ClientSession, Limits, SessionReport};
 pub use message::{MessageError, PROTOCOL_VERSION, PushForm, Refusal, Request, Response};
-pub use server::{
-    HubStore, RequestLog, SqliteHub, after_restore, handle_decoded, handle_request, migrate_hub,
-    rotate_epoch,
-};
+pub use relay::{FeedEntry, FeedRow, HubTables, Relay, SNAPSHOT_MIN_CHANGES};
+pub use server::{HubStore, RequestLog, SyncAnswer, handle_decoded, handle_request};
+pub use sqlite_hub::{SqliteHub, after_restore, migrate_hub, new_epoch, rotate_epoch};
 
 use crate::docs::{DocId, DocKind, Owner};
 use crate::model::ids::CenterId;

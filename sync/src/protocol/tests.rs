@@ -625,7 +625,7 @@ fn hub_restored_from_old_backup_repairs() {
     let restored = dir.path().join("restored.db");
     std::fs::copy(&backup, &restored).unwrap();
     let mut hub = Hub::open(restored);
-    let actor = server::after_restore(&hub.conn, 10).unwrap();
+    let actor = super::after_restore(&hub.conn, 10).unwrap();
     hub.docs = DocStore::new(actor, 16);
     assert!(hub.heads(&id).is_empty(), "the restored hub lost the case");
     let ra = a.sync(&mut hub);
