@@ -13,7 +13,6 @@ use std::collections::BTreeMap;
 use markaz_sync::docs::{self, CaseView, DocId};
 use markaz_sync::model::case::{CaseEventKind, CaseStatus, Delivery};
 use markaz_sync::model::catalog::Service;
-use rusqlite::params;
 use serde::Serialize;
 
 use crate::storage::{HubEngine, StorageError, SyncLogEntry};
@@ -43,45 +42,26 @@ pub struct CenterRow {
 
 /// The centers overview: every center that registered or synced, from its sessions.
 pub fn centers(e: &mut dyn HubEngine, now_ms: i64) -> Result<Vec<CenterRow>, StorageError> {
-    let mut stmt = e.conn().prepare(
-        "SELECT c.center,
-                (SELECT max(last_ms) FROM sync_sessions x WHERE x.center=c.center),
-                (SELECT max(last_ms) FROM sync_sessions x
-                   WHERE x.center=c.center AND x.last_result='ok'),
-                (SELECT uplink FROM sync_sessions x WHERE x.center=c.center
-                   ORDER BY id DESC LIMIT 1),
-                (SELECT coalesce(max(fseq), 0) FROM feed f WHERE f.center=c.center),
-                coalesce(s.cursor, 0), s.skew_ms,
-                (SELECT count(*) FROM sync_sessions x WHERE x.center=c.center)
-         FROM (SELECT center FROM centers UNION SELECT center FROM center_status) c
-         LEFT JOIN center_status s ON s.center=c.center ORDER BY c.center",
-    )?;
-    let mut rows: Vec<CenterRow> = stmt
-        .query_map([], |r| {
-            let feed_len: i64 = r.get(4)?;
-            let cursor: i64 = r.get(5)?;
-            let last_ok: Option<i64> = r.get(2)?;
-            Ok(CenterRow {
-                center: r.get(0)?,
-                last_sync_ms: r.get(1)?,
-                last_ok_ms: last_ok,
-                uplink: r.get(3)?,
-                last_result: None,
-                sessions: r.get(7)?,
-                feed_len,
-                cursor,
-                backlog: (feed_len - cursor).max(0),
-                freshness_ms: last_ok.map(|t| (now_ms - t).max(0)),
-                skew_ms: r.get(6)?,
-            })
-        })?
-        .collect::<Result<_, _>>()?;
-    drop(stmt);
-    for row in &mut rows {
-        row.last_result = crate::sessions::list(e.conn(), Some(&row.center), now_ms, 1)?
+    let mut rows = Vec::new();
+    for f in e.center_facts()? {
+        let last_result = e
+            .sessions(Some(&f.center), now_ms, 1)?
             .into_iter()
             .next()
             .map(|s| s.result);
+        rows.push(CenterRow {
+            backlog: (f.feed_len - f.cursor).max(0),
+            freshness_ms: f.last_ok_ms.map(|t| (now_ms - t).max(0)),
+            center: f.center,
+            last_sync_ms: f.last_sync_ms,
+            last_ok_ms: f.last_ok_ms,
+            uplink: f.uplink,
+            last_result,
+            sessions: f.sessions,
+            feed_len: f.feed_len,
+            cursor: f.cursor,
+            skew_ms: f.skew_ms,
+        });
     }
     Ok(rows)
 }
@@ -94,41 +74,7 @@ pub fn sync_log(
     session: Option<i64>,
     limit: u32,
 ) -> Result<Vec<SyncLogEntry>, StorageError> {
-    let mut stmt = e.conn().prepare(
-        "SELECT l.id, l.center, l.uplink, l.kind, l.started_ms, l.ended_ms, l.bytes_up,
-                l.bytes_down, l.docs_up, l.docs_down, l.changes_up, l.changes_down,
-                l.refused, l.result, l.error, l.skew_ms, l.cursor, l.session_id, s.session
-         FROM sync_log l LEFT JOIN sync_sessions s ON s.id=l.session_id
-         WHERE (?1 IS NULL OR l.center=?1) AND (?2 IS NULL OR l.session_id=?2)
-         ORDER BY l.id DESC LIMIT ?3",
-    )?;
-    let rows = stmt
-        .query_map(params![center, session, limit], |r| {
-            Ok(SyncLogEntry {
-                id: r.get(0)?,
-                center: r.get(1)?,
-                uplink: r.get(2)?,
-                kind: r.get(3)?,
-                started_ms: r.get(4)?,
-                ended_ms: r.get(5)?,
-                bytes_up: r.get(6)?,
-                bytes_down: r.get(7)?,
-                docs_up: r.get(8)?,
-                docs_down: r.get(9)?,
-                changes_up: r.get(10)?,
-                changes_down: r.get(11)?,
-                refused: r.get(12)?,
-                result: r.get(13)?,
-                error: r.get(14)?,
-                skew_ms: r.get(15)?,
-                cursor: r.get(16)?,
-                session_id: r.get(17)?,
-                session: r.get(18)?,
-                ends_session: false,
-            })
-        })?
-        .collect::<Result<_, _>>()?;
-    Ok(rows)
+    e.sync_log(center, session, limit)
 }
 
 /// Every case view at the hub (unreadable documents are skipped and logged).

@@ -14,11 +14,7 @@
 //! Bytes, documents, changes and refusals are the sums of its requests (a document sent
 //! in two batches counts twice).
 
-use rand::Rng;
-use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
-
-use crate::storage::SyncLogEntry;
 
 /// The header in which a node names its sync session (a UUID v4).
 pub const SESSION_HEADER: &str = "x-markaz-session";
@@ -28,36 +24,6 @@ pub const SESSION_IDLE_MS: i64 = 5 * 60_000;
 pub const MAX_UPLINK_HOPS: usize = 8;
 /// Separator of the uplink path.
 pub const UPLINK_ARROW: &str = "→";
-
-/// Create `sync_sessions` and link `sync_log` rows to it; idempotent (older hub databases
-/// get the `session_id` column added).
-pub fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS sync_sessions(
-            id INTEGER PRIMARY KEY,
-            center TEXT NOT NULL, session TEXT NOT NULL, uplink TEXT NOT NULL,
-            started_ms INTEGER NOT NULL, last_ms INTEGER NOT NULL,
-            requests INTEGER NOT NULL DEFAULT 0, errors INTEGER NOT NULL DEFAULT 0,
-            bytes_up INTEGER NOT NULL DEFAULT 0, bytes_down INTEGER NOT NULL DEFAULT 0,
-            docs_up INTEGER NOT NULL DEFAULT 0, docs_down INTEGER NOT NULL DEFAULT 0,
-            changes_up INTEGER NOT NULL DEFAULT 0, changes_down INTEGER NOT NULL DEFAULT 0,
-            refused INTEGER NOT NULL DEFAULT 0,
-            last_result TEXT NOT NULL DEFAULT 'ok', last_error TEXT,
-            skew_ms INTEGER, closed INTEGER NOT NULL DEFAULT 0,
-            UNIQUE(center, session));
-         CREATE INDEX IF NOT EXISTS sync_sessions_center ON sync_sessions(center, id);",
-    )?;
-    let has_col: bool = conn
-        .prepare("SELECT 1 FROM pragma_table_info('sync_log') WHERE name='session_id'")?
-        .exists([])?;
-    if !has_col {
-        conn.execute_batch(
-            "ALTER TABLE sync_log ADD COLUMN session_id INTEGER;
-             CREATE INDEX IF NOT EXISTS sync_log_session ON sync_log(session_id, id);",
-        )?;
-    }
-    Ok(())
-}
 
 /// The session id of a header value: a UUID v4 in its canonical text form (lowercased);
 /// anything else is no session id.
@@ -99,88 +65,6 @@ pub fn status(last_result: &str, closed: bool, last_ms: i64, now_ms: i64) -> &'s
     }
 }
 
-/// Find or open the session `entry` belongs to, add the request to it, and return its
-/// row id. Run inside the transaction that inserts the request row.
-pub fn record(conn: &Connection, entry: &SyncLogEntry) -> Result<i64, rusqlite::Error> {
-    let existing: Option<i64> = match &entry.session {
-        Some(key) => conn
-            .query_row(
-                "SELECT id FROM sync_sessions WHERE center=?1 AND session=?2",
-                params![entry.center, key],
-                |r| r.get(0),
-            )
-            .optional()?,
-        None if entry.kind == "hello" => None,
-        None => conn
-            .query_row(
-                "SELECT id FROM sync_sessions WHERE center=?1 AND session LIKE 'auto:%'
-                 ORDER BY id DESC LIMIT 1",
-                [&entry.center],
-                |r| r.get(0),
-            )
-            .optional()?,
-    };
-    let id = match existing {
-        Some(id) => id,
-        None => {
-            let key = entry.session.clone().unwrap_or_else(|| {
-                format!(
-                    "auto:{}:{:08x}",
-                    entry.started_ms,
-                    rand::rng().random::<u32>()
-                )
-            });
-            let id: i64 = conn.query_row(
-                "INSERT INTO sync_sessions(center, session, uplink, started_ms, last_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?4) RETURNING id",
-                params![entry.center, key, entry.uplink, entry.started_ms],
-                |r| r.get(0),
-            )?;
-            // A center runs one session at a time: a new one ends the ones before it.
-            conn.execute(
-                "UPDATE sync_sessions SET closed=1 WHERE center=?1 AND id<>?2 AND closed=0",
-                params![entry.center, id],
-            )?;
-            id
-        }
-    };
-    let uplink: String =
-        conn.query_row("SELECT uplink FROM sync_sessions WHERE id=?1", [id], |r| {
-            r.get(0)
-        })?;
-    let failed = entry.result != "ok";
-    conn.execute(
-        "UPDATE sync_sessions SET uplink=?2,
-            started_ms=min(started_ms, ?3), last_ms=max(last_ms, ?4),
-            requests=requests+1, errors=errors+?5,
-            bytes_up=bytes_up+?6, bytes_down=bytes_down+?7,
-            docs_up=docs_up+?8, docs_down=docs_down+?9,
-            changes_up=changes_up+?10, changes_down=changes_down+?11,
-            refused=refused+?12, last_result=?13, last_error=?14,
-            skew_ms=coalesce(?15, skew_ms), closed=max(closed, ?16)
-         WHERE id=?1",
-        params![
-            id,
-            merge_uplink(&uplink, &entry.uplink),
-            entry.started_ms,
-            entry.ended_ms,
-            i64::from(failed),
-            entry.bytes_up,
-            entry.bytes_down,
-            entry.docs_up,
-            entry.docs_down,
-            entry.changes_up,
-            entry.changes_down,
-            entry.refused,
-            if failed { "error" } else { "ok" },
-            entry.error,
-            entry.skew_ms,
-            i64::from(entry.ends_session && !failed),
-        ],
-    )?;
-    Ok(id)
-}
-
 /// One sync session as the pages and the API show it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct SyncSession {
@@ -211,74 +95,9 @@ pub struct SyncSession {
     pub skew_ms: Option<i64>,
 }
 
-/// The newest `limit` sessions, optionally of one center, with results derived at `now_ms`.
-pub fn list(
-    conn: &Connection,
-    center: Option<&str>,
-    now_ms: i64,
-    limit: u32,
-) -> Result<Vec<SyncSession>, rusqlite::Error> {
-    let mut stmt = conn.prepare(
-        "SELECT id, center, session, uplink, started_ms, last_ms, requests, errors,
-                bytes_up, bytes_down, docs_up, docs_down, changes_up, changes_down, refused,
-                last_result, last_error, skew_ms, closed
-         FROM sync_sessions WHERE ?1 IS NULL OR center=?1 ORDER BY id DESC LIMIT ?2",
-    )?;
-    let rows = stmt.query_map(params![center, limit], |r| {
-        let last_result: String = r.get(15)?;
-        let closed: bool = r.get(18)?;
-        let last_ms: i64 = r.get(5)?;
-        let result = status(&last_result, closed, last_ms, now_ms);
-        Ok(SyncSession {
-            id: r.get(0)?,
-            center: r.get(1)?,
-            session: r.get(2)?,
-            uplink: r.get(3)?,
-            started_ms: r.get(4)?,
-            last_ms,
-            ended_ms: (result != "open").then_some(last_ms),
-            requests: r.get(6)?,
-            errors: r.get(7)?,
-            bytes_up: r.get(8)?,
-            bytes_down: r.get(9)?,
-            docs_up: r.get(10)?,
-            docs_down: r.get(11)?,
-            changes_up: r.get(12)?,
-            changes_down: r.get(13)?,
-            refused: r.get(14)?,
-            result: result.into(),
-            error: if result == "error" { r.get(16)? } else { None },
-            skew_ms: r.get(17)?,
-        })
-    })?;
-    rows.collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn db() -> Connection {
-        let c = Connection::open_in_memory().unwrap();
-        crate::storage::migrate_own(&c).unwrap();
-        c
-    }
-
-    fn req(kind: &str, session: Option<&str>, uplink: &str, t: i64, up: i64) -> SyncLogEntry {
-        SyncLogEntry {
-            center: "midan".into(),
-            session: session.map(str::to_string),
-            uplink: uplink.into(),
-            kind: kind.into(),
-            started_ms: t,
-            ended_ms: t + 10,
-            bytes_up: up,
-            bytes_down: 2 * up,
-            changes_up: 1,
-            result: "ok".into(),
-            ..SyncLogEntry::default()
-        }
-    }
 
     #[test]
     fn session_ids_are_uuid_v4() {
@@ -323,66 +142,6 @@ mod tests {
         assert_eq!(status("ok", false, 0, SESSION_IDLE_MS), "ok");
         assert_eq!(status("ok", true, 0, 1), "ok");
         assert_eq!(status("error", false, 0, 1), "error");
-    }
-
-    #[test]
-    fn requests_group_by_header_or_by_hello() {
-        let c = db();
-        let a = "1b4e28ba-2fa1-41d2-883f-0016d3cca427";
-        let b = "9f0c2a4e-7d1b-4c3e-a5f6-112233445566";
-        let s1 = record(&c, &req("hello", Some(a), "primary", 0, 10)).unwrap();
-        assert_eq!(
-            record(&c, &req("push", Some(a), "modem", 20, 100)).unwrap(),
-            s1
-        );
-        let s2 = record(&c, &req("hello", Some(b), "modem", 40, 10)).unwrap();
-        assert_ne!(s1, s2);
-        // Without the header: each Hello opens a session, the rest join the latest.
-        let f1 = record(&c, &req("hello", None, "primary", 60, 5)).unwrap();
-        assert_eq!(
-            record(&c, &req("pull", None, "primary", 70, 5)).unwrap(),
-            f1
-        );
-        let f2 = record(&c, &req("hello", None, "primary", 80, 5)).unwrap();
-        assert_ne!(f1, f2);
-        let mut failing = req("pull", None, "primary", 90, 5);
-        failing.result = "error".into();
-        failing.error = Some("hub_error: commit failed".into());
-        assert_eq!(record(&c, &failing).unwrap(), f2);
-
-        let rows = list(&c, Some("midan"), 100, 50).unwrap();
-        assert_eq!(rows.len(), 4);
-        let by_id = |id| rows.iter().find(|r| r.id == id).unwrap();
-        let first = by_id(s1);
-        assert_eq!(first.uplink, "primary→modem");
-        assert_eq!(
-            (first.requests, first.bytes_up, first.bytes_down),
-            (2, 110, 220)
-        );
-        assert_eq!(first.changes_up, 2);
-        assert_eq!((first.started_ms, first.last_ms), (0, 30));
-        assert_eq!(first.result, "ok", "a newer session ended it");
-        let last = by_id(f2);
-        assert_eq!(last.result, "error");
-        assert_eq!(last.error.as_deref(), Some("hub_error: commit failed"));
-        assert_eq!(last.errors, 1);
-        // A retry that succeeds inside the same session reopens it.
-        record(&c, &req("pull", None, "primary", 95, 5)).unwrap();
-        let rows = list(&c, Some("midan"), 200, 1).unwrap();
-        assert_eq!(
-            (rows[0].id, rows[0].result.as_str(), rows[0].ended_ms),
-            (f2, "open", None)
-        );
-        assert!(list(&c, Some("qanawat"), 0, 10).unwrap().is_empty());
-        // A last pull that caught the center up ends the session at once.
-        let mut last_pull = req("pull", None, "primary", 96, 5);
-        last_pull.ends_session = true;
-        record(&c, &last_pull).unwrap();
-        let rows = list(&c, Some("midan"), 200, 1).unwrap();
-        assert_eq!(
-            (rows[0].result.as_str(), rows[0].ended_ms),
-            ("ok", Some(106))
-        );
     }
 
     proptest::proptest! {

@@ -26,7 +26,7 @@ use crate::catalog::{self, CatalogEntry, CatalogError, CatalogPage};
 use crate::energy::{self, Avg, Comparison, GroupFigures, MetricsDay, MetricsKind};
 use crate::oversight::{self, CenterRow, ConflictRow, OversightRow};
 use crate::portal::{self, Grant, PortalError, PortalIntake};
-use crate::sessions::{self, SyncSession};
+use crate::sessions::SyncSession;
 use crate::storage::{HubWriter, StorageError, SyncLogEntry};
 
 // The operators' pages share the center pages' stylesheet (one file, one look).
@@ -199,9 +199,8 @@ async fn load_centers(s: &WebState) -> Result<Vec<CenterRow>, ApiError> {
 async fn load_sessions(s: &WebState, center: Option<String>) -> Result<Vec<SyncSession>, ApiError> {
     let now = now_ms();
     Ok(s.writer
-        .run(move |e| sessions::list(e.conn(), center.as_deref(), now, 500))
-        .await?
-        .map_err(StorageError::from)?)
+        .run(move |e| e.sessions(center.as_deref(), now, 500))
+        .await??)
 }
 
 async fn load_log(

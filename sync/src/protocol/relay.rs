@@ -71,6 +71,8 @@ pub trait HubTables: DocRows {
     fn add_center(&self, center: &CenterId) -> Result<bool, HubError>;
     /// Every center that ever synced.
     fn centers(&self) -> Result<Vec<CenterId>, HubError>;
+    /// Ids of every document of a kind (`case`, `energy`, …), in id order.
+    fn doc_ids(&self, kind: &str) -> Result<Vec<DocId>, HubError>;
     /// The documents a center receives from its first contact: the catalog and its staff.
     fn first_contact_docs(&self, center: &CenterId) -> Result<Vec<DocId>, HubError>;
     /// The centers a document is routed to.

@@ -97,6 +97,15 @@ impl HubTables for Connection {
         Ok(all.into_iter().filter_map(|c| c.parse().ok()).collect())
     }
 
+    fn doc_ids(&self, kind: &str) -> Result<Vec<DocId>, HubError> {
+        let mut stmt =
+            self.prepare_cached("SELECT doc_id FROM doc_meta WHERE kind=?1 ORDER BY doc_id")?;
+        let ids: Vec<String> = stmt
+            .query_map([kind], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(ids.into_iter().filter_map(|s| s.parse().ok()).collect())
+    }
+
     fn first_contact_docs(&self, center: &CenterId) -> Result<Vec<DocId>, HubError> {
         let mut stmt = self.prepare(
             "SELECT doc_id FROM doc_meta WHERE kind='catalog' OR (kind='staff' AND owner=?1)",
@@ -250,6 +259,9 @@ macro_rules! tables_through_deref {
             }
             fn centers(&self) -> Result<Vec<CenterId>, HubError> {
                 (**self).centers()
+            }
+            fn doc_ids(&self, kind: &str) -> Result<Vec<DocId>, HubError> {
+                (**self).doc_ids(kind)
             }
             fn first_contact_docs(&self, center: &CenterId) -> Result<Vec<DocId>, HubError> {
                 (**self).first_contact_docs(center)

@@ -1,0 +1,410 @@
+//! The hub's storage, behind one interface and two engines: SQLite
+//! (`<data_dir>/markaz-hub.db`, WAL, `synchronous=FULL`, [`sqlite::HubDb`]), the embedded
+//! default, and PostgreSQL (several hub processes on one database).
+//!
+//! Jobs see the store through [`HubEngine`], which hands out no type of either engine. It
+//! is made of one trait per concern, so a new concern (operators, audit, …) adds its own
+//! trait with one implementation per engine, in a file per engine
+//! (`storage/sqlite/<concern>.rs`, `storage/pg/<concern>.rs`):
+//! - [`HubDocs`] — documents and the sync relay: answer a sync request, edit and route a
+//!   hub document, read documents. Implemented once for every engine that offers a
+//!   transaction over its [`HubTables`] ([`Transactional`]), so the relay's rules live
+//!   in one place (`markaz_sync::protocol::relay`).
+//! - [`SyncLog`] — the per-request sync log, sessions ([`crate::sessions`]), the
+//!   centers' status, retention.
+//! - [`Counters`] — named counters (portal case numbers).
+//!
+//! An engine is owned by one worker thread (SQLite: one writer; PostgreSQL: one per pooled
+//! connection); everything else talks to the workers through [`HubWriter`], which sends
+//! jobs over a channel (the node's writer shape): no connection is ever shared between
+//! threads.
+//!
+//! Guarantees: a sync request and the hub edits (portal cases, staff) each run in one
+//! transaction, committed only when they succeed; the document cache is dropped after a
+//! rollback so it never shows what was not committed.
+
+use std::sync::{Arc, Mutex};
+
+use automerge::AutoCommit;
+use markaz_sync::docs::{DocError, DocId};
+use markaz_sync::hlc::Clock;
+use markaz_sync::model::CenterId;
+use markaz_sync::protocol::{
+    HubTables, MessageError, Relay, Request, RequestLog, Response, handle_decoded,
+};
+use markaz_sync::store::{self, DocStore, StoredChange};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::sessions::SyncSession;
+
+pub mod sqlite;
+#[cfg(test)]
+mod tests;
+
+pub use sqlite::{DB_FILE, HubDb};
+
+/// Errors of the hub storage.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The database engine failed (connection lost, constraint, I/O…).
+    #[error("database: {0}")]
+    Db(Box<dyn std::error::Error + Send + Sync + 'static>),
+    #[error("document store: {0}")]
+    Store(Box<store::StoreError>),
+    #[error("document: {0}")]
+    Doc(Box<DocError>),
+    #[error("routing: {0}")]
+    Route(String),
+    #[error("the hub writer thread has stopped")]
+    WriterGone,
+    #[error("{0}")]
+    Invalid(String),
+    #[error("database schema version {found} is newer than this program's {ours}")]
+    SchemaTooNew { found: i64, ours: i64 },
+}
+
+impl From<rusqlite::Error> for StorageError {
+    fn from(e: rusqlite::Error) -> Self {
+        StorageError::Db(Box::new(e))
+    }
+}
+
+impl From<store::StoreError> for StorageError {
+    fn from(e: store::StoreError) -> Self {
+        StorageError::Store(Box::new(e))
+    }
+}
+
+impl From<DocError> for StorageError {
+    fn from(e: DocError) -> Self {
+        StorageError::Doc(Box::new(e))
+    }
+}
+
+/// One row of the sync log, as the endpoint records it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SyncLogEntry {
+    pub id: i64,
+    pub center: String,
+    /// The node's session id (`X-Markaz-Session`), when it sent a valid one.
+    pub session: Option<String>,
+    /// The row of `sync_sessions` this request belongs to (set when recorded).
+    pub session_id: Option<i64>,
+    pub uplink: String,
+    pub kind: String,
+    pub started_ms: i64,
+    pub ended_ms: i64,
+    pub bytes_up: i64,
+    pub bytes_down: i64,
+    pub docs_up: i64,
+    pub docs_down: i64,
+    pub changes_up: i64,
+    pub changes_down: i64,
+    pub refused: i64,
+    /// `ok` or `error`.
+    pub result: String,
+    pub error: Option<String>,
+    /// Hub wall clock minus the center's (Hello only).
+    pub skew_ms: Option<i64>,
+    /// The center's pull cursor after this request (Pull only).
+    pub cursor: Option<i64>,
+    /// This answer ends the center's session: a last pull batch (the client's final
+    /// phase) that caught the center up. Used when recording; not stored per request.
+    #[serde(skip)]
+    pub ends_session: bool,
+}
+
+/// The raw figures of one center for the overview (see `oversight::centers`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CenterFacts {
+    pub center: String,
+    /// Last request of its latest session.
+    pub last_sync_ms: Option<i64>,
+    /// Last request of its latest session whose last request succeeded.
+    pub last_ok_ms: Option<i64>,
+    /// Uplink (path) of its latest session.
+    pub uplink: Option<String>,
+    pub feed_len: i64,
+    /// Its pull cursor as last reported.
+    pub cursor: i64,
+    pub skew_ms: Option<i64>,
+    /// Sessions recorded.
+    pub sessions: i64,
+}
+
+/// Documents and the sync relay (see the module docs).
+pub trait HubDocs {
+    /// Answer one sync request from `center` (as its certificate names it) in one
+    /// transaction; commits only when the request succeeded.
+    fn sync_request(
+        &mut self,
+        center: &CenterId,
+        now_ms: u64,
+        req: Result<Request, MessageError>,
+    ) -> (Response, RequestLog);
+    /// Edit (or create) a document at the hub and route the change, in one transaction.
+    fn hub_edit(
+        &mut self,
+        id: &DocId,
+        f: &mut dyn FnMut(&mut AutoCommit) -> Result<(), DocError>,
+    ) -> Result<Option<StoredChange>, StorageError>;
+    /// Route a document to a center (its history goes to the center's feed).
+    fn route(&mut self, doc: &DocId, center: &CenterId) -> Result<(), StorageError>;
+    /// Read a document, if it exists.
+    fn read_doc(
+        &mut self,
+        id: &DocId,
+        f: &mut dyn FnMut(&AutoCommit) -> Result<serde_json::Value, DocError>,
+    ) -> Result<Option<serde_json::Value>, StorageError>;
+    /// Ids of every document of `kind` (`case`, `energy`, …).
+    fn doc_ids(&mut self, kind: &str) -> Result<Vec<DocId>, StorageError>;
+    /// A fresh stamp of the hub's hybrid logical clock.
+    fn tick_hlc(&mut self, now_ms: u64) -> String;
+}
+
+/// The sync log, sessions and the centers' status (see the module docs).
+pub trait SyncLog {
+    /// Append a row to the sync log, add it to its session (see [`crate::sessions`]) and
+    /// update the center's status, in one transaction.
+    fn record_sync(&mut self, entry: &SyncLogEntry) -> Result<(), StorageError>;
+    /// The newest `limit` sessions, optionally of one center, with results derived at
+    /// `now_ms`.
+    fn sessions(
+        &mut self,
+        center: Option<&str>,
+        now_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<SyncSession>, StorageError>;
+    /// The newest `limit` sync log rows, optionally of one center and of one session
+    /// (`sync_sessions.id`).
+    fn sync_log(
+        &mut self,
+        center: Option<&str>,
+        session: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<SyncLogEntry>, StorageError>;
+    /// Every center that registered or synced, with its raw figures, by center id.
+    fn center_facts(&mut self) -> Result<Vec<CenterFacts>, StorageError>;
+}
+
+/// Named counters.
+pub trait Counters {
+    /// Next free value of a counter (e.g. portal case numbers per year), from 1.
+    fn next_counter(&mut self, name: &str) -> Result<u32, StorageError>;
+}
+
+/// Everything the hub's web and sync layers need from the store.
+pub trait HubEngine: HubDocs + SyncLog + Counters {}
+
+impl<T: HubDocs + SyncLog + Counters> HubEngine for T {}
+
+/// Work for [`Transactional::in_tx`]: over the engine's tables, the document store and the
+/// clock, it answers its result and whether to commit.
+pub type TxWork<'a, R> = dyn FnMut(&dyn HubTables, &mut DocStore, &mut Clock) -> (R, bool) + 'a;
+
+/// An engine that runs work in one transaction over its [`HubTables`], with the hub's
+/// document store and clock. [`HubDocs`] is implemented for every such engine.
+pub trait Transactional {
+    /// Run `work` in one transaction: commit when it answers `true`, otherwise roll back.
+    /// After a rollback or a failed commit the document cache is cleared (it may hold
+    /// what was not committed). An engine may run `work` again after a transient failure
+    /// (another writer's lock), so `work` starts from scratch each time.
+    fn in_tx<R>(
+        &mut self,
+        work: &mut TxWork<'_, R>,
+    ) -> Result<R, StorageError>;
+    /// The hub's clock.
+    fn clock(&mut self) -> &mut Clock;
+}
+
+/// A new hub starts with the default catalog and fee schedule (edited later by the
+/// administration), so portal intake and the centers have services from day one.
+pub(crate) fn seed_catalog(e: &mut impl HubDocs) -> Result<(), StorageError> {
+    let id = DocId::catalog();
+    if e.read_doc(&id, &mut |_| Ok(serde_json::Value::Null))?
+        .is_some()
+    {
+        return Ok(());
+    }
+    let fees = markaz_sync::model::default_fee_schedule();
+    e.hub_edit(&id, &mut |d| {
+        for s in markaz_sync::model::catalog::default_catalog() {
+            markaz_sync::docs::write_service(d, &s)?;
+        }
+        for (code, f) in &fees.services {
+            markaz_sync::docs::write_fees(d, code, f)?;
+        }
+        Ok(())
+    })?;
+    Ok(())
+}
+
+fn route_err(e: markaz_sync::protocol::HubError) -> StorageError {
+    StorageError::Route(e.to_string())
+}
+
+impl<T: Transactional> HubDocs for T {
+    fn sync_request(
+        &mut self,
+        center: &CenterId,
+        now_ms: u64,
+        req: Result<Request, MessageError>,
+    ) -> (Response, RequestLog) {
+        let (good, mut bad) = match req {
+            Ok(r) => (Some(r), None),
+            Err(e) => (None, Some(e)),
+        };
+        let done = self.in_tx(&mut |tables, docs, clock| {
+            // A retried transaction answers the same request again (a request that did not
+            // decode touches nothing, so it is never retried).
+            let r = match (&good, bad.take()) {
+                (Some(g), _) => Ok(g.clone()),
+                (None, Some(e)) => Err(e),
+                (None, None) => {
+                    let log = RequestLog {
+                        kind: "bad",
+                        error: Some("retried an undecodable request".into()),
+                        ..RequestLog::default()
+                    };
+                    let resp = Response::Error {
+                        code: "hub_error".into(),
+                        message: "hub storage unavailable".into(),
+                    };
+                    return ((resp, log), false);
+                }
+            };
+            let mut relay = Relay::new(tables, docs);
+            let (resp, log) = handle_decoded(&mut relay, center, clock, now_ms, r);
+            let ok = log.error.is_none();
+            ((resp, log), ok)
+        });
+        match done {
+            Ok(answer) => answer,
+            Err(e) => {
+                let log = RequestLog {
+                    kind: "bad",
+                    error: Some(format!("hub storage: {e}")),
+                    ..RequestLog::default()
+                };
+                let resp = Response::Error {
+                    code: "hub_error".into(),
+                    message: "hub storage unavailable".into(),
+                };
+                (resp, log)
+            }
+        }
+    }
+
+    fn hub_edit(
+        &mut self,
+        id: &DocId,
+        f: &mut dyn FnMut(&mut AutoCommit) -> Result<(), DocError>,
+    ) -> Result<Option<StoredChange>, StorageError> {
+        self.in_tx(&mut |tables, docs, _| {
+            let result = (|| {
+                tables.lock_docs(&[id]).map_err(route_err)?;
+                let (_, stored) = docs.edit(tables, id, |d| f(d))?;
+                let list: Vec<StoredChange> = stored.iter().cloned().collect();
+                Relay::new(tables, docs)
+                    .route_stored(&list, None)
+                    .map_err(route_err)?;
+                Ok::<_, StorageError>(stored)
+            })();
+            let ok = result.is_ok();
+            (result, ok)
+        })?
+    }
+
+    fn route(&mut self, doc: &DocId, center: &CenterId) -> Result<(), StorageError> {
+        self.in_tx(&mut |tables, docs, _| {
+            let r = Relay::new(tables, docs)
+                .add_route(doc, center)
+                .map_err(route_err);
+            let ok = r.is_ok();
+            (r, ok)
+        })?
+    }
+
+    fn read_doc(
+        &mut self,
+        id: &DocId,
+        f: &mut dyn FnMut(&AutoCommit) -> Result<serde_json::Value, DocError>,
+    ) -> Result<Option<serde_json::Value>, StorageError> {
+        self.in_tx(&mut |tables, docs, _| {
+            let r = match docs.read(tables, id, |d| f(d)) {
+                Ok(None) => Ok(None),
+                Ok(Some(r)) => r.map(Some).map_err(StorageError::from),
+                Err(e) => Err(StorageError::from(e)),
+            };
+            (r, true)
+        })?
+    }
+
+    fn doc_ids(&mut self, kind: &str) -> Result<Vec<DocId>, StorageError> {
+        self.in_tx(&mut |tables, _, _| {
+            let r = tables.doc_ids(kind).map_err(route_err);
+            (r, true)
+        })?
+    }
+
+    fn tick_hlc(&mut self, now_ms: u64) -> String {
+        self.clock().tick(now_ms).encode()
+    }
+}
+
+type Job = Box<dyn FnOnce(&mut dyn HubEngine) + Send>;
+
+/// Handle to the worker threads. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct HubWriter {
+    tx: mpsc::Sender<Job>,
+}
+
+impl HubWriter {
+    /// Start the writer thread owning `engine`. It stops when every handle is dropped.
+    pub fn spawn<E: HubEngine + Send + 'static>(engine: E) -> std::io::Result<HubWriter> {
+        Self::spawn_pool(vec![engine])
+    }
+
+    /// Start one worker thread per engine (each owning its own connection); a job runs on
+    /// whichever is free. They stop when every handle is dropped.
+    pub fn spawn_pool<E: HubEngine + Send + 'static>(
+        engines: Vec<E>,
+    ) -> std::io::Result<HubWriter> {
+        let (tx, rx) = mpsc::channel::<Job>(256);
+        let rx = Arc::new(Mutex::new(rx));
+        for (i, mut engine) in engines.into_iter().enumerate() {
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("hub-writer-{i}"))
+                .spawn(move || {
+                    loop {
+                        // The lock is held only while waiting for the next job.
+                        let job = match rx.lock() {
+                            Ok(mut rx) => rx.blocking_recv(),
+                            Err(_) => None,
+                        };
+                        let Some(job) = job else { break };
+                        job(&mut engine);
+                    }
+                })?;
+        }
+        Ok(HubWriter { tx })
+    }
+
+    /// Run `f` on the writer thread and wait for its result.
+    pub async fn run<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut dyn HubEngine) -> R + Send + 'static,
+    ) -> Result<R, StorageError> {
+        let (reply, rx) = oneshot::channel();
+        let job: Job = Box::new(move |e| {
+            let _ = reply.send(f(e));
+        });
+        self.tx
+            .send(job)
+            .await
+            .map_err(|_| StorageError::WriterGone)?;
+        rx.await.map_err(|_| StorageError::WriterGone)
+    }
+}
