@@ -4,7 +4,6 @@
 
 use markaz_config::NodeConfig;
 use markaz_node::app::Clock;
-use markaz_node::storage::docs::with_docs;
 use markaz_sync::docs::{self as sync_docs, DocId};
 use markaz_sync::model::catalog::default_catalog;
 use markaz_sync::model::fees::{FeeComponent, ServiceFees};
@@ -51,17 +50,15 @@ async fn a_restarted_node_offers_the_hubs_services_and_fees() {
         let (a, r, f) = (added.clone(), renamed.clone(), fees.clone());
         app.db
             .writer
-            .write(move |c| {
-                with_docs(|d| {
-                    d.create(c, &DocId::catalog(), |doc| {
+            .write(move |tx| {
+                tx.docs
+                    .create(tx.conn, &DocId::catalog(), |doc| {
                         sync_docs::write_service(doc, &a)?;
                         sync_docs::write_service(doc, &r)?;
                         sync_docs::write_fees(doc, &a.code, &f)
                     })
                     .map(|_| ())
                     .map_err(|e| e.to_string())
-                })
-                .map_err(|e| e.to_string())?
             })
             .await
             .unwrap();

@@ -50,7 +50,8 @@ async fn changes_of(app: &App, doc: String) -> i64 {
 async fn insert(app: &App, samples: Vec<PowerSample>) {
     app.db
         .writer
-        .write(move |c| -> Result<(), AppError> {
+        .write(move |tx| -> Result<(), AppError> {
+            let c = tx.conn;
             for s in &samples {
                 power::insert_sample(c, s, Level::Normal)?;
             }
@@ -184,9 +185,9 @@ async fn a_scripted_power_day_becomes_an_energy_document_written_once() {
     let now = app.now();
     app.db
         .writer
-        .write(move |c| {
+        .write(move |tx| {
             power::energy_day(
-                c,
+                tx,
                 day,
                 &tz2,
                 SignedDuration::from_mins(3),
@@ -215,9 +216,9 @@ async fn a_scripted_power_day_becomes_an_energy_document_written_once() {
     let (tz2, c2) = (tz.clone(), center.clone());
     app.db
         .writer
-        .write(move |c| {
+        .write(move |tx| {
             power::energy_day(
-                c,
+                tx,
                 day,
                 &tz2,
                 SignedDuration::from_mins(3),

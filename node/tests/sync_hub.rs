@@ -20,7 +20,6 @@ use axum::routing::post;
 use markaz_hub::pki::{Ca, RevokeTarget, Validity};
 use markaz_hub::tls::{self, CenterIdentity, ServeOptions, ServerTls, ServerTlsFiles};
 use markaz_node::storage::StorageError;
-use markaz_node::storage::docs::with_docs;
 use markaz_node::sync::{
     BUDGET_SPENT, BULK_WAITS, SyncOptions, backlog, backlog_lanes, modem_budget, recent_sessions,
     sync_once,
@@ -228,15 +227,14 @@ async fn energy_doc(node: &TestNode, day: jiff::civil::Date, pv_wh: i64) -> anyh
     node.app
         .db
         .writer
-        .write(move |c| {
-            with_docs(|d| {
-                d.edit(c, &id2, |doc| {
+        .write(move |tx| {
+            tx.docs
+                .edit(tx.conn, &id2, |doc| {
                     docs::create_metrics(doc, DocKind::Energy, &center, day)?;
                     docs::set_metric(doc, "pv_wh", pv_wh)
                 })
                 .map(|_| ())
                 .map_err(StorageError::from)
-            })?
         })
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -209,10 +209,7 @@ pub trait Transactional {
     /// After a rollback or a failed commit the document cache is cleared (it may hold
     /// what was not committed). An engine may run `work` again after a transient failure
     /// (another writer's lock), so `work` starts from scratch each time.
-    fn in_tx<R>(
-        &mut self,
-        work: &mut TxWork<'_, R>,
-    ) -> Result<R, StorageError>;
+    fn in_tx<R>(&mut self, work: &mut TxWork<'_, R>) -> Result<R, StorageError>;
     /// The hub's clock.
     fn clock(&mut self) -> &mut Clock;
 }

@@ -24,7 +24,6 @@ use super::staff::field_error;
 use super::{Actor, App, audit, next_hlc, next_seq};
 use crate::error::AppError;
 use crate::events::LiveEvent;
-use crate::storage::docs::with_docs;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -342,7 +341,8 @@ impl App {
         let view = self
             .db
             .writer
-            .write(move |c| -> Result<CaseView, AppError> {
+            .write(move |tx| -> Result<CaseView, AppError> {
+                let c = tx.conn;
                 if find_by_nid(c, &nid)?.is_none() {
                     return Err(AppError::field(
                         "national_id",
@@ -391,7 +391,7 @@ impl App {
                     fee: Some(fee.clone()),
                     created: ev.clone(),
                 };
-                with_docs(|docs| docs.create(c, &DocId::case(Some(&center), &case_no), |d| sync_docs::create_case(d, &new_doc)).map_err(AppError::from))??;
+                tx.docs.create(c, &DocId::case(Some(&center), &case_no), |d| sync_docs::create_case(d, &new_doc))?;
                 if let Some(t) = input.ticket_id {
                     c.execute("UPDATE tickets SET case_no = ?2 WHERE id = ?1 AND case_no IS NULL", params![t, case_no.as_str()])?;
                 }
@@ -537,7 +537,8 @@ impl App {
         let view = self
             .db
             .writer
-            .write(move |c| -> Result<CaseView, AppError> {
+            .write(move |tx| -> Result<CaseView, AppError> {
+                let c = tx.conn;
                 // Re-read inside the write: another desk may have moved the case meanwhile.
                 let now = app.case_view_from(c, &no)?.ok_or_else(|| AppError::not_found(format!("case {no}")))?;
                 let kind = make(c)?;
@@ -557,7 +558,7 @@ impl App {
                 append_event(c, &no, &ev)?;
                 let case_no: CaseNo = no.parse().map_err(|e| AppError::Internal(format!("stored case number: {e}")))?;
                 let doc_id = DocId::case(Some(&app.center_id()?), &case_no);
-                with_docs(|docs| docs.edit(c, &doc_id, |d| sync_docs::append_case_event(d, &ev)).map_err(AppError::from))??;
+                tx.docs.edit(c, &doc_id, |d| sync_docs::append_case_event(d, &ev))?;
                 // The projection row is rewritten from the events, the one source of truth.
                 let derived = case::derive(&load_events(c, &no)?, &now.delivery);
                 let next = derived.status;

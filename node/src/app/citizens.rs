@@ -11,7 +11,6 @@ use markaz_sync::docs::DocId;
 
 use super::{Actor, App, audit};
 use crate::error::AppError;
-use crate::storage::docs::with_docs;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct CitizenView {
@@ -160,7 +159,8 @@ impl App {
         let created = self
             .db
             .writer
-            .write(move |c| -> Result<bool, AppError> {
+            .write(move |tx| -> Result<bool, AppError> {
+                let c = tx.conn;
                 let existed: bool = c.query_row("SELECT count(*) > 0 FROM citizens WHERE national_id = ?1", [p.national_id.to_string()], |r| r.get(0))?;
                 c.execute(
                     "INSERT INTO citizens(national_id, full_name, father_name, mother_name, birth_date, birth_place, phone, address, created_at, updated_at)
@@ -193,7 +193,7 @@ impl App {
                 // One document per citizen, its id derived from the national id, so two
                 // centers that register the same person offline end up with one citizen.
                 let id = DocId::citizen(&p.national_id);
-                with_docs(|docs| docs.edit(c, &id, |d| markaz_sync::docs::write_citizen(d, &doc_input)).map_err(AppError::from))??;
+                tx.docs.edit(c, &id, |d| markaz_sync::docs::write_citizen(d, &doc_input))?;
                 audit(c, at, &actor2, if existed { "citizen.update" } else { "citizen.register" }, p.national_id.as_str(), serde_json::json!({}))?;
                 Ok(!existed)
             })

@@ -33,7 +33,7 @@ use tracing::{Instrument, warn};
 
 use super::App;
 use crate::error::AppError;
-use crate::storage::docs::with_docs;
+use crate::storage::WriteTx;
 
 /// `meta` key: the last local day whose energy document holds its final figures.
 pub const ENERGY_FINAL_THROUGH: &str = "daily_docs.energy_final_through";
@@ -120,7 +120,7 @@ pub fn has_solar(conn: &Connection, mppt_configured: bool) -> rusqlite::Result<b
 /// metrics that differ from the stored ones. Must run inside a writer job. Returns
 /// whether a new change was stored.
 pub fn write_metrics(
-    conn: &Connection,
+    tx: &mut WriteTx<'_>,
     kind: DocKind,
     center: &CenterId,
     day: Date,
@@ -130,24 +130,21 @@ pub fn write_metrics(
         DocKind::Energy => DocId::energy(center, day),
         _ => DocId::stats(center, day),
     };
-    let (_, stored) = with_docs(|docs| {
-        docs.edit(conn, &id, |d| {
-            sync_docs::create_metrics(d, kind, center, day)?;
-            for (name, value) in metrics {
-                if let Some(v) = value {
-                    sync_docs::set_metric(d, name, *v)?;
-                }
+    let (_, stored) = tx.docs.edit(tx.conn, &id, |d| {
+        sync_docs::create_metrics(d, kind, center, day)?;
+        for (name, value) in metrics {
+            if let Some(v) = value {
+                sync_docs::set_metric(d, name, *v)?;
             }
-            Ok(())
-        })
-        .map_err(AppError::from)
-    })??;
+        }
+        Ok(())
+    })?;
     Ok(stored.is_some())
 }
 
 /// The energy document of `summary.date` from its summary and the samples it came from.
 pub fn write_energy(
-    conn: &Connection,
+    tx: &mut WriteTx<'_>,
     center: &CenterId,
     summary: &DailySummary,
     samples: &[PowerSample],
@@ -155,9 +152,9 @@ pub fn write_energy(
     mppt_configured: bool,
 ) -> Result<bool, AppError> {
     let fuel = fuel_used_percent(summary.date, tz, samples);
-    let solar = has_solar(conn, mppt_configured)?;
+    let solar = has_solar(tx.conn, mppt_configured)?;
     write_metrics(
-        conn,
+        tx,
         DocKind::Energy,
         center,
         summary.date,
@@ -278,16 +275,16 @@ pub fn day_stats(
 /// activity). Must run inside a writer job. Returns the figures and whether a new change
 /// was stored.
 pub fn write_stats(
-    conn: &Connection,
+    tx: &mut WriteTx<'_>,
     center: &CenterId,
     date: Date,
     tz: &TimeZone,
 ) -> Result<(DayStats, bool), AppError> {
-    let stats = day_stats(conn, center, date, tz)?;
+    let stats = day_stats(tx.conn, center, date, tz)?;
     if stats.is_empty() {
         return Ok((stats, false));
     }
-    let changed = write_metrics(conn, DocKind::Stats, center, date, &stats.metrics())?;
+    let changed = write_metrics(tx, DocKind::Stats, center, date, &stats.metrics())?;
     Ok((stats, changed))
 }
 
@@ -380,7 +377,8 @@ impl App {
         let (after, days) = self
             .db
             .writer
-            .write(move |c| -> Result<_, AppError> {
+            .write(move |tx| -> Result<_, AppError> {
+                let c = tx.conn;
                 let after = date_mark(c, STATS_FINAL_THROUGH)?;
                 Ok((after, activity_days(c, &c2, &tz2, after, today)?))
             })
@@ -392,7 +390,8 @@ impl App {
         if let Some(yesterday) = today.yesterday().ok().filter(|y| after < Some(*y)) {
             self.db
                 .writer
-                .write(move |c| -> Result<(), AppError> {
+                .write(move |tx| -> Result<(), AppError> {
+                    let c = tx.conn;
                     Ok(advance_date_mark(c, STATS_FINAL_THROUGH, yesterday)?)
                 })
                 .await?;
@@ -408,7 +407,7 @@ impl App {
         Ok(self
             .db
             .writer
-            .write(move |c| write_stats(c, &center, day, &tz))
+            .write(move |tx| write_stats(tx, &center, day, &tz))
             .await?)
     }
 
@@ -427,11 +426,9 @@ impl App {
         Ok(self
             .db
             .writer
-            .write(move |c| -> Result<_, AppError> {
-                let v = with_docs(|docs| {
-                    docs.read(c, &id, sync_docs::read_metrics)
-                        .map_err(AppError::from)
-                })??;
+            .write(move |tx| -> Result<_, AppError> {
+                let c = tx.conn;
+                let v = tx.docs.read(c, &id, sync_docs::read_metrics)?;
                 Ok(match v {
                     Some(m) => Some(
                         m.map_err(|e| AppError::Internal(format!("metrics document: {e}")))?

@@ -208,16 +208,13 @@ impl App {
         let view = self
             .db
             .writer
-            .write(|c| -> Result<_, AppError> {
-                let read = crate::storage::docs::with_docs(|d| {
-                    d.read(
-                        c,
-                        &markaz_sync::docs::DocId::catalog(),
-                        markaz_sync::docs::read_catalog,
-                    )
-                    .map_err(Box::new)
-                })?;
-                read.map_err(|e| AppError::from(*e))
+            .write(|tx| -> Result<_, AppError> {
+                let c = tx.conn;
+                Ok(tx.docs.read(
+                    c,
+                    &markaz_sync::docs::DocId::catalog(),
+                    markaz_sync::docs::read_catalog,
+                )?)
             })
             .await?;
         match view {

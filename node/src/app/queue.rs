@@ -266,7 +266,8 @@ impl App {
         let ticket = self
             .db
             .writer
-            .write(move |c| -> Result<TicketView, AppError> {
+            .write(move |tx| -> Result<TicketView, AppError> {
+                let c = tx.conn;
                 let new = NewTicket {
                     day: &day,
                     group: &group.id,
@@ -353,7 +354,8 @@ impl App {
         let called = self
             .db
             .writer
-            .write(move |c| -> Result<Option<TicketView>, AppError> {
+            .write(move |tx| -> Result<Option<TicketView>, AppError> {
+                let c = tx.conn;
                 if let Some(cur) = current_at(c, &day, counter)? {
                     return Err(AppError::Conflict {
                         code: "counter_busy",
@@ -418,7 +420,8 @@ impl App {
         let actor2 = actor.clone();
         self.db
             .writer
-            .write(move |c| -> Result<T, AppError> {
+            .write(move |tx| -> Result<T, AppError> {
+                let c = tx.conn;
                 let cur = current_at(c, &day, counter)?.ok_or_else(|| AppError::Conflict {
                     code: "counter_idle",
                     message: format!(

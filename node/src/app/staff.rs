@@ -145,7 +145,8 @@ impl App {
         let created = self
             .db
             .writer
-            .write(move |c| -> Result<bool, AppError> {
+            .write(move |tx| -> Result<bool, AppError> {
+                let c = tx.conn;
                 let n: i64 = c.query_row("SELECT count(*) FROM staff", [], |r| r.get(0))?;
                 if n > 0 {
                     return Ok(false);
@@ -206,7 +207,8 @@ impl App {
         let Some(view) = verified else {
             self.db
                 .writer
-                .write(move |c| -> Result<(), AppError> {
+                .write(move |tx| -> Result<(), AppError> {
+                    let c = tx.conn;
                     auth::record_failure(c, &u, now, &policy)?;
                     auth::record_failure(c, &cl, now, &policy)
                 })
@@ -219,7 +221,8 @@ impl App {
         let (token, csrf) = self
             .db
             .writer
-            .write(move |c| -> Result<(String, String), AppError> {
+            .write(move |tx| -> Result<(String, String), AppError> {
+                let c = tx.conn;
                 auth::clear_failures(c, &u)?;
                 let out =
                     auth::create_session(c, &user.username, terminal.as_deref(), now, &policy)?;
@@ -268,7 +271,7 @@ impl App {
             let tok = token.to_string();
             self.db
                 .writer
-                .write(move |c| auth::touch_session(c, &tok, now))
+                .write(move |tx| auth::touch_session(tx.conn, &tok, now))
                 .await?;
         }
         let actor = Actor {
@@ -285,7 +288,7 @@ impl App {
         let tok = token.to_string();
         self.db
             .writer
-            .write(move |c| auth::delete_session(c, &tok))
+            .write(move |tx| auth::delete_session(tx.conn, &tok))
             .await?;
         Ok(())
     }
@@ -382,7 +385,8 @@ impl App {
         let username = input.username.clone();
         self.db
             .writer
-            .write(move |c| -> Result<(), AppError> {
+            .write(move |tx| -> Result<(), AppError> {
+                let c = tx.conn;
                 let exists: bool = c.query_row("SELECT count(*) > 0 FROM staff WHERE username = ?1", [&input.username], |r| r.get(0))?;
                 if exists {
                     return Err(AppError::Conflict { code: "username_taken", message: format!("the username '{}' is already taken", input.username) });
@@ -419,7 +423,8 @@ impl App {
         let key = authority_key(grant.authority)?;
         self.db
             .writer
-            .write(move |c| -> Result<(), AppError> {
+            .write(move |tx| -> Result<(), AppError> {
+                let c = tx.conn;
                 c.execute(
                     "INSERT INTO staff_permissions(username, authority, expires_on, granted_by, granted_at) VALUES (?1, ?2, ?3, ?4, ?5)
                      ON CONFLICT(username, authority) DO UPDATE SET expires_on = excluded.expires_on, granted_by = excluded.granted_by, granted_at = excluded.granted_at",
@@ -444,7 +449,8 @@ impl App {
         let key = authority_key(authority)?;
         self.db
             .writer
-            .write(move |c| -> Result<(), AppError> {
+            .write(move |tx| -> Result<(), AppError> {
+                let c = tx.conn;
                 let n = c.execute(
                     "DELETE FROM staff_permissions WHERE username = ?1 AND authority = ?2",
                     params![user, key],
@@ -484,7 +490,8 @@ impl App {
         let (actor2, user) = (actor.clone(), username.to_string());
         self.db
             .writer
-            .write(move |c| -> Result<(), AppError> {
+            .write(move |tx| -> Result<(), AppError> {
+                let c = tx.conn;
                 c.execute(
                     "UPDATE staff SET active = ?2, updated_at = ?3 WHERE username = ?1",
                     params![user, active, at.to_string()],

@@ -149,7 +149,7 @@ async fn log_change(app: &App, c: &UplinkChange) {
     if let Err(e) = app
         .db
         .writer
-        .write(move |conn| node_log(conn, at, level, "link", &text))
+        .write(move |tx| node_log(tx.conn, at, level, "link", &text))
         .await
     {
         warn!(error = %e, "cannot write the node log");

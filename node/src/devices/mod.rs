@@ -256,7 +256,7 @@ pub(crate) async fn log(
     let message = message.to_owned();
     app.db
         .writer
-        .write(move |c| node_log(c, at, level, source, &message))
+        .write(move |tx| node_log(tx.conn, at, level, source, &message))
         .await
         .map_err(AppError::from)
 }
@@ -424,7 +424,8 @@ impl App {
         let actor = actor.clone();
         self.db
             .writer
-            .write(move |c| {
+            .write(move |tx| {
+                let c = tx.conn;
                 audit(c, at, &actor, action, subject, json!({}))?;
                 node_log(
                     c,

@@ -183,7 +183,7 @@ async fn log_change(app: &App, from: ModemState, s: &ModemStatus) {
     if let Err(e) = app
         .db
         .writer
-        .write(move |c| node_log(c, at, level, "modem", &message))
+        .write(move |tx| node_log(tx.conn, at, level, "modem", &message))
         .await
     {
         warn!(error = %e, "cannot write the node log");

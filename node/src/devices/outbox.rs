@@ -147,7 +147,8 @@ pub async fn reconcile_interrupted(app: &App) -> Result<(usize, usize), AppError
     let at = app.now();
     app.db
         .writer
-        .write(move |c| -> Result<(usize, usize), AppError> {
+        .write(move |tx| -> Result<(usize, usize), AppError> {
+            let c = tx.conn;
             let requeued = c.execute(
                 "UPDATE outbox SET state = 'pending', resends = resends + 1,
                    last_error = 'interrupted between send and mark; resending once'
@@ -208,7 +209,8 @@ async fn mark_sending(app: &App, id: i64) -> Result<bool, AppError> {
     let at = app.now().to_string();
     app.db
         .writer
-        .write(move |c| -> Result<bool, AppError> {
+        .write(move |tx| -> Result<bool, AppError> {
+            let c = tx.conn;
             let n = c.execute(
                 "UPDATE outbox SET state = 'sending', attempts = attempts + 1, last_attempt = ?2
                  WHERE id = ?1 AND state = 'pending'",
@@ -226,7 +228,8 @@ async fn record(app: &App, row: &Row, outcome: &Outcome) -> Result<(), AppError>
     let outcome = outcome.clone();
     app.db
         .writer
-        .write(move |c| -> Result<(), AppError> {
+        .write(move |tx| -> Result<(), AppError> {
+            let c = tx.conn;
             match &outcome {
                 Outcome::Sent { refs } => {
                     c.execute(
@@ -521,7 +524,8 @@ impl Alerter {
             .app
             .db
             .writer
-            .write(move |c| -> Result<Raised, AppError> {
+            .write(move |tx| -> Result<Raised, AppError> {
+                let c = tx.conn;
                 let level = if kind == AlertKind::PowerCritical { "error" } else { "warn" };
                 node_log(c, at, level, kind.source(), &text)?;
                 let Some(phone) = phone else {

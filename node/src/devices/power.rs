@@ -49,6 +49,7 @@ use super::outbox::{AlertKind, Alerter};
 use super::settings;
 use crate::app::{App, daily_docs};
 use crate::error::AppError;
+use crate::storage::WriteTx;
 
 /// The power devices a node runs, each with the receiver of its latest state.
 #[derive(Default)]
@@ -395,7 +396,7 @@ pub fn recompute_day_with_samples(
 /// and the summary are still stored.
 #[allow(clippy::too_many_arguments)]
 pub fn energy_day(
-    conn: &Connection,
+    tx: &mut WriteTx<'_>,
     date: Date,
     tz: &TimeZone,
     max_gap: SignedDuration,
@@ -404,10 +405,11 @@ pub fn energy_day(
     mppt_configured: bool,
     final_day: bool,
 ) -> Result<DailySummary, AppError> {
+    let conn = tx.conn;
     let (d, samples) = recompute_day_with_samples(conn, date, tz, max_gap, now)?;
     conn.execute_batch("SAVEPOINT energy_doc")?;
-    let written = daily_docs::write_energy(conn, center, &d, &samples, tz, mppt_configured)
-        .and_then(|_| {
+    let written =
+        daily_docs::write_energy(tx, center, &d, &samples, tz, mppt_configured).and_then(|_| {
             if final_day {
                 daily_docs::advance_date_mark(conn, daily_docs::ENERGY_FINAL_THROUGH, date)?;
             }
@@ -479,11 +481,12 @@ pub async fn backfill_energy(
         let wrote = app
             .db
             .writer
-            .write(move |c| -> Result<bool, AppError> {
+            .write(move |tx| -> Result<bool, AppError> {
+                let c = tx.conn;
                 if !day_has_samples(c, day, &tz)? {
                     return Ok(false);
                 }
-                energy_day(c, day, &tz, gap, now, &center, mppt, true)?;
+                energy_day(tx, day, &tz, gap, now, &center, mppt, true)?;
                 Ok(true)
             })
             .await?;
@@ -498,7 +501,8 @@ pub async fn backfill_energy(
     if after < Some(yesterday) {
         app.db
             .writer
-            .write(move |c| -> Result<(), AppError> {
+            .write(move |tx| -> Result<(), AppError> {
+                let c = tx.conn;
                 Ok(daily_docs::advance_date_mark(
                     c,
                     daily_docs::ENERGY_FINAL_THROUGH,
@@ -858,15 +862,16 @@ impl Sampler {
             .app
             .db
             .writer
-            .write(move |c| -> Result<DailySummary, AppError> {
+            .write(move |tx| -> Result<DailySummary, AppError> {
+                let c = tx.conn;
                 insert_sample(c, &sample, level)?;
                 let today = match &center {
                     Some(center) => {
                         if let Some(p) = previous {
-                            energy_day(c, p, &tz, gap, now, center, mppt, true)?;
+                            energy_day(tx, p, &tz, gap, now, center, mppt, true)?;
                         }
                         if energy_due {
-                            energy_day(c, date, &tz, gap, now, center, mppt, false)?
+                            energy_day(tx, date, &tz, gap, now, center, mppt, false)?
                         } else {
                             recompute_day(c, date, &tz, gap, now)?
                         }
@@ -940,7 +945,7 @@ impl Sampler {
                         .app
                         .db
                         .writer
-                        .write(move |c| daily_docs::advance_date_mark(c, LAST_TEST_RUN, day))
+                        .write(move |tx| daily_docs::advance_date_mark(tx.conn, LAST_TEST_RUN, day))
                         .await;
                     if let Err(e) = r {
                         warn!(error = %e, "cannot record the generator test run");

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OpenFlags};
 
 pub use migrations::{LATEST_VERSION, MIGRATIONS};
-pub use writer::{WriteError, Writer};
+pub use writer::{WriteError, WriteTx, Writer};
 
 /// What can go wrong opening or using the database.
 #[derive(Debug, thiserror::Error)]
@@ -45,8 +45,6 @@ pub enum StorageError {
     #[error("documents: {0}")]
     // Boxed: automerge's errors are large, and every `Result` of the node carries this.
     Docs(Box<markaz_sync::store::StoreError>),
-    #[error("documents are only edited inside a write")]
-    NotWriterThread,
 }
 
 impl From<markaz_sync::store::StoreError> for StorageError {

@@ -63,7 +63,8 @@ async fn a_failing_request_rolls_back_alone_inside_a_batch() {
     for i in 0..50i64 {
         let w = db.writer.clone();
         handles.push(tokio::spawn(async move {
-            w.write(move |c| -> Result<(), String> {
+            w.write(move |tx| -> Result<(), String> {
+                let c = tx.conn;
                 c.execute(
                     "INSERT INTO meta(key, value) VALUES (?1, 'x')",
                     [format!("k{i}")],

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use markaz_sync::store::DocStore;
 use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
@@ -10,7 +11,15 @@ use super::StorageError;
 /// What a request's work returns to the writer: a completion to call once the batch's
 /// commit is known, so the request is answered only after its data is durable.
 type Completion = Box<dyn FnOnce(Result<(), Arc<rusqlite::Error>>) + Send>;
-type Job = Box<dyn FnOnce(&Connection) -> Completion + Send>;
+type Job = Box<dyn FnOnce(&mut WriteTx<'_>) -> Completion + Send>;
+
+/// What a write job may touch, inside its savepoint of the group-commit transaction: the
+/// write connection and the writer's document store (a document's new change commits
+/// with the projection rows the job rewrites).
+pub struct WriteTx<'a> {
+    pub conn: &'a Connection,
+    pub docs: &'a mut DocStore,
+}
 
 /// An error from [`Writer::write`]: either the work's own error (its savepoint was rolled
 /// back, the rest of the batch committed), or a storage failure.
@@ -32,15 +41,12 @@ impl Writer {
     pub(super) fn start(
         conn: Connection,
         max_batch: usize,
-        docs: markaz_sync::store::DocStore,
+        docs: DocStore,
     ) -> Result<Self, StorageError> {
         let (tx, rx) = mpsc::channel::<Job>(max_batch * 4);
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || {
-                super::docs::install(docs);
-                run(conn, rx, max_batch)
-            })?;
+            .spawn(move || run(conn, docs, rx, max_batch))?;
         Ok(Self { tx })
     }
 
@@ -50,11 +56,11 @@ impl Writer {
     where
         T: Send + 'static,
         E: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+        F: FnOnce(&mut WriteTx<'_>) -> Result<T, E> + Send + 'static,
     {
         let (reply_tx, reply_rx) = oneshot::channel::<Result<T, WriteError<E>>>();
-        let job: Job = Box::new(move |conn: &Connection| {
-            let result = in_savepoint(conn, work);
+        let job: Job = Box::new(move |tx: &mut WriteTx<'_>| {
+            let result = in_savepoint(tx, work);
             Box::new(move |commit: Result<(), Arc<rusqlite::Error>>| {
                 let answer = match (commit, result) {
                     (_, Err(SavepointError::Work(e))) => Err(WriteError::Work(e)),
@@ -82,7 +88,7 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, rusqlite::Error> + Send + 'static,
     {
-        match self.write(work).await {
+        match self.write(move |tx| work(tx.conn)).await {
             Ok(v) => Ok(v),
             Err(WriteError::Work(e)) => Err(StorageError::Sqlite(e)),
             Err(WriteError::Storage(e)) => Err(e),
@@ -96,13 +102,14 @@ enum SavepointError<E> {
 }
 
 fn in_savepoint<T, E>(
-    conn: &Connection,
-    work: impl FnOnce(&Connection) -> Result<T, E>,
+    tx: &mut WriteTx<'_>,
+    work: impl FnOnce(&mut WriteTx<'_>) -> Result<T, E>,
 ) -> Result<T, SavepointError<E>> {
+    let conn = tx.conn;
     // Cached statements: every request runs these two on the writer thread.
     let exec = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([]));
     exec("SAVEPOINT request").map_err(SavepointError::Sqlite)?;
-    match work(conn) {
+    match work(tx) {
         Ok(v) => {
             exec("RELEASE request").map_err(SavepointError::Sqlite)?;
             Ok(v)
@@ -122,7 +129,7 @@ fn clone_err(e: &rusqlite::Error) -> rusqlite::Error {
     )
 }
 
-fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, max_batch: usize) {
+fn run(mut conn: Connection, mut docs: DocStore, mut rx: mpsc::Receiver<Job>, max_batch: usize) {
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
@@ -132,12 +139,12 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, max_batch: usize) {
                 Err(_) => break,
             }
         }
-        commit_batch(&mut conn, &mut batch);
+        commit_batch(&mut conn, &mut docs, &mut batch);
     }
     tracing::debug!("storage writer stopped: all handles dropped");
 }
 
-fn commit_batch(conn: &mut Connection, batch: &mut Vec<Job>) {
+fn commit_batch(conn: &mut Connection, docs: &mut DocStore, batch: &mut Vec<Job>) {
     let txn = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(t) => t,
         Err(e) => {
@@ -148,9 +155,17 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Job>) {
             return;
         }
     };
-    let completions: Vec<Completion> = batch.drain(..).map(|job| job(&txn)).collect();
+    let completions: Vec<Completion> = {
+        let mut tx = WriteTx {
+            conn: &txn,
+            docs: &mut *docs,
+        };
+        batch.drain(..).map(|job| job(&mut tx)).collect()
+    };
     let committed = txn.commit().map_err(|e| {
         tracing::error!(error = %e, "group commit failed");
+        // What the documents cached of this batch was not committed.
+        docs.clear_cache();
         Arc::new(e)
     });
     for done in completions {

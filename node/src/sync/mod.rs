@@ -48,7 +48,7 @@ use tracing::Instrument;
 use crate::app::App;
 use crate::devices::UplinkConnector;
 use crate::events::LiveEvent;
-use crate::storage::docs::with_docs;
+use crate::storage::WriteTx;
 use crate::storage::{StorageError, WriteError};
 use crate::uplink::{
     ClientOptions, ClientTlsFiles, HubClient, HubTarget, UplinkError, client_config,
@@ -410,7 +410,7 @@ async fn writer_job<T, F>(
 ) -> Result<T, SyncError>
 where
     T: Send + 'static,
-    F: FnOnce(&Connection) -> Result<T, SyncError> + Send + 'static,
+    F: FnOnce(&mut WriteTx<'_>) -> Result<T, SyncError> + Send + 'static,
 {
     tokio::time::timeout(limit, app.db.writer.write(f))
         .await
@@ -532,7 +532,7 @@ pub async fn sync_once(app: &App, client: &mut HubClient, opts: &SyncOptions) ->
         opts.writer_timeout,
         app.db
             .writer
-            .write(move |c| insert_record(c, &r2, &day, started)),
+            .write(move |tx| insert_record(tx.conn, &r2, &day, started)),
     )
     .await;
     if !matches!(saved, Ok(Ok(()))) {
@@ -563,8 +563,9 @@ async fn run_session(
     let w = opts.writer_timeout;
     let center = opts.center.clone();
     let c2 = center.clone();
-    let setup = writer_job(app, w, "starting the session", move |c| {
-        let actor = with_docs(|d| d.actor().clone())?;
+    let setup = writer_job(app, w, "starting the session", move |tx| {
+        let c = tx.conn;
+        let actor = tx.docs.actor().clone();
         let last: Option<String> = c
             .query_row("SELECT value FROM meta WHERE key = 'hlc'", [], |r| r.get(0))
             .optional()?;
@@ -591,9 +592,9 @@ async fn run_session(
             return Err((SyncError::TooLong(MAX_REQUESTS), last_report));
         }
         let now = now_ms(app);
-        let built = writer_job(app, w, "building a request", move |c| {
+        let built = writer_job(app, w, "building a request", move |tx| {
             let mut s = s;
-            let req = with_docs(|d| s.next_request(c, d, now))??;
+            let req = s.next_request(tx.conn, tx.docs, now)?;
             Ok((s, req))
         })
         .await;
@@ -631,16 +632,13 @@ async fn run_session(
         let center = center.clone();
         let catalog = catalog.clone();
         let at = app.now();
-        let taken = writer_job(app, w, "merging a reply", move |c| {
+        let taken = writer_job(app, w, "merging a reply", move |tx| {
             let mut s = s;
-            let projected = with_docs(
-                |d| -> Result<(Projected, Vec<markaz_sync::docs::DocId>), SyncError> {
-                    s.handle_response(c, d, &body, now)?;
-                    let touched = s.take_touched();
-                    let p = project(c, d, &center, &catalog, at, &touched)?;
-                    Ok((p, touched))
-                },
-            )??;
+            let (c, d) = (tx.conn, &mut *tx.docs);
+            s.handle_response(c, d, &body, now)?;
+            let touched = s.take_touched();
+            let p = project(c, d, &center, &catalog, at, &touched)?;
+            let projected = (p, touched);
             Ok((s, projected))
         })
         .await;
@@ -694,7 +692,8 @@ fn after_commit(app: &App, p: &Projected) {
 /// Keeps the clock's last stamp (after observing the hub's) for the next local events.
 async fn persist_clock(app: &App, w: Duration, s: ClientSession) {
     let stamp = s.into_clock().last().encode();
-    let r = writer_job(app, w, "saving the clock", move |c| {
+    let r = writer_job(app, w, "saving the clock", move |tx| {
+        let c = tx.conn;
         // Fixed-width stamps: text order is clock order; never move the clock back.
         c.execute(
             "INSERT INTO meta(key, value) VALUES ('hlc', ?1)

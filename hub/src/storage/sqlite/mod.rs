@@ -73,10 +73,7 @@ impl HubDb {
 }
 
 impl Transactional for HubDb {
-    fn in_tx<R>(
-        &mut self,
-        work: &mut TxWork<'_, R>,
-    ) -> Result<R, StorageError> {
+    fn in_tx<R>(&mut self, work: &mut TxWork<'_, R>) -> Result<R, StorageError> {
         let tx = self.conn.transaction()?;
         let (r, commit) = work(&tx, &mut self.docs, &mut self.clock);
         if !commit {
