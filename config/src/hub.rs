@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::node::LoggingConfig;
+use crate::values::PgUrl;
 
 /// The whole hub configuration file.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,6 +17,8 @@ use crate::node::LoggingConfig;
 pub struct HubConfig {
     /// `[hub]`: listeners, storage and TLS material.
     pub hub: HubSection,
+    /// `[storage]`: which database engine holds the hub's data.
+    pub storage: HubStorage,
     /// `[logging]`: as in the node file.
     pub logging: LoggingConfig,
 }
@@ -45,6 +48,8 @@ pub struct HubSection {
     pub crl: Option<PathBuf>,
     /// Largest accepted sync request body. Default 8388608.
     pub max_body_bytes: u64,
+    /// Days the sync log (one row per request) and the sessions are kept. Default 90.
+    pub sync_log_days: u32,
 }
 
 impl Default for HubSection {
@@ -58,6 +63,7 @@ impl Default for HubSection {
             server_key: None,
             crl: None,
             max_body_bytes: 8_388_608,
+            sync_log_days: 90,
         }
     }
 }
@@ -87,5 +93,46 @@ impl HubSection {
     /// The CRL path, if one is configured.
     pub fn crl_path(&self) -> Option<&Path> {
         self.crl.as_deref()
+    }
+}
+
+/// The hub's database engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageEngine {
+    /// One SQLite file in `hub.data_dir`, one hub process (the embedded default).
+    #[default]
+    Sqlite,
+    /// A PostgreSQL database, shared by one or more hub processes.
+    Postgres,
+}
+
+/// `[storage]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HubStorage {
+    /// `sqlite` (default) or `postgres`.
+    pub engine: StorageEngine,
+    /// PostgreSQL: a libpq URL without the password,
+    /// `postgres://markaz@127.0.0.1:5432/markaz`. Required for `postgres`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<PgUrl>,
+    /// PostgreSQL: a file holding the role's password (first line). Default: none (peer,
+    /// trust or a `~/.pgpass` of the hub's user).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// PostgreSQL: connections this hub process keeps open, each serving one request at
+    /// a time. Default 4.
+    pub pool_size: u32,
+}
+
+impl Default for HubStorage {
+    fn default() -> Self {
+        Self {
+            engine: StorageEngine::Sqlite,
+            url: None,
+            password_file: None,
+            pool_size: 4,
+        }
     }
 }

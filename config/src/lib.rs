@@ -26,7 +26,7 @@ use std::fmt;
 use std::path::Path;
 
 pub use error::{ConfigError, Problem, ProblemKind};
-pub use hub::{HubConfig, HubSection};
+pub use hub::{HubConfig, HubSection, HubStorage, StorageEngine};
 pub use node::{
     AuthConfig, CenterConfig, CounterConfig, GeneratorConfig, GeneratorRegisters, InverterConfig,
     LinkConfig, LoggingConfig, ModemConfig, ModemDialect, ModemRoute, NodeConfig, OnMonitorLost,
@@ -35,7 +35,7 @@ pub use node::{
 };
 pub use values::{
     CenterId, Digits, GroupId, GroupLetter, HhMm, HhMmRange, HostPort, HttpsUrl, Language,
-    LogFilter, LogFormat, PhoneNumber, ReceiptPrefix, TimeZoneName, ValueError,
+    LogFilter, LogFormat, PgUrl, PhoneNumber, ReceiptPrefix, TimeZoneName, ValueError,
 };
 
 /// Which configuration a file holds.

@@ -707,4 +707,49 @@ pub(crate) fn hub(cfg: &HubConfig, c: &mut Checker<'_>) {
         1024,
         1024 * MIB,
     );
+    c.range(&kp("hub.sync_log_days"), h.sync_log_days, 1, 3660);
+    hub_storage(&cfg.storage, c);
+}
+
+/// Rules of `[storage]` in a hub file: PostgreSQL needs its URL; its keys mean nothing to
+/// SQLite, so setting them there is a mistake worth saying.
+fn hub_storage(s: &crate::hub::HubStorage, c: &mut Checker<'_>) {
+    use crate::hub::StorageEngine;
+    match s.engine {
+        StorageEngine::Postgres => {
+            if s.url.is_none() {
+                c.missing(
+                    &kp("storage.url"),
+                    &kp("storage.engine"),
+                    "`storage.engine` is \"postgres\"",
+                );
+            }
+            if s.password_file
+                .as_ref()
+                .is_some_and(|p| p.as_os_str().is_empty())
+            {
+                c.bad(
+                    &kp("storage.password_file"),
+                    "must not be empty; leave the key out to log in without a password",
+                    None,
+                );
+            }
+            c.range(&kp("storage.pool_size"), s.pool_size, 1, 64);
+        }
+        StorageEngine::Sqlite => {
+            for key in ["storage.url", "storage.password_file"] {
+                if c.is_set(&kp(key)) {
+                    c.bad_given(
+                        &kp(key),
+                        &[&kp("storage.engine")],
+                        "only used with `engine = \"postgres\"`",
+                        Some(
+                            "set `engine = \"postgres\"` in `[storage]`, or remove the key"
+                                .to_owned(),
+                        ),
+                    );
+                }
+            }
+        }
+    }
 }

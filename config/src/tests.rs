@@ -459,6 +459,63 @@ fn hub_rules_and_detection() {
 }
 
 #[test]
+fn hub_storage_postgres_is_checked_with_positions() {
+    let ok = parse_hub(
+        "[hub]\n[storage]\nengine = \"postgres\"\nurl = \"postgres://markaz@127.0.0.1:5432/markaz\"\npassword_file = \"/etc/markaz/pg.pass\"\npool_size = 8\n",
+        "hub.toml",
+    )
+    .unwrap();
+    assert_eq!(ok.storage.engine, crate::StorageEngine::Postgres);
+    assert_eq!(ok.storage.url.as_ref().unwrap().dbname(), "markaz");
+    assert_eq!(ok.storage.pool_size, 8);
+    assert_eq!(
+        parse_hub("[hub]\n", "h.toml").unwrap().storage.engine,
+        crate::StorageEngine::Sqlite
+    );
+
+    let problems = |text: &str| match parse_hub(text, "hub.toml") {
+        Err(e) => e.problems().to_vec(),
+        Ok(_) => panic!("expected a problem in {text}"),
+    };
+    // The URL is required, blamed on the engine line.
+    let p = only(problems("[hub]\n[storage]\nengine = \"postgres\"\n"));
+    assert_eq!((p.line, p.kind), (2, ProblemKind::MissingKey));
+    assert!(p.message.contains("storage.url"), "{}", p.message);
+    // A password in the URL: refused at the value, with where it belongs, not echoed.
+    let p = only(problems(
+        "[hub]\n[storage]\nengine = \"postgres\"\nurl = \"postgres://markaz:hunter2@db/markaz\"\n",
+    ));
+    assert_eq!((p.line, p.column), (4, 7));
+    assert!(
+        p.message.contains("password_file") && !p.message.contains("hunter2"),
+        "{}",
+        p.message
+    );
+    let p = only(problems(
+        "[hub]\n[storage]\nengine = \"postgres\"\nurl = \"postgres://m@db/m\"\npool_size = 0\n",
+    ));
+    assert_eq!(p.line, 5);
+    // PostgreSQL keys with the SQLite engine.
+    let p = only(problems("[hub]\n[storage]\npassword_file = \"/etc/p\"\n"));
+    assert_eq!(p.line, 3);
+    assert!(p.message.contains("postgres"), "{}", p.message);
+    let p = only(problems("[hub]\n[storage]\nengine = \"oracle\"\n"));
+    assert_eq!(p.line, 3);
+    let p = only(problems("[hub]\nsync_log_days = 0\n"));
+    assert_eq!(p.line, 2);
+}
+
+#[test]
+fn hub_postgres_example_is_valid() {
+    let cfg = parse_hub(
+        include_str!("../../docs/examples/hub-postgres.toml"),
+        "hub-postgres.toml",
+    )
+    .unwrap();
+    assert_eq!(cfg.storage.engine, crate::StorageEngine::Postgres);
+}
+
+#[test]
 fn hub_paths_default_under_data_dir() {
     let hub = parse_hub(
         "[hub]\ndata_dir = \"/srv/hub\"\nca_cert = \"/etc/ca.pem\"\n",
@@ -608,6 +665,12 @@ fn config_md_lists_every_key() {
     hub.hub.crl = Some("/etc/crl.pem".into());
     let mut hub_keys = Vec::new();
     schema_keys(&toml::Table::try_from(&hub).unwrap(), "", &mut hub_keys);
+    let pg = parse_hub(
+        include_str!("../../docs/examples/hub-postgres.toml"),
+        "hub-postgres.toml",
+    )
+    .unwrap();
+    schema_keys(&toml::Table::try_from(&pg).unwrap(), "", &mut hub_keys);
     assert!(keys.len() > 90, "{}", keys.len());
 
     let missing: Vec<String> = keys

@@ -292,6 +292,165 @@ string_newtype!(
     check_https_url
 );
 
+/// A libpq URL to the hub's PostgreSQL database, without a password
+/// (`postgres://markaz@127.0.0.1:5432/markaz`): user, host, port (default 5432) and
+/// database, kept as parsed. The password lives in its own file (`password_file`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PgUrl {
+    text: String,
+    user: String,
+    host: String,
+    port: u16,
+    dbname: String,
+}
+
+impl PgUrl {
+    /// The URL as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+    /// The role to log in as.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+    /// Host name, IP address, or (starting with `/`) a Unix socket directory.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+    /// The database.
+    pub fn dbname(&self) -> &str {
+        &self.dbname
+    }
+    /// The same server and role, another database (tests make one per test).
+    pub fn with_dbname(&self, dbname: &str) -> PgUrl {
+        let mut u = self.clone();
+        u.dbname = dbname.to_owned();
+        u.text = format!(
+            "postgres://{}@{}:{}/{dbname}",
+            u.user,
+            host_in_url(&u.host),
+            u.port
+        );
+        u
+    }
+}
+
+fn host_in_url(host: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    }
+}
+
+fn is_pg_name(s: &str) -> bool {
+    (1..=63).contains(&s.len())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+}
+
+impl TryFrom<String> for PgUrl {
+    type Error = ValueError;
+    fn try_from(text: String) -> Result<Self, ValueError> {
+        let shape = "use `postgres://USER@HOST:PORT/DATABASE`, like \
+                     `postgres://markaz@127.0.0.1:5432/markaz`";
+        let Some(rest) = text
+            .strip_prefix("postgres://")
+            .or_else(|| text.strip_prefix("postgresql://"))
+        else {
+            return err(format!("invalid database URL `{text}`: {shape}"));
+        };
+        if rest.contains('?') || rest.contains('#') {
+            return err(format!(
+                "invalid database URL `{text}`: no `?` parameters; {shape}"
+            ));
+        }
+        let Some((userinfo, hostpath)) = rest.split_once('@') else {
+            return err(format!("invalid database URL `{text}`: no user; {shape}"));
+        };
+        if userinfo.contains(':') {
+            return err(format!(
+                "the database URL must not carry a password: put it in \
+                 `storage.password_file` and write `postgres://{}@…`",
+                userinfo.split(':').next().unwrap_or_default()
+            ));
+        }
+        let Some((hostport, dbname)) = hostpath.split_once('/') else {
+            return err(format!(
+                "invalid database URL `{text}`: no database; {shape}"
+            ));
+        };
+        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+            match v6.split_once(']') {
+                Some((h, "")) => (h, None),
+                Some((h, p)) => match p.strip_prefix(':') {
+                    Some(p) => (h, Some(p)),
+                    None => return err(format!("invalid database URL `{text}`: {shape}")),
+                },
+                None => return err(format!("invalid database URL `{text}`: {shape}")),
+            }
+        } else {
+            match hostport.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (hostport, None),
+            }
+        };
+        let port = match port {
+            None => 5432,
+            Some(p) => match p.parse::<u16>() {
+                Ok(p) if p > 0 => p,
+                _ => return err(format!("invalid port `{p}` in the database URL `{text}`")),
+            },
+        };
+        let host_ok = !host.is_empty()
+            && (host.contains(':') && host.parse::<std::net::Ipv6Addr>().is_ok()
+                || host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-'));
+        if !host_ok {
+            return err(format!(
+                "invalid host `{host}` in the database URL `{text}`"
+            ));
+        }
+        if !is_pg_name(userinfo) || !is_pg_name(dbname) {
+            return err(format!(
+                "invalid database URL `{text}`: the user and the database are 1 to 63 \
+                 letters, digits, `_`, `-` or `.`"
+            ));
+        }
+        Ok(PgUrl {
+            user: userinfo.to_owned(),
+            host: host.to_owned(),
+            port,
+            dbname: dbname.to_owned(),
+            text,
+        })
+    }
+}
+
+impl FromStr for PgUrl {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, ValueError> {
+        Self::try_from(s.to_owned())
+    }
+}
+
+impl From<PgUrl> for String {
+    fn from(u: PgUrl) -> String {
+        u.text
+    }
+}
+
+impl fmt::Display for PgUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
 /// One letter of a queue group's ticket series (`A` gives tickets A001, A002, …).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -580,6 +739,38 @@ mod tests {
         assert!(HttpsUrl::from_str("https://").is_err());
     }
 
+    #[test]
+    fn pg_urls_are_parsed_once_and_never_carry_a_password() {
+        let u = PgUrl::from_str("postgres://markaz@127.0.0.1:5433/markaz_hub").unwrap();
+        assert_eq!(
+            (u.user(), u.host(), u.port(), u.dbname()),
+            ("markaz", "127.0.0.1", 5433, "markaz_hub")
+        );
+        let d = PgUrl::from_str("postgresql://markaz@db.example.org/markaz").unwrap();
+        assert_eq!(d.port(), 5432);
+        let v6 = PgUrl::from_str("postgres://markaz@[::1]:5432/markaz").unwrap();
+        assert_eq!(v6.host(), "::1");
+        assert_eq!(
+            u.with_dbname("t1").as_str(),
+            "postgres://markaz@127.0.0.1:5433/t1"
+        );
+        let e = PgUrl::from_str("postgres://markaz:secret@127.0.0.1/markaz").unwrap_err();
+        assert!(e.0.contains("password_file"), "{e}");
+        assert!(!e.0.contains("secret"), "the password is not echoed: {e}");
+        for bad in [
+            "mysql://markaz@h/db",
+            "postgres://127.0.0.1/markaz",
+            "postgres://markaz@127.0.0.1",
+            "postgres://markaz@127.0.0.1:0/markaz",
+            "postgres://markaz@127.0.0.1:99999/markaz",
+            "postgres://markaz@127.0.0.1/markaz?sslmode=require",
+            "postgres://markaz@/markaz",
+            "postgres://mar kaz@h/markaz",
+        ] {
+            assert!(PgUrl::from_str(bad).is_err(), "{bad}");
+        }
+    }
+
     proptest! {
         #[test]
         fn time_window_round_trips(a in 0u16..1440, b in 0u16..1440) {
@@ -597,6 +788,7 @@ mod tests {
             let _ = HhMmRange::from_str(&s);
             let _ = HostPort::from_str(&s);
             let _ = HttpsUrl::from_str(&s);
+            let _ = PgUrl::from_str(&s);
             let _ = LogFilter::from_str(&s);
             let _ = PhoneNumber::from_str(&s);
             let _ = GroupLetter::try_from(s.clone());
