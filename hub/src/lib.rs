@@ -1,8 +1,8 @@
 //! The governorate hub: the sync endpoint for the centers (mutual TLS, `POST /sync/v1`),
 //! relay between them, the sync logs, the operator pages and API, and the PKI.
 //!
-//! Layout: [`storage`] (one writer thread owning the SQLite database and the document
-//! store), [`endpoint`] (the sync endpoint and its per-request sync log), [`sessions`]
+//! Layout: [`storage`] (the store behind one interface: one writer thread owning the
+//! SQLite database, or a pool of workers on PostgreSQL), [`endpoint`] (the sync endpoint and its per-request sync log), [`sessions`]
 //! (one row per sync session), [`oversight`] (what the pages show), [`portal`] (portal
 //! intake and staff administration), [`catalog`] (the catalog and dated fees, written to
 //! the catalog document every center receives), [`energy`] (energy and queue statistics
@@ -31,10 +31,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use markaz_config::HubConfig;
+use markaz_config::{HubConfig, StorageEngine};
 use tokio_util::sync::CancellationToken;
 
-use crate::storage::{HubDb, HubWriter};
+use crate::storage::{HubDb, HubWriter, PgSettings};
 use crate::tls::{ServeOptions, ServerTls, ServerTlsFiles};
 
 /// File in `data_dir` holding the operator API bearer token.
@@ -90,6 +90,29 @@ pub fn tls_files(cfg: &HubConfig) -> ServerTlsFiles {
     }
 }
 
+/// Open the hub's store as `[storage]` says and start its workers: one writer over the
+/// SQLite file, or `pool_size` workers each owning a PostgreSQL connection.
+pub async fn open_store(cfg: &HubConfig) -> anyhow::Result<HubWriter> {
+    match cfg.storage.engine {
+        StorageEngine::Sqlite => {
+            let dd = cfg.hub.data_dir.clone();
+            let db = tokio::task::spawn_blocking(move || HubDb::open(&dd))
+                .await?
+                .context("while opening the hub database")?;
+            HubWriter::spawn(db).context("while starting the hub writer")
+        }
+        StorageEngine::Postgres => {
+            let settings = PgSettings::from_config(&cfg.storage)?;
+            let url = settings.url.as_str().to_string();
+            let pool = tokio::task::spawn_blocking(move || storage::pg::open_pool(&settings))
+                .await?
+                .with_context(|| format!("while opening the hub database {url}"))?;
+            tracing::info!(%url, workers = pool.len(), "hub store on PostgreSQL");
+            HubWriter::spawn_pool(pool).context("while starting the hub workers")
+        }
+    }
+}
+
 /// Runs the hub until `shutdown` is cancelled: the sync endpoint on `hub.listen` (mutual
 /// TLS) and the operator pages on `hub.web_listen`.
 pub async fn run(cfg: HubConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -97,11 +120,7 @@ pub async fn run(cfg: HubConfig, shutdown: CancellationToken) -> anyhow::Result<
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("while creating hub data dir {}", data_dir.display()))?;
     let token = operator_token(&data_dir)?;
-    let dd = data_dir.clone();
-    let db = tokio::task::spawn_blocking(move || HubDb::open(&dd))
-        .await?
-        .context("while opening the hub database")?;
-    let writer = HubWriter::spawn(db).context("while starting the hub writer")?;
+    let writer = open_store(&cfg).await?;
     let files = tls_files(&cfg);
     let tls = ServerTls::load(files.clone())
         .with_context(|| format!("while loading the hub TLS material {files:?}"))?;

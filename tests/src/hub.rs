@@ -97,6 +97,8 @@ pub struct HubProcess {
     /// what a center sees when the hub is unreachable.
     child: Option<Child>,
     config_path: PathBuf,
+    /// Appended to the generated config (kept for [`HubProcess::sibling`]).
+    extra_toml: String,
     http: reqwest::Client,
 }
 
@@ -112,6 +114,12 @@ impl HubProcess {
     /// Like [`HubProcess::start`] without starting the process (the hub is down until
     /// [`HubProcess::spawn`]).
     pub fn prepare(centers: &[&str]) -> Result<Self> {
+        Self::prepare_with(centers, "")
+    }
+
+    /// Like [`HubProcess::prepare`], with `extra_toml` appended to the hub's config (its
+    /// `[storage]`, say).
+    pub fn prepare_with(centers: &[&str], extra_toml: &str) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let pki = dir.path().join("pki");
         let p = pki.to_str().context("pki path")?;
@@ -120,6 +128,17 @@ impl HubProcess {
         for c in centers {
             markaz_cli(&["pki", "center", p, c])?;
         }
+        Self::configure(dir, pki, extra_toml)
+    }
+
+    /// Another hub process with the same PKI (CA, hub certificate, CRL) and the same
+    /// `extra_toml` (on PostgreSQL: the same database), its own data directory and sync
+    /// port; not started. The PKI stays in this hub's directory.
+    pub fn sibling(&self) -> Result<Self> {
+        Self::configure(tempfile::tempdir()?, self.pki.clone(), &self.extra_toml)
+    }
+
+    fn configure(dir: tempfile::TempDir, pki: PathBuf, extra_toml: &str) -> Result<Self> {
         let sync_port = free_port()?;
         let data = dir.path().join("data");
         let config_path = dir.path().join("hub.toml");
@@ -137,6 +156,7 @@ crl = "{pki}/crl.pem"
 
 [logging]
 level = "info"
+{extra_toml}
 "#,
                 data = data.display(),
                 pki = pki.display(),
@@ -149,6 +169,7 @@ level = "info"
             pki,
             child: None,
             config_path,
+            extra_toml: extra_toml.to_string(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()?,

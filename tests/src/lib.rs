@@ -11,9 +11,11 @@
 //!
 //! [`hub`] runs the hub process and reads its documents; [`chaos`] is a fault-injecting
 //! TCP proxy for the link between centers and hub.
+//! [`pg`] is a throwaway PostgreSQL cluster (the hub on PostgreSQL).
 
 pub mod chaos;
 pub mod hub;
+pub mod pg;
 
 pub use hub::{AlwaysUp, CaseSummary, DocsDb, HubProcess};
 

@@ -1,6 +1,6 @@
 //! The hub's storage, behind one interface and two engines: SQLite
 //! (`<data_dir>/markaz-hub.db`, WAL, `synchronous=FULL`, [`sqlite::HubDb`]), the embedded
-//! default, and PostgreSQL (several hub processes on one database).
+//! default, and PostgreSQL (several hub processes on one database, [`pg::PgHub`]).
 //!
 //! Jobs see the store through [`HubEngine`], which hands out no type of either engine. It
 //! is made of one trait per concern, so a new concern (operators, audit, …) adds its own
@@ -37,10 +37,12 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::sessions::SyncSession;
 
+pub mod pg;
 pub mod sqlite;
 #[cfg(test)]
 mod tests;
 
+pub use pg::{PgHub, PgSettings};
 pub use sqlite::{DB_FILE, HubDb};
 
 /// Errors of the hub storage.

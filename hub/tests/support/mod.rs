@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
-use markaz_config::HubConfig;
+use markaz_config::{HubConfig, HubStorage, StorageEngine};
 use markaz_hub::pki::{Ca, Validity};
 use markaz_node::uplink::{
     ClientOptions, ClientTlsFiles, HubClient, HubTarget, TcpConnector, client_config,
@@ -35,13 +35,50 @@ pub struct Hub {
     pub sync_port: u16,
     pub web: String,
     pub shutdown: CancellationToken,
+    pub storage: HubStorage,
 }
 
 impl Hub {
+    /// A hub on SQLite (the default store).
     pub async fn start() -> anyhow::Result<Hub> {
+        Self::start_with(HubStorage::default()).await
+    }
+
+    /// A hub on a fresh PostgreSQL database of the test cluster; `None` (printed) when
+    /// PostgreSQL is not available and CI is not set.
+    pub async fn start_pg(test: &str) -> anyhow::Result<Option<Hub>> {
+        let Some(cluster) = markaz_e2e::pg::cluster_or_skip(test) else {
+            return Ok(None);
+        };
+        let url = cluster.fresh_db()?;
+        let storage = HubStorage {
+            engine: StorageEngine::Postgres,
+            url: Some(url.try_into()?),
+            password_file: None,
+            pool_size: 3,
+        };
+        Ok(Some(Self::start_with(storage).await?))
+    }
+
+    pub async fn start_with(storage: HubStorage) -> anyhow::Result<Hub> {
         let dir = tempfile::tempdir()?;
         let pki = dir.path().join("pki");
-        let ca = Ca::create(&pki, "test CA", Validity::days(30)?)?;
+        Ca::create(&pki, "test CA", Validity::days(30)?)?;
+        Self::run_on(dir, pki, storage).await
+    }
+
+    /// Another hub process on the same store and the same CA (a hub of a pair behind
+    /// the centers' address list).
+    pub async fn sibling(&self) -> anyhow::Result<Hub> {
+        Self::run_on(tempfile::tempdir()?, self.pki.clone(), self.storage.clone()).await
+    }
+
+    async fn run_on(
+        dir: tempfile::TempDir,
+        pki: PathBuf,
+        storage: HubStorage,
+    ) -> anyhow::Result<Hub> {
+        let ca = Ca::load(&pki)?;
         let hub = ca.issue_hub(&["127.0.0.1".into()], Validity::days(30)?)?;
         let data = dir.path().join("hub");
         let mut cfg = HubConfig::default();
@@ -52,14 +89,19 @@ impl Hub {
         cfg.hub.server_cert = Some(hub.cert_path);
         cfg.hub.server_key = Some(hub.key_path);
         cfg.hub.crl = Some(ca.crl_path());
+        cfg.storage = storage.clone();
         let shutdown = CancellationToken::new();
-        tokio::spawn(markaz_hub::run(cfg, shutdown.clone()));
+        let run = tokio::spawn(markaz_hub::run(cfg, shutdown.clone()));
         let addr_file = data.join(markaz_hub::SYNC_ADDR_FILE);
-        for _ in 0..200 {
-            if data.join(markaz_hub::WEB_ADDR_FILE).exists() {
+        for _ in 0..400 {
+            if data.join(markaz_hub::WEB_ADDR_FILE).exists() || run.is_finished() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        if run.is_finished() {
+            run.await??;
+            anyhow::bail!("the hub stopped at once");
         }
         let sync: std::net::SocketAddr = std::fs::read_to_string(&addr_file)?.parse()?;
         let web = std::fs::read_to_string(data.join(markaz_hub::WEB_ADDR_FILE))?;
@@ -70,6 +112,7 @@ impl Hub {
             sync_port: sync.port(),
             web,
             shutdown,
+            storage,
         })
     }
 
@@ -133,6 +176,16 @@ impl Center {
             docs: DocStore::new(actor, 16),
             client: HubClient::new(config, connector, target, ClientOptions::default()),
         })
+    }
+
+    /// Sync with `hub` from now on (another process of the same hub: same CA).
+    pub fn switch_to(&mut self, hub: &Hub) -> anyhow::Result<()> {
+        let bundle = hub.bundle(self.id.as_str())?;
+        let config = client_config(&ClientTlsFiles::in_bundle(&bundle))?;
+        let connector = Arc::new(TcpConnector::new("primary", Duration::from_secs(5)));
+        let target = HubTarget::new("127.0.0.1", hub.sync_port)?;
+        self.client = HubClient::new(config, connector, target, ClientOptions::default());
+        Ok(())
     }
 
     /// One sync session without the session header (as an older node would run it).
