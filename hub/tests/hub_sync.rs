@@ -6,8 +6,8 @@
 mod support;
 
 use anyhow::Context;
-use markaz_sync::docs::{self, DocId};
 use markaz_hub::storage::Transactional;
+use markaz_sync::docs::{self, DocId};
 use support::{Center, Hub};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
