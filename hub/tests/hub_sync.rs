@@ -1,7 +1,10 @@
 //! The hub as it runs (`markaz_hub::run`) with real mutual TLS on loopback: a center
 //! pushes and pulls through `ClientSession` + the node's `HubClient`, the sync log
 //! records it, another center never receives the first one's case, a portal case routed
-//! to midan reaches midan, and the pages render Arabic first.
+//! to midan reaches midan, and the pages render Arabic first. Each scenario runs on
+//! SQLite and on PostgreSQL (`hub_on_postgres_…`, a fresh database of the throwaway test
+//! cluster; skipped with a printed reason without PostgreSQL unless CI is set), and two
+//! hubs on one PostgreSQL database serve the same centers.
 
 mod support;
 
