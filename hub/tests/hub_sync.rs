@@ -1,13 +1,16 @@
 //! The hub as it runs (`markaz_hub::run`) with real mutual TLS on loopback: a center
 //! pushes and pulls through `ClientSession` + the node's `HubClient`, the sync log
 //! records it, another center never receives the first one's case, a portal case routed
-//! to midan reaches midan, and the pages render Arabic first.
+//! to midan reaches midan, and the pages render Arabic first. Each scenario runs on
+//! SQLite and on PostgreSQL (`hub_on_postgres_…`, a fresh database of the throwaway test
+//! cluster; skipped with a printed reason without PostgreSQL unless CI is set), and two
+//! hubs on one PostgreSQL database serve the same centers.
 
 mod support;
 
 use anyhow::Context;
-use markaz_sync::docs::{self, DocId};
 use markaz_hub::storage::Transactional;
+use markaz_sync::docs::{self, DocId};
 use support::{Center, Hub};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -347,7 +350,7 @@ async fn two_hubs_on_one_postgres_serve_the_same_centers() -> anyhow::Result<()>
             stmt.query_map([], |r| r.get(0))?
                 .collect::<Result<_, _>>()?
         };
-        assert!(ids.len() > 5, "{ids:?}");
+        assert!(ids.len() > 3, "{ids:?}");
         for id in ids {
             let id: DocId = id.parse()?;
             let heads = center.docs.heads(&center.conn, &id)?;

@@ -62,7 +62,10 @@ async fn register(api: &Api, nid: &str, phone: &str) -> Result<()> {
 
 /// doc id → heads (hex) of every document in the hub's PostgreSQL database.
 fn hub_heads(cluster: &markaz_e2e::pg::PgCluster, db: &str) -> Result<BTreeMap<String, String>> {
-    let out = cluster.psql(db, "SELECT doc_id || ' ' || encode(heads, 'hex') FROM doc_meta")?;
+    let out = cluster.psql(
+        db,
+        "SELECT doc_id || ' ' || encode(heads, 'hex') FROM doc_meta",
+    )?;
     Ok(out
         .lines()
         .filter_map(|l| l.split_once(' '))

@@ -141,7 +141,9 @@ impl MemCenter {
             markaz_sync::protocol::Limits::default(),
         );
         let mut n = 0;
-        while let Some(req) = s.next_request(&self.conn, &mut self.docs, now()).expect("request")
+        while let Some(req) = s
+            .next_request(&self.conn, &mut self.docs, now())
+            .expect("request")
         {
             n += 1;
             assert!(n < 100, "the session does not end");

@@ -126,12 +126,19 @@ impl SyncLog for PgHub {
             tx.execute(
                 "INSERT INTO center_status(center, last_sync_ms, last_ok_ms, uplink, cursor,
                     skew_ms)
-                 VALUES ($1, $2, $3, $4, coalesce($5, 0), $6)
+                 VALUES ($1, $2, $3, $4, coalesce($5::bigint, 0), $6)
                  ON CONFLICT(center) DO UPDATE SET last_sync_ms=EXCLUDED.last_sync_ms,
                    last_ok_ms=coalesce($3, center_status.last_ok_ms), uplink=EXCLUDED.uplink,
                    cursor=coalesce($5, center_status.cursor),
                    skew_ms=coalesce($6, center_status.skew_ms)",
-                &[&e.center, &e.ended_ms, &ok, &e.uplink, &e.cursor, &e.skew_ms],
+                &[
+                    &e.center,
+                    &e.ended_ms,
+                    &ok,
+                    &e.uplink,
+                    &e.cursor,
+                    &e.skew_ms,
+                ],
             )?;
             Ok(())
         })

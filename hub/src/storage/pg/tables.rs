@@ -198,10 +198,7 @@ impl DocRows for PgTx<'_> {
 
     fn change_doc(&self, hash: &ChangeHash) -> SResult<Option<String>> {
         Ok(self
-            .query_opt(
-                "SELECT doc_id FROM changes WHERE hash=$1",
-                &[&&hash.0[..]],
-            )
+            .query_opt("SELECT doc_id FROM changes WHERE hash=$1", &[&&hash.0[..]])
             .map_err(db)?
             .map(|r| r.get(0)))
     }

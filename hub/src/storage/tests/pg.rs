@@ -150,7 +150,10 @@ fn a_center_push_and_a_hub_edit_of_one_case_converge() {
     let mut fresh = PgHub::open(&s).expect("open");
     let keys = super::root_keys(&mut fresh, &case);
     for k in 0..15 {
-        assert!(keys.contains(&format!("center{k}")), "center{k} in {keys:?}");
+        assert!(
+            keys.contains(&format!("center{k}")),
+            "center{k} in {keys:?}"
+        );
     }
     for k in 0..hub_edits {
         assert!(keys.contains(&format!("hub{k}")), "hub{k} in {keys:?}");
@@ -273,7 +276,10 @@ fn one_session_is_one_row_whichever_process_logs_it() {
     assert_eq!(sessions.len(), 1, "{sessions:?}");
     assert_eq!(sessions[0].requests, (3 * EACH) as i64);
     assert_eq!(sessions[0].bytes_up, (3 * EACH) as i64);
-    assert_eq!(e.sync_log(Some("midan"), None, 1000).expect("log").len(), 3 * EACH);
+    assert_eq!(
+        e.sync_log(Some("midan"), None, 1000).expect("log").len(),
+        3 * EACH
+    );
 }
 
 #[test]
@@ -296,7 +302,7 @@ fn processes_starting_together_migrate_and_seed_once() {
     }
     let mut e = PgHub::open(&s).expect("open");
     let catalog_changes = e
-        .in_tx(&mut |t, _, _| (t.history(&DocId::catalog(), &"x".parse().expect("c")), true))
+        .in_tx(&mut |t, _, _| (t.history(&DocId::catalog(), &"nobody".parse().expect("c")), true))
         .expect("tx")
         .expect("history");
     assert_eq!(catalog_changes.len(), 1, "the catalog was seeded once");
@@ -312,7 +318,10 @@ fn a_schema_newer_than_the_program_is_refused_untouched() {
     let db = s.url.dbname();
     let newer = schema::schema_version() + 1;
     cluster
-        .psql(db, &format!("INSERT INTO hub_schema(version) VALUES ({newer})"))
+        .psql(
+            db,
+            &format!("INSERT INTO hub_schema(version) VALUES ({newer})"),
+        )
         .expect("bump");
     let snapshot = |c: &markaz_e2e::pg::PgCluster| {
         c.psql(
