@@ -93,7 +93,11 @@ fn check_backup(from: &Path) -> anyhow::Result<()> {
     let check: String = conn
         .query_row("PRAGMA quick_check", [], |r| r.get(0))
         .with_context(|| format!("while checking the backup {}", from.display()))?;
-    ensure!(check == "ok", "the backup {} is damaged: {check}", from.display());
+    ensure!(
+        check == "ok",
+        "the backup {} is damaged: {check}",
+        from.display()
+    );
     let epoch: Option<String> = conn
         .query_row("SELECT value FROM hub_meta WHERE key='epoch'", [], |r| {
             r.get(0)
@@ -114,14 +118,13 @@ fn set_aside(data_dir: &Path) -> anyhow::Result<Option<PathBuf>> {
         format!("{DB_FILE}-wal"),
         format!("{DB_FILE}-shm"),
     ];
-    let present: Vec<&String> = names
-        .iter()
-        .filter(|n| data_dir.join(n).exists())
-        .collect();
+    let present: Vec<&String> = names.iter().filter(|n| data_dir.join(n).exists()).collect();
     if present.is_empty() {
         return Ok(None);
     }
-    let stamp = jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ").to_string();
+    let stamp = jiff::Timestamp::now()
+        .strftime("%Y%m%dT%H%M%SZ")
+        .to_string();
     let dir = data_dir.join(format!("before-restore-{stamp}"));
     std::fs::create_dir_all(&dir).with_context(|| format!("while creating {}", dir.display()))?;
     for n in present {

@@ -87,7 +87,10 @@ async fn hub_staff(hub: &HubProcess, center: &str, username: &str) -> Result<()>
     let (s, b) = hub
         .api("PUT", &format!("/staff/{center}/{username}"), Some(staff))
         .await?;
-    ensure!((200..300).contains(&s), "staff {username} at the hub: {s} {b}");
+    ensure!(
+        (200..300).contains(&s),
+        "staff {username} at the hub: {s} {b}"
+    );
     Ok(())
 }
 
@@ -193,7 +196,11 @@ async fn after_the_restore(hub: &HubProcess, centers: &mut [Center]) -> Result<(
                 c.name()
             );
         }
-        ensure!(at_center == at_hub, "{}: {at_center:?} vs {at_hub:?}", c.name());
+        ensure!(
+            at_center == at_hub,
+            "{}: {at_center:?} vs {at_hub:?}",
+            c.name()
+        );
         let cases_at_center = c
             .node
             .docs()?
@@ -201,7 +208,11 @@ async fn after_the_restore(hub: &HubProcess, centers: &mut [Center]) -> Result<(
             .into_iter()
             .map(|(id, _)| id)
             .collect::<Vec<_>>();
-        ensure!(cases_at_center.len() == 3, "{}: {cases_at_center:?}", c.name());
+        ensure!(
+            cases_at_center.len() == 3,
+            "{}: {cases_at_center:?}",
+            c.name()
+        );
         let row = hub.center_row(c.name()).await?.context("center row")?;
         ensure!(row["alarm"].is_null(), "{}: {row}", c.name());
         ensure!(row["backlog"] == 0, "{}: {row}", c.name());

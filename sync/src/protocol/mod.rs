@@ -25,8 +25,8 @@ mod tests;
 pub use client::{ClientError, ClientSession, Limits, SessionReport};
 pub use message::{MessageError, PROTOCOL_VERSION, PushForm, Refusal, Request, Response};
 pub use relay::{FeedEntry, FeedRow, HubTables, Relay, SNAPSHOT_MIN_CHANGES};
-pub use server::{HubStore, RequestLog, SyncAnswer, handle_decoded, handle_request};
 pub use restore::{RestoreSign, Restored, after_restore, new_epoch};
+pub use server::{HubStore, RequestLog, SyncAnswer, handle_decoded, handle_request};
 pub use sqlite_hub::{SqliteHub, migrate_hub};
 
 use crate::docs::{DocId, DocKind, Owner};

@@ -44,7 +44,10 @@ impl fmt::Display for RestoreSign {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RestoreSign::UnknownEpoch { seen } => {
-                write!(f, "the center has seen hub epoch {seen}, unknown to this database")
+                write!(
+                    f,
+                    "the center has seen hub epoch {seen}, unknown to this database"
+                )
             }
             RestoreSign::UnknownCursor { cursor } => write!(
                 f,

@@ -76,13 +76,18 @@ impl HubTables for Connection {
     }
 
     fn remember_epoch(&self, epoch: &str) -> Result<(), HubError> {
-        self.execute("INSERT OR IGNORE INTO hub_epochs(epoch) VALUES (?1)", [epoch])?;
+        self.execute(
+            "INSERT OR IGNORE INTO hub_epochs(epoch) VALUES (?1)",
+            [epoch],
+        )?;
         Ok(())
     }
 
     fn new_actor(&self, now_ms: u64) -> Result<Vec<u8>, HubError> {
         let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
-        Ok(store::new_incarnation(self, "hub", now)?.to_bytes().to_vec())
+        Ok(store::new_incarnation(self, "hub", now)?
+            .to_bytes()
+            .to_vec())
     }
 
     fn feed_floor(&self) -> Result<u64, HubError> {
@@ -188,7 +193,12 @@ impl HubTables for Connection {
                      ?2, ?3)",
         )?;
         for e in entries {
-            stmt.execute(params![e.center, e.change_seq as i64, e.snapshot_doc, floor])?;
+            stmt.execute(params![
+                e.center,
+                e.change_seq as i64,
+                e.snapshot_doc,
+                floor
+            ])?;
         }
         Ok(())
     }

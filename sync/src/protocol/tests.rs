@@ -734,7 +734,11 @@ fn hub_put_back_without_the_command_is_detected_and_delivers_every_change() {
     // midan is idle: its Hello names its cursor, which this database never handed out.
     let ra = a.sync(&mut hub);
     assert!(ra.repaired, "{ra:?}");
-    assert_ne!(epoch_of(&hub), epoch, "the hub ran the after-restore step by itself");
+    assert_ne!(
+        epoch_of(&hub),
+        epoch,
+        "the hub ran the after-restore step by itself"
+    );
     assert_eq!(a.heads(&new_a), hub.heads(&new_a));
     // What the hub lost comes back from the center: its own staff edit and the case.
     assert_eq!(hub.heads(&lost_a), a.heads(&lost_a));
