@@ -28,10 +28,13 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Run the governorate hub.
+    /// Run the governorate hub (or, with a subcommand, act on its database).
+    #[command(args_conflicts_with_subcommands = true)]
     Hub {
         #[arg(long, short)]
-        config: PathBuf,
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: Option<HubCommand>,
     },
     /// Run a hub and one center on loopback with working defaults, and print the URLs.
     Demo {
@@ -59,6 +62,20 @@ enum Command {
     Pki {
         #[command(subcommand)]
         command: PkiCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum HubCommand {
+    /// Put a backup in place of the hub's database (the hub stopped) and run the
+    /// after-restore step: new epoch, new actor, feeds moved on; every center repairs.
+    Restore {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The backup of markaz-hub.db (sqlite engine). With postgres, restore the
+        /// database with PostgreSQL's tools first and leave this out.
+        #[arg(long)]
+        from: Option<PathBuf>,
     },
 }
 
@@ -217,6 +234,13 @@ fn main() -> ExitCode {
     if let Command::CheckConfig { file } = &cli.command {
         return check_config(file);
     }
+    if let Command::Hub {
+        command: Some(HubCommand::Restore { config, from }),
+        ..
+    } = &cli.command
+    {
+        return hub_restore(config, from.as_deref());
+    }
     if let Command::Pki { command } = &cli.command {
         return match pki(command) {
             Ok(()) => ExitCode::SUCCESS,
@@ -237,6 +261,28 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("markaz: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn hub_restore(config: &std::path::Path, from: Option<&std::path::Path>) -> ExitCode {
+    let done = markaz_config::load_hub(config)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .and_then(|cfg| markaz_hub::restore::restore(&cfg, from));
+    match done {
+        Ok(r) => {
+            if let Some(dir) = &r.set_aside {
+                println!("the replaced database files are in {}", dir.display());
+            }
+            println!(
+                "restored: new epoch {}, feeds continue after {}; start the hub — every center repairs at its next sync",
+                r.epoch, r.feed_floor
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("markaz hub restore: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -296,7 +342,17 @@ async fn run(command: Command) -> anyhow::Result<()> {
             init_logging(cfg.logging.format, cfg.logging.level.as_str());
             markaz_node::center::run(cfg, shutdown_on_signal()).await
         }
-        Command::Hub { config } => {
+        Command::Hub {
+            config: None,
+            command: None,
+        } => anyhow::bail!("markaz hub needs --config <hub.toml> (or a subcommand: restore)"),
+        Command::Hub {
+            command: Some(_), ..
+        } => unreachable!("handled before the runtime starts"),
+        Command::Hub {
+            config: Some(config),
+            command: None,
+        } => {
             let cfg = markaz_config::load_hub(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
             init_logging(cfg.logging.format, cfg.logging.level.as_str());
             markaz_hub::run(cfg, shutdown_on_signal()).await

@@ -7,7 +7,7 @@
 //! intake and staff administration), [`catalog`] (the catalog and dated fees, written to
 //! the catalog document every center receives), [`energy`] (energy and queue statistics
 //! per center, solar vs non-solar), [`web`] (pages and JSON API), [`tls`] and [`pki`]
-//! (certificates), [`demo`] (a ready-made demo PKI).
+//! (certificates), [`demo`] (a ready-made demo PKI), [`restore`] (`markaz hub restore`).
 
 pub mod catalog;
 pub mod demo;
@@ -16,6 +16,7 @@ pub mod energy;
 pub mod oversight;
 pub mod pki;
 pub mod portal;
+pub mod restore;
 pub mod sessions;
 pub mod storage;
 pub mod tls;

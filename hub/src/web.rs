@@ -565,7 +565,18 @@ async fn page_centers(
                     .as_deref()
                     .map_or("—".into(), |r| result_cell(l, r, None)),
                 ltr(&c.sessions.to_string()),
-                ltr(&c.backlog.to_string()),
+                match &c.alarm {
+                    None => ltr(&c.backlog.to_string()),
+                    Some(a) => format!(
+                        "{} <strong class=\"alarm\" data-alarm=\"{}\">⚠ {}</strong>",
+                        ltr(&c.backlog.to_string()),
+                        a.level(),
+                        esc(&match l {
+                            Lang::Ar => a.message_ar(),
+                            Lang::En => a.message_en(),
+                        })
+                    ),
+                },
                 minutes(c.freshness_ms),
                 c.skew_ms.map_or("—".into(), |s| ltr(&format!("{s} ms"))),
             ]

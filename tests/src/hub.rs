@@ -340,6 +340,51 @@ level = "info"
     pub fn db(&self) -> Result<DocsDb> {
         DocsDb::open(&self.data_dir().join(HUB_DB_FILE))
     }
+
+    /// An online backup of the hub's database into `to` (`VACUUM INTO`, as an operator
+    /// would take it while the hub runs).
+    pub fn backup_to(&self, to: &Path) -> Result<()> {
+        let db = self.db()?;
+        db.conn
+            .execute("VACUUM INTO ?1", [to.to_str().context("backup path")?])
+            .context("while backing up the hub database")?;
+        Ok(())
+    }
+
+    /// `markaz hub restore --config <hub.toml> --from <backup>` (the hub stopped).
+    pub fn restore_from(&self, backup: &Path) -> Result<String> {
+        markaz_cli(&[
+            "hub",
+            "restore",
+            "--config",
+            self.config_path.to_str().context("config path")?,
+            "--from",
+            backup.to_str().context("backup path")?,
+        ])
+    }
+
+    /// Puts a backup in place of the hub's database by hand, without `markaz hub
+    /// restore` (the hub stopped): what the hub must notice by itself.
+    pub fn put_back(&self, backup: &Path) -> Result<()> {
+        let db = self.data_dir().join(HUB_DB_FILE);
+        for suffix in ["-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+        }
+        std::fs::copy(backup, &db).context("while copying the backup into place")?;
+        Ok(())
+    }
+
+    /// doc id of every document the hub routes to `center`.
+    pub fn routed_to(&self, center: &str) -> Result<Vec<String>> {
+        let db = self.db()?;
+        let mut st = db
+            .conn
+            .prepare("SELECT doc_id FROM routes WHERE center=?1 ORDER BY doc_id")?;
+        let rows = st
+            .query_map([center], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
 }
 
 /// A read-only view of the documents in a node's or the hub's database (both keep them
