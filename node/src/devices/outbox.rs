@@ -146,7 +146,7 @@ struct Row {
 }
 
 /// The parts of a long message accepted so far: (part number, message reference).
-type Parts = Vec<(u8, u8)>;
+pub type Parts = Vec<(u8, u8)>;
 
 fn parse_parts(s: &str) -> Parts {
     s.split(',')
@@ -170,8 +170,8 @@ fn format_parts(parts: &Parts) -> String {
 pub fn merge_parts(
     before: &[(u8, u8)],
     sent: &PartsSent,
-) -> (Vec<(u8, u8)>, Result<Vec<u8>, SmsSendError>) {
-    let mut all: Vec<(u8, u8)> = before.to_vec();
+) -> (Parts, Result<Vec<u8>, SmsSendError>) {
+    let mut all: Parts = before.to_vec();
     for p in &sent.accepted {
         if !all.iter().any(|(n, _)| *n == p.0) {
             all.push(*p);
