@@ -9,6 +9,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("schema_v2.sql"),
     include_str!("schema_v3.sql"),
     include_str!("schema_v4.sql"),
+    include_str!("schema_v5_generator.sql"),
 ];
 
 /// The schema version this binary writes.
@@ -138,6 +139,29 @@ mod tests {
         let v: i64 = c
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(v, 4);
+        assert_eq!(v, MIGRATIONS.len() as i64);
+    }
+
+    /// v5: a long SMS keeps its concatenation reference and the parts sent; old rows
+    /// start with none.
+    #[test]
+    fn outbox_rows_gain_a_concatenation_reference_and_parts() {
+        let mut c = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..4] {
+            c.execute_batch(sql).unwrap();
+        }
+        c.pragma_update(None, "user_version", 4).unwrap();
+        c.execute(
+            "INSERT INTO outbox(kind, recipient, body, created_at) VALUES ('k', '+1', 'b', 'x')",
+            [],
+        )
+        .unwrap();
+        run(&mut c).unwrap();
+        let (r, parts): (Option<i64>, String) = c
+            .query_row("SELECT concat_ref, parts_sent FROM outbox", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!((r, parts.as_str()), (None, ""));
     }
 }
