@@ -367,9 +367,9 @@ pub async fn serve(
     };
     let gate = markaz_web::listen::Gate::new(limits);
     // Over a cap: closed before the TLS handshake (nothing to say in plain text).
-    let refuse = |_: &tokio::net::TcpStream| {};
+    let refuse = drop::<tokio::net::TcpStream>;
     while let Some((tcp, peer, permit)) =
-        markaz_web::listen::accept(&listener, &gate, &shutdown, refuse).await
+        markaz_web::listen::accept(&listener, &gate, &shutdown, &refuse).await
     {
         let _ = tcp.set_nodelay(true);
         let acceptor = TlsAcceptor::from(tls.current());

@@ -89,12 +89,15 @@ pub async fn open(cfg: &NodeConfig, clock: Clock) -> anyhow::Result<App> {
     let db = Db::open(&db_path, &opts)
         .with_context(|| format!("while opening {}", db_path.display()))?;
     let app = App::new(db, settings_from(cfg)?, clock);
-    if app
-        .load_catalog_doc()
-        .await
-        .context("while reading the stored catalog document")?
-    {
-        tracing::info!("services and fees from the hub's catalog document");
+    match app.load_catalog_doc().await {
+        Ok(true) => tracing::info!("services and fees from the hub's catalog document"),
+        Ok(false) => {}
+        // A damaged database refuses writes (documents load on the writer); the node
+        // still starts, with the built-in catalog, to say so.
+        Err(crate::error::AppError::Storage(crate::storage::StorageError::Refused(why))) => {
+            tracing::error!(%why, "the stored catalog document was not read");
+        }
+        Err(e) => return Err(e).context("while reading the stored catalog document"),
     }
     let bootstrap = match app.bootstrap_admin().await {
         // A damaged database refuses writes; the node still starts, to say so.

@@ -6,7 +6,8 @@
 //! else out (about 1,000 half-sent requests from one address did). A connection that
 //! sends its headers too slowly (or stays idle between keep-alive requests) is closed
 //! after `header_read_timeout`. A connection over a cap is accepted and closed at once
-//! (with a JSON 503 on plain HTTP), so the queue of pending connections keeps moving. The
+//! (on plain HTTP after a JSON 503, while few are being refused), so the queue of
+//! pending connections keeps moving. The
 //! total cap is lowered to fit the process's open-file limit, which is first raised to
 //! its hard limit.
 
@@ -202,14 +203,20 @@ const REFUSED_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
 Content-Type: application/json\r\nConnection: close\r\nRetry-After: 5\r\nContent-Length: 99\r\n\r\n\
 {\"error\":{\"code\":\"too_many_connections\",\"message\":\"too many open connections; try again shortly\"}}\n";
 
-/// Accepts the next connection admitted by `gate`. Refused ones get `refuse` (which must
-/// not wait) and are closed; accept errors (EMFILE…) back off instead of spinning.
-/// `None` once `shutdown` is cancelled.
+/// Refused connections answered at the same time at most; more are closed at once.
+const ANSWERING_REFUSED: usize = 64;
+
+/// Time a refused connection gets to read its 503.
+const REFUSED_LINGER: Duration = Duration::from_secs(2);
+
+/// Accepts the next connection admitted by `gate`. Refused ones are handed to `refuse`
+/// (which must not wait: dropping the stream closes it); accept errors (EMFILE…) back off
+/// instead of spinning. `None` once `shutdown` is cancelled.
 pub async fn accept(
     listener: &TcpListener,
     gate: &Gate,
     shutdown: &CancellationToken,
-    refuse: impl Fn(&TcpStream),
+    refuse: &impl Fn(TcpStream),
 ) -> Option<(TcpStream, SocketAddr, Permit)> {
     loop {
         let accepted = tokio::select! {
@@ -226,7 +233,7 @@ pub async fn accept(
         };
         match gate.admit(peer.ip()) {
             Ok(permit) => return Some((tcp, peer, permit)),
-            Err(_) => refuse(&tcp),
+            Err(_) => refuse(tcp),
         }
     }
 }
@@ -246,11 +253,19 @@ pub async fn serve(
     };
     let gate = Gate::new(limits);
     let tracker = TaskTracker::new();
-    let refuse = |tcp: &TcpStream| {
-        // Never waits: what does not fit in the socket buffer is not sent.
-        let _ = tcp.try_write(REFUSED_RESPONSE);
+    // A refused connection is told why (503, JSON) and read until the client closes, so
+    // the kernel does not reset it before the client reads the answer — by a bounded
+    // number of tasks: under an attack the rest are closed at once.
+    let answering = Arc::new(tokio::sync::Semaphore::new(ANSWERING_REFUSED));
+    let refuse = move |tcp: TcpStream| {
+        if let Ok(slot) = answering.clone().try_acquire_owned() {
+            tokio::spawn(async move {
+                answer_refused(tcp).await;
+                drop(slot);
+            });
+        }
     };
-    while let Some((tcp, peer, permit)) = accept(&listener, &gate, &shutdown, refuse).await {
+    while let Some((tcp, peer, permit)) = accept(&listener, &gate, &shutdown, &refuse).await {
         let _ = tcp.set_nodelay(true);
         let app = app.clone();
         let shutdown = shutdown.clone();
@@ -262,6 +277,18 @@ pub async fn serve(
     tracker.close();
     tracker.wait().await;
     Ok(())
+}
+
+async fn answer_refused(mut tcp: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = tokio::time::timeout(REFUSED_LINGER, async {
+        tcp.write_all(REFUSED_RESPONSE).await?;
+        tcp.shutdown().await?;
+        let mut sink = [0u8; 1024];
+        while tcp.read(&mut sink).await? > 0 {}
+        Ok::<(), std::io::Error>(())
+    })
+    .await;
 }
 
 async fn connection(

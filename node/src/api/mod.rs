@@ -132,7 +132,6 @@ async fn healthz(State(app): State<App>) -> Response {
         health = writer.health();
     }
     let log = crate::logging::process_stats();
-    let integrity = app.db.integrity.get();
     let error = match (&read, health.state) {
         (Err(e), _) => Some(format!("the database does not answer a read: {e}")),
         (Ok(_), crate::storage::WriterState::Ok) => None,

@@ -170,8 +170,9 @@ async fn meta_count(db: &Db) -> i64 {
         .unwrap()
 }
 
-/// A job that panics on the writer thread: its batch is rolled back and answered with an
-/// error, the thread goes on, and the next write commits — no restart of the process.
+/// A job that panics on the writer thread (a bug in a use case) is rolled back alone and
+/// answered with an error; the thread goes on and the next write commits — no restart of
+/// the process.
 #[tokio::test]
 async fn the_writer_survives_a_panicking_job() {
     let (_d, path) = tmp();
@@ -188,20 +189,16 @@ async fn the_writer_survives_a_panicking_job() {
         matches!(panicked, Err(StorageError::NotCommitted)),
         "{panicked:?}"
     );
-    let h = db.writer.health();
-    assert_eq!((h.state, h.restarts), (WriterState::Failing, 1), "{h:?}");
-    assert!(h.last_error.unwrap().contains("a bug in a use case"));
-
     db.writer
         .write_sql(|c| c.execute("INSERT INTO meta(key, value) VALUES ('after', 'v')", []))
         .await
-        .expect("the restarted writer commits");
+        .expect("the writer still commits");
     assert_eq!(db.writer.health().state, WriterState::Ok);
     assert_eq!(meta_count(&db).await, 1, "the panicked job's row was rolled back");
 }
 
-/// Jobs queued behind a panicking one are not lost: each is answered, and every one
-/// answered `Ok` is on disk.
+/// Jobs batched with panicking ones are not lost: each is answered, every one answered
+/// `Ok` is on disk, and only the panicking ones are not.
 #[tokio::test]
 async fn jobs_around_a_panic_are_answered_and_none_acknowledged_is_lost() {
     let (_d, path) = tmp();
@@ -232,11 +229,11 @@ async fn jobs_around_a_panic_are_answered_and_none_acknowledged_is_lost() {
             Err(e) => panic!("unexpected error {e}"),
         }
     }
-    assert!(!acknowledged.is_empty());
+    assert_eq!(acknowledged.len(), 57, "all but the 3 panicking jobs");
     let stored: Vec<String> = db
         .readers
         .read(|c| -> Result<_, StorageError> {
-            let mut st = c.prepare("SELECT key FROM meta")?;
+            let mut st = c.prepare("SELECT key FROM meta ORDER BY key")?;
             let keys = st
                 .query_map([], |r| r.get(0))?
                 .collect::<Result<Vec<String>, _>>()?;
@@ -244,10 +241,9 @@ async fn jobs_around_a_panic_are_answered_and_none_acknowledged_is_lost() {
         })
         .await
         .unwrap();
-    for k in &acknowledged {
-        assert!(stored.contains(k), "acknowledged {k} is missing");
-    }
-    assert_eq!(db.writer.health().restarts, 3);
+    acknowledged.sort();
+    assert_eq!(stored, acknowledged, "exactly the acknowledged rows are stored");
+    assert_eq!(db.writer.health().state, WriterState::Ok);
 }
 
 /// A writer told to refuse (a corrupt database) answers every write with `Refused` and

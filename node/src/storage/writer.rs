@@ -5,9 +5,12 @@
 //! - Every job is answered: with its result after the commit, with the commit's error,
 //!   or — when the batch it was in could not begin or the thread panicked — with an error
 //!   saying nothing of it was saved. No job is acknowledged and then lost.
-//! - The thread is supervised: a panic in a job or in the commit loop rolls the batch
-//!   back, reopens the connection, clears the document cache and goes on with the jobs
-//!   still queued. The thread ends only when every handle is dropped.
+//! - A job that panics (a bug) is rolled back alone, like a job that fails: its caller
+//!   gets [`StorageError::NotCommitted`], the rest of the batch commits.
+//! - The thread is supervised: a panic anywhere else in the commit loop rolls the batch
+//!   back (its callers get `NotCommitted`), reopens the connection, clears the document
+//!   cache and goes on with the jobs still queued. The thread ends only when every
+//!   handle is dropped.
 //! - [`Writer::health`] says whether writes are succeeding; [`Writer::probe`] finds out
 //!   with a one-row write (used by `/healthz` while writes are failing, so it turns
 //!   healthy again as soon as the disk has room, without waiting for a clerk's write).
@@ -165,6 +168,9 @@ impl Writer {
                     (_, Err(SavepointError::Sqlite(e))) => {
                         Err(WriteError::Storage(StorageError::Sqlite(e)))
                     }
+                    (_, Err(SavepointError::Panicked)) => {
+                        Err(WriteError::Storage(StorageError::NotCommitted))
+                    }
                     (Err(e), Ok(_)) => {
                         Err(WriteError::Storage(StorageError::Sqlite(clone_err(&e))))
                     }
@@ -251,6 +257,7 @@ impl Writer {
 enum SavepointError<E> {
     Work(E),
     Sqlite(rusqlite::Error),
+    Panicked,
 }
 
 fn in_savepoint<T, E>(
@@ -261,15 +268,26 @@ fn in_savepoint<T, E>(
     // Cached statements: every request runs these two on the writer thread.
     let exec = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([]));
     exec("SAVEPOINT request").map_err(SavepointError::Sqlite)?;
-    match work(tx) {
-        Ok(v) => {
+    // A panicking job (a bug) rolls back alone, like a failing one: the rest of the
+    // batch commits and the thread goes on.
+    match std::panic::catch_unwind(AssertUnwindSafe(|| work(&mut *tx))) {
+        Ok(Ok(v)) => {
             exec("RELEASE request").map_err(SavepointError::Sqlite)?;
             Ok(v)
         }
-        Err(e) => {
+        Ok(Err(e)) => {
             conn.execute_batch("ROLLBACK TO request; RELEASE request")
                 .map_err(SavepointError::Sqlite)?;
             Err(SavepointError::Work(e))
+        }
+        Err(panic) => {
+            // What the job did to cached documents was rolled back with its rows.
+            tx.docs.clear_cache();
+            conn.execute_batch("ROLLBACK TO request; RELEASE request")
+                .map_err(SavepointError::Sqlite)?;
+            let message = panic_message(&*panic);
+            tracing::error!(panic = %message, "a write job panicked; it was rolled back alone");
+            Err(SavepointError::Panicked)
         }
     }
 }
@@ -369,28 +387,32 @@ fn run(
             s.busy_since = Some(Instant::now());
             s.refused.clone()
         };
-        let outcome = match refused {
+        match refused {
             Some(why) => {
+                lock(shared).busy_since = None;
                 for job in batch.drain(..) {
                     job(Err(Refusal::Refused(why.clone())));
                 }
-                None
             }
-            None => Some(commit_batch(conn, docs, &mut batch)),
-        };
-        let mut s = lock(shared);
-        s.busy_since = None;
-        match outcome {
-            Some(Ok(())) => {
-                s.commits += 1;
-                s.consecutive_failures = 0;
-                s.last_error = None;
-            }
-            Some(Err(e)) => {
-                s.consecutive_failures += 1;
-                s.last_error = Some(e.to_string());
-            }
-            None => {}
+            None => commit_batch(conn, docs, &mut batch, shared),
+        }
+    }
+}
+
+/// Records a batch's outcome; called before its jobs are answered, so a caller that got
+/// its answer sees the health that goes with it.
+fn record(shared: &Mutex<Shared>, outcome: Result<(), &rusqlite::Error>) {
+    let mut s = lock(shared);
+    s.busy_since = None;
+    match outcome {
+        Ok(()) => {
+            s.commits += 1;
+            s.consecutive_failures = 0;
+            s.last_error = None;
+        }
+        Err(e) => {
+            s.consecutive_failures += 1;
+            s.last_error = Some(e.to_string());
         }
     }
 }
@@ -400,16 +422,18 @@ fn commit_batch(
     conn: &mut Connection,
     docs: &mut DocStore,
     batch: &mut Vec<Job>,
-) -> Result<(), Arc<rusqlite::Error>> {
+    shared: &Mutex<Shared>,
+) {
     let txn = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(t) => t,
         Err(e) => {
             tracing::error!(error = %e, refused = batch.len(), "cannot begin write transaction");
+            record(shared, Err(&e));
             let e = Arc::new(e);
             for job in batch.drain(..) {
                 job(Err(Refusal::Begin(e.clone())));
             }
-            return Err(e);
+            return;
         }
     };
     let completions: Vec<Completion> = {
@@ -425,8 +449,8 @@ fn commit_batch(
         docs.clear_cache();
         Arc::new(e)
     });
+    record(shared, committed.as_ref().map(|_| ()).map_err(|e| &**e));
     for done in completions {
         done(committed.clone());
     }
-    committed
 }
