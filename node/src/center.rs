@@ -165,7 +165,9 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> anyhow::Result
         limits: markaz_web::listen::Limits {
             max_connections: cfg.server.max_connections as usize,
             max_per_client: cfg.server.max_connections_per_client as usize,
-            header_read_timeout: Duration::from_secs(u64::from(cfg.server.header_read_timeout_secs)),
+            header_read_timeout: Duration::from_secs(u64::from(
+                cfg.server.header_read_timeout_secs,
+            )),
             ..markaz_web::listen::Limits::default()
         },
     };

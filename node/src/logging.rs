@@ -77,8 +77,7 @@ impl LogSink {
     }
 
     fn queue(&self, line: Vec<u8>) {
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(line)
-        {
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(line) {
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -193,7 +192,10 @@ mod tests {
         let sink = LogSink::spawn(Stuck, 8).unwrap();
         let started = Instant::now();
         log(&sink, 1000);
-        assert!(started.elapsed() < Duration::from_secs(1), "logging blocked");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "logging blocked"
+        );
         // One line is inside the stuck write, 8 are queued, the rest are dropped.
         assert!(sink.stats().dropped >= 1000 - 9, "{:?}", sink.stats());
     }

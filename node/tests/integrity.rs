@@ -16,7 +16,9 @@ async fn damaged_data_dir() -> tempfile::TempDir {
     let mut cfg = markaz_config::NodeConfig::default();
     cfg.storage.data_dir = dir.path().to_path_buf();
     cfg.auth.initial_admin_password = Some(ADMIN_PASSWORD.into());
-    let app = markaz_node::center::open(&cfg, Clock::System).await.unwrap();
+    let app = markaz_node::center::open(&cfg, Clock::System)
+        .await
+        .unwrap();
     drop(app);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let path = dir.path().join(markaz_node::center::DB_FILE);
@@ -26,12 +28,15 @@ async fn damaged_data_dir() -> tempfile::TempDir {
     for i in 0..20_000 {
         txn.execute(
             "INSERT INTO junk VALUES (?1)",
-            [format!("junk row {i:08} with some padding to fill pages ................")],
+            [format!(
+                "junk row {i:08} with some padding to fill pages ................"
+            )],
         )
         .unwrap();
     }
     txn.commit().unwrap();
-    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);").unwrap();
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+        .unwrap();
     drop(conn);
     let mut bytes = std::fs::read(&path).unwrap();
     let middle = (bytes.len() / 4096 / 2) * 4096;
@@ -53,8 +58,17 @@ async fn a_damaged_database_refuses_writes_and_says_so() {
     assert_eq!(s, 503, "{h}");
     assert_eq!(h["status"], "unhealthy");
     assert_eq!(h["integrity"]["state"], "corrupt", "{h}");
-    assert!(h["integrity"]["problems"].as_array().is_some_and(|p| !p.is_empty()));
-    assert!(h["integrity"]["what_to_do"].as_str().unwrap().contains("backup"));
+    assert!(
+        h["integrity"]["problems"]
+            .as_array()
+            .is_some_and(|p| !p.is_empty())
+    );
+    assert!(
+        h["integrity"]["what_to_do"]
+            .as_str()
+            .unwrap()
+            .contains("backup")
+    );
     assert_eq!(h["writer"]["state"], "refusing", "{h}");
 
     // Logging in writes a session: refused, with the API's JSON error.
@@ -75,7 +89,10 @@ async fn a_damaged_database_refuses_writes_and_says_so() {
         .text()
         .await
         .unwrap();
-    assert!(page.contains("id=\"storage-damaged\""), "the login page warns");
+    assert!(
+        page.contains("id=\"storage-damaged\""),
+        "the login page warns"
+    );
 
     drop(node);
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -123,11 +123,7 @@ async fn terminal(api: Api, first_nid: u64, ledger: Arc<Mutex<Ledger>>, stop: Ar
                 ledger.lock().unwrap().refused += 1;
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            Ok((s, b)) => ledger
-                .lock()
-                .unwrap()
-                .unexpected
-                .push(format!("{s} {b}")),
+            Ok((s, b)) => ledger.lock().unwrap().unexpected.push(format!("{s} {b}")),
             Err(e) => ledger.lock().unwrap().unexpected.push(format!("{e:#}")),
         }
     }

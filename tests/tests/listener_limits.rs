@@ -51,7 +51,9 @@ async fn slow_client(node: SocketAddr, attack: Arc<Attack>, stop: Arc<AtomicBool
             continue;
         };
         attack.connected.fetch_add(1, Ordering::Relaxed);
-        let _ = tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: node\r\n").await;
+        let _ = tcp
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: node\r\n")
+            .await;
         let mut buf = [0u8; 512];
         loop {
             if stop.load(Ordering::Relaxed) {
@@ -119,8 +121,7 @@ async fn one_address_with_2000_slow_connections_does_not_lock_out_a_terminal() -
     );
 
     // The node's own defaults for the listener (not the kit's loopback-friendly cap).
-    let mut node =
-        NodeProcess::start_configured("midan", &std::env::temp_dir(), "", "").await?;
+    let mut node = NodeProcess::start_configured("midan", &std::env::temp_dir(), "", "").await?;
     // The limit a service gets without LimitNOFILE, hard and soft alike.
     node.open_files_limit = Some(1024);
     node.stop().await?;

@@ -153,7 +153,9 @@ impl Gate {
         };
         if let Some(why) = refused {
             s.refused_since_log += 1;
-            if s.last_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+            if s.last_log
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
+            {
                 tracing::warn!(
                     client = %ip,
                     cap = ?why,
@@ -342,11 +344,10 @@ mod tests {
             max_per_client: 3,
             ..Limits::default()
         });
-        let a: Vec<Permit> = (0..3).map(|_| gate.admit(ip("10.0.0.1")).unwrap()).collect();
-        assert_eq!(
-            gate.admit(ip("10.0.0.1")).unwrap_err(),
-            Refused::PerClient
-        );
+        let a: Vec<Permit> = (0..3)
+            .map(|_| gate.admit(ip("10.0.0.1")).unwrap())
+            .collect();
+        assert_eq!(gate.admit(ip("10.0.0.1")).unwrap_err(), Refused::PerClient);
         // The same address written as IPv4-mapped IPv6 is the same client.
         assert_eq!(
             gate.admit(ip("::ffff:10.0.0.1")).unwrap_err(),

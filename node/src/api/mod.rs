@@ -174,9 +174,10 @@ async fn healthz(State(app): State<App>) -> Response {
 pub fn integrity_json(app: &App) -> serde_json::Value {
     use crate::storage::integrity::Integrity;
     let state = app.db.integrity.get();
-    let wal = app.db.integrity.wal_shortfall().map(|w| {
-        json!({"expected_frames": w.expected_frames, "present_frames": w.present_frames})
-    });
+    let wal =
+        app.db.integrity.wal_shortfall().map(
+            |w| json!({"expected_frames": w.expected_frames, "present_frames": w.present_frames}),
+        );
     match state {
         Integrity::Checking => json!({"state": "checking", "wal_shortfall": wal}),
         Integrity::Ok { took } => json!({

@@ -125,7 +125,10 @@ impl Db {
         let actor = match (setup, state.get()) {
             (Ok(actor), _) => actor,
             (Err(e), integrity::Integrity::Corrupt { problems }) => {
-                return Err(StorageError::Corrupt(format!("{e}; quick_check: {}", problems.join("; "))));
+                return Err(StorageError::Corrupt(format!(
+                    "{e}; quick_check: {}",
+                    problems.join("; ")
+                )));
             }
             (Err(e), _) => return Err(e),
         };
@@ -187,7 +190,10 @@ fn refuse_if_corrupt(state: &integrity::IntegrityState, writer: &Writer) {
             );
         }
         integrity::Integrity::Ok { took } => {
-            tracing::info!(took_ms = took.as_millis() as u64, "database quick_check: ok");
+            tracing::info!(
+                took_ms = took.as_millis() as u64,
+                "database quick_check: ok"
+            );
         }
         integrity::Integrity::Checking => {}
     }

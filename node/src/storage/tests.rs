@@ -194,7 +194,11 @@ async fn the_writer_survives_a_panicking_job() {
         .await
         .expect("the writer still commits");
     assert_eq!(db.writer.health().state, WriterState::Ok);
-    assert_eq!(meta_count(&db).await, 1, "the panicked job's row was rolled back");
+    assert_eq!(
+        meta_count(&db).await,
+        1,
+        "the panicked job's row was rolled back"
+    );
 }
 
 /// Jobs batched with panicking ones are not lost: each is answered, every one answered
@@ -242,7 +246,10 @@ async fn jobs_around_a_panic_are_answered_and_none_acknowledged_is_lost() {
         .await
         .unwrap();
     acknowledged.sort();
-    assert_eq!(stored, acknowledged, "exactly the acknowledged rows are stored");
+    assert_eq!(
+        stored, acknowledged,
+        "exactly the acknowledged rows are stored"
+    );
     assert_eq!(db.writer.health().state, WriterState::Ok);
 }
 
@@ -277,7 +284,9 @@ fn corrupt_db(path: &Path) {
     for i in 0..20_000 {
         txn.execute(
             "INSERT INTO junk VALUES (?1)",
-            [format!("junk row {i:08} with some padding to fill pages ................")],
+            [format!(
+                "junk row {i:08} with some padding to fill pages ................"
+            )],
         )
         .unwrap();
     }
@@ -319,7 +328,11 @@ async fn a_large_file_is_checked_in_the_background_and_then_refuses_writes() {
     let db = Db::open(&path, &opts).unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while !matches!(db.integrity.get(), integrity::Integrity::Corrupt { .. }) {
-        assert!(std::time::Instant::now() < deadline, "{:?}", db.integrity.get());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            db.integrity.get()
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     let r = db
@@ -333,5 +346,8 @@ async fn a_large_file_is_checked_in_the_background_and_then_refuses_writes() {
 async fn a_sound_file_checks_ok() {
     let (_d, path) = tmp();
     let db = Db::open(&path, &StorageOptions::default()).unwrap();
-    assert!(matches!(db.integrity.get(), integrity::Integrity::Ok { .. }));
+    assert!(matches!(
+        db.integrity.get(),
+        integrity::Integrity::Ok { .. }
+    ));
 }

@@ -530,7 +530,10 @@ mod tests {
         assert_eq!(safe_back("//evil.example/"), "/");
         assert_eq!(safe_back("https://evil.example/"), "/");
         assert_eq!(safe_back("/\\evil"), "/");
-        assert_eq!(safe_back("/cases/MID-2026-000001"), "/cases/MID-2026-000001");
+        assert_eq!(
+            safe_back("/cases/MID-2026-000001"),
+            "/cases/MID-2026-000001"
+        );
         assert_eq!(safe_back("/"), "/");
         // What a browser would turn into another site, or a path that is no page of ours.
         for bad in [
