@@ -304,9 +304,16 @@ fn check_config(file: &std::path::Path) -> ExitCode {
 fn init_logging(format: markaz_config::LogFormat, level: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    // Lines go through a bounded queue to a thread that writes stderr; a line that cannot
+    // be written is dropped and counted, never a panic or a stall (see node::logging).
+    let sink = match markaz_node::logging::stderr_sink() {
+        Ok(sink) => sink,
+        Err(_) => return, // no thread for the log: run without one rather than not at all
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(move || sink.line())
+        .log_internal_errors(false);
     match format {
         markaz_config::LogFormat::Json => builder.json().init(),
         markaz_config::LogFormat::Pretty => builder.init(),

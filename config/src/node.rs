@@ -155,6 +155,12 @@ pub struct ServerConfig {
     pub max_body_bytes: u64,
     /// A request taking longer is answered 408/503. Default 30.
     pub request_timeout_secs: u32,
+    /// Open connections in total (lowered to fit the open-file limit). Default 1024.
+    pub max_connections: u32,
+    /// Open connections from one client address. Default 64.
+    pub max_connections_per_client: u32,
+    /// Time to receive a request's headers (and between keep-alive requests). Default 10.
+    pub header_read_timeout_secs: u32,
 }
 
 impl Default for ServerConfig {
@@ -163,6 +169,9 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             max_body_bytes: 65_536,
             request_timeout_secs: 30,
+            max_connections: 1024,
+            max_connections_per_client: 64,
+            header_read_timeout_secs: 10,
         }
     }
 }

@@ -90,6 +90,19 @@ fn server_storage_auth(cfg: &NodeConfig, c: &mut Checker<'_>) {
         1,
         3600,
     );
+    c.range(&kp("server.max_connections"), s.max_connections, 16, 65536);
+    c.range(
+        &kp("server.max_connections_per_client"),
+        s.max_connections_per_client,
+        1,
+        s.max_connections.max(1),
+    );
+    c.range(
+        &kp("server.header_read_timeout_secs"),
+        s.header_read_timeout_secs,
+        1,
+        300,
+    );
 
     let st = &cfg.storage;
     if st.data_dir.as_os_str().is_empty() {

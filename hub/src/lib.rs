@@ -25,7 +25,6 @@ pub mod web;
 pub use demo::{DemoPki, demo_pki};
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -156,13 +155,14 @@ pub async fn run(cfg: HubConfig, shutdown: CancellationToken) -> anyhow::Result<
         writer,
         token: Arc::new(token),
     });
-    let web_shutdown = shutdown.clone();
-    let web = axum::serve(
+    // The operator pages: connection caps and a header-read timeout (markaz_web::listen).
+    let web_result = markaz_web::listen::serve(
         web_listener,
-        web_app.into_make_service_with_connect_info::<SocketAddr>(),
+        web_app,
+        markaz_web::listen::Limits::default(),
+        shutdown.clone(),
     )
-    .with_graceful_shutdown(async move { web_shutdown.cancelled().await });
-    let web_result = web.await;
+    .await;
     shutdown.cancel();
     let sync_result = sync_task.await;
     reload.abort();

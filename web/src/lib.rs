@@ -6,3 +6,5 @@
 //!
 //! It knows nothing of the node's or the hub's tables: each server hands it what it
 //! stores (through small traits) and keeps its own pages and routes.
+
+pub mod listen;

@@ -422,6 +422,7 @@ async fn status(State(app): State<App>, Auth(a): Auth) -> ApiResult {
         "time": app.now().to_string(),
         "version": env!("CARGO_PKG_VERSION"),
         "panels": app.status.snapshot(),
+        "storage": super::integrity_json(&app),
     }))
 }
 

@@ -396,11 +396,7 @@ impl IntoResponse for PageError {
     fn into_response(self) -> Response {
         match self {
             PageError::Login { next } => {
-                let next = if next.starts_with('/') && !next.starts_with("//") {
-                    next
-                } else {
-                    "/".into()
-                };
+                let next = safe_back(&next).to_string();
                 Redirect::to(&format!("/login?next={}", urlencode(&next))).into_response()
             }
             PageError::Forbidden { lang } => error_page(
@@ -466,13 +462,40 @@ pub fn urlencode(s: &str) -> String {
     out
 }
 
-/// A path a form may send us back to: local only, never another site.
+/// The first path segments of this node's pages: the only places a redirect after login
+/// or a "back" link may lead to.
+pub const OWN_PAGES: &[&str] = &[
+    "reception",
+    "desk",
+    "cases",
+    "supervisor",
+    "technician",
+    "display",
+    "tickets",
+];
+
+/// A path a form may send us back to: `/` or a relative path of one of [`OWN_PAGES`],
+/// else `/`. Only printable ASCII without `\` is kept: a browser drops tabs and newlines
+/// from a URL and reads `\` as `/`, so `/\t/evil.example` would take the clerk to
+/// `//evil.example`, another site.
 pub fn safe_back(back: &str) -> &str {
-    if back.starts_with('/') && !back.starts_with("//") && !back.contains('\\') {
-        back
-    } else {
-        "/"
+    if is_own_page(back) { back } else { "/" }
+}
+
+fn is_own_page(back: &str) -> bool {
+    if !back.bytes().all(|b| b.is_ascii_graphic() && b != b'\\') {
+        return false;
     }
+    let path = back.split(['?', '#']).next().unwrap_or_default();
+    let Some(rest) = path.strip_prefix('/') else {
+        return false;
+    };
+    if rest.is_empty() {
+        return true;
+    }
+    let mut segments = rest.split('/');
+    let first = segments.next().unwrap_or_default();
+    OWN_PAGES.contains(&first) && segments.all(|s| !s.is_empty() && s != "." && s != "..")
 }
 
 /// `HH:MM` of a stored timestamp in the center's time zone ("" if it does not parse).
@@ -507,6 +530,28 @@ mod tests {
         assert_eq!(safe_back("//evil.example/"), "/");
         assert_eq!(safe_back("https://evil.example/"), "/");
         assert_eq!(safe_back("/\\evil"), "/");
+        assert_eq!(
+            safe_back("/cases/MID-2026-000001"),
+            "/cases/MID-2026-000001"
+        );
+        assert_eq!(safe_back("/"), "/");
+        // What a browser would turn into another site, or a path that is no page of ours.
+        for bad in [
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/\r/evil.example",
+            "/ /evil.example",
+            "/%09/evil.example",
+            "/%2F/evil.example",
+            "/desk//evil.example",
+            "/desk/../../evil",
+            "/evil.example",
+            "evil.example",
+            "/desk\\@evil.example",
+            "",
+        ] {
+            assert_eq!(safe_back(bad), "/", "{bad:?}");
+        }
         assert_eq!(urlencode("/cases?q=a b"), "/cases%3Fq%3Da%20b");
     }
 
