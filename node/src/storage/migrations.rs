@@ -9,6 +9,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("schema_v2.sql"),
     include_str!("schema_v3.sql"),
     include_str!("schema_v4.sql"),
+    include_str!("schema_v5_citizens.sql"),
 ];
 
 /// The schema version this binary writes.
@@ -138,6 +139,6 @@ mod tests {
         let v: i64 = c
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(v, 4);
+        assert_eq!(v, LATEST_VERSION);
     }
 }
