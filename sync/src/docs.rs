@@ -10,7 +10,12 @@
 //! - a case's history is the append-only list `events` (each element the JSON of a
 //!   [`CaseEvent`]), created once by the case's creator, so concurrent appends all survive;
 //! - edits only write keys whose value changes, so two centers editing different fields
-//!   of one citizen both win.
+//!   of one citizen both win;
+//! - a citizen's edit history is one root scalar per edit, keyed `edit:<hlc>` (the stamp
+//!   names the node), not a list: two centers that register the same citizen offline
+//!   would each create the list and one would be lost; distinct keys all survive;
+//! - a case keeps its citizen's profile as at intake (`citizen_profile`, JSON), the way it
+//!   keeps its fee: later edits of the profile do not change what the case recorded.
 //!
 //! Reading never fails on a merged value it does not understand: it is counted and
 //! flagged in the view (`unreadable`, `conflicts`) rather than dropped silently.
@@ -27,7 +32,7 @@ use thiserror::Error;
 
 use crate::model::case::{CaseEvent, CaseEventKind, Delivery, Derived, derive};
 use crate::model::catalog::Service;
-use crate::model::citizen::CitizenInput;
+use crate::model::citizen::{CitizenEdit, CitizenInput, CitizenProfile};
 use crate::model::fees::{Fee, FeeSchedule, ServiceFees};
 use crate::model::ids::{CaseNo, CenterId, NationalId};
 use crate::model::staff::StaffMember;
@@ -336,6 +341,9 @@ pub struct CaseView {
     pub delivery: Delivery,
     pub fields: BTreeMap<String, String>,
     pub fee: Option<Fee>,
+    /// The citizen's profile as at intake (`None`: a case made before cases kept it, or
+    /// a portal case).
+    pub citizen_profile: Option<CitizenProfile>,
     /// Every readable event, in the model's total order.
     pub events: Vec<CaseEvent>,
     /// Status, payment, routing and a kept, flagged conflict (from `model::case::derive`).
@@ -377,6 +385,14 @@ pub fn append_case_event(doc: &mut AutoCommit, e: &CaseEvent) -> Result<(), DocE
     Ok(())
 }
 
+/// Record the citizen's profile as at intake (written once, by the case's creator).
+pub fn set_case_citizen(doc: &mut AutoCommit, p: &CitizenProfile) -> Result<(), DocError> {
+    check_kind(doc, DocKind::Case)?;
+    put_if_changed(doc, CITIZEN_PROFILE, serde_json::to_string(p)?)
+}
+
+const CITIZEN_PROFILE: &str = "citizen_profile";
+
 /// Change the delivery mode (a flat scalar).
 pub fn set_case_delivery(doc: &mut AutoCommit, d: &Delivery) -> Result<(), DocError> {
     check_kind(doc, DocKind::Case)?;
@@ -415,6 +431,9 @@ pub fn read_case(doc: &AutoCommit) -> Result<CaseView, DocError> {
     let (center, citizen, delivery) = case_parties(doc)?;
     let fields = serde_json::from_str(&need_str(doc, "fields")?)?;
     let fee = serde_json::from_str(&need_str(doc, "fee")?)?;
+    // A profile that does not read is as good as none: the case still shows.
+    let citizen_profile = get_str(doc, CITIZEN_PROFILE)?
+        .and_then(|j| serde_json::from_str::<CitizenProfile>(&j).ok());
     let mut events = Vec::new();
     let mut unreadable = 0;
     if let Some((Value::Object(ObjType::List), list)) = doc.get(ROOT, "events")? {
@@ -439,6 +458,7 @@ pub fn read_case(doc: &AutoCommit) -> Result<CaseView, DocError> {
         delivery,
         fields,
         fee,
+        citizen_profile,
         events,
         derived,
         unreadable,
@@ -500,7 +520,22 @@ pub fn read_case_routes(doc: &AutoCommit) -> Result<CaseRoutes, DocError> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CitizenView {
     pub input: CitizenInput,
+    /// The profile's recorded edits, oldest first (unreadable ones are skipped).
+    pub edits: Vec<CitizenEdit>,
     pub conflicts: Vec<String>,
+}
+
+const EDIT_PREFIX: &str = "edit:";
+
+/// Record an explicit edit of a profile (who, when, old and new values) under its own
+/// root key `edit:<hlc>`, so concurrent edits at two centers all survive.
+pub fn append_citizen_edit(doc: &mut AutoCommit, e: &CitizenEdit) -> Result<(), DocError> {
+    check_kind(doc, DocKind::Citizen)?;
+    put_if_changed(
+        doc,
+        &format!("{EDIT_PREFIX}{}", e.hlc),
+        serde_json::to_string(e)?,
+    )
 }
 
 const CITIZEN_FIELDS: [&str; 8] = [
@@ -560,8 +595,16 @@ pub fn read_citizen(doc: &AutoCommit) -> Result<CitizenView, DocError> {
         phone: next(),
         address: next(),
     };
+    let mut edits: Vec<CitizenEdit> = doc
+        .keys(ROOT)
+        .filter(|k| k.starts_with(EDIT_PREFIX))
+        .filter_map(|k| get_str(doc, &k).ok().flatten())
+        .filter_map(|j| serde_json::from_str(&j).ok())
+        .collect();
+    edits.sort_by(|a, b| a.hlc.cmp(&b.hlc));
     Ok(CitizenView {
         input,
+        edits,
         conflicts: conflicted_keys(doc),
     })
 }
@@ -904,6 +947,65 @@ pub(crate) mod tests {
         assert_eq!(v.input.phone, "0944123456");
         assert_eq!(v.input.address, "الميدان");
         assert!(v.conflicts.is_empty());
+    }
+
+    #[test]
+    fn concurrent_citizen_edits_at_two_centers_all_survive() {
+        use crate::model::citizen::{CitizenEdit, FieldChange};
+        let input = CitizenInput {
+            national_id: "01020304050".into(),
+            full_name: "سامر".into(),
+            ..Default::default()
+        };
+        let edit = |hlc: &str, field: &str| CitizenEdit {
+            at: jiff::Timestamp::UNIX_EPOCH,
+            hlc: hlc.into(),
+            actor: "clerk".into(),
+            actor_name: "موظف".into(),
+            desk: None,
+            changes: vec![FieldChange {
+                field: field.into(),
+                old: String::new(),
+                new: "x".into(),
+            }],
+        };
+        // Both centers register the citizen offline: each creates the document.
+        let mut a = AutoCommit::new();
+        write_citizen(&mut a, &input).unwrap();
+        let mut b = AutoCommit::new();
+        write_citizen(&mut b, &input).unwrap();
+        append_citizen_edit(&mut a, &edit("0000000000002.00000.qan", "phone")).unwrap();
+        append_citizen_edit(&mut b, &edit("0000000000001.00000.mid", "address")).unwrap();
+        a.merge(&mut b).unwrap();
+        let v = read_citizen(&a).unwrap();
+        let fields: Vec<_> = v
+            .edits
+            .iter()
+            .map(|e| e.changes[0].field.as_str())
+            .collect();
+        assert_eq!(fields, ["address", "phone"], "both edits, in clock order");
+    }
+
+    #[test]
+    fn a_case_keeps_its_citizen_as_at_intake() {
+        let c = new_case("mid", 1);
+        let mut doc = AutoCommit::new();
+        create_case(&mut doc, &c).unwrap();
+        assert_eq!(read_case(&doc).unwrap().citizen_profile, None);
+        let profile = CitizenInput {
+            national_id: c.citizen.to_string(),
+            full_name: "سامر خليل".into(),
+            father_name: "خليل".into(),
+            mother_name: "هدى".into(),
+            birth_date: "1985-04-12".into(),
+            birth_place: "دمشق".into(),
+            phone: String::new(),
+            address: "دمشق".into(),
+        }
+        .parse()
+        .unwrap();
+        set_case_citizen(&mut doc, &profile).unwrap();
+        assert_eq!(read_case(&doc).unwrap().citizen_profile, Some(profile));
     }
 
     #[test]

@@ -13,6 +13,7 @@ use markaz_sync::model::case::{
     self, Bank, CaseEvent, CaseEventKind, CaseStatus, Delivery, Payment,
 };
 use markaz_sync::model::catalog::{Authority, validate_fields};
+use markaz_sync::model::citizen::CitizenProfile;
 use markaz_sync::model::fees::Fee;
 use markaz_sync::model::ids::{CaseNo, CenterId, NationalId, ReceiptNo};
 use markaz_sync::model::staff::Capability;
@@ -75,7 +76,11 @@ pub enum CaseAction {
 pub struct CaseView {
     pub case_no: String,
     pub national_id: String,
+    /// The citizen's name as the case recorded it at intake (the current profile's only
+    /// for a case that recorded none: made before v5, or at the portal).
     pub citizen_name: Option<String>,
+    /// The citizen's profile as at intake, kept by the case like its fee.
+    pub citizen: Option<CitizenProfile>,
     pub service: String,
     pub service_name_ar: String,
     pub service_name_en: String,
@@ -172,7 +177,7 @@ impl App {
         let row = conn
             .query_row(
                 "SELECT case_no, national_id, service_code, fields, delivery, fee, status, conflict, payment, ticket_id,
-                        target_at, created_by, created_at, updated_at, authority
+                        target_at, created_by, created_at, updated_at, authority, citizen
                  FROM cases WHERE case_no = ?1",
                 [case_no],
                 |r| {
@@ -190,6 +195,7 @@ impl App {
                         r.get::<_, String>(11)?,
                         r.get::<_, String>(12)?,
                         r.get::<_, String>(13)?,
+                        r.get::<_, Option<String>>(15)?,
                     ))
                 },
             )
@@ -208,6 +214,7 @@ impl App {
             created_by,
             created_at,
             updated_at,
+            citizen,
         )) = row
         else {
             return Ok(None);
@@ -216,11 +223,15 @@ impl App {
         let delivery: Delivery = serde_json::from_str(&delivery)?;
         let derived = case::derive(&events, &delivery);
         let svc = self.service(&service)?;
-        let citizen_name = nid
-            .parse::<NationalId>()
-            .ok()
-            .and_then(|n| find_by_nid(conn, &n).ok().flatten())
-            .map(|c| c.profile.full_name);
+        let citizen: Option<CitizenProfile> = citizen.and_then(|j| serde_json::from_str(&j).ok());
+        let citizen_name = match &citizen {
+            Some(p) => Some(p.full_name.clone()),
+            None => nid
+                .parse::<NationalId>()
+                .ok()
+                .and_then(|n| find_by_nid(conn, &n).ok().flatten())
+                .map(|c| c.profile.full_name),
+        };
         let overdue = !derived.status.is_terminal()
             && target_at
                 .parse::<jiff::Timestamp>()
@@ -229,6 +240,7 @@ impl App {
             case_no,
             national_id: nid,
             citizen_name,
+            citizen,
             service,
             service_name_ar: svc.name_ar.clone(),
             service_name_en: svc.name_en.clone(),
@@ -343,14 +355,16 @@ impl App {
             .writer
             .write(move |tx| -> Result<CaseView, AppError> {
                 let c = tx.conn;
-                if find_by_nid(c, &nid)?.is_none() {
+                let Some(citizen) = find_by_nid(c, &nid)? else {
                     return Err(AppError::field(
                         "national_id",
                         "citizen_not_registered",
                         format!("no citizen with national id {nid} is registered here; register the profile first"),
                         "لا يوجد مواطن مسجل بهذا الرقم الوطني؛ سجّل بياناته أولاً",
                     ));
-                }
+                };
+                // The case keeps the citizen as at intake, like its fee.
+                let citizen = citizen.profile;
                 if let Some(t) = input.ticket_id {
                     let exists: bool = c.query_row("SELECT count(*) > 0 FROM tickets WHERE id = ?1", [t], |r| r.get(0))?;
                     if !exists {
@@ -361,8 +375,8 @@ impl App {
                 let case_no = CaseNo::new(&prefix, year, seq as u32).map_err(|e| AppError::Internal(e.to_string()))?;
                 let ev = CaseEvent { kind: CaseEventKind::Created, actor: actor2.username.clone(), desk: actor2.terminal.clone(), at, hlc: next_hlc(c, &app.settings.center_id, at)? };
                 c.execute(
-                    "INSERT INTO cases(case_no, national_id, service_code, authority, fields, delivery, fee, fee_total, status, ticket_id, target_at, created_by, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'created', ?9, ?10, ?11, ?12, ?12)",
+                    "INSERT INTO cases(case_no, national_id, service_code, authority, fields, delivery, fee, fee_total, status, ticket_id, target_at, created_by, created_at, updated_at, citizen)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'created', ?9, ?10, ?11, ?12, ?12, ?13)",
                     params![
                         case_no.as_str(),
                         nid.as_str(),
@@ -375,7 +389,8 @@ impl App {
                         input.ticket_id,
                         target_at.to_string(),
                         actor2.username,
-                        at.to_string()
+                        at.to_string(),
+                        serde_json::to_string(&citizen)?
                     ],
                 )?;
                 append_event(c, case_no.as_str(), &ev)?;
@@ -391,7 +406,10 @@ impl App {
                     fee: Some(fee.clone()),
                     created: ev.clone(),
                 };
-                tx.docs.create(c, &DocId::case(Some(&center), &case_no), |d| sync_docs::create_case(d, &new_doc))?;
+                tx.docs.create(c, &DocId::case(Some(&center), &case_no), |d| {
+                    sync_docs::create_case(d, &new_doc)?;
+                    sync_docs::set_case_citizen(d, &citizen)
+                })?;
                 if let Some(t) = input.ticket_id {
                     c.execute("UPDATE tickets SET case_no = ?2 WHERE id = ?1 AND case_no IS NULL", params![t, case_no.as_str()])?;
                 }

@@ -11,6 +11,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("schema_v4.sql"),
     include_str!("schema_v5_generator.sql"),
     include_str!("schema_v5_writer.sql"),
+    include_str!("schema_v5_citizens.sql"),
 ];
 
 /// The schema version this binary writes.

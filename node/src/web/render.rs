@@ -29,6 +29,12 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     ("receipt.html", include_str!("templates/receipt.html")),
     ("supervisor.html", include_str!("templates/supervisor.html")),
     ("technician.html", include_str!("templates/technician.html")),
+    ("citizen.html", include_str!("templates/citizen.html")),
+    (
+        "citizen_edit.html",
+        include_str!("templates/citizen_edit.html"),
+    ),
+    ("duplicates.html", include_str!("templates/duplicates.html")),
 ];
 
 fn lang_of(state: &State) -> Lang {
@@ -38,7 +44,11 @@ fn lang_of(state: &State) -> Lang {
         .unwrap_or_default()
 }
 
+/// The page's digits: Latin in the English interface, the center's style in Arabic.
 fn digits_of(state: &State) -> Digits {
+    if lang_of(state) == Lang::En {
+        return Digits::Western;
+    }
     state
         .lookup("digits")
         .and_then(|v| v.as_str().and_then(Digits::from_code))
@@ -325,5 +335,10 @@ pub(crate) mod tests {
             .render(minijinja::context! { lang => "ar", digits => "arabic_indic" })
             .unwrap();
         assert!(ar.contains("١٢") && ar.ends_with("|A٠٤٢"), "{ar}");
+        // The English interface writes Latin digits whatever the center's style.
+        let en = tpl
+            .render(minijinja::context! { lang => "en", digits => "arabic_indic" })
+            .unwrap();
+        assert_eq!(en, "People waiting ahead of you: 12|A042");
     }
 }

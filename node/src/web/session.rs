@@ -61,6 +61,11 @@ pub const MENU: &[MenuEntry] = &[
         cap: Capability::ViewReports,
     },
     MenuEntry {
+        href: "/citizens/duplicates",
+        key: "nav.duplicates",
+        cap: Capability::ViewReports,
+    },
+    MenuEntry {
         href: "/technician",
         key: "nav.technician",
         cap: Capability::ViewTechnical,
@@ -234,7 +239,10 @@ pub fn base_context(web: &Web, lang: Lang, path: &str, staff: Option<&Staff>) ->
         lang => lang.code(),
         dir => lang.dir(),
         other_lang => lang.other().code(),
-        digits => digits_code(web),
+        digits => match lang {
+            Lang::En => "western",
+            Lang::Ar => digits_code(web),
+        },
         center_name => center_name,
         user => user,
         menu => menu,
