@@ -939,7 +939,11 @@ pub(crate) mod tests {
             assert_eq!(
                 seen,
                 vec![
-                    ("01020304050".into(), "criminal_record".into(), CaseStatus::Ready),
+                    (
+                        "01020304050".into(),
+                        "criminal_record".into(),
+                        CaseStatus::Ready
+                    ),
                     ("02030405060".into(), "passport".into(), CaseStatus::Created),
                 ]
             );

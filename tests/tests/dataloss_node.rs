@@ -60,7 +60,9 @@ async fn counter(node: &NodeProcess) -> Result<(Api, Api)> {
 }
 
 async fn register(api: &Api, nid: &str) -> Result<()> {
-    let (s, b) = api.post("/citizens", citizen_json(nid, "0944000111")).await?;
+    let (s, b) = api
+        .post("/citizens", citizen_json(nid, "0944000111"))
+        .await?;
     ensure!(s == 201 || s == 200, "registering {nid}: {s} {b}");
     Ok(())
 }
@@ -108,15 +110,16 @@ fn status_after(steps: &[&str]) -> &'static str {
 async fn synced(node: &NodeProcess, admin: &Api) -> Result<Value> {
     let mut last = Value::Null;
     for _ in 0..6 {
-        last = node
-            .sync_now_within(admin, Duration::from_secs(60))
-            .await?;
+        last = node.sync_now_within(admin, Duration::from_secs(60)).await?;
         if last["result"] == "ok" {
             return Ok(last);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    bail!("no sync session ended well: {last}\nnode log:\n{}", tail(&node.log()))
+    bail!(
+        "no sync session ended well: {last}\nnode log:\n{}",
+        tail(&node.log())
+    )
 }
 
 fn tail(s: &str) -> String {
@@ -175,10 +178,16 @@ async fn first_day(desk: &Api) -> Result<Vec<Opened>> {
 async fn check(hub: &HubProcess, node: &NodeProcess, desk: &Api, all: &[Opened]) -> Result<()> {
     // No number handed out twice.
     let nos: BTreeSet<&str> = all.iter().map(|o| o.case_no.as_str()).collect();
-    ensure!(nos.len() == all.len(), "a case number was used twice: {all:#?}");
+    ensure!(
+        nos.len() == all.len(),
+        "a case number was used twice: {all:#?}"
+    );
     let receipts: Vec<&str> = all.iter().filter_map(|o| o.receipt.as_deref()).collect();
     let unique: BTreeSet<&str> = receipts.iter().copied().collect();
-    ensure!(unique.len() == receipts.len(), "a receipt number was used twice: {all:#?}");
+    ensure!(
+        unique.len() == receipts.len(),
+        "a receipt number was used twice: {all:#?}"
+    );
     for r in &receipts {
         r.parse::<ReceiptNo>()
             .with_context(|| format!("receipt {r}"))?;
@@ -188,8 +197,18 @@ async fn check(hub: &HubProcess, node: &NodeProcess, desk: &Api, all: &[Opened])
     for o in all {
         let (s, b) = desk.get(&format!("/cases/{}", o.case_no)).await?;
         ensure!(s == 200, "{} at the center: {s} {b}", o.case_no);
-        ensure!(b["national_id"] == o.nid.as_str(), "{} at the center is another citizen's: {b}", o.case_no);
-        ensure!(b["status"] == o.status, "{} at the center: status {} (expected {})", o.case_no, b["status"], o.status);
+        ensure!(
+            b["national_id"] == o.nid.as_str(),
+            "{} at the center is another citizen's: {b}",
+            o.case_no
+        );
+        ensure!(
+            b["status"] == o.status,
+            "{} at the center: status {} (expected {})",
+            o.case_no,
+            b["status"],
+            o.status
+        );
         ensure!(
             b["payment"]["receipt"].as_str() == o.receipt.as_deref(),
             "{} at the center: receipt {} (expected {:?})",
@@ -197,7 +216,11 @@ async fn check(hub: &HubProcess, node: &NodeProcess, desk: &Api, all: &[Opened])
             b["payment"]["receipt"],
             o.receipt
         );
-        ensure!(b["conflict"].is_null(), "{} flagged at the center: {b}", o.case_no);
+        ensure!(
+            b["conflict"].is_null(),
+            "{} flagged at the center: {b}",
+            o.case_no
+        );
     }
     let (s, listed) = desk.get("/cases?limit=500").await?;
     ensure!(s == 200, "GET /cases: {s} {listed}");
@@ -207,7 +230,10 @@ async fn check(hub: &HubProcess, node: &NodeProcess, desk: &Api, all: &[Opened])
         .iter()
         .filter_map(|r| r["case_no"].as_str())
         .collect();
-    ensure!(listed == nos, "the center lists {listed:?}, the counter made {nos:?}");
+    ensure!(
+        listed == nos,
+        "the center lists {listed:?}, the counter made {nos:?}"
+    );
 
     // And at the hub: one case per number, the same one.
     let at_hub = hub_cases(hub)?;
@@ -223,17 +249,43 @@ async fn check(hub: &HubProcess, node: &NodeProcess, desk: &Api, all: &[Opened])
         all.len()
     );
     for o in all {
-        let views = by_no.get(&o.case_no).with_context(|| format!("{} at the hub", o.case_no))?;
-        ensure!(views.len() == 1, "{} is {} cases at the hub", o.case_no, views.len());
+        let views = by_no
+            .get(&o.case_no)
+            .with_context(|| format!("{} at the hub", o.case_no))?;
+        ensure!(
+            views.len() == 1,
+            "{} is {} cases at the hub",
+            o.case_no,
+            views.len()
+        );
         let v = views[0];
-        ensure!(v.citizen.as_str() == o.nid, "{} at the hub is another citizen's", o.case_no);
-        ensure!(v.derived.status.as_str() == o.status, "{} at the hub: {:?} (expected {})", o.case_no, v.derived.status, o.status);
+        ensure!(
+            v.citizen.as_str() == o.nid,
+            "{} at the hub is another citizen's",
+            o.case_no
+        );
+        ensure!(
+            v.derived.status.as_str() == o.status,
+            "{} at the hub: {:?} (expected {})",
+            o.case_no,
+            v.derived.status,
+            o.status
+        );
         let receipt = match &v.derived.payment {
             Some(markaz_sync::model::case::Payment::Cash { receipt }) => Some(receipt.to_string()),
             _ => None,
         };
-        ensure!(receipt == o.receipt, "{} at the hub: receipt {receipt:?} (expected {:?})", o.case_no, o.receipt);
-        ensure!(v.derived.conflict.is_none(), "{} flagged at the hub", o.case_no);
+        ensure!(
+            receipt == o.receipt,
+            "{} at the hub: receipt {receipt:?} (expected {:?})",
+            o.case_no,
+            o.receipt
+        );
+        ensure!(
+            v.derived.conflict.is_none(),
+            "{} flagged at the hub",
+            o.case_no
+        );
     }
 
     // The hub's oversight counts every case once.
@@ -246,18 +298,30 @@ async fn check(hub: &HubProcess, node: &NodeProcess, desk: &Api, all: &[Opened])
         })
         .with_context(|| format!("midan's row in the oversight: {rows}"))?;
     let finished = all.iter().filter(|o| o.status == "ready").count();
-    ensure!(row["received"] == all.len(), "oversight received: {row} (expected {})", all.len());
-    ensure!(row["finished"] == finished, "oversight finished: {row} (expected {finished})");
+    ensure!(
+        row["received"] == all.len(),
+        "oversight received: {row} (expected {})",
+        all.len()
+    );
+    ensure!(
+        row["finished"] == finished,
+        "oversight finished: {row} (expected {finished})"
+    );
 
     // Nothing was merged into anything: the conflicts list is empty.
     let conflicts = hub.get("/conflicts").await?;
-    ensure!(conflicts.as_array().is_some_and(Vec::is_empty), "conflicts at the hub: {conflicts}");
+    ensure!(
+        conflicts.as_array().is_some_and(Vec::is_empty),
+        "conflicts at the hub: {conflicts}"
+    );
     let _ = node;
     Ok(())
 }
 
 fn case_no(o: &Opened) -> Result<CaseNo> {
-    o.case_no.parse().with_context(|| format!("case number {}", o.case_no))
+    o.case_no
+        .parse()
+        .with_context(|| format!("case number {}", o.case_no))
 }
 
 fn receipt_no(o: &Opened) -> Result<ReceiptNo> {
@@ -289,7 +353,9 @@ async fn hub_down_at_replacement() -> Result<()> {
         work(&desk, "01000000016", &["pay", "start", "ready"]).await?,
     ];
     // The center is not stopped, and what it hands out is in a series of its own.
-    let series = case_no(&offline[0])?.series().context("an offline series letter")?;
+    let series = case_no(&offline[0])?
+        .series()
+        .context("an offline series letter")?;
     for o in &offline {
         ensure!(case_no(o)?.series() == Some(series), "{o:?}");
         ensure!(receipt_no(o)?.series() == Some(series), "{o:?}");

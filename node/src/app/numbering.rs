@@ -160,9 +160,7 @@ pub struct Marks {
 pub fn marks(c: &Connection, prefix: &str) -> Result<Marks, AppError> {
     let mut m = Marks::default();
     let mut st = c.prepare("SELECT case_no FROM cases")?;
-    let nos: Vec<String> = st
-        .query_map([], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
+    let nos: Vec<String> = st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
     for no in nos.iter().filter_map(|s| s.parse::<CaseNo>().ok()) {
         if no.prefix() == prefix {
             let e = m.cases.entry((no.year(), no.series())).or_default();
@@ -170,9 +168,7 @@ pub fn marks(c: &Connection, prefix: &str) -> Result<Marks, AppError> {
         }
     }
     let mut st = c.prepare("SELECT json FROM case_events WHERE kind = 'paid'")?;
-    let paid: Vec<String> = st
-        .query_map([], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
+    let paid: Vec<String> = st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
     for ev in paid
         .iter()
         .filter_map(|j| serde_json::from_str::<CaseEvent>(j).ok())
@@ -205,17 +201,29 @@ pub fn confirm(
         raise(c, &case_sequence(year, series), i64::from(seq))?;
     }
     for (&series, &seq) in &m.receipts {
-        raise(c, &receipt_sequence(series), i64::try_from(seq).unwrap_or(i64::MAX))?;
+        raise(
+            c,
+            &receipt_sequence(series),
+            i64::try_from(seq).unwrap_or(i64::MAX),
+        )?;
     }
     let was: Option<String> = meta(c, SERIES_KEY)?;
     c.execute("DELETE FROM meta WHERE key = ?1", [SERIES_KEY])?;
     set_meta(c, CONFIRMED_KEY, &hex::encode(actor))?;
-    let main = m.cases.iter().filter(|((_, s), _)| s.is_none()).map(|(_, v)| *v).max();
+    let main = m
+        .cases
+        .iter()
+        .filter(|((_, s), _)| s.is_none())
+        .map(|(_, v)| *v)
+        .max();
     let line = format!(
         "the hub confirmed the center's numbers: highest case number seen {}, highest receipt {}; new numbers continue the main series{}",
         main.map_or("none".into(), |v| v.to_string()),
-        m.receipts.get(&None).map_or("none".into(), |v| v.to_string()),
-        was.map(|s| format!(" (series {s} ends)")).unwrap_or_default()
+        m.receipts
+            .get(&None)
+            .map_or("none".into(), |v| v.to_string()),
+        was.map(|s| format!(" (series {s} ends)"))
+            .unwrap_or_default()
     );
     node_log(c, now, "info", "numbering", &line)?;
     tracing::info!(cases = ?m.cases, receipts = ?m.receipts, "numbering confirmed by the hub");
@@ -232,9 +240,8 @@ fn used_series(c: &Connection) -> Result<BTreeSet<Series>, AppError> {
             out.insert(s);
         }
     }
-    let mut st = c.prepare(
-        "SELECT name FROM sequences WHERE name LIKE 'case:%' OR name LIKE 'receipt:%'",
-    )?;
+    let mut st =
+        c.prepare("SELECT name FROM sequences WHERE name LIKE 'case:%' OR name LIKE 'receipt:%'")?;
     let rows = st.query_map([], |r| r.get::<_, String>(0))?;
     for name in rows {
         let name = name?;
@@ -260,8 +267,10 @@ fn raise(c: &Connection, name: &str, to: i64) -> Result<(), AppError> {
 }
 
 fn meta(c: &Connection, key: &str) -> Result<Option<String>, AppError> {
-    Ok(c.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-        .optional()?)
+    Ok(
+        c.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?,
+    )
 }
 
 fn set_meta(c: &Connection, key: &str, value: &str) -> Result<(), AppError> {
@@ -270,4 +279,98 @@ fn set_meta(c: &Connection, key: &str, value: &str) -> Result<(), AppError> {
         params![key, value],
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db() -> Connection {
+        let c = Connection::open_in_memory().unwrap();
+        for sql in crate::storage::MIGRATIONS {
+            c.execute_batch(sql).unwrap();
+        }
+        markaz_sync::store::migrate(&c).unwrap();
+        c
+    }
+
+    /// A case the lost database made, as the hub's documents brought it back.
+    fn pulled(c: &Connection, no: &str, receipt: Option<&str>) {
+        c.execute(
+            "INSERT INTO cases(case_no, national_id, service_code, authority, fields, delivery, fee,
+               fee_total, status, target_at, created_by, created_at, updated_at)
+             VALUES (?1, '01020304050', 'criminal_record', 'justice', '{}', '{}', '{}', 0,
+               'paid', 't', 'clerk', 't', 't')",
+            [no],
+        )
+        .unwrap();
+        if let Some(r) = receipt {
+            let ev = serde_json::json!({"kind": {"kind": "paid", "method": "cash", "receipt": r},
+                "actor": "clerk", "desk": null, "at": "2026-12-03T08:00:00Z", "hlc": "x"});
+            c.execute(
+                "INSERT INTO case_events(case_no, idx, at, actor, kind, json) VALUES (?1, 1, 't', 'clerk', 'paid', ?2)",
+                params![no, ev.to_string()],
+            )
+            .unwrap();
+        }
+    }
+
+    const ACTOR: &[u8] = b"midan/replacement";
+
+    #[test]
+    fn an_unconfirmed_database_numbers_in_its_own_series_until_the_hub_confirms() {
+        let c = db();
+        let center: CenterId = "midan".parse().unwrap();
+        let now = jiff::Timestamp::UNIX_EPOCH;
+        // No sync configured: this database is the record; the main series.
+        assert_eq!(current_series(&c, ACTOR, Gate::Local, now).unwrap(), None);
+        // A replacement box, hub unreachable: a letter, the same for every number.
+        let s = current_series(&c, ACTOR, Gate::Open, now)
+            .unwrap()
+            .expect("a series");
+        assert_eq!(current_series(&c, ACTOR, Gate::Open, now).unwrap(), Some(s));
+        let offline = next_case_no(&c, &center, "MID", 2026, Some(s)).unwrap();
+        assert_eq!(offline.series(), Some(s));
+        assert_eq!(offline.seq(), 1);
+        let r = next_receipt_no(&c, "MID", Some(s)).unwrap();
+        assert_eq!((r.series(), r.seq()), (Some(s), 1));
+        // The hub is back: the lost database's cases arrive, the hub confirms.
+        pulled(&c, "MID-2026-000001", Some("MID-R-000001"));
+        pulled(&c, "MID-2026-000004", Some("MID-R-000003"));
+        pulled(&c, "QAN-2026-000090", Some("QAN-R-000090"));
+        assert!(confirm(&c, ACTOR, "MID", now).unwrap());
+        assert!(
+            !confirm(&c, ACTOR, "MID", now).unwrap(),
+            "once per incarnation"
+        );
+        assert_eq!(current_series(&c, ACTOR, Gate::Open, now).unwrap(), None);
+        let next = next_case_no(&c, &center, "MID", 2026, None).unwrap();
+        assert_eq!(next.as_str(), "MID-2026-000005");
+        let r = next_receipt_no(&c, "MID", None).unwrap();
+        assert_eq!(r.as_str(), "MID-R-000004");
+        // Another incarnation (a restored copy unmasked by the hub) is not confirmed.
+        assert!(
+            current_series(&c, b"midan/other", Gate::Open, now)
+                .unwrap()
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn a_stale_counter_skips_numbers_already_used_here() {
+        let c = db();
+        let center: CenterId = "midan".parse().unwrap();
+        pulled(&c, "MID-2026-000001", Some("MID-R-000001"));
+        pulled(&c, "MID-2026-000002", Some("MID-R-000002"));
+        assert_eq!(
+            next_case_no(&c, &center, "MID", 2026, None)
+                .unwrap()
+                .as_str(),
+            "MID-2026-000003"
+        );
+        assert_eq!(
+            next_receipt_no(&c, "MID", None).unwrap().as_str(),
+            "MID-R-000003"
+        );
+    }
 }

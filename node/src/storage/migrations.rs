@@ -157,8 +157,11 @@ mod tests {
             }
             c.pragma_update(None, "user_version", v5 as i64).unwrap();
             if with_cases {
-                c.execute("INSERT INTO sequences(name, value) VALUES ('case:2026', 12)", [])
-                    .unwrap();
+                c.execute(
+                    "INSERT INTO sequences(name, value) VALUES ('case:2026', 12)",
+                    [],
+                )
+                .unwrap();
             }
             run(&mut c).unwrap();
             c.query_row(

@@ -562,10 +562,15 @@ pub async fn sync_once(app: &App, client: &mut HubClient, opts: &SyncOptions) ->
 async fn confirm_numbers(app: &App, opts: &SyncOptions) {
     let prefix = app.settings.receipt_prefix.to_ascii_uppercase();
     let at = app.now();
-    let r = writer_job(app, opts.writer_timeout, "confirming the numbers", move |tx| {
-        let actor = tx.docs.actor().to_bytes().to_vec();
-        numbering::confirm(tx.conn, &actor, &prefix, at).map_err(SyncError::from)
-    })
+    let r = writer_job(
+        app,
+        opts.writer_timeout,
+        "confirming the numbers",
+        move |tx| {
+            let actor = tx.docs.actor().to_bytes().to_vec();
+            numbering::confirm(tx.conn, &actor, &prefix, at).map_err(SyncError::from)
+        },
+    )
     .await;
     if let Err(e) = r {
         tracing::warn!(error = %e, "could not confirm the center's numbers after sync");
@@ -592,7 +597,11 @@ async fn start_new_incarnation(app: &App, opts: &SyncOptions, acked: u64, local_
     .await;
     match r {
         Ok(()) => {
-            tracing::warn!(acked, local_max, "restored database detected: new incarnation");
+            tracing::warn!(
+                acked,
+                local_max,
+                "restored database detected: new incarnation"
+            );
             true
         }
         Err(e) => {

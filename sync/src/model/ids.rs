@@ -597,7 +597,12 @@ mod tests {
         assert_eq!(b.as_str(), "MID-2026-B000123");
         assert_eq!((b.series().map(Series::letter), b.seq()), (Some('B'), 123));
         assert_eq!(n.series(), None);
-        for bad in ["MID-2026-BB00123", "MID-2026-B00123", "MID-2026-1000123", "MID-2026-B0001234"] {
+        for bad in [
+            "MID-2026-BB00123",
+            "MID-2026-B00123",
+            "MID-2026-1000123",
+            "MID-2026-B0001234",
+        ] {
             assert!(bad.parse::<CaseNo>().is_err(), "{bad}");
         }
         let r: ReceiptNo = "MID-R-K000042".parse().unwrap();
