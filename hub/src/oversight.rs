@@ -171,7 +171,15 @@ pub fn case_views(e: &mut dyn HubEngine) -> Result<Vec<CaseView>, StorageError> 
             Ok(serde_json::Value::Null)
         });
         match r {
-            Ok(_) => out.extend(typed),
+            // Two cases created under one number are two cases: each counted, each
+            // listed in the conflicts.
+            Ok(_) => {
+                if let Some(mut v) = typed {
+                    let twins = std::mem::take(&mut v.twins);
+                    out.push(v);
+                    out.extend(twins);
+                }
+            }
             Err(err) => tracing::warn!(doc = %id, %err, "unreadable case document"),
         }
     }
@@ -350,6 +358,7 @@ mod tests {
             derived,
             unreadable: 0,
             conflicts: vec![],
+            twins: vec![],
         }
     }
 

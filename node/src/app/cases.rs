@@ -15,14 +15,14 @@ use markaz_sync::model::case::{
 use markaz_sync::model::catalog::{Authority, validate_fields};
 use markaz_sync::model::citizen::CitizenProfile;
 use markaz_sync::model::fees::Fee;
-use markaz_sync::model::ids::{CaseNo, CenterId, NationalId, ReceiptNo};
+use markaz_sync::model::ids::{CaseNo, CenterId, NationalId};
 use markaz_sync::model::staff::Capability;
 
 use markaz_sync::docs::{self as sync_docs, DocId};
 
 use super::citizens::find_by_nid;
 use super::staff::field_error;
-use super::{Actor, App, audit, next_hlc, next_seq};
+use super::{Actor, App, audit, next_hlc, numbering};
 use crate::error::AppError;
 use crate::events::LiveEvent;
 
@@ -207,7 +207,7 @@ impl App {
             fields,
             delivery,
             fee,
-            _conflict,
+            stored_conflict,
             _payment,
             ticket_id,
             target_at,
@@ -249,11 +249,15 @@ impl App {
             delivery,
             fee: serde_json::from_str(&fee)?,
             status: derived.status,
-            conflict: derived
-                .conflict
-                .as_ref()
-                .map(serde_json::to_value)
-                .transpose()?,
+            // A conflict the events here cannot show (two cases created under this
+            // number, the other one whole in `twins`) is kept in the row.
+            conflict: match derived.conflict.as_ref() {
+                Some(c) => Some(serde_json::to_value(c)?),
+                None => stored_conflict
+                    .as_deref()
+                    .map(serde_json::from_str)
+                    .transpose()?,
+            },
             payment: derived.payment.clone(),
             ticket_id,
             target_at,
@@ -348,6 +352,7 @@ impl App {
         let target_at = at + jiff::SignedDuration::from_hours(i64::from(service.target_hours));
         let prefix = self.settings.receipt_prefix.clone();
         let year = self.local_now().year();
+        let gate = self.numbering_gate().await;
         let actor2 = actor.clone();
         let app = self.clone();
         let view = self
@@ -371,8 +376,9 @@ impl App {
                         return Err(AppError::field("ticket_id", "unknown_ticket", format!("no ticket {t}"), "لا توجد بطاقة بهذا الرقم"));
                     }
                 }
-                let seq = next_seq(c, &format!("case:{year}"))?;
-                let case_no = CaseNo::new(&prefix, year, seq as u32).map_err(|e| AppError::Internal(e.to_string()))?;
+                let center = app.center_id()?;
+                let series = numbering::current_series(c, tx.docs.actor().to_bytes(), gate, at)?;
+                let case_no = numbering::next_case_no(c, &center, &prefix, year, series)?;
                 let ev = CaseEvent { kind: CaseEventKind::Created, actor: actor2.username.clone(), desk: actor2.terminal.clone(), at, hlc: next_hlc(c, &app.settings.center_id, at)? };
                 c.execute(
                     "INSERT INTO cases(case_no, national_id, service_code, authority, fields, delivery, fee, fee_total, status, ticket_id, target_at, created_by, created_at, updated_at, citizen)
@@ -395,7 +401,6 @@ impl App {
                 )?;
                 append_event(c, case_no.as_str(), &ev)?;
                 // The case document, in the same transaction as its projection rows.
-                let center = app.center_id()?;
                 let new_doc = sync_docs::NewCase {
                     case_no: case_no.clone(),
                     center: Some(center.clone()),
@@ -454,13 +459,17 @@ impl App {
             }
         }
         let prefix = self.settings.receipt_prefix.clone();
-        self.transition(actor, case_no, move |c| {
+        let gate = match input {
+            PaymentInput::Cash => self.numbering_gate().await,
+            PaymentInput::Epayment { .. } => numbering::Gate::Open,
+        };
+        let at = self.now();
+        self.transition(actor, case_no, move |c, actor| {
             let payment = match input {
                 PaymentInput::Cash => {
-                    let seq = next_seq(c, "receipt")?;
+                    let series = numbering::current_series(c, actor, gate, at)?;
                     Payment::Cash {
-                        receipt: ReceiptNo::new(&prefix, seq as u64)
-                            .map_err(|e| AppError::Internal(e.to_string()))?,
+                        receipt: numbering::next_receipt_no(c, &prefix, series)?,
                     }
                 }
                 PaymentInput::Epayment { reference, bank } => Payment::EPayment {
@@ -531,7 +540,7 @@ impl App {
                 reason: reason.trim().to_string(),
             },
         };
-        self.transition(actor, case_no, move |_| Ok(kind)).await
+        self.transition(actor, case_no, move |_, _| Ok(kind)).await
     }
 
     /// The shared path of every transition: permission for the service's authority, the
@@ -543,7 +552,7 @@ impl App {
         make: F,
     ) -> Result<CaseView, AppError>
     where
-        F: FnOnce(&Connection) -> Result<CaseEventKind, AppError> + Send + 'static,
+        F: FnOnce(&Connection, &[u8]) -> Result<CaseEventKind, AppError> + Send + 'static,
     {
         let current = self.get_case(actor, case_no).await?;
         self.require_permission(actor, current.authority).await?;
@@ -559,7 +568,7 @@ impl App {
                 let c = tx.conn;
                 // Re-read inside the write: another desk may have moved the case meanwhile.
                 let now = app.case_view_from(c, &no)?.ok_or_else(|| AppError::not_found(format!("case {no}")))?;
-                let kind = make(c)?;
+                let kind = make(c, tx.docs.actor().to_bytes())?;
                 if let CaseEventKind::Delivered { receiver } = &kind
                     && receiver.as_str() != now.national_id
                 {
@@ -581,7 +590,10 @@ impl App {
                 let derived = case::derive(&load_events(c, &no)?, &now.delivery);
                 let next = derived.status;
                 c.execute(
-                    "UPDATE cases SET status = ?2, payment = ?3, conflict = ?4, updated_at = ?5 WHERE case_no = ?1",
+                    "UPDATE cases SET status = ?2, payment = ?3, updated_at = ?5,
+                       conflict = CASE WHEN ?4 IS NOT NULL THEN ?4
+                                       WHEN json_extract(conflict, '$.twins') IS NOT NULL THEN conflict END
+                     WHERE case_no = ?1",
                     params![
                         no,
                         status_key(next),

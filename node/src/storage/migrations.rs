@@ -12,6 +12,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("schema_v5_generator.sql"),
     include_str!("schema_v5_writer.sql"),
     include_str!("schema_v5_citizens.sql"),
+    include_str!("schema_v5_numbers.sql"),
 ];
 
 /// The schema version this binary writes.
@@ -165,5 +166,38 @@ mod tests {
             })
             .unwrap();
         assert_eq!((r, parts.as_str()), (None, ""));
+    }
+
+    /// A database that numbered cases before numbers were confirmed by the hub keeps its
+    /// main series (`legacy`); an empty one starts unconfirmed.
+    #[test]
+    fn numbers_of_an_older_database_count_as_confirmed() {
+        let v5 = MIGRATIONS
+            .iter()
+            .position(|m| m.contains("numbering.confirmed"))
+            .expect("the numbers migration");
+        let confirmed = |with_cases: bool| {
+            let mut c = Connection::open_in_memory().unwrap();
+            for sql in &MIGRATIONS[..v5] {
+                c.execute_batch(sql).unwrap();
+            }
+            c.pragma_update(None, "user_version", v5 as i64).unwrap();
+            if with_cases {
+                c.execute(
+                    "INSERT INTO sequences(name, value) VALUES ('case:2026', 12)",
+                    [],
+                )
+                .unwrap();
+            }
+            run(&mut c).unwrap();
+            c.query_row(
+                "SELECT value FROM meta WHERE key = 'numbering.confirmed'",
+                [],
+                |r| r.get::<_, String>(0),
+            )
+            .ok()
+        };
+        assert_eq!(confirmed(true).as_deref(), Some("legacy"));
+        assert_eq!(confirmed(false), None);
     }
 }

@@ -189,7 +189,7 @@ fn project_case(
             serde_json::to_string(&fee)?,
             fee.total.piastres(),
             status,
-            view.derived.conflict.as_ref().map(serde_json::to_string).transpose()?,
+            stored_conflict(view)?,
             view.derived.payment.as_ref().map(serde_json::to_string).transpose()?,
             target_at.to_string(),
             first.actor,
@@ -206,6 +206,21 @@ fn project_case(
         insert_event(conn, view.case_no.as_str(), idx, ev)?;
     }
     Ok(Ok(status))
+}
+
+/// The `conflict` column of a case: its derived conflict, and for two cases created under
+/// one number, the other cases whole (`twins`), so they stay readable here.
+fn stored_conflict(view: &CaseView) -> Result<Option<String>, ProjectError> {
+    let Some(c) = &view.derived.conflict else {
+        return Ok(None);
+    };
+    let mut v = serde_json::to_value(c)?;
+    if !view.twins.is_empty()
+        && let serde_json::Value::Object(m) = &mut v
+    {
+        m.insert("twins".into(), serde_json::to_value(&view.twins)?);
+    }
+    Ok(Some(serde_json::to_string(&v)?))
 }
 
 fn insert_event(
