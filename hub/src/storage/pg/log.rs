@@ -125,12 +125,16 @@ impl SyncLog for PgHub {
             let ok = (e.result == "ok").then_some(e.ended_ms);
             tx.execute(
                 "INSERT INTO center_status(center, last_sync_ms, last_ok_ms, uplink, cursor,
-                    skew_ms)
-                 VALUES ($1, $2, $3, $4, coalesce($5::bigint, 0), $6)
+                    skew_ms, cursor_ms)
+                 VALUES ($1, $2, $3, $4, coalesce($5::bigint, 0), $6,
+                    CASE WHEN $5::bigint IS NOT NULL THEN $2 END)
                  ON CONFLICT(center) DO UPDATE SET last_sync_ms=EXCLUDED.last_sync_ms,
                    last_ok_ms=coalesce($3, center_status.last_ok_ms), uplink=EXCLUDED.uplink,
                    cursor=coalesce($5, center_status.cursor),
-                   skew_ms=coalesce($6, center_status.skew_ms)",
+                   skew_ms=coalesce($6, center_status.skew_ms),
+                   cursor_ms=CASE WHEN $5::bigint IS NOT NULL
+                       AND (center_status.cursor_ms IS NULL OR $5 <> center_status.cursor)
+                     THEN $2 ELSE center_status.cursor_ms END",
                 &[
                     &e.center,
                     &e.ended_ms,
@@ -245,9 +249,13 @@ impl SyncLog for PgHub {
                        WHERE x.center=c.center AND x.last_result='ok'),
                     (SELECT uplink FROM sync_sessions x WHERE x.center=c.center
                        ORDER BY id DESC LIMIT 1),
-                    coalesce((SELECT len FROM feed_heads f WHERE f.center=c.center), 0),
+                    greatest(coalesce((SELECT len FROM feed_heads f WHERE f.center=c.center), 0),
+                        (SELECT coalesce(max(floor), 0) FROM feed_floors)),
                     coalesce(s.cursor, 0), s.skew_ms,
-                    (SELECT count(*) FROM sync_sessions x WHERE x.center=c.center)
+                    (SELECT count(*) FROM sync_sessions x WHERE x.center=c.center),
+                    (SELECT count(*) FROM feed f
+                       WHERE f.center=c.center AND f.fseq > coalesce(s.cursor, 0)),
+                    s.cursor_ms
                  FROM (SELECT center FROM centers UNION SELECT center FROM center_status) c
                  LEFT JOIN center_status s ON s.center=c.center ORDER BY c.center",
                 &[],
@@ -264,6 +272,8 @@ impl SyncLog for PgHub {
                 cursor: r.get(5),
                 skew_ms: r.get(6),
                 sessions: r.get(7),
+                backlog: r.get(8),
+                cursor_ms: r.get(9),
             })
             .collect())
     }

@@ -102,7 +102,18 @@ CREATE TABLE hub_counters(name TEXT COLLATE "C" PRIMARY KEY, value BIGINT NOT NU
 "#;
 
 /// The migrations, in order: entry `i` creates schema version `i + 1`.
-pub const MIGRATIONS: &[&str] = &[V1];
+pub const MIGRATIONS: &[&str] = &[V1, V2];
+
+/// v2: what a restore needs (see `markaz_sync::protocol::restore`): the epochs this
+/// database has had, the feed floors (every center's feed continues above the highest),
+/// and when each center's reported cursor last moved (a backlog that does not drain).
+const V2: &str = r#"
+CREATE TABLE hub_epochs(epoch TEXT COLLATE "C" PRIMARY KEY);
+CREATE TABLE feed_floors(floor BIGINT PRIMARY KEY);
+ALTER TABLE center_status ADD COLUMN cursor_ms BIGINT;
+INSERT INTO hub_epochs(epoch) SELECT value FROM hub_meta WHERE key='epoch'
+    ON CONFLICT DO NOTHING;
+"#;
 
 /// The schema version this program writes.
 pub fn schema_version() -> i64 {

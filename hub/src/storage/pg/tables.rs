@@ -349,6 +349,69 @@ impl HubTables for PgTx<'_> {
         Ok(())
     }
 
+    fn knows_epoch(&self, epoch: &str) -> Result<bool, HubError> {
+        Ok(self
+            .query_opt("SELECT 1 FROM hub_epochs WHERE epoch=$1", &[&epoch])
+            .map_err(hub)?
+            .is_some())
+    }
+
+    fn remember_epoch(&self, epoch: &str) -> Result<(), HubError> {
+        self.execute(
+            "INSERT INTO hub_epochs(epoch) VALUES ($1) ON CONFLICT DO NOTHING",
+            &[&epoch],
+        )
+        .map_err(hub)?;
+        Ok(())
+    }
+
+    fn new_actor(&self, now_ms: u64) -> Result<Vec<u8>, HubError> {
+        // The same form as a new database's first incarnation (`schema::incarnation`).
+        let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
+        let mut bytes = b"hub/".to_vec();
+        bytes.extend_from_slice(&rand::random::<[u8; 16]>());
+        self.execute(
+            "INSERT INTO incarnation(actor_id, center, created_at_ms) VALUES ($1, 'hub', $2)",
+            &[&bytes, &now],
+        )
+        .map_err(hub)?;
+        Ok(bytes)
+    }
+
+    fn feed_floor(&self) -> Result<u64, HubError> {
+        let v: i64 = self
+            .query_one("SELECT coalesce(max(floor), 0) FROM feed_floors", &[])
+            .map_err(hub)?
+            .get(0);
+        Ok(u(v))
+    }
+
+    fn raise_feed_floor(&self, floor: u64) -> Result<(), HubError> {
+        let floor = i64::try_from(floor).map_err(|_| format!("feed floor {floor} too large"))?;
+        self.execute(
+            "INSERT INTO feed_floors(floor) SELECT $1::bigint
+             WHERE $1::bigint > (SELECT coalesce(max(floor), 0) FROM feed_floors)
+             ON CONFLICT DO NOTHING",
+            &[&floor],
+        )
+        .map_err(hub)?;
+        Ok(())
+    }
+
+    fn handed_out(&self, center: &CenterId, position: u64) -> Result<bool, HubError> {
+        let Ok(p) = i64::try_from(position) else {
+            return Ok(false);
+        };
+        Ok(self
+            .query_opt(
+                "SELECT 1 WHERE EXISTS (SELECT 1 FROM feed WHERE center=$1 AND fseq=$2)
+                    OR EXISTS (SELECT 1 FROM feed_floors WHERE floor=$2)",
+                &[&center.as_str(), &p],
+            )
+            .map_err(hub)?
+            .is_some())
+    }
+
     fn add_center(&self, center: &CenterId) -> Result<bool, HubError> {
         // A second process registering the same center waits for the first to commit,
         // then finds it: the first contact happens once.
@@ -438,12 +501,15 @@ impl HubTables for PgTx<'_> {
             let n = group.len() as i64;
             // Locks the center's head row until this transaction ends: the next writer
             // of this feed numbers after us, once we committed.
+            // A feed continues above the highest floor a start or a restore recorded.
+            let floor = self.feed_floor()? as i64;
             let len: i64 = self
                 .query_one(
-                    "INSERT INTO feed_heads(center, len) VALUES ($1, $2)
-                     ON CONFLICT(center) DO UPDATE SET len = feed_heads.len + EXCLUDED.len
+                    "INSERT INTO feed_heads(center, len) VALUES ($1, $3::bigint + $2::bigint)
+                     ON CONFLICT(center) DO UPDATE
+                       SET len = greatest(feed_heads.len, $3::bigint) + $2::bigint
                      RETURNING len",
-                    &[center, &n],
+                    &[center, &n, &floor],
                 )
                 .map_err(hub)?
                 .get(0);
@@ -471,7 +537,7 @@ impl HubTables for PgTx<'_> {
             )
             .map_err(hub)?
             .map(|r| r.get(0));
-        Ok(u(len.unwrap_or(0)))
+        Ok(u(len.unwrap_or(0)).max(self.feed_floor()?))
     }
 
     fn feed_after(
