@@ -114,7 +114,8 @@ async fn terminal(api: Api, first_nid: u64, ledger: Arc<Mutex<Ledger>>, stop: Ar
     let mut nid = first_nid;
     while !stop.load(Ordering::Relaxed) {
         nid += 1;
-        let id = format!("0{nid:010}");
+        // Governorate 01 (Damascus), then nine digits.
+        let id = format!("01{nid:09}");
         match api.post("/citizens", citizen_json(&id, "0944123456")).await {
             Ok((201, _)) => {
                 ledger.lock().unwrap().acknowledged.insert(id);
@@ -154,7 +155,7 @@ async fn a_full_disk_holding_data_and_log_recovers_without_a_restart() -> Result
     for (i, api) in clerks.iter().enumerate() {
         tasks.push(tokio::spawn(terminal(
             api.clone(),
-            (i as u64 + 1) * 100_000_000,
+            (i as u64 + 1) * 10_000_000,
             ledger.clone(),
             stop.clone(),
         )));
@@ -223,7 +224,12 @@ async fn a_full_disk_holding_data_and_log_recovers_without_a_restart() -> Result
         }
         ensure!(
             freed.elapsed() < Duration::from_secs(15),
-            "the terminals' writes did not succeed again within 15 s of freeing the disk"
+            "the terminals' writes did not succeed again within 15 s of freeing the disk; last answers: {:?}; log: {}",
+            {
+                let l = ledger.lock().unwrap();
+                l.unexpected.iter().rev().take(3).cloned().collect::<Vec<_>>()
+            },
+            node.log().lines().rev().take(20).collect::<Vec<_>>().join("\n")
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
