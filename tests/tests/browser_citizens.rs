@@ -316,6 +316,7 @@ async fn scenario(b: &Browser) -> Result<()> {
     }
 
     // Supervisors' list of likely duplicates (the admin holds the supervisor's rights).
+    b.goto(&format!("{base}/reception")).await?;
     b.click("#logout").await?;
     b.wait_until(
         "logged out",
