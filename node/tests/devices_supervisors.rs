@@ -170,6 +170,14 @@ async fn panels_link_failover_power_samples_and_technician_actions() {
     assert!(p["battery_v"].as_f64().unwrap() > 20.0, "{p}");
     assert!(p["load_w"].is_u64(), "{p}");
     assert_ne!(p["source"], "grid", "the grid is cut at 09:00: {p}");
+    // The inverter's mode and PV per charger are on the panel.
+    assert_eq!(p["inverter_mode"], "battery", "grid cut: battery mode: {p}");
+    assert!(p["pv"]["total_w"].is_u64(), "{p}");
+    assert_eq!(
+        p["pv"]["total_w"].as_u64(),
+        p["pv_w"].as_u64(),
+        "the sample's PV is the total: {p}"
+    );
     assert_eq!(p["devices"].as_array().unwrap().len(), 4, "{p}");
 
     // The primary's probe target refuses from the start: the first probe round decides
