@@ -134,7 +134,7 @@ async fn two_hub_processes_on_one_postgres_serve_three_centers() -> Result<()> {
     let midan = centers[0].node.docs()?.heads()?;
     let qanawat = centers[1].node.docs()?.heads()?;
     ensure!(
-        midan.get(&citizen).is_some() && midan.get(&citizen) == qanawat.get(&citizen),
+        midan.contains_key(&citizen) && midan.get(&citizen) == qanawat.get(&citizen),
         "the shared citizen differs between midan and qanawat"
     );
 

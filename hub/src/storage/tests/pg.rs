@@ -302,7 +302,12 @@ fn processes_starting_together_migrate_and_seed_once() {
     }
     let mut e = PgHub::open(&s).expect("open");
     let catalog_changes = e
-        .in_tx(&mut |t, _, _| (t.history(&DocId::catalog(), &"nobody".parse().expect("c")), true))
+        .in_tx(&mut |t, _, _| {
+            (
+                t.history(&DocId::catalog(), &"nobody".parse().expect("c")),
+                true,
+            )
+        })
         .expect("tx")
         .expect("history");
     assert_eq!(catalog_changes.len(), 1, "the catalog was seeded once");
