@@ -116,8 +116,8 @@ pub fn backlog_alarm(f: &CenterFacts, recent: &[SyncSession]) -> Option<CenterAl
         .filter(|s| s.result != "open")
         .take(NOT_DRAINING_SESSIONS)
         .collect();
-    (ended.len() == NOT_DRAINING_SESSIONS && ended.iter().all(|s| s.started_ms > moved)).then(
-        || CenterAlarm::NotDraining {
+    (ended.len() == NOT_DRAINING_SESSIONS && ended.iter().all(|s| s.started_ms > moved)).then_some(
+        CenterAlarm::NotDraining {
             backlog: f.backlog,
             sessions: NOT_DRAINING_SESSIONS,
         },
@@ -359,6 +359,7 @@ mod tests {
             unreadable: 0,
             conflicts: vec![],
             twins: vec![],
+            citizen_profile: None,
         }
     }
 

@@ -227,9 +227,19 @@ async fn a_full_disk_holding_data_and_log_recovers_without_a_restart() -> Result
             "the terminals' writes did not succeed again within 15 s of freeing the disk; last answers: {:?}; log: {}",
             {
                 let l = ledger.lock().unwrap();
-                l.unexpected.iter().rev().take(3).cloned().collect::<Vec<_>>()
+                l.unexpected
+                    .iter()
+                    .rev()
+                    .take(3)
+                    .cloned()
+                    .collect::<Vec<_>>()
             },
-            node.log().lines().rev().take(20).collect::<Vec<_>>().join("\n")
+            node.log()
+                .lines()
+                .rev()
+                .take(20)
+                .collect::<Vec<_>>()
+                .join("\n")
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
