@@ -196,9 +196,14 @@ async fn one_address_with_2000_slow_connections_does_not_lock_out_a_terminal() -
         refused,
         attack.closed.load(Ordering::Relaxed),
     );
+    // Over the per-client cap a connection is turned away: answered 503 when the client
+    // reads before the close, else closed. Which of the two a client sees is a race of
+    // the attacker's reads; that they are turned away, and the terminal still served, is
+    // what matters.
+    let closed = attack.closed.load(Ordering::Relaxed);
     ensure!(
-        refused >= (SLOW_CONNECTIONS - 64) as u64,
-        "connections over the per-client cap are answered 503"
+        refused > 0 && refused + closed >= (SLOW_CONNECTIONS - 64) as u64,
+        "connections over the per-client cap are turned away"
     );
     ensure!(
         node.log().contains("connections refused"),

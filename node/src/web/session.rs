@@ -480,6 +480,7 @@ pub const OWN_PAGES: &[&str] = &[
     "technician",
     "display",
     "tickets",
+    "citizens",
 ];
 
 /// A path a form may send us back to: `/` or a relative path of one of [`OWN_PAGES`],
@@ -568,5 +569,26 @@ mod tests {
         assert!(constant_time_eq(b"abc", b"abc"));
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}
+
+#[cfg(test)]
+mod own_pages_tests {
+    use super::{OWN_PAGES, safe_back};
+
+    /// Every page the router serves (but the login flow and assets) is one a "back" link
+    /// may return to: a page missing from [`OWN_PAGES`] sends the clerk home instead
+    /// (the citizen profile did, after switching the language on it).
+    #[test]
+    fn every_page_route_is_an_own_page() {
+        let router = include_str!("mod.rs");
+        for route in router.split(".route(\"/").skip(1) {
+            let first = route.split(['/', '"', '{']).next().unwrap_or_default();
+            if ["", "login", "logout", "lang", "assets"].contains(&first) {
+                continue;
+            }
+            assert!(OWN_PAGES.contains(&first), "/{first} is not in OWN_PAGES");
+            assert_eq!(safe_back(&format!("/{first}")), format!("/{first}"));
+        }
     }
 }

@@ -127,14 +127,14 @@ impl SyncLog for PgHub {
                 "INSERT INTO center_status(center, last_sync_ms, last_ok_ms, uplink, cursor,
                     skew_ms, cursor_ms)
                  VALUES ($1, $2, $3, $4, coalesce($5::bigint, 0), $6,
-                    CASE WHEN $5::bigint IS NOT NULL THEN $2 END)
+                    CASE WHEN $5::bigint IS NOT NULL THEN $2::bigint END)
                  ON CONFLICT(center) DO UPDATE SET last_sync_ms=EXCLUDED.last_sync_ms,
                    last_ok_ms=coalesce($3, center_status.last_ok_ms), uplink=EXCLUDED.uplink,
                    cursor=coalesce($5, center_status.cursor),
                    skew_ms=coalesce($6, center_status.skew_ms),
                    cursor_ms=CASE WHEN $5::bigint IS NOT NULL
                        AND (center_status.cursor_ms IS NULL OR $5 <> center_status.cursor)
-                     THEN $2 ELSE center_status.cursor_ms END",
+                     THEN $2::bigint ELSE center_status.cursor_ms END",
                 &[
                     &e.center,
                     &e.ended_ms,
