@@ -227,10 +227,10 @@ impl Recovery {
     /// What to do at `now`, if anything. A queued power cycle comes first; a closed
     /// port is brought up once its retry time has come.
     pub fn poll_action(&mut self, now: Instant) -> Option<Action> {
-        if let Some(why) = self.queued.take() {
-            if self.is_open() {
-                return Some(Action::PowerCycle(why));
-            }
+        if let Some(why) = self.queued.take()
+            && self.is_open()
+        {
+            return Some(Action::PowerCycle(why));
         }
         if !self.is_open() && now >= self.retry_at {
             return Some(Action::BringUp);
