@@ -128,7 +128,7 @@ async fn hub_sync_log_partial_replication_portal_and_pages() -> anyhow::Result<(
     );
 
     // Pages: Arabic first, English on request; the overview lists both centers.
-    let (status, html) = hub.http("GET", "/", None).await?;
+    let (status, html) = hub.http("GET", "/centers", None).await?;
     assert!(status.contains("200"));
     assert!(html.contains("lang=\"ar\" dir=\"rtl\""));
     assert!(html.contains("midan") && html.contains("qanawat"));

@@ -24,10 +24,11 @@ use tokio::process::{Child, Command};
 use crate::markaz_bin;
 
 // The hub's files in its data directory (markaz_hub::{WEB_ADDR_FILE, SYNC_ADDR_FILE,
-// TOKEN_FILE, storage::DB_FILE}); spelled here so these tests need only the binary.
+// storage::DB_FILE}); spelled here so these tests need only the binary.
 const WEB_ADDR_FILE: &str = "web.addr";
 const SYNC_ADDR_FILE: &str = "sync.addr";
-const TOKEN_FILE: &str = "operator.token";
+/// Beside the data directory: the API token of the test operator.
+const TOKEN_FILE: &str = "operator-api.token";
 const HUB_DB_FILE: &str = "markaz-hub.db";
 
 /// Runs `markaz <args>` and fails with its output if it fails.
@@ -142,6 +143,26 @@ level = "info"
                 pki = pki.display(),
             ),
         )?;
+        // An administrator with an API token for the operator API (the hub has no shared
+        // token any more).
+        let out = markaz_cli(&[
+            "operator",
+            "add",
+            "--config",
+            config_path.to_str().context("config path")?,
+            "--username",
+            "tester",
+            "--role",
+            "admin",
+            "--token",
+            "tests",
+        ])?;
+        let token = out
+            .lines()
+            .find_map(|l| l.strip_prefix("token: "))
+            .context("markaz operator add printed no token")?
+            .to_string();
+        std::fs::write(dir.path().join(TOKEN_FILE), &token)?;
         Ok(Self {
             dir,
             sync_port,
@@ -268,10 +289,11 @@ level = "info"
         Ok(tokio::time::timeout(Duration::from_secs(20), c.wait()).await??)
     }
 
-    /// The operator token (`<data_dir>/operator.token`, created by the hub on first start).
+    /// The API token of the administrator `tester` (made by `markaz operator add` when the
+    /// hub was prepared).
     pub fn operator_token(&self) -> Result<String> {
-        let t = std::fs::read_to_string(self.data_dir().join(TOKEN_FILE))
-            .context("while reading the operator token (has the hub started once?)")?;
+        let t = std::fs::read_to_string(self.dir.path().join(TOKEN_FILE))
+            .context("while reading the test operator's token")?;
         Ok(t.trim().to_string())
     }
 

@@ -35,6 +35,8 @@ pub struct Hub {
     pub sync_port: u16,
     pub web: String,
     pub shutdown: CancellationToken,
+    /// An administrator's API token (`tester`, created before the hub started).
+    pub token: String,
 }
 
 impl Hub {
@@ -52,6 +54,7 @@ impl Hub {
         cfg.hub.server_cert = Some(hub.cert_path);
         cfg.hub.server_key = Some(hub.key_path);
         cfg.hub.crl = Some(ca.crl_path());
+        let token = admin_token(&cfg)?;
         let shutdown = CancellationToken::new();
         tokio::spawn(markaz_hub::run(cfg, shutdown.clone()));
         let addr_file = data.join(markaz_hub::SYNC_ADDR_FILE);
@@ -70,6 +73,7 @@ impl Hub {
             sync_port: sync.port(),
             web,
             shutdown,
+            token,
         })
     }
 
@@ -86,7 +90,7 @@ impl Hub {
         path: &str,
         body: Option<&str>,
     ) -> anyhow::Result<(String, String)> {
-        let token = std::fs::read_to_string(self.data.join(markaz_hub::TOKEN_FILE))?;
+        let token = &self.token;
         let mut s = tokio::net::TcpStream::connect(&self.web).await?;
         let body = body.unwrap_or("");
         let req = format!(
@@ -103,6 +107,20 @@ impl Hub {
             body.to_string(),
         ))
     }
+}
+
+/// Creates the administrator `tester` in the hub's data directory and returns an API
+/// token of theirs (what `markaz operator add --token` does).
+pub fn admin_token(cfg: &HubConfig) -> anyhow::Result<String> {
+    use markaz_hub::operators::{NewOperator, Role};
+    let new = NewOperator {
+        username: "tester".into(),
+        full_name: "Test operator".into(),
+        roles: vec![Role::Admin],
+        language: "ar".into(),
+    };
+    let added = markaz_hub::add_operator(cfg, &new, Some("correct horse battery".into()), Some("tests"))?;
+    added.token.context("a token")
 }
 
 impl Drop for Hub {

@@ -82,29 +82,12 @@ pub fn home_of(actor: &Actor) -> &'static str {
 
 /// Reads one cookie by name.
 pub fn cookie(parts: &Parts, name: &str) -> Option<String> {
-    parts
-        .headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|kv| {
-            let (k, v) = kv.trim().split_once('=')?;
-            (k == name).then(|| v.to_string())
-        })
+    markaz_web::http::cookie(&parts.headers, name)
 }
 
 /// Reads one cookie from request headers (for handlers that hold the headers).
 pub fn cookie_value(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|kv| {
-            let (k, v) = kv.trim().split_once('=')?;
-            (k == name).then(|| v.to_string())
-        })
+    markaz_web::http::cookie(headers, name)
 }
 
 /// Any visitor: language and where they are.
@@ -164,16 +147,12 @@ impl Staff {
 
     /// Checks the CSRF token a form sent.
     pub fn check_csrf(&self, sent: &str) -> Result<(), PageError> {
-        if !sent.is_empty() && constant_time_eq(sent.as_bytes(), self.csrf.as_bytes()) {
+        if !sent.is_empty() && markaz_web::password::constant_time_eq(sent.as_bytes(), self.csrf.as_bytes()) {
             Ok(())
         } else {
             Err(PageError::Csrf { lang: self.lang() })
         }
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 impl FromRequestParts<Web> for Staff {
@@ -396,12 +375,8 @@ impl IntoResponse for PageError {
     fn into_response(self) -> Response {
         match self {
             PageError::Login { next } => {
-                let next = if next.starts_with('/') && !next.starts_with("//") {
-                    next
-                } else {
-                    "/".into()
-                };
-                Redirect::to(&format!("/login?next={}", urlencode(&next))).into_response()
+                Redirect::to(&format!("/login?next={}", urlencode(safe_back(&next))))
+                    .into_response()
             }
             PageError::Forbidden { lang } => error_page(
                 lang,
@@ -452,28 +427,7 @@ pub fn form_error(field: &str, code: &str, key: &str) -> markaz_sync::model::cat
     )
 }
 
-/// Percent-encodes a query value.
-pub fn urlencode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
-
-/// A path a form may send us back to: local only, never another site.
-pub fn safe_back(back: &str) -> &str {
-    if back.starts_with('/') && !back.starts_with("//") && !back.contains('\\') {
-        back
-    } else {
-        "/"
-    }
-}
+pub use markaz_web::http::{safe_back, urlencode};
 
 /// `HH:MM` of a stored timestamp in the center's time zone ("" if it does not parse).
 pub fn local_hhmm(app: &App, ts: &str) -> String {
@@ -495,25 +449,4 @@ pub fn local_datetime(app: &App, ts: &str) -> String {
                 .to_string()
         })
         .unwrap_or_default()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn back_links_stay_on_this_node() {
-        assert_eq!(safe_back("/desk?counter=2"), "/desk?counter=2");
-        assert_eq!(safe_back("//evil.example/"), "/");
-        assert_eq!(safe_back("https://evil.example/"), "/");
-        assert_eq!(safe_back("/\\evil"), "/");
-        assert_eq!(urlencode("/cases?q=a b"), "/cases%3Fq%3Da%20b");
-    }
-
-    #[test]
-    fn csrf_comparison() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
-    }
 }

@@ -1,443 +1,19 @@
-//! The operator pages and the operator API on `hub.web_listen`.
-//!
-//! Pages are server-rendered HTML, Arabic first (`lang="ar" dir="rtl"`), English with
-//! `?lang=en`, styled by the node's stylesheet (copied to `hub/assets`, no CDN). Every
-//! page has a JSON twin under `/api/v1/…`.
-//!
-//! Access: the operator token (file `<data_dir>/operator.token`, created on first start,
-//! mode 0600) is sent as `Authorization: Bearer <token>`. Requests that change anything
-//! always need it; reading pages and JSON needs it too unless the client is on loopback.
+//! The report pages still built by hand (sync log, conflicts, oversight, energy, queue
+//! statistics, catalog): Arabic first, English with `?lang=en`, every value escaped with
+//! [`esc`]. They are reached through the same access table as every route; the pages
+//! built from templates are in `pages`.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use axum::extract::State;
+use axum::response::Html;
 
-use axum::Router;
-use axum::extract::{ConnectInfo, Path, Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
-use axum::middleware::{self, Next};
-use axum::response::{Html, IntoResponse, Json, Response};
-use axum::routing::{delete, get, post, put};
-use jiff::civil::Date;
-use markaz_sync::model::catalog::Authority;
-use markaz_sync::model::{CenterId, StaffMember};
-use serde::Deserialize;
+use super::api::{
+    LangQuery, LogQuery, MetricsQuery, load_catalog, load_conflicts, load_days,
+    load_log, load_oversight, load_sessions,
+};
+use super::{ApiError, Q, WebState};
+use crate::catalog::CatalogEntry;
+use crate::energy::{self, Avg, Comparison, GroupFigures, MetricsKind};
 
-use crate::catalog::{self, CatalogEntry, CatalogError, CatalogPage};
-use crate::energy::{self, Avg, Comparison, GroupFigures, MetricsDay, MetricsKind};
-use crate::oversight::{self, CenterRow, ConflictRow, OversightRow};
-use crate::portal::{self, Grant, PortalError, PortalIntake};
-use crate::sessions::SyncSession;
-use crate::storage::{HubWriter, StorageError, SyncLogEntry};
-
-// The operators' pages share the center pages' stylesheet (one file, one look).
-const CSS: &str = include_str!("../../node/assets/markaz.css");
-
-/// Shared state of the web handlers.
-#[derive(Clone, Debug)]
-pub struct WebState {
-    pub writer: HubWriter,
-    pub token: Arc<String>,
-}
-
-/// Errors of the operator API, mapped to status codes here and only here. The body is
-/// the node API's format: `{"error":{"code","message","field"}}` (`field` when input was
-/// at fault).
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    #[error("operator token required")]
-    Unauthorized,
-    #[error(transparent)]
-    Portal(#[from] PortalError),
-    #[error(transparent)]
-    Storage(#[from] StorageError),
-    #[error(transparent)]
-    Catalog(#[from] CatalogError),
-    /// A body of the wrong shape (422).
-    #[error("bad request: {0}")]
-    Bad(String),
-    /// A body that is not JSON at all (400).
-    #[error("malformed JSON: {0}")]
-    Malformed(String),
-    /// A query string of the wrong shape (400).
-    #[error("bad query: {0}")]
-    Query(String),
-}
-
-impl From<axum::extract::rejection::QueryRejection> for ApiError {
-    fn from(r: axum::extract::rejection::QueryRejection) -> Self {
-        ApiError::Query(r.body_text())
-    }
-}
-
-/// A query extractor whose rejections use the API's error format.
-#[derive(Debug, axum::extract::FromRequestParts)]
-#[from_request(via(axum::extract::Query), rejection(ApiError))]
-struct Q<T>(T);
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, code, field): (StatusCode, &str, Option<String>) = match &self {
-            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", None),
-            ApiError::Malformed(_) => (StatusCode::BAD_REQUEST, "malformed_json", None),
-            ApiError::Query(_) => (StatusCode::BAD_REQUEST, "invalid_query", None),
-            ApiError::Bad(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid", None),
-            ApiError::Portal(PortalError::Invalid { field, .. }) => (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid",
-                Some(field.clone()),
-            ),
-            ApiError::Catalog(CatalogError::Invalid { field, code, .. }) => {
-                (StatusCode::UNPROCESSABLE_ENTITY, code, Some(field.clone()))
-            }
-            ApiError::Catalog(CatalogError::Conflict { field, code, .. }) => {
-                (StatusCode::CONFLICT, code, Some(field.clone()))
-            }
-            ApiError::Catalog(CatalogError::UnknownService(_)) => {
-                (StatusCode::NOT_FOUND, "not_found", Some("code".into()))
-            }
-            ApiError::Portal(PortalError::NotFound(_)) => {
-                (StatusCode::NOT_FOUND, "not_found", None)
-            }
-            ApiError::Portal(PortalError::Storage(_))
-            | ApiError::Storage(_)
-            | ApiError::Catalog(CatalogError::Storage(_) | CatalogError::NoCatalog) => {
-                (StatusCode::INTERNAL_SERVER_ERROR, "storage", None)
-            }
-        };
-        if status.is_server_error() {
-            tracing::error!(error = %self, "operator API failed");
-        }
-        let mut error = serde_json::json!({"code": code, "message": self.to_string()});
-        if let Some(f) = field {
-            error["field"] = serde_json::Value::String(f);
-        }
-        (status, Json(serde_json::json!({ "error": error }))).into_response()
-    }
-}
-
-/// The router of the operator listener.
-pub fn router(state: WebState) -> Router {
-    Router::new()
-        .route("/", get(page_centers))
-        .route("/sync-log", get(page_sync_log))
-        .route("/sync-log/requests", get(page_sync_requests))
-        .route("/conflicts", get(page_conflicts))
-        .route("/oversight", get(page_oversight))
-        .route("/energy", get(page_energy))
-        .route("/api/v1/centers", get(api_centers))
-        .route("/api/v1/sync-log", get(api_sync_log))
-        .route("/api/v1/sync-log/requests", get(api_sync_requests))
-        .route("/api/v1/conflicts", get(api_conflicts))
-        .route("/api/v1/oversight", get(api_oversight))
-        .route("/api/v1/energy", get(api_energy))
-        .route("/api/v1/energy/compare", get(api_energy_compare))
-        .route("/stats", get(page_stats))
-        .route("/api/v1/stats", get(api_stats))
-        .route("/catalog", get(page_catalog))
-        .route("/api/v1/catalog", get(api_catalog))
-        .route("/api/v1/catalog/services/{code}", put(api_put_service))
-        .route("/api/v1/catalog/services/{code}/fees", post(api_add_fee))
-        .route("/api/v1/portal/cases", post(api_portal_case))
-        .route("/api/v1/staff/{center}/{username}", put(api_put_staff))
-        .route(
-            "/api/v1/staff/{center}/{username}/permissions",
-            post(api_grant),
-        )
-        .route(
-            "/api/v1/staff/{center}/{username}/permissions/{authority}",
-            delete(api_revoke),
-        )
-        .route_layer(middleware::from_fn_with_state(state.clone(), guard))
-        .route("/assets/markaz.css", get(css))
-        .route(
-            "/healthz",
-            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
-        )
-        .with_state(state)
-}
-
-fn token_ok(headers: &HeaderMap, token: &str) -> bool {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| constant_eq(t.trim().as_bytes(), token.as_bytes()))
-}
-
-fn constant_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-async fn guard(State(state): State<WebState>, req: Request, next: Next) -> Response {
-    let loopback = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .is_some_and(|ConnectInfo(a)| a.ip().is_loopback());
-    let reading = matches!(*req.method(), Method::GET | Method::HEAD);
-    if token_ok(req.headers(), &state.token) || (reading && loopback) {
-        next.run(req).await
-    } else {
-        ApiError::Unauthorized.into_response()
-    }
-}
-
-async fn css() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], CSS)
-}
-
-fn now_ms() -> i64 {
-    jiff::Timestamp::now().as_millisecond()
-}
-
-// ---- JSON ------------------------------------------------------------------------------
-
-async fn load_centers(s: &WebState) -> Result<Vec<CenterRow>, ApiError> {
-    let now = now_ms();
-    Ok(s.writer.run(move |e| oversight::centers(e, now)).await??)
-}
-
-async fn load_sessions(s: &WebState, center: Option<String>) -> Result<Vec<SyncSession>, ApiError> {
-    let now = now_ms();
-    Ok(s.writer
-        .run(move |e| e.sessions(center.as_deref(), now, 500))
-        .await??)
-}
-
-async fn load_log(
-    s: &WebState,
-    center: Option<String>,
-    session: Option<i64>,
-) -> Result<Vec<SyncLogEntry>, ApiError> {
-    Ok(s.writer
-        .run(move |e| oversight::sync_log(e, center.as_deref(), session, 1000))
-        .await??)
-}
-
-async fn load_conflicts(s: &WebState) -> Result<Vec<ConflictRow>, ApiError> {
-    let views = s.writer.run(oversight::case_views).await??;
-    Ok(oversight::conflicts(&views))
-}
-
-async fn load_oversight(s: &WebState) -> Result<Vec<OversightRow>, ApiError> {
-    let (views, catalog) = s
-        .writer
-        .run(|e| Ok::<_, StorageError>((oversight::case_views(e)?, oversight::catalog(e)?)))
-        .await??;
-    Ok(oversight::tally(&views, &catalog, jiff::Timestamp::now()))
-}
-
-#[derive(Debug, Deserialize)]
-struct MetricsQuery {
-    center: Option<String>,
-    days: Option<u32>,
-    lang: Option<String>,
-}
-
-async fn load_days(
-    s: &WebState,
-    kind: MetricsKind,
-    center: Option<String>,
-    days: Option<u32>,
-) -> Result<(Date, Vec<MetricsDay>, Vec<String>), ApiError> {
-    let from = energy::window_start(catalog::today(jiff::Timestamp::now()), days);
-    Ok(s.writer
-        .run(move |e| {
-            Ok::<_, StorageError>((
-                from,
-                energy::days(e, kind, center.as_deref(), from)?,
-                energy::centers(e, kind)?,
-            ))
-        })
-        .await??)
-}
-
-#[derive(Debug, Deserialize)]
-struct LogQuery {
-    center: Option<String>,
-    /// A session's row id (`sync_sessions.id`), for its requests.
-    session: Option<i64>,
-    lang: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct LangQuery {
-    lang: Option<String>,
-}
-
-async fn api_centers(State(s): State<WebState>) -> Result<Json<Vec<CenterRow>>, ApiError> {
-    Ok(Json(load_centers(&s).await?))
-}
-
-async fn api_sync_log(
-    State(s): State<WebState>,
-    Q(q): Q<LogQuery>,
-) -> Result<Json<Vec<SyncSession>>, ApiError> {
-    Ok(Json(load_sessions(&s, q.center).await?))
-}
-
-async fn api_sync_requests(
-    State(s): State<WebState>,
-    Q(q): Q<LogQuery>,
-) -> Result<Json<Vec<SyncLogEntry>>, ApiError> {
-    Ok(Json(load_log(&s, q.center, q.session).await?))
-}
-
-async fn api_conflicts(State(s): State<WebState>) -> Result<Json<Vec<ConflictRow>>, ApiError> {
-    Ok(Json(load_conflicts(&s).await?))
-}
-
-async fn api_oversight(State(s): State<WebState>) -> Result<Json<Vec<OversightRow>>, ApiError> {
-    Ok(Json(load_oversight(&s).await?))
-}
-
-async fn api_energy(
-    State(s): State<WebState>,
-    Q(q): Q<MetricsQuery>,
-) -> Result<Json<Vec<MetricsDay>>, ApiError> {
-    Ok(Json(
-        load_days(&s, MetricsKind::Energy, q.center, q.days)
-            .await?
-            .1,
-    ))
-}
-
-async fn api_energy_compare(
-    State(s): State<WebState>,
-    Q(q): Q<MetricsQuery>,
-) -> Result<Json<Comparison>, ApiError> {
-    let (from, days, _) = load_days(&s, MetricsKind::Energy, None, q.days).await?;
-    Ok(Json(energy::compare(&days, from)))
-}
-
-async fn api_stats(
-    State(s): State<WebState>,
-    Q(q): Q<MetricsQuery>,
-) -> Result<Json<Vec<MetricsDay>>, ApiError> {
-    Ok(Json(
-        load_days(&s, MetricsKind::Stats, q.center, q.days).await?.1,
-    ))
-}
-
-/// A JSON body: not JSON at all is 400 `malformed_json`, the wrong shape 422.
-fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    let v: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| ApiError::Malformed(e.to_string()))?;
-    serde_json::from_value(v).map_err(|e| ApiError::Bad(e.to_string()))
-}
-
-async fn load_catalog(s: &WebState) -> Result<CatalogPage, ApiError> {
-    let today = catalog::today(jiff::Timestamp::now());
-    Ok(s.writer.run(move |e| catalog::entries(e, today)).await??)
-}
-
-async fn api_catalog(State(s): State<WebState>) -> Result<Json<CatalogPage>, ApiError> {
-    Ok(Json(load_catalog(&s).await?))
-}
-
-fn created_or_ok(created: bool) -> StatusCode {
-    if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    }
-}
-
-async fn api_put_service(
-    State(s): State<WebState>,
-    Path(code): Path<String>,
-    body: axum::body::Bytes,
-) -> Result<(StatusCode, Json<CatalogEntry>), ApiError> {
-    let v: serde_json::Value = json_body(&body)?;
-    let service = catalog::parse_service(&code, &v)?;
-    let today = catalog::today(jiff::Timestamp::now());
-    let (created, entry) = s
-        .writer
-        .run(move |e| catalog::put_service(e, &service, today))
-        .await??;
-    Ok((created_or_ok(created), Json(entry)))
-}
-
-async fn api_add_fee(
-    State(s): State<WebState>,
-    Path(code): Path<String>,
-    body: axum::body::Bytes,
-) -> Result<(StatusCode, Json<CatalogEntry>), ApiError> {
-    let v: serde_json::Value = json_body(&body)?;
-    let fee = catalog::parse_fee(&v)?;
-    let today = catalog::today(jiff::Timestamp::now());
-    let (written, entry) = s
-        .writer
-        .run(move |e| catalog::add_fee(e, &code, &fee, today))
-        .await??;
-    Ok((created_or_ok(written), Json(entry)))
-}
-
-async fn api_portal_case(
-    State(s): State<WebState>,
-    body: axum::body::Bytes,
-) -> Result<(StatusCode, Json<portal::PortalCase>), ApiError> {
-    let intake: PortalIntake = json_body(&body)?;
-    let now = jiff::Timestamp::now();
-    let created = s
-        .writer
-        .run(move |e| portal::intake(e, &intake, now))
-        .await??;
-    Ok((StatusCode::CREATED, Json(created)))
-}
-
-fn center_of(s: &str) -> Result<CenterId, ApiError> {
-    s.parse()
-        .map_err(|e: markaz_sync::model::IdError| ApiError::Bad(e.to_string()))
-}
-
-async fn api_put_staff(
-    State(s): State<WebState>,
-    Path((center, username)): Path<(String, String)>,
-    body: axum::body::Bytes,
-) -> Result<StatusCode, ApiError> {
-    let center = center_of(&center)?;
-    let staff: StaffMember = json_body(&body)?;
-    if staff.username != username {
-        return Err(ApiError::Bad(
-            "username in the path and the body differ".into(),
-        ));
-    }
-    s.writer
-        .run(move |e| portal::put_staff(e, &center, &staff))
-        .await??;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-async fn api_grant(
-    State(s): State<WebState>,
-    Path((center, username)): Path<(String, String)>,
-    body: axum::body::Bytes,
-) -> Result<Json<StaffMember>, ApiError> {
-    let center = center_of(&center)?;
-    let g: Grant = json_body(&body)?;
-    Ok(Json(
-        s.writer
-            .run(move |e| portal::grant(e, &center, &username, &g))
-            .await??,
-    ))
-}
-
-async fn api_revoke(
-    State(s): State<WebState>,
-    Path((center, username, authority)): Path<(String, String, String)>,
-) -> Result<Json<StaffMember>, ApiError> {
-    let center = center_of(&center)?;
-    let authority: Authority = authority
-        .parse()
-        .map_err(|e: markaz_sync::model::catalog::FieldError| ApiError::Bad(e.to_string()))?;
-    Ok(Json(
-        s.writer
-            .run(move |e| portal::revoke(e, &center, &username, authority))
-            .await??,
-    ))
-}
-
-// ---- HTML ------------------------------------------------------------------------------
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Lang {
@@ -485,13 +61,6 @@ fn time(ms: Option<i64>) -> String {
     }
 }
 
-fn minutes(ms: Option<i64>) -> String {
-    match ms {
-        Some(m) => ltr(&format!("{} min", m / 60_000)),
-        None => "—".into(),
-    }
-}
-
 fn page(lang: Lang, path: &str, title: &str, body: &str) -> Html<String> {
     let (code, dir, other, other_label) = match lang {
         Lang::Ar => ("ar", "rtl", "en", "English"),
@@ -499,7 +68,7 @@ fn page(lang: Lang, path: &str, title: &str, body: &str) -> Html<String> {
     };
     let q = if lang == Lang::En { "?lang=en" } else { "" };
     let nav = [
-        ("/", lang.t("المراكز", "Centers")),
+        ("/centers", lang.t("المراكز", "Centers")),
         ("/sync-log", lang.t("سجل التزامن", "Sync log")),
         ("/conflicts", lang.t("التعارضات", "Conflicts")),
         ("/oversight", lang.t("المتابعة", "Oversight")),
@@ -543,57 +112,6 @@ fn table(head: &[&str], rows: Vec<Vec<String>>, empty: &str) -> String {
     h
 }
 
-async fn page_centers(
-    State(s): State<WebState>,
-    Q(q): Q<LangQuery>,
-) -> Result<Html<String>, ApiError> {
-    let l = Lang::of(q.lang.as_deref());
-    let lq = if l == Lang::En { "&amp;lang=en" } else { "" };
-    let rows = load_centers(&s)
-        .await?
-        .into_iter()
-        .map(|c| {
-            vec![
-                format!(
-                    "<a href=\"/sync-log?center={0}{lq}\">{1}</a>",
-                    esc(&c.center),
-                    ltr(&c.center)
-                ),
-                time(c.last_sync_ms),
-                c.uplink.as_deref().map_or("—".into(), ltr),
-                c.last_result
-                    .as_deref()
-                    .map_or("—".into(), |r| result_cell(l, r, None)),
-                ltr(&c.sessions.to_string()),
-                ltr(&c.backlog.to_string()),
-                minutes(c.freshness_ms),
-                c.skew_ms.map_or("—".into(), |s| ltr(&format!("{s} ms"))),
-            ]
-        })
-        .collect();
-    let head = [
-        l.t("المركز", "Center"),
-        l.t("آخر تزامن", "Last sync"),
-        l.t("الوصلة", "Uplink"),
-        l.t("آخر جلسة", "Last session"),
-        l.t("الجلسات", "Sessions"),
-        l.t("المتراكم", "Backlog"),
-        l.t("عمر البيانات", "Data age"),
-        l.t("فرق الساعة", "Clock skew"),
-    ];
-    let body = table(
-        &head,
-        rows,
-        l.t("لم يتزامن أي مركز بعد.", "No center has synced yet."),
-    );
-    Ok(page(
-        l,
-        "/",
-        l.t("نظرة عامة على المراكز", "Centers overview"),
-        &body,
-    ))
-}
-
 fn filter_form(l: Lang, action: &str, center: Option<&str>) -> String {
     format!(
         "<form method=\"get\" action=\"{action}\"><label>{} <input name=\"center\" value=\"{}\"></label>{}<button>{}</button></form>",
@@ -620,7 +138,7 @@ fn result_cell(l: Lang, result: &str, error: Option<&str>) -> String {
     }
 }
 
-async fn page_sync_log(
+pub(super) async fn page_sync_log(
     State(s): State<WebState>,
     Q(q): Q<LogQuery>,
 ) -> Result<Html<String>, ApiError> {
@@ -682,7 +200,7 @@ async fn page_sync_log(
     ))
 }
 
-async fn page_sync_requests(
+pub(super) async fn page_sync_requests(
     State(s): State<WebState>,
     Q(q): Q<LogQuery>,
 ) -> Result<Html<String>, ApiError> {
@@ -730,7 +248,7 @@ async fn page_sync_requests(
     Ok(page(l, &path, l.t("طلبات التزامن", "Sync requests"), &body))
 }
 
-async fn page_conflicts(
+pub(super) async fn page_conflicts(
     State(s): State<WebState>,
     Q(q): Q<LangQuery>,
 ) -> Result<Html<String>, ApiError> {
@@ -763,7 +281,7 @@ async fn page_conflicts(
     Ok(page(l, "/conflicts", l.t("التعارضات", "Conflicts"), &body))
 }
 
-async fn page_oversight(
+pub(super) async fn page_oversight(
     State(s): State<WebState>,
     Q(q): Q<LangQuery>,
 ) -> Result<Html<String>, ApiError> {
@@ -911,7 +429,7 @@ fn comparison_table(l: Lang, c: &Comparison) -> String {
     table(&head, body, "")
 }
 
-async fn page_energy(
+pub(super) async fn page_energy(
     State(s): State<WebState>,
     Q(q): Q<MetricsQuery>,
 ) -> Result<Html<String>, ApiError> {
@@ -997,7 +515,7 @@ async fn page_energy(
     ))
 }
 
-async fn page_stats(
+pub(super) async fn page_stats(
     State(s): State<WebState>,
     Q(q): Q<MetricsQuery>,
 ) -> Result<Html<String>, ApiError> {
@@ -1062,7 +580,7 @@ fn syp(m: markaz_sync::model::Money, l: Lang) -> String {
     ltr(&format!("{m} {}", l.t("ل.س", "SYP")))
 }
 
-async fn page_catalog(
+pub(super) async fn page_catalog(
     State(s): State<WebState>,
     Q(q): Q<LangQuery>,
 ) -> Result<Html<String>, ApiError> {
@@ -1204,14 +722,5 @@ mod tests {
             esc("<a href=\"x\">&'"),
             "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
         );
-    }
-
-    #[test]
-    fn token_compare() {
-        let mut h = HeaderMap::new();
-        h.insert(header::AUTHORIZATION, "Bearer abc".parse().expect("hv"));
-        assert!(token_ok(&h, "abc"));
-        assert!(!token_ok(&h, "abd"));
-        assert!(!token_ok(&HeaderMap::new(), "abc"));
     }
 }
