@@ -176,8 +176,8 @@ pub async fn bootstrap_admin(writer: &HubWriter) -> anyhow::Result<Option<String
     }
     let password = markaz_web::password::new_token()[..16].to_string();
     let p = password.clone();
-    let hash = tokio::task::spawn_blocking(move || markaz_web::password::hash_password(&p))
-        .await??;
+    let hash =
+        tokio::task::spawn_blocking(move || markaz_web::password::hash_password(&p)).await??;
     let who = operators::Who {
         operator: "system".into(),
         address: "local".into(),

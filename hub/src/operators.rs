@@ -251,7 +251,10 @@ pub struct AuditFilter {
 #[derive(Debug, thiserror::Error)]
 pub enum OperatorError {
     #[error("invalid {field}: {message}")]
-    Invalid { field: &'static str, message: String },
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
     #[error("the operator `{0}` exists already")]
     Exists(String),
     #[error("no operator `{0}`")]

@@ -138,9 +138,11 @@ pub fn alerts_of(
     };
     let since_ok = row.last_ok_ms.or(row.last_sync_ms);
     match since_ok {
-        Some(t) if now_ms - t > silent_after_ms => {
-            out.push(alert(AlertKind::Silent, Some(t), Some((now_ms - t) / 60_000)))
-        }
+        Some(t) if now_ms - t > silent_after_ms => out.push(alert(
+            AlertKind::Silent,
+            Some(t),
+            Some((now_ms - t) / 60_000),
+        )),
         _ => {}
     }
     if row.last_result.as_deref() == Some("error") {
@@ -159,7 +161,11 @@ pub fn alerts_of(
     if let Some(t) = modem_since
         && now_ms - t > MODEM_ALERT_MS
     {
-        out.push(alert(AlertKind::OnModem, Some(t), Some((now_ms - t) / 60_000)));
+        out.push(alert(
+            AlertKind::OnModem,
+            Some(t),
+            Some((now_ms - t) / 60_000),
+        ));
     }
     if let Some(p) = battery_min_pct
         && p <= BATTERY_CRITICAL_PCT

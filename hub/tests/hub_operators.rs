@@ -72,7 +72,12 @@ impl Rig {
     }
 
     fn token(&self, role: Role) -> &str {
-        &self.tokens.iter().find(|(r, _)| *r == role).expect("role").1
+        &self
+            .tokens
+            .iter()
+            .find(|(r, _)| *r == role)
+            .expect("role")
+            .1
     }
 
     /// One request from `from`: (status, headers, body).
@@ -95,7 +100,11 @@ impl Rig {
         let status = resp.status();
         let headers = resp.headers().clone();
         let bytes = resp.into_body().collect().await?.to_bytes();
-        Ok((status, headers, String::from_utf8_lossy(&bytes).into_owned()))
+        Ok((
+            status,
+            headers,
+            String::from_utf8_lossy(&bytes).into_owned(),
+        ))
     }
 
     async fn bearer(
@@ -128,7 +137,10 @@ impl Rig {
         user: &str,
         password: &str,
     ) -> anyhow::Result<(StatusCode, Option<String>)> {
-        let body = format!("username={user}&password={}&next=%2F", password.replace(' ', "+"));
+        let body = format!(
+            "username={user}&password={}&next=%2F",
+            password.replace(' ', "+")
+        );
         let (s, h, _) = self
             .send(
                 from,
@@ -173,9 +185,17 @@ async fn every_route_refuses_exactly_the_roles_its_row_does_not_name() -> anyhow
             continue;
         }
         if path.starts_with("/api/") {
-            assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path} without a token");
+            assert_eq!(
+                status,
+                StatusCode::UNAUTHORIZED,
+                "{method} {path} without a token"
+            );
         } else {
-            assert_eq!(status, StatusCode::SEE_OTHER, "{method} {path} without a session");
+            assert_eq!(
+                status,
+                StatusCode::SEE_OTHER,
+                "{method} {path} without a session"
+            );
             let to = headers[header::LOCATION].to_str()?;
             assert!(to.starts_with("/login?next="), "{to}");
         }
@@ -269,7 +289,13 @@ async fn a_browser_logs_in_needs_csrf_for_changes_and_logs_out() -> anyhow::Resu
 
     // The name typed by the operator is escaped on the page.
     let (_, _, html) = rig
-        .send(from, Method::GET, "/operators", &[("cookie", &cookie)], None)
+        .send(
+            from,
+            Method::GET,
+            "/operators",
+            &[("cookie", &cookie)],
+            None,
+        )
         .await?;
     assert!(html.contains("&lt;script&gt;alert(1)"), "{html}");
     assert!(!html.contains("<script>alert(1)"));
@@ -330,7 +356,11 @@ async fn wrong_passwords_from_one_address_do_not_keep_the_operator_out_from_anot
         "the attacker's address waits, even with the right password"
     );
     let (status, cookie) = rig.login([10, 0, 0, 7], "op-admin", PASSWORD).await?;
-    assert_eq!(status, StatusCode::SEE_OTHER, "the operator's own machine is not held");
+    assert_eq!(
+        status,
+        StatusCode::SEE_OTHER,
+        "the operator's own machine is not held"
+    );
     assert!(cookie.is_some());
 
     // An administrator sees the limit and clears it.
@@ -362,11 +392,18 @@ async fn tokens_act_with_their_operators_roles_and_the_shared_token_only_when_co
         .bearer(rig.token(Role::Network), Method::GET, "/api/v1/me", None)
         .await?;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(serde_json::from_str::<Value>(&body)?["username"], "op-network");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body)?["username"],
+        "op-network"
+    );
     let (status, _) = rig
         .bearer("shared-old-token", Method::GET, "/api/v1/centers", None)
         .await?;
-    assert_eq!(status, StatusCode::UNAUTHORIZED, "no shared token by default");
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "no shared token by default"
+    );
 
     // A token made through the API works, and stops working once revoked.
     let admin = rig.token(Role::Admin);
@@ -381,14 +418,21 @@ async fn tokens_act_with_their_operators_roles_and_the_shared_token_only_when_co
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let made: Value = serde_json::from_str(&body)?;
     let token = made["token"].as_str().expect("token").to_string();
-    assert_eq!(rig.bearer(&token, Method::GET, "/api/v1/centers", None).await?.0, StatusCode::OK);
+    assert_eq!(
+        rig.bearer(&token, Method::GET, "/api/v1/centers", None)
+            .await?
+            .0,
+        StatusCode::OK
+    );
     let id = made["id"].as_i64().expect("id");
     let (status, _) = rig
         .bearer(admin, Method::DELETE, &format!("/api/v1/tokens/{id}"), None)
         .await?;
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert_eq!(
-        rig.bearer(&token, Method::GET, "/api/v1/centers", None).await?.0,
+        rig.bearer(&token, Method::GET, "/api/v1/centers", None)
+            .await?
+            .0,
         StatusCode::UNAUTHORIZED
     );
 
@@ -409,7 +453,12 @@ async fn tokens_act_with_their_operators_roles_and_the_shared_token_only_when_co
         StatusCode::UNAUTHORIZED
     );
     let (_, body) = rig
-        .bearer(admin, Method::GET, "/api/v1/audit?kind=operator.update", None)
+        .bearer(
+            admin,
+            Method::GET,
+            "/api/v1/audit?kind=operator.update",
+            None,
+        )
         .await?;
     let entries: Vec<Value> = serde_json::from_str(&body)?;
     assert_eq!(entries[0]["before"]["active"], true);
@@ -451,7 +500,12 @@ async fn a_silent_center_stands_out_on_the_overview_and_in_the_alerts() -> anyho
         }
     })?;
     let (status, body) = rig
-        .bearer(rig.token(Role::Network), Method::GET, "/api/v1/alerts", None)
+        .bearer(
+            rig.token(Role::Network),
+            Method::GET,
+            "/api/v1/alerts",
+            None,
+        )
         .await?;
     assert_eq!(status, StatusCode::OK);
     let alerts: Vec<Value> = serde_json::from_str(&body)?;
@@ -460,7 +514,12 @@ async fn a_silent_center_stands_out_on_the_overview_and_in_the_alerts() -> anyho
     assert_eq!(alerts[0]["kind"], "silent");
 
     let (_, html) = rig
-        .bearer(rig.token(Role::Network), Method::GET, "/centers?lang=en", None)
+        .bearer(
+            rig.token(Role::Network),
+            Method::GET,
+            "/centers?lang=en",
+            None,
+        )
         .await?;
     assert!(
         html.contains("<tr id=\"center-qanawat\" class=\"attention\">"),
@@ -479,7 +538,12 @@ async fn a_silent_center_stands_out_on_the_overview_and_in_the_alerts() -> anyho
         .await?;
     assert!(html.contains("center-qanawat") && !html.contains("center-midan"));
     let (status, html) = rig
-        .bearer(rig.token(Role::Network), Method::GET, "/centers/qanawat", None)
+        .bearer(
+            rig.token(Role::Network),
+            Method::GET,
+            "/centers/qanawat",
+            None,
+        )
         .await?;
     assert_eq!(status, StatusCode::OK);
     assert!(html.contains("id=\"sessions\""));

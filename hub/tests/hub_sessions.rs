@@ -45,7 +45,13 @@ impl Rig {
         };
         operators::create(&mut db, &new, "x".into(), &who)?;
         let token = markaz_web::password::new_token();
-        operators::add_token(&mut db, "watcher", "", &markaz_web::password::token_hash(&token), &who)?;
+        operators::add_token(
+            &mut db,
+            "watcher",
+            "",
+            &markaz_web::password::token_hash(&token),
+            &who,
+        )?;
         let writer = HubWriter::spawn(db)?;
         Ok(Rig {
             sync: endpoint::router(writer.clone(), 1 << 20),

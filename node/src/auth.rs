@@ -190,7 +190,12 @@ mod tests {
             .unwrap();
         assert_ne!(stored_token, token);
         assert_ne!(stored_csrf, csrf, "the CSRF token is stored hashed");
-        let found = find_session(&conn, &token, 2_000, &policy).unwrap().unwrap();
-        assert_eq!(found.csrf, csrf, "the page still gets the session's CSRF token");
+        let found = find_session(&conn, &token, 2_000, &policy)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            found.csrf, csrf,
+            "the page still gets the session's CSRF token"
+        );
     }
 }

@@ -94,6 +94,8 @@ pub struct HubProcess {
     pub web_url: String,
     /// The `markaz pki` directory.
     pub pki: PathBuf,
+    /// The password of the administrator `tester` (for the login page).
+    pub operator_password: String,
     /// `None` while the hub is down: nothing listens on the sync port then, which is
     /// what a center sees when the hub is unreachable.
     child: Option<Child>,
@@ -163,7 +165,13 @@ level = "info"
             .context("markaz operator add printed no token")?
             .to_string();
         std::fs::write(dir.path().join(TOKEN_FILE), &token)?;
+        let operator_password = out
+            .lines()
+            .find_map(|l| l.strip_prefix("password: "))
+            .context("markaz operator add printed no password")?
+            .to_string();
         Ok(Self {
+            operator_password,
             dir,
             sync_port,
             web_url: String::new(),

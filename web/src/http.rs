@@ -205,7 +205,12 @@ mod tests {
             .route("/", axum::routing::get(|| async { "x" }))
             .layer(axum::middleware::from_fn(security_headers));
         let resp = app
-            .oneshot(Request::builder().uri("/").body(axum::body::Body::empty()).unwrap())
+            .oneshot(
+                Request::builder()
+                    .uri("/")
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
             .await
             .unwrap();
         let h = resp.headers();

@@ -249,11 +249,14 @@ mod tests {
     #[test]
     fn the_check_finds_missing_keys_and_untranslated_text() {
         assert!(Catalogs::check("a = \"نص\"\n", "a = \"text\"\n").is_ok());
-        let e = Catalogs::check("a = \"نص\"\nb = \"Text\"\n", "a = \"x\"\nc = \"y\"\n")
-            .unwrap_err();
+        let e =
+            Catalogs::check("a = \"نص\"\nb = \"Text\"\n", "a = \"x\"\nc = \"y\"\n").unwrap_err();
         assert!(e.contains(&"only in ar: b".to_string()), "{e:?}");
         assert!(e.contains(&"only in en: c".to_string()), "{e:?}");
-        assert!(e.contains(&"untranslated Arabic text: b".to_string()), "{e:?}");
+        assert!(
+            e.contains(&"untranslated Arabic text: b".to_string()),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -55,10 +55,13 @@ pub fn token_hash(token: &str) -> String {
 
 /// The CSRF token of the session whose token is `session_token`.
 pub fn csrf_token(session_token: &str) -> String {
-    blake3::derive_key("markaz 2026 csrf token of a session", session_token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    blake3::derive_key(
+        "markaz 2026 csrf token of a session",
+        session_token.as_bytes(),
+    )
+    .iter()
+    .map(|b| format!("{b:02x}"))
+    .collect()
 }
 
 /// Whether `sent` is the CSRF token of `session_token` (constant time).

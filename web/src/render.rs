@@ -230,13 +230,9 @@ pub mod check {
         keys
     }
 
-
     /// Problems of a server's templates: one that does not compile, literal text, a key
     /// missing from a catalog. Empty when clean.
-    pub fn templates(
-        templates: &[(&str, &str)],
-        catalogs: &crate::i18n::Catalogs,
-    ) -> Vec<String> {
+    pub fn templates(templates: &[(&str, &str)], catalogs: &crate::i18n::Catalogs) -> Vec<String> {
         let mut problems = Vec::new();
         let mut env = minijinja::Environment::new();
         for (name, src) in templates {
@@ -272,8 +268,10 @@ mod tests {
             vec!["placeholder=Name"]
         );
         assert!(
-            check::literal_text("<p>{{ t(\"a\") }} · {{ n|num }}</p>{# note #}{% if x %}–{% endif %}")
-                .is_empty()
+            check::literal_text(
+                "<p>{{ t(\"a\") }} · {{ n|num }}</p>{# note #}{% if x %}–{% endif %}"
+            )
+            .is_empty()
         );
         assert!(check::literal_text("<script>var words = 1;</script>").is_empty());
     }
@@ -284,7 +282,10 @@ mod tests {
             "ticket.ahead = \"أمامك: {n}\"",
             "ticket.ahead = \"People waiting ahead of you: {n}\"",
         )));
-        let env = environment(&[("x", "{{ t('ticket.ahead', n=12) }}|{{ 'A042'|num }}")], catalogs);
+        let env = environment(
+            &[("x", "{{ t('ticket.ahead', n=12) }}|{{ 'A042'|num }}")],
+            catalogs,
+        );
         let tpl = env.get_template("x").unwrap();
         let en = tpl
             .render(minijinja::context! { lang => "en", digits => "western" })

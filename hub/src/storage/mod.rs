@@ -211,8 +211,7 @@ pub trait Operators {
     fn operator(&mut self, username: &str) -> Result<Option<OperatorRecord>, StorageError>;
     /// Every operator, by username.
     fn operators(&mut self) -> Result<Vec<OperatorRecord>, StorageError>;
-    fn insert_session(&mut self, token_hash: &str, s: &SessionRecord)
-    -> Result<(), StorageError>;
+    fn insert_session(&mut self, token_hash: &str, s: &SessionRecord) -> Result<(), StorageError>;
     fn session(&mut self, token_hash: &str) -> Result<Option<SessionRecord>, StorageError>;
     fn touch_session(&mut self, token_hash: &str, now_ms: i64) -> Result<(), StorageError>;
     fn delete_session(&mut self, token_hash: &str) -> Result<(), StorageError>;
@@ -244,8 +243,7 @@ pub trait Operators {
     /// Revokes a token; `false` when there was none with that id.
     fn delete_api_token(&mut self, id: i64) -> Result<bool, StorageError>;
     /// Failed logins of one (username, address) pair.
-    fn login_failures(&mut self, username: &str, address: &str)
-    -> Result<Failures, StorageError>;
+    fn login_failures(&mut self, username: &str, address: &str) -> Result<Failures, StorageError>;
     fn set_login_failures(
         &mut self,
         username: &str,

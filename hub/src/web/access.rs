@@ -75,7 +75,11 @@ pub const ACCESS: &[(&str, &str, Need)] = &[
     ("GET", "/catalog", Need::Any(CATALOG_READ)),
     ("GET", "/api/v1/catalog", Need::Any(CATALOG_READ)),
     ("PUT", "/api/v1/catalog/services/{code}", Need::Any(CATALOG)),
-    ("POST", "/api/v1/catalog/services/{code}/fees", Need::Any(CATALOG)),
+    (
+        "POST",
+        "/api/v1/catalog/services/{code}/fees",
+        Need::Any(CATALOG),
+    ),
     ("POST", "/api/v1/portal/cases", Need::Any(PORTAL)),
     ("PUT", "/api/v1/staff/{center}/{username}", Need::Any(STAFF)),
     (
@@ -99,8 +103,16 @@ pub const ACCESS: &[(&str, &str, Need)] = &[
     ("GET", "/api/v1/operators", Need::Any(ADMIN)),
     ("POST", "/api/v1/operators", Need::Any(ADMIN)),
     ("PUT", "/api/v1/operators/{username}", Need::Any(ADMIN)),
-    ("GET", "/api/v1/operators/{username}/tokens", Need::Any(ADMIN)),
-    ("POST", "/api/v1/operators/{username}/tokens", Need::Any(ADMIN)),
+    (
+        "GET",
+        "/api/v1/operators/{username}/tokens",
+        Need::Any(ADMIN),
+    ),
+    (
+        "POST",
+        "/api/v1/operators/{username}/tokens",
+        Need::Any(ADMIN),
+    ),
     ("DELETE", "/api/v1/tokens/{id}", Need::Any(ADMIN)),
     ("GET", "/api/v1/login-limits", Need::Any(ADMIN)),
     ("DELETE", "/api/v1/login-limits", Need::Any(ADMIN)),
@@ -192,9 +204,7 @@ fn credential(headers: &HeaderMap) -> Option<Credential> {
 /// `operator-token`.
 fn legacy_operator() -> OperatorView {
     OperatorView {
-        username: "operator-token"
-            .parse()
-            .expect("a valid built-in username"),
+        username: "operator-token".parse().expect("a valid built-in username"),
         full_name: String::new(),
         roles: vec![Role::Admin],
         active: true,
@@ -204,7 +214,10 @@ fn legacy_operator() -> OperatorView {
 
 /// Resolves a session or API token to its active operator; refreshes a session's idle
 /// timer at most every `touch_every_ms`.
-async fn resolve(state: &WebState, cred: &Credential) -> Result<Option<OperatorView>, StorageError> {
+async fn resolve(
+    state: &WebState,
+    cred: &Credential,
+) -> Result<Option<OperatorView>, StorageError> {
     let now = now_ms();
     let policy = state.options.sessions;
     match cred {
@@ -294,7 +307,10 @@ fn form_csrf(body: &[u8]) -> Option<String> {
 /// The layer: finds the route's row, resolves the caller, checks roles and CSRF, and
 /// hands the [`Caller`] to the handler.
 pub async fn authorize(State(state): State<WebState>, req: Request, next: Next) -> Response {
-    let Some(pattern) = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string())
+    let Some(pattern) = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
     else {
         return ApiError::NotFound.into_response();
     };
@@ -410,7 +426,10 @@ mod tests {
         assert!(routes.len() >= ACCESS.len(), "{routes:?}");
         for (m, p) in &routes {
             let method: Method = m.parse().expect("method");
-            assert!(need_of(&method, p).is_some(), "{m} {p} has no row in ACCESS");
+            assert!(
+                need_of(&method, p).is_some(),
+                "{m} {p} has no row in ACCESS"
+            );
         }
         for (m, p, _) in ACCESS {
             assert!(

@@ -54,13 +54,15 @@ fn staff_change(
     Ok(after)
 }
 
-
 pub(super) async fn load_centers(s: &WebState) -> Result<Vec<CenterRow>, ApiError> {
     let now = now_ms();
     Ok(s.writer.run(move |e| oversight::centers(e, now)).await??)
 }
 
-pub(super) async fn load_sessions(s: &WebState, center: Option<String>) -> Result<Vec<SyncSession>, ApiError> {
+pub(super) async fn load_sessions(
+    s: &WebState,
+    center: Option<String>,
+) -> Result<Vec<SyncSession>, ApiError> {
     let now = now_ms();
     Ok(s.writer
         .run(move |e| e.sessions(center.as_deref(), now, 500))
@@ -146,11 +148,15 @@ pub(super) async fn sync_requests(
     Ok(Json(load_log(&s, q.center, q.session).await?))
 }
 
-pub(super) async fn conflicts(State(s): State<WebState>) -> Result<Json<Vec<ConflictRow>>, ApiError> {
+pub(super) async fn conflicts(
+    State(s): State<WebState>,
+) -> Result<Json<Vec<ConflictRow>>, ApiError> {
     Ok(Json(load_conflicts(&s).await?))
 }
 
-pub(super) async fn oversight(State(s): State<WebState>) -> Result<Json<Vec<OversightRow>>, ApiError> {
+pub(super) async fn oversight(
+    State(s): State<WebState>,
+) -> Result<Json<Vec<OversightRow>>, ApiError> {
     Ok(Json(load_oversight(&s).await?))
 }
 
@@ -369,7 +375,6 @@ pub(super) async fn revoke(
             .await??,
     ))
 }
-
 
 /// `GET /api/v1/me`: the caller.
 pub(super) async fn me(Extension(caller): Extension<Caller>) -> Json<OperatorView> {

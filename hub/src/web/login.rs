@@ -70,7 +70,11 @@ pub(super) async fn submit(State(s): State<WebState>, req: Request) -> Response 
             .map(|(_, v)| v)
             .unwrap_or_default()
     };
-    let (username, password, next) = (field("username").trim().to_string(), field("password"), field("next"));
+    let (username, password, next) = (
+        field("username").trim().to_string(),
+        field("password"),
+        field("next"),
+    );
     let next = safe_back(&next).to_string();
     match login(&s, &username, password, &address).await {
         Ok(Ok((operator, token))) => {
@@ -88,10 +92,7 @@ pub(super) async fn submit(State(s): State<WebState>, req: Request) -> Response 
         }
         Ok(Err(Refused::Wrong)) => {
             tracing::warn!(username, client = %address, "failed operator login");
-            let msg = markaz_web::i18n::fill(
-                super::i18n::catalogs().t(lang, "login.failed"),
-                &[],
-            );
+            let msg = markaz_web::i18n::fill(super::i18n::catalogs().t(lang, "login.failed"), &[]);
             login_page(lang, StatusCode::UNAUTHORIZED, &next, &username, Some(msg))
         }
         Ok(Err(Refused::Wait(ms))) => {
@@ -101,8 +102,13 @@ pub(super) async fn submit(State(s): State<WebState>, req: Request) -> Response 
                 super::i18n::catalogs().t(lang, "login.rate_limited"),
                 &[("n", &n)],
             );
-            let mut resp =
-                login_page(lang, StatusCode::TOO_MANY_REQUESTS, &next, &username, Some(msg));
+            let mut resp = login_page(
+                lang,
+                StatusCode::TOO_MANY_REQUESTS,
+                &next,
+                &username,
+                Some(msg),
+            );
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
                 resp.headers_mut().insert(header::RETRY_AFTER, v);
             }

@@ -225,7 +225,10 @@ pub fn router(state: WebState) -> Router {
         .route("/centers", get(pages::centers))
         .route("/centers/{center}", get(pages::center))
         .route("/audit", get(pages::audit))
-        .route("/operators", get(pages::operators).post(pages::add_operator))
+        .route(
+            "/operators",
+            get(pages::operators).post(pages::add_operator),
+        )
         .route("/operators/{username}", post(pages::update_operator))
         .route("/operators/{username}/tokens", post(pages::add_token))
         .route("/operators/tokens/{id}/revoke", post(pages::revoke_token))
@@ -263,7 +266,10 @@ pub fn router(state: WebState) -> Router {
             delete(api::revoke),
         )
         .route("/api/v1/audit", get(api::audit))
-        .route("/api/v1/operators", get(api::operators).post(api::add_operator))
+        .route(
+            "/api/v1/operators",
+            get(api::operators).post(api::add_operator),
+        )
         .route("/api/v1/operators/{username}", put(api::update_operator))
         .route(
             "/api/v1/operators/{username}/tokens",
@@ -283,6 +289,8 @@ pub fn router(state: WebState) -> Router {
             state.clone(),
             access::authorize,
         ))
-        .layer(axum::middleware::from_fn(markaz_web::http::security_headers))
+        .layer(axum::middleware::from_fn(
+            markaz_web::http::security_headers,
+        ))
         .with_state(state)
 }

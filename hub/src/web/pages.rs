@@ -19,8 +19,8 @@ use super::i18n::{catalogs, render};
 use super::{ApiError, Q, WebState, now_ms};
 use crate::energy::{self, MetricsKind};
 use crate::operators::{
-    self, AuditFilter, MIN_PASSWORD_LEN, NewOperator, OperatorError, OperatorUpdate,
-    OperatorView, Role,
+    self, AuditFilter, MIN_PASSWORD_LEN, NewOperator, OperatorError, OperatorUpdate, OperatorView,
+    Role,
 };
 use crate::oversight::{self, CenterState};
 use crate::storage::StorageError;
@@ -156,7 +156,7 @@ pub(super) fn error_page(lang: Lang, status: StatusCode, message_key: &str) -> R
         _ => "error.title",
     };
     let ctx = context! { title_key => title_key, message_key => message_key,
-        ..base_context(lang, "/", None) };
+    ..base_context(lang, "/", None) };
     html(lang, status, "error.html", ctx)
 }
 
@@ -189,10 +189,7 @@ fn local(s: &WebState, ms: Option<i64>) -> Option<String> {
 
 /// The confirmation of `?done=key`, if `done.key` is a catalog entry.
 fn flash(lang: Lang, done: Option<&str>) -> Option<String> {
-    catalogs()
-        .of(lang)
-        .get(&format!("done.{}", done?))
-        .cloned()
+    catalogs().of(lang).get(&format!("done.{}", done?)).cloned()
 }
 
 fn uplink_kind(uplink: &str) -> &'static str {
@@ -213,11 +210,13 @@ pub(super) struct DoneQuery {
 }
 
 /// `GET /account`
-pub(super) async fn account(
-    Extension(caller): Extension<Caller>,
-    Q(q): Q<DoneQuery>,
-) -> Response {
-    account_page(&caller, StatusCode::OK, flash(caller.lang, q.done.as_deref()), None)
+pub(super) async fn account(Extension(caller): Extension<Caller>, Q(q): Q<DoneQuery>) -> Response {
+    account_page(
+        &caller,
+        StatusCode::OK,
+        flash(caller.lang, q.done.as_deref()),
+        None,
+    )
 }
 
 fn account_page(
@@ -263,11 +262,10 @@ pub(super) async fn change_password(
         Ok(Ok(Some(op))) => op.password_hash,
         _ => return failed(&caller, ApiError::NotFound),
     };
-    let ok = tokio::task::spawn_blocking(move || {
-        markaz_web::password::verify_password(&current, &hash)
-    })
-    .await
-    .unwrap_or(false);
+    let ok =
+        tokio::task::spawn_blocking(move || markaz_web::password::verify_password(&current, &hash))
+            .await
+            .unwrap_or(false);
     let t = |k: &str| catalogs().t(caller.lang, k).to_string();
     if !ok {
         return account_page(
@@ -405,10 +403,7 @@ pub(super) async fn center(
                 .into_iter()
                 .find(|c| c.row.center == want);
             let sessions = e.sessions(Some(&want), now, 30)?;
-            let from = energy::window_start(
-                crate::catalog::today(jiff::Timestamp::now()),
-                Some(7),
-            );
+            let from = energy::window_start(crate::catalog::today(jiff::Timestamp::now()), Some(7));
             let energy = energy::days(e, MetricsKind::Energy, Some(&want), from)?;
             let stats = energy::days(e, MetricsKind::Stats, Some(&want), from)?;
             Ok::<_, StorageError>((state, sessions, energy, stats))
@@ -495,7 +490,7 @@ pub(super) async fn audit(
         StatusCode::OK,
         "audit.html",
         context! { entries => rows, filter => context! {
-            operator => f.operator, center => f.center, kind => f.kind } },
+        operator => f.operator, center => f.center, kind => f.kind } },
     )
 }
 
@@ -521,9 +516,7 @@ async fn operators_page(
 ) -> Response {
     let loaded = s
         .writer
-        .run(|e| {
-            Ok::<_, StorageError>((e.operators()?, e.api_tokens(None)?, e.login_limits()?))
-        })
+        .run(|e| Ok::<_, StorageError>((e.operators()?, e.api_tokens(None)?, e.login_limits()?)))
         .await;
     let (ops, tokens, limits) = match loaded {
         Ok(Ok(v)) => v,
@@ -762,7 +755,11 @@ mod tests {
                 .iter()
                 .filter(|k| !catalogs().of(lang).contains_key(*k))
                 .collect();
-            assert!(missing.is_empty(), "missing in {}: {missing:?}", lang.code());
+            assert!(
+                missing.is_empty(),
+                "missing in {}: {missing:?}",
+                lang.code()
+            );
         }
     }
 

@@ -7,13 +7,12 @@ use axum::extract::State;
 use axum::response::Html;
 
 use super::api::{
-    LangQuery, LogQuery, MetricsQuery, load_catalog, load_conflicts, load_days,
-    load_log, load_oversight, load_sessions,
+    LangQuery, LogQuery, MetricsQuery, load_catalog, load_conflicts, load_days, load_log,
+    load_oversight, load_sessions,
 };
 use super::{ApiError, Q, WebState};
 use crate::catalog::CatalogEntry;
 use crate::energy::{self, Avg, Comparison, GroupFigures, MetricsKind};
-
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Lang {

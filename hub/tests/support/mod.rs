@@ -119,7 +119,12 @@ pub fn admin_token(cfg: &HubConfig) -> anyhow::Result<String> {
         roles: vec![Role::Admin],
         language: "ar".into(),
     };
-    let added = markaz_hub::add_operator(cfg, &new, Some("correct horse battery".into()), Some("tests"))?;
+    let added = markaz_hub::add_operator(
+        cfg,
+        &new,
+        Some("correct horse battery".into()),
+        Some("tests"),
+    )?;
     added.token.context("a token")
 }
 

@@ -198,8 +198,10 @@ impl App {
             }
             _ => {
                 // Spend the same time as a real check so usernames cannot be probed by timing.
-                let _ = tokio::task::spawn_blocking(move || auth::verify_password(&pw, auth::DUMMY_HASH))
-                    .await;
+                let _ = tokio::task::spawn_blocking(move || {
+                    auth::verify_password(&pw, auth::DUMMY_HASH)
+                })
+                .await;
                 None
             }
         };

@@ -147,7 +147,9 @@ impl Staff {
 
     /// Checks the CSRF token a form sent.
     pub fn check_csrf(&self, sent: &str) -> Result<(), PageError> {
-        if !sent.is_empty() && markaz_web::password::constant_time_eq(sent.as_bytes(), self.csrf.as_bytes()) {
+        if !sent.is_empty()
+            && markaz_web::password::constant_time_eq(sent.as_bytes(), self.csrf.as_bytes())
+        {
             Ok(())
         } else {
             Err(PageError::Csrf { lang: self.lang() })

@@ -56,7 +56,11 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
 }
 
 fn roles_text(roles: &[Role]) -> String {
-    roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(",")
+    roles
+        .iter()
+        .map(|r| r.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StorageError {
@@ -172,15 +176,16 @@ impl Operators for HubDb {
         rows.into_iter().map(operator_of).collect()
     }
 
-    fn insert_session(
-        &mut self,
-        token_hash: &str,
-        s: &SessionRecord,
-    ) -> Result<(), StorageError> {
+    fn insert_session(&mut self, token_hash: &str, s: &SessionRecord) -> Result<(), StorageError> {
         self.conn.execute(
             "INSERT INTO hub_operator_sessions(token_hash, username, created_ms, last_seen_ms)
              VALUES (?1, ?2, ?3, ?4)",
-            params![token_hash, s.username.as_str(), s.created_ms, s.last_seen_ms],
+            params![
+                token_hash,
+                s.username.as_str(),
+                s.created_ms,
+                s.last_seen_ms
+            ],
         )?;
         Ok(())
     }
