@@ -358,7 +358,7 @@ pub(super) async fn centers(
     match sort {
         "center" => states.sort_by(|a, b| a.row.center.cmp(&b.row.center)),
         "last_sync" => states.sort_by_key(last),
-        "backlog" => states.sort_by(|a, b| b.row.backlog.cmp(&a.row.backlog)),
+        "backlog" => states.sort_by_key(|c| std::cmp::Reverse(c.row.backlog)),
         _ => states.sort_by(|a, b| {
             b.alerts
                 .len()
