@@ -28,10 +28,13 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Run the governorate hub.
+    /// Run the governorate hub (or, with a subcommand, act on its database).
+    #[command(args_conflicts_with_subcommands = true)]
     Hub {
         #[arg(long, short)]
-        config: PathBuf,
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: Option<HubCommand>,
     },
     /// Run a hub and one center on loopback with working defaults, and print the URLs.
     Demo {
@@ -94,6 +97,20 @@ enum OperatorCommand {
         username: String,
         #[arg(long, default_value = "")]
         label: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum HubCommand {
+    /// Put a backup in place of the hub's database (the hub stopped) and run the
+    /// after-restore step: new epoch, new actor, feeds moved on; every center repairs.
+    Restore {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The backup of markaz-hub.db (sqlite engine). With postgres, restore the
+        /// database with PostgreSQL's tools first and leave this out.
+        #[arg(long)]
+        from: Option<PathBuf>,
     },
 }
 
@@ -252,6 +269,13 @@ fn main() -> ExitCode {
     if let Command::CheckConfig { file } = &cli.command {
         return check_config(file);
     }
+    if let Command::Hub {
+        command: Some(HubCommand::Restore { config, from }),
+        ..
+    } = &cli.command
+    {
+        return hub_restore(config, from.as_deref());
+    }
     if let Command::Pki { command } = &cli.command {
         return match pki(command) {
             Ok(()) => ExitCode::SUCCESS,
@@ -286,6 +310,28 @@ fn main() -> ExitCode {
     }
 }
 
+fn hub_restore(config: &std::path::Path, from: Option<&std::path::Path>) -> ExitCode {
+    let done = markaz_config::load_hub(config)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .and_then(|cfg| markaz_hub::restore::restore(&cfg, from));
+    match done {
+        Ok(r) => {
+            if let Some(dir) = &r.set_aside {
+                println!("the replaced database files are in {}", dir.display());
+            }
+            println!(
+                "restored: new epoch {}, feeds continue after {}; start the hub — every center repairs at its next sync",
+                r.epoch, r.feed_floor
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("markaz hub restore: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn check_config(file: &std::path::Path) -> ExitCode {
     match markaz_config::check_file(file) {
         Ok(kind) => {
@@ -302,9 +348,16 @@ fn check_config(file: &std::path::Path) -> ExitCode {
 fn init_logging(format: markaz_config::LogFormat, level: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    // Lines go through a bounded queue to a thread that writes stderr; a line that cannot
+    // be written is dropped and counted, never a panic or a stall (see node::logging).
+    let sink = match markaz_node::logging::stderr_sink() {
+        Ok(sink) => sink,
+        Err(_) => return, // no thread for the log: run without one rather than not at all
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(move || sink.line())
+        .log_internal_errors(false);
     match format {
         markaz_config::LogFormat::Json => builder.json().init(),
         markaz_config::LogFormat::Pretty => builder.init(),
@@ -340,7 +393,17 @@ async fn run(command: Command) -> anyhow::Result<()> {
             init_logging(cfg.logging.format, cfg.logging.level.as_str());
             markaz_node::center::run(cfg, shutdown_on_signal()).await
         }
-        Command::Hub { config } => {
+        Command::Hub {
+            config: None,
+            command: None,
+        } => anyhow::bail!("markaz hub needs --config <hub.toml> (or a subcommand: restore)"),
+        Command::Hub {
+            command: Some(_), ..
+        } => unreachable!("handled before the runtime starts"),
+        Command::Hub {
+            config: Some(config),
+            command: None,
+        } => {
             let cfg = markaz_config::load_hub(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
             init_logging(cfg.logging.format, cfg.logging.level.as_str());
             markaz_hub::run(cfg, shutdown_on_signal()).await

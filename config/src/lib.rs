@@ -28,10 +28,11 @@ use std::path::Path;
 pub use error::{ConfigError, Problem, ProblemKind};
 pub use hub::{HubConfig, HubSection, HubStorage, StorageEngine};
 pub use node::{
-    AuthConfig, CenterConfig, CounterConfig, GeneratorConfig, GeneratorRegisters, InverterConfig,
-    LinkConfig, LoggingConfig, ModemConfig, ModemDialect, ModemRoute, NodeConfig, OnMonitorLost,
-    PowerConfig, PowerThresholds, QueueConfig, QueueGroupConfig, Secs, ServerConfig, StorageConfig,
-    SyncConfig, VeDirectConfig, VeDirectRole,
+    AuthConfig, CenterConfig, ControlConfig, ControlMethod, ControllerFamily, CounterConfig,
+    GeneratorConfig, GeneratorRegisters, InverterConfig, LinkConfig, LoggingConfig, ModbusTable,
+    ModemConfig, ModemDialect, ModemRoute, NodeConfig, OnMonitorLost, PointConfig, PointTable,
+    PowerConfig, PowerThresholds, QueueConfig, QueueGroupConfig, RegisterScale, Secs, ServerConfig,
+    StorageConfig, SyncConfig, VeDirectConfig, VeDirectRole, WordOrderName,
 };
 pub use values::{
     CenterId, Digits, GroupId, GroupLetter, HhMm, HhMmRange, HostPort, HttpsUrl, Language,

@@ -155,6 +155,12 @@ pub struct ServerConfig {
     pub max_body_bytes: u64,
     /// A request taking longer is answered 408/503. Default 30.
     pub request_timeout_secs: u32,
+    /// Open connections in total (lowered to fit the open-file limit). Default 1024.
+    pub max_connections: u32,
+    /// Open connections from one client address. Default 64.
+    pub max_connections_per_client: u32,
+    /// Time to receive a request's headers (and between keep-alive requests). Default 10.
+    pub header_read_timeout_secs: u32,
 }
 
 impl Default for ServerConfig {
@@ -163,6 +169,9 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             max_body_bytes: 65_536,
             request_timeout_secs: 30,
+            max_connections: 1024,
+            max_connections_per_client: 64,
+            header_read_timeout_secs: 10,
         }
     }
 }
@@ -642,6 +651,15 @@ pub struct GeneratorConfig {
     pub baud: u32,
     /// Modbus slave id of the controller, 1..=247. Default 1.
     pub slave_id: u8,
+    /// Controller family whose register map is the starting point. Default `deep-sea`.
+    pub controller: ControllerFamily,
+    /// A start command is tried this many times (with doubling pauses) before the
+    /// technician is alerted. Default 3.
+    pub start_attempts: u32,
+    /// Pause after the first failed start command, doubled after each. Default 10.
+    pub start_retry_secs: u32,
+    /// After an accepted start, the engine must read "running" within this. Default 90.
+    pub start_confirm_secs: u32,
     /// Start and stop the generator automatically (otherwise only monitor). Default false.
     pub auto_start: bool,
     /// Start when state of charge falls to this. Default 35.
@@ -689,6 +707,9 @@ pub struct GeneratorConfig {
     pub test_run_minutes: u32,
     /// `[power.generator.registers]`: the controller's Modbus register map.
     pub registers: GeneratorRegisters,
+    /// `[power.generator.control]`: the start/stop method, if not the preset's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub control: Option<ControlConfig>,
 }
 
 /// The days `test_run_day` accepts, Monday first.
@@ -731,6 +752,10 @@ impl Default for GeneratorConfig {
             port: None,
             baud: 9600,
             slave_id: 1,
+            controller: ControllerFamily::DeepSea,
+            start_attempts: 3,
+            start_retry_secs: 10,
+            start_confirm_secs: 90,
             auto_start: false,
             start_soc_percent: 35,
             stop_soc_percent: 90,
@@ -752,47 +777,299 @@ impl Default for GeneratorConfig {
             test_run_time: "10:00".to_owned(),
             test_run_minutes: 15,
             registers: GeneratorRegisters::default(),
+            control: None,
         }
     }
 }
 
-/// `[power.generator.registers]`: holding register addresses; defaults are Deep Sea
-/// GenComm (register = page·256 + offset).
+/// `[power.generator] controller`: the family whose register map is the starting point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ControllerFamily {
+    /// Deep Sea (GenComm).
+    #[default]
+    DeepSea,
+    /// SmartGen HGM series.
+    Smartgen,
+    /// Datakom D-500.
+    Datakom,
+}
+
+/// A Modbus table, as the config names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModbusTable {
+    /// Holding registers (read/write words).
+    #[default]
+    Holding,
+    /// Input registers (read-only words).
+    Input,
+    /// Coils (read/write bits).
+    Coil,
+    /// Discrete inputs (read-only bits).
+    Discrete,
+}
+
+impl ModbusTable {
+    /// Whether a master may write it.
+    pub fn writable(self) -> bool {
+        matches!(self, Self::Holding | Self::Coil)
+    }
+    /// Whether it holds bits.
+    pub fn is_bit(self) -> bool {
+        matches!(self, Self::Coil | Self::Discrete)
+    }
+}
+
+/// Word order of a 32-bit value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WordOrderName {
+    /// High word at the lower address.
+    #[default]
+    HighFirst,
+    /// Low word at the lower address.
+    LowFirst,
+}
+
+/// Where one value lives: a bare integer moves the preset's value to that address
+/// (keeping its table, scale and format); a table describes it whole.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum PointConfig {
+    /// `fuel_percent = 1027`.
+    Address(u16),
+    /// `fuel_percent = { table = "input", address = 30, scale = 0.1 }`.
+    Full(PointTable),
+}
+
+/// A value described whole; unset fields take the plain defaults (holding, one word,
+/// unsigned, high word first, scale 1), not the preset's.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PointTable {
+    /// Table. Default `holding`.
+    #[serde(default)]
+    pub table: ModbusTable,
+    /// Zero-based address as sent on the wire.
+    pub address: u16,
+    /// The value in the key's unit is `raw × scale`. Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale: Option<RegisterScale>,
+    /// Two's complement. Default false.
+    #[serde(default)]
+    pub signed: bool,
+    /// 1, or 2 for a 32-bit value in this register and the next. Default 1.
+    #[serde(default = "one")]
+    pub words: u8,
+    /// `high-first` or `low-first`, for `words = 2`. Default `high-first`.
+    #[serde(default)]
+    pub word_order: WordOrderName,
+}
+
+/// A register scale as an exact fraction `num / den` (0.1 is 1/10), parsed once from
+/// a positive TOML number with at most six decimals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RegisterScale {
+    /// Numerator, > 0.
+    pub num: i64,
+    /// Denominator, a power of ten.
+    pub den: i64,
+}
+
+impl RegisterScale {
+    /// 1.
+    pub const ONE: Self = Self { num: 1, den: 1 };
+
+    /// The exact fraction of `v`, if positive, finite and with at most six decimals.
+    pub fn from_f64(v: f64) -> Option<Self> {
+        if !v.is_finite() || v <= 0.0 || v > 1e9 {
+            return None;
+        }
+        let mut den: i64 = 1;
+        while den <= 1_000_000 {
+            let n = v * den as f64;
+            if (n - n.round()).abs() < 1e-6 {
+                let num = n.round() as i64;
+                return (num > 0).then_some(Self { num, den });
+            }
+            den *= 10;
+        }
+        None
+    }
+}
+
+impl Serialize for RegisterScale {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(self.num as f64 / self.den as f64)
+    }
+}
+
+impl<'de> Deserialize<'de> for RegisterScale {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = f64::deserialize(d)?;
+        Self::from_f64(v).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "{v} is not a usable scale: use a positive number with at most six decimals, \
+                 e.g. 0.1 for a value in tenths"
+            ))
+        })
+    }
+}
+
+fn one() -> u8 {
+    1
+}
+
+impl<'de> Deserialize<'de> for PointConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = PointConfig;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "a register address or a table like { table = \"input\", address = 30 }",
+                )
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<PointConfig, E> {
+                u16::try_from(v).map(PointConfig::Address).map_err(|_| {
+                    E::invalid_value(serde::de::Unexpected::Signed(v), &"an address, 0 to 65535")
+                })
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<PointConfig, E> {
+                u16::try_from(v).map(PointConfig::Address).map_err(|_| {
+                    E::invalid_value(
+                        serde::de::Unexpected::Unsigned(v),
+                        &"an address, 0 to 65535",
+                    )
+                })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                m: A,
+            ) -> Result<PointConfig, A::Error> {
+                PointTable::deserialize(serde::de::value::MapAccessDeserializer::new(m))
+                    .map(PointConfig::Full)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `[power.generator.registers]`: where the controller keeps each value; every key
+/// optional, overriding the `controller` preset.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GeneratorRegisters {
-    /// Fuel level, percent. Default 1027.
-    pub fuel_percent: u16,
-    /// Starter battery voltage ×0.1 V. Default 1029.
-    pub battery_decivolts: u16,
-    /// Engine state (0 stopped … 3 running, 4 cooling). Default 1408.
-    pub engine_state: u16,
-    /// Engine run time in seconds, u32 over this register and the next. Default 1798.
-    pub run_time_seconds: u16,
-    /// Number of starts. Default 1808.
-    pub starts: u16,
-    /// Control register pair written with `[key, 65535 - key]`. Default 4104.
-    pub control: u16,
-    /// Key for remote start. Default 35732.
-    pub start_key: u16,
-    /// Key for remote stop. Default 35733.
-    pub stop_key: u16,
-    /// Key to return to auto mode. Default 35701.
-    pub auto_key: u16,
+    /// Fuel level, %.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fuel_percent: Option<PointConfig>,
+    /// Starter battery, V (`battery_decivolts` is the older name).
+    #[serde(skip_serializing_if = "Option::is_none", alias = "battery_decivolts")]
+    pub battery_volts: Option<PointConfig>,
+    /// Engine state (a bit: 1 = running).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine_state: Option<PointConfig>,
+    /// Engine run time, s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_time_seconds: Option<PointConfig>,
+    /// Number of starts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub starts: Option<PointConfig>,
+    /// Generator frequency, Hz.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generator_hz: Option<PointConfig>,
+    /// Mains frequency, Hz.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mains_hz: Option<PointConfig>,
+    /// Older form of `[power.generator.control]` with `method = "key"`: the control
+    /// register pair.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub control: Option<u16>,
+    /// Older form: key for remote start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_key: Option<u16>,
+    /// Older form: key for remote stop.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_key: Option<u16>,
+    /// Older form: key back to auto mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auto_key: Option<u16>,
 }
 
-impl Default for GeneratorRegisters {
-    fn default() -> Self {
-        Self {
-            fuel_percent: 1027,
-            battery_decivolts: 1029,
-            engine_state: 1408,
-            run_time_seconds: 1798,
-            starts: 1808,
-            control: 4104,
-            start_key: 35732,
-            stop_key: 35733,
-            auto_key: 35701,
-        }
+impl GeneratorRegisters {
+    /// The values with their key names.
+    pub fn points(&self) -> [(&'static str, Option<&PointConfig>); 7] {
+        [
+            ("fuel_percent", self.fuel_percent.as_ref()),
+            ("battery_volts", self.battery_volts.as_ref()),
+            ("engine_state", self.engine_state.as_ref()),
+            ("run_time_seconds", self.run_time_seconds.as_ref()),
+            ("starts", self.starts.as_ref()),
+            ("generator_hz", self.generator_hz.as_ref()),
+            ("mains_hz", self.mains_hz.as_ref()),
+        ]
     }
+}
+
+/// How the controller is started and stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ControlMethod {
+    /// `[key, 65535 - key]` to `register` and the next.
+    Key,
+    /// Coils written on.
+    Coils,
+    /// A register written `pulse_value`, then 0.
+    Pulse,
+    /// Separate start and stop registers.
+    Registers,
+}
+
+/// `[power.generator.control]`: replaces the preset's start/stop method.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlConfig {
+    /// `key`, `coils`, `pulse` or `registers`.
+    pub method: ControlMethod,
+    /// The table written; `holding` for key, pulse and registers, `coil` for coils
+    /// (the default follows the method).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<ModbusTable>,
+    /// key: first of the two control registers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub register: Option<u16>,
+    /// key: start key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_key: Option<u16>,
+    /// key: stop key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_key: Option<u16>,
+    /// key: auto-mode key (optional).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_key: Option<u16>,
+    /// coils: start coil.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_coil: Option<u16>,
+    /// coils: stop coil (without it, the start coil is written off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_coil: Option<u16>,
+    /// pulse, registers: start register.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_register: Option<u16>,
+    /// pulse, registers: stop register.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_register: Option<u16>,
+    /// registers: written to the start register. Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_value: Option<u16>,
+    /// registers: written to the stop register. Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_value: Option<u16>,
+    /// pulse: value of the pulse. Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pulse_value: Option<u16>,
+    /// pulse: how long the value is held before 0 is written, ms. Default 500.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pulse_ms: Option<u32>,
 }

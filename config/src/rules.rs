@@ -90,6 +90,19 @@ fn server_storage_auth(cfg: &NodeConfig, c: &mut Checker<'_>) {
         1,
         3600,
     );
+    c.range(&kp("server.max_connections"), s.max_connections, 16, 65536);
+    c.range(
+        &kp("server.max_connections_per_client"),
+        s.max_connections_per_client,
+        1,
+        s.max_connections.max(1),
+    );
+    c.range(
+        &kp("server.header_read_timeout_secs"),
+        s.header_read_timeout_secs,
+        1,
+        300,
+    );
 
     let st = &cfg.storage;
     if st.data_dir.as_os_str().is_empty() {
@@ -536,34 +549,258 @@ fn power(cfg: &NodeConfig, c: &mut Checker<'_>) {
         1440,
     );
     generator_conditions(g, c);
-    let r = &g.registers;
-    for (name, value) in [
-        ("run_time_seconds", r.run_time_seconds),
-        ("control", r.control),
-    ] {
-        if value == u16::MAX {
+    c.range(
+        &kp("power.generator.start_attempts"),
+        g.start_attempts,
+        1,
+        20,
+    );
+    c.range(
+        &kp("power.generator.start_retry_secs"),
+        g.start_retry_secs,
+        1,
+        3600,
+    );
+    c.range(
+        &kp("power.generator.start_confirm_secs"),
+        g.start_confirm_secs,
+        5,
+        3600,
+    );
+    generator_map(g, c);
+}
+
+/// The register map: each value readable as described, the control method complete
+/// and writing only what a master can write.
+fn generator_map(g: &crate::node::GeneratorConfig, c: &mut Checker<'_>) {
+    use crate::node::{ControlMethod, PointConfig};
+    let registers = kp("power.generator.registers");
+    for (name, point) in g.registers.points() {
+        let Some(PointConfig::Full(p)) = point else {
+            continue;
+        };
+        let at = registers.key(name);
+        if p.table.is_bit() {
+            let table = if p.table.writable() {
+                "coil"
+            } else {
+                "discrete input"
+            };
+            for (key, set) in [
+                (
+                    "scale",
+                    p.scale
+                        .is_some_and(|s| s != crate::node::RegisterScale::ONE),
+                ),
+                ("words", p.words != 1),
+                ("signed", p.signed),
+            ] {
+                if set {
+                    c.bad(
+                        &at.key(key),
+                        format!("a {table} is one bit: it has no {key}"),
+                        Some(
+                            "read a scaled or wide value from a holding or input register"
+                                .to_owned(),
+                        ),
+                    );
+                }
+            }
+        } else {
+            c.range(&at.key("words"), p.words, 1, 2);
+            if p.words == 2 && p.address == u16::MAX {
+                c.bad(
+                    &at.key("address"),
+                    "65535 has no next register for the second word",
+                    None,
+                );
+            }
+        }
+    }
+    let legacy = [
+        ("control", g.registers.control),
+        ("start_key", g.registers.start_key),
+        ("stop_key", g.registers.stop_key),
+        ("auto_key", g.registers.auto_key),
+    ];
+    if g.control.is_some() {
+        for (name, v) in legacy {
+            if v.is_some() {
+                c.bad_given(
+                    &registers.key(name),
+                    &[&kp("power.generator.control")],
+                    "set both here and in [power.generator.control]",
+                    Some("keep the control in [power.generator.control] only".to_owned()),
+                );
+            }
+        }
+    }
+    if g.registers.control == Some(u16::MAX) {
+        c.bad(
+            &registers.key("control"),
+            "65535 has no next register; the key pair spans two registers",
+            None,
+        );
+    }
+    let Some(ctl) = &g.control else {
+        return;
+    };
+    let at = kp("power.generator.control");
+    let method = match ctl.method {
+        ControlMethod::Key => "key",
+        ControlMethod::Coils => "coils",
+        ControlMethod::Pulse => "pulse",
+        ControlMethod::Registers => "registers",
+    };
+    let because = format!("method = \"{method}\"");
+    let method_key = at.key("method");
+    let wanted_table = if ctl.method == ControlMethod::Coils {
+        crate::node::ModbusTable::Coil
+    } else {
+        crate::node::ModbusTable::Holding
+    };
+    if let Some(t) = ctl.table {
+        if !t.writable() {
             c.bad(
-                &kp("power.generator.registers").key(name),
-                format!("{value} has no next register; this value spans two registers"),
+                &at.key("table"),
+                format!(
+                    "{} are read-only: a controller cannot be commanded through them",
+                    if t.is_bit() {
+                        "discrete inputs"
+                    } else {
+                        "input registers"
+                    }
+                ),
+                Some(format!(
+                    "method \"{method}\" writes {}",
+                    if wanted_table.is_bit() {
+                        "coils"
+                    } else {
+                        "holding registers"
+                    }
+                )),
+            );
+        } else if t != wanted_table {
+            c.bad_given(
+                &at.key("table"),
+                &[&method_key],
+                format!(
+                    "method \"{method}\" cannot write a {}",
+                    if t.is_bit() {
+                        "coil"
+                    } else {
+                        "holding register"
+                    }
+                ),
+                Some(if wanted_table.is_bit() {
+                    "coils take method = \"coils\"".to_owned()
+                } else {
+                    "a coil takes method = \"coils\"; registers take key, pulse or registers"
+                        .to_owned()
+                }),
+            );
+        }
+    }
+    let fields: [(&str, Option<u16>, &[ControlMethod]); 10] = [
+        ("register", ctl.register, &[ControlMethod::Key]),
+        ("start_key", ctl.start_key, &[ControlMethod::Key]),
+        ("stop_key", ctl.stop_key, &[ControlMethod::Key]),
+        ("auto_key", ctl.auto_key, &[ControlMethod::Key]),
+        ("start_coil", ctl.start_coil, &[ControlMethod::Coils]),
+        ("stop_coil", ctl.stop_coil, &[ControlMethod::Coils]),
+        (
+            "start_register",
+            ctl.start_register,
+            &[ControlMethod::Pulse, ControlMethod::Registers],
+        ),
+        (
+            "stop_register",
+            ctl.stop_register,
+            &[ControlMethod::Pulse, ControlMethod::Registers],
+        ),
+        ("start_value", ctl.start_value, &[ControlMethod::Registers]),
+        ("stop_value", ctl.stop_value, &[ControlMethod::Registers]),
+    ];
+    for (name, value, used_by) in fields {
+        if value.is_some() && !used_by.contains(&ctl.method) {
+            c.bad_given(
+                &at.key(name),
+                &[&method_key],
+                format!("not used by method \"{method}\""),
                 None,
             );
         }
     }
-    let keys = [
-        ("start_key", r.start_key),
-        ("stop_key", r.stop_key),
-        ("auto_key", r.auto_key),
-    ];
-    for (i, (name, value)) in keys.iter().enumerate() {
-        if let Some((other, _)) = keys[..i].iter().find(|(_, v)| v == value) {
-            let registers = kp("power.generator.registers");
+    for (name, value) in [
+        ("pulse_value", ctl.pulse_value.is_some()),
+        ("pulse_ms", ctl.pulse_ms.is_some()),
+    ] {
+        if value && ctl.method != ControlMethod::Pulse {
             c.bad_given(
-                &registers.key(name),
-                &[&registers.key(other)],
-                format!("{value} is also {other}; each control key must differ"),
+                &at.key(name),
+                &[&method_key],
+                format!("not used by method \"{method}\""),
                 None,
             );
         }
+    }
+    let required: &[(&str, Option<u16>)] = match ctl.method {
+        ControlMethod::Key => &[
+            ("register", ctl.register),
+            ("start_key", ctl.start_key),
+            ("stop_key", ctl.stop_key),
+        ],
+        ControlMethod::Coils => &[("start_coil", ctl.start_coil)],
+        ControlMethod::Pulse | ControlMethod::Registers => &[
+            ("start_register", ctl.start_register),
+            ("stop_register", ctl.stop_register),
+        ],
+    };
+    for (name, value) in required {
+        if value.is_none() {
+            c.missing(&at.key(name), &method_key, &because);
+        }
+    }
+    if ctl.method == ControlMethod::Key {
+        if ctl.register == Some(u16::MAX) {
+            c.bad(
+                &at.key("register"),
+                "65535 has no next register; the key pair spans two registers",
+                None,
+            );
+        }
+        let keys = [
+            ("start_key", ctl.start_key),
+            ("stop_key", ctl.stop_key),
+            ("auto_key", ctl.auto_key),
+        ];
+        for (i, (name, value)) in keys.iter().enumerate() {
+            let Some(value) = value else { continue };
+            if let Some((other, _)) = keys[..i].iter().find(|(_, v)| *v == Some(*value)) {
+                c.bad_given(
+                    &at.key(name),
+                    &[&at.key(other)],
+                    format!("{value} is also {other}; each control key must differ"),
+                    None,
+                );
+            }
+        }
+    }
+    if ctl.method == ControlMethod::Coils
+        && ctl.start_coil.is_some()
+        && ctl.start_coil == ctl.stop_coil
+    {
+        c.bad(
+            &at.key("stop_coil"),
+            "the stop coil must differ from the start coil",
+            Some("leave stop_coil out to stop by writing the start coil off".to_owned()),
+        );
+    }
+    if let Some(ms) = ctl.pulse_ms {
+        c.range(&at.key("pulse_ms"), ms, 50, 10_000);
+    }
+    if ctl.pulse_value == Some(0) {
+        c.bad(&at.key("pulse_value"), "a pulse of 0 presses nothing", None);
     }
 }
 

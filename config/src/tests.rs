@@ -30,7 +30,8 @@ fn empty_file_is_the_default_node() {
     assert!(cfg.counters.iter().all(|c| c.groups.len() == 5));
     assert_eq!(cfg.queue.groups[4].letter.as_char(), 'E');
     assert_eq!(cfg.server.listen.to_string(), "0.0.0.0:8080");
-    assert_eq!(cfg.power.generator.registers.start_key, 35732);
+    assert_eq!(cfg.power.generator.registers.fuel_percent, None);
+    assert_eq!(cfg.power.generator.control, None);
 }
 
 #[test]
@@ -810,4 +811,113 @@ fn rules_wait_when_a_list_entry_was_dropped() {
         "[[counters]]\ngroups = [\"civil\"]\n[[counters]]\nnumber = 2\ngroups = [\"nope\"]\n";
     let p = only(node_err(text));
     assert_eq!(p.kind, ProblemKind::MissingKey);
+}
+
+#[test]
+fn generator_maps_that_cannot_work_are_refused_where_they_are_written() {
+    // A coil with a scale, a discrete input with two words: bits have no format.
+    let problems = node_err(
+        "[power.generator.registers]\n\
+         fuel_percent = { table = \"coil\", address = 3, scale = 0.1 }\n\
+         engine_state = { table = \"discrete\", address = 4, words = 2 }\n",
+    );
+    assert_eq!(problems.len(), 2, "{problems:#?}");
+    assert_eq!(
+        problems[0].key_path,
+        "power.generator.registers.fuel_percent.scale"
+    );
+    assert_eq!(at(&problems[0]), (2, 55));
+    assert!(
+        problems[0].message.contains("a coil is one bit"),
+        "{}",
+        problems[0]
+    );
+    assert_eq!(
+        problems[1].key_path,
+        "power.generator.registers.engine_state.words"
+    );
+    assert_eq!(problems[1].line, 3);
+
+    // Commanding through an input register.
+    let p = only(node_err(
+        "[power.generator.control]\nmethod = \"registers\"\ntable = \"input\"\n\
+         start_register = 10\nstop_register = 11\n",
+    ));
+    assert_eq!(p.key_path, "power.generator.control.table");
+    assert_eq!(at(&p), (3, 9));
+    assert!(p.message.contains("input registers are read-only"), "{p}");
+    assert!(p.to_string().starts_with("t.toml:3:9: "), "{p}");
+
+    // A coil method with no start coil, a key field under another method.
+    let problems = node_err("[power.generator.control]\nmethod = \"coils\"\nstart_key = 5\n");
+    assert_eq!(problems.len(), 2, "{problems:#?}");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.key_path == "power.generator.control.start_key"
+                && p.message.contains("not used by method \"coils\""))
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.key_path == "power.generator.control.start_coil"
+                && p.kind == ProblemKind::MissingKey)
+    );
+
+    // A scale that is not a positive number; an address past 65535.
+    let problems = node_err(
+        "[power.generator.registers]\nfuel_percent = { address = 3, scale = -1 }\nstarts = 70000\n",
+    );
+    assert_eq!(problems.len(), 2, "{problems:#?}");
+    assert!(
+        problems[0].message.contains("not a usable scale"),
+        "{}",
+        problems[0]
+    );
+    assert_eq!(problems[1].line, 3);
+
+    // The older control keys beside a control section.
+    let p = only(node_err(
+        "[power.generator.registers]\ncontrol = 4104\n[power.generator.control]\nmethod = \"key\"\nregister = 4104\nstart_key = 1\nstop_key = 2\n",
+    ));
+    assert_eq!(p.key_path, "power.generator.registers.control");
+}
+
+#[test]
+fn generator_maps_that_work_load() {
+    let cfg = parse_node(
+        "[power.generator]\ncontroller = \"datakom\"\n\
+         [power.generator.registers]\n\
+         fuel_percent = { table = \"input\", address = 30, scale = 0.1, signed = true }\n\
+         run_time_seconds = { address = 40, words = 2, word_order = \"low-first\", scale = 3600 }\n\
+         engine_state = { table = \"discrete\", address = 2 }\n\
+         [power.generator.control]\nmethod = \"pulse\"\nstart_register = 5\nstop_register = 6\npulse_ms = 300\n",
+        "t.toml",
+    )
+    .unwrap();
+    let g = &cfg.power.generator;
+    assert_eq!(g.controller, ControllerFamily::Datakom);
+    let Some(PointConfig::Full(f)) = &g.registers.fuel_percent else {
+        panic!("{:?}", g.registers.fuel_percent)
+    };
+    assert_eq!(f.scale, Some(RegisterScale { num: 1, den: 10 }));
+    assert_eq!(f.table, ModbusTable::Input);
+    let Some(PointConfig::Full(r)) = &g.registers.run_time_seconds else {
+        panic!()
+    };
+    assert_eq!((r.words, r.word_order), (2, WordOrderName::LowFirst));
+    assert_eq!(
+        g.control.as_ref().map(|c| c.method),
+        Some(ControlMethod::Pulse)
+    );
+    // The older name of the battery key still loads.
+    let cfg = parse_node(
+        "[power.generator.registers]\nbattery_decivolts = 1029\n",
+        "t.toml",
+    )
+    .unwrap();
+    assert_eq!(
+        cfg.power.generator.registers.battery_volts,
+        Some(PointConfig::Address(1029))
+    );
 }

@@ -69,16 +69,21 @@ macro_rules! string_newtype {
 }
 
 fn check_center_id(s: &str) -> Result<(), ValueError> {
+    // The same rule as the sync model's `CenterId` (the `center_id_agrees_with_the_model`
+    // test holds them together): an id this accepts must be one the node can sync under.
     let mut chars = s.chars();
     let ok = (2..=32).contains(&s.len())
         && chars.next().is_some_and(|c| c.is_ascii_lowercase())
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !s.ends_with('-')
+        && !s.contains("--");
     if ok {
         Ok(())
     } else {
         err(format!(
             "invalid center id `{s}`: use 2 to 32 characters, a lowercase ASCII letter \
-             first, then lowercase letters, digits or `-` (like `midan`)"
+             first, then lowercase letters, digits or single `-` between them, not at the \
+             end (like `midan` or `mazzeh-2`)"
         ))
     }
 }
@@ -654,8 +659,25 @@ mod tests {
             "mid an",
             "midān",
             "abcdefghijklmnopqrstuvwxyz0123456",
+            "mazzeh-",
+            "hay--wurud",
         ] {
             assert!(CenterId::from_str(bad).is_err(), "{bad}");
+        }
+    }
+
+    proptest! {
+        /// Issue #19.1: `check-config` accepted `mazzeh-`, which the sync model refuses, so
+        /// the node started and then failed to write its documents and to sync. Whatever
+        /// config accepts, the model accepts as the same id.
+        #[test]
+        fn center_id_agrees_with_the_model(s in "[a-z0-9-]{0,34}|[a-zA-Z0-9 _-]{0,6}") {
+            if let Ok(ours) = CenterId::from_str(&s) {
+                let model = markaz_sync::model::ids::CenterId::from_str(&s);
+                prop_assert!(model.is_ok(), "config accepts {s:?}, the model refuses it");
+                let model = model.unwrap();
+                prop_assert_eq!(model.as_str(), ours.as_str());
+            }
         }
     }
 

@@ -88,8 +88,18 @@ async fn without_a_registered_modem_the_uplink_is_offline() -> Result<()> {
     };
     let (monitor, _) = LinkMonitor::spawn(settings, modem_rx, cancel.clone());
     let mut changes = monitor.subscribe();
-    let c = next_change(&mut changes).await?;
-    assert_eq!((c.from, c.to), (Uplink::Primary, Uplink::Offline));
+    // The first round decides "offline" without a change.
+    let mut status = monitor.status();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        status.wait_for(|s| s.uplink == Uplink::Offline),
+    )
+    .await
+    .context("offline in time")??;
+    assert!(
+        changes.try_recv().is_err(),
+        "no change while the state was unknown"
+    );
     let mut ready = ModemStatus::starting();
     ready.state = ModemState::Ready;
     modem_tx.send_replace(ready);
@@ -98,5 +108,46 @@ async fn without_a_registered_modem_the_uplink_is_offline() -> Result<()> {
         (c.to, c.reason),
         (Uplink::Modem, ChangeReason::ModemRegistered)
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn at_start_the_uplink_is_unknown_until_the_first_round_decides() -> Result<()> {
+    let cancel = CancellationToken::new();
+    let _guard = cancel.clone().drop_guard();
+    // The primary's probe target is closed; the modem is registered.
+    let closed = TcpListener::bind("127.0.0.1:0").await?.local_addr()?;
+    let mut modem = ModemStatus::starting();
+    modem.state = ModemState::Ready;
+    let (_modem_tx, modem_rx) = watch::channel(modem);
+    let mut settings = LinkSettings::new(vec![closed.to_string()]);
+    settings.interval = Duration::from_millis(50);
+    let (monitor, _) = LinkMonitor::spawn(settings, modem_rx, cancel.clone());
+    let mut changes = monitor.subscribe();
+    assert_eq!(
+        monitor.status().borrow().uplink,
+        Uplink::Unknown,
+        "nothing is assumed before a probe"
+    );
+    let mut status = monitor.status();
+    let s = tokio::time::timeout(
+        Duration::from_secs(5),
+        status.wait_for(|s| s.uplink != Uplink::Unknown),
+    )
+    .await
+    .context("a decision in time")??
+    .clone();
+    assert_eq!(
+        s.uplink,
+        Uplink::Modem,
+        "the first failed round picks the modem"
+    );
+    assert!(s.last_change.is_none());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        changes.try_recv().is_err(),
+        "no false primary → modem change"
+    );
+    assert_eq!(monitor.status().borrow().uplink, Uplink::Modem);
     Ok(())
 }

@@ -38,7 +38,11 @@ impl Center {
         let cancel = CancellationToken::new();
         let start: Timestamp = format!("2026-06-01T{hhmm}:00Z").parse()?;
         let emu = PowerEmulator::start(
-            DayProfile::damascus_summer(),
+            DayProfile {
+                // The inverter has an array of its own beside the solar charger's.
+                inverter_pv_percent: 40,
+                ..DayProfile::damascus_summer()
+            },
             EmulatorOptions {
                 start,
                 tz: TimeZone::UTC,
@@ -227,7 +231,7 @@ async fn inverter_driver_reads_status_and_mode() -> Result<()> {
                 .abs_diff(u32::from(truth.soc_permille / 10))
                 <= 1
         );
-        assert!(q.pv_charging_w.context("pv")?.abs_diff(truth.pv_w) <= 2);
+        assert!(q.pv_charging_w.context("pv")?.abs_diff(truth.pv_inverter_w) <= 2);
         assert_eq!(q.grid_mv > 0, mode == Mode::Line);
         assert_eq!(st.stats.bad_crc + st.stats.naks, 0);
     }
@@ -405,7 +409,10 @@ async fn the_power_sample_leaves_stale_devices_out() -> Result<()> {
     assert_eq!(s.source, Source::Grid);
     assert_eq!(s.grid_available, Some(true));
     assert_eq!(s.fuel_percent, Some(80));
-    assert_eq!(s.pv_w, m.mppt.as_ref().map(|r| r.pv_w));
+    // Two arrays: the sample's PV is the charger's plus the inverter's.
+    let inverter_pv = i.status.as_ref().map(|q| q.pv_w()).context("inverter pv")?;
+    assert!(inverter_pv > 0, "the inverter's array at noon");
+    assert_eq!(s.pv_w, m.mppt.as_ref().map(|r| r.pv_w + inverter_pv));
     let bmv_soc = s.soc_percent.context("soc")?;
 
     // The battery monitor falls silent: the charge now comes from the inverter.
@@ -415,5 +422,36 @@ async fn the_power_sample_leaves_stale_devices_out() -> Result<()> {
     let inv_soc = i.status.as_ref().map(|q| q.battery_percent);
     assert_eq!(s.soc_percent.map(u32::from), inv_soc);
     assert!(bmv_soc.abs_diff(s.soc_percent.unwrap_or(0)) <= 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_battery_first_inverter_with_the_grid_present_means_battery() -> Result<()> {
+    use markaz_hardware::power::driver::sample;
+    use markaz_hardware::power::model::Source;
+
+    // 11:00: the grid is on; the office load is 900 W.
+    let c = Center::start_at("11:00")?;
+    let mut inv = c.inverter();
+    let i = until(&mut inv, "line mode", |s| {
+        !s.stale && s.mode == Some(Mode::Line)
+    })
+    .await?;
+    assert_eq!(
+        sample(Timestamp::now(), &[], Some(&i), None).source,
+        Source::Grid
+    );
+    c.emu.set_battery_first(true);
+    let i = until(&mut inv, "battery mode", |s| s.mode == Some(Mode::Battery)).await?;
+    let s = sample(Timestamp::now(), &[], Some(&i), None);
+    assert_eq!(s.grid_available, Some(true), "the grid is still there");
+    let q = i.status.as_ref().context("status")?;
+    let want = if q.pv_w() > 0 && q.pv_w() >= q.output_w {
+        Source::Solar
+    } else {
+        Source::Battery
+    };
+    assert_eq!(s.source, want, "the inverter's mode decides, not the grid");
+    assert_ne!(s.source, Source::Grid);
     Ok(())
 }

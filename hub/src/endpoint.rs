@@ -18,7 +18,7 @@ use axum::routing::post;
 use markaz_sync::protocol::{Request, Response};
 
 use crate::sessions::{SESSION_HEADER, parse_session_id};
-use crate::storage::{HubWriter, SyncLogEntry};
+use crate::storage::{HubEngine, HubWriter, SyncLogEntry};
 use crate::tls::CenterIdentity;
 
 /// The path of the sync endpoint.
@@ -45,6 +45,30 @@ pub fn uplink_of(headers: &HeaderMap) -> &'static str {
         Some("primary") => "primary",
         Some("modem") => "modem",
         _ => "unknown",
+    }
+}
+
+/// Once per session (at its Hello): a center whose backlog cannot drain is logged at its
+/// alarm's level, as the overview shows it.
+fn log_alarm(e: &mut dyn HubEngine, center: &str, now_ms: i64) {
+    let rows = match crate::oversight::centers(e, now_ms) {
+        Ok(rows) => rows,
+        Err(err) => {
+            tracing::error!(%err, center, "could not read the centers' figures");
+            return;
+        }
+    };
+    let Some(row) = rows.into_iter().find(|r| r.center == center) else {
+        return;
+    };
+    let Some(alarm) = row.alarm else { return };
+    let message = alarm.message_en();
+    if alarm.level() == "error" {
+        tracing::error!(center, backlog = row.backlog, cursor = row.cursor,
+            feed_len = row.feed_len, alarm = %message, "the backlog of a center cannot drain");
+    } else {
+        tracing::warn!(center, backlog = row.backlog, cursor = row.cursor,
+            feed_len = row.feed_len, alarm = %message, "the backlog of a center cannot drain");
     }
 }
 
@@ -144,6 +168,9 @@ async fn sync(
             entry.bytes_down = resp.len() as i64;
             if let Err(err) = e.record_sync(&entry) {
                 tracing::error!(%err, center = %entry.center, "could not write the sync log");
+            }
+            if entry.kind == "hello" {
+                log_alarm(e, &entry.center, ended as i64);
             }
             tracing::info!(center = %entry.center, uplink, session = ?entry.session, kind = %entry.kind,
                 bytes_up = entry.bytes_up, bytes_down = entry.bytes_down,

@@ -1,14 +1,15 @@
 //! The governorate hub: the sync endpoint for the centers (mutual TLS, `POST /sync/v1`),
 //! relay between them, the sync logs, the operator pages and API, and the PKI.
 //!
-//! Layout: [`storage`] (one writer thread owning the SQLite database and the document
-//! store), [`endpoint`] (the sync endpoint and its per-request sync log), [`sessions`]
+//! Layout: [`storage`] (the store behind one interface: one writer thread owning the
+//! SQLite database, or a pool of workers on PostgreSQL), [`endpoint`] (the sync endpoint
+//! and its per-request sync log), [`sessions`]
 //! (one row per sync session), [`oversight`] (what the pages show), [`portal`] (portal
 //! intake and staff administration), [`operators`] (operator accounts, roles, sessions,
 //! API tokens, login limits, the audit log), [`catalog`] (the catalog and dated fees, written to
 //! the catalog document every center receives), [`energy`] (energy and queue statistics
 //! per center, solar vs non-solar), [`web`] (pages and JSON API), [`tls`] and [`pki`]
-//! (certificates), [`demo`] (a ready-made demo PKI).
+//! (certificates), [`demo`] (a ready-made demo PKI), [`restore`] (`markaz hub restore`).
 
 pub mod catalog;
 pub mod demo;
@@ -18,6 +19,7 @@ pub mod operators;
 pub mod oversight;
 pub mod pki;
 pub mod portal;
+pub mod restore;
 pub mod sessions;
 pub mod storage;
 pub mod tls;
@@ -26,16 +28,15 @@ pub mod web;
 pub use demo::{DemoPki, demo_pki};
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use markaz_config::HubConfig;
+use markaz_config::{HubConfig, StorageEngine};
 use tokio_util::sync::CancellationToken;
 
-use crate::storage::{HubDb, HubWriter};
+use crate::storage::{HubDb, HubWriter, PgSettings};
 use crate::tls::{ServeOptions, ServerTls, ServerTlsFiles};
 
 /// File in `data_dir` holding the old shared operator token: read only with
@@ -92,6 +93,29 @@ pub fn tls_files(cfg: &HubConfig) -> ServerTlsFiles {
     }
 }
 
+/// Open the hub's store as `[storage]` says and start its workers: one writer over the
+/// SQLite file, or `pool_size` workers each owning a PostgreSQL connection.
+pub async fn open_store(cfg: &HubConfig) -> anyhow::Result<HubWriter> {
+    match cfg.storage.engine {
+        StorageEngine::Sqlite => {
+            let dd = cfg.hub.data_dir.clone();
+            let db = tokio::task::spawn_blocking(move || HubDb::open(&dd))
+                .await?
+                .context("while opening the hub database")?;
+            HubWriter::spawn(db).context("while starting the hub writer")
+        }
+        StorageEngine::Postgres => {
+            let settings = PgSettings::from_config(&cfg.storage)?;
+            let url = settings.url.as_str().to_string();
+            let pool = tokio::task::spawn_blocking(move || storage::pg::open_pool(&settings))
+                .await?
+                .with_context(|| format!("while opening the hub database {url}"))?;
+            tracing::info!(%url, workers = pool.len(), "hub store on PostgreSQL");
+            HubWriter::spawn_pool(pool).context("while starting the hub workers")
+        }
+    }
+}
+
 /// Runs the hub until `shutdown` is cancelled: the sync endpoint on `hub.listen` (mutual
 /// TLS) and the operator pages on `hub.web_listen`.
 pub async fn run(cfg: HubConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -106,11 +130,7 @@ pub async fn run(cfg: HubConfig, shutdown: CancellationToken) -> anyhow::Result<
     } else {
         None
     };
-    let dd = data_dir.clone();
-    let db = tokio::task::spawn_blocking(move || HubDb::open(&dd))
-        .await?
-        .context("while opening the hub database")?;
-    let writer = HubWriter::spawn(db).context("while starting the hub writer")?;
+    let writer = open_store(&cfg).await?;
     if let Some(password) = bootstrap_admin(&writer).await? {
         // Shown once, like the node's first account: the operator logs in and changes it.
         eprintln!(
@@ -151,13 +171,14 @@ pub async fn run(cfg: HubConfig, shutdown: CancellationToken) -> anyhow::Result<
         writer,
         web::WebOptions::from_config(&cfg.hub, legacy_token),
     ));
-    let web_shutdown = shutdown.clone();
-    let web = axum::serve(
+    // The operator pages: connection caps and a header-read timeout (markaz_web::listen).
+    let web_result = markaz_web::listen::serve(
         web_listener,
-        web_app.into_make_service_with_connect_info::<SocketAddr>(),
+        web_app,
+        markaz_web::listen::Limits::default(),
+        shutdown.clone(),
     )
-    .with_graceful_shutdown(async move { web_shutdown.cancelled().await });
-    let web_result = web.await;
+    .await;
     shutdown.cancel();
     let sync_result = sync_task.await;
     reload.abort();
@@ -213,9 +234,10 @@ pub struct AddedOperator {
     pub token: Option<String>,
 }
 
-/// `markaz operator add`: creates an operator in the hub database of `cfg` (the hub may
-/// be running), with `password` or a generated one, and an API token labelled
-/// `token_label` if given. Recorded in the audit log as `cli`.
+/// `markaz operator add`: creates an operator in the hub's store as `cfg` says (SQLite in
+/// its data directory or PostgreSQL; the hub may be running), with `password` or a
+/// generated one, and an API token labelled `token_label` if given. Recorded in the audit
+/// log as `cli`.
 pub fn add_operator(
     cfg: &HubConfig,
     new: &operators::NewOperator,
@@ -226,17 +248,11 @@ pub fn add_operator(
     let password = password.unwrap_or_else(|| markaz_web::password::new_token()[..16].to_string());
     operators::check_password(&password)?;
     let hash = markaz_web::password::hash_password(&password)?;
-    std::fs::create_dir_all(&cfg.hub.data_dir)
-        .with_context(|| format!("while creating {}", cfg.hub.data_dir.display()))?;
-    let mut db = HubDb::open(&cfg.hub.data_dir).context("while opening the hub database")?;
-    let who = operators::Who {
-        operator: "cli".into(),
-        address: "local".into(),
-        at_ms: jiff::Timestamp::now().as_millisecond(),
-    };
-    operators::create(&mut db, new, hash, &who)?;
+    let mut engine = open_engine(cfg)?;
+    let who = cli_who();
+    operators::create(&mut *engine, new, hash, &who)?;
     let token = match token_label {
-        Some(label) => Some(new_api_token(&mut db, &new.username, label, &who)?),
+        Some(label) => Some(new_api_token(&mut *engine, &new.username, label, &who)?),
         None => None,
     };
     Ok(AddedOperator {
@@ -247,17 +263,38 @@ pub fn add_operator(
 
 /// `markaz operator token`: a new API token for an existing operator (shown once).
 pub fn add_operator_token(cfg: &HubConfig, username: &str, label: &str) -> anyhow::Result<String> {
-    let mut db = HubDb::open(&cfg.hub.data_dir).context("while opening the hub database")?;
-    let who = operators::Who {
+    let mut engine = open_engine(cfg)?;
+    new_api_token(&mut *engine, username, label, &cli_who())
+}
+
+fn cli_who() -> operators::Who {
+    operators::Who {
         operator: "cli".into(),
         address: "local".into(),
         at_ms: jiff::Timestamp::now().as_millisecond(),
-    };
-    new_api_token(&mut db, username, label, &who)
+    }
+}
+
+/// One engine over the store `cfg` names, for a command run beside the hub (no workers).
+fn open_engine(cfg: &HubConfig) -> anyhow::Result<Box<dyn storage::HubEngine>> {
+    Ok(match cfg.storage.engine {
+        StorageEngine::Sqlite => {
+            std::fs::create_dir_all(&cfg.hub.data_dir)
+                .with_context(|| format!("while creating {}", cfg.hub.data_dir.display()))?;
+            Box::new(HubDb::open(&cfg.hub.data_dir).context("while opening the hub database")?)
+        }
+        StorageEngine::Postgres => {
+            let settings = PgSettings::from_config(&cfg.storage)?;
+            Box::new(
+                storage::PgHub::open(&settings)
+                    .with_context(|| format!("while opening {}", settings.url.as_str()))?,
+            )
+        }
+    })
 }
 
 fn new_api_token(
-    db: &mut HubDb,
+    db: &mut dyn storage::HubEngine,
     username: &str,
     label: &str,
     who: &operators::Who,

@@ -1,7 +1,8 @@
 //! What the operator pages show, computed on the writer thread from the hub database:
 //! the centers overview (from the sync sessions: last session, its uplink and result;
-//! backlog = feed length − the center's pull cursor; freshness = time since the last
-//! session that ended well), the sync log's requests, the conflicts list, and the
+//! backlog = feed entries after the center's pull cursor; freshness = time since the last
+//! session that ended well; an alarm when the backlog cannot drain, [`backlog_alarm`]),
+//! the sync log's requests, the conflicts list, and the
 //! oversight figures per center and service from the case documents (energy and queue
 //! statistics: [`crate::energy`]).
 //!
@@ -15,7 +16,8 @@ use markaz_sync::model::case::{CaseEventKind, CaseStatus, Delivery};
 use markaz_sync::model::catalog::Service;
 use serde::Serialize;
 
-use crate::storage::{HubEngine, StorageError, SyncLogEntry};
+use crate::sessions::SyncSession;
+use crate::storage::{CenterFacts, HubEngine, StorageError, SyncLogEntry};
 
 /// One row of the centers overview.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -38,19 +40,101 @@ pub struct CenterRow {
     /// Milliseconds since the last successful sync (how old the hub's copy may be).
     pub freshness_ms: Option<i64>,
     pub skew_ms: Option<i64>,
+    /// The backlog cannot drain (see [`backlog_alarm`]).
+    pub alarm: Option<CenterAlarm>,
+}
+
+/// Why a center's backlog cannot drain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "code", rename_all = "snake_case")]
+pub enum CenterAlarm {
+    /// The center has read feed positions this hub never handed out: its database is
+    /// older than what the center has seen. The hub recovers by itself at the center's
+    /// next request (new epoch, the center repairs); this shows until then.
+    CursorBeyondFeed { cursor: i64, feed_len: i64 },
+    /// The center keeps syncing, but its last sessions took nothing from its feed.
+    NotDraining { backlog: i64, sessions: usize },
+}
+
+impl CenterAlarm {
+    /// `error` or `warn`, as logged.
+    pub fn level(&self) -> &'static str {
+        match self {
+            CenterAlarm::CursorBeyondFeed { .. } => "error",
+            CenterAlarm::NotDraining { .. } => "warn",
+        }
+    }
+
+    pub fn message_en(&self) -> String {
+        match self {
+            CenterAlarm::CursorBeyondFeed { cursor, feed_len } => format!(
+                "the center has read up to {cursor}, beyond this hub's feed ({feed_len}): \
+                 the hub database is older than the center's — run `markaz hub restore` \
+                 after restoring a backup"
+            ),
+            CenterAlarm::NotDraining { backlog, sessions } => format!(
+                "{backlog} change(s) wait for this center and its last {sessions} sessions \
+                 took none: see the sync log"
+            ),
+        }
+    }
+
+    pub fn message_ar(&self) -> String {
+        match self {
+            CenterAlarm::CursorBeyondFeed { cursor, feed_len } => format!(
+                "قرأ المركز حتى {cursor}، أبعد من سجل المحور ({feed_len}): قاعدة بيانات المحور \
+                 أقدم مما رآه المركز — شغّل `markaz hub restore` بعد الاستعادة من نسخة احتياطية"
+            ),
+            CenterAlarm::NotDraining { backlog, sessions } => format!(
+                "{backlog} تغييرات تنتظر هذا المركز ولم تأخذ آخر {sessions} جلسات أياً منها: \
+                 راجع سجل المزامنة"
+            ),
+        }
+    }
+}
+
+/// Ended sessions in a row that took nothing from a non-empty feed before it is an alarm.
+pub const NOT_DRAINING_SESSIONS: usize = 3;
+
+/// Whether a center's backlog cannot drain, from its figures and its latest sessions
+/// (newest first): its cursor is beyond the feed, or its last [`NOT_DRAINING_SESSIONS`]
+/// ended sessions all began after its cursor last moved while entries wait. A center that
+/// does not sync is not an alarm here (its freshness shows it).
+pub fn backlog_alarm(f: &CenterFacts, recent: &[SyncSession]) -> Option<CenterAlarm> {
+    if f.cursor > f.feed_len {
+        return Some(CenterAlarm::CursorBeyondFeed {
+            cursor: f.cursor,
+            feed_len: f.feed_len,
+        });
+    }
+    if f.backlog == 0 {
+        return None;
+    }
+    let moved = f.cursor_ms.unwrap_or(i64::MIN);
+    let ended: Vec<&SyncSession> = recent
+        .iter()
+        .filter(|s| s.result != "open")
+        .take(NOT_DRAINING_SESSIONS)
+        .collect();
+    (ended.len() == NOT_DRAINING_SESSIONS && ended.iter().all(|s| s.started_ms > moved)).then_some(
+        CenterAlarm::NotDraining {
+            backlog: f.backlog,
+            sessions: NOT_DRAINING_SESSIONS,
+        },
+    )
 }
 
 /// The centers overview: every center that registered or synced, from its sessions.
 pub fn centers(e: &mut dyn HubEngine, now_ms: i64) -> Result<Vec<CenterRow>, StorageError> {
     let mut rows = Vec::new();
     for f in e.center_facts()? {
-        let last_result = e
-            .sessions(Some(&f.center), now_ms, 1)?
-            .into_iter()
-            .next()
-            .map(|s| s.result);
+        // The open session (if any) and the ended ones the alarm looks at.
+        let recent = e.sessions(Some(&f.center), now_ms, NOT_DRAINING_SESSIONS as u32 + 1)?;
+        let last_result = recent.first().map(|s| s.result.clone());
+        let alarm = backlog_alarm(&f, &recent);
         rows.push(CenterRow {
-            backlog: (f.feed_len - f.cursor).max(0),
+            alarm,
+            backlog: f.backlog,
             freshness_ms: f.last_ok_ms.map(|t| (now_ms - t).max(0)),
             center: f.center,
             last_sync_ms: f.last_sync_ms,
@@ -224,7 +308,15 @@ pub fn case_views(e: &mut dyn HubEngine) -> Result<Vec<CaseView>, StorageError> 
             Ok(serde_json::Value::Null)
         });
         match r {
-            Ok(_) => out.extend(typed),
+            // Two cases created under one number are two cases: each counted, each
+            // listed in the conflicts.
+            Ok(_) => {
+                if let Some(mut v) = typed {
+                    let twins = std::mem::take(&mut v.twins);
+                    out.push(v);
+                    out.extend(twins);
+                }
+            }
             Err(err) => tracing::warn!(doc = %id, %err, "unreadable case document"),
         }
     }
@@ -403,7 +495,89 @@ mod tests {
             derived,
             unreadable: 0,
             conflicts: vec![],
+            twins: vec![],
+            citizen_profile: None,
         }
+    }
+
+    fn facts(feed_len: i64, cursor: i64, backlog: i64, cursor_ms: Option<i64>) -> CenterFacts {
+        CenterFacts {
+            center: "midan".into(),
+            feed_len,
+            cursor,
+            backlog,
+            cursor_ms,
+            ..CenterFacts::default()
+        }
+    }
+
+    fn session(started_ms: i64, result: &str) -> SyncSession {
+        SyncSession {
+            id: started_ms,
+            center: "midan".into(),
+            session: format!("s{started_ms}"),
+            uplink: "primary".into(),
+            started_ms,
+            last_ms: started_ms + 10,
+            ended_ms: (result != "open").then_some(started_ms + 10),
+            requests: 3,
+            errors: 0,
+            bytes_up: 0,
+            bytes_down: 0,
+            docs_up: 0,
+            docs_down: 0,
+            changes_up: 0,
+            changes_down: 0,
+            refused: 0,
+            result: result.into(),
+            error: None,
+            skew_ms: None,
+        }
+    }
+
+    #[test]
+    fn a_cursor_beyond_the_feed_is_an_alarm() {
+        let a = backlog_alarm(&facts(4, 9, 0, Some(100)), &[]);
+        assert_eq!(
+            a,
+            Some(CenterAlarm::CursorBeyondFeed {
+                cursor: 9,
+                feed_len: 4
+            })
+        );
+        assert_eq!(a.map(|a| a.level()), Some("error"));
+    }
+
+    #[test]
+    fn a_backlog_the_last_sessions_did_not_take_is_an_alarm() {
+        let stuck = [
+            session(400, "open"),
+            session(300, "ok"),
+            session(200, "error"),
+            session(150, "ok"),
+        ];
+        let a = backlog_alarm(&facts(10, 7, 3, Some(100)), &stuck);
+        assert_eq!(
+            a,
+            Some(CenterAlarm::NotDraining {
+                backlog: 3,
+                sessions: 3
+            })
+        );
+        // A center that never reported a cursor and keeps failing is stuck too.
+        assert!(backlog_alarm(&facts(10, 0, 10, None), &stuck).is_some());
+    }
+
+    #[test]
+    fn a_backlog_that_moves_or_waits_for_a_center_offline_is_no_alarm() {
+        // The cursor moved during one of the last sessions.
+        let moving = [session(300, "ok"), session(200, "ok"), session(150, "ok")];
+        assert_eq!(backlog_alarm(&facts(10, 7, 3, Some(250)), &moving), None);
+        // Fewer ended sessions than the rule needs (a center offline since).
+        let few = [session(300, "open"), session(200, "ok")];
+        assert_eq!(backlog_alarm(&facts(10, 7, 3, Some(100)), &few), None);
+        // Nothing waits.
+        assert_eq!(backlog_alarm(&facts(10, 10, 0, Some(100)), &moving), None);
     }
 
     #[test]

@@ -313,7 +313,7 @@ impl ServerTls {
     }
 }
 
-/// Timeouts of the accept loop.
+/// Timeouts and connection caps of the accept loop.
 #[derive(Debug, Clone, Copy)]
 pub struct ServeOptions {
     /// Time allowed for a TLS handshake (a slow 3G client needs a few round trips).
@@ -323,6 +323,10 @@ pub struct ServeOptions {
     pub header_read_timeout: Duration,
     /// On shutdown, how long an in-flight request may take to finish.
     pub shutdown_grace: Duration,
+    /// Open connections in total (lowered to fit the open-file limit).
+    pub max_connections: usize,
+    /// Open connections from one address (centers behind one NAT share one).
+    pub max_per_client: usize,
 }
 
 impl Default for ServeOptions {
@@ -331,6 +335,8 @@ impl Default for ServeOptions {
             handshake_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(10),
+            max_connections: 4096,
+            max_per_client: 64,
         }
     }
 }
@@ -349,28 +355,33 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let tracker = TaskTracker::new();
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        let (tcp, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(error) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(%error, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+    let limits = markaz_web::listen::Limits {
+        max_connections: opts.max_connections,
+        max_per_client: opts.max_per_client,
+        header_read_timeout: opts.header_read_timeout,
+        shutdown_grace: opts.shutdown_grace,
+    };
+    let limits = match markaz_web::listen::raise_open_files_limit() {
+        Some(fds) => limits.fit_open_files(fds),
+        None => limits,
+    };
+    let gate = markaz_web::listen::Gate::new(limits);
+    // Over a cap: closed before the TLS handshake (nothing to say in plain text).
+    let refuse = drop::<tokio::net::TcpStream>;
+    while let Some((tcp, peer, permit)) =
+        markaz_web::listen::accept(&listener, &gate, &shutdown, &refuse).await
+    {
         let _ = tcp.set_nodelay(true);
         let acceptor = TlsAcceptor::from(tls.current());
         let reloaded = tls.current.subscribe();
         let app = app.clone();
         let shutdown = shutdown.clone();
         tracker.spawn(
-            connection(tcp, peer, acceptor, reloaded, app, opts, shutdown)
-                .instrument(tracing::info_span!("hub_conn", %peer)),
+            async move {
+                connection(tcp, peer, acceptor, reloaded, app, opts, shutdown).await;
+                drop(permit);
+            }
+            .instrument(tracing::info_span!("hub_conn", %peer)),
         );
     }
     tracker.close();

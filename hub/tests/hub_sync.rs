@@ -1,17 +1,33 @@
 //! The hub as it runs (`markaz_hub::run`) with real mutual TLS on loopback: a center
 //! pushes and pulls through `ClientSession` + the node's `HubClient`, the sync log
 //! records it, another center never receives the first one's case, a portal case routed
-//! to midan reaches midan, and the pages render Arabic first.
+//! to midan reaches midan, and the pages render Arabic first. Each scenario runs on
+//! SQLite and on PostgreSQL (`hub_on_postgres_…`, a fresh database of the throwaway test
+//! cluster; skipped with a printed reason without PostgreSQL unless CI is set), and two
+//! hubs on one PostgreSQL database serve the same centers.
 
 mod support;
 
 use anyhow::Context;
+use markaz_hub::storage::Transactional;
 use markaz_sync::docs::{self, DocId};
 use support::{Center, Hub};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hub_sync_log_partial_replication_portal_and_pages() -> anyhow::Result<()> {
-    let hub = Hub::start().await?;
+    sync_log_partial_replication_portal_and_pages(Hub::start().await?).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hub_on_postgres_sync_log_partial_replication_portal_and_pages() -> anyhow::Result<()> {
+    let Some(hub) = Hub::start_pg("hub_on_postgres_sync_log_partial_replication").await? else {
+        return Ok(());
+    };
+    sync_log_partial_replication_portal_and_pages(hub).await
+}
+
+/// The same scenario on either engine.
+async fn sync_log_partial_replication_portal_and_pages(hub: Hub) -> anyhow::Result<()> {
     let mut midan = Center::new(&hub, "midan")?;
     let mut qanawat = Center::new(&hub, "qanawat")?;
 
@@ -168,7 +184,18 @@ async fn hub_sync_log_partial_replication_portal_and_pages() -> anyhow::Result<(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_node_client_session_header_makes_one_row_per_session() -> anyhow::Result<()> {
-    let hub = Hub::start().await?;
+    one_row_per_session(Hub::start().await?).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hub_on_postgres_the_session_header_makes_one_row_per_session() -> anyhow::Result<()> {
+    let Some(hub) = Hub::start_pg("hub_on_postgres_one_row_per_session").await? else {
+        return Ok(());
+    };
+    one_row_per_session(hub).await
+}
+
+async fn one_row_per_session(hub: Hub) -> anyhow::Result<()> {
     let mut midan = Center::new(&hub, "midan")?;
     midan.new_case(1)?;
     let (first, _) = midan.sync_in_session().await?;
@@ -209,7 +236,18 @@ async fn the_node_client_session_header_makes_one_row_per_session() -> anyhow::R
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nothing_new_session_is_one_round_trip_and_ends_at_once_in_the_log() -> anyhow::Result<()>
 {
-    let hub = Hub::start().await?;
+    nothing_new_is_one_round_trip(Hub::start().await?).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hub_on_postgres_a_nothing_new_session_is_one_round_trip() -> anyhow::Result<()> {
+    let Some(hub) = Hub::start_pg("hub_on_postgres_nothing_new").await? else {
+        return Ok(());
+    };
+    nothing_new_is_one_round_trip(hub).await
+}
+
+async fn nothing_new_is_one_round_trip(hub: Hub) -> anyhow::Result<()> {
     let mut midan = Center::new(&hub, "midan")?;
     midan.new_case(1)?;
     midan.sync_in_session().await?;
@@ -239,5 +277,104 @@ async fn a_nothing_new_session_is_one_round_trip_and_ends_at_once_in_the_log() -
         report.requests >= 2,
         "a push needs more than the Welcome: {report:?}"
     );
+    Ok(())
+}
+
+/// Two hub processes on one PostgreSQL database serve the same centers: a center syncs
+/// with either (and moves between them), a case routed by one reaches its center
+/// through the other, a portal case taken in at one goes out through the other, centers
+/// sync with both at the same time, and at the end every document has the same heads at
+/// the centers and at the hub.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hubs_on_one_postgres_serve_the_same_centers() -> anyhow::Result<()> {
+    let Some(a) = Hub::start_pg("two_hubs_on_one_postgres_serve_the_same_centers").await? else {
+        return Ok(());
+    };
+    let b = a.sibling().await?;
+    let mut midan = Center::new(&a, "midan")?;
+    let mut qanawat = Center::new(&b, "qanawat")?;
+    let own = midan.new_case(1)?;
+    midan.sync().await?;
+    qanawat.sync().await?;
+    assert!(qanawat.has(&DocId::catalog()));
+    assert!(!qanawat.has(&own));
+
+    // A portal case taken in at hub B for pickup at midan reaches midan through hub A.
+    let service = markaz_sync::model::catalog::default_catalog()
+        .into_iter()
+        .find(|s| s.fields.iter().all(|f| !f.required))
+        .context("a service without required fields")?;
+    let intake = serde_json::json!({
+        "citizen": {"national_id": "01020304099", "full_name": "ريم الحسن", "father_name": "أحمد",
+            "mother_name": "سلمى", "birth_date": "1990-01-01", "birth_place": "دمشق",
+            "phone": "0933123456", "address": "دمشق"},
+        "service": service.code,
+        "payment": {"reference": "EP-123", "bank": "commercial_bank"},
+        "delivery": {"mode": "pickup", "center": "midan"}
+    });
+    let (status, body) = b
+        .http("POST", "/api/v1/portal/cases", Some(&intake.to_string()))
+        .await?;
+    assert!(status.contains("201"), "{status} {body}");
+    let created: serde_json::Value = serde_json::from_str(&body)?;
+    let portal: DocId = created["doc_id"].as_str().context("doc_id")?.parse()?;
+    midan.sync().await?;
+    assert!(midan.has(&portal), "hub A serves what hub B took in");
+    // Portal case numbers come from one counter, whichever hub takes the case.
+    let (_, body2) = a
+        .http("POST", "/api/v1/portal/cases", Some(&intake.to_string()))
+        .await?;
+    let created2: serde_json::Value = serde_json::from_str(&body2)?;
+    assert_ne!(created["case_no"], created2["case_no"], "{body2}");
+
+    // Both centers push and pull at the same time, each to its own hub, several rounds;
+    // then they swap hubs.
+    for round in 0..3u32 {
+        midan.new_case(10 + round)?;
+        qanawat.new_case(20 + round)?;
+        let (m, q) = tokio::join!(midan.sync(), qanawat.sync());
+        m?;
+        q?;
+    }
+    midan.switch_to(&b)?;
+    qanawat.switch_to(&a)?;
+    midan.sync().await?;
+    qanawat.sync().await?;
+    midan.sync().await?;
+
+    // Every document a center holds has the same heads at the hub.
+    let mut held = Vec::new();
+    for center in [&mut midan, &mut qanawat] {
+        let ids: Vec<String> = {
+            let mut stmt = center.conn.prepare("SELECT doc_id FROM doc_meta")?;
+            stmt.query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?
+        };
+        assert!(ids.len() > 3, "{ids:?}");
+        for id in ids {
+            let id: DocId = id.parse()?;
+            let heads = center.docs.heads(&center.conn, &id)?;
+            held.push((center.id.to_string(), id, heads));
+        }
+    }
+    let settings = markaz_hub::storage::PgSettings::from_config(&a.storage)?;
+    // The blocking PostgreSQL client runs off the async runtime.
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let mut store = markaz_hub::storage::PgHub::open(&settings)?;
+        for (center, id, at_center) in held {
+            let at_hub = store.in_tx(&mut |t, docs, _| (docs.heads(t, &id), true))??;
+            assert_eq!(at_center, at_hub, "{id} at {center}");
+        }
+        Ok(())
+    })
+    .await??;
+    // Midan's session on hub B after its sessions on hub A: the sessions of a center are
+    // listed by either hub.
+    let (_, on_a) = a.http("GET", "/api/v1/sync-log?center=midan", None).await?;
+    let (_, on_b) = b.http("GET", "/api/v1/sync-log?center=midan", None).await?;
+    let on_a: Vec<serde_json::Value> = serde_json::from_str(&on_a)?;
+    let on_b: Vec<serde_json::Value> = serde_json::from_str(&on_b)?;
+    assert_eq!(on_a, on_b, "one sync log, whichever hub shows it");
+    assert_eq!(on_a.len(), 7, "midan synced seven times: {on_a:?}");
     Ok(())
 }

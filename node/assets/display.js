@@ -82,12 +82,35 @@
     chime(!!ev.recall);
   }
 
+  // The clock shows the center's time, not the browser's: the server's time zone name
+  // (and its current offset, should the browser not know the name) and the server's
+  // clock (a display box without a clock battery may think it is 1970).
+  var zone = body.getAttribute("data-tz") || "";
+  var offsetMin = Number(body.getAttribute("data-utc-offset-min") || "0");
+  var skewMs = Number(body.getAttribute("data-now-ms") || "0");
+  skewMs = skewMs ? skewMs - Date.now() : 0;
+
+  function pad(n) { return String(n).padStart(2, "0"); }
+
+  function centerTime() {
+    var now = new Date(Date.now() + skewMs);
+    if (zone && window.Intl) {
+      try {
+        var hh = "", mm = "";
+        new Intl.DateTimeFormat("en-GB", { timeZone: zone, hour: "2-digit", minute: "2-digit", hourCycle: "h23" })
+          .formatToParts(now)
+          .forEach(function (p) { if (p.type === "hour") hh = p.value; if (p.type === "minute") mm = p.value; });
+        if (hh && mm) return pad(Number(hh) % 24) + ":" + mm;
+      } catch (e) { /* an unknown zone name: use the offset */ }
+    }
+    var d = new Date(now.getTime() + offsetMin * 60000);
+    return pad(d.getUTCHours()) + ":" + pad(d.getUTCMinutes());
+  }
+
   function clock() {
     var el = document.getElementById("clock");
     if (!el) return;
-    var d = new Date();
-    var hh = String(d.getHours()).padStart(2, "0"), mm = String(d.getMinutes()).padStart(2, "0");
-    el.textContent = digits(hh + ":" + mm);
+    el.textContent = digits(centerTime());
   }
 
   if (soundButton) {

@@ -83,26 +83,69 @@ pub async fn open(cfg: &NodeConfig, clock: Clock) -> anyhow::Result<App> {
         group_commit_max_batch: cfg.storage.group_commit_max_batch as usize,
         readers: 4,
         center: cfg.center.id.to_string(),
+        inline_check_max_bytes: crate::storage::integrity::INLINE_CHECK_MAX_BYTES,
     };
     let db_path = data_dir.join(DB_FILE);
     let db = Db::open(&db_path, &opts)
         .with_context(|| format!("while opening {}", db_path.display()))?;
     let app = App::new(db, settings_from(cfg)?, clock);
-    if app
-        .load_catalog_doc()
-        .await
-        .context("while reading the stored catalog document")?
-    {
-        tracing::info!("services and fees from the hub's catalog document");
+    match app.load_catalog_doc().await {
+        Ok(true) => tracing::info!("services and fees from the hub's catalog document"),
+        Ok(false) => {}
+        // A damaged database refuses writes (documents load on the writer); the node
+        // still starts, with the built-in catalog, to say so.
+        Err(crate::error::AppError::Storage(crate::storage::StorageError::Refused(why))) => {
+            tracing::error!(%why, "the stored catalog document was not read");
+        }
+        Err(e) => return Err(e).context("while reading the stored catalog document"),
     }
-    if let Some(password) = app.bootstrap_admin().await? {
-        // Shown once, on the console of whoever installed the node; never logged.
-        println!(
-            "markaz: created the first account '{}' with password: {password}\nmarkaz: log in and change it (or set auth.initial_admin_password).",
-            cfg.auth.initial_admin_user
-        );
+    let bootstrap = match app.bootstrap_admin().await {
+        // A damaged database refuses writes; the node still starts, to say so.
+        Err(crate::error::AppError::Storage(crate::storage::StorageError::Refused(why))) => {
+            tracing::error!(%why, "the first account was not checked: writes are refused");
+            None
+        }
+        other => other?,
+    };
+    if let Some(password) = bootstrap {
+        // Shown once, on the console of whoever installed the node; never logged. An
+        // unwritable stdout must not stop the node (println! would panic): the password
+        // then goes to a file only the node's user can read.
+        let user = &cfg.auth.initial_admin_user;
+        let shown = crate::logging::try_print(&format!(
+            "markaz: created the first account '{user}' with password: {password}\nmarkaz: log in and change it (or set auth.initial_admin_password).\n"
+        ));
+        if !shown {
+            let file = data_dir.join(INITIAL_PASSWORD_FILE);
+            match write_private(&file, &format!("{user} {password}\n")) {
+                Ok(()) => tracing::warn!(
+                    file = %file.display(),
+                    "stdout is not writable: the first account's password is in this file; delete it after logging in"
+                ),
+                Err(error) => tracing::error!(
+                    %error,
+                    "stdout is not writable and the first account's password could not be saved; set auth.initial_admin_password"
+                ),
+            }
+        }
     }
     Ok(app)
+}
+
+/// Where the first account's password goes when stdout cannot show it.
+pub const INITIAL_PASSWORD_FILE: &str = "initial-admin-password";
+
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()
 }
 
 /// Runs the center node until `shutdown` is cancelled.
@@ -119,6 +162,14 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> anyhow::Result
         request_timeout: Duration::from_secs(u64::from(cfg.server.request_timeout_secs)),
         addr_file: Some(cfg.storage.data_dir.join("listen.addr")),
         web: web_options(&cfg),
+        limits: markaz_web::listen::Limits {
+            max_connections: cfg.server.max_connections as usize,
+            max_per_client: cfg.server.max_connections_per_client as usize,
+            header_read_timeout: Duration::from_secs(u64::from(
+                cfg.server.header_read_timeout_secs,
+            )),
+            ..markaz_web::listen::Limits::default()
+        },
     };
     let result = serve(app.clone(), opts, shutdown.clone()).await;
     shutdown.cancel();

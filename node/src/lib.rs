@@ -13,6 +13,7 @@ pub mod devices;
 pub mod domain;
 pub mod error;
 pub mod events;
+pub mod logging;
 pub mod server;
 pub mod storage;
 pub mod sync;

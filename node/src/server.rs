@@ -1,7 +1,7 @@
 //! The node's HTTP server: the API and the pages on one listener, with a body size limit,
-//! a request timeout, tracing spans per request, and graceful shutdown.
+//! a request timeout, connection caps and a header-read timeout (`markaz_web::listen`),
+//! tracing spans per request, and graceful shutdown.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -23,6 +23,8 @@ pub struct ServeOptions {
     pub addr_file: Option<PathBuf>,
     /// Page language and digits before a user chooses.
     pub web: WebOptions,
+    /// Connection caps and the header-read timeout of the listener.
+    pub limits: markaz_web::listen::Limits,
 }
 
 /// The whole router of the node with the pages' default options.
@@ -66,14 +68,10 @@ pub async fn serve(
         std::fs::write(f, addr.to_string())
             .with_context(|| format!("while writing {}", f.display()))?;
     }
-    tracing::info!(%addr, center = %app.settings.center_id, "node serving");
+    tracing::info!(%addr, center = %app.settings.center_id, limits = ?opts.limits, "node serving");
     let router = router_with(app, opts.max_body_bytes, opts.request_timeout, opts.web);
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { shutdown.cancelled().await })
-    .await
-    .context("while serving HTTP")?;
+    markaz_web::listen::serve(listener, router, opts.limits, shutdown)
+        .await
+        .context("while serving HTTP")?;
     Ok(())
 }

@@ -540,7 +540,7 @@ async fn citizens_are_typed_once_and_found_by_id_or_phone() {
     assert_eq!(s, 201, "Arabic-Indic digits are accepted: {b}");
     assert_eq!(b["national_id"], NID);
     let (s, _) = rec.post("/citizens", citizen(NID)).await;
-    assert_eq!(s, 200, "same national id updates, no duplicate");
+    assert_eq!(s, 200, "the same profile again answers the existing one");
     let (s, found) = rec.get("/citizens?phone=%2B963944123456").await;
     assert_eq!(s, 200);
     assert_eq!(found.as_array().unwrap().len(), 1);
@@ -560,6 +560,140 @@ async fn citizens_are_typed_once_and_found_by_id_or_phone() {
     for f in ["national_id", "birth_date", "full_name"] {
         assert!(fields.contains(&f), "{f} reported in {fields:?}");
     }
+}
+
+/// Issue #15.1: registering a known national id never overwrites the profile; a change
+/// is an explicit edit with who, when and the old and new values; a case and its
+/// receipt keep the citizen as at intake; likely duplicates are found.
+#[tokio::test]
+async fn re_registering_never_overwrites_and_edits_are_recorded() {
+    let node = TestNode::start().await;
+    let (clerk, case) = clerk_with_case(
+        &node,
+        "criminal_record",
+        json!({"purpose": "توظيف"}),
+        json!({"method": "pickup"}),
+    )
+    .await;
+    let (s, b) = clerk
+        .post(&format!("/cases/{case}/payment"), json!({"method": "cash"}))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    const FIRST: &str = "أحمد محمد الخطيب";
+    const SECOND: &str = "خالد عمر السيد";
+    let mut other = citizen(NID);
+    other["full_name"] = json!(SECOND);
+    other["address"] = json!("دمشق - المزة");
+
+    // Registering the same id with other details is refused, and changes nothing.
+    let (s, b) = clerk.post("/citizens", other.clone()).await;
+    assert_eq!(s, 409, "{b}");
+    assert_eq!(b["error"]["code"], "citizen_exists");
+    let (_, p) = clerk.get(&format!("/citizens/{NID}")).await;
+    assert_eq!(p["full_name"], FIRST);
+    let (s, h) = clerk.get(&format!("/citizens/{NID}/history")).await;
+    assert_eq!((s, h.as_array().map(Vec::len)), (200, Some(0)), "{h}");
+
+    // The explicit edit changes it and is recorded.
+    let (s, b) = clerk
+        .call("PUT", &format!("/citizens/{NID}"), Some(other.clone()))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["full_name"], SECOND);
+    let changes = &b["edit"]["changes"];
+    assert_eq!(
+        changes,
+        &json!([
+            {"field": "full_name", "old": FIRST, "new": SECOND},
+            {"field": "address", "old": "دمشق - الميدان - شارع الجزماتية", "new": "دمشق - المزة"},
+        ])
+    );
+    let (_, h) = clerk.get(&format!("/citizens/{NID}/history")).await;
+    let h = h.as_array().unwrap();
+    assert_eq!(h.len(), 1, "{h:?}");
+    assert_eq!(h[0]["actor"], "clerk1");
+    assert_eq!(
+        h[0]["actor_name"], "Staff clerk1",
+        "the person, not the username"
+    );
+    assert_eq!(&h[0]["changes"], changes);
+    assert!(h[0]["at"].as_str().is_some_and(|t| t.starts_with("2026-")));
+    // The same values again: nothing to record.
+    let (s, b) = clerk
+        .call("PUT", &format!("/citizens/{NID}"), Some(other.clone()))
+        .await;
+    assert_eq!((s, &b["edit"]), (200, &Value::Null), "{b}");
+    // The national id itself is not editable.
+    let mut moved = other.clone();
+    moved["national_id"] = json!("01234567891");
+    let (s, b) = clerk
+        .call("PUT", &format!("/citizens/{NID}"), Some(moved))
+        .await;
+    assert_eq!(s, 400, "{b}");
+    assert_eq!(b["error"]["fields"][0]["code"], "national_id_immutable");
+    let (s, b) = clerk
+        .call("PUT", "/citizens/01234567899", Some(citizen("01234567899")))
+        .await;
+    assert_eq!(s, 404, "{b}");
+
+    // The case and its receipt keep the name as at intake.
+    let (_, c) = clerk.get(&format!("/cases/{case}")).await;
+    assert_eq!(c["citizen_name"], FIRST, "{c}");
+    assert_eq!(c["citizen"]["full_name"], FIRST);
+    assert_eq!(c["citizen"]["birth_date"], "1980-05-17");
+    let page = reqwest::Client::new()
+        .get(format!("{}/cases/{case}/receipt", node.base))
+        .header("cookie", format!("markaz_session={}", clerk.token))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains(FIRST) && !page.contains(SECOND),
+        "the receipt shows the name at intake"
+    );
+    // A new case takes the profile as it is now.
+    let (s, b) = clerk
+        .post(
+            "/cases",
+            json!({"national_id": NID, "service": "criminal_record", "fields": {"purpose": "سفر"}}),
+        )
+        .await;
+    assert_eq!((s, b["citizen_name"].as_str()), (201, Some(SECOND)), "{b}");
+
+    // Likely duplicates: the same name (spelled with other hamza forms) and birth date
+    // under another id.
+    let mut twin = citizen("02234567890");
+    twin["full_name"] = json!("خالد عمر السيّد");
+    let (s, b) = clerk.post("/citizens", twin).await;
+    assert_eq!(s, 201, "{b}");
+    let mut stranger = citizen("03234567890");
+    stranger["full_name"] = json!(SECOND);
+    stranger["birth_date"] = json!("1981-05-17");
+    assert_eq!(clerk.post("/citizens", stranger).await.0, 201);
+    let (s, d) = clerk.get(&format!("/citizens/{NID}/duplicates")).await;
+    assert_eq!(s, 200, "{d}");
+    let ids: Vec<&str> = d
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["national_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["02234567890"]);
+    let sup = node.staff("sup", &["supervisor"], &[]).await;
+    let (s, g) = sup.get("/citizens/duplicates").await;
+    assert_eq!(s, 200, "{g}");
+    assert_eq!(g.as_array().unwrap().len(), 1, "{g}");
+    let ids: Vec<&str> = g[0]["citizens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["national_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [NID, "02234567890"]);
+    assert_eq!(clerk.get("/citizens/duplicates").await.0, 403);
 }
 
 #[tokio::test]

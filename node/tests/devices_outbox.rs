@@ -266,3 +266,70 @@ async fn cms_error_is_recorded_with_its_code_and_retried() {
     w.stop().await;
     emu_cancel.cancel();
 }
+
+#[tokio::test]
+async fn a_long_sms_with_one_failed_part_resends_only_that_part_under_the_same_reference() {
+    let emu_cancel = CancellationToken::new();
+    let (emu, _t) = emulator::start(emu_cancel.clone()).unwrap();
+    let node = TestNode::start().await;
+    // Three UCS-2 parts (67 characters each).
+    let body: String = "مرحبا بكم في مركز خدمة المواطن، وثيقتكم جاهزة للاستلام. "
+        .repeat(3)
+        .chars()
+        .take(180)
+        .collect();
+    let queued = body.clone();
+    node.app
+        .db
+        .writer
+        .write_sql(move |c| {
+            c.execute(
+                "INSERT INTO outbox(kind, recipient, body, created_at)
+                 VALUES ('case_ready', '+963944123456', ?1, '2026-11-29T06:00:00Z')",
+                [queued],
+            )
+        })
+        .await
+        .unwrap();
+    emu.fail_sms_part(2, 332);
+    let w = Worker::start(&node.app, &emu);
+    let r = wait_rows(&node.app, "a failed first attempt", |r| {
+        r[0].attempts >= 1 && r[0].last_error.is_some()
+    })
+    .await;
+    assert_eq!(r[0].last_error.as_deref(), Some("+CMS ERROR: 332"), "{r:?}");
+    let r = wait_rows(&node.app, "the message completed", |r| r[0].state == "sent").await;
+    assert_eq!(r[0].attempts, 2, "one retry: {r:?}");
+    assert_eq!(r.len(), 1, "within the same outbox row: {r:?}");
+
+    let parts = emu.sent_sms();
+    let seqs: Vec<(u16, u8, u8)> = parts
+        .iter()
+        .map(|p| {
+            let c = p.decoded.concat.expect("a concatenated part");
+            (c.reference, c.total, c.seq)
+        })
+        .collect();
+    // The first attempt sends part 1 and stops at the refused part 2; the second sends
+    // only parts 2 and 3: each part accepted exactly once, all under one reference.
+    assert_eq!(seqs.len(), 3, "each part accepted exactly once: {seqs:?}");
+    let reference = seqs[0].0;
+    assert!(
+        seqs.iter().all(|s| s.0 == reference && s.1 == 3),
+        "{seqs:?}"
+    );
+    let mut numbers: Vec<u8> = seqs.iter().map(|s| s.2).collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, vec![1, 2, 3]);
+    let messages = emu.sent_messages();
+    assert_eq!(
+        messages.len(),
+        1,
+        "the phone joins one message: {messages:?}"
+    );
+    assert_eq!(messages[0].1, body);
+    let refs = r[0].message_ref.clone().unwrap_or_default();
+    assert_eq!(refs.split(',').count(), 3, "a reference per part: {refs}");
+    w.stop().await;
+    emu_cancel.cancel();
+}

@@ -146,7 +146,7 @@ async fn failover_once(dir: &Path, p: &Probing, seed: u64) -> anyhow::Result<Fai
             up_after: p.up_after,
         },
         failback_hold: p.failback_hold,
-        primary_initially_up: true,
+        primary_initially_up: Some(true),
     };
     let (monitor, _) = LinkMonitor::spawn(link, modem.status(), cancel.clone());
     let mut st = monitor.status();
@@ -223,7 +223,7 @@ fn simulate(p: &Probing, days: u32, mut fails: impl FnMut(u64) -> bool) -> u64 {
             up_after: p.up_after,
         },
         p.failback_hold,
-        true,
+        Some(true),
     );
     let t0 = Instant::now();
     let mut changes = 0;

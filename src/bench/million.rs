@@ -4,7 +4,7 @@
 //! its `complete` marker is there): `markaz node` is started once on the empty data
 //! directory and stopped (so the directory is what a node makes on first start), then
 //! the node's own use cases run in this process on that database — `App::create_staff`,
-//! `App::grant_permission`, `App::save_citizen` (N/5 citizens) and `App::create_case`
+//! `App::grant_permission`, `App::register_citizen` (N/5 citizens) and `App::create_case`
 //! (N cases, each "created", no required fields) — with 64 concurrent callers through
 //! the node's group-commit writer. So the database holds exactly what the node stores
 //! for them: projection rows (cases, events, citizens, audit) and automerge documents
@@ -336,9 +336,9 @@ async fn generate(dir: &Path, args: &Args) -> anyhow::Result<Generated> {
                 }
                 let mut rng = Rng::new(seed ^ (i as u64).wrapping_mul(0x9E37_79B9));
                 let c = workload::citizen(&mut rng, workload::national_id(0, i as u32));
-                app.save_citizen(&clerk, c)
+                app.register_citizen(&clerk, c)
                     .await
-                    .map_err(|e| anyhow::anyhow!("save_citizen {i}: {e}"))?;
+                    .map_err(|e| anyhow::anyhow!("register_citizen {i}: {e}"))?;
             }
         });
     }
@@ -563,7 +563,7 @@ pub async fn million(args: &Args, command: &str) -> anyhow::Result<String> {
         args.runs, args.lookups
     ));
     md.push_str(&format!(
-        "Data: {} cases and {} citizens written through the node's use cases (`App::save_citizen`, `App::create_case`, 64 concurrent callers, group commit) in {:.0} s; database {} MB; case numbers per year: {}.\n\n",
+        "Data: {} cases and {} citizens written through the node's use cases (`App::register_citizen`, `App::create_case`, 64 concurrent callers, group commit) in {:.0} s; database {} MB; case numbers per year: {}.\n\n",
         thousands(u64::from(g.cases)),
         thousands(u64::from(g.citizens)),
         g.secs,

@@ -10,7 +10,12 @@
 //! - a case's history is the append-only list `events` (each element the JSON of a
 //!   [`CaseEvent`]), created once by the case's creator, so concurrent appends all survive;
 //! - edits only write keys whose value changes, so two centers editing different fields
-//!   of one citizen both win.
+//!   of one citizen both win;
+//! - a citizen's edit history is one root scalar per edit, keyed `edit:<hlc>` (the stamp
+//!   names the node), not a list: two centers that register the same citizen offline
+//!   would each create the list and one would be lost; distinct keys all survive;
+//! - a case keeps its citizen's profile as at intake (`citizen_profile`, JSON), the way it
+//!   keeps its fee: later edits of the profile do not change what the case recorded.
 //!
 //! Reading never fails on a merged value it does not understand: it is counted and
 //! flagged in the view (`unreadable`, `conflicts`) rather than dropped silently.
@@ -20,14 +25,14 @@ use std::fmt;
 use std::str::FromStr;
 
 use automerge::transaction::Transactable;
-use automerge::{AutoCommit, ObjType, ROOT, ReadDoc, ScalarValue, Value};
+use automerge::{ActorId, AutoCommit, ObjId as ExId, ObjType, ROOT, ReadDoc, ScalarValue, Value};
 use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::model::case::{CaseEvent, CaseEventKind, Delivery, Derived, derive};
+use crate::model::case::{CaseEvent, CaseEventKind, Conflict, Delivery, Derived, derive};
 use crate::model::catalog::Service;
-use crate::model::citizen::CitizenInput;
+use crate::model::citizen::{CitizenEdit, CitizenInput, CitizenProfile};
 use crate::model::fees::{Fee, FeeSchedule, ServiceFees};
 use crate::model::ids::{CaseNo, CenterId, NationalId};
 use crate::model::staff::StaffMember;
@@ -336,6 +341,9 @@ pub struct CaseView {
     pub delivery: Delivery,
     pub fields: BTreeMap<String, String>,
     pub fee: Option<Fee>,
+    /// The citizen's profile as at intake (`None`: a case made before cases kept it, or
+    /// a portal case).
+    pub citizen_profile: Option<CitizenProfile>,
     /// Every readable event, in the model's total order.
     pub events: Vec<CaseEvent>,
     /// Status, payment, routing and a kept, flagged conflict (from `model::case::derive`).
@@ -344,11 +352,32 @@ pub struct CaseView {
     pub unreadable: usize,
     /// Root keys written concurrently.
     pub conflicts: Vec<String>,
+    /// Other cases created independently under the same document id (two cases given
+    /// one number): each read from its own creation, each flagged with a
+    /// double-creation conflict like this one. Empty for a sound case.
+    pub twins: Vec<CaseView>,
+}
+
+/// The root key a document's creator writes once, with a random value: the identity of
+/// that creation. A second, independent creation of the same document id leaves a second
+/// value under it (automerge keeps both), so it is never silently merged into the first.
+pub const CREATION: &str = "creation";
+
+/// A fresh creation identity (16 random bytes, hex).
+pub fn new_creation_id() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}
+
+/// How many independent creations a document holds under its [`CREATION`] key (0 for
+/// a document made before creation ids); more than 1 is a double creation.
+pub fn creations(doc: &AutoCommit) -> usize {
+    doc.get_all(ROOT, CREATION).map_or(0, |v| v.len())
 }
 
 /// Write a new case into an empty document.
 pub fn create_case(doc: &mut AutoCommit, c: &NewCase) -> Result<(), DocError> {
     doc.put(ROOT, KIND, DocKind::Case.as_str())?;
+    doc.put(ROOT, CREATION, new_creation_id())?;
     doc.put(ROOT, "case_no", c.case_no.as_str())?;
     doc.put(
         ROOT,
@@ -377,50 +406,155 @@ pub fn append_case_event(doc: &mut AutoCommit, e: &CaseEvent) -> Result<(), DocE
     Ok(())
 }
 
+/// Record the citizen's profile as at intake (written once, by the case's creator).
+pub fn set_case_citizen(doc: &mut AutoCommit, p: &CitizenProfile) -> Result<(), DocError> {
+    check_kind(doc, DocKind::Case)?;
+    put_if_changed(doc, CITIZEN_PROFILE, serde_json::to_string(p)?)
+}
+
+const CITIZEN_PROFILE: &str = "citizen_profile";
+
 /// Change the delivery mode (a flat scalar).
 pub fn set_case_delivery(doc: &mut AutoCommit, d: &Delivery) -> Result<(), DocError> {
     check_kind(doc, DocKind::Case)?;
     put_if_changed(doc, "delivery", serde_json::to_string(d)?)
 }
 
-/// A case's processing center (`None`: the hub's portal), citizen and delivery.
-fn case_parties(doc: &AutoCommit) -> Result<(Option<CenterId>, NationalId, Delivery), DocError> {
+/// The value of a root key as the creation `by` wrote it: when two creations left two
+/// values, the one whose op is `by`'s; otherwise (one value, or a later write that
+/// replaced both) the document's value.
+fn str_of(doc: &AutoCommit, key: &str, by: Option<&ActorId>) -> Result<Option<String>, DocError> {
+    if let Some(by) = by {
+        let all = doc.get_all(ROOT, key)?;
+        if all.len() > 1
+            && let Some((v, _)) = all
+                .iter()
+                .find(|(_, id)| matches!(id, ExId::Id(_, a, _) if a == by))
+        {
+            return Ok(v.as_str().map(str::to_string));
+        }
+    }
+    get_str(doc, key)
+}
+
+fn need_of(doc: &AutoCommit, key: &'static str, by: Option<&ActorId>) -> Result<String, DocError> {
+    str_of(doc, key, by)?.ok_or_else(|| DocError::Missing(doc_label(doc), key))
+}
+
+/// A case's processing center (`None`: the hub's portal), citizen and delivery, as the
+/// creation `by` wrote them (`None`: the document's values).
+fn case_parties(
+    doc: &AutoCommit,
+    by: Option<&ActorId>,
+) -> Result<(Option<CenterId>, NationalId, Delivery), DocError> {
     let bad = |why| DocError::BadId {
         id: "case".into(),
         why,
     };
-    let center_s = need_str(doc, "center")?;
+    let center_s = need_of(doc, "center", by)?;
     let center = if center_s == HUB_OWNER {
         None
     } else {
         Some(center_s.parse().map_err(|_| bad("bad center"))?)
     };
-    let citizen = need_str(doc, "citizen")?
+    let citizen = need_of(doc, "citizen", by)?
         .parse()
         .map_err(|_| bad("bad national id"))?;
-    let delivery: Delivery = serde_json::from_str(&need_str(doc, "delivery")?)?;
+    let delivery: Delivery = serde_json::from_str(&need_of(doc, "delivery", by)?)?;
     Ok((center, citizen, delivery))
 }
 
-/// Read a case.
+/// The `events` lists of a case: one per creation (two or more only when cases were
+/// created independently under one id), the document's winning one first.
+fn event_lists(doc: &AutoCommit) -> Result<Vec<ExId>, DocError> {
+    let winner = match doc.get(ROOT, "events")? {
+        Some((Value::Object(ObjType::List), id)) => Some(id),
+        _ => None,
+    };
+    let mut lists: Vec<ExId> = doc
+        .get_all(ROOT, "events")?
+        .into_iter()
+        .filter(|(v, _)| matches!(v, Value::Object(ObjType::List)))
+        .map(|(_, id)| id)
+        .collect();
+    lists.sort_by_key(|id| Some(id) != winner.as_ref());
+    Ok(lists)
+}
+
+/// Read a case. A document into which two independent creations were merged reads as
+/// its winning creation with the others in `twins`; all of them carry a
+/// double-creation conflict, so neither case hides behind the other.
 pub fn read_case(doc: &AutoCommit) -> Result<CaseView, DocError> {
     check_kind(doc, DocKind::Case)?;
+    let lists = event_lists(doc)?;
+    if lists.len() <= 1 {
+        return read_case_branch(doc, None, lists.first());
+    }
+    let mut views = Vec::with_capacity(lists.len());
+    for list in &lists {
+        let by = match list {
+            ExId::Id(_, actor, _) => Some(actor),
+            ExId::Root => None,
+        };
+        views.push(read_case_branch(doc, by, Some(list))?);
+    }
+    let created = |v: &CaseView| {
+        v.events
+            .iter()
+            .find(|e| e.kind == CaseEventKind::Created)
+            .cloned()
+            .unwrap_or_else(|| CaseEvent {
+                kind: CaseEventKind::Created,
+                actor: String::new(),
+                desk: None,
+                at: jiff::Timestamp::UNIX_EPOCH,
+                hlc: String::new(),
+            })
+    };
+    let mut rest = views.split_off(1);
+    let mut first = views.remove(0);
+    let first_created = created(&first);
+    if let Some(second) = rest.first() {
+        first.derived.conflict = Some(Conflict::double_creation(
+            first_created.clone(),
+            created(second),
+        ));
+    }
+    for twin in &mut rest {
+        twin.derived.conflict = Some(Conflict::double_creation(
+            first_created.clone(),
+            created(twin),
+        ));
+    }
+    first.twins = rest;
+    Ok(first)
+}
+
+/// One creation of a case: root values as `by` wrote them, events from `list`.
+fn read_case_branch(
+    doc: &AutoCommit,
+    by: Option<&ActorId>,
+    list: Option<&ExId>,
+) -> Result<CaseView, DocError> {
     let bad = |why| DocError::BadId {
         id: "case".into(),
         why,
     };
-    let case_no = need_str(doc, "case_no")?
+    let case_no = need_of(doc, "case_no", by)?
         .parse()
         .map_err(|_| bad("bad case number"))?;
-    let (center, citizen, delivery) = case_parties(doc)?;
-    let fields = serde_json::from_str(&need_str(doc, "fields")?)?;
-    let fee = serde_json::from_str(&need_str(doc, "fee")?)?;
+    let (center, citizen, delivery) = case_parties(doc, by)?;
+    let fields = serde_json::from_str(&need_of(doc, "fields", by)?)?;
+    let fee = serde_json::from_str(&need_of(doc, "fee", by)?)?;
+    // A profile that does not read is as good as none: the case still shows.
+    let citizen_profile = str_of(doc, CITIZEN_PROFILE, by)?
+        .and_then(|j| serde_json::from_str::<CitizenProfile>(&j).ok());
     let mut events = Vec::new();
     let mut unreadable = 0;
-    if let Some((Value::Object(ObjType::List), list)) = doc.get(ROOT, "events")? {
-        for i in 0..doc.length(&list) {
+    if let Some(list) = list {
+        for i in 0..doc.length(list) {
             let ev = doc
-                .get(&list, i)?
+                .get(list, i)?
                 .and_then(|(v, _)| v.as_str().map(str::to_string))
                 .and_then(|s| serde_json::from_str::<CaseEvent>(&s).ok());
             match ev {
@@ -434,15 +568,17 @@ pub fn read_case(doc: &AutoCommit) -> Result<CaseView, DocError> {
     Ok(CaseView {
         case_no,
         center,
-        service: need_str(doc, "service")?,
+        service: need_of(doc, "service", by)?,
         citizen,
         delivery,
         fields,
         fee,
+        citizen_profile,
         events,
         derived,
         unreadable,
         conflicts: conflicted_keys(doc),
+        twins: Vec::new(),
     })
 }
 
@@ -461,7 +597,7 @@ pub struct CaseRoutes {
 /// that can be `Routed` are parsed.
 pub fn read_case_routes(doc: &AutoCommit) -> Result<CaseRoutes, DocError> {
     check_kind(doc, DocKind::Case)?;
-    let (center, citizen, delivery) = case_parties(doc)?;
+    let (center, citizen, delivery) = case_parties(doc, None)?;
     let pickup = match delivery {
         Delivery::Pickup { center } => Some(center),
         _ => None,
@@ -500,7 +636,22 @@ pub fn read_case_routes(doc: &AutoCommit) -> Result<CaseRoutes, DocError> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CitizenView {
     pub input: CitizenInput,
+    /// The profile's recorded edits, oldest first (unreadable ones are skipped).
+    pub edits: Vec<CitizenEdit>,
     pub conflicts: Vec<String>,
+}
+
+const EDIT_PREFIX: &str = "edit:";
+
+/// Record an explicit edit of a profile (who, when, old and new values) under its own
+/// root key `edit:<hlc>`, so concurrent edits at two centers all survive.
+pub fn append_citizen_edit(doc: &mut AutoCommit, e: &CitizenEdit) -> Result<(), DocError> {
+    check_kind(doc, DocKind::Citizen)?;
+    put_if_changed(
+        doc,
+        &format!("{EDIT_PREFIX}{}", e.hlc),
+        serde_json::to_string(e)?,
+    )
 }
 
 const CITIZEN_FIELDS: [&str; 8] = [
@@ -560,8 +711,16 @@ pub fn read_citizen(doc: &AutoCommit) -> Result<CitizenView, DocError> {
         phone: next(),
         address: next(),
     };
+    let mut edits: Vec<CitizenEdit> = doc
+        .keys(ROOT)
+        .filter(|k| k.starts_with(EDIT_PREFIX))
+        .filter_map(|k| get_str(doc, &k).ok().flatten())
+        .filter_map(|j| serde_json::from_str(&j).ok())
+        .collect();
+    edits.sort_by(|a, b| a.hlc.cmp(&b.hlc));
     Ok(CitizenView {
         input,
+        edits,
         conflicts: conflicted_keys(doc),
     })
 }
@@ -781,6 +940,72 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn two_creations_under_one_id_stay_two_flagged_cases() {
+        use crate::model::case::{CaseStatus, Payment};
+        use crate::model::ids::ReceiptNo;
+        // The first box made the case and took it to ready; a replacement box that did
+        // not know made another case under the same number for another citizen.
+        let mut a = AutoCommit::new();
+        create_case(&mut a, &new_case("midan", 1)).unwrap();
+        for (k, h) in [
+            (
+                CaseEventKind::Paid(Payment::Cash {
+                    receipt: ReceiptNo::new("MID", 1).unwrap(),
+                }),
+                "0000000000002.00000.a",
+            ),
+            (CaseEventKind::Started, "0000000000003.00000.a"),
+            (CaseEventKind::Ready, "0000000000004.00000.a"),
+        ] {
+            append_case_event(&mut a, &event(k, "clerk", h)).unwrap();
+        }
+        let mut b = AutoCommit::new();
+        let mut other = new_case("midan", 1);
+        other.citizen = "02030405060".parse().unwrap();
+        other.service = "passport".into();
+        other.created = event(CaseEventKind::Created, "desk2", "0000000000009.00000.b");
+        create_case(&mut b, &other).unwrap();
+        assert_eq!(creations(&a), 1);
+        a.merge(&mut b).unwrap();
+        b.merge(&mut a.clone()).unwrap();
+        assert_eq!(creations(&a), 2);
+        for merged in [&a, &b] {
+            let v = read_case(merged).unwrap();
+            assert_eq!(v.twins.len(), 1, "the other case is kept");
+            let mut all = vec![v.clone()];
+            all.extend(v.twins.clone());
+            let mut seen: Vec<(String, String, CaseStatus)> = all
+                .iter()
+                .map(|c| (c.citizen.to_string(), c.service.clone(), c.derived.status))
+                .collect();
+            seen.sort();
+            assert_eq!(
+                seen,
+                vec![
+                    (
+                        "01020304050".into(),
+                        "criminal_record".into(),
+                        CaseStatus::Ready
+                    ),
+                    ("02030405060".into(), "passport".into(), CaseStatus::Created),
+                ]
+            );
+            for c in &all {
+                let conflict = c.derived.conflict.as_ref().expect("flagged");
+                assert!(conflict.is_double_creation(), "{conflict:?}");
+                assert!(conflict.message_en().contains("Two different cases"));
+            }
+        }
+        // Both replicas read the same.
+        assert_eq!(read_case(&a).unwrap(), read_case(&b).unwrap());
+        // A single creation is no conflict.
+        let mut c = AutoCommit::new();
+        create_case(&mut c, &new_case("midan", 2)).unwrap();
+        let v = read_case(&c).unwrap();
+        assert!(v.twins.is_empty() && v.derived.conflict.is_none());
+    }
+
+    #[test]
     fn concurrent_appends_survive_and_conflict_is_flagged() {
         use crate::model::case::{CaseStatus, Payment};
         use crate::model::ids::ReceiptNo;
@@ -904,6 +1129,65 @@ pub(crate) mod tests {
         assert_eq!(v.input.phone, "0944123456");
         assert_eq!(v.input.address, "الميدان");
         assert!(v.conflicts.is_empty());
+    }
+
+    #[test]
+    fn concurrent_citizen_edits_at_two_centers_all_survive() {
+        use crate::model::citizen::{CitizenEdit, FieldChange};
+        let input = CitizenInput {
+            national_id: "01020304050".into(),
+            full_name: "سامر".into(),
+            ..Default::default()
+        };
+        let edit = |hlc: &str, field: &str| CitizenEdit {
+            at: jiff::Timestamp::UNIX_EPOCH,
+            hlc: hlc.into(),
+            actor: "clerk".into(),
+            actor_name: "موظف".into(),
+            desk: None,
+            changes: vec![FieldChange {
+                field: field.into(),
+                old: String::new(),
+                new: "x".into(),
+            }],
+        };
+        // Both centers register the citizen offline: each creates the document.
+        let mut a = AutoCommit::new();
+        write_citizen(&mut a, &input).unwrap();
+        let mut b = AutoCommit::new();
+        write_citizen(&mut b, &input).unwrap();
+        append_citizen_edit(&mut a, &edit("0000000000002.00000.qan", "phone")).unwrap();
+        append_citizen_edit(&mut b, &edit("0000000000001.00000.mid", "address")).unwrap();
+        a.merge(&mut b).unwrap();
+        let v = read_citizen(&a).unwrap();
+        let fields: Vec<_> = v
+            .edits
+            .iter()
+            .map(|e| e.changes[0].field.as_str())
+            .collect();
+        assert_eq!(fields, ["address", "phone"], "both edits, in clock order");
+    }
+
+    #[test]
+    fn a_case_keeps_its_citizen_as_at_intake() {
+        let c = new_case("mid", 1);
+        let mut doc = AutoCommit::new();
+        create_case(&mut doc, &c).unwrap();
+        assert_eq!(read_case(&doc).unwrap().citizen_profile, None);
+        let profile = CitizenInput {
+            national_id: c.citizen.to_string(),
+            full_name: "سامر خليل".into(),
+            father_name: "خليل".into(),
+            mother_name: "هدى".into(),
+            birth_date: "1985-04-12".into(),
+            birth_place: "دمشق".into(),
+            phone: String::new(),
+            address: "دمشق".into(),
+        }
+        .parse()
+        .unwrap();
+        set_case_citizen(&mut doc, &profile).unwrap();
+        assert_eq!(read_case(&doc).unwrap().citizen_profile, Some(profile));
     }
 
     #[test]

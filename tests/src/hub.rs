@@ -94,12 +94,16 @@ pub struct HubProcess {
     pub web_url: String,
     /// The `markaz pki` directory.
     pub pki: PathBuf,
-    /// The password of the administrator `tester` (for the login page).
+    /// The administrator made for the test (`tester`; a sibling's has its own name).
+    pub operator: String,
+    /// Its password (for the login page).
     pub operator_password: String,
     /// `None` while the hub is down: nothing listens on the sync port then, which is
     /// what a center sees when the hub is unreachable.
     child: Option<Child>,
     config_path: PathBuf,
+    /// Appended to the generated config (kept for [`HubProcess::sibling`]).
+    extra_toml: String,
     http: reqwest::Client,
 }
 
@@ -115,6 +119,12 @@ impl HubProcess {
     /// Like [`HubProcess::start`] without starting the process (the hub is down until
     /// [`HubProcess::spawn`]).
     pub fn prepare(centers: &[&str]) -> Result<Self> {
+        Self::prepare_with(centers, "")
+    }
+
+    /// Like [`HubProcess::prepare`], with `extra_toml` appended to the hub's config (its
+    /// `[storage]`, say).
+    pub fn prepare_with(centers: &[&str], extra_toml: &str) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let pki = dir.path().join("pki");
         let p = pki.to_str().context("pki path")?;
@@ -123,6 +133,30 @@ impl HubProcess {
         for c in centers {
             markaz_cli(&["pki", "center", p, c])?;
         }
+        Self::configure(dir, pki, extra_toml, "tester")
+    }
+
+    /// Another hub process with the same PKI (CA, hub certificate, CRL) and the same
+    /// `extra_toml` (on PostgreSQL: the same database), its own data directory and sync
+    /// port; not started. The PKI stays in this hub's directory.
+    pub fn sibling(&self) -> Result<Self> {
+        let operator = format!("tester-{}", free_port()?);
+        Self::configure(
+            tempfile::tempdir()?,
+            self.pki.clone(),
+            &self.extra_toml,
+            &operator,
+        )
+    }
+
+    /// Writes the config and adds the administrator `operator` (on a shared PostgreSQL
+    /// database a sibling adds its own).
+    fn configure(
+        dir: tempfile::TempDir,
+        pki: PathBuf,
+        extra_toml: &str,
+        operator: &str,
+    ) -> Result<Self> {
         let sync_port = free_port()?;
         let data = dir.path().join("data");
         let config_path = dir.path().join("hub.toml");
@@ -140,6 +174,7 @@ crl = "{pki}/crl.pem"
 
 [logging]
 level = "info"
+{extra_toml}
 "#,
                 data = data.display(),
                 pki = pki.display(),
@@ -153,7 +188,7 @@ level = "info"
             "--config",
             config_path.to_str().context("config path")?,
             "--username",
-            "tester",
+            operator,
             "--role",
             "admin",
             "--token",
@@ -171,6 +206,7 @@ level = "info"
             .context("markaz operator add printed no password")?
             .to_string();
         Ok(Self {
+            operator: operator.to_string(),
             operator_password,
             dir,
             sync_port,
@@ -178,6 +214,7 @@ level = "info"
             pki,
             child: None,
             config_path,
+            extra_toml: extra_toml.to_string(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()?,
@@ -348,6 +385,51 @@ level = "info"
     /// The hub's database, read-only (works while the hub runs: WAL).
     pub fn db(&self) -> Result<DocsDb> {
         DocsDb::open(&self.data_dir().join(HUB_DB_FILE))
+    }
+
+    /// An online backup of the hub's database into `to` (`VACUUM INTO`, as an operator
+    /// would take it while the hub runs).
+    pub fn backup_to(&self, to: &Path) -> Result<()> {
+        let db = self.db()?;
+        db.conn
+            .execute("VACUUM INTO ?1", [to.to_str().context("backup path")?])
+            .context("while backing up the hub database")?;
+        Ok(())
+    }
+
+    /// `markaz hub restore --config <hub.toml> --from <backup>` (the hub stopped).
+    pub fn restore_from(&self, backup: &Path) -> Result<String> {
+        markaz_cli(&[
+            "hub",
+            "restore",
+            "--config",
+            self.config_path.to_str().context("config path")?,
+            "--from",
+            backup.to_str().context("backup path")?,
+        ])
+    }
+
+    /// Puts a backup in place of the hub's database by hand, without `markaz hub
+    /// restore` (the hub stopped): what the hub must notice by itself.
+    pub fn put_back(&self, backup: &Path) -> Result<()> {
+        let db = self.data_dir().join(HUB_DB_FILE);
+        for suffix in ["-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+        }
+        std::fs::copy(backup, &db).context("while copying the backup into place")?;
+        Ok(())
+    }
+
+    /// doc id of every document the hub routes to `center`.
+    pub fn routed_to(&self, center: &str) -> Result<Vec<String>> {
+        let db = self.db()?;
+        let mut st = db
+            .conn
+            .prepare("SELECT doc_id FROM routes WHERE center=?1 ORDER BY doc_id")?;
+        let rows = st
+            .query_map([center], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
     }
 }
 

@@ -11,9 +11,11 @@
 //!
 //! [`hub`] runs the hub process and reads its documents; [`chaos`] is a fault-injecting
 //! TCP proxy for the link between centers and hub.
+//! [`pg`] is a throwaway PostgreSQL cluster (the hub on PostgreSQL).
 
 pub mod chaos;
 pub mod hub;
+pub mod pg;
 
 pub use hub::{AlwaysUp, CaseSummary, DocsDb, HubProcess};
 
@@ -75,6 +77,11 @@ fn build_markaz() -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// `[server]` of a test node: its terminals all come from 127.0.0.1, where a center's
+/// each have their own address, so the per-client cap is raised to what a loopback load
+/// test opens.
+pub const TEST_SERVER_TOML: &str = "max_connections_per_client = 1024";
+
 /// A running `markaz node` process.
 pub struct NodeProcess {
     pub center: String,
@@ -84,6 +91,9 @@ pub struct NodeProcess {
     config_path: PathBuf,
     /// Things that must live as long as the node (its probe target).
     keep: Vec<Box<dyn std::any::Any + Send>>,
+    /// The open-file limit (soft and hard) the next [`NodeProcess::spawn`] runs with;
+    /// `None` inherits this process's.
+    pub open_files_limit: Option<u64>,
 }
 
 /// The `[sync]` table for `center` with `hub`'s bundle, syncing every `interval_secs`.
@@ -113,7 +123,24 @@ impl NodeProcess {
 
     /// Like [`NodeProcess::start`], with extra TOML appended to the generated config.
     pub async fn start_with(center: &str, extra_toml: &str) -> Result<Self> {
-        let dir = tempfile::tempdir()?;
+        Self::start_in(center, &std::env::temp_dir(), extra_toml).await
+    }
+
+    /// Like [`NodeProcess::start_with`], with its directory (data and `node.log`) made
+    /// inside `parent` — a small tmpfs, say.
+    pub async fn start_in(center: &str, parent: &Path, extra_toml: &str) -> Result<Self> {
+        Self::start_configured(center, parent, TEST_SERVER_TOML, extra_toml).await
+    }
+
+    /// The most general start: `server_toml` is the body of `[server]` besides `listen`
+    /// (the listener's limits, say), `extra_toml` is appended.
+    pub async fn start_configured(
+        center: &str,
+        parent: &Path,
+        server_toml: &str,
+        extra_toml: &str,
+    ) -> Result<Self> {
+        let dir = tempfile::tempdir_in(parent)?;
         let config_path = dir.path().join("node.toml");
         let prefix: String = center
             .chars()
@@ -130,6 +157,7 @@ receipt_prefix = "{prefix}"
 
 [server]
 listen = "127.0.0.1:0"
+{server_toml}
 
 [storage]
 data_dir = "{data}"
@@ -151,6 +179,7 @@ level = "info"
             child: None,
             config_path,
             keep: Vec::new(),
+            open_files_limit: None,
         };
         node.spawn().await?;
         Ok(node)
@@ -167,15 +196,30 @@ level = "info"
             .create(true)
             .append(true)
             .open(self.dir.path().join("node.log"))?;
-        let child = Command::new(markaz_bin()?)
-            .args(["node", "--config"])
+        let mut cmd = Command::new(markaz_bin()?);
+        cmd.args(["node", "--config"])
             .arg(&self.config_path)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .context("spawning markaz node")?;
+            .kill_on_drop(true);
+        if let Some(n) = self.open_files_limit {
+            let lim = libc::rlimit {
+                rlim_cur: n as libc::rlim_t,
+                rlim_max: n as libc::rlim_t,
+            };
+            // SAFETY: between fork and exec only setrlimit runs, which is async-signal-safe.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        let child = cmd.spawn().context("spawning markaz node")?;
         self.child = Some(child);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
@@ -312,6 +356,15 @@ level = "info"
             bail!("sync session of {} failed: {r}", self.center);
         }
         Ok(r)
+    }
+
+    /// The process id while it runs (`None` once it has exited or was stopped).
+    pub fn pid(&mut self) -> Option<u32> {
+        let child = self.child.as_mut()?;
+        match child.try_wait() {
+            Ok(None) => child.id(),
+            _ => None,
+        }
     }
 
     /// SIGKILL, as a power cut would.

@@ -96,8 +96,9 @@ async fn scenario(b: &Browser) -> Result<()> {
     b.fill("#full_name", "سامر خليل").await?;
     b.fill("#father_name", "خليل").await?;
     b.fill("#mother_name", "هدى").await?;
-    b.js("document.getElementById('birth_date').value = '1985-04-12'; return true;")
-        .await?;
+    b.fill("#birth_day", "12").await?;
+    b.fill("#birth_month", "4").await?;
+    b.fill("#birth_year", "1985").await?;
     b.fill("#birth_place", "دمشق").await?;
     b.fill("#phone_new", "0944123456").await?;
     b.fill("#address", "الميدان، دمشق").await?;

@@ -206,12 +206,14 @@ async fn scenario(b: &Browser) -> Result<()> {
         );
     }
 
-    // Digits follow the center's style even in English.
+    // The English interface writes Latin digits; Arabic follows the center's style.
     b.goto(&format!("{base}/desk?counter=1")).await?;
-    ensure!(
-        b.text("#current-ticket").await? == "B٠٠١",
-        "ticket number in Arabic-Indic digits"
-    );
+    let shown = b.text("#current-ticket").await?;
+    ensure!(shown == "B001", "English: Latin digits: {shown}");
+    set_lang(b, "ar").await?;
+    let shown = b.text("#current-ticket").await?;
+    ensure!(shown == "B٠٠١", "Arabic: Arabic-Indic digits: {shown}");
+    set_lang(b, "en").await?;
 
     // A supervisor sees the oversight pages but not the desk or the technician page.
     let (s, body) = api

@@ -62,17 +62,33 @@ pub fn clear_cookie(name: &str) -> String {
     format!("{name}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0")
 }
 
-/// A path a form or a `next=` may send the browser to: a path of this server only.
-/// Anything else gives `/`: another site (`//host`, `https://…`), a backslash, and any
-/// control character or space, which a browser drops before reading the URL
-/// (`/\t/evil.example` would become `//evil.example`).
-pub fn safe_back(back: &str) -> &str {
-    let local = back.starts_with('/')
-        && !back[1..].starts_with(['/', '\\'])
-        && !back
-            .chars()
-            .any(|c| c == '\\' || c.is_control() || c.is_whitespace());
-    if local { back } else { "/" }
+/// A path a form or a `next=` may send the browser to: `/` or a relative path whose
+/// first segment is one of the server's own pages (`own_pages`), else `/`. Only printable
+/// ASCII without `\\` is kept: a browser drops tabs and newlines from a URL and reads `\\`
+/// as `/`, so `/\t/evil.example` would take the user to `//evil.example`, another site;
+/// empty, `.` and `..` segments are refused too.
+pub fn safe_back<'a>(back: &'a str, own_pages: &[&str]) -> &'a str {
+    if is_own_page(back, own_pages) {
+        back
+    } else {
+        "/"
+    }
+}
+
+fn is_own_page(back: &str, own_pages: &[&str]) -> bool {
+    if !back.bytes().all(|b| b.is_ascii_graphic() && b != b'\\') {
+        return false;
+    }
+    let path = back.split(['?', '#']).next().unwrap_or_default();
+    let Some(rest) = path.strip_prefix('/') else {
+        return false;
+    };
+    if rest.is_empty() {
+        return true;
+    }
+    let mut segments = rest.split('/');
+    let first = segments.next().unwrap_or_default();
+    own_pages.contains(&first) && segments.all(|s| !s.is_empty() && s != "." && s != "..")
 }
 
 /// Percent-encodes a query value.
@@ -154,8 +170,10 @@ mod tests {
 
     #[test]
     fn back_links_stay_on_this_server() {
-        assert_eq!(safe_back("/desk?counter=2"), "/desk?counter=2");
-        assert_eq!(safe_back("/"), "/");
+        let own = &["desk", "cases"];
+        assert_eq!(safe_back("/desk?counter=2", own), "/desk?counter=2");
+        assert_eq!(safe_back("/cases/MID-2026-000001", own), "/cases/MID-2026-000001");
+        assert_eq!(safe_back("/", own), "/");
         for evil in [
             "//evil.example/",
             "https://evil.example/",
@@ -163,11 +181,18 @@ mod tests {
             "\\\\evil",
             "/\t/evil.example",
             "/\n/evil.example",
+            "/\r/evil.example",
             "/ /evil.example",
+            "/%09/evil.example",
+            "/%2F/evil.example",
+            "/desk//evil.example",
+            "/desk/../../evil",
+            "/evil.example",
+            "/desk\\@evil.example",
             "evil",
             "",
         ] {
-            assert_eq!(safe_back(evil), "/", "{evil:?}");
+            assert_eq!(safe_back(evil, own), "/", "{evil:?}");
         }
         assert_eq!(urlencode("/cases?q=a b"), "/cases%3Fq%3Da%20b");
     }

@@ -15,11 +15,13 @@
 //! - [`i18n`] — languages, digit styles, the catalog format and its checks.
 //! - [`render`] — the functions and filters every template gets (`t`, `num`, `money`,
 //!   `minutes`) and the checks that templates carry no literal text.
+//! - [`listen`] — the listener with a header-read timeout and connection limits.
 //! - [`http`] — cookies, local redirects, the security headers of every response, the
 //!   stylesheet.
 
 pub mod http;
 pub mod i18n;
+pub mod listen;
 pub mod login;
 pub mod password;
 pub mod render;

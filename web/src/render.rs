@@ -16,7 +16,11 @@ fn lang_of(state: &State) -> Lang {
         .unwrap_or_default()
 }
 
+/// The page's digits: Latin in the English interface, the configured style in Arabic.
 fn digits_of(state: &State) -> Digits {
+    if lang_of(state) == Lang::En {
+        return Digits::Western;
+    }
     state
         .lookup("digits")
         .and_then(|v| v.as_str().and_then(Digits::from_code))
@@ -295,5 +299,10 @@ mod tests {
             .render(minijinja::context! { lang => "ar", digits => "arabic_indic" })
             .unwrap();
         assert!(ar.contains("١٢") && ar.ends_with("|A٠٤٢"), "{ar}");
+        // The English interface writes Latin digits whatever the configured style.
+        let en = tpl
+            .render(minijinja::context! { lang => "en", digits => "arabic_indic" })
+            .unwrap();
+        assert_eq!(en, "People waiting ahead of you: 12|A042");
     }
 }

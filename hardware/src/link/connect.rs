@@ -65,7 +65,7 @@ pub async fn connect(
         match uplink {
             Uplink::Primary => Ok(UplinkStream::Os(TcpStream::connect((host, port)).await?)),
             Uplink::Modem => Ok(UplinkStream::Modem(modem.connect(host, port).await?)),
-            Uplink::Offline => Err(ConnectError::Offline),
+            Uplink::Offline | Uplink::Unknown => Err(ConnectError::Offline),
         }
     };
     tokio::time::timeout(limit, attempt)

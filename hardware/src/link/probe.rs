@@ -18,6 +18,8 @@ pub enum ProbeResult {
 /// Health of the link as the hysteresis sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinkHealth {
+    /// No probe round yet: the first one decides.
+    Unknown,
     /// Usable; `failures` rounds in a row have failed (fewer than `down_after`).
     Up {
         /// Consecutive failed rounds.
@@ -79,16 +81,17 @@ pub struct ProbeTracker {
 }
 
 impl ProbeTracker {
-    /// Starts up or down as given (mwan3 starts links online). Thresholds of 0 count as 1.
-    pub fn new(thresholds: Thresholds, initially_up: bool) -> Self {
+    /// Starts up or down as given (mwan3 starts links online), or unknown (`None`)
+    /// until the first round, which then decides at once. Thresholds of 0 count as 1.
+    pub fn new(thresholds: Thresholds, initially_up: Option<bool>) -> Self {
         let thresholds = Thresholds {
             down_after: thresholds.down_after.max(1),
             up_after: thresholds.up_after.max(1),
         };
-        let health = if initially_up {
-            LinkHealth::Up { failures: 0 }
-        } else {
-            LinkHealth::Down { successes: 0 }
+        let health = match initially_up {
+            None => LinkHealth::Unknown,
+            Some(true) => LinkHealth::Up { failures: 0 },
+            Some(false) => LinkHealth::Down { successes: 0 },
         };
         Self { thresholds, health }
     }
@@ -102,6 +105,14 @@ impl ProbeTracker {
     pub fn record(&mut self, result: ProbeResult) -> Option<HealthChange> {
         let t = self.thresholds;
         let (next, change) = match (self.health, result) {
+            (LinkHealth::Unknown, ProbeResult::Success) => (
+                LinkHealth::Up { failures: 0 },
+                Some(HealthChange::CameUp { successes: 1 }),
+            ),
+            (LinkHealth::Unknown, ProbeResult::Failure) => (
+                LinkHealth::Down { successes: 0 },
+                Some(HealthChange::WentDown { failures: 1 }),
+            ),
             (LinkHealth::Up { .. }, ProbeResult::Success) => (LinkHealth::Up { failures: 0 }, None),
             (LinkHealth::Up { failures }, ProbeResult::Failure) => {
                 let failures = failures + 1;
@@ -142,7 +153,7 @@ mod tests {
     use ProbeResult::{Failure as F, Success as S};
 
     fn tracker() -> ProbeTracker {
-        ProbeTracker::new(Thresholds::default(), true)
+        ProbeTracker::new(Thresholds::default(), Some(true))
     }
 
     #[test]
@@ -171,7 +182,7 @@ mod tests {
 
     #[test]
     fn failure_while_recovering_restarts_count() {
-        let mut t = ProbeTracker::new(Thresholds::default(), false);
+        let mut t = ProbeTracker::new(Thresholds::default(), Some(false));
         for _ in 0..4 {
             assert_eq!(t.record(S), None);
         }
@@ -195,7 +206,7 @@ mod tests {
     proptest! {
         #[test]
         fn changes_alternate_and_need_runs(rounds in proptest::collection::vec(any::<bool>(), 0..300), down in 1u32..6, up in 1u32..6) {
-            let mut t = ProbeTracker::new(Thresholds { down_after: down, up_after: up }, true);
+            let mut t = ProbeTracker::new(Thresholds { down_after: down, up_after: up }, Some(true));
             let mut run_f = 0u32;
             let mut run_s = 0u32;
             let mut up_now = true;

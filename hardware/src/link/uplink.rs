@@ -31,6 +31,8 @@ pub enum Uplink {
     Modem,
     /// Nothing usable: sync waits.
     Offline,
+    /// Not known yet: no probe round has finished since start. Sync waits.
+    Unknown,
 }
 
 /// Why the uplink changed.
@@ -77,20 +79,22 @@ pub struct UplinkSelector {
 }
 
 impl UplinkSelector {
-    /// A selector; the primary starts up or down as given (mwan3 starts it up).
+    /// A selector; the primary starts up or down as given (mwan3 starts it up), or
+    /// unknown (`None`): then the uplink is [`Uplink::Unknown`] until the first probe
+    /// round decides it, and that first decision is not reported as a change.
     pub fn new(
         thresholds: Thresholds,
         failback_hold: Duration,
-        primary_initially_up: bool,
+        primary_initially_up: Option<bool>,
     ) -> Self {
         Self {
             tracker: ProbeTracker::new(thresholds, primary_initially_up),
             hold: failback_hold,
             modem_ok: false,
-            current: if primary_initially_up {
-                Uplink::Primary
-            } else {
-                Uplink::Offline
+            current: match primary_initially_up {
+                None => Uplink::Unknown,
+                Some(true) => Uplink::Primary,
+                Some(false) => Uplink::Offline,
             },
             primary_up_at: None,
             last_down: 0,
@@ -140,6 +144,9 @@ impl UplinkSelector {
     }
 
     fn reevaluate(&mut self, now: Instant) -> Option<UplinkChange> {
+        if self.tracker.health() == LinkHealth::Unknown {
+            return None;
+        }
         let primary_up = self.tracker.health().is_up();
         let held = self
             .primary_up_at
@@ -157,6 +164,11 @@ impl UplinkSelector {
         if target == self.current {
             return None;
         }
+        if self.current == Uplink::Unknown {
+            // The first state known: not a change of uplink.
+            self.current = target;
+            return None;
+        }
         let reason = match (self.current, target) {
             (Uplink::Modem, Uplink::Primary) if self.modem_ok => {
                 ChangeReason::PrimaryRestored { held }
@@ -167,7 +179,7 @@ impl UplinkSelector {
                 failures: self.last_down,
             },
             (_, Uplink::Modem) => ChangeReason::ModemRegistered,
-            (_, Uplink::Offline) => ChangeReason::ModemUnavailable,
+            (_, Uplink::Offline | Uplink::Unknown) => ChangeReason::ModemUnavailable,
         };
         let change = UplinkChange {
             from: self.current,
@@ -192,8 +204,9 @@ pub struct LinkSettings {
     pub thresholds: Thresholds,
     /// Time the primary must stay up before the sync fails back from the modem.
     pub failback_hold: Duration,
-    /// Whether the primary counts as up before the first rounds (mwan3: yes).
-    pub primary_initially_up: bool,
+    /// Whether the primary counts as up (`Some(true)`, mwan3's habit) or down before
+    /// the first round; `None` (the default): unknown until the first round decides.
+    pub primary_initially_up: Option<bool>,
 }
 
 impl LinkSettings {
@@ -205,7 +218,7 @@ impl LinkSettings {
             timeout: Duration::from_secs(4),
             thresholds: Thresholds::default(),
             failback_hold: Duration::from_secs(60),
-            primary_initially_up: true,
+            primary_initially_up: None,
         }
     }
 }
@@ -358,7 +371,7 @@ mod tests {
 
     /// A selector with the primary up and the modem registered; a clock.
     fn setup() -> (UplinkSelector, Instant) {
-        let mut s = UplinkSelector::new(Thresholds::default(), HOLD, true);
+        let mut s = UplinkSelector::new(Thresholds::default(), HOLD, Some(true));
         let t0 = Instant::now();
         assert_eq!(s.on_modem(true, t0), None);
         (s, t0)
@@ -366,6 +379,39 @@ mod tests {
 
     fn round(i: u64, t0: Instant) -> Instant {
         t0 + Duration::from_secs(10 * i)
+    }
+
+    #[test]
+    fn unknown_until_the_first_round_which_decides_without_a_change() {
+        let t0 = Instant::now();
+        // Primary closed at start, modem registered: the first failed round picks the
+        // modem at once, and no "primary → modem" change is reported.
+        let mut s = UplinkSelector::new(Thresholds::default(), HOLD, None);
+        assert_eq!(s.current(), Uplink::Unknown);
+        assert_eq!(s.on_modem(true, t0), None);
+        assert_eq!(
+            s.current(),
+            Uplink::Unknown,
+            "the modem alone does not decide"
+        );
+        assert_eq!(s.on_probe(F, t0), None);
+        assert_eq!(s.current(), Uplink::Modem);
+        assert!(!s.primary().is_up());
+        // A primary that answers the first round is used at once, no change either.
+        let mut s = UplinkSelector::new(Thresholds::default(), HOLD, None);
+        s.on_modem(true, t0);
+        assert_eq!(s.on_probe(S, t0), None);
+        assert_eq!(s.current(), Uplink::Primary);
+        // From then on, changes are reported as usual.
+        for i in 1..5 {
+            assert_eq!(s.on_probe(F, round(i, t0)), None);
+        }
+        let c = s.on_probe(F, round(5, t0)).expect("a change");
+        assert_eq!((c.from, c.to), (Uplink::Primary, Uplink::Modem));
+        // Without a modem, a failed first round is offline.
+        let mut s = UplinkSelector::new(Thresholds::default(), HOLD, None);
+        assert_eq!(s.on_probe(F, t0), None);
+        assert_eq!(s.current(), Uplink::Offline);
     }
 
     #[test]
@@ -445,7 +491,7 @@ mod tests {
 
     #[test]
     fn offline_without_modem_and_back() {
-        let mut s = UplinkSelector::new(Thresholds::default(), HOLD, true);
+        let mut s = UplinkSelector::new(Thresholds::default(), HOLD, Some(true));
         let t0 = Instant::now();
         for i in 0..5 {
             s.on_probe(F, round(i, t0));

@@ -115,6 +115,17 @@ pub enum SmsSendError {
     Timeout,
 }
 
+/// What sending some parts of a message achieved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartsSent {
+    /// Parts of the whole message.
+    pub total: u8,
+    /// Parts the network accepted in this call: (part number from 1, message reference).
+    pub accepted: Vec<(u8, u8)>,
+    /// Why the rest were not sent; `None` when every part asked for went out.
+    pub error: Option<SmsSendError>,
+}
+
 /// Identifies one socket across id reuse.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct SocketKey {
@@ -126,7 +137,9 @@ pub(crate) struct SocketKey {
 pub(crate) enum Request {
     SendSms {
         pdus: Vec<SubmitPdu>,
-        reply: oneshot::Sender<Result<Vec<u8>, SmsSendError>>,
+        /// The message references of the parts accepted (a prefix of `pdus`), and the
+        /// error that stopped the rest, if any.
+        reply: oneshot::Sender<(Vec<u8>, Option<SmsSendError>)>,
     },
     Connect {
         host: String,
@@ -245,18 +258,58 @@ impl ModemHandle {
     /// Sends `text` to `to` (several parts if needed); returns the message reference of
     /// each part.
     pub async fn send_sms(&self, to: &PhoneNumber, text: &str) -> Result<Vec<u8>, SmsSendError> {
-        let pdus = encode_submit(to, text, rand::random::<u8>())?;
+        let sent = self
+            .send_sms_parts(to, text, rand::random::<u8>(), &[])
+            .await?;
+        match sent.error {
+            None => Ok(sent.accepted.into_iter().map(|(_, mr)| mr).collect()),
+            Some(e) => Err(e),
+        }
+    }
+
+    /// Sends the parts of `text` to `to` whose numbers (from 1) are not in `done`, under
+    /// the concatenation reference `concat_ref` — so a message whose part failed is
+    /// completed later by resending only the missing parts under the same reference,
+    /// and the phone joins them with the parts it already has. Stops at the first part
+    /// that fails and says which went out.
+    pub async fn send_sms_parts(
+        &self,
+        to: &PhoneNumber,
+        text: &str,
+        concat_ref: u8,
+        done: &[u8],
+    ) -> Result<PartsSent, SmsSendError> {
+        let all = encode_submit(to, text, concat_ref)?;
+        let total = u8::try_from(all.len()).map_err(|_| SmsError::TooLong)?;
+        let (numbers, pdus): (Vec<u8>, Vec<SubmitPdu>) = all
+            .into_iter()
+            .zip(1..=total)
+            .filter(|(_, n)| !done.contains(n))
+            .map(|(p, n)| (n, p))
+            .unzip();
+        if pdus.is_empty() {
+            return Ok(PartsSent {
+                total,
+                accepted: Vec::new(),
+                error: None,
+            });
+        }
         let budget = self.sms_timeout * (pdus.len() as u32 + 1) + self.command_timeout * 8;
         let (reply, rx) = oneshot::channel();
         let unavailable = || SmsSendError::Unavailable("modem driver not running".into());
         self.tx
             .try_send(Request::SendSms { pdus, reply })
             .map_err(|_| unavailable())?;
-        match timeout(budget, rx).await {
+        let (refs, error) = match timeout(budget, rx).await {
             Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(unavailable()),
-            Err(_) => Err(SmsSendError::Timeout),
-        }
+            Ok(Err(_)) => (Vec::new(), Some(unavailable())),
+            Err(_) => (Vec::new(), Some(SmsSendError::Timeout)),
+        };
+        Ok(PartsSent {
+            total,
+            accepted: numbers.into_iter().zip(refs).collect(),
+            error,
+        })
     }
 
     /// Opens a TCP connection through the modem's IP stack.
@@ -702,8 +755,8 @@ impl Driver {
         match req {
             Request::SendSms { pdus, reply } => {
                 let r = self.send_sms(pdus).await;
-                if let Err(e) = &r {
-                    warn!(error = %e, "SMS not sent");
+                if let Some(e) = &r.1 {
+                    warn!(error = %e, accepted = r.0.len(), "SMS not sent");
                 }
                 let _ = reply.send(r);
             }
@@ -749,32 +802,45 @@ impl Driver {
         s
     }
 
-    async fn send_sms(&mut self, pdus: Vec<SubmitPdu>) -> Result<Vec<u8>, SmsSendError> {
+    /// Sends the parts in order, stopping at the first that fails: the references of
+    /// those accepted, and the error.
+    async fn send_sms(&mut self, pdus: Vec<SubmitPdu>) -> (Vec<u8>, Option<SmsSendError>) {
         if !self.up || self.status.sim != SimState::Ready {
-            return Err(SmsSendError::Unavailable(self.unavailable_reason()));
+            return (
+                Vec::new(),
+                Some(SmsSendError::Unavailable(self.unavailable_reason())),
+            );
         }
         let mut refs = Vec::with_capacity(pdus.len());
         for pdu in pdus {
             let r = match self.exec(pdu.at_command(), self.s.sms_timeout).await {
                 Ok(r) => r,
-                Err(ExecError::Timeout) => return Err(SmsSendError::Timeout),
-                Err(_) => return Err(SmsSendError::Unavailable(self.unavailable_reason())),
+                Err(ExecError::Timeout) => return (refs, Some(SmsSendError::Timeout)),
+                Err(_) => {
+                    let e = SmsSendError::Unavailable(self.unavailable_reason());
+                    return (refs, Some(e));
+                }
             };
             match &r.result {
                 FinalResult::Ok => {
                     let mr = r
                         .info("+CMGS:")
                         .and_then(|s| s.split(',').next())
-                        .and_then(|s| s.trim().parse::<u8>().ok())
-                        .ok_or_else(|| SmsSendError::Rejected("OK without +CMGS".into()))?;
-                    refs.push(mr);
+                        .and_then(|s| s.trim().parse::<u8>().ok());
+                    match mr {
+                        Some(mr) => refs.push(mr),
+                        None => {
+                            let e = SmsSendError::Rejected("OK without +CMGS".into());
+                            return (refs, Some(e));
+                        }
+                    }
                 }
-                FinalResult::CmsError(code) => return Err(SmsSendError::Cms(*code)),
-                other => return Err(SmsSendError::Rejected(format!("{other:?}"))),
+                FinalResult::CmsError(code) => return (refs, Some(SmsSendError::Cms(*code))),
+                other => return (refs, Some(SmsSendError::Rejected(format!("{other:?}")))),
             }
         }
         info!(parts = refs.len(), "SMS sent");
-        Ok(refs)
+        (refs, None)
     }
 
     async fn ensure_context(&mut self) -> Result<(), TcpError> {

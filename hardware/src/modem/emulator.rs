@@ -69,6 +69,8 @@ struct Knobs {
     garbled: bool,
     hang: Hang,
     next_sms_error: Option<u16>,
+    /// Fail the next part numbered `.0` (1-based) of a concatenated SMS with `.1`.
+    part_error: Option<(u8, u16)>,
     bytes_per_sec: Option<u32>,
     reset_time: Duration,
 }
@@ -133,6 +135,7 @@ pub fn start(cancel: CancellationToken) -> io::Result<(EmulatorHandle, JoinHandl
         garbled: false,
         hang: Hang::No,
         next_sms_error: None,
+        part_error: None,
         bytes_per_sec: Some(UART_115200),
         reset_time: Duration::from_millis(100),
     }));
@@ -214,6 +217,12 @@ impl EmulatorHandle {
     /// The next `AT+CMGS` fails with `+CMS ERROR: <code>`.
     pub fn fail_next_sms(&self, code: u16) {
         lock(&self.knobs).next_sms_error = Some(code);
+    }
+
+    /// The next part numbered `seq` (1-based) of a concatenated SMS fails with
+    /// `+CMS ERROR: <code>`, once; the other parts go through.
+    pub fn fail_sms_part(&self, seq: u8, code: u16) {
+        lock(&self.knobs).part_error = Some((seq, code));
     }
 
     /// Bytes per second on the serial line each way; `None` is unpaced.
@@ -750,10 +759,20 @@ impl Emu {
 
     async fn finish_sms(&mut self, len: usize, buf: &[u8]) -> io::Result<()> {
         let hex = String::from_utf8_lossy(buf).trim().to_owned();
+        let seq = decode_submit(&hex)
+            .ok()
+            .and_then(|d| d.concat.map(|c| c.seq));
         let (forced, sim, registered) = {
             let mut k = self.knobs();
+            let part = match (k.part_error, seq) {
+                (Some((want, code)), Some(seq)) if want == seq => {
+                    k.part_error = None;
+                    Some(code)
+                }
+                _ => None,
+            };
             (
-                k.next_sms_error.take(),
+                k.next_sms_error.take().or(part),
                 k.sim_present,
                 matches!(k.reg_stat, 1 | 5),
             )

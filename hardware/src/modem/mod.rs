@@ -12,7 +12,7 @@ pub mod sms;
 pub mod status;
 pub mod tcp;
 
-pub use driver::{ModemHandle, ModemSettings, ResetOutcome, SmsSendError};
+pub use driver::{ModemHandle, ModemSettings, PartsSent, ResetOutcome, SmsSendError};
 pub use status::{ModemState, ModemStatus};
 pub use tcp::{ModemTcpStream, Quectel, SocketDialect, TcpError};
 pub mod emulator;

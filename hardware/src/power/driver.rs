@@ -21,10 +21,10 @@ use tokio_serial::{SerialPort, SerialPortBuilderExt, SerialStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
-use super::generator::{
-    self, GeneratorCommand, GeneratorError, GeneratorReading, GeneratorRegisters,
-};
-use super::model::{Devices, PowerSample};
+use super::generator::{self, GeneratorCommand, GeneratorError, GeneratorMap, GeneratorReading};
+use super::model::{Devices, PowerSample, PvFigures};
+pub use super::start::StartSettings;
+use super::start::{StartAction, StartPhase, StartSupervisor};
 use super::vedirect::{BmvReading, MpptReading, Parser, ParserStats, Reading};
 use super::voltronic::{self, Command, Framer, Mode, Qpigs, VoltronicError};
 
@@ -67,6 +67,22 @@ pub fn sample(
                 .and_then(|s| s.reading.as_ref()),
         },
     )
+}
+
+/// PV power per charger from the fresh devices (the same choice as [`sample`]).
+pub fn pv_figures(vedirect: &[VeDirectState], inverter: Option<&InverterState>) -> PvFigures {
+    let mppt = vedirect
+        .iter()
+        .filter(|s| !s.stale)
+        .find_map(|s| s.mppt.as_ref());
+    let inverter = inverter
+        .filter(|s| !s.stale)
+        .and_then(|s| s.status.as_ref().map(|q| (q, s.mode)));
+    PvFigures::of(&Devices {
+        mppt,
+        inverter,
+        ..Devices::default()
+    })
 }
 
 // ---------------------------------------------------------------- VE.Direct
@@ -476,7 +492,7 @@ pub struct GeneratorSettings {
     /// Baud rate (Deep Sea default 115200; many installs use 9600).
     pub baud: u32,
     /// Register map.
-    pub registers: GeneratorRegisters,
+    pub map: GeneratorMap,
     /// Poll this often.
     pub poll_every: Duration,
     /// Timeout of each Modbus request.
@@ -485,6 +501,8 @@ pub struct GeneratorSettings {
     pub stale_after: Duration,
     /// Wait before reopening a failed port.
     pub retry_after: Duration,
+    /// Retries of a start and the wait for a running engine.
+    pub start: StartSettings,
 }
 
 impl GeneratorSettings {
@@ -493,11 +511,12 @@ impl GeneratorSettings {
         Self {
             port: port.into(),
             baud: 9600,
-            registers: GeneratorRegisters::default(),
+            map: GeneratorMap::default(),
             poll_every: Duration::from_secs(5),
             request_timeout: Duration::from_secs(1),
             stale_after: Duration::from_secs(20),
             retry_after: Duration::from_secs(2),
+            start: StartSettings::default(),
         }
     }
 }
@@ -515,6 +534,8 @@ pub struct GeneratorState {
     pub errors: u64,
     /// Last failure (port or protocol).
     pub last_error: Option<String>,
+    /// The last start asked for and where it stands (`None`: none, or stopped since).
+    pub start: Option<StartPhase>,
 }
 
 impl Default for GeneratorState {
@@ -525,6 +546,7 @@ impl Default for GeneratorState {
             stale: true,
             errors: 0,
             last_error: None,
+            start: None,
         }
     }
 }
@@ -578,8 +600,13 @@ impl GeneratorDriver {
     pub fn new(settings: GeneratorSettings) -> (Self, GeneratorHandle) {
         let (tx, rx) = watch::channel(GeneratorState::default());
         let (ctx, crx) = mpsc::channel(8);
-        // A command waits for at most a queued poll plus its own write.
-        let wait = settings.request_timeout * 10 + settings.retry_after;
+        // A command waits for at most a queued poll (one request per value) plus its own
+        // writes and a pulse's hold.
+        let hold = match &settings.map.control {
+            generator::Control::Pulse { hold, .. } => *hold,
+            _ => Duration::ZERO,
+        };
+        let wait = settings.request_timeout * 12 + settings.retry_after + hold;
         (
             Self {
                 settings,
@@ -609,14 +636,30 @@ impl GeneratorDriver {
         self.serve(cancel).instrument(span).await
     }
 
+    fn publish_start(&self, sup: &StartSupervisor) {
+        let phase = sup.phase().cloned();
+        self.tx.send_if_modified(|st| {
+            let changed = st.start != phase;
+            st.start = phase;
+            changed
+        });
+    }
+
     async fn serve(mut self, cancel: CancellationToken) {
         let mut last_good = Instant::now();
         let mut commands_open = true;
+        let mut sup = StartSupervisor::new(self.settings.start);
         while !cancel.is_cancelled() {
             let s = self.settings.clone();
             let port = match open(&s.port, s.baud) {
                 Ok(p) => p,
                 Err(e) => {
+                    // A start due now fails on the port; the supervisor paces retries.
+                    sup.on_timeout(Instant::now());
+                    if sup.poll_action().is_some() {
+                        sup.on_send_result(Instant::now(), Err(format!("port: {e}")));
+                    }
+                    self.publish_start(&sup);
                     self.failed(&GeneratorError::Open(e), last_good);
                     if !pause(&cancel, s.retry_after).await {
                         return;
@@ -624,21 +667,33 @@ impl GeneratorDriver {
                     continue;
                 }
             };
-            let mut ctx = tokio_modbus::client::rtu::attach_slave(
-                port,
-                tokio_modbus::Slave(s.registers.slave),
-            );
+            let mut ctx =
+                tokio_modbus::client::rtu::attach_slave(port, tokio_modbus::Slave(s.map.slave));
             let mut tick = tokio::time::interval(s.poll_every);
             tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
             loop {
                 let mut poll_now = false;
+                let mut first_reply = None;
+                let start_due = sup.poll_timeout();
                 tokio::select! {
                     () = cancel.cancelled() => return,
                     _ = tick.tick() => poll_now = true,
+                    () = async {
+                        match start_due {
+                            Some(at) => tokio::time::sleep_until(at).await,
+                            None => std::future::pending().await,
+                        }
+                    } => sup.on_timeout(Instant::now()),
                     req = self.commands.recv(), if commands_open => match req {
                         None => commands_open = false,
+                        Some(GeneratorRequest { command: GeneratorCommand::Start, reply }) => {
+                            sup.request(Instant::now());
+                            first_reply = Some(reply);
+                        }
                         Some(GeneratorRequest { command, reply }) => {
-                            let r = generator::send(&mut ctx, &s.registers, command, s.request_timeout).await;
+                            sup.cancel();
+                            self.publish_start(&sup);
+                            let r = generator::send(&mut ctx, &s.map, command, s.request_timeout).await;
                             let broken = matches!(r, Err(GeneratorError::Timeout(_) | GeneratorError::Transport(_)));
                             if let Err(e) = &r {
                                 self.failed(e, last_good);
@@ -651,18 +706,58 @@ impl GeneratorDriver {
                         }
                     },
                 }
+                let mut broken = false;
+                while let Some(StartAction::SendStart) = sup.poll_action() {
+                    let r = generator::send(
+                        &mut ctx,
+                        &s.map,
+                        GeneratorCommand::Start,
+                        s.request_timeout,
+                    )
+                    .await;
+                    broken |= matches!(
+                        r,
+                        Err(GeneratorError::Timeout(_) | GeneratorError::Transport(_))
+                    );
+                    match &r {
+                        Ok(()) => debug!("generator start accepted"),
+                        Err(e) => {
+                            warn!(error = %e, "generator start command failed");
+                            self.failed(e, last_good);
+                        }
+                    }
+                    sup.on_send_result(
+                        Instant::now(),
+                        r.as_ref().map(|_| ()).map_err(ToString::to_string),
+                    );
+                    if let Some(reply) = first_reply.take() {
+                        let _ = reply.send(r);
+                    }
+                    poll_now = true;
+                }
+                if let Some(reply) = first_reply.take() {
+                    // An attempt was already under way: this request joins it.
+                    let _ = reply.send(Ok(()));
+                }
+                self.publish_start(&sup);
+                if broken {
+                    break;
+                }
                 if !poll_now {
                     continue;
                 }
-                match generator::read(&mut ctx, &s.registers, s.request_timeout).await {
+                match generator::read(&mut ctx, &s.map, s.request_timeout).await {
                     Ok(reading) => {
                         last_good = Instant::now();
                         let now = Timestamp::now();
+                        sup.on_reading(Instant::now(), reading.running());
+                        let phase = sup.phase().cloned();
                         self.tx.send_modify(|st| {
                             st.reading = Some(reading);
                             st.updated_at = Some(now);
                             st.stale = false;
                             st.last_error = None;
+                            st.start = phase;
                         });
                     }
                     Err(e) => {

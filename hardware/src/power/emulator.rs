@@ -16,14 +16,14 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crc::{CRC_16_MODBUS, Crc};
 use jiff::civil::Time;
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-use super::generator::{EngineState, GeneratorCommand, GeneratorReading, GeneratorRegisters};
+use super::controller::{EmulatedController, Engine};
+use super::generator::{EngineState, GeneratorCommand, GeneratorMap, GeneratorReading};
 use super::vedirect::{BmvReading, ChargeState, MpptReading, encode_block};
 use super::voltronic::{self, Command, Framer, Mode, Qpigs, StatusBits};
 use crate::pty::PtyMaster;
@@ -54,6 +54,9 @@ pub struct DayProfile {
     pub initial_fuel_percent: u16,
     /// Fuel burnt per hour of running, %.
     pub fuel_percent_per_hour: u16,
+    /// A second array on the inverter's own charger, as a percentage of `pv_peak_w`
+    /// (0: the inverter has no PV of its own).
+    pub inverter_pv_percent: u32,
 }
 
 fn secs(t: Time) -> f64 {
@@ -95,6 +98,7 @@ impl DayProfile {
             charger_w: 600,
             initial_fuel_percent: 80,
             fuel_percent_per_hour: 5,
+            inverter_pv_percent: 0,
         }
     }
 
@@ -112,6 +116,11 @@ impl DayProfile {
     pub fn pv_wh_per_day(&self) -> f64 {
         let hours = (secs(self.sunset) - secs(self.sunrise)).max(0.0) / 3600.0;
         f64::from(self.pv_peak_w) * hours * 2.0 / std::f64::consts::PI
+    }
+
+    /// PV power of the inverter's own array at a local time, W.
+    pub fn inverter_pv_w(&self, t: Time) -> u32 {
+        self.pv_w(t) * self.inverter_pv_percent / 100
     }
 
     /// Load at a local time, W.
@@ -150,8 +159,12 @@ impl DayProfile {
 pub struct Snapshot {
     /// Emulated time.
     pub at: Timestamp,
-    /// PV power, W.
+    /// PV power of the solar charger's array, W.
     pub pv_w: u32,
+    /// PV power of the inverter's own array, W.
+    pub pv_inverter_w: u32,
+    /// The inverter runs battery-first: battery mode even with the grid present.
+    pub battery_first: bool,
     /// Load, W.
     pub load_w: u32,
     /// Grid on.
@@ -224,7 +237,7 @@ impl Snapshot {
         if self.battery_w > 0 {
             bits |= 0x04;
         }
-        if self.pv_w > 0 {
+        if self.pv_inverter_w > 0 {
             bits |= 0x02;
         }
         if ac_in && self.battery_w > 0 {
@@ -244,18 +257,18 @@ impl Snapshot {
             charge_ma: u32::try_from(self.battery_ma().max(0)).unwrap_or(0) / 1000 * 1000,
             battery_percent: u32::from(self.soc_permille / 10),
             heatsink_c: 41,
-            pv_ma: self.pv_w * 1000 / 72 / 1000 * 1000,
-            pv_mv: if self.pv_w > 0 { 72_000 } else { 0 },
+            pv_ma: self.pv_inverter_w * 1000 / 72 / 1000 * 1000,
+            pv_mv: if self.pv_inverter_w > 0 { 72_000 } else { 0 },
             scc_battery_mv: self.battery_mv / 10 * 10,
             discharge_ma: u32::try_from(discharge_ma).unwrap_or(0) / 1000 * 1000,
             status: StatusBits(bits),
-            pv_charging_w: Some(self.pv_w),
+            pv_charging_w: Some(self.pv_inverter_w),
         }
     }
 
     /// The inverter mode.
     pub fn mode(&self) -> Mode {
-        if self.grid || self.generator_running {
+        if (self.grid && !self.battery_first) || self.generator_running {
             Mode::Line
         } else {
             Mode::Battery
@@ -294,6 +307,7 @@ pub struct World {
     /// Set by remote start/stop; `None` follows the profile's schedule.
     commanded: Option<bool>,
     running: bool,
+    battery_first: bool,
 }
 
 /// Longest integration step, emulated seconds.
@@ -315,6 +329,7 @@ impl World {
             pv_wh: 0.0,
             commanded: None,
             running,
+            battery_first: false,
         }
     }
 
@@ -345,6 +360,11 @@ impl World {
         self.set_running(self.wants_running(now));
     }
 
+    /// Runs the inverter battery-first (true) or grid-first (false) from now on.
+    pub fn set_battery_first(&mut self, on: bool) {
+        self.battery_first = on;
+    }
+
     fn set_running(&mut self, on: bool) {
         if on && !self.running {
             self.starts += 1;
@@ -353,9 +373,9 @@ impl World {
     }
 
     fn battery_w(&self, t: Time) -> f64 {
-        let pv = f64::from(self.profile.pv_w(t));
+        let pv = f64::from(self.profile.pv_w(t)) + f64::from(self.profile.inverter_pv_w(t));
         let load = f64::from(self.profile.load_w(t));
-        if self.profile.grid_available(t) || self.running {
+        if (self.profile.grid_available(t) && !self.battery_first) || self.running {
             pv + f64::from(self.profile.charger_w)
         } else {
             pv - load
@@ -394,6 +414,8 @@ impl World {
         Snapshot {
             at: self.at,
             pv_w: self.profile.pv_w(t),
+            pv_inverter_w: self.profile.inverter_pv_w(t),
+            battery_first: self.battery_first,
             load_w: self.profile.load_w(t),
             grid: self.profile.grid_available(t),
             generator_running: self.running,
@@ -447,6 +469,14 @@ impl Knobs {
     fn silent(&self) -> bool {
         self.silent.load(Ordering::SeqCst)
     }
+    /// Whether the port is silent now.
+    pub(crate) fn is_silent(&self) -> bool {
+        self.silent()
+    }
+    /// Consumes one bad-checksum injection, if any is pending.
+    pub(crate) fn take_bad_checksum(&self) -> bool {
+        take(&self.bad_checksums)
+    }
 }
 
 /// Timing of the emulators.
@@ -461,7 +491,7 @@ pub struct EmulatorOptions {
     /// Real time between VE.Direct blocks (1 s on a real device).
     pub block_interval: Duration,
     /// Register map of the emulated generator controller.
-    pub generator: GeneratorRegisters,
+    pub generator: GeneratorMap,
 }
 
 impl Default for EmulatorOptions {
@@ -471,7 +501,7 @@ impl Default for EmulatorOptions {
             tz: TimeZone::UTC,
             time_scale: 1.0,
             block_interval: Duration::from_secs(1),
-            generator: GeneratorRegisters::default(),
+            generator: GeneratorMap::default(),
         }
     }
 }
@@ -528,7 +558,7 @@ pub struct PowerEmulator {
     /// Voltronic inverter.
     pub inverter: EmulatedPort,
     /// Modbus RTU generator controller.
-    pub generator: EmulatedPort,
+    pub generator: EmulatedController,
 }
 
 impl PowerEmulator {
@@ -548,13 +578,9 @@ impl PowerEmulator {
             path: master.path().to_path_buf(),
             knobs: Arc::new(Knobs::default()),
         };
-        let (m1, m2, m3, m4) = (
-            PtyMaster::open()?,
-            PtyMaster::open()?,
-            PtyMaster::open()?,
-            PtyMaster::open()?,
-        );
-        let (mppt, bmv, inverter, generator) = (port(&m1), port(&m2), port(&m3), port(&m4));
+        let (m1, m2, m3) = (PtyMaster::open()?, PtyMaster::open()?, PtyMaster::open()?);
+        let (mppt, bmv, inverter) = (port(&m1), port(&m2), port(&m3));
+        let generator = EmulatedController::start(options.generator, shared.clone(), cancel)?;
         let every = options.block_interval;
         tokio::spawn(vedirect_task(
             m1,
@@ -579,13 +605,6 @@ impl PowerEmulator {
             every,
             cancel.clone(),
         ));
-        tokio::spawn(generator_task(
-            m4,
-            shared.clone(),
-            generator.knobs.clone(),
-            options.generator,
-            cancel.clone(),
-        ));
         Ok(Self {
             shared,
             mppt,
@@ -604,9 +623,17 @@ impl PowerEmulator {
     pub fn snapshot(&self) -> Snapshot {
         self.shared.snapshot()
     }
+
+    /// Runs the emulated inverter battery-first (mode B with the grid present).
+    pub fn set_battery_first(&self, on: bool) {
+        let now = self.shared.now();
+        let mut w = self.shared.world();
+        w.advance(now);
+        w.set_battery_first(on);
+    }
 }
 
-async fn write_frame(
+pub(crate) async fn write_frame(
     master: &mut PtyMaster,
     frame: &[u8],
     knobs: &Knobs,
@@ -724,270 +751,19 @@ async fn inverter_task(
     }
 }
 
-const MODBUS: Crc<u16> = Crc::<u16>::new(&CRC_16_MODBUS);
-
-/// A sans-IO Modbus RTU slave for function codes 03, 06 and 16 (what the generator
-/// driver uses). Frames are found by their function code's length and CRC, since a pty
-/// has no inter-frame silence.
-#[derive(Debug, Default)]
-pub struct RtuSlave {
-    buf: Vec<u8>,
-}
-
-/// Registers behind an [`RtuSlave`].
-pub trait RegisterBank {
-    /// Value of a holding register, `None` if it does not exist.
-    fn read(&mut self, addr: u16) -> Option<u16>;
-    /// Writes registers starting at `addr`; false if any does not exist.
-    fn write(&mut self, addr: u16, words: &[u16]) -> bool;
-}
-
-fn with_crc(mut frame: Vec<u8>) -> Vec<u8> {
-    let c = MODBUS.checksum(&frame);
-    frame.extend_from_slice(&c.to_le_bytes());
-    frame
-}
-
-impl RtuSlave {
-    /// Feeds received bytes; returns the responses to send, for requests addressed to
-    /// `id`.
-    pub fn feed(&mut self, id: u8, bytes: &[u8], bank: &mut dyn RegisterBank) -> Vec<Vec<u8>> {
-        self.buf.extend_from_slice(bytes);
-        let mut out = Vec::new();
-        loop {
-            if self.buf.len() < 2 {
-                break;
-            }
-            let len = match self.buf[1] {
-                3 | 6 => 8,
-                16 if self.buf.len() >= 7 => 9 + usize::from(self.buf[6]),
-                16 => break,
-                _ => {
-                    // Unknown function: its length is unknown, resynchronise.
-                    self.buf.clear();
-                    break;
-                }
-            };
-            if self.buf.len() < len {
-                break;
-            }
-            let frame: Vec<u8> = self.buf.drain(..len).collect();
-            let (body, crc) = frame.split_at(len - 2);
-            if MODBUS.checksum(body).to_le_bytes() != crc {
-                self.buf.clear();
-                break;
-            }
-            if body[0] != id {
-                continue;
-            }
-            out.push(Self::answer(body, bank));
-        }
-        out
+/// The world as a generator controller's engine.
+impl Engine for Shared {
+    fn reading(&self) -> GeneratorReading {
+        self.snapshot().generator()
     }
-
-    fn answer(req: &[u8], bank: &mut dyn RegisterBank) -> Vec<u8> {
-        let (id, fc) = (req[0], req[1]);
-        let word = |i: usize| u16::from_be_bytes([req[i], req[i + 1]]);
-        let exception = |code: u8| with_crc(vec![id, fc | 0x80, code]);
-        match fc {
-            3 => {
-                let (start, count) = (word(2), word(4));
-                if count == 0 || count > 125 {
-                    return exception(3);
-                }
-                let mut resp = vec![id, fc, (count * 2) as u8];
-                for a in start..start.saturating_add(count) {
-                    match bank.read(a) {
-                        Some(v) => resp.extend_from_slice(&v.to_be_bytes()),
-                        None => return exception(2),
-                    }
-                }
-                with_crc(resp)
-            }
-            6 => {
-                if bank.write(word(2), &[word(4)]) {
-                    with_crc(req.to_vec())
-                } else {
-                    exception(2)
-                }
-            }
-            _ => {
-                let (start, count) = (word(2), word(4));
-                let words: Vec<u16> = (0..usize::from(count))
-                    .filter(|i| 7 + 2 * i + 1 < req.len())
-                    .map(|i| word(7 + 2 * i))
-                    .collect();
-                if words.len() != usize::from(count) || usize::from(req[6]) != words.len() * 2 {
-                    return exception(3);
-                }
-                if bank.write(start, &words) {
-                    with_crc(req[..6].to_vec())
-                } else {
-                    exception(2)
-                }
-            }
-        }
-    }
-}
-
-struct GeneratorBank<'a> {
-    regs: &'a GeneratorRegisters,
-    snap: Snapshot,
-    pending_key: Option<u16>,
-    command: Option<GeneratorCommand>,
-}
-
-impl RegisterBank for GeneratorBank<'_> {
-    fn read(&mut self, addr: u16) -> Option<u16> {
-        let r = self.regs;
-        let s = &self.snap;
-        let hz = |on: bool| if on { 500 } else { 0 };
-        let hi = |v: u32| (v >> 16) as u16;
-        let lo = |v: u32| v as u16;
-        Some(match addr {
-            a if a == r.fuel_percent => s.fuel_percent,
-            a if a == r.battery_decivolts => 128,
-            a if a == r.engine_state => {
-                if s.generator_running {
-                    3
-                } else {
-                    0
-                }
-            }
-            a if a == r.run_time_seconds => hi(s.run_seconds),
-            a if a == r.run_time_seconds.wrapping_add(1) => lo(s.run_seconds),
-            a if a == r.starts => hi(s.starts),
-            a if a == r.starts.wrapping_add(1) => lo(s.starts),
-            a if Some(a) == r.generator_frequency => hz(s.generator_running),
-            a if Some(a) == r.mains_frequency => hz(s.grid),
-            a if a == r.control || a == r.control.wrapping_add(1) => 0,
-            _ => return None,
-        })
-    }
-
-    fn write(&mut self, addr: u16, words: &[u16]) -> bool {
-        let r = self.regs;
-        for (i, &w) in words.iter().enumerate() {
-            let a = addr.wrapping_add(i as u16);
-            if a == r.control {
-                self.pending_key = Some(w);
-            } else if a == r.control.wrapping_add(1) {
-                if let Some(key) = self.pending_key.take()
-                    && w == u16::MAX - key
-                {
-                    self.command = [
-                        GeneratorCommand::Start,
-                        GeneratorCommand::Stop,
-                        GeneratorCommand::Auto,
-                    ]
-                    .into_iter()
-                    .find(|c| c.words(r)[0] == key);
-                }
-            } else {
-                return false;
-            }
-        }
-        true
-    }
-}
-
-async fn generator_task(
-    mut master: PtyMaster,
-    shared: Arc<Shared>,
-    knobs: Arc<Knobs>,
-    regs: GeneratorRegisters,
-    cancel: CancellationToken,
-) {
-    let mut slave = RtuSlave::default();
-    let mut buf = [0u8; 256];
-    loop {
-        let n = tokio::select! {
-            () = cancel.cancelled() => return,
-            r = master.read(&mut buf) => match r {
-                Ok(n) => n,
-                Err(_) => return,
-            },
-        };
-        if knobs.silent() {
-            continue;
-        }
-        let mut bank = GeneratorBank {
-            regs: &regs,
-            snap: shared.snapshot(),
-            pending_key: None,
-            command: None,
-        };
-        let replies = slave.feed(regs.slave, &buf[..n], &mut bank);
-        if let Some(c) = bank.command {
-            shared.world().command(c);
-        }
-        for mut reply in replies {
-            if take(&knobs.bad_checksums)
-                && let Some(last) = reply.last_mut()
-            {
-                *last ^= 0xFF;
-            }
-            if write_frame(&mut master, &reply, &knobs, Duration::from_millis(20))
-                .await
-                .is_err()
-            {
-                return;
-            }
-        }
+    fn command(&self, c: GeneratorCommand) {
+        self.world().command(c);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    struct Bank(Vec<u16>);
-    impl RegisterBank for Bank {
-        fn read(&mut self, addr: u16) -> Option<u16> {
-            self.0.get(usize::from(addr)).copied()
-        }
-        fn write(&mut self, addr: u16, words: &[u16]) -> bool {
-            let a = usize::from(addr);
-            if a + words.len() > self.0.len() {
-                return false;
-            }
-            self.0[a..a + words.len()].copy_from_slice(words);
-            true
-        }
-    }
-
-    #[test]
-    fn rtu_slave_answers_read_and_write_in_pieces() {
-        let mut slave = RtuSlave::default();
-        let mut bank = Bank(vec![10, 20, 30, 40]);
-        // Read 2 registers at 1 from slave 1: 01 03 00 01 00 02 CRC.
-        let req = with_crc(vec![1, 3, 0, 1, 0, 2]);
-        assert!(slave.feed(1, &req[..3], &mut bank).is_empty());
-        let out = slave.feed(1, &req[3..], &mut bank);
-        assert_eq!(out, vec![with_crc(vec![1, 3, 4, 0, 20, 0, 30])]);
-        // Write multiple: 01 10 00 02 00 02 04 00 07 00 08 CRC.
-        let req = with_crc(vec![1, 16, 0, 2, 0, 2, 4, 0, 7, 0, 8]);
-        let out = slave.feed(1, &req, &mut bank);
-        assert_eq!(out, vec![with_crc(vec![1, 16, 0, 2, 0, 2])]);
-        assert_eq!(bank.0, vec![10, 20, 7, 8]);
-        // Other slave id: ignored. Bad CRC: dropped. Out of range: exception 2.
-        assert!(
-            slave
-                .feed(2, &with_crc(vec![1, 3, 0, 0, 0, 1]), &mut bank)
-                .is_empty()
-        );
-        let mut bad = with_crc(vec![1, 3, 0, 0, 0, 1]);
-        bad[7] ^= 1;
-        assert!(slave.feed(1, &bad, &mut bank).is_empty());
-        let out = slave.feed(1, &with_crc(vec![1, 3, 0, 3, 0, 2]), &mut bank);
-        assert_eq!(out, vec![with_crc(vec![1, 0x83, 2])]);
-    }
-
-    #[test]
-    fn modbus_crc_matches_the_reference_vector() {
-        // 01 03 00 00 00 01 → CRC 84 0A (low byte first).
-        assert_eq!(with_crc(vec![1, 3, 0, 0, 0, 1])[6..], [0x84, 0x0A]);
-    }
 
     #[test]
     fn profile_curves() {

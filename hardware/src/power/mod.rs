@@ -9,11 +9,13 @@
 //! samples. Nothing here knows about configuration files or the node: callers hand in
 //! plain settings structs.
 
+pub mod controller;
 pub mod driver;
 pub mod emulator;
 pub mod generator;
 pub mod model;
 pub mod policy;
+pub mod start;
 pub mod vedirect;
 pub mod voltronic;
 

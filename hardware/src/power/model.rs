@@ -55,6 +55,34 @@ pub struct Devices<'a> {
     pub generator: Option<&'a GeneratorReading>,
 }
 
+/// PV power by charger: the solar charger's and the inverter's own are separate arrays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PvFigures {
+    /// The VE.Direct solar charger's, W.
+    pub mppt_w: Option<u32>,
+    /// The inverter's built-in charger's, W.
+    pub inverter_w: Option<u32>,
+    /// Their sum (either alone when only one reports), W.
+    pub total_w: Option<u32>,
+}
+
+impl PvFigures {
+    /// The figures of the fresh devices.
+    pub fn of(d: &Devices<'_>) -> Self {
+        let mppt_w = d.mppt.map(|m| m.pv_w);
+        let inverter_w = d.inverter.map(|(q, _)| q.pv_w());
+        let total_w = match (mppt_w, inverter_w) {
+            (Some(a), Some(b)) => Some(a.saturating_add(b)),
+            (a, b) => a.or(b),
+        };
+        Self {
+            mppt_w,
+            inverter_w,
+            total_w,
+        }
+    }
+}
+
 /// Grid voltage above which the inverter's input counts as "grid present", mV.
 const GRID_PRESENT_MV: u32 = 150_000;
 
@@ -85,10 +113,16 @@ impl PowerSample {
     /// Derives a sample from the devices' latest readings.
     ///
     /// Preference order where devices overlap: state of charge and voltage from the
-    /// battery monitor, then the solar charger (voltage), then the inverter; PV from the
-    /// solar charger, then the inverter; load from the inverter's output, else PV minus
-    /// battery charging power. Grid presence from the generator controller's mains input
-    /// or the inverter (line mode or grid voltage), true if either sees it.
+    /// battery monitor, then the solar charger (voltage), then the inverter; PV is the
+    /// solar charger's plus the inverter's own charger's (separate arrays; see
+    /// [`PvFigures`]); load from the inverter's output, else PV minus battery charging
+    /// power. Grid presence from the generator controller's mains input or the inverter
+    /// (line mode or grid voltage), true if either sees it.
+    ///
+    /// The source: the generator while it runs; otherwise, when the inverter's mode is
+    /// known, the mode decides — line mode is the grid, battery mode is the battery (or
+    /// solar when PV covers the load) even with the grid present, as a battery-first
+    /// inverter runs; without a mode, the grid when present, else solar or battery.
     pub fn derive(at: Timestamp, d: &Devices<'_>) -> Self {
         let inv = d.inverter.map(|(q, _)| q);
         let soc_percent = d
@@ -106,7 +140,7 @@ impl PowerSample {
             .or(d.mppt.map(|m| m.battery_mv))
             .and_then(|v| u32::try_from(v).ok())
             .or(inv.map(|q| q.battery_mv));
-        let pv_w = d.mppt.map(|m| m.pv_w).or(inv.map(Qpigs::pv_w));
+        let pv_w = PvFigures::of(d).total_w;
         let load_w = inv.map(|q| q.output_w).or_else(|| {
             let (pv, bmv) = (pv_w?, d.bmv?);
             let charging = bmv.power_w.unwrap_or_else(|| {
@@ -130,14 +164,19 @@ impl PowerSample {
         } else {
             None
         };
-        let source = if generator_running {
-            Source::Generator
-        } else if grid_available == Some(true) {
-            Source::Grid
-        } else if pv_w.is_some_and(|pv| pv > 0 && load_w.is_none_or(|l| pv >= l)) {
+        let solar_covers = pv_w.is_some_and(|pv| pv > 0 && load_w.is_none_or(|l| pv >= l));
+        let off_grid = if solar_covers {
             Source::Solar
         } else {
             Source::Battery
+        };
+        let mode = d.inverter.and_then(|(_, m)| m);
+        let source = match mode {
+            _ if generator_running => Source::Generator,
+            Some(Mode::Line) => Source::Grid,
+            Some(Mode::Battery) => off_grid,
+            _ if grid_available == Some(true) => Source::Grid,
+            _ => off_grid,
         };
         Self {
             at,
@@ -355,6 +394,91 @@ mod tests {
             fuel_percent: None,
             grid_available: grid,
         }
+    }
+
+    fn qpigs(grid_mv: u32, pv_w: u32, output_w: u32) -> Qpigs {
+        use crate::power::voltronic::StatusBits;
+        Qpigs {
+            grid_mv,
+            grid_mhz: 50_000,
+            output_mv: 230_000,
+            output_mhz: 50_000,
+            output_va: output_w,
+            output_w,
+            load_percent: 10,
+            bus_v: 380,
+            battery_mv: 25_000,
+            charge_ma: 0,
+            battery_percent: 60,
+            heatsink_c: 40,
+            pv_ma: 0,
+            pv_mv: 0,
+            scc_battery_mv: 25_000,
+            discharge_ma: 0,
+            status: StatusBits(0),
+            pv_charging_w: Some(pv_w),
+        }
+    }
+
+    #[test]
+    fn a_battery_first_inverter_decides_the_source_and_pv_adds_up() {
+        let at = ts("2026-06-01T10:00:00Z");
+        // Grid present, inverter in battery mode: the battery (not the grid) carries it.
+        let q = qpigs(229_800, 300, 500);
+        let d = Devices {
+            inverter: Some((&q, Some(Mode::Battery))),
+            ..Devices::default()
+        };
+        let s = PowerSample::derive(at, &d);
+        assert_eq!(s.source, Source::Battery);
+        assert_eq!(s.grid_available, Some(true));
+        // PV covering the load in battery mode: solar.
+        let sunny = qpigs(229_800, 700, 500);
+        let d = Devices {
+            inverter: Some((&sunny, Some(Mode::Battery))),
+            ..Devices::default()
+        };
+        assert_eq!(PowerSample::derive(at, &d).source, Source::Solar);
+        // Line mode: the grid, even with sun.
+        let d = Devices {
+            inverter: Some((&sunny, Some(Mode::Line))),
+            ..Devices::default()
+        };
+        assert_eq!(PowerSample::derive(at, &d).source, Source::Grid);
+        // Without a mode: grid presence decides, as before.
+        let d = Devices {
+            inverter: Some((&q, None)),
+            ..Devices::default()
+        };
+        assert_eq!(PowerSample::derive(at, &d).source, Source::Grid);
+        // An MPPT and the inverter's own charger: separate figures and a total.
+        let mppt = MpptReading {
+            battery_mv: 26_000,
+            battery_ma: 5_000,
+            pv_mv: 70_000,
+            pv_w: 450,
+            state: ChargeState::Bulk,
+            error: None,
+            load_on: None,
+            yield_total_10wh: None,
+            yield_today_10wh: None,
+            max_power_today_w: None,
+            yield_yesterday_10wh: None,
+            max_power_yesterday_w: None,
+        };
+        let d = Devices {
+            mppt: Some(&mppt),
+            inverter: Some((&q, Some(Mode::Battery))),
+            ..Devices::default()
+        };
+        let pv = PvFigures::of(&d);
+        assert_eq!(
+            (pv.mppt_w, pv.inverter_w, pv.total_w),
+            (Some(450), Some(300), Some(750))
+        );
+        let s = PowerSample::derive(at, &d);
+        assert_eq!(s.pv_w, Some(750));
+        assert_eq!(s.source, Source::Solar, "750 W of PV covers 500 W");
     }
 
     #[test]

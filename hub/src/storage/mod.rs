@@ -1,6 +1,6 @@
 //! The hub's storage, behind one interface and two engines: SQLite
 //! (`<data_dir>/markaz-hub.db`, WAL, `synchronous=FULL`, [`sqlite::HubDb`]), the embedded
-//! default, and PostgreSQL (several hub processes on one database).
+//! default, and PostgreSQL (several hub processes on one database, [`pg::PgHub`]).
 //!
 //! Jobs see the store through [`HubEngine`], which hands out no type of either engine. It
 //! is made of one trait per concern, so a new concern (operators, audit, …) adds its own
@@ -32,7 +32,7 @@ use markaz_sync::docs::{DocError, DocId};
 use markaz_sync::hlc::Clock;
 use markaz_sync::model::CenterId;
 use markaz_sync::protocol::{
-    HubTables, MessageError, Relay, Request, RequestLog, Response, handle_decoded,
+    HubTables, MessageError, Relay, Request, RequestLog, Response, Restored, handle_decoded,
 };
 use markaz_sync::store::{self, DocStore, StoredChange};
 use tokio::sync::{mpsc, oneshot};
@@ -43,10 +43,12 @@ use crate::operators::{
 use crate::sessions::SyncSession;
 use markaz_web::login::Failures;
 
+pub mod pg;
 pub mod sqlite;
 #[cfg(test)]
 mod tests;
 
+pub use pg::{PgHub, PgSettings};
 pub use sqlite::{DB_FILE, HubDb};
 
 /// Errors of the hub storage.
@@ -130,9 +132,14 @@ pub struct CenterFacts {
     pub last_ok_ms: Option<i64>,
     /// Uplink (path) of its latest session.
     pub uplink: Option<String>,
+    /// The highest position of its feed (at least the feed floor a restore left).
     pub feed_len: i64,
     /// Its pull cursor as last reported.
     pub cursor: i64,
+    /// Feed entries after its cursor (positions may leave a gap after a restore).
+    pub backlog: i64,
+    /// When its reported cursor last moved (`None`: never reported).
+    pub cursor_ms: Option<i64>,
     pub skew_ms: Option<i64>,
     /// Sessions recorded.
     pub sessions: i64,
@@ -166,6 +173,11 @@ pub trait HubDocs {
     fn doc_ids(&mut self, kind: &str) -> Result<Vec<DocId>, StorageError>;
     /// A fresh stamp of the hub's hybrid logical clock.
     fn tick_hlc(&mut self, now_ms: u64) -> String;
+    /// The after-restore step (`markaz hub restore`, see
+    /// `markaz_sync::protocol::restore`): a new epoch, a new actor for the hub's edits
+    /// (taken by this engine's document store), the feeds moved beyond anything handed
+    /// out; in one transaction.
+    fn after_restore(&mut self, now_ms: u64) -> Result<Restored, StorageError>;
 }
 
 /// The sync log, sessions and the centers' status (see the module docs).
@@ -418,6 +430,17 @@ impl<T: Transactional> HubDocs for T {
 
     fn tick_hlc(&mut self, now_ms: u64) -> String {
         self.clock().tick(now_ms).encode()
+    }
+
+    fn after_restore(&mut self, now_ms: u64) -> Result<Restored, StorageError> {
+        self.in_tx(&mut |tables, docs, _| {
+            let r = markaz_sync::protocol::after_restore(tables, now_ms).map_err(route_err);
+            if let Ok(r) = &r {
+                docs.set_actor(automerge::ActorId::from(r.actor.clone()));
+            }
+            let ok = r.is_ok();
+            (r, ok)
+        })?
     }
 }
 

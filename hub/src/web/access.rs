@@ -12,7 +12,7 @@ use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
-use markaz_web::http::{cookie, safe_back, urlencode};
+use markaz_web::http::{cookie, urlencode};
 use markaz_web::i18n::Lang;
 use markaz_web::password::{csrf_ok, csrf_token, token_hash};
 use std::net::SocketAddr;
@@ -117,6 +117,33 @@ pub const ACCESS: &[(&str, &str, Need)] = &[
     ("GET", "/api/v1/login-limits", Need::Any(ADMIN)),
     ("DELETE", "/api/v1/login-limits", Need::Any(ADMIN)),
 ];
+
+/// First path segments that are no page to come back to (the login flow, assets, JSON).
+const NOT_PAGES: &[&str] = &["", "login", "logout", "lang", "assets", "healthz", "api"];
+
+/// The first path segments of the hub's pages: every `GET` route of [`ACCESS`] but the
+/// login flow, assets and the API. Only these (and `/`) are places a `next=` or a "back"
+/// field may lead to.
+pub fn own_pages() -> &'static [&'static str] {
+    static PAGES: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    PAGES.get_or_init(|| {
+        let mut v: Vec<&'static str> = ACCESS
+            .iter()
+            .filter(|(m, _, _)| *m == "GET")
+            .filter_map(|(_, p, _)| p.trim_start_matches('/').split('/').next())
+            .filter(|first| !NOT_PAGES.contains(first))
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    })
+}
+
+/// A path a form or `next=` may send the browser to: `/` or a page of this hub
+/// ([`own_pages`]), by the shared rules of [`markaz_web::http::safe_back`].
+pub fn safe_back(back: &str) -> &str {
+    markaz_web::http::safe_back(back, own_pages())
+}
 
 /// What a route needs; `None` for a route without a row (refused).
 pub fn need_of(method: &Method, pattern: &str) -> Option<Need> {
@@ -436,6 +463,32 @@ mod tests {
                 routes.iter().any(|(rm, rp)| rm == m && rp == p),
                 "the row {m} {p} names no route"
             );
+        }
+    }
+
+    /// Every page of the hub is one a `next=` may return to (a page missing would send the
+    /// operator home after logging in); nothing else is.
+    #[test]
+    fn next_leads_to_the_hubs_own_pages_only() {
+        for page in ["/centers", "/centers/midan?sort=backlog", "/audit?kind=operator.", "/"] {
+            assert_eq!(safe_back(page), page);
+        }
+        for (m, p, _) in ACCESS {
+            let first = p.trim_start_matches('/').split('/').next().unwrap_or_default();
+            if *m == "GET" && !NOT_PAGES.contains(&first) {
+                assert!(own_pages().contains(&first), "{p}");
+            }
+        }
+        for evil in [
+            "//evil.example",
+            "/%09/evil.example",
+            "/\t/evil.example",
+            "/api/v1/operators",
+            "/login?next=/centers",
+            "/centers/../../evil",
+            "https://evil.example/",
+        ] {
+            assert_eq!(safe_back(evil), "/", "{evil:?}");
         }
     }
 

@@ -9,14 +9,14 @@ use axum::Extension;
 use axum::extract::{Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use markaz_web::http::{clear_cookie, form_pairs, safe_back, session_cookie};
+use markaz_web::http::{clear_cookie, form_pairs, session_cookie};
 use markaz_web::i18n::Lang;
 use markaz_web::login::retry_after_secs;
 use markaz_web::password::{DUMMY_HASH, new_token, token_hash, verify_password};
 use minijinja::context;
 use serde::Deserialize;
 
-use super::access::{Caller, client_address, language};
+use super::access::{Caller, client_address, language, safe_back};
 use super::pages::{base_context, home_of, html};
 use super::{LANG_COOKIE, SESSION_COOKIE, WebState, now_ms};
 use crate::operators::{OperatorView, SessionRecord, Who};

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
-use markaz_config::HubConfig;
+use markaz_config::{HubConfig, HubStorage, StorageEngine};
 use markaz_hub::pki::{Ca, Validity};
 use markaz_node::uplink::{
     ClientOptions, ClientTlsFiles, HubClient, HubTarget, TcpConnector, client_config,
@@ -35,15 +35,52 @@ pub struct Hub {
     pub sync_port: u16,
     pub web: String,
     pub shutdown: CancellationToken,
+    pub storage: HubStorage,
     /// An administrator's API token (`tester`, created before the hub started).
     pub token: String,
 }
 
 impl Hub {
+    /// A hub on SQLite (the default store).
     pub async fn start() -> anyhow::Result<Hub> {
+        Self::start_with(HubStorage::default()).await
+    }
+
+    /// A hub on a fresh PostgreSQL database of the test cluster; `None` (printed) when
+    /// PostgreSQL is not available and CI is not set.
+    pub async fn start_pg(test: &str) -> anyhow::Result<Option<Hub>> {
+        let Some(cluster) = markaz_e2e::pg::cluster_or_skip(test) else {
+            return Ok(None);
+        };
+        let url = cluster.fresh_db()?;
+        let storage = HubStorage {
+            engine: StorageEngine::Postgres,
+            url: Some(url.try_into()?),
+            password_file: None,
+            pool_size: 3,
+        };
+        Ok(Some(Self::start_with(storage).await?))
+    }
+
+    pub async fn start_with(storage: HubStorage) -> anyhow::Result<Hub> {
         let dir = tempfile::tempdir()?;
         let pki = dir.path().join("pki");
-        let ca = Ca::create(&pki, "test CA", Validity::days(30)?)?;
+        Ca::create(&pki, "test CA", Validity::days(30)?)?;
+        Self::run_on(dir, pki, storage).await
+    }
+
+    /// Another hub process on the same store and the same CA (a hub of a pair behind
+    /// the centers' address list).
+    pub async fn sibling(&self) -> anyhow::Result<Hub> {
+        Self::run_on(tempfile::tempdir()?, self.pki.clone(), self.storage.clone()).await
+    }
+
+    async fn run_on(
+        dir: tempfile::TempDir,
+        pki: PathBuf,
+        storage: HubStorage,
+    ) -> anyhow::Result<Hub> {
+        let ca = Ca::load(&pki)?;
         let hub = ca.issue_hub(&["127.0.0.1".into()], Validity::days(30)?)?;
         let data = dir.path().join("hub");
         let mut cfg = HubConfig::default();
@@ -54,15 +91,20 @@ impl Hub {
         cfg.hub.server_cert = Some(hub.cert_path);
         cfg.hub.server_key = Some(hub.key_path);
         cfg.hub.crl = Some(ca.crl_path());
-        let token = admin_token(&cfg)?;
+        cfg.storage = storage.clone();
+        let token = admin_token(&cfg).await?;
         let shutdown = CancellationToken::new();
-        tokio::spawn(markaz_hub::run(cfg, shutdown.clone()));
+        let run = tokio::spawn(markaz_hub::run(cfg, shutdown.clone()));
         let addr_file = data.join(markaz_hub::SYNC_ADDR_FILE);
-        for _ in 0..200 {
-            if data.join(markaz_hub::WEB_ADDR_FILE).exists() {
+        for _ in 0..400 {
+            if data.join(markaz_hub::WEB_ADDR_FILE).exists() || run.is_finished() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        if run.is_finished() {
+            run.await??;
+            anyhow::bail!("the hub stopped at once");
         }
         let sync: std::net::SocketAddr = std::fs::read_to_string(&addr_file)?.parse()?;
         let web = std::fs::read_to_string(data.join(markaz_hub::WEB_ADDR_FILE))?;
@@ -73,6 +115,7 @@ impl Hub {
             sync_port: sync.port(),
             web,
             shutdown,
+            storage,
             token,
         })
     }
@@ -111,21 +154,32 @@ impl Hub {
 
 /// Creates the administrator `tester` in the hub's data directory and returns an API
 /// token of theirs (what `markaz operator add --token` does).
-pub fn admin_token(cfg: &HubConfig) -> anyhow::Result<String> {
-    use markaz_hub::operators::{NewOperator, Role};
-    let new = NewOperator {
-        username: "tester".into(),
-        full_name: "Test operator".into(),
-        roles: vec![Role::Admin],
-        language: "ar".into(),
-    };
-    let added = markaz_hub::add_operator(
-        cfg,
-        &new,
-        Some("correct horse battery".into()),
-        Some("tests"),
-    )?;
-    added.token.context("a token")
+pub async fn admin_token(cfg: &HubConfig) -> anyhow::Result<String> {
+    use markaz_hub::operators::{NewOperator, OperatorError, Role};
+    let cfg = cfg.clone();
+    // The stores' clients block (PostgreSQL's runs its own runtime): off the test's.
+    tokio::task::spawn_blocking(move || {
+        let new = NewOperator {
+            username: "tester".into(),
+            full_name: "Test operator".into(),
+            roles: vec![Role::Admin],
+            language: "ar".into(),
+        };
+        match markaz_hub::add_operator(
+            &cfg,
+            &new,
+            Some("correct horse battery".into()),
+            Some("tests"),
+        ) {
+            Ok(added) => added.token.context("a token"),
+            // A sibling hub on the same database: `tester` is there already.
+            Err(e) if matches!(e.downcast_ref(), Some(OperatorError::Exists(_))) => {
+                markaz_hub::add_operator_token(&cfg, "tester", "tests")
+            }
+            Err(e) => Err(e),
+        }
+    })
+    .await?
 }
 
 impl Drop for Hub {
@@ -156,6 +210,16 @@ impl Center {
             docs: DocStore::new(actor, 16),
             client: HubClient::new(config, connector, target, ClientOptions::default()),
         })
+    }
+
+    /// Sync with `hub` from now on (another process of the same hub: same CA).
+    pub fn switch_to(&mut self, hub: &Hub) -> anyhow::Result<()> {
+        let bundle = hub.bundle(self.id.as_str())?;
+        let config = client_config(&ClientTlsFiles::in_bundle(&bundle))?;
+        let connector = Arc::new(TcpConnector::new("primary", Duration::from_secs(5)));
+        let target = HubTarget::new("127.0.0.1", hub.sync_port)?;
+        self.client = HubClient::new(config, connector, target, ClientOptions::default());
+        Ok(())
     }
 
     /// One sync session without the session header (as an older node would run it).

@@ -73,6 +73,13 @@ impl From<AppError> for ApiError {
                     format!("too many failed logins; try again in {retry_after_secs} s"),
                 )
             },
+            Storage(crate::storage::StorageError::Refused(why)) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_refused",
+                format!(
+                    "the node refuses writes until a technician repairs its database ({why}); nothing was saved"
+                ),
+            ),
             Storage(e) => {
                 tracing::error!(error = %e, "storage failure");
                 Self::new(

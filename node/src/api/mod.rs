@@ -110,20 +110,87 @@ pub fn router(app: App) -> Router {
         .with_state(app)
 }
 
+/// How long `/healthz` waits for its probe write while writes are failing.
+const HEALTH_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Healthy = the database answers a read and the writer can commit. While the writer's
+/// last batch failed, a one-row probe write finds out whether it can now (a freed disk
+/// turns healthy without waiting for a clerk's write). 503 with the same JSON otherwise.
 async fn healthz(State(app): State<App>) -> Response {
-    // Healthy = the database answers a read.
-    match app
+    let read = app
         .db
         .readers
         .read(|c| -> Result<i64, AppError> { Ok(c.query_row("SELECT 1", [], |r| r.get(0))?) })
-        .await
-    {
-        Ok(_) => Json(json!({"status": "ok", "center": app.settings.center_id})).into_response(),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "unhealthy", "error": e.to_string()})),
-        )
-            .into_response(),
+        .await;
+    let writer = &app.db.writer;
+    let mut health = writer.health();
+    let mut probe_error = None;
+    if health.state == crate::storage::WriterState::Failing {
+        if let Err(e) = writer.probe(HEALTH_PROBE_TIMEOUT).await {
+            probe_error = Some(e.to_string());
+        }
+        health = writer.health();
+    }
+    let log = crate::logging::process_stats();
+    let error = match (&read, health.state) {
+        (Err(e), _) => Some(format!("the database does not answer a read: {e}")),
+        (Ok(_), crate::storage::WriterState::Ok) => None,
+        (Ok(_), state) => Some(format!(
+            "writes cannot succeed: the storage writer is {}{}",
+            state.as_str(),
+            health
+                .refused
+                .as_ref()
+                .or(probe_error.as_ref())
+                .or(health.last_error.as_ref())
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default()
+        )),
+    };
+    let body = json!({
+        "status": if error.is_none() { "ok" } else { "unhealthy" },
+        "center": app.settings.center_id,
+        "error": error,
+        "writer": {
+            "state": health.state.as_str(),
+            "consecutive_failures": health.consecutive_failures,
+            "last_error": health.last_error,
+            "restarts": health.restarts,
+            "commits": health.commits,
+            "refused": health.refused,
+        },
+        "log": {"written_lines": log.written, "dropped_lines": log.dropped},
+        "integrity": integrity_json(&app),
+    });
+    let status = if error.is_none() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+/// What is known of the database file's integrity, for `/healthz` and `/status`.
+pub fn integrity_json(app: &App) -> serde_json::Value {
+    use crate::storage::integrity::Integrity;
+    let state = app.db.integrity.get();
+    let wal =
+        app.db.integrity.wal_shortfall().map(
+            |w| json!({"expected_frames": w.expected_frames, "present_frames": w.present_frames}),
+        );
+    match state {
+        Integrity::Checking => json!({"state": "checking", "wal_shortfall": wal}),
+        Integrity::Ok { took } => json!({
+            "state": "ok",
+            "took_ms": took.as_millis() as u64,
+            "wal_shortfall": wal,
+        }),
+        Integrity::Corrupt { problems } => json!({
+            "state": "corrupt",
+            "problems": problems,
+            "wal_shortfall": wal,
+            "what_to_do": "writes are refused; restore the last backup or rebuild from the hub (docs/OPERATIONS.md, \"A damaged database\")",
+        }),
     }
 }
 

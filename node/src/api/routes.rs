@@ -15,6 +15,7 @@ use super::error::{ApiError, Body, ClientAddr, OptionalBody, P, Q};
 use super::{Auth, SESSION_COOKIE, presented_token, sse};
 use crate::app::App;
 use crate::app::cases::{CaseAction, CaseQuery, NewCase, PaymentInput};
+use crate::app::citizens::Registered;
 use crate::app::queue::{FinishTicket, IssueTicket, TransferTicket};
 use crate::app::staff::{Grant, NewStaff};
 
@@ -39,6 +40,10 @@ pub const ROUTES: &[(&str, &str, bool)] = &[
     ("GET", "/citizens", true),
     ("POST", "/citizens", true),
     ("GET", "/citizens/{national_id}", true),
+    ("PUT", "/citizens/{national_id}", true),
+    ("GET", "/citizens/{national_id}/history", true),
+    ("GET", "/citizens/{national_id}/duplicates", true),
+    ("GET", "/citizens/duplicates", true),
     ("POST", "/tickets", true),
     ("GET", "/tickets", true),
     ("GET", "/tickets/{id}", true),
@@ -81,7 +86,16 @@ pub fn v1() -> Router<App> {
         .route("/catalog/services", get(services))
         .route("/catalog/services/{code}/fee", get(service_fee))
         .route("/citizens", get(find_citizens).post(save_citizen))
-        .route("/citizens/{national_id}", get(get_citizen))
+        .route("/citizens/duplicates", get(duplicate_citizens))
+        .route(
+            "/citizens/{national_id}",
+            get(get_citizen).put(update_citizen),
+        )
+        .route("/citizens/{national_id}/history", get(citizen_history))
+        .route(
+            "/citizens/{national_id}/duplicates",
+            get(citizen_duplicates),
+        )
         .route("/tickets", post(issue_ticket).get(waiting_tickets))
         .route("/tickets/{id}", get(get_ticket))
         .route("/counters/{n}", get(counter))
@@ -221,12 +235,38 @@ async fn save_citizen(
     Auth(a): Auth,
     Body(input): Body<CitizenInput>,
 ) -> ApiResult {
-    let (view, was_created) = app.save_citizen(&a, input).await?;
-    if was_created { created(view) } else { ok(view) }
+    match app.register_citizen(&a, input).await? {
+        Registered::Created(view) => created(view),
+        Registered::Existing(view) => ok(view),
+    }
 }
 
 async fn get_citizen(State(app): State<App>, Auth(a): Auth, P(nid): P<String>) -> ApiResult {
     ok(app.get_citizen(&a, &nid).await?)
+}
+
+async fn update_citizen(
+    State(app): State<App>,
+    Auth(a): Auth,
+    P(nid): P<String>,
+    Body(input): Body<CitizenInput>,
+) -> ApiResult {
+    let (view, edit) = app.update_citizen(&a, &nid, input).await?;
+    let mut body = serde_json::to_value(view).map_err(crate::error::AppError::from)?;
+    body["edit"] = serde_json::to_value(edit).map_err(crate::error::AppError::from)?;
+    ok(body)
+}
+
+async fn citizen_history(State(app): State<App>, Auth(a): Auth, P(nid): P<String>) -> ApiResult {
+    ok(app.citizen_history(&a, &nid).await?)
+}
+
+async fn citizen_duplicates(State(app): State<App>, Auth(a): Auth, P(nid): P<String>) -> ApiResult {
+    ok(app.likely_duplicates(&a, &nid).await?)
+}
+
+async fn duplicate_citizens(State(app): State<App>, Auth(a): Auth) -> ApiResult {
+    ok(app.duplicate_groups(&a).await?)
 }
 
 async fn issue_ticket(
@@ -422,6 +462,7 @@ async fn status(State(app): State<App>, Auth(a): Auth) -> ApiResult {
         "time": app.now().to_string(),
         "version": env!("CARGO_PKG_VERSION"),
         "panels": app.status.snapshot(),
+        "storage": super::integrity_json(&app),
     }))
 }
 

@@ -13,15 +13,16 @@ use markaz_sync::model::case::{
     self, Bank, CaseEvent, CaseEventKind, CaseStatus, Delivery, Payment,
 };
 use markaz_sync::model::catalog::{Authority, validate_fields};
+use markaz_sync::model::citizen::CitizenProfile;
 use markaz_sync::model::fees::Fee;
-use markaz_sync::model::ids::{CaseNo, CenterId, NationalId, ReceiptNo};
+use markaz_sync::model::ids::{CaseNo, CenterId, NationalId};
 use markaz_sync::model::staff::Capability;
 
 use markaz_sync::docs::{self as sync_docs, DocId};
 
 use super::citizens::find_by_nid;
 use super::staff::field_error;
-use super::{Actor, App, audit, next_hlc, next_seq};
+use super::{Actor, App, audit, next_hlc, numbering};
 use crate::error::AppError;
 use crate::events::LiveEvent;
 
@@ -75,7 +76,11 @@ pub enum CaseAction {
 pub struct CaseView {
     pub case_no: String,
     pub national_id: String,
+    /// The citizen's name as the case recorded it at intake (the current profile's only
+    /// for a case that recorded none: made before v5, or at the portal).
     pub citizen_name: Option<String>,
+    /// The citizen's profile as at intake, kept by the case like its fee.
+    pub citizen: Option<CitizenProfile>,
     pub service: String,
     pub service_name_ar: String,
     pub service_name_en: String,
@@ -172,7 +177,7 @@ impl App {
         let row = conn
             .query_row(
                 "SELECT case_no, national_id, service_code, fields, delivery, fee, status, conflict, payment, ticket_id,
-                        target_at, created_by, created_at, updated_at, authority
+                        target_at, created_by, created_at, updated_at, authority, citizen
                  FROM cases WHERE case_no = ?1",
                 [case_no],
                 |r| {
@@ -190,6 +195,7 @@ impl App {
                         r.get::<_, String>(11)?,
                         r.get::<_, String>(12)?,
                         r.get::<_, String>(13)?,
+                        r.get::<_, Option<String>>(15)?,
                     ))
                 },
             )
@@ -201,13 +207,14 @@ impl App {
             fields,
             delivery,
             fee,
-            _conflict,
+            stored_conflict,
             _payment,
             ticket_id,
             target_at,
             created_by,
             created_at,
             updated_at,
+            citizen,
         )) = row
         else {
             return Ok(None);
@@ -216,11 +223,15 @@ impl App {
         let delivery: Delivery = serde_json::from_str(&delivery)?;
         let derived = case::derive(&events, &delivery);
         let svc = self.service(&service)?;
-        let citizen_name = nid
-            .parse::<NationalId>()
-            .ok()
-            .and_then(|n| find_by_nid(conn, &n).ok().flatten())
-            .map(|c| c.profile.full_name);
+        let citizen: Option<CitizenProfile> = citizen.and_then(|j| serde_json::from_str(&j).ok());
+        let citizen_name = match &citizen {
+            Some(p) => Some(p.full_name.clone()),
+            None => nid
+                .parse::<NationalId>()
+                .ok()
+                .and_then(|n| find_by_nid(conn, &n).ok().flatten())
+                .map(|c| c.profile.full_name),
+        };
         let overdue = !derived.status.is_terminal()
             && target_at
                 .parse::<jiff::Timestamp>()
@@ -229,6 +240,7 @@ impl App {
             case_no,
             national_id: nid,
             citizen_name,
+            citizen,
             service,
             service_name_ar: svc.name_ar.clone(),
             service_name_en: svc.name_en.clone(),
@@ -237,11 +249,15 @@ impl App {
             delivery,
             fee: serde_json::from_str(&fee)?,
             status: derived.status,
-            conflict: derived
-                .conflict
-                .as_ref()
-                .map(serde_json::to_value)
-                .transpose()?,
+            // A conflict the events here cannot show (two cases created under this
+            // number, the other one whole in `twins`) is kept in the row.
+            conflict: match derived.conflict.as_ref() {
+                Some(c) => Some(serde_json::to_value(c)?),
+                None => stored_conflict
+                    .as_deref()
+                    .map(serde_json::from_str)
+                    .transpose()?,
+            },
             payment: derived.payment.clone(),
             ticket_id,
             target_at,
@@ -336,6 +352,7 @@ impl App {
         let target_at = at + jiff::SignedDuration::from_hours(i64::from(service.target_hours));
         let prefix = self.settings.receipt_prefix.clone();
         let year = self.local_now().year();
+        let gate = self.numbering_gate().await;
         let actor2 = actor.clone();
         let app = self.clone();
         let view = self
@@ -343,26 +360,29 @@ impl App {
             .writer
             .write(move |tx| -> Result<CaseView, AppError> {
                 let c = tx.conn;
-                if find_by_nid(c, &nid)?.is_none() {
+                let Some(citizen) = find_by_nid(c, &nid)? else {
                     return Err(AppError::field(
                         "national_id",
                         "citizen_not_registered",
                         format!("no citizen with national id {nid} is registered here; register the profile first"),
                         "لا يوجد مواطن مسجل بهذا الرقم الوطني؛ سجّل بياناته أولاً",
                     ));
-                }
+                };
+                // The case keeps the citizen as at intake, like its fee.
+                let citizen = citizen.profile;
                 if let Some(t) = input.ticket_id {
                     let exists: bool = c.query_row("SELECT count(*) > 0 FROM tickets WHERE id = ?1", [t], |r| r.get(0))?;
                     if !exists {
                         return Err(AppError::field("ticket_id", "unknown_ticket", format!("no ticket {t}"), "لا توجد بطاقة بهذا الرقم"));
                     }
                 }
-                let seq = next_seq(c, &format!("case:{year}"))?;
-                let case_no = CaseNo::new(&prefix, year, seq as u32).map_err(|e| AppError::Internal(e.to_string()))?;
+                let center = app.center_id()?;
+                let series = numbering::current_series(c, tx.docs.actor().to_bytes(), gate, at)?;
+                let case_no = numbering::next_case_no(c, &center, &prefix, year, series)?;
                 let ev = CaseEvent { kind: CaseEventKind::Created, actor: actor2.username.clone(), desk: actor2.terminal.clone(), at, hlc: next_hlc(c, &app.settings.center_id, at)? };
                 c.execute(
-                    "INSERT INTO cases(case_no, national_id, service_code, authority, fields, delivery, fee, fee_total, status, ticket_id, target_at, created_by, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'created', ?9, ?10, ?11, ?12, ?12)",
+                    "INSERT INTO cases(case_no, national_id, service_code, authority, fields, delivery, fee, fee_total, status, ticket_id, target_at, created_by, created_at, updated_at, citizen)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'created', ?9, ?10, ?11, ?12, ?12, ?13)",
                     params![
                         case_no.as_str(),
                         nid.as_str(),
@@ -375,12 +395,12 @@ impl App {
                         input.ticket_id,
                         target_at.to_string(),
                         actor2.username,
-                        at.to_string()
+                        at.to_string(),
+                        serde_json::to_string(&citizen)?
                     ],
                 )?;
                 append_event(c, case_no.as_str(), &ev)?;
                 // The case document, in the same transaction as its projection rows.
-                let center = app.center_id()?;
                 let new_doc = sync_docs::NewCase {
                     case_no: case_no.clone(),
                     center: Some(center.clone()),
@@ -391,7 +411,10 @@ impl App {
                     fee: Some(fee.clone()),
                     created: ev.clone(),
                 };
-                tx.docs.create(c, &DocId::case(Some(&center), &case_no), |d| sync_docs::create_case(d, &new_doc))?;
+                tx.docs.create(c, &DocId::case(Some(&center), &case_no), |d| {
+                    sync_docs::create_case(d, &new_doc)?;
+                    sync_docs::set_case_citizen(d, &citizen)
+                })?;
                 if let Some(t) = input.ticket_id {
                     c.execute("UPDATE tickets SET case_no = ?2 WHERE id = ?1 AND case_no IS NULL", params![t, case_no.as_str()])?;
                 }
@@ -436,13 +459,17 @@ impl App {
             }
         }
         let prefix = self.settings.receipt_prefix.clone();
-        self.transition(actor, case_no, move |c| {
+        let gate = match input {
+            PaymentInput::Cash => self.numbering_gate().await,
+            PaymentInput::Epayment { .. } => numbering::Gate::Open,
+        };
+        let at = self.now();
+        self.transition(actor, case_no, move |c, actor| {
             let payment = match input {
                 PaymentInput::Cash => {
-                    let seq = next_seq(c, "receipt")?;
+                    let series = numbering::current_series(c, actor, gate, at)?;
                     Payment::Cash {
-                        receipt: ReceiptNo::new(&prefix, seq as u64)
-                            .map_err(|e| AppError::Internal(e.to_string()))?,
+                        receipt: numbering::next_receipt_no(c, &prefix, series)?,
                     }
                 }
                 PaymentInput::Epayment { reference, bank } => Payment::EPayment {
@@ -513,7 +540,7 @@ impl App {
                 reason: reason.trim().to_string(),
             },
         };
-        self.transition(actor, case_no, move |_| Ok(kind)).await
+        self.transition(actor, case_no, move |_, _| Ok(kind)).await
     }
 
     /// The shared path of every transition: permission for the service's authority, the
@@ -525,7 +552,7 @@ impl App {
         make: F,
     ) -> Result<CaseView, AppError>
     where
-        F: FnOnce(&Connection) -> Result<CaseEventKind, AppError> + Send + 'static,
+        F: FnOnce(&Connection, &[u8]) -> Result<CaseEventKind, AppError> + Send + 'static,
     {
         let current = self.get_case(actor, case_no).await?;
         self.require_permission(actor, current.authority).await?;
@@ -541,7 +568,7 @@ impl App {
                 let c = tx.conn;
                 // Re-read inside the write: another desk may have moved the case meanwhile.
                 let now = app.case_view_from(c, &no)?.ok_or_else(|| AppError::not_found(format!("case {no}")))?;
-                let kind = make(c)?;
+                let kind = make(c, tx.docs.actor().to_bytes())?;
                 if let CaseEventKind::Delivered { receiver } = &kind
                     && receiver.as_str() != now.national_id
                 {
@@ -563,7 +590,10 @@ impl App {
                 let derived = case::derive(&load_events(c, &no)?, &now.delivery);
                 let next = derived.status;
                 c.execute(
-                    "UPDATE cases SET status = ?2, payment = ?3, conflict = ?4, updated_at = ?5 WHERE case_no = ?1",
+                    "UPDATE cases SET status = ?2, payment = ?3, updated_at = ?5,
+                       conflict = CASE WHEN ?4 IS NOT NULL THEN ?4
+                                       WHEN json_extract(conflict, '$.twins') IS NOT NULL THEN conflict END
+                     WHERE case_no = ?1",
                     params![
                         no,
                         status_key(next),

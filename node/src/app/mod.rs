@@ -9,6 +9,7 @@
 pub mod cases;
 pub mod citizens;
 pub mod daily_docs;
+pub mod numbering;
 pub mod queue;
 pub mod reports;
 pub mod staff;
@@ -139,6 +140,8 @@ pub struct App {
     /// Handles on the devices (modem, link, power); "not configured" until
     /// `devices::start` runs.
     pub devices: crate::devices::DeviceHandles,
+    /// Whether case and receipt numbers may be handed out yet (`numbering`).
+    numbering: tokio::sync::watch::Sender<numbering::Gate>,
 }
 
 impl App {
@@ -156,6 +159,40 @@ impl App {
             )),
             status: status::StatusBoard::default(),
             devices: crate::devices::DeviceHandles::default(),
+            numbering: tokio::sync::watch::Sender::new(numbering::Gate::Local),
+        }
+    }
+
+    /// Sets the numbering gate: the sync task closes it at start and opens it when its
+    /// first session has ended.
+    pub fn set_numbering_gate(&self, gate: numbering::Gate) {
+        self.numbering.send_replace(gate);
+    }
+
+    /// The numbering gate, once the first sync session since start has ended or
+    /// [`numbering::FIRST_SESSION_WAIT`] has passed (then numbers are handed out as the
+    /// database's confirmation says: never a reused number, never a stopped desk).
+    pub async fn numbering_gate(&self) -> numbering::Gate {
+        let mut rx = self.numbering.subscribe();
+        let waited = tokio::time::timeout(
+            numbering::FIRST_SESSION_WAIT,
+            rx.wait_for(|g| *g != numbering::Gate::FirstSession),
+        )
+        .await;
+        match waited {
+            Ok(Ok(g)) => *g,
+            _ => {
+                // A first session this long (a big repair over the modem) must not make
+                // every desk wait: numbers go by the database's confirmation from now.
+                self.numbering.send_if_modified(|g| {
+                    let first = *g == numbering::Gate::FirstSession;
+                    if first {
+                        *g = numbering::Gate::Open;
+                    }
+                    first
+                });
+                numbering::Gate::Open
+            }
         }
     }
 

@@ -26,6 +26,7 @@ pub fn uplink_name(u: Uplink) -> &'static str {
         Uplink::Primary => "primary",
         Uplink::Modem => "modem",
         Uplink::Offline => "offline",
+        Uplink::Unknown => "unknown",
     }
 }
 
@@ -59,6 +60,7 @@ pub fn panel(targets: &[String], s: &LinkStatus, down_since: Option<Timestamp>) 
     let primary = match s.primary {
         LinkHealth::Up { failures } => json!({"state": "up", "failed_rounds": failures}),
         LinkHealth::Down { successes } => json!({"state": "down", "good_rounds": successes}),
+        LinkHealth::Unknown => json!({"state": "unknown"}),
     };
     json!({
         "uplink": uplink_name(s.uplink),
@@ -99,12 +101,14 @@ pub async fn supervise(
     let mut alerted = false;
     loop {
         let s = status.borrow_and_update().clone();
-        match (s.primary.is_up(), down) {
-            (false, None) => {
+        // Down time counts from the first round that found it down, never from start.
+        match (s.primary, down) {
+            (LinkHealth::Unknown, _) => down = None,
+            (LinkHealth::Down { .. }, None) => {
                 down = Some((app.now(), Instant::now()));
                 alerted = false;
             }
-            (true, Some(_)) => down = None,
+            (LinkHealth::Up { .. }, Some(_)) => down = None,
             _ => {}
         }
         app.status

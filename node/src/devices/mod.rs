@@ -240,6 +240,10 @@ impl crate::uplink::Connector for UplinkConnector {
                     std::io::ErrorKind::NotConnected,
                     "offline: neither the primary link nor the modem is usable",
                 )),
+                Uplink::Unknown => Err(std::io::Error::new(
+                    std::io::ErrorKind::NotConnected,
+                    "uplink not known yet: waiting for the first probe round",
+                )),
             }
         })
     }

@@ -7,7 +7,11 @@
 //! 1. marks the attempt — `state = 'sending'`, `attempts + 1` — and waits for that to be
 //!    committed, BEFORE anything goes to the modem;
 //! 2. sends; on success marks `'sent'` with the modem's message reference(s) (one per
-//!    part, comma-separated);
+//!    part, comma-separated). A long message keeps one concatenation reference for all
+//!    its attempts (`concat_ref`, chosen at the first) and the parts the network
+//!    accepted (`parts_sent`): when one part fails, the next attempt sends only the
+//!    missing parts under the same reference, so the phone joins them with the parts it
+//!    already has — no orphan part, no duplicate;
 //! 3. on `+CMS ERROR n` (or another refusal) records `+CMS ERROR: n` in `last_error` and
 //!    retries with exponential backoff, up to `max_attempts`, then `'failed'`;
 //! 4. when the modem could not even take the message (no SIM, resetting, dead), puts the
@@ -30,7 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use markaz_hardware::modem::sms::PhoneNumber;
-use markaz_hardware::modem::{ModemHandle, ModemState, SmsSendError};
+use markaz_hardware::modem::{ModemHandle, ModemState, PartsSent, SmsSendError};
 use rusqlite::{OptionalExtension, params};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
@@ -141,6 +145,49 @@ struct Row {
     resends: u32,
 }
 
+/// The parts of a long message accepted so far: (part number, message reference).
+pub type Parts = Vec<(u8, u8)>;
+
+fn parse_parts(s: &str) -> Parts {
+    s.split(',')
+        .filter_map(|p| {
+            let (n, mr) = p.split_once(':')?;
+            Some((n.trim().parse().ok()?, mr.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+fn format_parts(parts: &Parts) -> String {
+    parts
+        .iter()
+        .map(|(n, mr)| format!("{n}:{mr}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// What one send did to the row's parts: all of them now, with the modem's answer in
+/// the form [`decide`] reads (every reference in part order when nothing is missing).
+pub fn merge_parts(
+    before: &[(u8, u8)],
+    sent: &PartsSent,
+) -> (Parts, Result<Vec<u8>, SmsSendError>) {
+    let mut all: Parts = before.to_vec();
+    for p in &sent.accepted {
+        if !all.iter().any(|(n, _)| *n == p.0) {
+            all.push(*p);
+        }
+    }
+    all.sort_unstable();
+    let result = match &sent.error {
+        Some(e) => Err(e.clone()),
+        None if all.len() >= usize::from(sent.total) => Ok(all.iter().map(|(_, mr)| *mr).collect()),
+        None => Err(SmsSendError::Rejected(
+            "parts missing after a complete send".into(),
+        )),
+    };
+    (all, result)
+}
+
 /// Rows interrupted between send and mark: each is resent once, or failed if it was
 /// already a resend. Returns (requeued, failed).
 pub async fn reconcile_interrupted(app: &App) -> Result<(usize, usize), AppError> {
@@ -204,32 +251,56 @@ async fn pending(app: &App) -> Result<Vec<Row>, AppError> {
         .await
 }
 
-/// Marks the attempt; false if the row is no longer pending.
-async fn mark_sending(app: &App, id: i64) -> Result<bool, AppError> {
+/// Marks the attempt and fixes the row's concatenation reference (at its first
+/// attempt); the reference and the parts already sent, or `None` if the row is no longer
+/// pending.
+async fn mark_sending(app: &App, id: i64) -> Result<Option<(u8, Parts)>, AppError> {
     let at = app.now().to_string();
+    let fresh_ref = i64::from(rand::random::<u8>());
     app.db
         .writer
-        .write(move |tx| -> Result<bool, AppError> {
+        .write(move |tx| -> Result<Option<(u8, Parts)>, AppError> {
             let c = tx.conn;
             let n = c.execute(
-                "UPDATE outbox SET state = 'sending', attempts = attempts + 1, last_attempt = ?2
+                "UPDATE outbox SET state = 'sending', attempts = attempts + 1, last_attempt = ?2,
+                   concat_ref = coalesce(concat_ref, ?3)
                  WHERE id = ?1 AND state = 'pending'",
-                params![id, at],
+                params![id, at, fresh_ref],
             )?;
-            Ok(n == 1)
+            if n != 1 {
+                return Ok(None);
+            }
+            let (r, parts): (i64, String) = c.query_row(
+                "SELECT concat_ref, parts_sent FROM outbox WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            Ok(Some((u8::try_from(r).unwrap_or(0), parse_parts(&parts))))
         })
         .await
         .map_err(AppError::from)
 }
 
-async fn record(app: &App, row: &Row, outcome: &Outcome) -> Result<(), AppError> {
+async fn record(
+    app: &App,
+    row: &Row,
+    outcome: &Outcome,
+    parts: Option<&Parts>,
+) -> Result<(), AppError> {
     let at = app.now();
     let (id, kind, recipient) = (row.id, row.kind.clone(), row.recipient.clone());
     let outcome = outcome.clone();
+    let parts = parts.map(format_parts);
     app.db
         .writer
         .write(move |tx| -> Result<(), AppError> {
             let c = tx.conn;
+            if let Some(parts) = &parts {
+                c.execute(
+                    "UPDATE outbox SET parts_sent = ?2 WHERE id = ?1",
+                    params![id, parts],
+                )?;
+            }
             match &outcome {
                 Outcome::Sent { refs } => {
                     c.execute(
@@ -276,7 +347,7 @@ async fn record(app: &App, row: &Row, outcome: &Outcome) -> Result<(), AppError>
 }
 
 async fn fail_now(app: &App, row: &Row, error: String) -> Result<(), AppError> {
-    record(app, row, &Outcome::Failed { error }).await
+    record(app, row, &Outcome::Failed { error }, None).await
 }
 
 /// Runs the worker until `cancel`. `modem` holds the current driver handle (replaced
@@ -410,17 +481,34 @@ impl Worker {
                     return;
                 }
             };
-            match mark_sending(&self.app, row.id).await {
-                Ok(true) => {}
-                Ok(false) => return,
+            let (concat_ref, before) = match mark_sending(&self.app, row.id).await {
+                Ok(Some(r)) => r,
+                Ok(None) => return,
                 Err(e) => {
                     warn!(error = %e, "outbox: cannot mark the attempt; not sending");
                     self.not_before
                         .insert(row.id, Instant::now() + self.settings.poll_every);
                     return;
                 }
-            }
-            let result = modem.send_sms(&to, &row.body).await;
+            };
+            let done: Vec<u8> = before.iter().map(|(n, _)| *n).collect();
+            let (parts, result) = match modem
+                .send_sms_parts(&to, &row.body, concat_ref, &done)
+                .await
+            {
+                Ok(sent) => {
+                    if !done.is_empty() {
+                        info!(
+                            kept = done.len(),
+                            resent = sent.accepted.len(),
+                            "SMS: only the missing parts sent again"
+                        );
+                    }
+                    let (all, r) = merge_parts(&before, &sent);
+                    (Some(all), r)
+                }
+                Err(e) => (None, Err(e)),
+            };
             let outcome = decide(&result, row.attempts + 1, row.resends, &self.settings);
             match &outcome {
                 Outcome::Sent { refs } => info!(refs = %refs, "SMS sent"),
@@ -434,7 +522,7 @@ impl Worker {
             if let Some(after) = wait {
                 self.not_before.insert(row.id, Instant::now() + after);
             }
-            if let Err(e) = record(&self.app, &row, &outcome).await {
+            if let Err(e) = record(&self.app, &row, &outcome, parts.as_ref()).await {
                 // The row stays 'sending': the next start resends it at most once.
                 warn!(error = %e, "outbox: cannot record the outcome of a send");
             }

@@ -36,6 +36,8 @@ use markaz_hardware::power::model::{DailySummary, PowerSample, Source, summarize
 use markaz_hardware::power::policy::{
     Action, Alert, Extra, Level, Policy, PolicySettings, StartReason,
 };
+use markaz_hardware::power::start::{StartFailure, StartPhase};
+use markaz_hardware::power::voltronic::Mode;
 use markaz_sync::model::ids::CenterId;
 use rusqlite::{Connection, params};
 use serde_json::{Value, json};
@@ -627,6 +629,47 @@ fn alert_text(a: Alert, s: &PowerSample) -> String {
     }
 }
 
+/// Where the last start stands, as the panel shows it: `starting`, `retrying` (with
+/// the failed attempt's reason), `waiting_for_run`, `running`, or `start_failed` with
+/// the reason.
+fn start_view(p: &StartPhase) -> Value {
+    match p {
+        StartPhase::Sending { attempt } => json!({"state": "starting", "attempt": attempt}),
+        StartPhase::Retrying { attempt, reason } => {
+            json!({"state": "retrying", "attempt": attempt, "reason": reason})
+        }
+        StartPhase::Confirming => json!({"state": "waiting_for_run"}),
+        StartPhase::Running => json!({"state": "running"}),
+        StartPhase::Failed(f) => json!({"state": "start_failed", "reason": f.to_string()}),
+    }
+}
+
+fn start_failed_text(f: &StartFailure) -> String {
+    match f {
+        StartFailure::Refused {
+            attempts,
+            last_error,
+        } => {
+            format!("لم تعمل المولدة: رفضت وحدة التحكم أمر التشغيل {attempts} مرات ({last_error}).")
+        }
+        StartFailure::NeverRan { waited } => format!(
+            "لم تعمل المولدة: قُبل أمر التشغيل لكنها لم تدر خلال {} ثانية.",
+            waited.as_secs()
+        ),
+    }
+}
+
+fn mode_name(m: Mode) -> &'static str {
+    match m {
+        Mode::PowerOn => "power_on",
+        Mode::Standby => "standby",
+        Mode::Line => "line",
+        Mode::Battery => "battery",
+        Mode::Fault => "fault",
+        Mode::PowerSaving => "power_saving",
+    }
+}
+
 /// The `power` panel.
 fn panel(
     d: &PowerDevices,
@@ -652,6 +695,7 @@ fn panel(
         devices.push(json!({
             "kind": "inverter",
             "port": port,
+            "mode": v.mode.map(mode_name),
             "stale": v.stale,
             "updated_at": v.updated_at.map(|t| t.to_string()),
             "bad_crc": v.stats.bad_crc,
@@ -659,6 +703,7 @@ fn panel(
             "port_error": v.port_error,
         }));
     }
+    let pv = driver::pv_figures(&st.vedirect, st.inverter.as_ref());
     let generator = match (&d.generator, &st.generator) {
         (Some((port, _)), Some(g)) => {
             let r = g.reading.as_ref();
@@ -679,6 +724,7 @@ fn panel(
                 "requested_by_policy": policy.generator_requested(),
                 "start_reason": policy.start_reason().map(reason_name),
                 "last_test_run": policy.last_test_run().map(|d| d.to_string()),
+                "start": g.start.as_ref().map(start_view),
                 "stale": g.stale,
             })
         }
@@ -690,6 +736,17 @@ fn panel(
         "soc_percent": s.and_then(|s| s.soc_percent),
         "battery_v": s.and_then(|s| s.battery_mv).map(|mv| f64::from(mv) / 1000.0),
         "pv_w": s.and_then(|s| s.pv_w),
+        "pv": {
+            "mppt_w": pv.mppt_w,
+            "inverter_w": pv.inverter_w,
+            "total_w": pv.total_w,
+        },
+        "inverter_mode": st
+            .inverter
+            .as_ref()
+            .filter(|i| !i.stale)
+            .and_then(|i| i.mode)
+            .map(mode_name),
         "load_w": s.and_then(|s| s.load_w),
         "grid_available": s.and_then(|s| s.grid_available),
         "generator": generator,
@@ -752,6 +809,7 @@ pub async fn supervise(
         last_date: None,
         last_prune: None,
         last_sample: None,
+        start_failure_seen: None,
     }
     .run(cancel)
     .instrument(tracing::info_span!("power"))
@@ -775,9 +833,44 @@ struct Sampler {
     last_date: Option<Date>,
     last_prune: Option<Instant>,
     last_sample: Option<PowerSample>,
+    /// The generator start failure already alerted (one alert per failure).
+    start_failure_seen: Option<StartFailure>,
 }
 
 impl Sampler {
+    /// Raises "generator did not start" once per failed start the driver reports.
+    async fn check_start(&mut self) {
+        let Some((_, handle)) = &self.devices.generator else {
+            return;
+        };
+        let failure = match &handle.state.borrow().start {
+            Some(StartPhase::Failed(f)) => Some(f.clone()),
+            _ => None,
+        };
+        if failure == self.start_failure_seen {
+            return;
+        }
+        self.start_failure_seen = failure.clone();
+        let Some(f) = failure else { return };
+        let at = self.app.now();
+        self.last_alert = Some((Alert::GeneratorDidNotStart, at));
+        let _ = super::log(
+            &self.app,
+            "error",
+            "power",
+            &format!("generator start failed: {f}"),
+        )
+        .await;
+        self.publish();
+        if let Err(e) = self
+            .alerter
+            .raise(AlertKind::GeneratorDidNotStart, start_failed_text(&f))
+            .await
+        {
+            warn!(error = %e, "cannot raise the generator alert");
+        }
+    }
+
     fn publish(&self) {
         let st = self.devices.states();
         // Live values between stored samples: the panel never waits for the interval.
@@ -818,7 +911,10 @@ impl Sampler {
         loop {
             tokio::select! {
                 () = cancel.cancelled() => break,
-                _ = panel_tick.tick() => self.publish(),
+                _ = panel_tick.tick() => {
+                    self.check_start().await;
+                    self.publish();
+                }
                 _ = tick.tick() => {
                     if self.sample_once().await {
                         break;

@@ -13,11 +13,19 @@ use std::time::Duration;
 use jiff::SignedDuration;
 use jiff::civil::{Time, Weekday};
 use markaz_config::NodeConfig;
+use markaz_config::{
+    ControlConfig, ControlMethod, ControllerFamily, ModbusTable, PointConfig, PointTable,
+    RegisterScale, WordOrderName,
+};
 use markaz_config::{OnMonitorLost, VeDirectRole};
 use markaz_hardware::link::{LinkSettings, Thresholds as LinkThresholds};
 use markaz_hardware::modem::ModemSettings;
-use markaz_hardware::power::driver::{GeneratorSettings, InverterSettings, VeDirectSettings};
-use markaz_hardware::power::generator::GeneratorRegisters;
+use markaz_hardware::power::driver::{
+    GeneratorSettings, InverterSettings, StartSettings, VeDirectSettings,
+};
+use markaz_hardware::power::generator::{
+    Control, GeneratorMap, Point, Preset, Scale, Table, WordOrder,
+};
 use markaz_hardware::power::policy::{
     AutoStart, MonitorLostRule, PolicySettings, QuietHours, StartConditions, TestRun,
     Thresholds as PowerThresholds, Trigger,
@@ -87,23 +95,120 @@ pub fn generator(cfg: &NodeConfig) -> Option<GeneratorSettings> {
     let port = g.port.as_deref().filter(|_| g.enabled)?;
     let mut s = GeneratorSettings::new(PathBuf::from(port));
     s.baud = g.baud;
-    let r = &g.registers;
-    // Frequencies and the availability threshold are not in the config file: the
-    // GenComm defaults stay.
-    s.registers = GeneratorRegisters {
-        slave: g.slave_id,
-        fuel_percent: r.fuel_percent,
-        battery_decivolts: r.battery_decivolts,
-        engine_state: r.engine_state,
-        run_time_seconds: r.run_time_seconds,
-        starts: r.starts,
-        control: r.control,
-        key_start: r.start_key,
-        key_stop: r.stop_key,
-        key_auto: r.auto_key,
-        ..GeneratorRegisters::default()
+    s.map = generator_map(g);
+    s.start = StartSettings {
+        attempts: g.start_attempts.max(1),
+        retry_after: Duration::from_secs(u64::from(g.start_retry_secs)),
+        confirm_within: Duration::from_secs(u64::from(g.start_confirm_secs)),
     };
     Some(s)
+}
+
+/// The register map: the `controller` preset, with each value the file sets and its
+/// control method in place of the preset's.
+pub fn generator_map(g: &markaz_config::GeneratorConfig) -> GeneratorMap {
+    let mut map = GeneratorMap::preset(match g.controller {
+        ControllerFamily::DeepSea => Preset::DeepSea,
+        ControllerFamily::Smartgen => Preset::SmartGen,
+        ControllerFamily::Datakom => Preset::Datakom,
+    });
+    map.slave = g.slave_id;
+    let r = &g.registers;
+    let slots: [(&Option<PointConfig>, &mut Option<Point>); 7] = [
+        (&r.fuel_percent, &mut map.fuel_percent),
+        (&r.battery_volts, &mut map.battery_volts),
+        (&r.engine_state, &mut map.engine_state),
+        (&r.run_time_seconds, &mut map.run_time_seconds),
+        (&r.starts, &mut map.starts),
+        (&r.generator_hz, &mut map.generator_hz),
+        (&r.mains_hz, &mut map.mains_hz),
+    ];
+    for (given, slot) in slots {
+        match given {
+            None => {}
+            Some(PointConfig::Address(a)) => {
+                *slot = Some(slot.map_or(Point::holding(*a), |p| Point { address: *a, ..p }));
+            }
+            Some(PointConfig::Full(t)) => *slot = Some(point(t)),
+        }
+    }
+    if let Some(c) = &g.control {
+        map.control = control(c);
+    } else if r.control.is_some()
+        || r.start_key.is_some()
+        || r.stop_key.is_some()
+        || r.auto_key.is_some()
+    {
+        // The older keys in [power.generator.registers]: a key method over the
+        // preset's (or GenComm's) values.
+        let (register, start, stop, auto) = match map.control {
+            Control::Key {
+                register,
+                start,
+                stop,
+                auto,
+            } => (register, start, stop, auto),
+            _ => (4104, 35732, 35733, Some(35701)),
+        };
+        map.control = Control::Key {
+            register: r.control.unwrap_or(register),
+            start: r.start_key.unwrap_or(start),
+            stop: r.stop_key.unwrap_or(stop),
+            auto: r.auto_key.or(auto),
+        };
+    }
+    map
+}
+
+fn point(t: &PointTable) -> Point {
+    let scale = t.scale.unwrap_or(RegisterScale::ONE);
+    Point {
+        table: match t.table {
+            ModbusTable::Holding => Table::Holding,
+            ModbusTable::Input => Table::Input,
+            ModbusTable::Coil => Table::Coil,
+            ModbusTable::Discrete => Table::Discrete,
+        },
+        address: t.address,
+        words: t.words,
+        signed: t.signed,
+        order: match t.word_order {
+            WordOrderName::HighFirst => WordOrder::HighFirst,
+            WordOrderName::LowFirst => WordOrder::LowFirst,
+        },
+        scale: Scale {
+            num: scale.num,
+            den: scale.den,
+        },
+    }
+}
+
+/// A checked `[power.generator.control]` (required fields present).
+fn control(c: &ControlConfig) -> Control {
+    match c.method {
+        ControlMethod::Key => Control::Key {
+            register: c.register.unwrap_or(4104),
+            start: c.start_key.unwrap_or(35732),
+            stop: c.stop_key.unwrap_or(35733),
+            auto: c.auto_key,
+        },
+        ControlMethod::Coils => Control::Coils {
+            start: c.start_coil.unwrap_or(0),
+            stop: c.stop_coil,
+        },
+        ControlMethod::Pulse => Control::Pulse {
+            start: c.start_register.unwrap_or(0),
+            stop: c.stop_register.unwrap_or(0),
+            value: c.pulse_value.unwrap_or(1),
+            hold: Duration::from_millis(u64::from(c.pulse_ms.unwrap_or(500))),
+        },
+        ControlMethod::Registers => Control::Registers {
+            start: c.start_register.unwrap_or(0),
+            start_value: c.start_value.unwrap_or(1),
+            stop: c.stop_register.unwrap_or(0),
+            stop_value: c.stop_value.unwrap_or(1),
+        },
+    }
 }
 
 /// The generator's start conditions besides the state of charge (`None` where off).
@@ -266,11 +371,21 @@ mod tests {
         assert_eq!(i.poll_every, Duration::from_secs(10));
         assert!(i.stale_after >= Duration::from_secs(40));
         let g = generator(&c).expect("generator");
-        assert_eq!(g.registers.slave, 7);
-        assert_eq!(g.registers.fuel_percent, 100);
-        assert_eq!(g.registers.control, 200);
-        assert_eq!(g.registers.key_start, 11);
-        assert_eq!(g.registers.key_stop, 35733);
+        assert_eq!(g.map.slave, 7);
+        assert_eq!(
+            g.map.fuel_percent,
+            Some(Point::holding(100)),
+            "an address keeps the preset's format"
+        );
+        assert_eq!(
+            g.map.control,
+            Control::Key {
+                register: 200,
+                start: 11,
+                stop: 35733,
+                auto: Some(35701)
+            }
+        );
         let p = policy(&c);
         let auto = p.auto_start.expect("auto start");
         assert_eq!(auto.min_run, SignedDuration::from_mins(45));

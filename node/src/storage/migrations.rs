@@ -9,6 +9,10 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("schema_v2.sql"),
     include_str!("schema_v3.sql"),
     include_str!("schema_v4.sql"),
+    include_str!("schema_v5_generator.sql"),
+    include_str!("schema_v5_writer.sql"),
+    include_str!("schema_v5_citizens.sql"),
+    include_str!("schema_v5_numbers.sql"),
 ];
 
 /// The schema version this binary writes.
@@ -138,6 +142,62 @@ mod tests {
         let v: i64 = c
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(v, 4);
+        assert_eq!(v, MIGRATIONS.len() as i64);
+    }
+
+    /// v5: a long SMS keeps its concatenation reference and the parts sent; old rows
+    /// start with none.
+    #[test]
+    fn outbox_rows_gain_a_concatenation_reference_and_parts() {
+        let mut c = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..4] {
+            c.execute_batch(sql).unwrap();
+        }
+        c.pragma_update(None, "user_version", 4).unwrap();
+        c.execute(
+            "INSERT INTO outbox(kind, recipient, body, created_at) VALUES ('k', '+1', 'b', 'x')",
+            [],
+        )
+        .unwrap();
+        run(&mut c).unwrap();
+        let (r, parts): (Option<i64>, String) = c
+            .query_row("SELECT concat_ref, parts_sent FROM outbox", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!((r, parts.as_str()), (None, ""));
+    }
+
+    /// A database that numbered cases before numbers were confirmed by the hub keeps its
+    /// main series (`legacy`); an empty one starts unconfirmed.
+    #[test]
+    fn numbers_of_an_older_database_count_as_confirmed() {
+        let v5 = MIGRATIONS
+            .iter()
+            .position(|m| m.contains("numbering.confirmed"))
+            .expect("the numbers migration");
+        let confirmed = |with_cases: bool| {
+            let mut c = Connection::open_in_memory().unwrap();
+            for sql in &MIGRATIONS[..v5] {
+                c.execute_batch(sql).unwrap();
+            }
+            c.pragma_update(None, "user_version", v5 as i64).unwrap();
+            if with_cases {
+                c.execute(
+                    "INSERT INTO sequences(name, value) VALUES ('case:2026', 12)",
+                    [],
+                )
+                .unwrap();
+            }
+            run(&mut c).unwrap();
+            c.query_row(
+                "SELECT value FROM meta WHERE key = 'numbering.confirmed'",
+                [],
+                |r| r.get::<_, String>(0),
+            )
+            .ok()
+        };
+        assert_eq!(confirmed(true).as_deref(), Some("legacy"));
+        assert_eq!(confirmed(false), None);
     }
 }

@@ -11,6 +11,7 @@
 //!   version is newer than this binary knows is refused before anything writes to it.
 
 pub mod docs;
+pub mod integrity;
 mod migrations;
 mod writer;
 
@@ -20,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OpenFlags};
 
 pub use migrations::{LATEST_VERSION, MIGRATIONS};
-pub use writer::{WriteError, WriteTx, Writer};
+pub use writer::{STALLED_AFTER, WriteError, WriteTx, Writer, WriterHealth, WriterState};
 
 /// What can go wrong opening or using the database.
 #[derive(Debug, thiserror::Error)]
@@ -36,8 +37,16 @@ pub enum StorageError {
     },
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("the database file is damaged: {0}")]
+    Corrupt(String),
     #[error("the storage writer has stopped")]
     WriterGone,
+    #[error("the write was not committed (the storage writer restarted); nothing of it was saved")]
+    NotCommitted,
+    #[error("writes are refused: {0}")]
+    Refused(String),
+    #[error("no answer from the storage writer within {0:?}")]
+    Timeout(std::time::Duration),
     #[error("blocking task failed: {0}")]
     Join(String),
     #[error("io: {0}")]
@@ -61,6 +70,9 @@ pub struct StorageOptions {
     pub readers: usize,
     /// The center id, the prefix of this database incarnation's automerge actor id.
     pub center: String,
+    /// A file (with its WAL) up to this size is checked with `quick_check` before `open`
+    /// returns; a larger one in the background.
+    pub inline_check_max_bytes: u64,
 }
 
 impl Default for StorageOptions {
@@ -70,6 +82,7 @@ impl Default for StorageOptions {
             group_commit_max_batch: 256,
             readers: 4,
             center: "node".into(),
+            inline_check_max_bytes: integrity::INLINE_CHECK_MAX_BYTES,
         }
     }
 }
@@ -79,6 +92,8 @@ impl Default for StorageOptions {
 pub struct Db {
     pub writer: Writer,
     pub readers: Readers,
+    /// What `quick_check` found (see [`integrity`]).
+    pub integrity: integrity::IntegrityState,
     path: Arc<PathBuf>,
 }
 
@@ -89,33 +104,98 @@ impl Db {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
+        // Before anything opens the file: SQLite would rebuild the index from a short WAL.
+        let state = integrity::IntegrityState::new(integrity::check_wal(path));
         refuse_too_new(path)?;
         let mut conn = Connection::open(path)?;
         configure(&conn, opts)?;
-        migrations::run(&mut conn)?;
-        let actor = {
+        let inline = integrity::stored_bytes(path) <= opts.inline_check_max_bytes;
+        if inline {
+            state.set(integrity::quick_check(&conn));
+        }
+        let setup = (|| -> Result<_, StorageError> {
+            migrations::run(&mut conn)?;
             let txn = conn.transaction()?;
             markaz_sync::store::migrate(&txn)?;
             let now_ms = jiff::Timestamp::now().as_millisecond();
             let actor = markaz_sync::store::incarnation(&txn, &opts.center, now_ms)?;
             txn.commit()?;
-            actor
+            Ok(actor)
+        })();
+        let actor = match (setup, state.get()) {
+            (Ok(actor), _) => actor,
+            (Err(e), integrity::Integrity::Corrupt { problems }) => {
+                return Err(StorageError::Corrupt(format!(
+                    "{e}; quick_check: {}",
+                    problems.join("; ")
+                )));
+            }
+            (Err(e), _) => return Err(e),
         };
+        let reopen_path = path.to_path_buf();
+        let reopen_opts = opts.clone();
+        let reopen: writer::Reopen = Box::new(move || {
+            let conn = Connection::open(&reopen_path)?;
+            configure(&conn, &reopen_opts)?;
+            Ok(conn)
+        });
         let writer = Writer::start(
             conn,
+            reopen,
             opts.group_commit_max_batch.max(1),
             markaz_sync::store::DocStore::new(actor, docs::DOC_CACHE),
         )?;
         let readers = Readers::open(path, opts)?;
+        if inline {
+            refuse_if_corrupt(&state, &writer);
+        } else {
+            let (state, writer, path) = (state.clone(), writer.clone(), path.to_path_buf());
+            std::thread::Builder::new()
+                .name("quick-check".into())
+                .spawn(move || {
+                    tracing::info!(db = %path.display(), "checking the database in the background");
+                    let found = match Connection::open(&path) {
+                        Ok(conn) => integrity::quick_check(&conn),
+                        Err(e) => integrity::Integrity::Corrupt {
+                            problems: vec![e.to_string()],
+                        },
+                    };
+                    state.set(found);
+                    refuse_if_corrupt(&state, &writer);
+                })?;
+        }
         Ok(Self {
             writer,
             readers,
+            integrity: state,
             path: Arc::new(path.to_path_buf()),
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+/// After a check that found damage: no write touches the file again, and the log says
+/// what was found and where the way back is described.
+fn refuse_if_corrupt(state: &integrity::IntegrityState, writer: &Writer) {
+    match state.get() {
+        integrity::Integrity::Corrupt { problems } => {
+            writer.refuse("the database file is damaged (quick_check); see the technician page");
+            tracing::error!(
+                problems = %problems.join("; "),
+                "the database file is damaged: writes are refused; restore the last backup or \
+                 rebuild from the hub (docs/OPERATIONS.md, \"A damaged database\")"
+            );
+        }
+        integrity::Integrity::Ok { took } => {
+            tracing::info!(
+                took_ms = took.as_millis() as u64,
+                "database quick_check: ok"
+            );
+        }
+        integrity::Integrity::Checking => {}
     }
 }
 

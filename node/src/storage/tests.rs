@@ -160,3 +160,194 @@ async fn readers_do_not_wait_for_an_open_write_transaction() {
     release_tx.send(()).unwrap();
     slow.await.unwrap().unwrap();
 }
+
+async fn meta_count(db: &Db) -> i64 {
+    db.readers
+        .read(|c| -> Result<_, StorageError> {
+            Ok(c.query_row("SELECT count(*) FROM meta", [], |r| r.get(0))?)
+        })
+        .await
+        .unwrap()
+}
+
+/// A job that panics on the writer thread (a bug in a use case) is rolled back alone and
+/// answered with an error; the thread goes on and the next write commits — no restart of
+/// the process.
+#[tokio::test]
+async fn the_writer_survives_a_panicking_job() {
+    let (_d, path) = tmp();
+    let db = Db::open(&path, &StorageOptions::default()).unwrap();
+    assert_eq!(db.writer.health().state, WriterState::Ok);
+    let panicked = db
+        .writer
+        .write_sql(|c| -> Result<(), rusqlite::Error> {
+            c.execute("INSERT INTO meta(key, value) VALUES ('doomed', 'v')", [])?;
+            panic!("a bug in a use case");
+        })
+        .await;
+    assert!(
+        matches!(panicked, Err(StorageError::NotCommitted)),
+        "{panicked:?}"
+    );
+    db.writer
+        .write_sql(|c| c.execute("INSERT INTO meta(key, value) VALUES ('after', 'v')", []))
+        .await
+        .expect("the writer still commits");
+    assert_eq!(db.writer.health().state, WriterState::Ok);
+    assert_eq!(
+        meta_count(&db).await,
+        1,
+        "the panicked job's row was rolled back"
+    );
+}
+
+/// Jobs batched with panicking ones are not lost: each is answered, every one answered
+/// `Ok` is on disk, and only the panicking ones are not.
+#[tokio::test]
+async fn jobs_around_a_panic_are_answered_and_none_acknowledged_is_lost() {
+    let (_d, path) = tmp();
+    let db = Db::open(&path, &StorageOptions::default()).unwrap();
+    let mut handles = Vec::new();
+    for i in 0..60i64 {
+        let w = db.writer.clone();
+        handles.push(tokio::spawn(async move {
+            w.write_sql(move |c| {
+                c.execute(
+                    "INSERT INTO meta(key, value) VALUES (?1, 'x')",
+                    [format!("k{i}")],
+                )?;
+                if i % 20 == 7 {
+                    panic!("job {i} panics");
+                }
+                Ok(())
+            })
+            .await
+            .map(|_| i)
+        }));
+    }
+    let mut acknowledged = Vec::new();
+    for h in handles {
+        match h.await.unwrap() {
+            Ok(i) => acknowledged.push(format!("k{i}")),
+            Err(StorageError::NotCommitted) => {}
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    assert_eq!(acknowledged.len(), 57, "all but the 3 panicking jobs");
+    let stored: Vec<String> = db
+        .readers
+        .read(|c| -> Result<_, StorageError> {
+            let mut st = c.prepare("SELECT key FROM meta ORDER BY key")?;
+            let keys = st
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<Vec<String>, _>>()?;
+            Ok(keys)
+        })
+        .await
+        .unwrap();
+    acknowledged.sort();
+    assert_eq!(
+        stored, acknowledged,
+        "exactly the acknowledged rows are stored"
+    );
+    assert_eq!(db.writer.health().state, WriterState::Ok);
+}
+
+/// A writer told to refuse (a corrupt database) answers every write with `Refused` and
+/// writes nothing.
+#[tokio::test]
+async fn a_refusing_writer_writes_nothing() {
+    let (_d, path) = tmp();
+    let db = Db::open(&path, &StorageOptions::default()).unwrap();
+    db.writer.refuse("the database is corrupt");
+    let r = db
+        .writer
+        .write_sql(|c| c.execute("INSERT INTO meta(key, value) VALUES ('x', 'v')", []))
+        .await;
+    assert!(matches!(r, Err(StorageError::Refused(_))), "{r:?}");
+    assert_eq!(db.writer.health().state, WriterState::Refusing);
+    assert_eq!(meta_count(&db).await, 0);
+}
+
+/// A database file with a table of junk rows making up most of its pages, checkpointed
+/// and closed; then the page in the middle of the file is overwritten.
+fn corrupt_db(path: &Path) {
+    {
+        let db = Db::open(path, &StorageOptions::default()).unwrap();
+        drop(db);
+        // The writer thread closes its connection once its handles are gone.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    let conn = Connection::open(path).unwrap();
+    conn.execute_batch("CREATE TABLE junk(x TEXT);").unwrap();
+    let txn = conn.unchecked_transaction().unwrap();
+    for i in 0..20_000 {
+        txn.execute(
+            "INSERT INTO junk VALUES (?1)",
+            [format!(
+                "junk row {i:08} with some padding to fill pages ................"
+            )],
+        )
+        .unwrap();
+    }
+    txn.commit().unwrap();
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+        .unwrap();
+    drop(conn);
+    integrity::flip_middle_page(path);
+}
+
+#[tokio::test]
+async fn a_damaged_file_found_before_serving_refuses_every_write() {
+    let (_d, path) = tmp();
+    corrupt_db(&path);
+    let db = Db::open(&path, &StorageOptions::default()).expect("a damaged file still opens");
+    assert!(
+        matches!(db.integrity.get(), integrity::Integrity::Corrupt { .. }),
+        "{:?}",
+        db.integrity.get()
+    );
+    let before = std::fs::read(&path).unwrap();
+    let r = db
+        .writer
+        .write_sql(|c| c.execute("INSERT INTO meta(key, value) VALUES ('x', 'v')", []))
+        .await;
+    assert!(matches!(r, Err(StorageError::Refused(_))), "{r:?}");
+    assert_eq!(db.writer.health().state, WriterState::Refusing);
+    assert_eq!(std::fs::read(&path).unwrap(), before, "nothing written");
+}
+
+#[tokio::test]
+async fn a_large_file_is_checked_in_the_background_and_then_refuses_writes() {
+    let (_d, path) = tmp();
+    corrupt_db(&path);
+    let opts = StorageOptions {
+        inline_check_max_bytes: 0,
+        ..StorageOptions::default()
+    };
+    let db = Db::open(&path, &opts).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !matches!(db.integrity.get(), integrity::Integrity::Corrupt { .. }) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            db.integrity.get()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let r = db
+        .writer
+        .write_sql(|c| c.execute("INSERT INTO meta(key, value) VALUES ('x', 'v')", []))
+        .await;
+    assert!(matches!(r, Err(StorageError::Refused(_))), "{r:?}");
+}
+
+#[tokio::test]
+async fn a_sound_file_checks_ok() {
+    let (_d, path) = tmp();
+    let db = Db::open(&path, &StorageOptions::default()).unwrap();
+    assert!(matches!(
+        db.integrity.get(),
+        integrity::Integrity::Ok { .. }
+    ));
+}

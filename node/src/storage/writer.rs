@@ -1,6 +1,23 @@
-//! The single writer thread and its group commit.
+//! The single writer thread, its group commit, and its supervision.
+//!
+//! Guarantees:
+//! - An `Ok` from [`Writer::write`] means the work's transaction committed (on disk).
+//! - Every job is answered: with its result after the commit, with the commit's error,
+//!   or — when the batch it was in could not begin or the thread panicked — with an error
+//!   saying nothing of it was saved. No job is acknowledged and then lost.
+//! - A job that panics (a bug) is rolled back alone, like a job that fails: its caller
+//!   gets [`StorageError::NotCommitted`], the rest of the batch commits.
+//! - The thread is supervised: a panic anywhere else in the commit loop rolls the batch
+//!   back (its callers get `NotCommitted`), reopens the connection, clears the document
+//!   cache and goes on with the jobs still queued. The thread ends only when every
+//!   handle is dropped.
+//! - [`Writer::health`] says whether writes are succeeding; [`Writer::probe`] finds out
+//!   with a one-row write (used by `/healthz` while writes are failing, so it turns
+//!   healthy again as soon as the disk has room, without waiting for a clerk's write).
 
-use std::sync::Arc;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use markaz_sync::store::DocStore;
 use rusqlite::{Connection, TransactionBehavior};
@@ -11,7 +28,20 @@ use super::StorageError;
 /// What a request's work returns to the writer: a completion to call once the batch's
 /// commit is known, so the request is answered only after its data is durable.
 type Completion = Box<dyn FnOnce(Result<(), Arc<rusqlite::Error>>) + Send>;
-type Job = Box<dyn FnOnce(&mut WriteTx<'_>) -> Completion + Send>;
+/// A queued request: run with the batch's transaction, or told why there is none (then
+/// it answers at once and returns no completion).
+type Job = Box<dyn FnOnce(Result<&mut WriteTx<'_>, Refusal>) -> Option<Completion> + Send>;
+/// Opens a fresh write connection (after a panic left the old one in doubt).
+pub(super) type Reopen = Box<dyn FnMut() -> Result<Connection, rusqlite::Error> + Send>;
+
+/// Why a batch's jobs were not run.
+#[derive(Debug, Clone)]
+enum Refusal {
+    /// The transaction could not begin.
+    Begin(Arc<rusqlite::Error>),
+    /// Writes are refused (a corrupt database, see [`Writer::refuse`]).
+    Refused(Arc<str>),
+}
 
 /// What a write job may touch, inside its savepoint of the group-commit transaction: the
 /// write connection and the writer's document store (a document's new change commits
@@ -31,23 +61,83 @@ pub enum WriteError<E> {
     Storage(#[from] StorageError),
 }
 
+/// Whether writes succeed, as the writer last saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriterState {
+    /// The last batch committed (or nothing was written yet).
+    Ok,
+    /// The last batch failed to commit (a full disk, an I/O error…) or the thread panicked.
+    Failing,
+    /// One batch has been running for longer than [`STALLED_AFTER`].
+    Stalled,
+    /// Writes are refused on purpose (a corrupt database); see `refused`.
+    Refusing,
+    /// The thread is gone: every write fails until the process restarts.
+    Stopped,
+}
+
+impl WriterState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WriterState::Ok => "ok",
+            WriterState::Failing => "failing",
+            WriterState::Stalled => "stalled",
+            WriterState::Refusing => "refusing",
+            WriterState::Stopped => "stopped",
+        }
+    }
+}
+
+/// A batch running longer than this makes the writer unhealthy.
+pub const STALLED_AFTER: Duration = Duration::from_secs(15);
+
+/// The writer's health: a snapshot from [`Writer::health`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriterHealth {
+    pub state: WriterState,
+    /// Batches that failed in a row (0 after a commit).
+    pub consecutive_failures: u64,
+    /// The error of the last failure of the current streak.
+    pub last_error: Option<String>,
+    /// Times the thread recovered from a panic since start.
+    pub restarts: u64,
+    /// Batches committed since start.
+    pub commits: u64,
+    /// Why writes are refused, when they are.
+    pub refused: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    consecutive_failures: u64,
+    last_error: Option<String>,
+    restarts: u64,
+    commits: u64,
+    busy_since: Option<Instant>,
+    refused: Option<Arc<str>>,
+}
+
 /// Handle to the writer thread. Cheap to clone.
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::Sender<Job>,
+    shared: Arc<Mutex<Shared>>,
 }
 
 impl Writer {
     pub(super) fn start(
         conn: Connection,
+        reopen: Reopen,
         max_batch: usize,
         docs: DocStore,
     ) -> Result<Self, StorageError> {
         let (tx, rx) = mpsc::channel::<Job>(max_batch * 4);
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let s = shared.clone();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || run(conn, docs, rx, max_batch))?;
-        Ok(Self { tx })
+            .spawn(move || supervise(conn, reopen, docs, rx, max_batch, &s))?;
+        Ok(Self { tx, shared })
     }
 
     /// Runs `work` in its own savepoint inside the next group-commit transaction and
@@ -59,13 +149,27 @@ impl Writer {
         F: FnOnce(&mut WriteTx<'_>) -> Result<T, E> + Send + 'static,
     {
         let (reply_tx, reply_rx) = oneshot::channel::<Result<T, WriteError<E>>>();
-        let job: Job = Box::new(move |tx: &mut WriteTx<'_>| {
+        let job: Job = Box::new(move |tx: Result<&mut WriteTx<'_>, Refusal>| {
+            let tx = match tx {
+                Ok(tx) => tx,
+                Err(refusal) => {
+                    let e = match refusal {
+                        Refusal::Begin(e) => StorageError::Sqlite(clone_err(&e)),
+                        Refusal::Refused(why) => StorageError::Refused(why.to_string()),
+                    };
+                    let _ = reply_tx.send(Err(WriteError::Storage(e)));
+                    return None;
+                }
+            };
             let result = in_savepoint(tx, work);
-            Box::new(move |commit: Result<(), Arc<rusqlite::Error>>| {
+            let done: Completion = Box::new(move |commit: Result<(), Arc<rusqlite::Error>>| {
                 let answer = match (commit, result) {
                     (_, Err(SavepointError::Work(e))) => Err(WriteError::Work(e)),
                     (_, Err(SavepointError::Sqlite(e))) => {
                         Err(WriteError::Storage(StorageError::Sqlite(e)))
+                    }
+                    (_, Err(SavepointError::Panicked)) => {
+                        Err(WriteError::Storage(StorageError::NotCommitted))
                     }
                     (Err(e), Ok(_)) => {
                         Err(WriteError::Storage(StorageError::Sqlite(clone_err(&e))))
@@ -73,13 +177,16 @@ impl Writer {
                     (Ok(()), Ok(v)) => Ok(v),
                 };
                 let _ = reply_tx.send(answer);
-            })
+            });
+            Some(done)
         });
         self.tx
             .send(job)
             .await
             .map_err(|_| StorageError::WriterGone)?;
-        reply_rx.await.map_err(|_| StorageError::WriterGone)?
+        // A dropped reply: the thread panicked with this job in its batch, which was
+        // rolled back.
+        reply_rx.await.map_err(|_| StorageError::NotCommitted)?
     }
 
     /// Like [`Writer::write`] for work whose error type is the storage error itself.
@@ -94,11 +201,63 @@ impl Writer {
             Err(WriteError::Storage(e)) => Err(e),
         }
     }
+
+    /// Whether writes are succeeding, from what the thread last saw.
+    pub fn health(&self) -> WriterHealth {
+        let s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        let state = if self.tx.is_closed() {
+            WriterState::Stopped
+        } else if s.refused.is_some() {
+            WriterState::Refusing
+        } else if s.busy_since.is_some_and(|t| t.elapsed() > STALLED_AFTER) {
+            WriterState::Stalled
+        } else if s.consecutive_failures > 0 {
+            WriterState::Failing
+        } else {
+            WriterState::Ok
+        };
+        WriterHealth {
+            state,
+            consecutive_failures: s.consecutive_failures,
+            last_error: s.last_error.clone(),
+            restarts: s.restarts,
+            commits: s.commits,
+            refused: s.refused.as_deref().map(str::to_string),
+        }
+    }
+
+    /// Writes one row of `writer_probe` through the writer and reports whether it
+    /// committed within `timeout`; the writer's health follows the outcome.
+    pub async fn probe(&self, timeout: Duration) -> Result<(), StorageError> {
+        let now_ms = jiff::Timestamp::now().as_millisecond();
+        let write = self.write_sql(move |c| {
+            c.execute(
+                "INSERT INTO writer_probe(id, at_ms) VALUES (1, ?1)
+                 ON CONFLICT(id) DO UPDATE SET at_ms = excluded.at_ms",
+                [now_ms],
+            )
+            .map(drop)
+        });
+        match tokio::time::timeout(timeout, write).await {
+            Ok(r) => r,
+            Err(_) => Err(StorageError::Timeout(timeout)),
+        }
+    }
+
+    /// From now on every write is answered with [`StorageError::Refused`] and `why`,
+    /// without touching the database (a corrupt file must not be written to).
+    pub fn refuse(&self, why: &str) {
+        self.shared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .refused = Some(why.into());
+    }
 }
 
 enum SavepointError<E> {
     Work(E),
     Sqlite(rusqlite::Error),
+    Panicked,
 }
 
 fn in_savepoint<T, E>(
@@ -109,15 +268,26 @@ fn in_savepoint<T, E>(
     // Cached statements: every request runs these two on the writer thread.
     let exec = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([]));
     exec("SAVEPOINT request").map_err(SavepointError::Sqlite)?;
-    match work(tx) {
-        Ok(v) => {
+    // A panicking job (a bug) rolls back alone, like a failing one: the rest of the
+    // batch commits and the thread goes on.
+    match std::panic::catch_unwind(AssertUnwindSafe(|| work(&mut *tx))) {
+        Ok(Ok(v)) => {
             exec("RELEASE request").map_err(SavepointError::Sqlite)?;
             Ok(v)
         }
-        Err(e) => {
+        Ok(Err(e)) => {
             conn.execute_batch("ROLLBACK TO request; RELEASE request")
                 .map_err(SavepointError::Sqlite)?;
             Err(SavepointError::Work(e))
+        }
+        Err(panic) => {
+            // What the job did to cached documents was rolled back with its rows.
+            tx.docs.clear_cache();
+            conn.execute_batch("ROLLBACK TO request; RELEASE request")
+                .map_err(SavepointError::Sqlite)?;
+            let message = panic_message(&*panic);
+            tracing::error!(panic = %message, "a write job panicked; it was rolled back alone");
+            Err(SavepointError::Panicked)
         }
     }
 }
@@ -129,7 +299,80 @@ fn clone_err(e: &rusqlite::Error) -> rusqlite::Error {
     )
 }
 
-fn run(mut conn: Connection, mut docs: DocStore, mut rx: mpsc::Receiver<Job>, max_batch: usize) {
+fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
+    shared.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs the commit loop; after a panic, starts it again on a fresh connection with the
+/// jobs still queued. Returns when every [`Writer`] is dropped.
+fn supervise(
+    mut conn: Connection,
+    mut reopen: Reopen,
+    mut docs: DocStore,
+    mut rx: mpsc::Receiver<Job>,
+    max_batch: usize,
+    shared: &Mutex<Shared>,
+) {
+    let mut panics_in_a_row: u32 = 0;
+    loop {
+        let commits_before = lock(shared).commits;
+        let ran = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            run(&mut conn, &mut docs, &mut rx, max_batch, shared)
+        }));
+        let Err(panic) = ran else {
+            tracing::debug!("storage writer stopped: all handles dropped");
+            return;
+        };
+        // Unwinding dropped the batch's transaction (rolled back) and its jobs' reply
+        // channels (each caller got `NotCommitted`).
+        let message = panic_message(&*panic);
+        docs.clear_cache();
+        match reopen() {
+            Ok(fresh) => conn = fresh,
+            Err(error) => {
+                tracing::error!(%error, "storage writer: cannot reopen its connection; keeping the old one");
+                if !conn.is_autocommit() {
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
+            }
+        }
+        {
+            let mut s = lock(shared);
+            s.restarts += 1;
+            s.consecutive_failures += 1;
+            s.last_error = Some(format!("the writer panicked: {message}"));
+            s.busy_since = None;
+            panics_in_a_row = if s.commits > commits_before {
+                1
+            } else {
+                panics_in_a_row.saturating_add(1)
+            };
+        }
+        tracing::error!(panic = %message, "storage writer panicked; its batch was rolled back and it restarted");
+        // A panic that repeats at once must not spin a core.
+        std::thread::sleep(Duration::from_millis(
+            (50 * u64::from(panics_in_a_row)).min(2000),
+        ));
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(no message)".into()
+    }
+}
+
+fn run(
+    conn: &mut Connection,
+    docs: &mut DocStore,
+    rx: &mut mpsc::Receiver<Job>,
+    max_batch: usize,
+    shared: &Mutex<Shared>,
+) {
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
@@ -139,19 +382,57 @@ fn run(mut conn: Connection, mut docs: DocStore, mut rx: mpsc::Receiver<Job>, ma
                 Err(_) => break,
             }
         }
-        commit_batch(&mut conn, &mut docs, &mut batch);
+        let refused = {
+            let mut s = lock(shared);
+            s.busy_since = Some(Instant::now());
+            s.refused.clone()
+        };
+        match refused {
+            Some(why) => {
+                lock(shared).busy_since = None;
+                for job in batch.drain(..) {
+                    job(Err(Refusal::Refused(why.clone())));
+                }
+            }
+            None => commit_batch(conn, docs, &mut batch, shared),
+        }
     }
-    tracing::debug!("storage writer stopped: all handles dropped");
 }
 
-fn commit_batch(conn: &mut Connection, docs: &mut DocStore, batch: &mut Vec<Job>) {
+/// Records a batch's outcome; called before its jobs are answered, so a caller that got
+/// its answer sees the health that goes with it.
+fn record(shared: &Mutex<Shared>, outcome: Result<(), &rusqlite::Error>) {
+    let mut s = lock(shared);
+    s.busy_since = None;
+    match outcome {
+        Ok(()) => {
+            s.commits += 1;
+            s.consecutive_failures = 0;
+            s.last_error = None;
+        }
+        Err(e) => {
+            s.consecutive_failures += 1;
+            s.last_error = Some(e.to_string());
+        }
+    }
+}
+
+/// Runs the batch's jobs in one transaction and commits it; answers every job.
+fn commit_batch(
+    conn: &mut Connection,
+    docs: &mut DocStore,
+    batch: &mut Vec<Job>,
+    shared: &Mutex<Shared>,
+) {
     let txn = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(t) => t,
         Err(e) => {
-            // The jobs never ran; dropping them drops their reply channels, so each
-            // caller gets `WriterGone` and nothing is claimed durable.
-            tracing::error!(error = %e, dropped = batch.len(), "cannot begin write transaction");
-            batch.clear();
+            tracing::error!(error = %e, refused = batch.len(), "cannot begin write transaction");
+            record(shared, Err(&e));
+            let e = Arc::new(e);
+            for job in batch.drain(..) {
+                job(Err(Refusal::Begin(e.clone())));
+            }
             return;
         }
     };
@@ -160,7 +441,7 @@ fn commit_batch(conn: &mut Connection, docs: &mut DocStore, batch: &mut Vec<Job>
             conn: &txn,
             docs: &mut *docs,
         };
-        batch.drain(..).map(|job| job(&mut tx)).collect()
+        batch.drain(..).filter_map(|job| job(Ok(&mut tx))).collect()
     };
     let committed = txn.commit().map_err(|e| {
         tracing::error!(error = %e, "group commit failed");
@@ -168,6 +449,7 @@ fn commit_batch(conn: &mut Connection, docs: &mut DocStore, batch: &mut Vec<Job>
         docs.clear_cache();
         Arc::new(e)
     });
+    record(shared, committed.as_ref().map(|_| ()).map_err(|e| &**e));
     for done in completions {
         done(committed.clone());
     }

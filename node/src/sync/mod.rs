@@ -45,7 +45,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::app::App;
+use crate::app::{App, numbering};
 use crate::devices::UplinkConnector;
 use crate::events::LiveEvent;
 use crate::storage::WriteTx;
@@ -84,6 +84,8 @@ pub enum SyncError {
     TooLong(usize),
     #[error("{BUDGET_SPENT}")]
     BudgetSpent,
+    #[error("{0}")]
+    App(#[from] crate::error::AppError),
 }
 
 /// The result of a session stopped or skipped by the modem's daily byte budget.
@@ -208,6 +210,10 @@ pub struct SessionRecord {
     pub skew_ms: Option<i64>,
     /// Documents received but not projected, with why.
     pub skipped: Vec<(String, String)>,
+    /// The hub showed this database to be an old copy; a new incarnation was started and
+    /// the next session should run at once (it repairs).
+    #[serde(skip)]
+    pub new_incarnation: bool,
 }
 
 impl SessionRecord {
@@ -326,6 +332,7 @@ pub async fn recent_sessions(app: &App, limit: u32) -> Result<Vec<SessionRecord>
             let rows = st.query_map([limit], |r| {
                 let skipped: String = r.get(13)?;
                 Ok(SessionRecord {
+                    new_incarnation: false,
                     session_id: r.get(14)?,
                     bulk_changes_up: r.get::<_, i64>(15)? as u64,
                     bulk_waiting: r.get::<_, i64>(16)? as u64,
@@ -485,6 +492,14 @@ pub async fn sync_once(app: &App, client: &mut HubClient, opts: &SyncOptions) ->
         })
         .await
         .unwrap_or_default();
+    let mut new_incarnation = false;
+    match &result {
+        Ok(report) if report.unrepaired.is_empty() => confirm_numbers(app, opts).await,
+        Err((SyncError::Client(ClientError::RestoredDatabase { acked, local_max }), _)) => {
+            new_incarnation = start_new_incarnation(app, opts, *acked, *local_max).await;
+        }
+        _ => {}
+    }
     let (result, report) = match result {
         Ok(report) => ("ok".to_string(), Some(report)),
         Err((e, report)) => {
@@ -511,6 +526,7 @@ pub async fn sync_once(app: &App, client: &mut HubClient, opts: &SyncOptions) ->
         result,
         skew_ms: report.as_ref().and_then(|r| r.skew_ms),
         skipped: tally.skipped,
+        new_incarnation,
     };
     if record.ok() {
         tracing::info!(
@@ -539,6 +555,60 @@ pub async fn sync_once(app: &App, client: &mut HubClient, opts: &SyncOptions) ->
         tracing::warn!("could not record the sync session");
     }
     record
+}
+
+/// After a session that ended well, everything the hub holds for the center is here: the
+/// numbering counters are raised to what those documents carry (once per incarnation).
+async fn confirm_numbers(app: &App, opts: &SyncOptions) {
+    let prefix = app.settings.receipt_prefix.to_ascii_uppercase();
+    let at = app.now();
+    let r = writer_job(
+        app,
+        opts.writer_timeout,
+        "confirming the numbers",
+        move |tx| {
+            let actor = tx.docs.actor().to_bytes().to_vec();
+            numbering::confirm(tx.conn, &actor, &prefix, at).map_err(SyncError::from)
+        },
+    )
+    .await;
+    if let Err(e) = r {
+        tracing::warn!(error = %e, "could not confirm the center's numbers after sync");
+    }
+}
+
+/// The hub acknowledged more of this database's changes than it holds: it is an old copy
+/// (restored from a backup). Mint a new incarnation (new actor id, cursors and repair
+/// epoch forgotten, numbers unconfirmed) so the next session repairs and nothing the old
+/// copy would mint collides with what the hub holds. Returns whether it was done.
+async fn start_new_incarnation(app: &App, opts: &SyncOptions, acked: u64, local_max: u64) -> bool {
+    let center = opts.center.to_string();
+    let at = app.now();
+    let r = writer_job(app, opts.writer_timeout, "starting a new incarnation", move |tx| {
+        let actor = doc_store::new_incarnation(tx.conn, &center, at.as_millisecond())
+            .map_err(|e| SyncError::Client(e.into()))?;
+        *tx.docs = doc_store::DocStore::new(actor, crate::storage::docs::DOC_CACHE);
+        let line = format!(
+            "the hub holds changes up to {acked} of this database, which holds up to {local_max}: it is an old copy; a new incarnation starts and the next sync repairs"
+        );
+        crate::app::node_log(tx.conn, at, "warn", "sync", &line).map_err(SyncError::from)?;
+        Ok(())
+    })
+    .await;
+    match r {
+        Ok(()) => {
+            tracing::warn!(
+                acked,
+                local_max,
+                "restored database detected: new incarnation"
+            );
+            true
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not start a new incarnation of a restored database");
+            false
+        }
+    }
 }
 
 type SessionResult = Result<
@@ -767,6 +837,8 @@ pub fn start(
         opts.connect_timeout,
     ));
     let client = HubClient::new(tls, connector, opts.target.clone(), opts.client);
+    // No number before the first session has said where the center's numbers stand.
+    app.set_numbering_gate(numbering::Gate::FirstSession);
     tracker.spawn(run(app.clone(), client, opts, shutdown.clone()));
     Ok(())
 }
@@ -802,8 +874,14 @@ pub async fn run(app: App, mut client: HubClient, opts: SyncOptions, shutdown: C
             panel.last_error = Some(record.result.clone());
             panel.last_error_at = Some(record.ended_at.clone());
         }
+        let again = record.new_incarnation;
         panel.last_session = Some(record);
         publish_panel(&app, &panel, budget).await;
+        if again {
+            // The repair of the new incarnation runs now; numbers wait for it.
+            continue;
+        }
+        app.set_numbering_gate(numbering::Gate::Open);
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(opts.interval) => {}

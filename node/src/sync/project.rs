@@ -6,8 +6,9 @@
 //! document state without its rows, nor rows of a state the documents don't have.
 //!
 //! Guarantees: a case's rows (`cases`, `case_events`) are rebuilt wholly from the
-//! document, status and conflict from `model::case::derive`; a citizen's row from its
-//! flat fields; a staff document of *this* center replaces the account's roles, active
+//! document, status and conflict from `model::case::derive`, and its citizen as at
+//! intake when the document recorded one; a citizen's row from its flat fields and its
+//! edit history (`citizen_edits`) from its `edit:` entries; a staff document of *this* center replaces the account's roles, active
 //! flag and permissions (so a revocation at the hub takes effect here), and an account
 //! the hub created gets an unusable password hash until an admin sets one. A document
 //! that cannot be read is skipped and named in the outcome, never fatal: one bad
@@ -93,7 +94,7 @@ pub fn project(
                 None => skip(&mut out, "document missing".into()),
             },
             DocKind::Citizen => match docs.read(conn, id, sync_docs::read_citizen)? {
-                Some(Ok(view)) => match project_citizen(conn, &view.input, now)? {
+                Some(Ok(view)) => match project_citizen(conn, &view, now)? {
                     Ok(()) => out.citizens += 1,
                     Err(why) => skip(&mut out, why),
                 },
@@ -171,12 +172,13 @@ fn project_case(
     });
     let status = key(&view.derived.status)?;
     conn.execute(
-        "INSERT INTO cases(case_no, national_id, service_code, authority, fields, delivery, fee, fee_total, status, conflict, payment, target_at, created_by, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+        "INSERT INTO cases(case_no, national_id, service_code, authority, fields, delivery, fee, fee_total, status, conflict, payment, target_at, created_by, created_at, updated_at, citizen)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
          ON CONFLICT(case_no) DO UPDATE SET national_id = excluded.national_id, service_code = excluded.service_code,
            authority = excluded.authority, fields = excluded.fields, delivery = excluded.delivery, fee = excluded.fee,
            fee_total = excluded.fee_total, status = excluded.status, conflict = excluded.conflict,
-           payment = excluded.payment, updated_at = excluded.updated_at",
+           payment = excluded.payment, updated_at = excluded.updated_at,
+           citizen = coalesce(excluded.citizen, cases.citizen)",
         params![
             view.case_no.as_str(),
             view.citizen.as_str(),
@@ -187,12 +189,13 @@ fn project_case(
             serde_json::to_string(&fee)?,
             fee.total.piastres(),
             status,
-            view.derived.conflict.as_ref().map(serde_json::to_string).transpose()?,
+            stored_conflict(view)?,
             view.derived.payment.as_ref().map(serde_json::to_string).transpose()?,
             target_at.to_string(),
             first.actor,
             created_at.to_string(),
             updated_at.to_string(),
+            view.citizen_profile.as_ref().map(serde_json::to_string).transpose()?,
         ],
     )?;
     conn.execute(
@@ -203,6 +206,21 @@ fn project_case(
         insert_event(conn, view.case_no.as_str(), idx, ev)?;
     }
     Ok(Ok(status))
+}
+
+/// The `conflict` column of a case: its derived conflict, and for two cases created under
+/// one number, the other cases whole (`twins`), so they stay readable here.
+fn stored_conflict(view: &CaseView) -> Result<Option<String>, ProjectError> {
+    let Some(c) = &view.derived.conflict else {
+        return Ok(None);
+    };
+    let mut v = serde_json::to_value(c)?;
+    if !view.twins.is_empty()
+        && let serde_json::Value::Object(m) = &mut v
+    {
+        m.insert("twins".into(), serde_json::to_value(&view.twins)?);
+    }
+    Ok(Some(serde_json::to_string(&v)?))
 }
 
 fn insert_event(
@@ -228,9 +246,10 @@ fn insert_event(
 
 fn project_citizen(
     conn: &Connection,
-    c: &markaz_sync::model::citizen::CitizenInput,
+    view: &sync_docs::CitizenView,
     now: jiff::Timestamp,
 ) -> Result<Result<(), String>, ProjectError> {
+    let c = &view.input;
     if c.national_id.is_empty() {
         return Ok(Err("citizen without national id".into()));
     }
@@ -253,6 +272,10 @@ fn project_citizen(
             now.to_string()
         ],
     )?;
+    // Edits are only ever added; rows already here stay.
+    for e in &view.edits {
+        crate::app::citizens::insert_edit(conn, &c.national_id, e)?;
+    }
     Ok(Ok(()))
 }
 

@@ -167,6 +167,11 @@ fn case_context(web: &Web, lang: Lang, case: &CaseView) -> Value {
         case_no => &case.case_no,
         national_id => &case.national_id,
         citizen_name => &case.citizen_name,
+        citizen => case.citizen.as_ref().map(|p| context! {
+            father_name => &p.father_name,
+            mother_name => &p.mother_name,
+            birth_date => p.birth_date.to_string(),
+        }),
         service => if lang == Lang::Ar { &case.service_name_ar } else { &case.service_name_en },
         service_name_ar => &case.service_name_ar,
         service_name_en => &case.service_name_en,

@@ -63,11 +63,16 @@ pub async fn display(
         .iter()
         .map(|(c, n)| context! { counter => c, number => n })
         .collect();
-    let clock = web.app.local_now().strftime("%H:%M").to_string();
+    let now = web.app.local_now();
+    let clock = now.strftime("%H:%M").to_string();
     let ctx = context! {
         calls => list,
         latest => latest.first().map(|(c, n)| context! { counter => c, number => n }),
         clock => clock,
+        // The script keeps the clock in the center's time zone, on the server's clock.
+        tz => web.app.settings.timezone.iana_name().unwrap_or(""),
+        utc_offset_min => now.offset().seconds() / 60,
+        now_ms => now.timestamp().as_millisecond(),
         ..base_context(&web, lang, &visit.path, None)
     };
     match render::render("display.html", ctx) {

@@ -42,8 +42,14 @@ fn login_page(
     terminal: &str,
     error: Option<String>,
 ) -> Response {
+    // A damaged database refuses writes, logins included: say so to whoever tries.
+    let storage_damaged = matches!(
+        web.app.db.integrity.get(),
+        crate::storage::integrity::Integrity::Corrupt { .. }
+    );
     let ctx = context! {
         next => next, username => username, terminal => terminal, error => error,
+        storage_damaged => storage_damaged,
         ..base_context(web, visit.lang, &visit.path, None)
     };
     match render::render("login.html", ctx) {

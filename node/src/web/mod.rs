@@ -10,6 +10,7 @@
 
 pub mod assets;
 mod cases;
+mod citizens;
 mod desk;
 mod display;
 pub mod i18n;
@@ -58,6 +59,12 @@ pub fn router_with(app: App, options: WebOptions) -> Router {
         .route("/reception", get(reception::show))
         .route("/reception/citizens", post(reception::register))
         .route("/reception/tickets", post(reception::issue))
+        .route("/citizens/duplicates", get(citizens::duplicates))
+        .route("/citizens/{nid}", get(citizens::show))
+        .route(
+            "/citizens/{nid}/edit",
+            get(citizens::edit_form).post(citizens::edit),
+        )
         .route("/tickets/{id}/print", get(display::ticket_print))
         .route("/desk", get(desk::show))
         .route("/desk/case", get(desk::intake).post(desk::create))
@@ -112,6 +119,9 @@ mod tests {
         keys.extend(
             [
                 "citizen_saved",
+                "citizen_exists",
+                "citizen_updated",
+                "citizen_unchanged",
                 "called",
                 "queue_empty",
                 "recalled",

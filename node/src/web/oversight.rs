@@ -239,6 +239,8 @@ pub async fn technician(State(web): State<Web>, staff: Staff) -> Result<Response
     let a = &staff.actor;
     let err = |e| PageError::app(e, lang);
     let snap = app.status.snapshot();
+    let storage = crate::api::integrity_json(app);
+    let storage_damaged = storage["state"] == "corrupt";
     let events = app.node_events(a, 100, false).await.map_err(err)?;
     let errors = app.node_events(a, 20, true).await.map_err(err)?;
     let audit = match app.audit_log(a, 100).await {
@@ -257,7 +259,9 @@ pub async fn technician(State(web): State<Web>, staff: Staff) -> Result<Response
                 context! { id => "modem", data => panel(&snap.modem) },
                 context! { id => "power", data => panel(&snap.power) },
                 context! { id => "sync", data => panel(&snap.sync) },
+                context! { id => "storage", data => panel(&PanelView::Live { data: storage }) },
             ],
+            storage_damaged => storage_damaged,
             events => log_rows(&web, &events),
             errors => log_rows(&web, &errors),
             audit => audit,

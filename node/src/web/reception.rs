@@ -8,10 +8,11 @@ use axum::response::{IntoResponse, Redirect, Response};
 use minijinja::{Value, context};
 use serde::Deserialize;
 
-use markaz_sync::model::citizen::CitizenInput;
+use markaz_sync::model::citizen::{CitizenInput, birth_date_from_parts};
 use markaz_sync::model::staff::Capability;
 
 use super::session::{PageError, Staff, Web, field_errors, flash, local_hhmm, page};
+use crate::app::citizens::Registered;
 use crate::app::queue::IssueTicket;
 use crate::error::AppError;
 
@@ -40,8 +41,13 @@ pub struct CitizenForm {
     father_name: String,
     #[serde(default)]
     mother_name: String,
+    /// The birth date in three fields, never one text a browser may read month-first.
     #[serde(default)]
-    birth_date: String,
+    birth_day: String,
+    #[serde(default)]
+    birth_month: String,
+    #[serde(default)]
+    birth_year: String,
     #[serde(default)]
     birth_place: String,
     #[serde(default)]
@@ -151,7 +157,8 @@ pub async fn show(
     render_reception(&web, &staff, StatusCode::OK, &q, Shown::default()).await
 }
 
-/// `POST /reception/citizens`: registers (or updates) a citizen profile.
+/// `POST /reception/citizens`: registers a citizen. A national id already registered
+/// leads to the existing profile (never overwritten; changing it is an explicit edit).
 pub async fn register(
     State(web): State<Web>,
     staff: Staff,
@@ -159,20 +166,39 @@ pub async fn register(
 ) -> Result<Response, PageError> {
     staff.check_csrf(&f.csrf)?;
     let lang = staff.lang();
+    let birth_date = birth_date_from_parts(&f.birth_day, &f.birth_month, &f.birth_year);
     let input = CitizenInput {
         national_id: f.national_id.clone(),
         full_name: f.full_name.clone(),
         father_name: f.father_name.clone(),
         mother_name: f.mother_name.clone(),
-        birth_date: f.birth_date.clone(),
+        // A date that does not compose is left out: the profile's parse refuses it and
+        // the parts' own error replaces "required" below.
+        birth_date: birth_date.clone().unwrap_or_default(),
         birth_place: f.birth_place.clone(),
         phone: f.phone_new.clone(),
         address: f.address.clone(),
     };
-    match web.app.save_citizen(&staff.actor, input).await {
-        Ok((c, _created)) => {
+    let known = input
+        .national_id
+        .trim()
+        .parse::<markaz_sync::model::ids::NationalId>();
+    match web.app.register_citizen(&staff.actor, input).await {
+        Ok(Registered::Created(c)) => {
             let nid = c.profile.national_id.to_string();
             Ok(Redirect::to(&format!("/reception?nid={nid}&done=citizen_saved")).into_response())
+        }
+        Ok(Registered::Existing(c)) => Ok(Redirect::to(&format!(
+            "/citizens/{}?done=citizen_exists",
+            c.profile.national_id
+        ))
+        .into_response()),
+        Err(AppError::Conflict {
+            code: "citizen_exists",
+            ..
+        }) if known.is_ok() => {
+            let nid = known.map(|n| n.to_string()).unwrap_or_default();
+            Ok(Redirect::to(&format!("/citizens/{nid}?done=citizen_exists")).into_response())
         }
         Err(AppError::Invalid(errs)) => {
             // The form names the phone `phone_new` (the search form has `phone`).
@@ -182,7 +208,10 @@ pub async fn register(
                     if e.field == "phone" {
                         e.field = "phone_new".into();
                     }
-                    e
+                    match (&birth_date, e.field.as_str()) {
+                        (Err(parts), "birth_date") => parts.clone(),
+                        _ => e,
+                    }
                 })
                 .collect();
             let mut shown_form = f.clone();

@@ -29,6 +29,12 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     ("receipt.html", include_str!("templates/receipt.html")),
     ("supervisor.html", include_str!("templates/supervisor.html")),
     ("technician.html", include_str!("templates/technician.html")),
+    ("citizen.html", include_str!("templates/citizen.html")),
+    (
+        "citizen_edit.html",
+        include_str!("templates/citizen_edit.html"),
+    ),
+    ("duplicates.html", include_str!("templates/duplicates.html")),
 ];
 
 fn environment() -> &'static Environment<'static> {

@@ -61,6 +61,11 @@ pub const MENU: &[MenuEntry] = &[
         cap: Capability::ViewReports,
     },
     MenuEntry {
+        href: "/citizens/duplicates",
+        key: "nav.duplicates",
+        cap: Capability::ViewReports,
+    },
+    MenuEntry {
         href: "/technician",
         key: "nav.technician",
         cap: Capability::ViewTechnical,
@@ -215,7 +220,10 @@ pub fn base_context(web: &Web, lang: Lang, path: &str, staff: Option<&Staff>) ->
         lang => lang.code(),
         dir => lang.dir(),
         other_lang => lang.other().code(),
-        digits => digits_code(web),
+        digits => match lang {
+            Lang::En => "western",
+            Lang::Ar => digits_code(web),
+        },
         center_name => center_name,
         user => user,
         menu => menu,
@@ -429,7 +437,26 @@ pub fn form_error(field: &str, code: &str, key: &str) -> markaz_sync::model::cat
     )
 }
 
-pub use markaz_web::http::{safe_back, urlencode};
+pub use markaz_web::http::urlencode;
+
+/// The first path segments of this node's pages: the only places a redirect after login
+/// or a "back" link may lead to.
+pub const OWN_PAGES: &[&str] = &[
+    "reception",
+    "desk",
+    "cases",
+    "supervisor",
+    "technician",
+    "display",
+    "tickets",
+    "citizens",
+];
+
+/// A path a form may send us back to: `/` or a path of one of [`OWN_PAGES`], else `/`
+/// (the rules are the shared [`markaz_web::http::safe_back`]'s).
+pub fn safe_back(back: &str) -> &str {
+    markaz_web::http::safe_back(back, OWN_PAGES)
+}
 
 /// `HH:MM` of a stored timestamp in the center's time zone ("" if it does not parse).
 pub fn local_hhmm(app: &App, ts: &str) -> String {
@@ -451,4 +478,61 @@ pub fn local_datetime(app: &App, ts: &str) -> String {
                 .to_string()
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn back_links_stay_on_this_node() {
+        assert_eq!(safe_back("/desk?counter=2"), "/desk?counter=2");
+        assert_eq!(safe_back("//evil.example/"), "/");
+        assert_eq!(safe_back("https://evil.example/"), "/");
+        assert_eq!(safe_back("/\\evil"), "/");
+        assert_eq!(
+            safe_back("/cases/MID-2026-000001"),
+            "/cases/MID-2026-000001"
+        );
+        assert_eq!(safe_back("/"), "/");
+        // What a browser would turn into another site, or a path that is no page of ours.
+        for bad in [
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/\r/evil.example",
+            "/ /evil.example",
+            "/%09/evil.example",
+            "/%2F/evil.example",
+            "/desk//evil.example",
+            "/desk/../../evil",
+            "/evil.example",
+            "evil.example",
+            "/desk\\@evil.example",
+            "",
+        ] {
+            assert_eq!(safe_back(bad), "/", "{bad:?}");
+        }
+        assert_eq!(urlencode("/cases?q=a b"), "/cases%3Fq%3Da%20b");
+    }
+}
+
+#[cfg(test)]
+mod own_pages_tests {
+    use super::{OWN_PAGES, safe_back};
+
+    /// Every page the router serves (but the login flow and assets) is one a "back" link
+    /// may return to: a page missing from [`OWN_PAGES`] sends the clerk home instead
+    /// (the citizen profile did, after switching the language on it).
+    #[test]
+    fn every_page_route_is_an_own_page() {
+        let router = include_str!("mod.rs");
+        for route in router.split(".route(\"/").skip(1) {
+            let first = route.split(['/', '"', '{']).next().unwrap_or_default();
+            if ["", "login", "logout", "lang", "assets"].contains(&first) {
+                continue;
+            }
+            assert!(OWN_PAGES.contains(&first), "/{first} is not in OWN_PAGES");
+            assert_eq!(safe_back(&format!("/{first}")), format!("/{first}"));
+        }
+    }
 }

@@ -517,7 +517,27 @@ pub struct Conflict {
 }
 
 impl Conflict {
+    /// Two independent creations under one document id (two different cases given the
+    /// same number): `applied` and `contested` are both `Created` events.
+    pub fn double_creation(first: CaseEvent, second: CaseEvent) -> Conflict {
+        Conflict {
+            applied: first,
+            contested: second,
+        }
+    }
+
+    /// Whether this is a [`Conflict::double_creation`].
+    pub fn is_double_creation(&self) -> bool {
+        self.applied.kind == CaseEventKind::Created && self.contested.kind == CaseEventKind::Created
+    }
+
     pub fn message_en(&self) -> String {
+        if self.is_double_creation() {
+            return format!(
+                "Two different cases carry this number: one created by {} at {}, one by {} at {}. Both are kept; a supervisor must check them.",
+                self.applied.actor, self.applied.at, self.contested.actor, self.contested.at
+            );
+        }
         format!(
             "Conflicting records: {} by {} and {} by {}. A supervisor must check this case.",
             self.applied.kind.name(),
@@ -528,6 +548,12 @@ impl Conflict {
     }
 
     pub fn message_ar(&self) -> String {
+        if self.is_double_creation() {
+            return format!(
+                "معاملتان مختلفتان تحملان هذا الرقم: الأولى أنشأها {} في {}، والثانية {} في {}. حُفظت الاثنتان؛ يجب أن يراجعهما المشرف.",
+                self.applied.actor, self.applied.at, self.contested.actor, self.contested.at
+            );
+        }
         format!(
             "سجلات متعارضة: {} من قبل {} و{} من قبل {}. يجب أن يراجع المشرف هذه المعاملة.",
             self.applied.kind.name(),

@@ -4,7 +4,14 @@
 //! [`CitizenInput`] is what a form or JSON body sends (raw strings); [`CitizenInput::parse`]
 //! turns it into a [`CitizenProfile`] or reports every bad field at once. The profile's
 //! fields are flat scalars, so two centers editing different fields concurrently both win.
+//!
+//! A profile is registered once; a change is an explicit edit, recorded as a
+//! [`CitizenEdit`] (who, when, each field's old and new value, from
+//! [`CitizenInput::changes_to`]). [`CitizenProfile::likely_same_person`] is the rule that
+//! flags likely duplicates: the same name (compared by [`name_key`]) and birth date under
+//! different national ids.
 
+use jiff::Timestamp;
 use jiff::civil::{Date, date};
 use serde::{Deserialize, Serialize};
 
@@ -139,14 +146,9 @@ impl CitizenInput {
                 errors.push(FieldError::required("birth_date"));
                 None
             }
-            raw => match raw.parse::<Date>() {
-                Err(_) => {
-                    errors.push(FieldError::new(
-                        "birth_date",
-                        "bad_date",
-                        "a date like 1980-03-21",
-                        "تاريخ بالشكل 1980-03-21",
-                    ));
+            raw => match parse_iso_date(raw) {
+                Err(e) => {
+                    errors.push(e);
                     None
                 }
                 Ok(d) if d < EARLIEST_BIRTH => {
@@ -199,6 +201,194 @@ impl CitizenInput {
             }),
             _ => Err(errors),
         }
+    }
+}
+
+/// A date in the one documented text form, `YYYY-MM-DD` (ISO 8601). `15/03/1985` or
+/// `03/15/1985` is refused as ambiguous rather than guessed: day-first and month-first
+/// readings differ, and a guess is how 15/03/1985 once became 1985-12-03.
+fn parse_iso_date(raw: &str) -> Result<Date, FieldError> {
+    let is_iso = raw.len() == 10
+        && raw.char_indices().all(|(i, c)| {
+            if i == 4 || i == 7 {
+                c == '-'
+            } else {
+                c.is_ascii_digit()
+            }
+        });
+    if is_iso && let Ok(d) = raw.parse::<Date>() {
+        return Ok(d);
+    }
+    if is_iso {
+        return Err(FieldError::new(
+            "birth_date",
+            "no_such_date",
+            "there is no such day in that month",
+            "لا يوجد هذا اليوم في ذلك الشهر",
+        ));
+    }
+    let parts: Vec<&str> = raw.split(['/', '-', '.', ' ']).collect();
+    if parts.len() == 3
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+    {
+        return Err(FieldError::new(
+            "birth_date",
+            "ambiguous_date",
+            "write the date as year-month-day, e.g. 1985-03-15 (a date like 15/03/1985 can be read two ways)",
+            "اكتب التاريخ بالشكل سنة-شهر-يوم، مثل 1985-03-15 (التاريخ مثل 15/03/1985 يُقرأ بطريقتين)",
+        ));
+    }
+    Err(FieldError::new(
+        "birth_date",
+        "bad_date",
+        "a date like 1980-03-21 (year-month-day)",
+        "تاريخ بالشكل 1980-03-21 (سنة-شهر-يوم)",
+    ))
+}
+
+/// A birth date typed in three fields — day, month, year — as the pages ask for it, as
+/// the `YYYY-MM-DD` text [`CitizenInput::birth_date`] holds. Digits may be
+/// Arabic-Indic. All three empty gives an empty text (the profile's parse then reports
+/// the date as required); a part out of range is refused naming that part, so a day
+/// typed as the month is caught, never swapped.
+pub fn birth_date_from_parts(day: &str, month: &str, year: &str) -> Result<String, FieldError> {
+    let (day, month, year) = (
+        normalize_digits(day),
+        normalize_digits(month),
+        normalize_digits(year),
+    );
+    if day.is_empty() && month.is_empty() && year.is_empty() {
+        return Ok(String::new());
+    }
+    let err = |code: &str, en: &str, ar: &str| Err(FieldError::new("birth_date", code, en, ar));
+    if day.is_empty() || month.is_empty() || year.is_empty() {
+        return err(
+            "incomplete_date",
+            "give the day, the month and the year",
+            "أدخل اليوم والشهر والسنة",
+        );
+    }
+    let number = |s: &str| -> Option<u32> {
+        (s.len() <= 4 && s.chars().all(|c| c.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    let (Some(d), Some(m), Some(y)) = (number(&day), number(&month), number(&year)) else {
+        return err(
+            "bad_date",
+            "the day, month and year are numbers",
+            "اليوم والشهر والسنة أرقام",
+        );
+    };
+    if !(1..=12).contains(&m) {
+        return err("bad_month", "the month is 1 to 12", "الشهر من 1 إلى 12");
+    }
+    if !(1..=31).contains(&d) {
+        return err("bad_day", "the day is 1 to 31", "اليوم من 1 إلى 31");
+    }
+    if year.len() != 4 {
+        return err(
+            "bad_year",
+            "the year has four digits, e.g. 1985",
+            "السنة أربعة أرقام، مثل 1985",
+        );
+    }
+    Ok(format!("{y:04}-{m:02}-{d:02}"))
+}
+
+/// The profile's fields, in the order forms and documents list them.
+pub const FIELDS: [&str; 8] = [
+    "national_id",
+    "full_name",
+    "father_name",
+    "mother_name",
+    "birth_date",
+    "birth_place",
+    "phone",
+    "address",
+];
+
+/// One field of a profile edit: its value before and after.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldChange {
+    pub field: String,
+    pub old: String,
+    pub new: String,
+}
+
+/// An explicit change of a profile: who made it, when, where, and what changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CitizenEdit {
+    pub at: Timestamp,
+    /// Hybrid logical clock stamp: orders edits and keys them in the document.
+    pub hlc: String,
+    /// Username of who made the edit.
+    pub actor: String,
+    /// Their full name at the time (pages show people, not usernames).
+    pub actor_name: String,
+    /// The desk / terminal it was made at.
+    pub desk: Option<String>,
+    pub changes: Vec<FieldChange>,
+}
+
+impl CitizenInput {
+    /// The values in [`FIELDS`] order.
+    pub fn values(&self) -> [&str; 8] {
+        [
+            &self.national_id,
+            &self.full_name,
+            &self.father_name,
+            &self.mother_name,
+            &self.birth_date,
+            &self.birth_place,
+            &self.phone,
+            &self.address,
+        ]
+    }
+
+    /// The fields whose value differs in `new`, with both values; empty when nothing
+    /// changed.
+    pub fn changes_to(&self, new: &CitizenInput) -> Vec<FieldChange> {
+        FIELDS
+            .iter()
+            .zip(self.values().into_iter().zip(new.values()))
+            .filter(|(_, (old, new))| old != new)
+            .map(|(field, (old, new))| FieldChange {
+                field: field.to_string(),
+                old: old.to_string(),
+                new: new.to_string(),
+            })
+            .collect()
+    }
+}
+
+/// A name as compared when looking for duplicates: the spelling variants clerks type
+/// for the same name (hamza forms of alef, alef maqsura, teh marbuta, harakat, tatweel,
+/// hyphens and spacing) folded to one form.
+pub fn name_key(name: &str) -> String {
+    let folded: String = name
+        .chars()
+        .filter(|c| !matches!(c, '\u{0640}' | '\u{064B}'..='\u{0652}'))
+        .map(|c| match c {
+            'أ' | 'إ' | 'آ' | 'ٱ' => 'ا',
+            'ى' => 'ي',
+            'ة' => 'ه',
+            '-' => ' ',
+            c => c,
+        })
+        .collect();
+    squash(&folded)
+}
+
+impl CitizenProfile {
+    /// Likely the same person registered twice: another national id with the same
+    /// birth date and the same name (by [`name_key`]).
+    pub fn likely_same_person(&self, other: &CitizenProfile) -> bool {
+        self.national_id != other.national_id
+            && self.birth_date == other.birth_date
+            && name_key(&self.full_name) == name_key(&other.full_name)
     }
 }
 
@@ -299,7 +489,7 @@ mod tests {
         }
         .parse()
         .unwrap_err();
-        assert_eq!(errs[0].code, "bad_date");
+        assert_eq!(errs[0].code, "ambiguous_date");
     }
 
     mod props {
@@ -331,6 +521,109 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn changes_name_each_field_with_old_and_new_value() {
+        let old = CitizenInput::from(&good().parse().unwrap());
+        assert!(old.changes_to(&old).is_empty());
+        let new = CitizenInput {
+            full_name: "سامر محمد الحلبي الجديد".into(),
+            phone: String::new(),
+            ..old.clone()
+        };
+        let changes = old.changes_to(&new);
+        assert_eq!(
+            changes,
+            [
+                FieldChange {
+                    field: "full_name".into(),
+                    old: "سامر محمد الحلبي".into(),
+                    new: "سامر محمد الحلبي الجديد".into(),
+                },
+                FieldChange {
+                    field: "phone".into(),
+                    old: "+963944123456".into(),
+                    new: String::new(),
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn likely_duplicates_fold_spelling_variants() {
+        let a = good().parse().unwrap();
+        let b = CitizenInput {
+            national_id: "02020304050".into(),
+            full_name: "سامر  محمّد الحلبى".into(),
+            ..good()
+        }
+        .parse()
+        .unwrap();
+        assert!(
+            a.likely_same_person(&b),
+            "{} / {}",
+            a.full_name,
+            b.full_name
+        );
+        assert!(!a.likely_same_person(&a), "the same id is not a duplicate");
+        let other_day = CitizenProfile {
+            birth_date: date(1985, 4, 13),
+            ..b.clone()
+        };
+        assert!(!a.likely_same_person(&other_day));
+        let other_name = CitizenProfile {
+            full_name: "سامر أحمد الحلبي".into(),
+            ..b
+        };
+        assert!(!a.likely_same_person(&other_name));
+        assert_eq!(name_key("أحمد إبراهيم"), name_key("احمد ابراهيم"));
+        assert_eq!(name_key("فاطمة"), name_key("فاطمه"));
+    }
+
+    #[test]
+    fn dates_are_iso_or_refused_never_guessed() {
+        let with = |birth_date: &str| CitizenInput {
+            birth_date: birth_date.into(),
+            ..good()
+        };
+        let code = |birth_date: &str| with(birth_date).parse().unwrap_err()[0].code.clone();
+        assert_eq!(
+            with("١٩٨٥-٠٣-١٥").parse().unwrap().birth_date,
+            date(1985, 3, 15)
+        );
+        assert_eq!(code("15/03/1985"), "ambiguous_date");
+        assert_eq!(code("03/15/1985"), "ambiguous_date");
+        assert_eq!(code("15-03-1985"), "ambiguous_date");
+        assert_eq!(code("1985-02-30"), "no_such_date");
+        assert_eq!(code("1985-3-15"), "ambiguous_date");
+        assert_eq!(code("yesterday"), "bad_date");
+    }
+
+    #[test]
+    fn birth_date_from_three_fields() {
+        assert_eq!(
+            birth_date_from_parts("15", "3", "1985").unwrap(),
+            "1985-03-15"
+        );
+        assert_eq!(
+            birth_date_from_parts("١٥", "٠٣", "١٩٨٥").unwrap(),
+            "1985-03-15"
+        );
+        assert_eq!(birth_date_from_parts(" ", "", "").unwrap(), "");
+        let code = |d: &str, m: &str, y: &str| birth_date_from_parts(d, m, y).unwrap_err().code;
+        // The day typed where the month goes is refused, not swapped.
+        assert_eq!(code("03", "15", "1985"), "bad_month");
+        assert_eq!(code("32", "1", "1985"), "bad_day");
+        assert_eq!(code("1", "1", "85"), "bad_year");
+        assert_eq!(code("1", "", "1985"), "incomplete_date");
+        assert_eq!(code("1a", "1", "1985"), "bad_date");
+        // A day the month does not have is refused by the profile's parse.
+        let input = CitizenInput {
+            birth_date: birth_date_from_parts("31", "2", "1985").unwrap(),
+            ..good()
+        };
+        assert_eq!(input.parse().unwrap_err()[0].code, "no_such_date");
     }
 
     #[test]

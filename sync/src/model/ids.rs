@@ -221,9 +221,60 @@ pub fn parse_prefix(prefix: &str) -> Result<String, IdError> {
     }
 }
 
+/// A numbering series: one uppercase ASCII letter written before the sequence digits of
+/// a case or receipt number (`MID-2026-B000001`, `MID-R-B000001`). A center's main series
+/// has no letter (`MID-2026-000001`). A node whose database cannot yet know where the
+/// main series stands (a replacement box started while the hub is unreachable) numbers
+/// in a series of its own, so what it hands out cannot collide with what the lost
+/// database handed out (see `docs/PROTOCOL.md`, "Numbers a citizen holds").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Series(u8);
+
+impl Series {
+    /// The letters a node picks a series from: A (read as the main series by people),
+    /// I and O (read as digits) and R (the receipt marker) are left out.
+    pub const LETTERS: &'static [u8] = b"BCDEFGHJKLMNPQSTUVWXYZ";
+
+    /// The series of `letter` (any ASCII letter, read uppercase).
+    pub fn new(letter: char) -> Result<Series, IdError> {
+        if letter.is_ascii_alphabetic() {
+            Ok(Series(letter.to_ascii_uppercase() as u8))
+        } else {
+            Err(IdError::BadFormat {
+                what: "number series",
+                expected: "one letter A-Z",
+            })
+        }
+    }
+
+    /// The series' letter.
+    pub fn letter(self) -> char {
+        char::from(self.0)
+    }
+}
+
+impl fmt::Display for Series {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.letter())
+    }
+}
+
+/// Splits the sequence part of a number into its series letter and its digits.
+fn split_series(part: &str) -> (Option<Series>, &str) {
+    match part.as_bytes().first() {
+        Some(b) if b.is_ascii_uppercase() => (Series::new(char::from(*b)).ok(), &part[1..]),
+        _ => (None, part),
+    }
+}
+
+fn series_text(series: Option<Series>) -> String {
+    series.map(|s| s.letter().to_string()).unwrap_or_default()
+}
+
 /// A case number, unique without coordination: `<PREFIX>-<YYYY>-<seq 6 digits>`, e.g.
-/// `MID-2026-000123`. Each center numbers its own cases under its prefix; the portal uses
-/// [`PORTAL_PREFIX`].
+/// `MID-2026-000123`, or `<PREFIX>-<YYYY>-<series letter><seq 6 digits>` in a [`Series`]
+/// other than the main one (`MID-2026-B000001`). Each center numbers its own cases under
+/// its prefix; the portal uses [`PORTAL_PREFIX`].
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct CaseNo(String);
@@ -233,8 +284,19 @@ impl CaseNo {
     /// Highest sequence a center can use in one year.
     pub const MAX_SEQ: u32 = 999_999;
 
-    /// Builds `PREFIX-YEAR-SEQ`; `seq` must be 1..=999999, `year` 2000..=9999.
+    /// Builds `PREFIX-YEAR-SEQ` in the main series; `seq` must be 1..=999999, `year`
+    /// 2000..=9999.
     pub fn new(prefix: &str, year: i16, seq: u32) -> Result<CaseNo, IdError> {
+        CaseNo::in_series(prefix, year, None, seq)
+    }
+
+    /// Builds `PREFIX-YEAR-[S]SEQ` in `series` (`None`: the main series).
+    pub fn in_series(
+        prefix: &str,
+        year: i16,
+        series: Option<Series>,
+        seq: u32,
+    ) -> Result<CaseNo, IdError> {
         const WHAT: &str = "case number";
         let prefix = parse_prefix(prefix)?;
         if !(2000..=9999).contains(&year) {
@@ -249,7 +311,8 @@ impl CaseNo {
                 seq: u64::from(seq),
             });
         }
-        Ok(CaseNo(format!("{prefix}-{year:04}-{seq:06}")))
+        let s = series_text(series);
+        Ok(CaseNo(format!("{prefix}-{year:04}-{s}{seq:06}")))
     }
 
     /// The issuing prefix (`MID`, `WEB`, …).
@@ -266,12 +329,16 @@ impl CaseNo {
             .unwrap_or_default()
     }
 
-    /// The sequence part.
+    /// The series (`None`: the main series).
+    pub fn series(&self) -> Option<Series> {
+        split_series(self.0.rsplit('-').next().unwrap_or_default()).0
+    }
+
+    /// The sequence part (without the series letter).
     pub fn seq(&self) -> u32 {
-        self.0
-            .rsplit('-')
-            .next()
-            .and_then(|y| y.parse().ok())
+        split_series(self.0.rsplit('-').next().unwrap_or_default())
+            .1
+            .parse()
             .unwrap_or_default()
     }
 
@@ -293,6 +360,7 @@ impl FromStr for CaseNo {
         let [prefix, year, seq] = parts.as_slice() else {
             return Err(bad());
         };
+        let (series, seq) = split_series(seq);
         if year.len() != 4
             || seq.len() != 6
             || !year.bytes().chain(seq.bytes()).all(|b| b.is_ascii_digit())
@@ -301,20 +369,26 @@ impl FromStr for CaseNo {
         }
         let year: i16 = year.parse().map_err(|_| bad())?;
         let seq: u32 = seq.parse().map_err(|_| bad())?;
-        CaseNo::new(prefix, year, seq)
+        CaseNo::in_series(prefix, year, series, seq)
     }
 }
 
 /// A receipt number, unique without coordination: `<PREFIX>-R-<seq>` with the sequence at
-/// least 6 digits wide, e.g. `MID-R-000042`.
+/// least 6 digits wide, e.g. `MID-R-000042`, or `<PREFIX>-R-<series letter><seq>` in a
+/// [`Series`] other than the main one (`MID-R-B000001`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct ReceiptNo(String);
 string_id_impls!(ReceiptNo);
 
 impl ReceiptNo {
-    /// Builds `PREFIX-R-SEQ`; `seq` must be at least 1.
+    /// Builds `PREFIX-R-SEQ` in the main series; `seq` must be at least 1.
     pub fn new(prefix: &str, seq: u64) -> Result<ReceiptNo, IdError> {
+        ReceiptNo::in_series(prefix, None, seq)
+    }
+
+    /// Builds `PREFIX-R-[S]SEQ` in `series` (`None`: the main series).
+    pub fn in_series(prefix: &str, series: Option<Series>, seq: u64) -> Result<ReceiptNo, IdError> {
         let prefix = parse_prefix(prefix)?;
         if seq == 0 || seq > 999_999_999_999 {
             return Err(IdError::SequenceOutOfRange {
@@ -322,7 +396,8 @@ impl ReceiptNo {
                 seq,
             });
         }
-        Ok(ReceiptNo(format!("{prefix}-R-{seq:06}")))
+        let s = series_text(series);
+        Ok(ReceiptNo(format!("{prefix}-R-{s}{seq:06}")))
     }
 
     /// The issuing center's prefix.
@@ -330,12 +405,16 @@ impl ReceiptNo {
         self.0.split('-').next().unwrap_or_default()
     }
 
-    /// The sequence part.
+    /// The series (`None`: the main series).
+    pub fn series(&self) -> Option<Series> {
+        split_series(self.0.rsplit('-').next().unwrap_or_default()).0
+    }
+
+    /// The sequence part (without the series letter).
     pub fn seq(&self) -> u64 {
-        self.0
-            .rsplit('-')
-            .next()
-            .and_then(|y| y.parse().ok())
+        split_series(self.0.rsplit('-').next().unwrap_or_default())
+            .1
+            .parse()
             .unwrap_or_default()
     }
 }
@@ -352,11 +431,12 @@ impl FromStr for ReceiptNo {
         let [prefix, "R", seq] = parts.as_slice() else {
             return Err(bad());
         };
+        let (series, seq) = split_series(seq);
         if seq.len() < 6 || seq.len() > 12 || !seq.bytes().all(|b| b.is_ascii_digit()) {
             return Err(bad());
         }
         let n: u64 = seq.parse().map_err(|_| bad())?;
-        let r = ReceiptNo::new(prefix, n)?;
+        let r = ReceiptNo::in_series(prefix, series, n)?;
         // One canonical spelling per number: no extra leading zeros beyond the width.
         if r.0 != s {
             return Err(bad());
@@ -513,6 +593,21 @@ mod tests {
             assert!(bad.parse::<CaseNo>().is_err(), "{bad}");
         }
         assert!(CaseNo::new("MID", 2026, 1_000_000).is_err());
+        let b: CaseNo = "mid-2026-b000123".parse().unwrap();
+        assert_eq!(b.as_str(), "MID-2026-B000123");
+        assert_eq!((b.series().map(Series::letter), b.seq()), (Some('B'), 123));
+        assert_eq!(n.series(), None);
+        for bad in [
+            "MID-2026-BB00123",
+            "MID-2026-B00123",
+            "MID-2026-1000123",
+            "MID-2026-B0001234",
+        ] {
+            assert!(bad.parse::<CaseNo>().is_err(), "{bad}");
+        }
+        let r: ReceiptNo = "MID-R-K000042".parse().unwrap();
+        assert_eq!((r.series().map(Series::letter), r.seq()), (Some('K'), 42));
+        assert!("MID-R-KK000042".parse::<ReceiptNo>().is_err());
     }
 
     #[test]
@@ -586,6 +681,19 @@ mod tests {
             let n = CaseNo::new(&prefix, year, seq).unwrap();
             let back: CaseNo = n.to_string().parse().unwrap();
             prop_assert_eq!((back.prefix(), back.year(), back.seq()), (prefix.as_str(), year, seq));
+        }
+
+        #[test]
+        fn series_numbers_round_trip(prefix in "[A-Z]{2,6}", year in 2000i16..=9999, seq in 1u32..=999_999, l in 0usize..22) {
+            let series = Series::new(char::from(Series::LETTERS[l])).unwrap();
+            let n = CaseNo::in_series(&prefix, year, Some(series), seq).unwrap();
+            let back: CaseNo = n.to_string().parse().unwrap();
+            prop_assert_eq!((back.prefix(), back.year(), back.series(), back.seq()), (prefix.as_str(), year, Some(series), seq));
+            prop_assert_ne!(back, CaseNo::new(&prefix, year, seq).unwrap());
+            let r = ReceiptNo::in_series(&prefix, Some(series), u64::from(seq)).unwrap();
+            let back: ReceiptNo = r.to_string().parse().unwrap();
+            prop_assert_eq!((back.series(), back.seq()), (Some(series), u64::from(seq)));
+            prop_assert_ne!(back, ReceiptNo::new(&prefix, u64::from(seq)).unwrap());
         }
 
         #[test]

@@ -15,6 +15,7 @@
 pub mod client;
 pub mod message;
 pub mod relay;
+pub mod restore;
 pub mod server;
 pub mod sqlite_hub;
 
@@ -24,8 +25,9 @@ mod tests;
 pub use client::{ClientError, ClientSession, Limits, SessionReport};
 pub use message::{MessageError, PROTOCOL_VERSION, PushForm, Refusal, Request, Response};
 pub use relay::{FeedEntry, FeedRow, HubTables, Relay, SNAPSHOT_MIN_CHANGES};
+pub use restore::{RestoreSign, Restored, after_restore, new_epoch};
 pub use server::{HubStore, RequestLog, SyncAnswer, handle_decoded, handle_request};
-pub use sqlite_hub::{SqliteHub, after_restore, migrate_hub, new_epoch, rotate_epoch};
+pub use sqlite_hub::{SqliteHub, migrate_hub};
 
 use crate::docs::{DocId, DocKind, Owner};
 use crate::model::ids::CenterId;

@@ -22,9 +22,10 @@
 use std::collections::HashMap;
 
 use automerge::sync::State;
-use tracing::warn;
+use tracing::{error, warn};
 
 use super::message::Refusal;
+use super::restore::{self, RestoreSign};
 use super::server::{HubStore, SyncAnswer};
 use super::{FeedBatch, HubError, PushOutcome, may_write};
 use crate::docs::{self, DocId, DocKind};
@@ -67,6 +68,22 @@ pub trait HubTables: DocRows {
     fn epoch(&self) -> Result<String, HubError>;
     /// Replace the epoch (after a restore: every center repairs).
     fn set_epoch(&self, epoch: &str) -> Result<(), HubError>;
+    /// Whether this database ever had `epoch` (now, or before a restore it recovered from).
+    fn knows_epoch(&self, epoch: &str) -> Result<bool, HubError>;
+    /// Remember `epoch` as one this database has had.
+    fn remember_epoch(&self, epoch: &str) -> Result<(), HubError>;
+    /// Record and return a fresh actor id for the hub's own edits (a new incarnation; it
+    /// stays one of the hub's own actors, see `DocRows::is_own_actor`).
+    fn new_actor(&self, now_ms: u64) -> Result<Vec<u8>, HubError>;
+    /// The highest feed floor: every center's feed continues after it (0 before the first
+    /// start). [`Self::feed_len`] is never below it and [`Self::append_feed`] numbers
+    /// above it.
+    fn feed_floor(&self) -> Result<u64, HubError>;
+    /// Record a new feed floor (ignored unless it is above the highest).
+    fn raise_feed_floor(&self, floor: u64) -> Result<(), HubError>;
+    /// Whether `position` is one a pull of `center` can have ended at: a position of its
+    /// feed or a recorded feed floor.
+    fn handed_out(&self, center: &CenterId, position: u64) -> Result<bool, HubError>;
     /// Record a center; `true` when it is new.
     fn add_center(&self, center: &CenterId) -> Result<bool, HubError>;
     /// Every center that ever synced.
@@ -83,7 +100,7 @@ pub trait HubTables: DocRows {
     fn history(&self, doc: &DocId, not_from: &CenterId) -> Result<Vec<u64>, HubError>;
     /// Append entries to the feeds (see the module docs for the order).
     fn append_feed(&self, entries: &[FeedEntry]) -> Result<(), HubError>;
-    /// Length of a center's feed (its highest position).
+    /// Length of a center's feed (its highest position, or the feed floor if higher).
     fn feed_len(&self, center: &CenterId) -> Result<u64, HubError>;
     /// Up to `limit` feed entries after `cursor`, in order.
     fn feed_after(
@@ -292,6 +309,35 @@ impl HubStore for Relay<'_> {
         self.tables.epoch()
     }
 
+    fn knows_epoch(&mut self, epoch: &str) -> Result<bool, HubError> {
+        self.tables.knows_epoch(epoch)
+    }
+
+    fn handed_out(&mut self, center: &CenterId, position: u64) -> Result<bool, HubError> {
+        self.tables.handed_out(center, position)
+    }
+
+    fn recover(
+        &mut self,
+        center: &CenterId,
+        sign: &RestoreSign,
+        now_ms: u64,
+    ) -> Result<(), HubError> {
+        let r = restore::after_restore(self.tables, now_ms)?;
+        if let RestoreSign::UnknownEpoch { seen } = sign {
+            // Handled now: another center with the same epoch is no new sign.
+            self.tables.remember_epoch(seen)?;
+        }
+        self.docs.set_actor(automerge::ActorId::from(r.actor));
+        error!(
+            center = %center, %sign, epoch = %r.epoch, feed_floor = r.feed_floor,
+            "this hub database is older than what a center has seen (restored from a backup \
+             without `markaz hub restore`?): ran the after-restore step — new epoch and actor, \
+             feeds moved on; every center repairs at its next session"
+        );
+        Ok(())
+    }
+
     fn register(&mut self, center: &CenterId) -> Result<(), HubError> {
         if !self.tables.add_center(center)? {
             return Ok(());
@@ -418,6 +464,11 @@ impl HubStore for Relay<'_> {
             }
             out.next_cursor = r.fseq;
         }
+        if !out.more {
+            // At the end of the feed: past the gap a restore left, so the center's cursor
+            // reaches the feed's length (and its next Hello can end the session at once).
+            out.next_cursor = out.next_cursor.max(self.tables.feed_floor()?);
+        }
         Ok(out)
     }
 
@@ -471,7 +522,10 @@ impl HubStore for Relay<'_> {
         let got = got?;
         self.route_stored(&got.stored, Some(center))?;
         let in_scope = self.is_routed(doc, center)?;
-        let reply = if in_scope {
+        // A document the hub does not hold at all (a restore lost it) is answered as an
+        // empty one, which tells nothing and lets the center send what it has — the
+        // authority check above decides what is kept.
+        let reply = if in_scope || self.docs.heads(self.tables, doc)?.is_empty() {
             self.docs.sync_message(self.tables, doc, &mut state)?
         } else {
             None

@@ -12,6 +12,7 @@
 use automerge::ChangeHash;
 
 use super::message::{Request, Response};
+use super::restore::{self, RestoreSign};
 use super::{FeedBatch, HubError, PushOutcome};
 use crate::docs::DocId;
 use crate::hlc::{Clock, Hlc};
@@ -39,6 +40,19 @@ pub struct SyncAnswer {
 pub trait HubStore {
     /// This hub database's epoch (new when the database was restored).
     fn epoch(&mut self) -> Result<String, HubError>;
+    /// Whether this database ever had `epoch`.
+    fn knows_epoch(&mut self, epoch: &str) -> Result<bool, HubError>;
+    /// Whether a pull of `center` can have ended at `position` (a position of its feed or
+    /// a feed floor).
+    fn handed_out(&mut self, center: &CenterId, position: u64) -> Result<bool, HubError>;
+    /// A center showed that this database is older than what it has seen: run the
+    /// after-restore step ([`super::restore::after_restore`]) now.
+    fn recover(
+        &mut self,
+        center: &CenterId,
+        sign: &RestoreSign,
+        now_ms: u64,
+    ) -> Result<(), HubError>;
     /// Record a center (first contact routes the catalog and its staff to it).
     fn register(&mut self, center: &CenterId) -> Result<(), HubError>;
     /// Highest local sequence of `actor` at `center` that the hub has durably stored.
@@ -158,6 +172,8 @@ fn answer<H: HubStore>(
             center: claimed,
             actor,
             hlc,
+            epoch_seen,
+            done_at,
             ..
         } => {
             log.kind = "hello";
@@ -175,8 +191,21 @@ fn answer<H: HubStore>(
                     .unwrap_or_else(|_| clock.tick(now_ms)),
                 Err(_) => clock.tick(now_ms),
             };
+            let mut epoch = hub.epoch()?;
+            let known = match epoch_seen.as_deref() {
+                Some(seen) if seen != epoch => hub.knows_epoch(seen)?,
+                _ => true,
+            };
+            let sign = restore::at_hello(&epoch, epoch_seen.as_deref(), known, done_at, |p| {
+                hub.handed_out(center, p)
+            })?;
+            if let Some(sign) = sign {
+                // The Welcome then brings the new epoch: this center repairs right away.
+                hub.recover(center, &sign, now_ms)?;
+                epoch = hub.epoch()?;
+            }
             Response::Welcome {
-                epoch: hub.epoch()?,
+                epoch,
                 push_acked: hub.push_acked(center, &Lane::Essential.ack_key(&actor))?,
                 bulk_acked: Some(hub.push_acked(center, &Lane::Bulk.ack_key(&actor))?),
                 feed_len: hub.feed_len(center)?,
@@ -198,6 +227,17 @@ fn answer<H: HubStore>(
         }
         Request::Pull { cursor, max_bytes } => {
             log.kind = "pull";
+            if let Some(sign) = restore::at_pull(cursor, |p| hub.handed_out(center, p))? {
+                // Nothing here is after this cursor in the center's sense: the new epoch
+                // makes its next session repair, which re-offers every document.
+                hub.recover(center, &sign, now_ms)?;
+                return Ok(Response::PullBatch {
+                    changes: Vec::new(),
+                    snapshots: Vec::new(),
+                    next_cursor: cursor,
+                    more: false,
+                });
+            }
             let b = hub.read_feed(center, cursor, (max_bytes as usize).min(MAX_PULL_BYTES))?;
             log.changes_out = b.changes.len();
             log.docs = b.snapshots.len();

@@ -1,12 +1,14 @@
 //! The hub's relay tables in SQLite ([`HubTables`] for a `rusqlite` connection, its
-//! transactions and savepoints), their migration, and the epoch and incarnation changes a
-//! restore needs. One writer thread owns the hub's SQLite file, so nothing here locks:
-//! feed positions are `max + 1` in the writer's transaction.
+//! transactions and savepoints) and their migration. One writer thread owns the hub's
+//! SQLite file, so nothing here locks: feed positions are `max(max, floor) + 1` in the
+//! writer's transaction. The epoch is a row of `hub_meta`, the epochs the database has
+//! had are `hub_epochs`, the feed floors `feed_floors`.
 
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::HubError;
 use super::relay::{FeedEntry, FeedRow, HubTables, Relay};
+use super::restore::new_epoch;
 use crate::docs::DocId;
 use crate::model::ids::CenterId;
 use crate::store;
@@ -26,7 +28,9 @@ pub fn migrate_hub(conn: &Connection) -> Result<(), rusqlite::Error> {
          CREATE TABLE IF NOT EXISTS feed(center TEXT NOT NULL, fseq INTEGER NOT NULL,
             change_seq INTEGER NOT NULL, snapshot_doc TEXT, PRIMARY KEY(center, fseq));
          CREATE TABLE IF NOT EXISTS push_acks(center TEXT NOT NULL, actor BLOB NOT NULL,
-            acked INTEGER NOT NULL, PRIMARY KEY(center, actor));",
+            acked INTEGER NOT NULL, PRIMARY KEY(center, actor));
+         CREATE TABLE IF NOT EXISTS hub_epochs(epoch TEXT PRIMARY KEY);
+         CREATE TABLE IF NOT EXISTS feed_floors(floor INTEGER PRIMARY KEY);",
     )?;
     let has: Option<String> = conn
         .query_row("SELECT value FROM hub_meta WHERE key='epoch'", [], |r| {
@@ -39,28 +43,12 @@ pub fn migrate_hub(conn: &Connection) -> Result<(), rusqlite::Error> {
             [new_epoch()],
         )?;
     }
+    // Databases from before `hub_epochs` know at least their current epoch.
+    conn.execute(
+        "INSERT OR IGNORE INTO hub_epochs(epoch) SELECT value FROM hub_meta WHERE key='epoch'",
+        [],
+    )?;
     Ok(())
-}
-
-/// Give the hub database a new epoch: call after restoring it from a backup, so every
-/// center repairs against it and starts its cursors again.
-pub fn rotate_epoch(conn: &Connection) -> Result<String, HubError> {
-    let epoch = new_epoch();
-    conn.set_epoch(&epoch)?;
-    Ok(epoch)
-}
-
-/// A fresh random epoch id.
-pub fn new_epoch() -> String {
-    hex::encode(rand::random::<[u8; 12]>())
-}
-
-/// After restoring the hub database from a backup: a new epoch (so every center repairs)
-/// and a new actor id (so the hub never re-mints an (actor, seq) it used after the
-/// backup). Returns the actor for the hub's [`store::DocStore`].
-pub fn after_restore(conn: &Connection, now_ms: i64) -> Result<automerge::ActorId, HubError> {
-    rotate_epoch(conn)?;
-    Ok(store::new_incarnation(conn, "hub", now_ms)?)
 }
 
 impl HubTables for Connection {
@@ -79,6 +67,56 @@ impl HubTables for Connection {
             [epoch],
         )?;
         Ok(())
+    }
+
+    fn knows_epoch(&self, epoch: &str) -> Result<bool, HubError> {
+        Ok(self
+            .prepare_cached("SELECT 1 FROM hub_epochs WHERE epoch=?1")?
+            .exists([epoch])?)
+    }
+
+    fn remember_epoch(&self, epoch: &str) -> Result<(), HubError> {
+        self.execute(
+            "INSERT OR IGNORE INTO hub_epochs(epoch) VALUES (?1)",
+            [epoch],
+        )?;
+        Ok(())
+    }
+
+    fn new_actor(&self, now_ms: u64) -> Result<Vec<u8>, HubError> {
+        let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
+        Ok(store::new_incarnation(self, "hub", now)?
+            .to_bytes()
+            .to_vec())
+    }
+
+    fn feed_floor(&self) -> Result<u64, HubError> {
+        let v: i64 = self
+            .prepare_cached("SELECT coalesce(max(floor), 0) FROM feed_floors")?
+            .query_row([], |r| r.get(0))?;
+        Ok(v.max(0) as u64)
+    }
+
+    fn raise_feed_floor(&self, floor: u64) -> Result<(), HubError> {
+        let floor = i64::try_from(floor).map_err(|_| format!("feed floor {floor} too large"))?;
+        self.execute(
+            "INSERT INTO feed_floors(floor) SELECT ?1
+             WHERE ?1 > (SELECT coalesce(max(floor), 0) FROM feed_floors)",
+            [floor],
+        )?;
+        Ok(())
+    }
+
+    fn handed_out(&self, center: &CenterId, position: u64) -> Result<bool, HubError> {
+        let Ok(p) = i64::try_from(position) else {
+            return Ok(false);
+        };
+        Ok(self
+            .prepare_cached(
+                "SELECT 1 WHERE EXISTS (SELECT 1 FROM feed WHERE center=?1 AND fseq=?2)
+                    OR EXISTS (SELECT 1 FROM feed_floors WHERE floor=?2)",
+            )?
+            .exists(params![center.as_str(), p])?)
     }
 
     fn add_center(&self, center: &CenterId) -> Result<bool, HubError> {
@@ -145,22 +183,33 @@ impl HubTables for Connection {
     }
 
     fn append_feed(&self, entries: &[FeedEntry]) -> Result<(), HubError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let floor = self.feed_floor()? as i64;
         let mut stmt = self.prepare_cached(
             "INSERT INTO feed(center, fseq, change_seq, snapshot_doc)
-             VALUES (?1, (SELECT coalesce(max(fseq), 0) + 1 FROM feed WHERE center=?1), ?2, ?3)",
+             VALUES (?1, max((SELECT coalesce(max(fseq), 0) FROM feed WHERE center=?1), ?4) + 1,
+                     ?2, ?3)",
         )?;
         for e in entries {
-            stmt.execute(params![e.center, e.change_seq as i64, e.snapshot_doc])?;
+            stmt.execute(params![
+                e.center,
+                e.change_seq as i64,
+                e.snapshot_doc,
+                floor
+            ])?;
         }
         Ok(())
     }
 
     fn feed_len(&self, center: &CenterId) -> Result<u64, HubError> {
-        Ok(self.query_row(
+        let top = self.query_row(
             "SELECT coalesce(max(fseq), 0) FROM feed WHERE center=?1",
             [center.as_str()],
             |r| r.get::<_, i64>(0),
-        )? as u64)
+        )?;
+        Ok((top.max(0) as u64).max(self.feed_floor()?))
     }
 
     fn feed_after(
@@ -253,6 +302,24 @@ macro_rules! tables_through_deref {
             }
             fn set_epoch(&self, epoch: &str) -> Result<(), HubError> {
                 (**self).set_epoch(epoch)
+            }
+            fn knows_epoch(&self, epoch: &str) -> Result<bool, HubError> {
+                (**self).knows_epoch(epoch)
+            }
+            fn remember_epoch(&self, epoch: &str) -> Result<(), HubError> {
+                (**self).remember_epoch(epoch)
+            }
+            fn new_actor(&self, now_ms: u64) -> Result<Vec<u8>, HubError> {
+                (**self).new_actor(now_ms)
+            }
+            fn feed_floor(&self) -> Result<u64, HubError> {
+                (**self).feed_floor()
+            }
+            fn raise_feed_floor(&self, floor: u64) -> Result<(), HubError> {
+                (**self).raise_feed_floor(floor)
+            }
+            fn handed_out(&self, center: &CenterId, position: u64) -> Result<bool, HubError> {
+                (**self).handed_out(center, position)
             }
             fn add_center(&self, center: &CenterId) -> Result<bool, HubError> {
                 (**self).add_center(center)

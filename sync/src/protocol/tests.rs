@@ -33,6 +33,8 @@ impl Hub {
         store::migrate(&conn).unwrap();
         migrate_hub(&conn).unwrap();
         let actor = store::incarnation(&conn, "hub", 0).unwrap();
+        // As the hub process does at each start.
+        super::restore::start_feeds(&conn, start_ms()).unwrap();
         Hub {
             conn,
             docs: DocStore::new(actor, 16),
@@ -625,8 +627,8 @@ fn hub_restored_from_old_backup_repairs() {
     let restored = dir.path().join("restored.db");
     std::fs::copy(&backup, &restored).unwrap();
     let mut hub = Hub::open(restored);
-    let actor = super::after_restore(&hub.conn, 10).unwrap();
-    hub.docs = DocStore::new(actor, 16);
+    let r = super::after_restore(&hub.conn, 10).unwrap();
+    hub.docs = DocStore::new(automerge::ActorId::from(r.actor), 16);
     assert!(hub.heads(&id).is_empty(), "the restored hub lost the case");
     let ra = a.sync(&mut hub);
     let rb = b.sync(&mut hub);
@@ -649,6 +651,171 @@ fn hub_restored_from_old_backup_repairs() {
     assert!(!r.repaired);
     assert_eq!(r.pushed, 1);
     assert_eq!(hub.heads(&id), a.heads(&id));
+}
+
+/// The wall clock, as a hub start reads it (in microseconds it moves between two
+/// starts of a test, as it does between a hub's restarts).
+fn start_ms() -> u64 {
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    u64::try_from(jiff::Timestamp::now().as_millisecond()).unwrap()
+}
+
+/// A staff member written at the hub for `center` (a hub-made change routed to it).
+fn hub_staff(hub: &mut Hub, center: &str, user: &str, name: &str) -> DocId {
+    let center: CenterId = center.parse().unwrap();
+    let id = DocId::staff(&center, user).unwrap();
+    hub.edit(&id, |d| {
+        docs::write_staff(
+            d,
+            &center,
+            &StaffMember {
+                username: user.into(),
+                full_name: name.into(),
+                roles: vec![Role::Clerk],
+                permissions: vec![],
+                active: true,
+            },
+        )
+    });
+    id
+}
+
+/// Every document the hub routes to the node is at the node, with the hub's heads.
+fn assert_has_everything_routed(node: &mut Node, hub: &mut Hub) {
+    let routed: Vec<DocId> = hub
+        .conn
+        .prepare("SELECT doc_id FROM routes WHERE center=?1 ORDER BY doc_id")
+        .unwrap()
+        .query_map([node.center.as_str()], |r| r.get::<_, String>(0))
+        .unwrap()
+        .map(|s| s.unwrap().parse().unwrap())
+        .collect();
+    assert!(!routed.is_empty());
+    // (A case's citizen is routed even where no test wrote it: both sides lack it.)
+    for id in routed {
+        assert_eq!(node.heads(&id), hub.heads(&id), "{id} at {}", node.center);
+    }
+    assert_converged(node, hub);
+}
+
+fn epoch_of(hub: &Hub) -> String {
+    hub.conn.epoch().unwrap()
+}
+
+#[test]
+fn hub_put_back_without_the_command_is_detected_and_delivers_every_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = hub_in(&dir);
+    let mut a = Node::new("midan");
+    let mut b = Node::new("qanawat");
+    a.sync(&mut hub);
+    b.sync(&mut hub);
+    let backup = dir.path().join("backup.db");
+    std::fs::copy(&hub.path, &backup).unwrap();
+    let epoch = epoch_of(&hub);
+    // After the backup: hub-made changes both centers read, and a center's push.
+    let lost_a = hub_staff(&mut hub, "midan", "lost", "made before the loss");
+    let lost_b = hub_staff(&mut hub, "qanawat", "lost", "made before the loss");
+    let center = a.center.clone();
+    let (case, c) = new_case(&center, "MID", 1, "01020304050");
+    a.edit(&case, |d| docs::create_case(d, &c));
+    a.sync(&mut hub);
+    b.sync(&mut hub);
+    drop(hub);
+    // The file is put back and the hub started, without `markaz hub restore`.
+    let restored = dir.path().join("restored.db");
+    std::fs::copy(&backup, &restored).unwrap();
+    let mut hub = Hub::open(restored);
+    assert_eq!(epoch_of(&hub), epoch);
+    // Hub-made changes after the restore: as many as before, to land where the lost
+    // hub's positions were if positions were reused.
+    let new_a = hub_staff(&mut hub, "midan", "new", "made after the restore");
+    let new_b = hub_staff(&mut hub, "qanawat", "new", "made after the restore");
+    // midan is idle: its Hello names its cursor, which this database never handed out.
+    let ra = a.sync(&mut hub);
+    assert!(ra.repaired, "{ra:?}");
+    assert_ne!(
+        epoch_of(&hub),
+        epoch,
+        "the hub ran the after-restore step by itself"
+    );
+    assert_eq!(a.heads(&new_a), hub.heads(&new_a));
+    // What the hub lost comes back from the center: its own staff edit and the case.
+    assert_eq!(hub.heads(&lost_a), a.heads(&lost_a));
+    assert_eq!(hub.heads(&case), a.heads(&case));
+    // qanawat sees the new epoch and repairs as well.
+    let rb = b.sync(&mut hub);
+    assert!(rb.repaired, "{rb:?}");
+    assert_eq!(b.heads(&new_b), hub.heads(&new_b));
+    assert_eq!(hub.heads(&lost_b), b.heads(&lost_b));
+    // More hub-made changes travel by log shipping, with no repair.
+    let later = hub_staff(&mut hub, "midan", "later", "made later");
+    let r = a.sync(&mut hub);
+    assert!(!r.repaired);
+    assert_eq!(a.heads(&later), hub.heads(&later));
+    b.sync(&mut hub);
+    assert_has_everything_routed(&mut a, &mut hub);
+    assert_has_everything_routed(&mut b, &mut hub);
+}
+
+#[test]
+fn a_pull_from_a_cursor_never_handed_out_recovers_and_the_next_session_repairs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = hub_in(&dir);
+    let mut a = Node::new("midan");
+    a.sync(&mut hub);
+    let backup = dir.path().join("backup.db");
+    std::fs::copy(&hub.path, &backup).unwrap();
+    let epoch = epoch_of(&hub);
+    let lost = hub_staff(&mut hub, "midan", "lost", "made before the loss");
+    a.sync(&mut hub);
+    drop(hub);
+    let restored = dir.path().join("restored.db");
+    std::fs::copy(&backup, &restored).unwrap();
+    let mut hub = Hub::open(restored);
+    // midan has work to push, so its Hello names no cursor: its Pull does.
+    let center = a.center.clone();
+    let (case, c) = new_case(&center, "MID", 2, "01020304050");
+    a.edit(&case, |d| docs::create_case(d, &c));
+    let new = hub_staff(&mut hub, "midan", "new", "made after the restore");
+    let r1 = a.sync(&mut hub);
+    assert_eq!(r1.pushed, 1);
+    assert_ne!(epoch_of(&hub), epoch, "recovered at the pull");
+    let r2 = a.sync(&mut hub);
+    assert!(r2.repaired, "{r2:?}");
+    assert_eq!(a.heads(&new), hub.heads(&new));
+    assert_eq!(hub.heads(&lost), a.heads(&lost));
+    assert_has_everything_routed(&mut a, &mut hub);
+}
+
+#[test]
+fn after_restore_moves_every_feed_beyond_what_the_lost_hub_handed_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = hub_in(&dir);
+    let mut a = Node::new("midan");
+    a.sync(&mut hub);
+    let backup = dir.path().join("backup.db");
+    std::fs::copy(&hub.path, &backup).unwrap();
+    for i in 0..5 {
+        hub_staff(&mut hub, "midan", &format!("u{i}"), "lost");
+    }
+    a.sync(&mut hub);
+    let midan: CenterId = "midan".parse().unwrap();
+    let lost_top = hub.conn.feed_len(&midan).unwrap();
+    drop(hub);
+    let restored = dir.path().join("restored.db");
+    std::fs::copy(&backup, &restored).unwrap();
+    let mut hub = Hub::open(restored);
+    let r = super::after_restore(&hub.conn, start_ms()).unwrap();
+    hub.docs = DocStore::new(automerge::ActorId::from(r.actor.clone()), 16);
+    assert!(r.feed_floor > lost_top, "{} <= {lost_top}", r.feed_floor);
+    assert_ne!(automerge::ActorId::from(r.actor), *a.docs.actor());
+    let new = hub_staff(&mut hub, "midan", "new", "after the restore");
+    assert!(hub.conn.feed_len(&midan).unwrap() > r.feed_floor);
+    let ra = a.sync(&mut hub);
+    assert!(ra.repaired);
+    assert_eq!(a.heads(&new), hub.heads(&new));
+    assert_has_everything_routed(&mut a, &mut hub);
 }
 
 #[test]

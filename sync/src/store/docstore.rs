@@ -127,6 +127,13 @@ impl DocStore {
         &self.actor
     }
 
+    /// Mint from now on as `actor` (a new incarnation, e.g. the hub's after a restore).
+    /// Every edit sets the store's actor on the document it edits, so cached documents
+    /// follow.
+    pub fn set_actor(&mut self, actor: ActorId) {
+        self.actor = actor;
+    }
+
     /// Forget every cached document (e.g. after restoring the database file).
     pub fn clear_cache(&mut self) {
         self.cache.clear();

@@ -51,6 +51,12 @@ fn migrate_sessions(conn: &Connection) -> Result<(), rusqlite::Error> {
             UNIQUE(center, session));
          CREATE INDEX IF NOT EXISTS sync_sessions_center ON sync_sessions(center, id);",
     )?;
+    let has_cursor_ms: bool = conn
+        .prepare("SELECT 1 FROM pragma_table_info('center_status') WHERE name='cursor_ms'")?
+        .exists([])?;
+    if !has_cursor_ms {
+        conn.execute_batch("ALTER TABLE center_status ADD COLUMN cursor_ms INTEGER;")?;
+    }
     let has_col: bool = conn
         .prepare("SELECT 1 FROM pragma_table_info('sync_log') WHERE name='session_id'")?
         .exists([])?;
@@ -219,11 +225,14 @@ impl SyncLog for HubDb {
         )?;
         let ok = (e.result == "ok").then_some(e.ended_ms);
         tx.execute(
-            "INSERT INTO center_status(center, last_sync_ms, last_ok_ms, uplink, cursor, skew_ms)
-             VALUES (?1, ?2, ?3, ?4, coalesce(?5, 0), ?6)
+            "INSERT INTO center_status(center, last_sync_ms, last_ok_ms, uplink, cursor, skew_ms,
+               cursor_ms)
+             VALUES (?1, ?2, ?3, ?4, coalesce(?5, 0), ?6, CASE WHEN ?5 IS NOT NULL THEN ?2 END)
              ON CONFLICT(center) DO UPDATE SET last_sync_ms=?2,
                last_ok_ms=coalesce(?3, last_ok_ms), uplink=?4,
-               cursor=coalesce(?5, cursor), skew_ms=coalesce(?6, skew_ms)",
+               cursor=coalesce(?5, cursor), skew_ms=coalesce(?6, skew_ms),
+               cursor_ms=CASE WHEN ?5 IS NOT NULL AND (cursor_ms IS NULL OR ?5 <> cursor)
+                         THEN ?2 ELSE cursor_ms END",
             params![e.center, e.ended_ms, ok, e.uplink, e.cursor, e.skew_ms],
         )?;
         tx.commit()?;
@@ -290,9 +299,13 @@ impl SyncLog for HubDb {
                    WHERE x.center=c.center AND x.last_result='ok'),
                 (SELECT uplink FROM sync_sessions x WHERE x.center=c.center
                    ORDER BY id DESC LIMIT 1),
-                (SELECT coalesce(max(fseq), 0) FROM feed f WHERE f.center=c.center),
+                max((SELECT coalesce(max(fseq), 0) FROM feed f WHERE f.center=c.center),
+                    (SELECT coalesce(max(floor), 0) FROM feed_floors)),
                 coalesce(s.cursor, 0), s.skew_ms,
-                (SELECT count(*) FROM sync_sessions x WHERE x.center=c.center)
+                (SELECT count(*) FROM sync_sessions x WHERE x.center=c.center),
+                (SELECT count(*) FROM feed f
+                   WHERE f.center=c.center AND f.fseq > coalesce(s.cursor, 0)),
+                s.cursor_ms
          FROM (SELECT center FROM centers UNION SELECT center FROM center_status) c
          LEFT JOIN center_status s ON s.center=c.center ORDER BY c.center",
         )?;
@@ -307,6 +320,8 @@ impl SyncLog for HubDb {
                     cursor: r.get(5)?,
                     skew_ms: r.get(6)?,
                     sessions: r.get(7)?,
+                    backlog: r.get(8)?,
+                    cursor_ms: r.get(9)?,
                 })
             })?
             .collect::<Result<_, _>>()?;

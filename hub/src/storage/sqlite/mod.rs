@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use markaz_sync::hlc::Clock;
-use markaz_sync::protocol::migrate_hub;
+use markaz_sync::protocol::{migrate_hub, restore};
 use markaz_sync::store::{self, DocStore};
 use rusqlite::Connection;
 
@@ -62,6 +62,10 @@ impl HubDb {
         operators::migrate(&conn)?;
         let now = jiff::Timestamp::now().as_millisecond();
         let actor = store::incarnation(&conn, "hub", now)?;
+        // Before it serves: this process hands out feed positions no earlier process did
+        // (so a database put back without `markaz hub restore` is recognised by the
+        // centers' cursors, see `markaz_sync::protocol::restore`).
+        restore::start_feeds(&conn, u64::try_from(now).unwrap_or(0)).map_err(StorageError::Db)?;
         let mut db = HubDb {
             conn,
             // Many centers push at once, each interleaving hundreds of open cases; a

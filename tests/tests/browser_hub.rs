@@ -1,5 +1,3 @@
-//! NOT YET BUILT OR RUN (out of time): move to tests/tests/ once `cargo test -p markaz-e2e --test browser_hub` passes.
-//!
 //! The hub's operator pages in a real browser: an administrator logs in on the Arabic
 //! login page, lands on the centers overview (right to left, the synced center listed,
 //! its own page one click away), switches to English, opens the operators page, and logs
