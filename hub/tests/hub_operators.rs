@@ -15,7 +15,7 @@ use axum::extract::ConnectInfo;
 use axum::http::{Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use markaz_hub::operators::{self, NewOperator, Role, Who};
-use markaz_hub::storage::{HubDb, HubWriter, SyncLog, SyncLogEntry};
+use markaz_hub::storage::{HubDb, HubWriter, Operators, SyncLog, SyncLogEntry};
 use markaz_hub::web::{self, ACCESS, Need, WebOptions, WebState};
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -547,5 +547,152 @@ async fn a_silent_center_stands_out_on_the_overview_and_in_the_alerts() -> anyho
         .await?;
     assert_eq!(status, StatusCode::OK);
     assert!(html.contains("id=\"sessions\""));
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_sync_log_groups_sessions_with_nothing_new_and_filters_failures() -> anyhow::Result<()> {
+    let now = jiff::Timestamp::now().as_millisecond();
+    // Oldest first: three quiet sessions, one that moved changes, two quiet, one failed.
+    let plan = [0, 0, 0, 3, 0, 0, -1];
+    let rig = Rig::new(WebOptions::default(), |db| {
+        for (i, changes) in plan.iter().enumerate() {
+            let at = now - (10 - i as i64) * 600_000;
+            let entry = SyncLogEntry {
+                center: "midan".into(),
+                session: Some(format!("00000000-0000-4000-8000-00000000000{i}")),
+                uplink: "primary".into(),
+                kind: "hello".into(),
+                started_ms: at,
+                ended_ms: at + 100,
+                changes_up: (*changes).max(0),
+                result: if *changes < 0 { "error" } else { "ok" }.into(),
+                error: (*changes < 0).then(|| "hub_error: <b>boom</b>".to_string()),
+                ..SyncLogEntry::default()
+            };
+            db.record_sync(&entry).expect("recorded");
+        }
+    })?;
+    let token = rig.token(Role::Network).to_string();
+    let (status, html) = rig
+        .bearer(&token, Method::GET, "/sync-log?lang=en", None)
+        .await?;
+    assert_eq!(status, StatusCode::OK);
+    let quiet: Vec<&str> = html
+        .match_indices("sessions with nothing new")
+        .map(|(i, _)| &html[i.saturating_sub(2)..i])
+        .collect();
+    assert_eq!(quiet, ["2 ", "3 "], "newest first: {html}");
+    assert_eq!(html.matches("<tr id=\"session-").count(), 2, "{html}");
+    assert!(html.contains("&lt;b&gt;boom"), "the error is escaped");
+    let (_, html) = rig
+        .bearer(&token, Method::GET, "/sync-log?failures=1&lang=en", None)
+        .await?;
+    assert_eq!(html.matches("<tr id=\"session-").count(), 1, "{html}");
+    assert!(!html.contains("nothing new"));
+    assert!(html.contains("class=\"attention\""));
+    Ok(())
+}
+
+const SCRIPT: &str = "<script>alert(1)</script>";
+const IMG: &str = "\"><img src=x onerror=alert(1)>";
+
+fn urlenc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Both payloads in every field that reaches a hub page — an operator's name, a token's
+/// label, the audit log (kind, center, target, values), a center id, its uplink and
+/// error in the sync log, every filter a page echoes, the login form's `next` and
+/// username — come out escaped on every page.
+#[tokio::test]
+async fn markup_in_any_field_comes_out_escaped_on_every_page() -> anyhow::Result<()> {
+    let now = jiff::Timestamp::now().as_millisecond();
+    let rig = Rig::new(WebOptions::default(), |db| {
+        for (i, p) in [SCRIPT, IMG].iter().enumerate() {
+            let new = NewOperator {
+                username: format!("xss-{i}"),
+                full_name: (*p).into(),
+                roles: vec![Role::Network],
+                language: "ar".into(),
+            };
+            operators::create(db, &new, "x".into(), &who()).expect("operator");
+            operators::add_token(db, &new.username, p, &format!("hash-{i}"), &who())
+                .expect("token");
+            let mut e = who().entry(p, Some(p), p, Some(json!({ "v": p })), Some(json!(p)));
+            e.address = (*p).into();
+            db.record_audit(&e).expect("audit");
+            for center in ["midan", *p] {
+                let entry = SyncLogEntry {
+                    center: center.into(),
+                    session: Some(format!("{p}{i}")),
+                    uplink: (*p).into(),
+                    kind: (*p).into(),
+                    started_ms: now - 3 * 3_600_000,
+                    ended_ms: now - 3 * 3_600_000 + 10,
+                    result: "error".into(),
+                    error: Some((*p).into()),
+                    ..SyncLogEntry::default()
+                };
+                db.record_sync(&entry).expect("sync");
+            }
+            db.set_login_failures(
+                p,
+                p,
+                markaz_web::login::Failures {
+                    count: 3,
+                    last_ms: now,
+                },
+            )
+            .expect("limit");
+        }
+    })?;
+    let admin = rig.token(Role::Admin).to_string();
+    let query = ["center", "operator", "kind", "next", "sort", "session", "done"]
+        .iter()
+        .map(|k| format!("{k}={}", urlenc(&format!("{SCRIPT}{IMG}"))))
+        .collect::<Vec<_>>()
+        .join("&");
+    let mut pages = 0;
+    for (method, pattern, _) in ACCESS {
+        if *method != "GET" || pattern.starts_with("/api/") || pattern.starts_with("/assets") {
+            continue;
+        }
+        let mut paths = vec![concrete(pattern), format!("{}?{query}", concrete(pattern))];
+        if pattern.contains("{center}") {
+            paths.push(pattern.replace("{center}", &urlenc(SCRIPT)));
+        }
+        for path in paths {
+            for lang in ["ar", "en"] {
+                let path = format!("{path}{}lang={lang}", if path.contains('?') { "&" } else { "?" });
+                let (_, html) = rig.bearer(&admin, Method::GET, &path, None).await?;
+                assert!(!html.contains(SCRIPT), "{path}: {html}");
+                assert!(!html.contains("<img src=x"), "{path}: {html}");
+                pages += 1;
+            }
+        }
+    }
+    assert!(pages > 30, "{pages}");
+    // The login page echoes `next` and, after a failure, the username.
+    let (_, _, html) = rig
+        .send([127, 0, 0, 1], Method::GET, &format!("/login?next={}", urlenc(IMG)), &[], None)
+        .await?;
+    assert!(!html.contains("<img src=x"), "{html}");
+    let body = format!("username={}&password=x&next={}", urlenc(SCRIPT), urlenc(IMG));
+    let (_, _, html) = rig
+        .send(
+            [127, 0, 0, 1],
+            Method::POST,
+            "/login",
+            &[("content-type", "application/x-www-form-urlencoded")],
+            Some(body),
+        )
+        .await?;
+    assert!(!html.contains(SCRIPT) && !html.contains("<img src=x"), "{html}");
     Ok(())
 }

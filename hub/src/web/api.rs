@@ -122,6 +122,7 @@ pub(super) struct LogQuery {
     pub center: Option<String>,
     /// A session's row id (`sync_sessions.id`), for its requests.
     pub session: Option<i64>,
+    #[allow(dead_code)]
     pub lang: Option<String>,
 }
 

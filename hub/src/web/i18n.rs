@@ -21,6 +21,11 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     ("center.html", include_str!("templates/center.html")),
     ("audit.html", include_str!("templates/audit.html")),
     ("operators.html", include_str!("templates/operators.html")),
+    ("sync_log.html", include_str!("templates/sync_log.html")),
+    (
+        "sync_requests.html",
+        include_str!("templates/sync_requests.html"),
+    ),
 ];
 
 /// Both catalogs of the hub's pages.

@@ -11,7 +11,7 @@
 //! Pages are server-rendered from templates ([`pages`], the shared environment of
 //! `markaz_web::render`), Arabic first and right to left with an English toggle per
 //! operator, times in the governorate's time zone. The older report pages
-//! ([`reports`]: sync log, conflicts, oversight, energy, statistics, catalog) are still
+//! ([`reports`]: conflicts, oversight, energy, statistics, catalog) are still
 //! hand-built and take `?lang=en`. Every page has a JSON twin under `/api/v1/…`
 //! ([`api`]), whose errors are the node API's format `{"error":{"code","message","field"}}`.
 
@@ -21,6 +21,7 @@ pub mod i18n;
 mod login;
 mod pages;
 mod reports;
+mod synclog;
 
 use std::sync::Arc;
 
@@ -233,9 +234,9 @@ pub fn router(state: WebState) -> Router {
         .route("/operators/{username}/tokens", post(pages::add_token))
         .route("/operators/tokens/{id}/revoke", post(pages::revoke_token))
         .route("/operators/limits/clear", post(pages::clear_limit))
+        .route("/sync-log", get(synclog::sessions))
+        .route("/sync-log/requests", get(synclog::requests))
         // Hand-built report pages.
-        .route("/sync-log", get(reports::page_sync_log))
-        .route("/sync-log/requests", get(reports::page_sync_requests))
         .route("/conflicts", get(reports::page_conflicts))
         .route("/oversight", get(reports::page_oversight))
         .route("/energy", get(reports::page_energy))

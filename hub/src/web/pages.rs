@@ -161,13 +161,19 @@ pub(super) fn error_page(lang: Lang, status: StatusCode, message_key: &str) -> R
 }
 
 /// A page of the caller.
-fn page(caller: &Caller, path: &str, status: StatusCode, template: &str, extra: Value) -> Response {
+pub(super) fn page(
+    caller: &Caller,
+    path: &str,
+    status: StatusCode,
+    template: &str,
+    extra: Value,
+) -> Response {
     let ctx = context! { ..extra, ..base_context(caller.lang, path, Some(caller)) };
     html(caller.lang, status, template, ctx)
 }
 
 /// A failure of a page's storage or input, as a page.
-fn failed(caller: &Caller, e: ApiError) -> Response {
+pub(super) fn failed(caller: &Caller, e: ApiError) -> Response {
     tracing::warn!(error = %e, "page failed");
     let (status, key) = match e {
         ApiError::NotFound => (StatusCode::NOT_FOUND, "error.not_found"),
@@ -178,7 +184,7 @@ fn failed(caller: &Caller, e: ApiError) -> Response {
 }
 
 /// `YYYY-MM-DD HH:MM` in the governorate's time zone.
-fn local(s: &WebState, ms: Option<i64>) -> Option<String> {
+pub(super) fn local(s: &WebState, ms: Option<i64>) -> Option<String> {
     let t = jiff::Timestamp::from_millisecond(ms?).ok()?;
     Some(
         t.to_zoned(s.options.timezone.clone())

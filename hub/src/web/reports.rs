@@ -1,4 +1,4 @@
-//! The report pages still built by hand (sync log, conflicts, oversight, energy, queue
+//! The report pages still built by hand (conflicts, oversight, energy, queue
 //! statistics, catalog): Arabic first, English with `?lang=en`, every value escaped with
 //! [`esc`]. They are reached through the same access table as every route; the pages
 //! built from templates are in `pages`.
@@ -7,8 +7,7 @@ use axum::extract::State;
 use axum::response::Html;
 
 use super::api::{
-    LangQuery, LogQuery, MetricsQuery, load_catalog, load_conflicts, load_days, load_log,
-    load_oversight, load_sessions,
+    LangQuery, MetricsQuery, load_catalog, load_conflicts, load_days, load_oversight,
 };
 use super::{ApiError, Q, WebState};
 use crate::catalog::CatalogEntry;
@@ -51,13 +50,6 @@ pub fn esc(s: &str) -> String {
 
 fn ltr(s: &str) -> String {
     format!("<bdi dir=\"ltr\">{}</bdi>", esc(s))
-}
-
-fn time(ms: Option<i64>) -> String {
-    match ms.and_then(|m| jiff::Timestamp::from_millisecond(m).ok()) {
-        Some(t) => ltr(&t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string()),
-        None => "—".into(),
-    }
 }
 
 fn page(lang: Lang, path: &str, title: &str, body: &str) -> Html<String> {
@@ -109,142 +101,6 @@ fn table(head: &[&str], rows: Vec<Vec<String>>, empty: &str) -> String {
     }
     h.push_str("</tbody></table>");
     h
-}
-
-fn filter_form(l: Lang, action: &str, center: Option<&str>) -> String {
-    format!(
-        "<form method=\"get\" action=\"{action}\"><label>{} <input name=\"center\" value=\"{}\"></label>{}<button>{}</button></form>",
-        l.t("المركز", "Center"),
-        esc(center.unwrap_or("")),
-        if l == Lang::En {
-            "<input type=\"hidden\" name=\"lang\" value=\"en\">"
-        } else {
-            ""
-        },
-        l.t("تصفية", "Filter"),
-    )
-}
-
-fn result_cell(l: Lang, result: &str, error: Option<&str>) -> String {
-    let label = match result {
-        "ok" => l.t("ناجحة", "ok"),
-        "open" => l.t("جارية", "open"),
-        _ => l.t("خطأ", "error"),
-    };
-    match error {
-        Some(e) => format!("{label} {}", ltr(e)),
-        None => label.to_string(),
-    }
-}
-
-pub(super) async fn page_sync_log(
-    State(s): State<WebState>,
-    Q(q): Q<LogQuery>,
-) -> Result<Html<String>, ApiError> {
-    let l = Lang::of(q.lang.as_deref());
-    let path = match &q.center {
-        Some(c) => format!("/sync-log?center={}", esc(c)),
-        None => "/sync-log".into(),
-    };
-    let lq = if l == Lang::En { "&amp;lang=en" } else { "" };
-    let rows = load_sessions(&s, q.center.clone())
-        .await?
-        .into_iter()
-        .map(|r| {
-            vec![
-                format!(
-                    "<a href=\"/sync-log?center={0}{lq}\">{1}</a>",
-                    esc(&r.center),
-                    ltr(&r.center)
-                ),
-                ltr(&r.uplink),
-                time(Some(r.started_ms)),
-                time(r.ended_ms),
-                ltr(&format!("{} ms", r.last_ms - r.started_ms)),
-                format!(
-                    "<a href=\"/sync-log/requests?session={}{lq}\">{}</a>",
-                    r.id,
-                    ltr(&r.requests.to_string())
-                ),
-                ltr(&format!("{} / {}", r.bytes_up, r.bytes_down)),
-                ltr(&format!("{} / {}", r.docs_up, r.docs_down)),
-                ltr(&format!("{} / {}", r.changes_up, r.changes_down)),
-                ltr(&r.refused.to_string()),
-                r.skew_ms.map_or("—".into(), |s| ltr(&format!("{s} ms"))),
-                result_cell(l, &r.result, r.error.as_deref()),
-            ]
-        })
-        .collect();
-    let head = [
-        l.t("المركز", "Center"),
-        l.t("الوصلة", "Uplink"),
-        l.t("البداية", "Start"),
-        l.t("النهاية", "End"),
-        l.t("المدة", "Duration"),
-        l.t("الطلبات", "Requests"),
-        l.t("بايت صاعد / نازل", "Bytes up / down"),
-        l.t("وثائق صاعدة / نازلة", "Docs up / down"),
-        l.t("تغييرات صاعدة / نازلة", "Changes up / down"),
-        l.t("مرفوضة", "Refused"),
-        l.t("فرق الساعة", "Clock skew"),
-        l.t("النتيجة", "Result"),
-    ];
-    let body = filter_form(l, "/sync-log", q.center.as_deref())
-        + &table(&head, rows, l.t("لا توجد جلسات.", "No sessions."));
-    Ok(page(
-        l,
-        &path,
-        l.t("سجل التزامن: الجلسات", "Sync log: sessions"),
-        &body,
-    ))
-}
-
-pub(super) async fn page_sync_requests(
-    State(s): State<WebState>,
-    Q(q): Q<LogQuery>,
-) -> Result<Html<String>, ApiError> {
-    let l = Lang::of(q.lang.as_deref());
-    let path = match (&q.center, q.session) {
-        (_, Some(id)) => format!("/sync-log/requests?session={id}"),
-        (Some(c), None) => format!("/sync-log/requests?center={}", esc(c)),
-        (None, None) => "/sync-log/requests".into(),
-    };
-    let rows = load_log(&s, q.center.clone(), q.session)
-        .await?
-        .into_iter()
-        .map(|r| {
-            vec![
-                ltr(&r.center),
-                esc(&r.uplink),
-                esc(&r.kind),
-                time(Some(r.started_ms)),
-                ltr(&format!("{} ms", r.ended_ms - r.started_ms)),
-                ltr(&format!("{} / {}", r.bytes_up, r.bytes_down)),
-                ltr(&format!("{} / {}", r.docs_up, r.docs_down)),
-                ltr(&format!("{} / {}", r.changes_up, r.changes_down)),
-                ltr(&r.refused.to_string()),
-                match &r.error {
-                    Some(e) => format!("{} {}", esc(&r.result), ltr(e)),
-                    None => esc(&r.result),
-                },
-            ]
-        })
-        .collect();
-    let head = [
-        l.t("المركز", "Center"),
-        l.t("الوصلة", "Uplink"),
-        l.t("الطلب", "Request"),
-        l.t("البداية", "Start"),
-        l.t("المدة", "Duration"),
-        l.t("بايت صاعد / نازل", "Bytes up / down"),
-        l.t("وثائق صاعدة / نازلة", "Docs up / down"),
-        l.t("تغييرات صاعدة / نازلة", "Changes up / down"),
-        l.t("مرفوضة", "Refused"),
-        l.t("النتيجة", "Result"),
-    ];
-    let filter = filter_form(l, "/sync-log/requests", q.center.as_deref());
-    let body = filter + &table(&head, rows, l.t("لا توجد سجلات.", "No entries."));
-    Ok(page(l, &path, l.t("طلبات التزامن", "Sync requests"), &body))
 }
 
 pub(super) async fn page_conflicts(
