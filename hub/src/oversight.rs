@@ -167,6 +167,8 @@ pub enum AlertKind {
     BatteryCritical,
     /// Its latest session failed.
     SyncFailing,
+    /// Its backlog cannot drain ([`backlog_alarm`]; the row's `alarm` says why).
+    BacklogStuck,
 }
 
 impl AlertKind {
@@ -176,6 +178,7 @@ impl AlertKind {
             AlertKind::OnModem => "on_modem",
             AlertKind::BatteryCritical => "battery_critical",
             AlertKind::SyncFailing => "sync_failing",
+            AlertKind::BacklogStuck => "backlog_stuck",
         }
     }
 }
@@ -231,6 +234,9 @@ pub fn alerts_of(
     }
     if row.last_result.as_deref() == Some("error") {
         out.push(alert(AlertKind::SyncFailing, row.last_sync_ms, None));
+    }
+    if row.alarm.is_some() {
+        out.push(alert(AlertKind::BacklogStuck, None, Some(row.backlog)));
     }
     let on_modem = |s: &crate::sessions::SyncSession| s.uplink.ends_with("modem");
     let modem_since = if sessions.first().is_some_and(on_modem) {

@@ -393,7 +393,49 @@ pub(super) async fn centers(
     )
 }
 
-/// `GET /centers/{center}`: its state, sessions, energy and queue figures.
+/// Sessions of one center read for its page (the uplink hours need a day of them).
+const UPLINK_SESSIONS: u32 = 10_000;
+/// Sessions listed on a center's page.
+const SESSIONS_SHOWN: usize = 30;
+const HOUR_MS: i64 = 3_600_000;
+
+/// The link a center used in each of the last 24 hours, oldest first: (start of the
+/// hour, `primary`, `modem`, `mixed` or `none`), from its sessions (any order). Pure.
+pub(super) fn uplink_hours(
+    sessions: &[crate::sessions::SyncSession],
+    now_ms: i64,
+) -> Vec<(i64, &'static str)> {
+    let top = now_ms - now_ms.rem_euclid(HOUR_MS);
+    let mut seen = [(false, false); 24];
+    for x in sessions {
+        let back = (top - (x.started_ms - x.started_ms.rem_euclid(HOUR_MS))) / HOUR_MS;
+        let Ok(i) = usize::try_from(back) else { continue };
+        if i >= 24 {
+            continue;
+        }
+        for hop in x.uplink.split(crate::sessions::UPLINK_ARROW) {
+            match uplink_kind(hop) {
+                "modem" => seen[i].1 = true,
+                _ => seen[i].0 = true,
+            }
+        }
+    }
+    (0..24)
+        .rev()
+        .map(|i| {
+            let kind = match seen[i] {
+                (true, true) => "mixed",
+                (true, false) => "primary",
+                (false, true) => "modem",
+                (false, false) => "none",
+            };
+            (top - i as i64 * HOUR_MS, kind)
+        })
+        .collect()
+}
+
+/// `GET /centers/{center}`: its state, sessions, uplinks over the last day, energy and
+/// queue figures.
 pub(super) async fn center(
     State(s): State<WebState>,
     Extension(caller): Extension<Caller>,
@@ -408,7 +450,7 @@ pub(super) async fn center(
             let state = oversight::center_states(e, now, silent)?
                 .into_iter()
                 .find(|c| c.row.center == want);
-            let sessions = e.sessions(Some(&want), now, 30)?;
+            let sessions = e.sessions(Some(&want), now, UPLINK_SESSIONS)?;
             let from = energy::window_start(crate::catalog::today(jiff::Timestamp::now()), Some(7));
             let energy = energy::days(e, MetricsKind::Energy, Some(&want), from)?;
             let stats = energy::days(e, MetricsKind::Stats, Some(&want), from)?;
@@ -421,8 +463,18 @@ pub(super) async fn center(
         Ok(Err(e)) => return failed(&caller, e.into()),
         Err(e) => return failed(&caller, e.into()),
     };
+    let hours: Vec<Value> = uplink_hours(&sessions, now)
+        .into_iter()
+        .map(|(start, kind)| {
+            let hour = jiff::Timestamp::from_millisecond(start)
+                .map(|t| t.to_zoned(s.options.timezone.clone()).strftime("%H").to_string())
+                .unwrap_or_default();
+            context! { hour => hour, kind => kind }
+        })
+        .collect();
     let sessions: Vec<Value> = sessions
         .iter()
+        .take(SESSIONS_SHOWN)
         .map(|x| {
             context! {
                 started => local(&s, Some(x.started_ms)), uplink => x.uplink,
@@ -460,7 +512,7 @@ pub(super) async fn center(
         &format!("/centers/{center}"),
         StatusCode::OK,
         "center.html",
-        context! { sessions => sessions, energy => energy, stats => stats, ..row },
+        context! { sessions => sessions, hours => hours, energy => energy, stats => stats, ..row },
     )
 }
 
@@ -738,11 +790,12 @@ mod tests {
                 AlertKind::OnModem,
                 AlertKind::BatteryCritical,
                 AlertKind::SyncFailing,
+                AlertKind::BacklogStuck,
             ]
             .iter()
             .map(|a| format!("alert.{}", a.as_str())),
         );
-        keys.extend(["primary", "modem", "other"].map(|l| format!("link.{l}")));
+        keys.extend(["primary", "modem", "other", "mixed", "none"].map(|l| format!("link.{l}")));
         keys.extend(["ok", "error", "open"].map(|r| format!("result.{r}")));
         keys.extend(SORTS.map(|s| format!("sort.{s}")));
         keys.extend(
@@ -767,6 +820,31 @@ mod tests {
                 lang.code()
             );
         }
+    }
+
+    #[test]
+    fn the_uplink_of_each_hour_of_the_last_day() {
+        let h = super::HOUR_MS;
+        let now = 100 * h + 10;
+        let s = |at: i64, uplink: &str| crate::sessions::SyncSession {
+            started_ms: at,
+            uplink: uplink.into(),
+            ..Default::default()
+        };
+        let hours = uplink_hours(
+            &[
+                s(now - 5, "primary"),
+                s(now - h, "modem"),
+                s(now - 2 * h, "primary→modem"),
+                s(now - 30 * h, "modem"),
+            ],
+            now,
+        );
+        assert_eq!(hours.len(), 24);
+        assert_eq!(hours[23], (100 * h, "primary"));
+        assert_eq!(hours[22].1, "modem");
+        assert_eq!(hours[21].1, "mixed");
+        assert_eq!(hours[0], (77 * h, "none"));
     }
 
     #[test]
