@@ -551,7 +551,8 @@ async fn a_silent_center_stands_out_on_the_overview_and_in_the_alerts() -> anyho
 }
 
 #[tokio::test]
-async fn the_sync_log_groups_sessions_with_nothing_new_and_filters_failures() -> anyhow::Result<()> {
+async fn the_sync_log_groups_sessions_with_nothing_new_and_filters_failures() -> anyhow::Result<()>
+{
     let now = jiff::Timestamp::now().as_millisecond();
     // Oldest first: three quiet sessions, one that moved changes, two quiet, one failed.
     let plan = [0, 0, 0, 3, 0, 0, -1];
@@ -653,11 +654,13 @@ async fn markup_in_any_field_comes_out_escaped_on_every_page() -> anyhow::Result
         }
     })?;
     let admin = rig.token(Role::Admin).to_string();
-    let query = ["center", "operator", "kind", "next", "sort", "session", "done"]
-        .iter()
-        .map(|k| format!("{k}={}", urlenc(&format!("{SCRIPT}{IMG}"))))
-        .collect::<Vec<_>>()
-        .join("&");
+    let query = [
+        "center", "operator", "kind", "next", "sort", "session", "done",
+    ]
+    .iter()
+    .map(|k| format!("{k}={}", urlenc(&format!("{SCRIPT}{IMG}"))))
+    .collect::<Vec<_>>()
+    .join("&");
     let mut pages = 0;
     for (method, pattern, _) in ACCESS {
         if *method != "GET" || pattern.starts_with("/api/") || pattern.starts_with("/assets") {
@@ -669,7 +672,10 @@ async fn markup_in_any_field_comes_out_escaped_on_every_page() -> anyhow::Result
         }
         for path in paths {
             for lang in ["ar", "en"] {
-                let path = format!("{path}{}lang={lang}", if path.contains('?') { "&" } else { "?" });
+                let path = format!(
+                    "{path}{}lang={lang}",
+                    if path.contains('?') { "&" } else { "?" }
+                );
                 let (_, html) = rig.bearer(&admin, Method::GET, &path, None).await?;
                 assert!(!html.contains(SCRIPT), "{path}: {html}");
                 assert!(!html.contains("<img src=x"), "{path}: {html}");
@@ -680,10 +686,20 @@ async fn markup_in_any_field_comes_out_escaped_on_every_page() -> anyhow::Result
     assert!(pages > 30, "{pages}");
     // The login page echoes `next` and, after a failure, the username.
     let (_, _, html) = rig
-        .send([127, 0, 0, 1], Method::GET, &format!("/login?next={}", urlenc(IMG)), &[], None)
+        .send(
+            [127, 0, 0, 1],
+            Method::GET,
+            &format!("/login?next={}", urlenc(IMG)),
+            &[],
+            None,
+        )
         .await?;
     assert!(!html.contains("<img src=x"), "{html}");
-    let body = format!("username={}&password=x&next={}", urlenc(SCRIPT), urlenc(IMG));
+    let body = format!(
+        "username={}&password=x&next={}",
+        urlenc(SCRIPT),
+        urlenc(IMG)
+    );
     let (_, _, html) = rig
         .send(
             [127, 0, 0, 1],
@@ -693,6 +709,9 @@ async fn markup_in_any_field_comes_out_escaped_on_every_page() -> anyhow::Result
             Some(body),
         )
         .await?;
-    assert!(!html.contains(SCRIPT) && !html.contains("<img src=x"), "{html}");
+    assert!(
+        !html.contains(SCRIPT) && !html.contains("<img src=x"),
+        "{html}"
+    );
     Ok(())
 }

@@ -172,7 +172,10 @@ mod tests {
     fn back_links_stay_on_this_server() {
         let own = &["desk", "cases"];
         assert_eq!(safe_back("/desk?counter=2", own), "/desk?counter=2");
-        assert_eq!(safe_back("/cases/MID-2026-000001", own), "/cases/MID-2026-000001");
+        assert_eq!(
+            safe_back("/cases/MID-2026-000001", own),
+            "/cases/MID-2026-000001"
+        );
         assert_eq!(safe_back("/", own), "/");
         for evil in [
             "//evil.example/",

@@ -357,7 +357,10 @@ pub(crate) fn operators_sessions_tokens_limits_and_audit(e: &mut dyn HubEngine) 
     assert_eq!(limits[0].address, "10.0.0.2", "newest first");
     assert_eq!(e.clear_login_failures("amal", Some("10.0.0.1")).unwrap(), 1);
     assert_eq!(e.login_failures("amal", "10.0.0.2").unwrap(), f(1, 42));
-    assert_eq!(operators::clear_limit(e, "amal", None, &who(43)).unwrap(), 1);
+    assert_eq!(
+        operators::clear_limit(e, "amal", None, &who(43)).unwrap(),
+        1
+    );
     assert!(e.login_limits().unwrap().is_empty());
 
     // The audit log: every change above, newest first, filtered.
@@ -387,32 +390,44 @@ pub(crate) fn operators_sessions_tokens_limits_and_audit(e: &mut dyn HubEngine) 
         e.audit(&f).unwrap().into_iter().map(|a| a.kind).collect()
     };
     assert_eq!(
-        by(e, AuditFilter {
-            center: Some("midan".into()),
-            ..AuditFilter::default()
-        }),
+        by(
+            e,
+            AuditFilter {
+                center: Some("midan".into()),
+                ..AuditFilter::default()
+            }
+        ),
         ["staff.grant"]
     );
     assert_eq!(
-        by(e, AuditFilter {
-            operator: Some("rana".into()),
-            ..AuditFilter::default()
-        }),
+        by(
+            e,
+            AuditFilter {
+                operator: Some("rana".into()),
+                ..AuditFilter::default()
+            }
+        ),
         ["catalog.fee"]
     );
     assert_eq!(
-        by(e, AuditFilter {
-            kind: Some("operator.token.".into()),
-            ..AuditFilter::default()
-        }),
+        by(
+            e,
+            AuditFilter {
+                kind: Some("operator.token.".into()),
+                ..AuditFilter::default()
+            }
+        ),
         ["operator.token.revoke", "operator.token.create"]
     );
     assert_eq!(
-        by(e, AuditFilter {
-            kind: Some("operator.".into()),
-            limit: Some(2),
-            ..AuditFilter::default()
-        })
+        by(
+            e,
+            AuditFilter {
+                kind: Some("operator.".into()),
+                limit: Some(2),
+                ..AuditFilter::default()
+            }
+        )
         .len(),
         2
     );

@@ -470,11 +470,20 @@ mod tests {
     /// operator home after logging in); nothing else is.
     #[test]
     fn next_leads_to_the_hubs_own_pages_only() {
-        for page in ["/centers", "/centers/midan?sort=backlog", "/audit?kind=operator.", "/"] {
+        for page in [
+            "/centers",
+            "/centers/midan?sort=backlog",
+            "/audit?kind=operator.",
+            "/",
+        ] {
             assert_eq!(safe_back(page), page);
         }
         for (m, p, _) in ACCESS {
-            let first = p.trim_start_matches('/').split('/').next().unwrap_or_default();
+            let first = p
+                .trim_start_matches('/')
+                .split('/')
+                .next()
+                .unwrap_or_default();
             if *m == "GET" && !NOT_PAGES.contains(&first) {
                 assert!(own_pages().contains(&first), "{p}");
             }

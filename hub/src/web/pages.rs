@@ -409,7 +409,9 @@ pub(super) fn uplink_hours(
     let mut seen = [(false, false); 24];
     for x in sessions {
         let back = (top - (x.started_ms - x.started_ms.rem_euclid(HOUR_MS))) / HOUR_MS;
-        let Ok(i) = usize::try_from(back) else { continue };
+        let Ok(i) = usize::try_from(back) else {
+            continue;
+        };
         if i >= 24 {
             continue;
         }
@@ -467,7 +469,11 @@ pub(super) async fn center(
         .into_iter()
         .map(|(start, kind)| {
             let hour = jiff::Timestamp::from_millisecond(start)
-                .map(|t| t.to_zoned(s.options.timezone.clone()).strftime("%H").to_string())
+                .map(|t| {
+                    t.to_zoned(s.options.timezone.clone())
+                        .strftime("%H")
+                        .to_string()
+                })
                 .unwrap_or_default();
             context! { hour => hour, kind => kind }
         })

@@ -262,7 +262,8 @@ impl Operators for PgHub {
     }
 
     fn delete_api_token(&mut self, id: i64) -> Result<bool, StorageError> {
-        let n = self.with_tx(|tx| tx.execute("DELETE FROM hub_api_tokens WHERE id = $1", &[&id]))?;
+        let n =
+            self.with_tx(|tx| tx.execute("DELETE FROM hub_api_tokens WHERE id = $1", &[&id]))?;
         Ok(n == 1)
     }
 
@@ -360,14 +361,13 @@ impl Operators for PgHub {
         let center = f.center.as_deref().filter(|s| !s.is_empty());
         // A kind, or a prefix of kinds ending in `.`; `%` and `_` of the filter are
         // literal.
-        let kind = f
-            .kind
-            .as_deref()
-            .filter(|s| !s.is_empty())
-            .map(|k| {
-                let k = k.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
-                if k.ends_with('.') { format!("{k}%") } else { k }
-            });
+        let kind = f.kind.as_deref().filter(|s| !s.is_empty()).map(|k| {
+            let k = k
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            if k.ends_with('.') { format!("{k}%") } else { k }
+        });
         let limit = i64::from(f.limit.unwrap_or(500).min(5000));
         let rows = self.with_tx(|tx| {
             tx.query(
