@@ -56,6 +56,41 @@ enum Command {
         #[command(subcommand)]
         command: PkiCommand,
     },
+    /// The hub's operator accounts: add one (the first administrator), or give one an
+    /// API token. Works while the hub runs.
+    Operator {
+        #[command(subcommand)]
+        command: OperatorCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum OperatorCommand {
+    /// Add an operator; prints a generated password (and an API token with --token).
+    Add {
+        /// The hub's config file (its data directory holds the accounts).
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        username: String,
+        /// A role (repeatable): admin, oversight, catalog, staff, eservices, network.
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Also create an API token with this label, printed once.
+        #[arg(long)]
+        token: Option<String>,
+    },
+    /// Create an API token for an existing operator; prints it once.
+    Token {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        username: String,
+        #[arg(long, default_value = "")]
+        label: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -121,6 +156,15 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("markaz pki: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Command::Operator { command } = &cli.command {
+        return match operator(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("markaz operator: {e:#}");
                 ExitCode::FAILURE
             }
         };
@@ -245,7 +289,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             hub_port,
             sync_port,
         } => demo(data_dir, port, hub_port, sync_port).await,
-        Command::CheckConfig { .. } | Command::Pki { .. } => {
+        Command::CheckConfig { .. } | Command::Pki { .. } | Command::Operator { .. } => {
             unreachable!("handled before the runtime starts")
         }
     }
@@ -359,3 +403,43 @@ async fn demo(data_dir: PathBuf, port: u16, hub_port: u16, sync_port: u16) -> an
 }
 
 const DEMO_PASSWORD: &str = "markaz-demo";
+
+/// `markaz operator …`: operator accounts in the hub's database.
+fn operator(command: &OperatorCommand) -> anyhow::Result<()> {
+    match command {
+        OperatorCommand::Add {
+            config,
+            username,
+            roles,
+            name,
+            token,
+        } => {
+            let cfg = markaz_config::load_hub(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let roles = markaz_hub::operators::parse_roles(&roles.join(","))?;
+            let new = markaz_hub::operators::NewOperator {
+                username: username.clone(),
+                full_name: name.clone(),
+                roles,
+                language: "ar".into(),
+            };
+            let added = markaz_hub::add_operator(&cfg, &new, None, token.as_deref())?;
+            if let Some(p) = added.password {
+                println!("password: {p}");
+            }
+            if let Some(t) = added.token {
+                println!("token: {t}");
+            }
+            Ok(())
+        }
+        OperatorCommand::Token {
+            config,
+            username,
+            label,
+        } => {
+            let cfg = markaz_config::load_hub(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let t = markaz_hub::add_operator_token(&cfg, username, label)?;
+            println!("token: {t}");
+            Ok(())
+        }
+    }
+}

@@ -6,7 +6,6 @@
 //! center identity the TLS layer would have put on the request.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use anyhow::Context;
 use axum::body::Body;
@@ -16,13 +15,15 @@ use http_body_util::BodyExt;
 use markaz_hub::pki::Serial;
 use markaz_hub::storage::{HubDb, HubWriter};
 use markaz_hub::tls::CenterIdentity;
-use markaz_hub::{endpoint, web};
+use markaz_hub::{endpoint, operators, web};
 use markaz_sync::protocol::{Request, Response};
 use serde_json::Value;
 use tower::ServiceExt;
 
 struct Rig {
     _dir: tempfile::TempDir,
+    /// A network operator's API token.
+    token: String,
     sync: axum::Router,
     web: axum::Router,
 }
@@ -30,13 +31,32 @@ struct Rig {
 impl Rig {
     fn new() -> anyhow::Result<Rig> {
         let dir = tempfile::tempdir()?;
-        let writer = HubWriter::spawn(HubDb::open(dir.path())?)?;
+        let mut db = HubDb::open(dir.path())?;
+        let who = operators::Who {
+            operator: "cli".into(),
+            address: "local".into(),
+            at_ms: 0,
+        };
+        let new = operators::NewOperator {
+            username: "watcher".into(),
+            full_name: String::new(),
+            roles: vec![operators::Role::Network],
+            language: "ar".into(),
+        };
+        operators::create(&mut db, &new, "x".into(), &who)?;
+        let token = markaz_web::password::new_token();
+        operators::add_token(
+            &mut db,
+            "watcher",
+            "",
+            &markaz_web::password::token_hash(&token),
+            &who,
+        )?;
+        let writer = HubWriter::spawn(db)?;
         Ok(Rig {
             sync: endpoint::router(writer.clone(), 1 << 20),
-            web: web::router(web::WebState {
-                writer,
-                token: Arc::new("t".into()),
-            }),
+            web: web::router(web::WebState::new(writer, web::WebOptions::default())),
+            token,
             _dir: dir,
         })
     }
@@ -67,7 +87,9 @@ impl Rig {
     }
 
     async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        let mut r = HttpRequest::get(path).body(Body::empty())?;
+        let mut r = HttpRequest::get(path)
+            .header("authorization", format!("Bearer {}", self.token))
+            .body(Body::empty())?;
         r.extensions_mut()
             .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 1))));
         let resp = self.web.clone().oneshot(r).await?;
@@ -77,7 +99,9 @@ impl Rig {
     }
 
     async fn status_and_json(&self, path: &str) -> anyhow::Result<(StatusCode, Value)> {
-        let mut r = HttpRequest::get(path).body(Body::empty())?;
+        let mut r = HttpRequest::get(path)
+            .header("authorization", format!("Bearer {}", self.token))
+            .body(Body::empty())?;
         r.extensions_mut()
             .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 1))));
         let resp = self.web.clone().oneshot(r).await?;
@@ -87,7 +111,9 @@ impl Rig {
     }
 
     async fn page(&self, path: &str) -> anyhow::Result<String> {
-        let mut r = HttpRequest::get(path).body(Body::empty())?;
+        let mut r = HttpRequest::get(path)
+            .header("authorization", format!("Bearer {}", self.token))
+            .body(Body::empty())?;
         r.extensions_mut()
             .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 1))));
         let resp = self.web.clone().oneshot(r).await?;

@@ -144,7 +144,7 @@ async fn sync_log_partial_replication_portal_and_pages(hub: Hub) -> anyhow::Resu
     );
 
     // Pages: Arabic first, English on request; the overview lists both centers.
-    let (status, html) = hub.http("GET", "/", None).await?;
+    let (status, html) = hub.http("GET", "/centers", None).await?;
     assert!(status.contains("200"));
     assert!(html.contains("lang=\"ar\" dir=\"rtl\""));
     assert!(html.contains("midan") && html.contains("qanawat"));

@@ -1,12 +1,11 @@
-//! Staff authentication: argon2 password hashes, bearer/cookie sessions that expire
+//! Staff authentication over the center's tables: bearer/cookie sessions that expire
 //! (absolute lifetime and idle timeout), CSRF tokens for cookie sessions, and login rate
-//! limiting. Tokens are random 256-bit values; only their blake3 hash is stored, so a
-//! copy of the database does not log anyone in. Secrets never reach the logs.
+//! limiting. Passwords, tokens and CSRF tokens are the shared ones
+//! ([`markaz_web::password`]): only the blake3 hash of a session token is stored, and
+//! the CSRF token is derived from the session token, its hash alone kept in the row, so
+//! a copy of the database neither logs anyone in nor passes a CSRF check. Secrets never
+//! reach the logs.
 
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use base64::Engine;
-use rand::RngCore;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::error::AppError;
@@ -20,37 +19,11 @@ pub struct AuthPolicy {
     pub login_window_ms: i64,
 }
 
+pub use markaz_web::password::{DUMMY_HASH, new_token, token_hash, verify_password};
+
 /// Hashes a password with argon2id (PHC string). CPU-heavy: call on a blocking thread.
 pub fn hash_password(password: &str) -> Result<String, AppError> {
-    let mut salt = [0u8; 16];
-    rand::rng().fill_bytes(&mut salt);
-    let salt = SaltString::encode_b64(&salt).map_err(|e| AppError::Internal(e.to_string()))?;
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| AppError::Internal(format!("argon2: {e}")))
-}
-
-/// Checks a password against a stored PHC string. CPU-heavy: call on a blocking thread.
-pub fn verify_password(password: &str, phc: &str) -> bool {
-    PasswordHash::new(phc)
-        .map(|h| {
-            Argon2::default()
-                .verify_password(password.as_bytes(), &h)
-                .is_ok()
-        })
-        .unwrap_or(false)
-}
-
-/// A fresh random token, URL-safe.
-pub fn new_token() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-pub fn token_hash(token: &str) -> String {
-    blake3::hash(token.as_bytes()).to_hex().to_string()
+    markaz_web::password::hash_password(password).map_err(|e| AppError::Internal(e.to_string()))
 }
 
 /// A session as the API sees it once the token checked out.
@@ -78,7 +51,12 @@ pub fn find_session(
                 Ok((
                     SessionRow {
                         username: r.get(0)?,
-                        csrf: r.get(1)?,
+                        // The row keeps only the CSRF token's hash; the token itself
+                        // follows from the session token the client presented.
+                        csrf: {
+                            let _stored_hash: String = r.get(1)?;
+                            markaz_web::password::csrf_token(token)
+                        },
                         terminal: r.get(2)?,
                         last_seen_ms: r.get(3)?,
                     },
@@ -107,11 +85,11 @@ pub fn create_session(
     policy: &AuthPolicy,
 ) -> Result<(String, String), AppError> {
     let token = new_token();
-    let csrf = new_token();
+    let csrf = markaz_web::password::csrf_token(&token);
     conn.execute(
         "INSERT INTO sessions(token_hash, username, csrf, terminal, created_ms, last_seen_ms, expires_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)",
-        params![token_hash(&token), username, csrf, terminal, now_ms, now_ms + policy.session_ttl_ms],
+        params![token_hash(&token), username, token_hash(&csrf), terminal, now_ms, now_ms + policy.session_ttl_ms],
     )?;
     // Housekeeping: sessions past their lifetime go.
     conn.execute(
@@ -188,21 +166,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn password_round_trip_and_salted() {
-        let a = hash_password("correct horse").unwrap();
-        let b = hash_password("correct horse").unwrap();
-        assert_ne!(a, b, "salted");
-        assert!(a.starts_with("$argon2id$"));
-        assert!(verify_password("correct horse", &a));
-        assert!(!verify_password("wrong", &a));
-        assert!(!verify_password("x", "not a phc string"));
-    }
-
-    #[test]
-    fn tokens_are_random_and_hashed() {
-        let t = new_token();
-        assert_ne!(t, new_token());
-        assert_eq!(t.len(), 43);
-        assert_ne!(token_hash(&t), t);
+    fn a_session_row_keeps_no_secret() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE staff(username TEXT PRIMARY KEY, active INTEGER NOT NULL DEFAULT 1);
+             INSERT INTO staff(username) VALUES ('amal');
+             CREATE TABLE sessions(token_hash TEXT PRIMARY KEY, username TEXT NOT NULL,
+               csrf TEXT NOT NULL, terminal TEXT, created_ms INTEGER NOT NULL,
+               last_seen_ms INTEGER NOT NULL, expires_ms INTEGER NOT NULL);",
+        )
+        .unwrap();
+        let policy = AuthPolicy {
+            session_ttl_ms: 60_000,
+            session_idle_ms: 60_000,
+            login_max_attempts: 5,
+            login_window_ms: 60_000,
+        };
+        let (token, csrf) = create_session(&conn, "amal", None, 1_000, &policy).unwrap();
+        let (stored_token, stored_csrf): (String, String) = conn
+            .query_row("SELECT token_hash, csrf FROM sessions", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_ne!(stored_token, token);
+        assert_ne!(stored_csrf, csrf, "the CSRF token is stored hashed");
+        let found = find_session(&conn, &token, 2_000, &policy)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            found.csrf, csrf,
+            "the page still gets the session's CSRF token"
+        );
     }
 }

@@ -41,6 +41,9 @@ pub fn router_with(
 ) -> Router {
     crate::api::router(app.clone())
         .merge(crate::web::router_with(app, web))
+        .layer(axum::middleware::from_fn(
+            markaz_web::http::security_headers,
+        ))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,

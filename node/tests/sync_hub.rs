@@ -740,6 +740,8 @@ impl RealHub {
         cfg.hub.server_cert = Some(issued.cert_path);
         cfg.hub.server_key = Some(issued.key_path);
         cfg.hub.crl = Some(ca.crl_path());
+        // The shared token file stands in for an operator's API token here.
+        cfg.hub.legacy_operator_token = true;
         let shutdown = CancellationToken::new();
         tokio::spawn(markaz_hub::run(cfg, shutdown.clone()));
         for _ in 0..400 {

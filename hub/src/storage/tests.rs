@@ -270,6 +270,169 @@ pub(crate) fn hub_documents_route_to_the_centers_that_need_them(e: &mut dyn HubE
     assert_eq!(midan.heads(&own), before);
 }
 
+/// Operators, sessions, API tokens, login limits and the audit log, through the
+/// `operators` rules (which every engine shares) and the rows underneath.
+pub(crate) fn operators_sessions_tokens_limits_and_audit(e: &mut dyn HubEngine) {
+    use crate::operators::{self, AuditFilter, NewOperator, OperatorUpdate, Role, Who};
+    let who = |at_ms| Who {
+        operator: "admin".into(),
+        address: "10.0.0.9".into(),
+        at_ms,
+    };
+    assert_eq!(e.operator_count().unwrap(), 0);
+    let new = |u: &str, roles: Vec<Role>| NewOperator {
+        username: u.into(),
+        full_name: format!("{u} <b>"),
+        roles,
+        language: "ar".into(),
+    };
+    operators::create(e, &new("admin", vec![Role::Admin]), "h0".into(), &who(1)).unwrap();
+    let amal = operators::create(
+        e,
+        &new("amal", vec![Role::Network, Role::Oversight, Role::Network]),
+        "h1".into(),
+        &who(2),
+    )
+    .unwrap();
+    assert_eq!(amal.roles, vec![Role::Oversight, Role::Network]);
+    assert!(matches!(
+        operators::create(e, &new("amal", vec![Role::Staff]), "h".into(), &who(3)),
+        Err(operators::OperatorError::Exists(_))
+    ));
+    assert_eq!(e.operator_count().unwrap(), 2);
+    let stored = e.operator("amal").unwrap().expect("amal");
+    assert_eq!(
+        (stored.password_hash.as_str(), stored.full_name.as_str()),
+        ("h1", "amal <b>")
+    );
+    assert!(e.operator("nobody").unwrap().is_none());
+
+    // Sessions: kept by hash, touched, ended one by one, all of an operator, or pruned.
+    let rec = |created_ms, last_seen_ms| crate::operators::SessionRecord {
+        username: "amal".parse().unwrap(),
+        created_ms,
+        last_seen_ms,
+    };
+    e.insert_session("s1", &rec(10, 10)).unwrap();
+    e.insert_session("s2", &rec(10, 10)).unwrap();
+    e.insert_session("s3", &rec(500, 500)).unwrap();
+    e.touch_session("s1", 400).unwrap();
+    assert_eq!(e.session("s1").unwrap(), Some(rec(10, 400)));
+    e.delete_session("s1").unwrap();
+    assert_eq!(e.session("s1").unwrap(), None);
+    e.prune_sessions(0, 100).unwrap();
+    assert_eq!(e.session("s2").unwrap(), None, "idle too long");
+    assert!(e.session("s3").unwrap().is_some());
+    // Deactivating ends the sessions; the last active admin keeps the role.
+    let off = OperatorUpdate {
+        active: Some(false),
+        ..OperatorUpdate::default()
+    };
+    assert!(!operators::update(e, "amal", &off, &who(20)).unwrap().active);
+    assert_eq!(e.session("s3").unwrap(), None);
+    assert!(operators::update(e, "admin", &off, &who(21)).is_err());
+    assert!(e.operator("admin").unwrap().unwrap().active);
+
+    // API tokens: by hash, marking their use; revoked by id.
+    let t = operators::add_token(e, "amal", "backup", "th1", &who(30)).unwrap();
+    assert_eq!(e.use_api_token("th1", 31).unwrap().as_deref(), Some("amal"));
+    assert_eq!(e.use_api_token("nope", 31).unwrap(), None);
+    let listed = e.api_tokens(Some("amal")).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0].id, listed[0].last_used_ms), (t.id, Some(31)));
+    assert!(e.api_tokens(Some("admin")).unwrap().is_empty());
+    operators::revoke_token(e, t.id, &who(32)).unwrap();
+    assert_eq!(e.use_api_token("th1", 33).unwrap(), None);
+    assert!(!e.delete_api_token(t.id).unwrap());
+
+    // Login limits per (username, address).
+    assert_eq!(e.login_failures("amal", "10.0.0.1").unwrap().count, 0);
+    let f = |count, last_ms| markaz_web::login::Failures { count, last_ms };
+    e.set_login_failures("amal", "10.0.0.1", f(3, 40)).unwrap();
+    e.set_login_failures("amal", "10.0.0.1", f(4, 41)).unwrap();
+    e.set_login_failures("amal", "10.0.0.2", f(1, 42)).unwrap();
+    assert_eq!(e.login_failures("amal", "10.0.0.1").unwrap(), f(4, 41));
+    let limits = e.login_limits().unwrap();
+    assert_eq!(limits.len(), 2);
+    assert_eq!(limits[0].address, "10.0.0.2", "newest first");
+    assert_eq!(e.clear_login_failures("amal", Some("10.0.0.1")).unwrap(), 1);
+    assert_eq!(e.login_failures("amal", "10.0.0.2").unwrap(), f(1, 42));
+    assert_eq!(
+        operators::clear_limit(e, "amal", None, &who(43)).unwrap(),
+        1
+    );
+    assert!(e.login_limits().unwrap().is_empty());
+
+    // The audit log: every change above, newest first, filtered.
+    let all = e.audit(&AuditFilter::default()).unwrap();
+    let kinds: Vec<&str> = all.iter().map(|a| a.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "operator.login_limit.clear",
+            "operator.token.revoke",
+            "operator.token.create",
+            "operator.update",
+            "operator.create",
+            "operator.create",
+        ]
+    );
+    assert_eq!(all[3].before.as_ref().unwrap()["active"], true);
+    assert_eq!(all[3].after.as_ref().unwrap()["active"], false);
+    assert_eq!(all[0].address, "10.0.0.9");
+    let mut centered = who(50).entry("staff.grant", Some("midan"), "midan/huda", None, None);
+    e.record_audit(&centered).unwrap();
+    centered.operator = "rana".into();
+    centered.kind = "catalog.fee".into();
+    centered.center = None;
+    e.record_audit(&centered).unwrap();
+    let by = |e: &mut dyn HubEngine, f: AuditFilter| -> Vec<String> {
+        e.audit(&f).unwrap().into_iter().map(|a| a.kind).collect()
+    };
+    assert_eq!(
+        by(
+            e,
+            AuditFilter {
+                center: Some("midan".into()),
+                ..AuditFilter::default()
+            }
+        ),
+        ["staff.grant"]
+    );
+    assert_eq!(
+        by(
+            e,
+            AuditFilter {
+                operator: Some("rana".into()),
+                ..AuditFilter::default()
+            }
+        ),
+        ["catalog.fee"]
+    );
+    assert_eq!(
+        by(
+            e,
+            AuditFilter {
+                kind: Some("operator.token.".into()),
+                ..AuditFilter::default()
+            }
+        ),
+        ["operator.token.revoke", "operator.token.create"]
+    );
+    assert_eq!(
+        by(
+            e,
+            AuditFilter {
+                kind: Some("operator.".into()),
+                limit: Some(2),
+                ..AuditFilter::default()
+            }
+        )
+        .len(),
+        2
+    );
+}
+
 /// One `#[test]` per body for an engine made by `$open` (a function of the test's name
 /// giving a boxed engine and whatever must live as long as it, or `None` when the engine
 /// is not available here and the test is skipped).
@@ -297,6 +460,7 @@ mod sqlite {
         counters_count_and_status_keeps_the_cursor,
         requests_group_by_header_or_by_hello,
         hub_documents_route_to_the_centers_that_need_them,
+        operators_sessions_tokens_limits_and_audit,
     );
 }
 

@@ -198,8 +198,10 @@ impl App {
             }
             _ => {
                 // Spend the same time as a real check so usernames cannot be probed by timing.
-                let _ = tokio::task::spawn_blocking(move || auth::verify_password(&pw, "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$0000000000000000000000000000000000000000000"))
-                    .await;
+                let _ = tokio::task::spawn_blocking(move || {
+                    auth::verify_password(&pw, auth::DUMMY_HASH)
+                })
+                .await;
                 None
             }
         };

@@ -1,5 +1,5 @@
-//! The static files of the pages (CSS, the display and print scripts), built into the
-//! binary so a center needs no internet and no files beside the executable.
+//! The static files of the pages (the shared stylesheet, the display and print scripts),
+//! built into the binary so a center needs no internet and no files beside the executable.
 
 use axum::extract::Path;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -10,7 +10,7 @@ const ASSETS: &[(&str, &str, &str)] = &[
     (
         "markaz.css",
         "text/css; charset=utf-8",
-        include_str!("../../assets/markaz.css"),
+        markaz_web::http::STYLESHEET,
     ),
     (
         "display.js",

@@ -4,7 +4,8 @@
 //! process's pool ([`open_pool`]).
 //!
 //! The tables are [`schema`] (versioned migrations), the relay's and the documents' rows
-//! [`tables`], the sync log and sessions [`log`].
+//! [`tables`], the sync log and sessions [`log`], operators, their sessions and tokens,
+//! login limits and the audit log `operators`.
 //!
 //! What several processes writing at once need, and how each is solved (every one has a
 //! test in `storage::tests::pg`):
@@ -43,6 +44,7 @@ use postgres::{Client, NoTls, Statement};
 use super::{Counters, StorageError, Transactional, TxWork};
 
 pub mod log;
+mod operators;
 pub mod schema;
 pub mod tables;
 
