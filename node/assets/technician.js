@@ -9,7 +9,8 @@
   function refresh() {
     fetch(url, { credentials: "same-origin", cache: "no-store" })
       .then(function (r) {
-        if (!r.ok) { throw new Error(String(r.status)); }
+        // A redirect means the session ended (the login page): keep the old panels.
+        if (!r.ok || r.redirected) { throw new Error(String(r.status)); }
         return r.text();
       })
       .then(function (html) {

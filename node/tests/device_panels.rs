@@ -588,3 +588,106 @@ async fn a_refused_generator_start_raises_the_technician_alert() {
     );
     rig.stop().await;
 }
+
+/// The technician's page as a browser gets it (session cookie, language cookie).
+async fn page(rig: &Rig, path: &str, lang: &str) -> String {
+    reqwest::Client::new()
+        .get(format!("{}{path}", rig.node.base))
+        .header(
+            "cookie",
+            format!("markaz_session={}; markaz_lang={lang}", rig.tech.token),
+        )
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// #15.2 without a browser: the page writes the typed panels in words (the browser test
+/// `tests/tests/browser_technician.rs` checks the same on screen).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_technician_page_writes_the_panels_in_words() {
+    let rig = Rig::start(|_| {}).await;
+    rig.modem.set_sim_present(false);
+    let target = rig.panels().await["link"]["data"]["probe_targets"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut last = String::new();
+    for _ in 0..80 {
+        last = page(&rig, "/technician/panels", "en").await;
+        if last.contains("No SIM: check the SIM card is seated") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        last.contains("id=\"panel-modem\" data-state=\"fault\""),
+        "the modem panel is a fault:\n{last}"
+    );
+    for lang in ["ar", "en"] {
+        let html = page(&rig, "/technician", lang).await;
+        let panels = html
+            .split("id=\"panels\"")
+            .nth(1)
+            .and_then(|p| p.split("id=\"errors-h\"").next())
+            .unwrap_or_default();
+        assert!(!panels.is_empty(), "{html}");
+        for bad in [
+            "null",
+            "{&quot;",
+            "&quot;:",
+            "soc_percent",
+            "no_sim",
+            "consecutive_timeouts",
+        ] {
+            assert!(
+                !panels.contains(bad),
+                "{lang}: `{bad}` on the panels:\n{panels}"
+            );
+        }
+        let sentence = if lang == "ar" {
+            "لا توجد شريحة: تأكد أن الشريحة مثبتة في مكانها، ثم أعد تشغيل المودم."
+        } else {
+            "No SIM: check the SIM card is seated, then reset the modem."
+        };
+        assert!(panels.contains(sentence), "{lang}:\n{panels}");
+        // The probe target keeps its Latin digits on the Arabic page too.
+        assert!(
+            panels.contains(&target),
+            "{lang}: {target} not as is:\n{panels}"
+        );
+        // The power figures carry their units.
+        let units: &[&str] = if lang == "ar" {
+            &["فولت", "واط", "٪", "ساعة"]
+        } else {
+            &[" V", " W", " %", " hours"]
+        };
+        for u in units {
+            assert!(panels.contains(u), "{lang}: no `{u}` on the panels");
+        }
+        if lang == "ar" {
+            assert!(
+                panels
+                    .chars()
+                    .any(|c| ('\u{0660}'..='\u{0669}').contains(&c)),
+                "the Arabic page's own figures are in its digits"
+            );
+        }
+    }
+    // The reset asks first: the confirmation page changes nothing.
+    let resets = rig.modem.resets();
+    let html = page(&rig, "/technician?confirm=modem_reset", "en").await;
+    assert!(html.contains("id=\"confirm\""), "{html}");
+    assert!(html.contains("Reset the 3G modem?"));
+    assert!(html.contains("name=\"action\" value=\"modem_reset\""));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        rig.modem.resets(),
+        resets,
+        "nothing before the confirmation"
+    );
+    rig.stop().await;
+}

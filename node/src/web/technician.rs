@@ -82,9 +82,15 @@ impl Words {
         i18n::t_with(self.lang, key, args)
     }
 
-    /// A number in the page's digits.
+    /// A number in the page's digits; a negative one isolated left-to-right, so its
+    /// minus stays in front of it inside Arabic text (−73 dBm, not 73− dBm).
     fn n(&self, v: impl std::fmt::Display) -> String {
-        self.digits.apply(&v.to_string())
+        let s = self.digits.apply(&v.to_string());
+        if s.starts_with('-') {
+            format!("\u{2066}{s}\u{2069}")
+        } else {
+            s
+        }
     }
 
     /// One decimal place.
@@ -922,14 +928,14 @@ fn words(web: &Web, lang: Lang) -> Words {
 fn panels(web: &Web, lang: Lang, snap: &StatusSnapshot) -> Vec<Value> {
     let w = words(web, lang);
     let one = |id, p: Option<Panel>| p.unwrap_or_else(|| Panel::not_configured(id, &w));
-    let mut out = vec![
+    // A fixed order: panels that jump on a live refresh would lose the reader's eye.
+    let out = vec![
         one("link", snap.link.live().map(|p| link_panel(&w, p))),
         one("modem", snap.modem.live().map(|p| modem_panel(&w, p))),
         one("power", snap.power.live().map(|p| power_panel(&w, p))),
         one("sync", snap.sync.live().map(|p| sync_panel(&w, p))),
         storage_panel(&w, web),
     ];
-    out.sort_by_key(|p| std::cmp::Reverse(p.tone));
     out.iter().map(Panel::value).collect()
 }
 
