@@ -461,7 +461,7 @@ async fn status(State(app): State<App>, Auth(a): Auth) -> ApiResult {
         "center": app.settings.center_id,
         "time": app.now().to_string(),
         "version": env!("CARGO_PKG_VERSION"),
-        "panels": app.status.snapshot(),
+        "panels": super::status::panels(&app.status.snapshot()),
         "storage": super::integrity_json(&app),
     }))
 }

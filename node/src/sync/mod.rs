@@ -816,9 +816,7 @@ async fn publish_panel(app: &App, panel: &SyncPanel, budget: u64) {
         p.backlog_bulk = b.bulk;
     }
     p.modem_budget = modem_budget(app, budget).await.ok();
-    if let Ok(v) = serde_json::to_value(&p) {
-        app.status.sync.send_replace(Some(v));
-    }
+    app.status.sync.send_replace(Some(p));
 }
 
 /// Starts the sync task when `[sync] enabled`; returns at once.

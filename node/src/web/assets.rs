@@ -22,6 +22,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
         "text/javascript; charset=utf-8",
         include_str!("../../assets/print.js"),
     ),
+    (
+        "technician.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../assets/technician.js"),
+    ),
 ];
 
 /// Looks an asset up by file name.
@@ -63,7 +68,7 @@ mod tests {
         // No user-facing text in scripts: the words come from the page. A crude but
         // useful check: scripts contain no Arabic letters and no string literal that
         // looks like a sentence.
-        for name in ["display.js", "print.js"] {
+        for name in ["display.js", "print.js", "technician.js"] {
             let (_, js) = asset(name).unwrap();
             assert!(
                 !js.chars().any(|c| ('\u{0600}'..='\u{06FF}').contains(&c)),

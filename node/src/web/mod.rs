@@ -19,6 +19,7 @@ mod oversight;
 mod reception;
 pub mod render;
 pub mod session;
+mod technician;
 
 use std::sync::Arc;
 
@@ -76,7 +77,9 @@ pub fn router_with(app: App, options: WebOptions) -> Router {
         .route("/cases/{case_no}/receipt", get(cases::receipt))
         .route("/supervisor", get(oversight::supervisor))
         .route("/supervisor/staff/{username}/grant", post(oversight::grant))
-        .route("/technician", get(oversight::technician))
+        .route("/technician", get(technician::show))
+        .route("/technician/panels", get(technician::panels_fragment))
+        .route("/technician/action", post(technician::act))
         .with_state(web)
 }
 
@@ -141,6 +144,35 @@ mod tests {
             ]
             .iter()
             .map(|d| format!("done.{d}")),
+        );
+        keys.extend(
+            ["off", "ok", "info", "warn", "fault"]
+                .iter()
+                .map(|t| format!("tone.{t}")),
+        );
+        keys.extend(
+            ["ok", "failing", "stalled", "refusing", "stopped"]
+                .iter()
+                .map(|w| format!("storage.writer.{w}")),
+        );
+        keys.extend(
+            ["mppt", "bmv", "inverter", "generator"]
+                .iter()
+                .map(|d| format!("power.device.{d}")),
+        );
+        keys.extend(
+            ["link", "modem", "power", "sync", "storage"]
+                .iter()
+                .map(|p| format!("panel.{p}")),
+        );
+        for a in ["modem_reset", "sync_now"] {
+            keys.push(format!("tech.confirm.{a}.title"));
+            keys.push(format!("tech.confirm.{a}.say"));
+        }
+        keys.extend(
+            ["modem_reset", "sync_now"]
+                .iter()
+                .map(|d| format!("done.{d}")),
         );
         keys.extend(super::session::MENU.iter().map(|m| m.key.to_string()));
         keys.extend(

@@ -29,6 +29,10 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     ("receipt.html", include_str!("templates/receipt.html")),
     ("supervisor.html", include_str!("templates/supervisor.html")),
     ("technician.html", include_str!("templates/technician.html")),
+    (
+        "technician_panels.html",
+        include_str!("templates/technician_panels.html"),
+    ),
     ("citizen.html", include_str!("templates/citizen.html")),
     (
         "citizen_edit.html",
