@@ -20,7 +20,7 @@ use super::session::{
     status_of,
 };
 use crate::app::cases::{DeliveryInput, NewCase};
-use crate::app::queue::{FinishTicket, TransferTicket};
+use crate::app::queue::{FinishTicket, ServeLater, TransferTicket};
 use crate::error::AppError;
 
 pub const COUNTER_COOKIE: &str = "markaz_counter";
@@ -79,6 +79,10 @@ async fn render_desk(
             called => t.called_at.as_deref().map(|c| local_hhmm(app, c)).unwrap_or_default(),
         }
     });
+    let undoable = view
+        .as_ref()
+        .and_then(|v| v.undoable.as_ref())
+        .map(|t| context! { number => &t.number });
     let groups: Vec<Value> = app.settings.groups.iter().map(|g| context! { id => &g.id, name => if lang == Lang::Ar { &g.name_ar } else { &g.name_en } }).collect();
     page(
         web,
@@ -91,6 +95,7 @@ async fn render_desk(
             serves => view.as_ref().map(|v| v.groups.iter().map(|g| group_name(web, lang, g)).collect::<Vec<_>>()),
             waiting => view.as_ref().map(|v| v.waiting),
             current => current,
+            undoable => undoable,
             groups => groups,
             flash => flash(lang, done),
             error => error,
@@ -153,9 +158,12 @@ pub struct ActionForm {
     group: String,
     #[serde(default)]
     case_no: String,
+    #[serde(default)]
+    position: String,
 }
 
-/// `POST /desk/{n}/{action}`: call-next, recall, no-show, transfer, finish.
+/// `POST /desk/{n}/{action}`: call-next, recall, no-show, undo-no-show, serve-later,
+/// transfer, finish.
 pub async fn action(
     State(web): State<Web>,
     staff: Staff,
@@ -174,6 +182,18 @@ pub async fn action(
             .map(|t| if t.is_some() { "called" } else { "queue_empty" }),
         "recall" => app.recall(a, n).await.map(|_| "recalled"),
         "no-show" => app.no_show(a, n).await.map(|_| "no_show"),
+        "undo-no-show" => app.undo_no_show(a, n).await.map(|_| "no_show_undone"),
+        "serve-later" => match f.position.trim().parse::<u32>() {
+            Ok(position) => app
+                .serve_later(a, n, ServeLater { position })
+                .await
+                .map(|_| "served_later"),
+            Err(_) => Err(AppError::Invalid(vec![super::session::form_error(
+                "position",
+                "invalid_position",
+                "desk.position_hint",
+            )])),
+        },
         "transfer" => app
             .transfer(
                 a,

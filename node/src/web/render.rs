@@ -35,6 +35,10 @@ pub const TEMPLATES: &[(&str, &str)] = &[
         include_str!("templates/citizen_edit.html"),
     ),
     ("duplicates.html", include_str!("templates/duplicates.html")),
+    ("staff.html", include_str!("templates/staff.html")),
+    ("staff_member.html", include_str!("templates/staff_member.html")),
+    ("password.html", include_str!("templates/password.html")),
+    ("cash.html", include_str!("templates/cash.html")),
 ];
 
 fn lang_of(state: &State) -> Lang {
