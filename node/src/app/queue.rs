@@ -168,7 +168,7 @@ pub(crate) fn waiting_in(conn: &Connection, day: &str, group: &str) -> Result<u3
 }
 
 /// A ticket to issue: everything [`issue_in`] needs, decided before the write.
-pub(crate) struct NewTicket<'a> {
+pub struct NewTicket<'a> {
     pub day: &'a str,
     pub group: &'a str,
     pub letter: char,
@@ -181,7 +181,7 @@ pub(crate) struct NewTicket<'a> {
 /// group's daily series, the row, its event, the audit entry, and the tickets ahead.
 /// [`App::issue_ticket`] runs it in the group-commit writer; the group-commit bench's
 /// baseline runs the very same function one transaction per write.
-pub(crate) fn issue_in(
+pub fn issue_in(
     c: &Connection,
     new: &NewTicket<'_>,
     actor: &Actor,
