@@ -71,7 +71,9 @@ fn table(case_no: &str, ticket_id: i64) -> Vec<Row> {
             "POST",
             "/auth/password",
             "/auth/password",
-            Some(json!({"current_password": "not-the-password", "new_password": "another-long-password"})),
+            Some(
+                json!({"current_password": "not-the-password", "new_password": "another-long-password"}),
+            ),
             Gate::AnySession,
         ),
         row(

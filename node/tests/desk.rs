@@ -24,7 +24,12 @@ impl Pages {
             .unwrap();
         let resp = http
             .post(format!("{}/login", node.base))
-            .form(&[("username", user), ("password", password), ("terminal", "desk-1"), ("next", "")])
+            .form(&[
+                ("username", user),
+                ("password", password),
+                ("terminal", "desk-1"),
+                ("next", ""),
+            ])
             .send()
             .await
             .unwrap();
@@ -101,39 +106,77 @@ async fn managers_set_roles_and_reset_passwords_and_everyone_changes_their_own()
     let clerk = node.staff("sara", &["clerk"], &[]).await;
 
     let (s, b) = admin
-        .call("PUT", "/staff/sara/roles", Some(json!({"roles": ["reception", "clerk", "clerk"]})))
+        .call(
+            "PUT",
+            "/staff/sara/roles",
+            Some(json!({"roles": ["reception", "clerk", "clerk"]})),
+        )
         .await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["roles"], json!(["reception", "clerk"]));
     let (s, b) = admin
         .call("PUT", "/staff/sara/roles", Some(json!({"roles": []})))
         .await;
-    assert_eq!((s, b["error"]["fields"][0]["field"].as_str()), (400, Some("roles")), "{b}");
+    assert_eq!(
+        (s, b["error"]["fields"][0]["field"].as_str()),
+        (400, Some("roles")),
+        "{b}"
+    );
     // The last manager cannot lock the center out of staff management.
     let (s, b) = admin
-        .call("PUT", "/staff/admin/roles", Some(json!({"roles": ["clerk"]})))
+        .call(
+            "PUT",
+            "/staff/admin/roles",
+            Some(json!({"roles": ["clerk"]})),
+        )
         .await;
-    assert_eq!((s, b["error"]["code"].as_str()), (409, Some("self_demotion")), "{b}");
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (409, Some("self_demotion")),
+        "{b}"
+    );
 
     // Own password: the current one is checked, the new one must differ and be long.
     let second = node.login("sara", "a-long-password").await;
     let (s, b) = clerk
-        .post("/auth/password", json!({"current_password": "wrong-password", "new_password": "brand-new-password"}))
+        .post(
+            "/auth/password",
+            json!({"current_password": "wrong-password", "new_password": "brand-new-password"}),
+        )
         .await;
-    assert_eq!((s, b["error"]["fields"][0]["code"].as_str()), (400, Some("wrong_password")), "{b}");
+    assert_eq!(
+        (s, b["error"]["fields"][0]["code"].as_str()),
+        (400, Some("wrong_password")),
+        "{b}"
+    );
     let (s, b) = clerk
-        .post("/auth/password", json!({"current_password": "a-long-password", "new_password": "short"}))
+        .post(
+            "/auth/password",
+            json!({"current_password": "a-long-password", "new_password": "short"}),
+        )
         .await;
-    assert_eq!((s, b["error"]["fields"][0]["code"].as_str()), (400, Some("too_short")), "{b}");
+    assert_eq!(
+        (s, b["error"]["fields"][0]["code"].as_str()),
+        (400, Some("too_short")),
+        "{b}"
+    );
     let (s, b) = clerk
-        .post("/auth/password", json!({"current_password": "a-long-password", "new_password": "brand-new-password"}))
+        .post(
+            "/auth/password",
+            json!({"current_password": "a-long-password", "new_password": "brand-new-password"}),
+        )
         .await;
     assert_eq!(s, 204, "{b}");
     // This session goes on; the other one ended; the old password no longer opens one.
     assert_eq!(clerk.get("/auth/me").await.0, 200);
     assert_eq!(second.get("/auth/me").await.0, 401);
     let (s, _) = node
-        .raw("POST", "/api/v1/auth/login", None, Some(json!({"username": "sara", "password": "a-long-password"})))
+        .raw(
+            "POST",
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"username": "sara", "password": "a-long-password"})),
+        )
         .await;
     assert_eq!(s, 401);
     let renewed = node.login("sara", "brand-new-password").await;
@@ -144,13 +187,21 @@ async fn managers_set_roles_and_reset_passwords_and_everyone_changes_their_own()
         .await;
     assert_eq!(s, 400, "{b}");
     let (s, b) = admin
-        .post("/staff/sara/password", json!({"password": "reset-by-admin-1"}))
+        .post(
+            "/staff/sara/password",
+            json!({"password": "reset-by-admin-1"}),
+        )
         .await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(clerk.get("/auth/me").await.0, 401);
     assert_eq!(renewed.get("/auth/me").await.0, 401);
     node.login("sara", "reset-by-admin-1").await;
-    let (s, _) = admin.post("/staff/nobody/password", json!({"password": "reset-by-admin-1"})).await;
+    let (s, _) = admin
+        .post(
+            "/staff/nobody/password",
+            json!({"password": "reset-by-admin-1"}),
+        )
+        .await;
     assert_eq!(s, 404);
 
     // Every change is in the audit log.
@@ -161,7 +212,11 @@ async fn managers_set_roles_and_reset_passwords_and_everyone_changes_their_own()
         .iter()
         .filter_map(|r| r["what"].as_str().or(r["action"].as_str()))
         .collect();
-    for a in ["staff.set_roles", "staff.change_own_password", "staff.reset_password"] {
+    for a in [
+        "staff.set_roles",
+        "staff.change_own_password",
+        "staff.reset_password",
+    ] {
         assert!(actions.contains(&a), "{a} audited: {actions:?}");
     }
 }
@@ -172,58 +227,111 @@ async fn the_staff_page_creates_grants_revokes_deactivates_and_resets_in_arabic_
     let admin = Pages::login(&node, "admin", ADMIN_PASSWORD).await;
     let (s, html) = admin.get("/staff").await;
     assert_eq!(s, 200);
-    assert!(html.contains("حسابات الموظفين") && html.contains(">الموظفون</a>"), "menu and title");
+    assert!(
+        html.contains("حسابات الموظفين") && html.contains(">الموظفون</a>"),
+        "menu and title"
+    );
 
     // A refused form shows the app's own Arabic errors next to the fields.
     let (s, html) = admin
-        .post("/staff", &[("username", "x"), ("full_name", ""), ("password", "short")])
+        .post(
+            "/staff",
+            &[("username", "x"), ("full_name", ""), ("password", "short")],
+        )
         .await;
     assert_eq!(s, 400);
-    for msg in ["الاسم الكامل مطلوب", "10 محارف على الأقل", "دور واحد على الأقل"] {
+    for msg in [
+        "الاسم الكامل مطلوب",
+        "10 محارف على الأقل",
+        "دور واحد على الأقل",
+    ] {
         assert!(html.contains(msg), "{msg}");
     }
-    assert!(html.contains("novalidate"), "the browser's own messages are off");
+    assert!(
+        html.contains("novalidate"),
+        "the browser's own messages are off"
+    );
 
     let (s, to) = admin
         .post(
             "/staff",
-            &[("username", "omar"), ("full_name", "عمر الحلبي"), ("password", "first-password-1"), ("role", "clerk"), ("role", "reception")],
+            &[
+                ("username", "omar"),
+                ("full_name", "عمر الحلبي"),
+                ("password", "first-password-1"),
+                ("role", "clerk"),
+                ("role", "reception"),
+            ],
         )
         .await;
     assert_eq!((s, to.as_str()), (303, "/staff/omar?done=staff_created"));
     let (s, _) = admin
-        .post("/staff", &[("username", "omar"), ("full_name", "عمر"), ("password", "first-password-1"), ("role", "clerk")])
+        .post(
+            "/staff",
+            &[
+                ("username", "omar"),
+                ("full_name", "عمر"),
+                ("password", "first-password-1"),
+                ("role", "clerk"),
+            ],
+        )
         .await;
     assert_eq!(s, 409, "a taken username is refused");
 
     // Grant: an empty date gets the app's error; a date grants until then.
     let (s, html) = admin
-        .post("/staff/omar/grant", &[("authority", "justice"), ("expires_on", "")])
+        .post(
+            "/staff/omar/grant",
+            &[("authority", "justice"), ("expires_on", "")],
+        )
         .await;
     assert_eq!(s, 400);
     assert!(html.contains("expires_on-error"), "error next to the date");
     let (s, to) = admin
-        .post("/staff/omar/grant", &[("authority", "justice"), ("expires_on", "2027-06-30")])
+        .post(
+            "/staff/omar/grant",
+            &[("authority", "justice"), ("expires_on", "2027-06-30")],
+        )
         .await;
     assert_eq!((s, to.as_str()), (303, "/staff/omar?done=granted"));
     let (_, html) = admin.get("/staff/omar").await;
-    assert!(html.contains("وزارة العدل") && html.contains("revoke-justice"), "permission listed");
+    assert!(
+        html.contains("وزارة العدل") && html.contains("revoke-justice"),
+        "permission listed"
+    );
     let (_, html_en) = admin.get_in("/staff/omar", "en").await;
-    assert!(html_en.contains("Ministry of Justice") && html_en.contains("Save roles"), "English page");
+    assert!(
+        html_en.contains("Ministry of Justice") && html_en.contains("Save roles"),
+        "English page"
+    );
 
-    let (s, to) = admin.post("/staff/omar/roles", &[("role", "supervisor")]).await;
+    let (s, to) = admin
+        .post("/staff/omar/roles", &[("role", "supervisor")])
+        .await;
     assert_eq!((s, to.as_str()), (303, "/staff/omar?done=roles_saved"));
-    let (s, to) = admin.post("/staff/omar/revoke", &[("authority", "justice")]).await;
+    let (s, to) = admin
+        .post("/staff/omar/revoke", &[("authority", "justice")])
+        .await;
     assert_eq!((s, to.as_str()), (303, "/staff/omar?done=revoked"));
     let (s, to) = admin
         .post("/staff/omar/password", &[("password", "second-password-2")])
         .await;
     assert_eq!((s, to.as_str()), (303, "/staff/omar?done=password_reset"));
     let omar = Pages::login(&node, "omar", "second-password-2").await;
-    assert_eq!(omar.get("/staff").await.0, 403, "a supervisor does not manage staff");
-    let (s, to) = admin.post("/staff/omar/active", &[("active", "false")]).await;
+    assert_eq!(
+        omar.get("/staff").await.0,
+        403,
+        "a supervisor does not manage staff"
+    );
+    let (s, to) = admin
+        .post("/staff/omar/active", &[("active", "false")])
+        .await;
     assert_eq!((s, to.as_str()), (303, "/staff/omar?done=deactivated"));
-    assert_eq!(omar.get("/supervisor").await.0, 303, "deactivated: back to the login page");
+    assert_eq!(
+        omar.get("/supervisor").await.0,
+        303,
+        "deactivated: back to the login page"
+    );
     let (_, html) = admin.get("/staff").await;
     assert!(
         html.contains("عمر الحلبي") && html.contains("غير فعّال"),
@@ -238,21 +346,55 @@ async fn every_user_changes_their_own_password_on_a_page() {
     let huda = Pages::login(&node, "huda", "a-long-password").await;
     let (s, html) = huda.get("/reception").await;
     assert_eq!(s, 200);
-    assert!(html.contains("href=\"/account/password\""), "the user's name leads to the page");
+    assert!(
+        html.contains("href=\"/account/password\""),
+        "the user's name leads to the page"
+    );
     let (s, html) = huda
-        .post("/account/password", &[("current_password", "a-long-password"), ("new_password", "new-password-77"), ("new_password_again", "new-password-78")])
+        .post(
+            "/account/password",
+            &[
+                ("current_password", "a-long-password"),
+                ("new_password", "new-password-77"),
+                ("new_password_again", "new-password-78"),
+            ],
+        )
         .await;
     assert_eq!(s, 400);
-    assert!(html.contains("كلمتا المرور الجديدتان مختلفتان"), "mismatch in Arabic");
+    assert!(
+        html.contains("كلمتا المرور الجديدتان مختلفتان"),
+        "mismatch in Arabic"
+    );
     let (s, html) = huda
-        .post_in("/account/password", &[("current_password", "nope-nope-nope"), ("new_password", "new-password-77"), ("new_password_again", "new-password-77")], "en")
+        .post_in(
+            "/account/password",
+            &[
+                ("current_password", "nope-nope-nope"),
+                ("new_password", "new-password-77"),
+                ("new_password_again", "new-password-77"),
+            ],
+            "en",
+        )
         .await;
     assert_eq!(s, 400);
-    assert!(html.contains("this is not your current password"), "wrong current, in English");
+    assert!(
+        html.contains("this is not your current password"),
+        "wrong current, in English"
+    );
     let (s, to) = huda
-        .post("/account/password", &[("current_password", "a-long-password"), ("new_password", "new-password-77"), ("new_password_again", "new-password-77")])
+        .post(
+            "/account/password",
+            &[
+                ("current_password", "a-long-password"),
+                ("new_password", "new-password-77"),
+                ("new_password_again", "new-password-77"),
+            ],
+        )
         .await;
-    assert_eq!((s, to.as_str()), (303, "/account/password?done=password_changed"));
+    assert_eq!(
+        (s, to.as_str()),
+        (303, "/account/password?done=password_changed")
+    );
     assert_eq!(huda.get("/reception").await.0, 200, "still logged in");
     Pages::login(&node, "huda", "new-password-77").await;
 }
@@ -284,19 +426,37 @@ async fn serve_later_puts_the_ticket_back_at_the_chosen_position() {
     }
     let (s, t) = admin.post("/counters/1/call-next", json!({})).await;
     assert_eq!((s, t["number"].as_str()), (200, Some("B001")));
-    let (s, b) = admin.post("/counters/1/serve-later", json!({"position": 0})).await;
-    assert_eq!((s, b["error"]["fields"][0]["field"].as_str()), (400, Some("position")), "{b}");
-    let (s, t) = admin.post("/counters/1/serve-later", json!({"position": 2})).await;
+    let (s, b) = admin
+        .post("/counters/1/serve-later", json!({"position": 0}))
+        .await;
+    assert_eq!(
+        (s, b["error"]["fields"][0]["field"].as_str()),
+        (400, Some("position")),
+        "{b}"
+    );
+    let (s, t) = admin
+        .post("/counters/1/serve-later", json!({"position": 2}))
+        .await;
     assert_eq!((s, t["state"].as_str()), (200, Some("waiting")), "{t}");
-    assert_eq!(waiting_numbers(&admin).await, ["B002", "B001", "B003", "B004"]);
+    assert_eq!(
+        waiting_numbers(&admin).await,
+        ["B002", "B001", "B003", "B004"]
+    );
     // The next calls follow the new order; past the end means last.
     let (_, t) = admin.post("/counters/1/call-next", json!({})).await;
     assert_eq!(t["number"], "B002");
-    admin.post("/counters/1/serve-later", json!({"position": 99})).await;
-    assert_eq!(waiting_numbers(&admin).await, ["B001", "B003", "B004", "B002"]);
+    admin
+        .post("/counters/1/serve-later", json!({"position": 99}))
+        .await;
+    assert_eq!(
+        waiting_numbers(&admin).await,
+        ["B001", "B003", "B004", "B002"]
+    );
     let (_, t) = admin.post("/counters/1/call-next", json!({})).await;
     assert_eq!(t["number"], "B001");
-    let (s, _) = admin.post("/counters/2/serve-later", json!({"position": 1})).await;
+    let (s, _) = admin
+        .post("/counters/2/serve-later", json!({"position": 1}))
+        .await;
     assert_eq!(s, 409, "an idle counter has nothing to serve later");
 }
 
@@ -307,7 +467,10 @@ async fn a_no_show_is_undone_within_five_minutes_only() {
     issue(&admin, "civil").await;
     issue(&admin, "civil").await;
     let (s, b) = admin.post("/counters/1/undo-no-show", json!({})).await;
-    assert_eq!((s, b["error"]["code"].as_str()), (409, Some("nothing_to_undo")));
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (409, Some("nothing_to_undo"))
+    );
     admin.post("/counters/1/call-next", json!({})).await;
     let (s, t) = admin.post("/counters/1/no-show", json!({})).await;
     assert_eq!((s, t["state"].as_str()), (200, Some("no_show")));
@@ -315,7 +478,11 @@ async fn a_no_show_is_undone_within_five_minutes_only() {
     assert_eq!(view["undoable"]["number"], "B001", "{view}");
     node.advance(std::time::Duration::from_secs(4 * 60));
     let (s, t) = admin.post("/counters/1/undo-no-show", json!({})).await;
-    assert_eq!((s, t["state"].as_str(), t["number"].as_str()), (200, Some("called"), Some("B001")), "{t}");
+    assert_eq!(
+        (s, t["state"].as_str(), t["number"].as_str()),
+        (200, Some("called"), Some("B001")),
+        "{t}"
+    );
     let (_, view) = admin.get("/counters/1").await;
     assert_eq!(view["current"]["number"], "B001");
     // Marked again and left too long: the undo is refused, the ticket stays a no-show.
@@ -324,13 +491,21 @@ async fn a_no_show_is_undone_within_five_minutes_only() {
     let (_, view) = admin.get("/counters/1").await;
     assert!(view["undoable"].is_null(), "{view}");
     let (s, b) = admin.post("/counters/1/undo-no-show", json!({})).await;
-    assert_eq!((s, b["error"]["code"].as_str()), (409, Some("undo_too_late")), "{b}");
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (409, Some("undo_too_late")),
+        "{b}"
+    );
     // The counter moved on meanwhile: an undo may not take it from the next citizen.
     admin.post("/counters/1/call-next", json!({})).await;
     admin.post("/counters/1/no-show", json!({})).await;
     admin.post("/counters/1/undo-no-show", json!({})).await;
     let (s, b) = admin.post("/counters/1/undo-no-show", json!({})).await;
-    assert_eq!((s, b["error"]["code"].as_str()), (409, Some("counter_busy")), "{b}");
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (409, Some("counter_busy")),
+        "{b}"
+    );
 }
 
 #[tokio::test]
@@ -349,11 +524,20 @@ async fn the_desk_page_offers_serve_later_and_the_undo_in_both_languages() {
     let (s, to) = desk.post("/desk/1/no-show", &[]).await;
     assert_eq!((s, to.as_str()), (303, "/desk?counter=1&done=no_show"));
     let (_, html) = desk.get_in("/desk?counter=1", "en").await;
-    assert!(html.contains("id=\"undo-no-show\"") && html.contains("Undo no-show of B001"), "English undo button");
+    assert!(
+        html.contains("id=\"undo-no-show\"") && html.contains("Undo no-show of B001"),
+        "English undo button"
+    );
     let (s, to) = desk.post("/desk/1/undo-no-show", &[]).await;
-    assert_eq!((s, to.as_str()), (303, "/desk?counter=1&done=no_show_undone"));
+    assert_eq!(
+        (s, to.as_str()),
+        (303, "/desk?counter=1&done=no_show_undone")
+    );
     let (_, html) = desk.get("/desk?counter=1").await;
-    assert!(html.contains("id=\"current-ticket\""), "the ticket is the counter's again");
+    assert!(
+        html.contains("id=\"current-ticket\""),
+        "the ticket is the counter's again"
+    );
 }
 
 // ---- #15.5 live updates ------------------------------------------------------------------
@@ -392,9 +576,14 @@ async fn desk_and_reception_pages_follow_the_queue_live() {
     assert!(ev.contains("\"waiting\":1"), "{ev}");
     admin.post("/counters/1/call-next", json!({})).await;
     next_event(&mut stream, "ticket_called").await;
-    admin.post("/counters/1/serve-later", json!({"position": 1})).await;
+    admin
+        .post("/counters/1/serve-later", json!({"position": 1}))
+        .await;
     let ev = next_event(&mut stream, "queue_changed").await;
-    assert!(ev.contains("\"group\":\"civil\"") && ev.contains("\"waiting\":1"), "{ev}");
+    assert!(
+        ev.contains("\"group\":\"civil\"") && ev.contains("\"waiting\":1"),
+        "{ev}"
+    );
 
     // The pages mark what the script refreshes, and the script is served.
     let desk = Pages::login(&node, "admin", ADMIN_PASSWORD).await;
@@ -402,10 +591,15 @@ async fn desk_and_reception_pages_follow_the_queue_live() {
     assert!(html.contains("/assets/live.js") && html.contains("data-live-src=\"/desk?counter=1\""));
     assert!(html.contains("id=\"waiting-count\" data-live"));
     let (_, html) = desk.get("/reception").await;
-    assert!(html.contains("data-live-src=\"/reception\"") && html.contains("id=\"waiting-section\" data-live"));
+    assert!(
+        html.contains("data-live-src=\"/reception\"")
+            && html.contains("id=\"waiting-section\" data-live")
+    );
     let (s, js) = desk.get("/assets/live.js").await;
     assert_eq!(s, 200);
-    assert!(js.contains("EventSource") && js.contains("queue_changed") && js.contains("setInterval"));
+    assert!(
+        js.contains("EventSource") && js.contains("queue_changed") && js.contains("setInterval")
+    );
 }
 
 // ---- #15.12 cash: voids and the daily close ---------------------------------------------
@@ -416,17 +610,27 @@ const NID: &str = "01234567890";
 /// case number, receipt number).
 async fn paid_case(node: &TestNode, clerk_name: &str) -> (support::Client, String, String) {
     let clerk = node
-        .staff(clerk_name, &["clerk"], &[("justice", "2099-12-31"), ("civil_affairs", "2099-12-31")])
+        .staff(
+            clerk_name,
+            &["clerk"],
+            &[("justice", "2099-12-31"), ("civil_affairs", "2099-12-31")],
+        )
         .await;
     let (s, b) = clerk.post("/citizens", support::citizen(NID)).await;
     assert!(s == 201 || s == 200, "{b}");
     let (s, case) = clerk
-        .post("/cases", json!({"national_id": NID, "service": "criminal_record", "fields": {"purpose": "سفر"}}))
+        .post(
+            "/cases",
+            json!({"national_id": NID, "service": "criminal_record", "fields": {"purpose": "سفر"}}),
+        )
         .await;
     assert_eq!(s, 201, "{case}");
     let case_no = case["case_no"].as_str().unwrap().to_string();
     let (s, paid) = clerk
-        .post(&format!("/cases/{case_no}/payment"), json!({"method": "cash"}))
+        .post(
+            &format!("/cases/{case_no}/payment"),
+            json!({"method": "cash"}),
+        )
         .await;
     assert_eq!(s, 200, "{paid}");
     let receipt = paid["payment"]["receipt"].as_str().unwrap().to_string();
@@ -443,35 +647,76 @@ async fn a_receipt_is_voided_with_a_reason_and_another_supervisors_approval_neve
     let fee_total = close["totals"]["total"].as_i64().unwrap();
     assert!(fee_total > 0 && close["totals"]["receipts"] == 1, "{close}");
     assert_eq!(
-        close["totals"]["authority_fee"].as_i64().unwrap() + close["totals"]["surcharge"].as_i64().unwrap(),
+        close["totals"]["authority_fee"].as_i64().unwrap()
+            + close["totals"]["surcharge"].as_i64().unwrap(),
         fee_total
     );
 
-    let (s, b) = clerk.post(&format!("/receipts/{receipt}/void"), json!({"reason": "  "})).await;
-    assert_eq!((s, b["error"]["fields"][0]["field"].as_str()), (400, Some("reason")), "{b}");
-    let (s, b) = clerk.post("/receipts/MID-R-999999/void", json!({"reason": "x"})).await;
+    let (s, b) = clerk
+        .post(
+            &format!("/receipts/{receipt}/void"),
+            json!({"reason": "  "}),
+        )
+        .await;
+    assert_eq!(
+        (s, b["error"]["fields"][0]["field"].as_str()),
+        (400, Some("reason")),
+        "{b}"
+    );
+    let (s, b) = clerk
+        .post("/receipts/MID-R-999999/void", json!({"reason": "x"}))
+        .await;
     assert!(s == 404 || s == 400, "{s} {b}");
     let (s, v) = clerk
-        .post(&format!("/receipts/{receipt}/void"), json!({"reason": "wrong service chosen"}))
+        .post(
+            &format!("/receipts/{receipt}/void"),
+            json!({"reason": "wrong service chosen"}),
+        )
         .await;
     assert_eq!(s, 201, "{v}");
-    let (s, b) = clerk.post(&format!("/receipts/{receipt}/void"), json!({"reason": "again"})).await;
-    assert_eq!((s, b["error"]["code"].as_str()), (409, Some("void_pending")));
+    let (s, b) = clerk
+        .post(
+            &format!("/receipts/{receipt}/void"),
+            json!({"reason": "again"}),
+        )
+        .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (409, Some("void_pending"))
+    );
     // Asked is not voided: the receipt still counts until a supervisor approves.
     let (_, close) = supervisor.get("/reports/cash").await;
     assert_eq!(close["totals"]["receipts"], 1);
-    let (s, _) = clerk.post(&format!("/receipts/{receipt}/void/approve"), json!({})).await;
+    let (s, _) = clerk
+        .post(&format!("/receipts/{receipt}/void/approve"), json!({}))
+        .await;
     assert_eq!(s, 403, "a clerk does not approve");
     let (_, pending) = supervisor.get("/receipts/voids").await;
     assert_eq!(pending[0]["receipt_no"], receipt.as_str());
-    let (s, v) = supervisor.post(&format!("/receipts/{receipt}/void/approve"), json!({})).await;
+    let (s, v) = supervisor
+        .post(&format!("/receipts/{receipt}/void/approve"), json!({}))
+        .await;
     assert_eq!((s, v["approved_by"].as_str()), (200, Some("sup1")), "{v}");
 
     let (_, close) = supervisor.get("/reports/cash").await;
-    assert_eq!((close["totals"]["receipts"].as_i64(), close["totals"]["voided"].as_i64(), close["totals"]["total"].as_i64()), (Some(0), Some(1), Some(0)), "{close}");
+    assert_eq!(
+        (
+            close["totals"]["receipts"].as_i64(),
+            close["totals"]["voided"].as_i64(),
+            close["totals"]["total"].as_i64()
+        ),
+        (Some(0), Some(1), Some(0)),
+        "{close}"
+    );
     // Never deleted: the receipt is still listed, and the case keeps its payment.
-    assert_eq!(close["clerks"][0]["receipts"][0]["receipt_no"], receipt.as_str());
-    assert_eq!(close["clerks"][0]["receipts"][0]["void"]["reason"], "wrong service chosen");
+    assert_eq!(
+        close["clerks"][0]["receipts"][0]["receipt_no"],
+        receipt.as_str()
+    );
+    assert_eq!(
+        close["clerks"][0]["receipts"][0]["void"]["reason"],
+        "wrong service chosen"
+    );
     let (_, case) = clerk.get(&format!("/cases/{case_no}")).await;
     assert_eq!(case["payment"]["receipt"], receipt.as_str());
     // The void is in the case document, so it syncs with the case.
@@ -493,7 +738,10 @@ async fn a_receipt_is_voided_with_a_reason_and_another_supervisors_approval_neve
         .expect("the case document")
         .unwrap();
     assert_eq!(voids.len(), 1);
-    assert_eq!((voids[0].receipt.as_str(), voids[0].approved_by.as_str()), (receipt.as_str(), "sup1"));
+    assert_eq!(
+        (voids[0].receipt.as_str(), voids[0].approved_by.as_str()),
+        (receipt.as_str(), "sup1")
+    );
 
     // The one who asked cannot approve their own request, even as a supervisor.
     let (_, case2, receipt2) = {
@@ -502,15 +750,30 @@ async fn a_receipt_is_voided_with_a_reason_and_another_supervisors_approval_neve
             .await;
         assert_eq!(s, 201, "{case}");
         let no = case["case_no"].as_str().unwrap().to_string();
-        let (_, paid) = clerk.post(&format!("/cases/{no}/payment"), json!({"method": "cash"})).await;
-        ((), no, paid["payment"]["receipt"].as_str().unwrap().to_string())
+        let (_, paid) = clerk
+            .post(&format!("/cases/{no}/payment"), json!({"method": "cash"}))
+            .await;
+        (
+            (),
+            no,
+            paid["payment"]["receipt"].as_str().unwrap().to_string(),
+        )
     };
     let _ = case2;
     supervisor
-        .post(&format!("/receipts/{receipt2}/void"), json!({"reason": "paid twice"}))
+        .post(
+            &format!("/receipts/{receipt2}/void"),
+            json!({"reason": "paid twice"}),
+        )
         .await;
-    let (s, b) = supervisor.post(&format!("/receipts/{receipt2}/void/approve"), json!({})).await;
-    assert_eq!((s, b["error"]["code"].as_str()), (409, Some("same_person")), "{b}");
+    let (s, b) = supervisor
+        .post(&format!("/receipts/{receipt2}/void/approve"), json!({}))
+        .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (409, Some("same_person")),
+        "{b}"
+    );
 }
 
 #[tokio::test]
@@ -527,7 +790,13 @@ async fn the_daily_close_is_per_clerk_and_per_authority_printable_and_csv() {
     assert_eq!(only["clerks"].as_array().unwrap().len(), 1);
     // A clerk sees their own close only.
     let (_, own) = lina.get("/reports/cash").await;
-    assert_eq!((own["clerks"].as_array().unwrap().len(), own["clerks"][0]["clerk"].as_str()), (1, Some("lina")));
+    assert_eq!(
+        (
+            own["clerks"].as_array().unwrap().len(),
+            own["clerks"][0]["clerk"].as_str()
+        ),
+        (1, Some("lina"))
+    );
     let (s, _) = lina.get("/reports/cash?clerk=rami").await;
     assert_eq!(s, 403);
     let (_, other_day) = admin.get("/reports/cash?day=2026-11-28").await;
@@ -538,8 +807,14 @@ async fn the_daily_close_is_per_clerk_and_per_authority_printable_and_csv() {
     let pages = Pages::login(&node, "admin", ADMIN_PASSWORD).await;
     let (s, html) = pages.get("/cash?day=2026-11-29").await;
     assert_eq!(s, 200);
-    assert!(html.contains("الإغلاق اليومي") && html.contains(&receipt) && html.contains("id=\"print\""), "printable Arabic close");
-    assert!(html.contains("Staff rami") && html.contains("وزارة العدل"), "clerks by name, authorities in words");
+    assert!(
+        html.contains("الإغلاق اليومي") && html.contains(&receipt) && html.contains("id=\"print\""),
+        "printable Arabic close"
+    );
+    assert!(
+        html.contains("Staff rami") && html.contains("وزارة العدل"),
+        "clerks by name, authorities in words"
+    );
     let (_, html_en) = pages.get_in("/cash?day=2026-11-29", "en").await;
     assert!(html_en.contains("Daily cash close") && html_en.contains("Center surcharge"));
     let resp = reqwest::Client::new()
@@ -551,27 +826,54 @@ async fn the_daily_close_is_per_clerk_and_per_authority_printable_and_csv() {
     assert_eq!(resp.headers()["content-type"], "text/csv; charset=utf-8");
     let csv = resp.text().await.unwrap();
     assert!(csv.starts_with("day,clerk,clerk_name,receipt"), "{csv}");
-    assert!(csv.contains(&receipt) && csv.contains("\"Staff lina\"") && csv.contains(",justice,"), "{csv}");
+    assert!(
+        csv.contains(&receipt) && csv.contains("\"Staff lina\"") && csv.contains(",justice,"),
+        "{csv}"
+    );
 
     // The clerk asks for a void on the case page; the supervisor approves on the close.
     let rami_pages = Pages::login(&node, "rami", "a-long-password").await;
     let case_no = {
         let (_, c) = rami.get("/reports/cash").await;
-        c["clerks"][0]["receipts"][0]["case_no"].as_str().unwrap().to_string()
+        c["clerks"][0]["receipts"][0]["case_no"]
+            .as_str()
+            .unwrap()
+            .to_string()
     };
     let (_, html) = rami_pages.get(&format!("/cases/{case_no}")).await;
     assert!(html.contains("id=\"void-receipt\""));
-    let (s, html) = rami_pages.post(&format!("/cash/receipts/{receipt}/void"), &[("reason", "")]).await;
+    let (s, html) = rami_pages
+        .post(&format!("/cash/receipts/{receipt}/void"), &[("reason", "")])
+        .await;
     assert_eq!(s, 400);
-    assert!(html.contains("void_reason-error") && html.contains("السبب مطلوب"), "the app's Arabic error");
-    let (s, to) = rami_pages.post(&format!("/cash/receipts/{receipt}/void"), &[("reason", "خطأ في الخدمة")]).await;
-    assert_eq!((s, to), (303, format!("/cases/{case_no}?done=void_requested")));
+    assert!(
+        html.contains("void_reason-error") && html.contains("السبب مطلوب"),
+        "the app's Arabic error"
+    );
+    let (s, to) = rami_pages
+        .post(
+            &format!("/cash/receipts/{receipt}/void"),
+            &[("reason", "خطأ في الخدمة")],
+        )
+        .await;
+    assert_eq!(
+        (s, to),
+        (303, format!("/cases/{case_no}?done=void_requested"))
+    );
     let (_, html) = pages.get("/cash").await;
-    assert!(html.contains(&format!("id=\"approve-{receipt}\"")), "pending void listed for approval");
-    let (s, to) = pages.post(&format!("/cash/receipts/{receipt}/approve"), &[]).await;
+    assert!(
+        html.contains(&format!("id=\"approve-{receipt}\"")),
+        "pending void listed for approval"
+    );
+    let (s, to) = pages
+        .post(&format!("/cash/receipts/{receipt}/approve"), &[])
+        .await;
     assert_eq!((s, to.as_str()), (303, "/cash?done=void_approved"));
     let (_, html) = pages.get(&format!("/cases/{case_no}/receipt")).await;
-    assert!(html.contains("id=\"voided\""), "the printed receipt says void");
+    assert!(
+        html.contains("id=\"voided\""),
+        "the printed receipt says void"
+    );
 }
 
 // ---- #15.13 small fixes ------------------------------------------------------------------
@@ -590,15 +892,115 @@ async fn case_pages_show_choices_in_words_and_people_by_name() {
     let no = case["case_no"].as_str().unwrap();
     let pages = Pages::login(&node, "rami", "a-long-password").await;
     let (_, html) = pages.get(&format!("/cases/{no}")).await;
-    assert!(html.contains("عائلي") && !html.contains(">family<"), "the choice in words");
+    assert!(
+        html.contains("عائلي") && !html.contains(">family<"),
+        "the choice in words"
+    );
     assert!(html.contains("Staff rami"), "the history names the clerk");
     assert!(!html.contains("<td>rami</td>"), "not the username");
     let (_, html) = pages.get_in(&format!("/cases/{no}"), "en").await;
     assert!(html.contains(">Family<"), "English words");
     // Cancelling needs a reason, told in Arabic next to the field.
     let (s, html) = pages
-        .post(&format!("/cases/{no}/advance"), &[("action", "cancel"), ("reason", " ")])
+        .post(
+            &format!("/cases/{no}/advance"),
+            &[("action", "cancel"), ("reason", " ")],
+        )
         .await;
     assert_eq!(s, 400);
     assert!(html.contains("reason-error") && html.contains("السبب مطلوب"));
+}
+
+// ---- #15.6 fewer clicks: the case form offers what the clerk can process ---------------
+
+#[tokio::test]
+async fn the_case_form_offers_the_tickets_group_and_the_clerks_permissions_only() {
+    let node = TestNode::start().await;
+    node.staff(
+        "nour",
+        &["clerk", "reception"],
+        &[("justice", "2099-12-31"), ("civil_affairs", "2099-12-31")],
+    )
+    .await;
+    let admin = node.admin().await;
+    let (_, t) = admin.post("/tickets", json!({"group": "civil"})).await;
+    let ticket = t["id"].as_i64().unwrap();
+    let nour = Pages::login(&node, "nour", "a-long-password").await;
+    let option = |code: &str| format!("<option value=\"{code}\"");
+    let (s, html) = nour.get(&format!("/desk/case?ticket={ticket}")).await;
+    assert_eq!(s, 200);
+    assert!(
+        html.contains(&option("civil_extract")),
+        "the ticket's group"
+    );
+    assert!(
+        !html.contains(&option("criminal_record")),
+        "not another group's service"
+    );
+    let (_, html) = nour.get("/desk/case").await;
+    assert!(html.contains(&option("civil_extract")) && html.contains(&option("criminal_record")));
+    assert!(
+        !html.contains(&option("re_extract")),
+        "no real-estate permission, not offered"
+    );
+}
+
+#[tokio::test]
+async fn reception_finds_citizens_by_name_and_the_desk_leads_to_registration() {
+    let node = TestNode::start().await;
+    let clerk = node
+        .staff(
+            "nour",
+            &["clerk", "reception"],
+            &[("justice", "2099-12-31")],
+        )
+        .await;
+    let (s, b) = clerk.post("/citizens", support::citizen(NID)).await;
+    assert_eq!(s, 201, "{b}");
+    let (s, found) = clerk
+        .get("/citizens?name=%D8%A7%D9%84%D8%AE%D8%B7%D9%8A%D8%A8")
+        .await;
+    assert_eq!(s, 200, "{found}");
+    assert_eq!(
+        found[0]["national_id"], NID,
+        "found by part of the name: {found}"
+    );
+    let (_, none) = clerk.get("/citizens?name=%25%25").await;
+    assert_eq!(
+        none.as_array().map(Vec::len),
+        Some(0),
+        "'%' is a letter, not a wildcard"
+    );
+    let (s, _) = clerk.get("/citizens?name=x").await;
+    assert_eq!(s, 400, "one letter is too little");
+
+    let pages = Pages::login(&node, "nour", "a-long-password").await;
+    let (_, html) = pages.get("/reception?name=%D8%A3%D8%AD%D9%85%D8%AF").await;
+    assert!(
+        html.contains("أحمد محمد الخطيب"),
+        "the reception search by name"
+    );
+    // A case for an unregistered id links to a registration form that starts with it.
+    let (s, html) = pages
+        .post(
+            "/desk/case",
+            &[
+                ("service", "criminal_record"),
+                ("national_id", "09876543210"),
+                ("f.purpose", "سفر"),
+            ],
+        )
+        .await;
+    assert_eq!(s, 400);
+    assert!(
+        html.contains("id=\"register-first\"") && html.contains("/reception?nid=09876543210"),
+        "link to registration"
+    );
+    let (_, html) = pages.get("/reception?nid=09876543210").await;
+    assert!(
+        html.contains(
+            "id=\"national_id\" name=\"national_id\" type=\"text\" value=\"09876543210\""
+        ),
+        "registration starts with the id"
+    );
 }

@@ -267,9 +267,18 @@ struct CitizenQuery {
     national_id: Option<String>,
     #[serde(default)]
     phone: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
 }
 
 async fn find_citizens(State(app): State<App>, Auth(a): Auth, Q(q): Q<CitizenQuery>) -> ApiResult {
+    let blank = |v: &Option<String>| v.as_deref().is_none_or(|s| s.trim().is_empty());
+    if let Some(name) = q.name.as_deref()
+        && blank(&q.national_id)
+        && blank(&q.phone)
+    {
+        return ok(app.find_citizens_by_name(&a, name).await?);
+    }
     ok(app
         .find_citizens(&a, q.national_id.as_deref(), q.phone.as_deref())
         .await?)

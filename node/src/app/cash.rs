@@ -375,7 +375,11 @@ impl App {
         let day = day.unwrap_or_else(|| self.today());
         let tz = self.settings.timezone.clone();
         let start = day_start(day, &tz)?;
-        let end = day_start(day.tomorrow().map_err(|e| AppError::Internal(e.to_string()))?, &tz)?;
+        let end = day_start(
+            day.tomorrow()
+                .map_err(|e| AppError::Internal(e.to_string()))?,
+            &tz,
+        )?;
         // Text bounds one day wider than the day, then the exact instants below: stored
         // times may carry fractions of a second, which text order does not compare well.
         let (lo, hi) = (
@@ -492,7 +496,12 @@ pub fn close_csv(close: &DailyClose) -> String {
                 money(r.surcharge),
                 money(r.total),
                 if r.counts() { "no" } else { "yes" },
-                quote(r.void.as_ref().filter(|v| v.approved()).map_or("", |v| v.reason.as_str())),
+                quote(
+                    r.void
+                        .as_ref()
+                        .filter(|v| v.approved())
+                        .map_or("", |v| v.reason.as_str())
+                ),
             ));
         }
     }

@@ -223,7 +223,11 @@ fn current_at(conn: &Connection, day: &str, counter: u32) -> Result<Option<Ticke
 }
 
 /// The ticket a counter marked no-show last today, if any.
-fn last_no_show(conn: &Connection, day: &str, counter: u32) -> Result<Option<TicketView>, AppError> {
+fn last_no_show(
+    conn: &Connection,
+    day: &str,
+    counter: u32,
+) -> Result<Option<TicketView>, AppError> {
     Ok(conn
         .query_row(
             &format!("SELECT {COLUMNS} FROM tickets WHERE day = ?1 AND counter = ?2 AND state = 'no_show' ORDER BY done_ms DESC, id DESC LIMIT 1"),
@@ -535,7 +539,10 @@ impl App {
                 if let Some(cur) = current_at(c, &day, counter)? {
                     return Err(AppError::Conflict {
                         code: "counter_busy",
-                        message: format!("counter {counter} is serving {}; finish it first", cur.number),
+                        message: format!(
+                            "counter {counter} is serving {}; finish it first",
+                            cur.number
+                        ),
                     });
                 }
                 let t = last_no_show(c, &day, counter)?.ok_or_else(|| AppError::Conflict {
@@ -553,9 +560,27 @@ impl App {
                     });
                 }
                 transition(&t, TicketState::Called)?;
-                c.execute("UPDATE tickets SET state = 'called', done_ms = NULL WHERE id = ?1", [t.id])?;
-                event(c, t.id, now, "no_show_undone", Some(counter), Some(&actor2.username), None)?;
-                audit(c, at, &actor2, "ticket.undo_no_show", &t.number, serde_json::json!({"counter": counter}))?;
+                c.execute(
+                    "UPDATE tickets SET state = 'called', done_ms = NULL WHERE id = ?1",
+                    [t.id],
+                )?;
+                event(
+                    c,
+                    t.id,
+                    now,
+                    "no_show_undone",
+                    Some(counter),
+                    Some(&actor2.username),
+                    None,
+                )?;
+                audit(
+                    c,
+                    at,
+                    &actor2,
+                    "ticket.undo_no_show",
+                    &t.number,
+                    serde_json::json!({"counter": counter}),
+                )?;
                 get_ticket(c, t.id)?.ok_or_else(|| AppError::Internal("ticket vanished".into()))
             })
             .await?;
@@ -831,7 +856,9 @@ mod tests {
                     let _ = app.undo_no_show(&actor, counter).await;
                 }
                 Step::ServeLater { counter, position } => {
-                    let _ = app.serve_later(&actor, counter, ServeLater { position }).await;
+                    let _ = app
+                        .serve_later(&actor, counter, ServeLater { position })
+                        .await;
                 }
                 Step::NextDay => {
                     if let Clock::Manual(ms) = &clock {

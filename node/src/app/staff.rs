@@ -636,7 +636,14 @@ impl App {
             .write(move |tx| -> Result<(), AppError> {
                 let c = tx.conn;
                 store::set_roles(c, &user, &roles, &at.to_string())?;
-                audit(c, at, &actor2, "staff.set_roles", &user, serde_json::json!({"roles": roles}))
+                audit(
+                    c,
+                    at,
+                    &actor2,
+                    "staff.set_roles",
+                    &user,
+                    serde_json::json!({"roles": roles}),
+                )
             })
             .await?;
         self.get_staff(username).await
@@ -664,7 +671,14 @@ impl App {
             .write(move |tx| -> Result<(), AppError> {
                 let c = tx.conn;
                 store::set_password(c, &user, &hash, &at.to_string(), None)?;
-                audit(c, at, &actor2, "staff.reset_password", &user, serde_json::json!({}))
+                audit(
+                    c,
+                    at,
+                    &actor2,
+                    "staff.reset_password",
+                    &user,
+                    serde_json::json!({}),
+                )
             })
             .await?;
         self.get_staff(username).await
@@ -734,7 +748,14 @@ impl App {
                 let c = tx.conn;
                 auth::clear_failures(c, &key)?;
                 store::set_password(c, &actor2.username, &hash, &at.to_string(), Some(&keep))?;
-                audit(c, at, &actor2, "staff.change_own_password", &actor2.username, serde_json::json!({}))
+                audit(
+                    c,
+                    at,
+                    &actor2,
+                    "staff.change_own_password",
+                    &actor2.username,
+                    serde_json::json!({}),
+                )
             })
             .await?;
         Ok(())

@@ -478,7 +478,10 @@ mod tests {
         assert!(may_undo_no_show(1_000, 1_000));
         assert!(may_undo_no_show(1_000, 1_000 + UNDO_NO_SHOW_MS));
         assert!(!may_undo_no_show(1_000, 1_001 + UNDO_NO_SHOW_MS));
-        assert!(!may_undo_no_show(1_000, 999), "a clock step back is no licence");
+        assert!(
+            !may_undo_no_show(1_000, 999),
+            "a clock step back is no licence"
+        );
     }
 
     /// The line after a requeue, in call order: (turn, id) ascending.
@@ -498,13 +501,28 @@ mod tests {
         assert_eq!(after_requeue(&line, 1, 1), [1, 2, 3, 4]);
         assert_eq!(after_requeue(&line, 1, 2), [2, 1, 3, 4]);
         assert_eq!(after_requeue(&line, 1, 4), [2, 3, 4, 1]);
-        assert_eq!(after_requeue(&line, 1, 0), [1, 2, 3, 4], "0 is read as next");
-        assert_eq!(after_requeue(&line, 1, 99), [2, 3, 4, 1], "past the end is last");
-        assert_eq!(requeue(&[], 1, 42, 3), [(1, 42)], "alone, it keeps its turn");
+        assert_eq!(
+            after_requeue(&line, 1, 0),
+            [1, 2, 3, 4],
+            "0 is read as next"
+        );
+        assert_eq!(
+            after_requeue(&line, 1, 99),
+            [2, 3, 4, 1],
+            "past the end is last"
+        );
+        assert_eq!(
+            requeue(&[], 1, 42, 3),
+            [(1, 42)],
+            "alone, it keeps its turn"
+        );
         // Issued in the same millisecond: later tickets are pushed back by the least step.
         let same = [(2, 5_000), (3, 5_000), (4, 5_000)];
         assert_eq!(after_requeue(&same, 1, 2), [2, 1, 3, 4]);
-        assert_eq!(requeue(&same, 1, 0, 2), [(1, 5_001), (3, 5_002), (4, 5_003)]);
+        assert_eq!(
+            requeue(&same, 1, 0, 2),
+            [(1, 5_001), (3, 5_002), (4, 5_003)]
+        );
     }
 
     proptest! {

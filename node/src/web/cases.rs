@@ -116,7 +116,11 @@ fn name_of<'a>(names: &'a Names, username: &'a str) -> &'a str {
 
 /// A field's value in words when the service's field offers choices (`family` →
 /// "عائلي"); other values as typed.
-fn field_value_in_words(field: Option<&markaz_sync::model::catalog::FieldSpec>, lang: Lang, value: &str) -> String {
+fn field_value_in_words(
+    field: Option<&markaz_sync::model::catalog::FieldSpec>,
+    lang: Lang,
+    value: &str,
+) -> String {
     let Some(f) = field else {
         return value.to_string();
     };
@@ -124,7 +128,14 @@ fn field_value_in_words(field: Option<&markaz_sync::model::catalog::FieldSpec>, 
     kind["options"]
         .as_array()
         .and_then(|opts| opts.iter().find(|o| o["value"].as_str() == Some(value)))
-        .and_then(|o| o[if lang == Lang::Ar { "label_ar" } else { "label_en" }].as_str())
+        .and_then(|o| {
+            o[if lang == Lang::Ar {
+                "label_ar"
+            } else {
+                "label_en"
+            }]
+            .as_str()
+        })
         .map(str::to_string)
         .unwrap_or_else(|| value.to_string())
 }

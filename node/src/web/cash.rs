@@ -210,7 +210,9 @@ pub async fn request_void(
         .request_void(&staff.actor, &receipt, VoidRequest { reason: f.reason })
         .await
     {
-        Ok(v) => Ok(Redirect::to(&format!("/cases/{}?done=void_requested", v.case_no)).into_response()),
+        Ok(v) => {
+            Ok(Redirect::to(&format!("/cases/{}?done=void_requested", v.case_no)).into_response())
+        }
         Err(AppError::Invalid(errs)) => {
             // Back to the case page, which shows the reason's error next to the field.
             let case_no = web

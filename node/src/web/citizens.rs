@@ -73,7 +73,8 @@ impl ProfileFields {
     /// that does not compose is left out: the profile's parse refuses it and
     /// [`ProfileFields::form_errors`] puts the parts' own error in place of "required".
     pub fn input(&self, national_id: &str) -> (CitizenInput, Result<String, FieldError>) {
-        let birth_date = birth_date_from_parts(&self.birth_day, &self.birth_month, &self.birth_year);
+        let birth_date =
+            birth_date_from_parts(&self.birth_day, &self.birth_month, &self.birth_year);
         let input = CitizenInput {
             national_id: national_id.to_string(),
             full_name: self.full_name.clone(),

@@ -261,7 +261,36 @@ async fn render_intake(
     let lang = staff.lang();
     let app = &web.app;
     let catalog = app.catalog();
-    let services: Vec<Value> = catalog
+    let ticket_view = match intake.ticket {
+        Some(id) => app.ticket(id).await.ok(),
+        None => None,
+    };
+    // Offered: the services the clerk holds an unexpired permission for, and of those
+    // the ticket's group's (all of them when the group has none, e.g. document pickup).
+    let me = app
+        .get_staff(&staff.actor.username)
+        .await
+        .map_err(|e| PageError::app(e, lang))?
+        .member();
+    let today = app.today();
+    let permitted: Vec<&markaz_sync::model::catalog::Service> = catalog
+        .iter()
+        .filter(|s| markaz_sync::model::staff::can_process(&me, s.authority, today).is_ok())
+        .collect();
+    let in_group: Vec<&markaz_sync::model::catalog::Service> = match &ticket_view {
+        Some(t) => permitted
+            .iter()
+            .copied()
+            .filter(|s| s.group.queue_group() == t.group)
+            .collect(),
+        None => Vec::new(),
+    };
+    let offered = if in_group.is_empty() {
+        permitted
+    } else {
+        in_group
+    };
+    let services: Vec<Value> = offered
         .iter()
         .map(|s| context! { code => &s.code, name => if lang == Lang::Ar { &s.name_ar } else { &s.name_en }, group => s.group.queue_group() })
         .collect();
@@ -294,14 +323,9 @@ async fn render_intake(
     let fee = service
         .and_then(|s| app.fees().fee_for(&s.code, app.today()).ok())
         .map(|f| Value::from_serialize(&f));
-    let ticket = match intake.ticket {
-        Some(id) => app
-            .ticket(id)
-            .await
-            .ok()
-            .map(|t| context! { id => t.id, number => t.number }),
-        None => None,
-    };
+    let ticket = ticket_view
+        .as_ref()
+        .map(|t| context! { id => t.id, number => &t.number });
     page(
         web,
         staff,
@@ -316,6 +340,7 @@ async fn render_intake(
             national_id => intake.national_id,
             delivery => if intake.delivery.is_empty() { "pickup".to_string() } else { intake.delivery },
             address => intake.address,
+            not_registered => intake.errors.iter().any(|e| e.code == "citizen_not_registered"),
             errors => field_errors(lang, &intake.errors),
             error => error,
         },

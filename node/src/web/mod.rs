@@ -18,9 +18,9 @@ pub mod i18n;
 mod login;
 mod oversight;
 mod reception;
-mod staff;
 pub mod render;
 pub mod session;
+mod staff;
 
 use std::sync::Arc;
 

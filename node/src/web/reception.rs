@@ -26,6 +26,8 @@ pub struct ReceptionQuery {
     #[serde(default)]
     phone: Option<String>,
     #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
     done: Option<String>,
 }
 
@@ -73,10 +75,15 @@ async fn render_reception(
     let app = &web.app;
     let nid = q.nid.as_deref().map(str::trim).filter(|s| !s.is_empty());
     let phone = q.phone.as_deref().map(str::trim).filter(|s| !s.is_empty());
-    let searched = nid.is_some() || phone.is_some();
+    let name = q.name.as_deref().map(str::trim).filter(|s| !s.is_empty());
+    let searched = nid.is_some() || phone.is_some() || name.is_some();
     let mut error = shown.error;
     let citizens = if searched {
-        match app.find_citizens(&staff.actor, nid, phone).await {
+        let found = match (nid, phone, name) {
+            (None, None, Some(name)) => app.find_citizens_by_name(&staff.actor, name).await,
+            _ => app.find_citizens(&staff.actor, nid, phone).await,
+        };
+        match found {
             Ok(c) => c,
             Err(AppError::Invalid(errs)) => {
                 error = Some(super::session::error_message(
@@ -107,6 +114,12 @@ async fn render_reception(
         })
         .collect();
     let or_empty = |v: Value| if v.is_undefined() { Value::from(()) } else { v };
+    // An id searched and not found: the registration form starts with it (the desk's
+    // "register the citizen first" link leads here).
+    let citizen = match (shown.citizen.is_undefined(), nid) {
+        (true, Some(n)) if citizens.is_empty() => context! { national_id => n },
+        _ => or_empty(shown.citizen),
+    };
     page(
         web,
         staff,
@@ -115,11 +128,11 @@ async fn render_reception(
         context! {
             groups => Value::from_serialize(&app.settings.groups),
             priorities => PRIORITIES.to_vec(),
-            search => context! { nid => nid, phone => phone },
+            search => context! { nid => nid, phone => phone, name => name },
             searched => searched,
             citizens => Value::from_serialize(&citizens),
             waiting => waiting,
-            citizen => or_empty(shown.citizen),
+            citizen => citizen,
             citizen_errors => or_empty(shown.citizen_errors),
             ticket_form => or_empty(shown.ticket_form),
             ticket_errors => or_empty(shown.ticket_errors),

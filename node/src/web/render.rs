@@ -36,7 +36,10 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     ),
     ("duplicates.html", include_str!("templates/duplicates.html")),
     ("staff.html", include_str!("templates/staff.html")),
-    ("staff_member.html", include_str!("templates/staff_member.html")),
+    (
+        "staff_member.html",
+        include_str!("templates/staff_member.html"),
+    ),
     ("password.html", include_str!("templates/password.html")),
     ("cash.html", include_str!("templates/cash.html")),
 ];

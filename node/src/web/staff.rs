@@ -341,17 +341,23 @@ pub async fn action(
         _ => return Err(PageError::NotFound { lang }),
     };
     match result {
-        Ok(done) => Ok(Redirect::to(&format!(
-            "/staff/{}?done={done}",
-            urlencode(&username)
-        ))
-        .into_response()),
+        Ok(done) => Ok(
+            Redirect::to(&format!("/staff/{}?done={done}", urlencode(&username))).into_response(),
+        ),
         Err(AppError::Invalid(errs)) => {
             let shown = MemberShown {
                 errors: errs,
                 error: Some(super::i18n::t(lang, "error.invalid").to_string()),
             };
-            render_member(&web, &staff, StatusCode::BAD_REQUEST, &username, None, shown).await
+            render_member(
+                &web,
+                &staff,
+                StatusCode::BAD_REQUEST,
+                &username,
+                None,
+                shown,
+            )
+            .await
         }
         Err(e @ AppError::NotFound { .. }) => Err(PageError::app(e, lang)),
         Err(e) => {
