@@ -427,7 +427,11 @@ pub fn record_receipt_void(doc: &mut AutoCommit, v: &ReceiptVoid) -> Result<(), 
 pub fn read_receipt_voids(doc: &AutoCommit) -> Result<Vec<ReceiptVoid>, DocError> {
     check_kind(doc, DocKind::Case)?;
     let mut out = Vec::new();
-    for k in doc.keys(ROOT).filter(|k| k.starts_with(VOID_PREFIX)).collect::<Vec<_>>() {
+    for k in doc
+        .keys(ROOT)
+        .filter(|k| k.starts_with(VOID_PREFIX))
+        .collect::<Vec<_>>()
+    {
         if let Some(json) = get_str(doc, &k)?
             && let Ok(v) = serde_json::from_str(&json)
         {
