@@ -113,7 +113,7 @@ pub async fn open(cfg: &NodeConfig, clock: Clock) -> anyhow::Result<App> {
         // then goes to a file only the node's user can read.
         let user = &cfg.auth.initial_admin_user;
         let shown = crate::logging::try_print(&format!(
-            "markaz: created the first account '{user}' with password: {password}\nmarkaz: log in and change it (or set auth.initial_admin_password).\n"
+            "markaz: created the first account '{user}' with password: {password}\nmarkaz: log in and change it on the page /account/password (or set auth.initial_admin_password).\n"
         ));
         if !shown {
             let file = data_dir.join(INITIAL_PASSWORD_FILE);

@@ -66,6 +66,16 @@ fn table(case_no: &str, ticket_id: i64) -> Vec<Row> {
             Gate::Public,
         ),
         row("GET", "/auth/me", "/auth/me", None, Gate::AnySession),
+        // A wrong current password: every role may try (400), none changes anything.
+        row(
+            "POST",
+            "/auth/password",
+            "/auth/password",
+            Some(
+                json!({"current_password": "not-the-password", "new_password": "another-long-password"}),
+            ),
+            Gate::AnySession,
+        ),
         row(
             "GET",
             "/catalog/services",
@@ -195,6 +205,20 @@ fn table(case_no: &str, ticket_id: i64) -> Vec<Row> {
             Gate::Any(&[C::ServeCounter]),
         ),
         row(
+            "POST",
+            "/counters/{n}/undo-no-show",
+            "/counters/1/undo-no-show",
+            Some(json!({})),
+            Gate::Any(&[C::ServeCounter]),
+        ),
+        row(
+            "POST",
+            "/counters/{n}/serve-later",
+            "/counters/1/serve-later",
+            Some(json!({"position": 2})),
+            Gate::Any(&[C::ServeCounter]),
+        ),
+        row(
             "GET",
             "/display/calls",
             "/display/calls",
@@ -290,6 +314,20 @@ fn table(case_no: &str, ticket_id: i64) -> Vec<Row> {
             Gate::Any(&[C::ManageStaff]),
         ),
         row(
+            "PUT",
+            "/staff/{username}/roles",
+            "/staff/dummy/roles",
+            Some(json!({"roles": ["reception"]})),
+            Gate::Any(&[C::ManageStaff]),
+        ),
+        row(
+            "POST",
+            "/staff/{username}/password",
+            "/staff/dummy/password",
+            Some(json!({"password": "another-long-password"})),
+            Gate::Any(&[C::ManageStaff]),
+        ),
+        row(
             "GET",
             "/reports/queue",
             "/reports/queue",
@@ -300,6 +338,34 @@ fn table(case_no: &str, ticket_id: i64) -> Vec<Row> {
             "GET",
             "/reports/cases",
             "/reports/cases",
+            None,
+            Gate::Any(&[C::ViewReports]),
+        ),
+        row(
+            "GET",
+            "/reports/cash",
+            "/reports/cash",
+            None,
+            Gate::Any(&[C::TakePayment, C::ViewReports]),
+        ),
+        row(
+            "POST",
+            "/receipts/{receipt_no}/void",
+            "/receipts/DMO-R-000999/void",
+            Some(json!({"reason": "wrong service"})),
+            Gate::Any(&[C::TakePayment, C::ViewReports]),
+        ),
+        row(
+            "POST",
+            "/receipts/{receipt_no}/void/approve",
+            "/receipts/DMO-R-000999/void/approve",
+            None,
+            Gate::Any(&[C::ViewReports]),
+        ),
+        row(
+            "GET",
+            "/receipts/voids",
+            "/receipts/voids",
             None,
             Gate::Any(&[C::ViewReports]),
         ),

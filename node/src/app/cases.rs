@@ -429,7 +429,7 @@ impl App {
         Ok(view)
     }
 
-    fn center_id(&self) -> Result<CenterId, AppError> {
+    pub(crate) fn center_id(&self) -> Result<CenterId, AppError> {
         self.settings
             .center_id
             .parse()

@@ -7,6 +7,7 @@
 //! transaction, and publishes live events only after the commit.
 
 pub mod cases;
+pub mod cash;
 pub mod citizens;
 pub mod daily_docs;
 pub mod numbering;

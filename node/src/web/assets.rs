@@ -18,6 +18,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("../../assets/display.js"),
     ),
     (
+        "live.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../assets/live.js"),
+    ),
+    (
         "print.js",
         "text/javascript; charset=utf-8",
         include_str!("../../assets/print.js"),
@@ -68,7 +73,7 @@ mod tests {
         // No user-facing text in scripts: the words come from the page. A crude but
         // useful check: scripts contain no Arabic letters and no string literal that
         // looks like a sentence.
-        for name in ["display.js", "print.js", "technician.js"] {
+        for name in ["display.js", "print.js", "technician.js", "live.js"] {
             let (_, js) = asset(name).unwrap();
             assert!(
                 !js.chars().any(|c| ('\u{0600}'..='\u{06FF}').contains(&c)),

@@ -39,6 +39,13 @@ pub const TEMPLATES: &[(&str, &str)] = &[
         include_str!("templates/citizen_edit.html"),
     ),
     ("duplicates.html", include_str!("templates/duplicates.html")),
+    ("staff.html", include_str!("templates/staff.html")),
+    (
+        "staff_member.html",
+        include_str!("templates/staff_member.html"),
+    ),
+    ("password.html", include_str!("templates/password.html")),
+    ("cash.html", include_str!("templates/cash.html")),
 ];
 
 fn environment() -> &'static Environment<'static> {

@@ -56,6 +56,11 @@ pub const MENU: &[MenuEntry] = &[
         cap: Capability::ViewCases,
     },
     MenuEntry {
+        href: "/cash",
+        key: "nav.cash",
+        cap: Capability::TakePayment,
+    },
+    MenuEntry {
         href: "/supervisor",
         key: "nav.supervisor",
         cap: Capability::ViewReports,
@@ -64,6 +69,11 @@ pub const MENU: &[MenuEntry] = &[
         href: "/citizens/duplicates",
         key: "nav.duplicates",
         cap: Capability::ViewReports,
+    },
+    MenuEntry {
+        href: "/staff",
+        key: "nav.staff",
+        cap: Capability::ManageStaff,
     },
     MenuEntry {
         href: "/technician",
@@ -450,6 +460,9 @@ pub const OWN_PAGES: &[&str] = &[
     "display",
     "tickets",
     "citizens",
+    "staff",
+    "account",
+    "cash",
 ];
 
 /// A path a form may send us back to: `/` or a path of one of [`OWN_PAGES`], else `/`
