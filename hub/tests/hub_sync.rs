@@ -269,6 +269,37 @@ async fn nothing_new_is_one_round_trip(hub: Hub) -> anyhow::Result<()> {
     assert_eq!(row["requests"], 1, "{row}");
     // Ended by its Welcome, not left open until the idle time.
     assert_eq!(row["result"], "ok", "{row}");
+    // And it is that one row: no request row besides it, however many idle rounds run.
+    let id = row["id"].as_i64().context("id")?;
+    let (_, reqs) = hub
+        .http(
+            "GET",
+            &format!("/api/v1/sync-log/requests?session={id}"),
+            None,
+        )
+        .await?;
+    assert_eq!(reqs.trim(), "[]", "{reqs}");
+    let count = |path: &'static str| {
+        let hub = &hub;
+        async move {
+            let (_, body) = hub.http("GET", path, None).await?;
+            let rows: Vec<serde_json::Value> = serde_json::from_str(&body)?;
+            anyhow::Ok(rows.len())
+        }
+    };
+    let requests_before = count("/api/v1/sync-log/requests?center=midan").await?;
+    let sessions_before = count("/api/v1/sync-log?center=midan").await?;
+    for _ in 0..3 {
+        midan.sync_in_session().await?;
+    }
+    assert_eq!(
+        count("/api/v1/sync-log/requests?center=midan").await?,
+        requests_before
+    );
+    assert_eq!(
+        count("/api/v1/sync-log?center=midan").await?,
+        sessions_before + 3
+    );
 
     // A new case at midan: nothing to offer at the Hello, so the session goes on.
     midan.new_case(2)?;

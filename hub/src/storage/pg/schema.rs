@@ -102,7 +102,7 @@ CREATE TABLE hub_counters(name TEXT COLLATE "C" PRIMARY KEY, value BIGINT NOT NU
 "#;
 
 /// The migrations, in order: entry `i` creates schema version `i + 1`.
-pub const MIGRATIONS: &[&str] = &[V1, V2];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// v2: what a restore needs (see `markaz_sync::protocol::restore`): the epochs this
 /// database has had, the feed floors (every center's feed continues above the highest),
@@ -113,6 +113,12 @@ CREATE TABLE feed_floors(floor BIGINT PRIMARY KEY);
 ALTER TABLE center_status ADD COLUMN cursor_ms BIGINT;
 INSERT INTO hub_epochs(epoch) SELECT value FROM hub_meta WHERE key='epoch'
     ON CONFLICT DO NOTHING;
+"#;
+
+/// v3: retention (`[hub] sync_log_days`) deletes by age without reading whole tables.
+const V3: &str = r#"
+CREATE INDEX sync_log_ended ON sync_log(ended_ms);
+CREATE INDEX sync_sessions_last ON sync_sessions(last_ms);
 "#;
 
 /// The schema version this program writes.
