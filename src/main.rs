@@ -397,7 +397,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Hub {
             config: None,
             command: None,
-        } => anyhow::bail!("markaz hub needs --config <hub.toml> (or a subcommand: restore, migrate-store)"),
+        } => anyhow::bail!(
+            "markaz hub needs --config <hub.toml> (or a subcommand: restore, migrate-store)"
+        ),
         Command::Hub {
             command: Some(_), ..
         } => unreachable!("handled before the runtime starts"),

@@ -417,7 +417,11 @@ fn enabled_features_need_their_settings() {
 
 #[test]
 fn hub_urls_are_tried_in_order_and_hub_url_is_a_list_of_one() {
-    let one = parse_node("[sync]\nhub_url = \"https://hub.example.org:8443\"\n", "t.toml").unwrap();
+    let one = parse_node(
+        "[sync]\nhub_url = \"https://hub.example.org:8443\"\n",
+        "t.toml",
+    )
+    .unwrap();
     let urls: Vec<String> = one.sync.hubs().iter().map(|u| u.to_string()).collect();
     assert_eq!(urls, ["https://hub.example.org:8443"]);
     let text = "[sync]\nhub_urls = [\"https://hub-a:8443\", \"https://hub-b:8443\"]\n";

@@ -114,7 +114,11 @@ async fn served(hub: &Hub, center: &str, bundle: &std::path::Path) -> anyhow::Re
         ClientOptions::default(),
     );
     match c
-        .post("/sync/v1", "application/octet-stream", Bytes::from(hello_of(center)))
+        .post(
+            "/sync/v1",
+            "application/octet-stream",
+            Bytes::from(hello_of(center)),
+        )
         .await
     {
         Ok((status, body)) => {
@@ -132,7 +136,10 @@ async fn every_process_refuses_a_revoked_center(hubs: &[&Hub]) -> anyhow::Result
     let midan = hubs[0].bundle("midan")?;
     let qanawat = hubs[0].bundle("qanawat")?;
     for hub in hubs {
-        assert!(served(hub, "midan", &midan).await?, "midan before the revocation");
+        assert!(
+            served(hub, "midan", &midan).await?,
+            "midan before the revocation"
+        );
     }
     ca.revoke(&RevokeTarget::Center("midan".parse()?))?;
     for (i, hub) in hubs.iter().enumerate() {
@@ -144,7 +151,10 @@ async fn every_process_refuses_a_revoked_center(hubs: &[&Hub]) -> anyhow::Result
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        assert!(served(hub, "qanawat", &qanawat).await?, "qanawat on process {i}");
+        assert!(
+            served(hub, "qanawat", &qanawat).await?,
+            "qanawat on process {i}"
+        );
     }
     Ok(())
 }
@@ -157,8 +167,8 @@ async fn a_revoked_center_is_refused_by_the_hub_process() -> anyhow::Result<()> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_postgres_a_revoked_center_is_refused_by_every_hub_process() -> anyhow::Result<()> {
-    let Some(a) = Hub::start_pg("on_postgres_a_revoked_center_is_refused_by_every_hub_process")
-        .await?
+    let Some(a) =
+        Hub::start_pg("on_postgres_a_revoked_center_is_refused_by_every_hub_process").await?
     else {
         return Ok(());
     };

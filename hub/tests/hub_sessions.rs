@@ -291,7 +291,8 @@ async fn without_the_header_each_hello_opens_a_session() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_postgres_without_the_header_each_hello_opens_a_session() -> anyhow::Result<()> {
-    let Some(rig) = Rig::pg("on_postgres_without_the_header_each_hello_opens_a_session").await? else {
+    let Some(rig) = Rig::pg("on_postgres_without_the_header_each_hello_opens_a_session").await?
+    else {
         return Ok(());
     };
     each_hello_opens_a_session(rig).await

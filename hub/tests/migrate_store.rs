@@ -44,7 +44,10 @@ async fn a_sqlite_hub_moves_to_postgres_and_its_centers_go_on() -> anyhow::Resul
     let file = old.data.join(DB_FILE);
     let (f, s) = (file.clone(), settings.clone());
     let report = tokio::task::spawn_blocking(move || copy::from_sqlite(&f, &s)).await??;
-    assert!(report.docs_checked >= 4, "three cases and the catalog: {report:?}");
+    assert!(
+        report.docs_checked >= 4,
+        "three cases and the catalog: {report:?}"
+    );
     assert_eq!(report.centers_checked, 2, "{report:?}");
     assert!(report.sessions_checked >= 4, "{report:?}");
     assert!(report.rows["changes"] > 0);
@@ -91,9 +94,14 @@ async fn a_sqlite_hub_moves_to_postgres_and_its_centers_go_on() -> anyhow::Resul
     let case = midan.new_case(4)?;
     let (_, r) = midan.sync_in_session().await?;
     assert_eq!(r.pushed, 1, "{r:?}");
-    let (_, sessions) = new.http("GET", "/api/v1/sync-log?center=qanawat", None).await?;
+    let (_, sessions) = new
+        .http("GET", "/api/v1/sync-log?center=qanawat", None)
+        .await?;
     let sessions: Vec<serde_json::Value> = serde_json::from_str(&sessions)?;
-    assert!(sessions.len() >= 2, "qanawat's sessions came along: {sessions:?}");
+    assert!(
+        sessions.len() >= 2,
+        "qanawat's sessions came along: {sessions:?}"
+    );
     assert!(!qanawat.has(&case), "midan's case stays midan's");
     new.shutdown.cancel();
 

@@ -530,12 +530,19 @@ async fn hub_urls_are_tried_in_order_and_the_node_stays_with_the_one_that_answer
     ));
     let p = next_success(&node, &serde_json::Value::Null).await;
     assert_eq!(p["hub"], live.to_string(), "{p}");
-    assert_eq!(p["hubs"], json!([dead.to_string(), live.to_string()]), "{p}");
+    assert_eq!(
+        p["hubs"],
+        json!([dead.to_string(), live.to_string()]),
+        "{p}"
+    );
     assert_eq!(p["backlog"], 0, "{p}");
     let rows = recent_sessions(&node.app, 10).await?;
     assert_eq!(rows.len(), 2, "{rows:#?}");
     assert!(rows[0].ok() && rows[0].hub == live.to_string(), "{rows:#?}");
-    assert!(!rows[1].ok() && rows[1].hub == dead.to_string(), "{rows:#?}");
+    assert!(
+        !rows[1].ok() && rows[1].hub == dead.to_string(),
+        "{rows:#?}"
+    );
     assert_eq!(
         node_log_count(&node, &format!("hub {dead}→{live}")).await,
         1
@@ -550,7 +557,11 @@ async fn hub_urls_are_tried_in_order_and_the_node_stays_with_the_one_that_answer
     stop.cancel();
     tokio::time::timeout(Duration::from_secs(10), task).await??;
     let rows = recent_sessions(&node.app, 10).await?;
-    assert_eq!(rows.len(), 3, "no second try of the dead address: {rows:#?}");
+    assert_eq!(
+        rows.len(),
+        3,
+        "no second try of the dead address: {rows:#?}"
+    );
     assert!(rows[0].ok() && rows[0].hub == live.to_string(), "{rows:#?}");
     let stored: i64 = sql_count(
         &node,

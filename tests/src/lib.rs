@@ -98,11 +98,21 @@ pub struct NodeProcess {
 
 /// The `[sync]` table for `center` with `hub`'s bundle, syncing every `interval_secs`.
 pub fn sync_toml(hub: &HubProcess, center: &str, hub_url: &str, interval_secs: u32) -> String {
-    sync_toml_keyed(hub, center, &format!("hub_url = \"{hub_url}\""), interval_secs)
+    sync_toml_keyed(
+        hub,
+        center,
+        &format!("hub_url = \"{hub_url}\""),
+        interval_secs,
+    )
 }
 
 /// Like [`sync_toml`], with several hub addresses (`hub_urls`, tried in order).
-pub fn sync_toml_urls(hub: &HubProcess, center: &str, urls: &[String], interval_secs: u32) -> String {
+pub fn sync_toml_urls(
+    hub: &HubProcess,
+    center: &str,
+    urls: &[String],
+    interval_secs: u32,
+) -> String {
     let list: Vec<String> = urls.iter().map(|u| format!("\"{u}\"")).collect();
     let line = format!("hub_urls = [{}]", list.join(", "));
     sync_toml_keyed(hub, center, &line, interval_secs)

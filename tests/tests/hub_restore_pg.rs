@@ -83,7 +83,10 @@ fn hex(b: &[u8]) -> String {
 /// database.
 fn differences(cluster: &PgCluster, db: &str, c: &Center) -> Result<Vec<String>> {
     let hub: BTreeMap<String, String> = cluster
-        .psql(db, "SELECT doc_id || ' ' || encode(heads, 'hex') FROM doc_meta")?
+        .psql(
+            db,
+            "SELECT doc_id || ' ' || encode(heads, 'hex') FROM doc_meta",
+        )?
         .lines()
         .filter_map(|l| l.split_once(' '))
         .map(|(a, b)| (a.to_string(), b.to_string()))
@@ -132,8 +135,7 @@ fn cases_at_hub(cluster: &PgCluster, db: &str) -> Result<usize> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_postgres_hub_restored_with_pg_tools_and_the_command_delivers_everything() -> Result<()>
-{
+async fn a_postgres_hub_restored_with_pg_tools_and_the_command_delivers_everything() -> Result<()> {
     let Some(cluster) = markaz_e2e::pg::cluster_or_skip(
         "a_postgres_hub_restored_with_pg_tools_and_the_command_delivers_everything",
     ) else {
@@ -166,7 +168,10 @@ async fn a_postgres_hub_restored_with_pg_tools_and_the_command_delivers_everythi
     // The database is lost; the operator puts it back with PostgreSQL's tools.
     hub.stop().await?;
     cluster.restore_db(&db, &dump)?;
-    ensure!(cases_at_hub(cluster, &db)? == 2, "the dump holds the first cases");
+    ensure!(
+        cases_at_hub(cluster, &db)? == 2,
+        "the dump holds the first cases"
+    );
 
     // Refused while another process of the hub is connected to the database.
     let mut other = hub.sibling()?;

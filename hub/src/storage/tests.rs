@@ -65,18 +65,31 @@ pub(crate) fn sync_log_keeps_its_days_and_nothing_new_is_one_row(e: &mut dyn Hub
     let kept = record(e, &req("hello", Some(new), "primary", 9_000_000, 10)).unwrap();
     // A center with nothing new: its Hello, answered by a Welcome that ends the session.
     for (i, t) in [9_100_000, 9_200_000, 9_300_000].into_iter().enumerate() {
-        let mut idle = req("hello", Some(&format!("00000000-0000-4000-8000-00000000000{i}")),
-            "primary", t, 40);
+        let mut idle = req(
+            "hello",
+            Some(&format!("00000000-0000-4000-8000-00000000000{i}")),
+            "primary",
+            t,
+            40,
+        );
         idle.changes_up = 0;
         idle.ends_session = true;
         e.record_sync(&idle).unwrap();
     }
     let sessions = list(e, Some("midan"), 9_400_000, 50).unwrap();
     assert_eq!(sessions.len(), 5, "{sessions:#?}");
-    assert!(sessions[..3].iter().all(|s| s.requests == 1 && s.result == "ok"));
+    assert!(
+        sessions[..3]
+            .iter()
+            .all(|s| s.requests == 1 && s.result == "ok")
+    );
     assert_eq!(sessions[0].bytes_up, 40);
     let log = e.sync_log(Some("midan"), None, 50).unwrap();
-    assert_eq!(log.len(), 3, "no request row for a nothing-new session: {log:#?}");
+    assert_eq!(
+        log.len(),
+        3,
+        "no request row for a nothing-new session: {log:#?}"
+    );
 
     // Nothing older than the cut: nothing deleted.
     assert_eq!(e.prune_sync_log(500, 1).unwrap(), (0, 0));

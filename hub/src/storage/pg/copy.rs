@@ -233,7 +233,9 @@ pub fn from_sqlite(from: &Path, to: &PgSettings) -> Result<MigrateReport, Storag
                 [],
                 |r| r.get(0),
             )?;
-            report.not_copied.push((format!("{table}.{extra}"), n as u64));
+            report
+                .not_copied
+                .push((format!("{table}.{extra}"), n as u64));
         }
         let names: Vec<String> = cols.iter().map(|c| format!("\"{}\"", c.0)).collect();
         let types: Vec<Type> = cols.iter().map(|c| c.1.clone()).collect();
@@ -243,10 +245,7 @@ pub fn from_sqlite(from: &Path, to: &PgSettings) -> Result<MigrateReport, Storag
         ))?;
         let mut writer = BinaryCopyInWriter::new(sink, &types);
         let exprs: Vec<String> = cols.iter().map(|c| source_expr(table, &c.0)).collect();
-        let mut st = snapshot.prepare(&format!(
-            "SELECT {} FROM \"{table}\"",
-            exprs.join(", ")
-        ))?;
+        let mut st = snapshot.prepare(&format!("SELECT {} FROM \"{table}\"", exprs.join(", ")))?;
         let mut rows = st.query([])?;
         let mut n = 0u64;
         while let Some(row) = rows.next()? {
@@ -255,10 +254,8 @@ pub fn from_sqlite(from: &Path, to: &PgSettings) -> Result<MigrateReport, Storag
                 let v: Value = row.get(i)?;
                 values.push(convert(v, ty, &format!("{table}.{name}"))?);
             }
-            let refs: Vec<&(dyn ToSql + Sync)> = values
-                .iter()
-                .map(|b| &**b as &(dyn ToSql + Sync))
-                .collect();
+            let refs: Vec<&(dyn ToSql + Sync)> =
+                values.iter().map(|b| &**b as &(dyn ToSql + Sync)).collect();
             writer.write(&refs)?;
             n += 1;
         }
@@ -359,7 +356,13 @@ fn compare_rows(
             .zip(&right)
             .find(|(a, b)| a != b)
             .map(|(a, b)| format!("SQLite `{a}`, PostgreSQL `{b}`"))
-            .unwrap_or_else(|| format!("{} rows in SQLite, {} in PostgreSQL", left.len(), right.len()));
+            .unwrap_or_else(|| {
+                format!(
+                    "{} rows in SQLite, {} in PostgreSQL",
+                    left.len(),
+                    right.len()
+                )
+            });
         problems.push(format!("{what}: {first}"));
     }
     Ok(left.len() as u64)
@@ -459,8 +462,7 @@ pub fn verify(from: &Path, to: &PgSettings) -> Result<MigrateReport, StorageErro
     // Every document rebuilt from its changes on both sides.
     let ids: Vec<String> = {
         let mut st = snapshot.prepare("SELECT doc_id FROM doc_meta ORDER BY doc_id")?;
-        st.query_map([], |r| r.get(0))?
-            .collect::<Result<_, _>>()?
+        st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?
     };
     let mut src_docs = DocStore::new(automerge::ActorId::random(), 64);
     let mut hub = PgHub::connect(to, automerge::ActorId::random())?;

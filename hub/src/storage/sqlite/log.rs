@@ -218,29 +218,29 @@ impl SyncLog for HubDb {
         let session_id = record(&tx, e)?;
         if !nothing_new(e) {
             tx.execute(
-            "INSERT INTO sync_log(center, uplink, kind, started_ms, ended_ms, bytes_up,
+                "INSERT INTO sync_log(center, uplink, kind, started_ms, ended_ms, bytes_up,
                bytes_down, docs_up, docs_down, changes_up, changes_down, refused, result,
                error, skew_ms, cursor, session_id)
              VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17)",
-            params![
-                e.center,
-                e.uplink,
-                e.kind,
-                e.started_ms,
-                e.ended_ms,
-                e.bytes_up,
-                e.bytes_down,
-                e.docs_up,
-                e.docs_down,
-                e.changes_up,
-                e.changes_down,
-                e.refused,
-                e.result,
-                e.error,
-                e.skew_ms,
-                e.cursor,
-                session_id
-            ],
+                params![
+                    e.center,
+                    e.uplink,
+                    e.kind,
+                    e.started_ms,
+                    e.ended_ms,
+                    e.bytes_up,
+                    e.bytes_down,
+                    e.docs_up,
+                    e.docs_down,
+                    e.changes_up,
+                    e.changes_down,
+                    e.refused,
+                    e.result,
+                    e.error,
+                    e.skew_ms,
+                    e.cursor,
+                    session_id
+                ],
             )?;
         }
         let ok = (e.result == "ok").then_some(e.ended_ms);
