@@ -105,6 +105,16 @@ enum HubCommand {
         #[arg(long)]
         from: Option<PathBuf>,
     },
+    /// Copy a hub's SQLite database into an empty PostgreSQL database (the hub stopped),
+    /// then check the copy: every document's heads, the cursors, the sessions.
+    MigrateStore {
+        /// The hub's markaz-hub.db.
+        #[arg(long)]
+        from: PathBuf,
+        /// The hub config naming the PostgreSQL database (`[storage] engine = "postgres"`).
+        #[arg(long)]
+        to: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -150,6 +160,13 @@ fn main() -> ExitCode {
     } = &cli.command
     {
         return hub_restore(config, from.as_deref());
+    }
+    if let Command::Hub {
+        command: Some(HubCommand::MigrateStore { from, to }),
+        ..
+    } = &cli.command
+    {
+        return hub_migrate_store(from, to);
     }
     if let Command::Pki { command } = &cli.command {
         return match pki(command) {
@@ -202,6 +219,34 @@ fn hub_restore(config: &std::path::Path, from: Option<&std::path::Path>) -> Exit
         }
         Err(e) => {
             eprintln!("markaz hub restore: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn hub_migrate_store(from: &std::path::Path, to: &std::path::Path) -> ExitCode {
+    let done = markaz_config::load_hub(to)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .and_then(|cfg| Ok(markaz_hub::storage::pg::copy::migrate_store(from, &cfg)?));
+    match done {
+        Ok(r) => {
+            for (table, n) in &r.rows {
+                println!("{table}: {n} rows");
+            }
+            for (what, n) in &r.not_copied {
+                println!("not copied (PostgreSQL has no place for it): {what}, {n} rows");
+            }
+            println!(
+                "checked: {} documents (same heads), {} centers (feeds, cursors, acknowledgements), {} sessions; start the hub with {}",
+                r.docs_checked,
+                r.centers_checked,
+                r.sessions_checked,
+                to.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("markaz hub migrate-store: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -271,7 +316,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Hub {
             config: None,
             command: None,
-        } => anyhow::bail!("markaz hub needs --config <hub.toml> (or a subcommand: restore)"),
+        } => anyhow::bail!(
+            "markaz hub needs --config <hub.toml> (or a subcommand: restore, migrate-store)"
+        ),
         Command::Hub {
             command: Some(_), ..
         } => unreachable!("handled before the runtime starts"),
@@ -371,9 +418,11 @@ async fn demo(data_dir: PathBuf, port: u16, hub_port: u16, sync_port: u16) -> an
     node.storage.data_dir = data_dir.join("center");
     node.server.listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     node.sync.enabled = true;
-    node.sync.hub_url = format!("https://127.0.0.1:{sync_port}")
-        .parse()
-        .map_err(|e| anyhow::anyhow!("hub url: {e:?}"))?;
+    node.sync.hub_url = Some(
+        format!("https://127.0.0.1:{sync_port}")
+            .parse()
+            .map_err(|e| anyhow::anyhow!("hub url: {e:?}"))?,
+    );
     node.sync.ca_cert = Some(pki.center_bundle.join("ca.pem"));
     node.sync.client_cert = Some(pki.center_bundle.join("cert.pem"));
     node.sync.client_key = Some(pki.center_bundle.join("key.pem"));

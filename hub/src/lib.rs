@@ -49,6 +49,52 @@ pub const WEB_ADDR_FILE: &str = "web.addr";
 /// How often the CRL (and the rest of the TLS material) is checked for a change; a
 /// changed file is re-read at once, so a revocation takes effect within this time.
 pub const TLS_POLL_EVERY: Duration = Duration::from_secs(2);
+/// How often sync log rows and sessions older than `[hub] sync_log_days` are deleted.
+pub const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// Rows deleted per transaction while pruning (short transactions: centers keep syncing).
+pub const PRUNE_BATCH: u32 = 5_000;
+const DAY_MS: i64 = 86_400_000;
+
+/// Delete the sync log rows and sessions older than `days` before `now_ms`, in batches
+/// of [`PRUNE_BATCH`]; the numbers of (log rows, sessions) deleted. With several hub
+/// processes on one database each prunes; deleting what another already deleted is a
+/// no-op.
+pub async fn prune_sync_log(
+    writer: &HubWriter,
+    days: u32,
+    now_ms: i64,
+) -> anyhow::Result<(u64, u64)> {
+    let before = now_ms - i64::from(days) * DAY_MS;
+    let mut total = (0, 0);
+    loop {
+        let (log, sessions) = writer
+            .run(move |e| e.prune_sync_log(before, PRUNE_BATCH))
+            .await??;
+        total.0 += log;
+        total.1 += sessions;
+        if log < u64::from(PRUNE_BATCH) && sessions < u64::from(PRUNE_BATCH) {
+            return Ok(total);
+        }
+    }
+}
+
+/// Prunes at start and every [`PRUNE_EVERY`] until `shutdown`.
+async fn prune_task(writer: HubWriter, days: u32, shutdown: CancellationToken) {
+    loop {
+        let now = jiff::Timestamp::now().as_millisecond();
+        match prune_sync_log(&writer, days, now).await {
+            Ok((0, 0)) => {}
+            Ok((log, sessions)) => {
+                tracing::info!(log, sessions, days, "old sync log rows deleted");
+            }
+            Err(err) => tracing::warn!(%err, "could not prune the sync log"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(PRUNE_EVERY) => {}
+        }
+    }
+}
 
 /// The old shared operator token: read from `<data_dir>/operator.token`, or created there
 /// (random, mode 0600). Used only with `hub.legacy_operator_token`.
@@ -159,6 +205,11 @@ pub async fn run(cfg: HubConfig, shutdown: CancellationToken) -> anyhow::Result<
             .reload_on_change(TLS_POLL_EVERY, shutdown.clone()),
     );
 
+    let prune = tokio::spawn(prune_task(
+        writer.clone(),
+        cfg.hub.sync_log_days,
+        shutdown.clone(),
+    ));
     let sync_app = endpoint::router(writer.clone(), cfg.hub.max_body_bytes);
     let sync_task = tokio::spawn(tls::serve(
         sync_listener,
@@ -182,6 +233,7 @@ pub async fn run(cfg: HubConfig, shutdown: CancellationToken) -> anyhow::Result<
     shutdown.cancel();
     let sync_result = sync_task.await;
     reload.abort();
+    prune.abort();
     web_result.context("while serving the operator pages")?;
     sync_result
         .context("sync listener task")?

@@ -409,6 +409,17 @@ level = "info"
         ])
     }
 
+    /// `markaz hub restore --config <hub.toml>` without `--from` (PostgreSQL: the
+    /// database was put back with PostgreSQL's tools; this is the after-restore step).
+    pub fn restore_in_place(&self) -> Result<String> {
+        markaz_cli(&[
+            "hub",
+            "restore",
+            "--config",
+            self.config_path.to_str().context("config path")?,
+        ])
+    }
+
     /// Puts a backup in place of the hub's database by hand, without `markaz hub
     /// restore` (the hub stopped): what the hub must notice by itself.
     pub fn put_back(&self, backup: &Path) -> Result<()> {

@@ -203,6 +203,11 @@ pub trait SyncLog {
     ) -> Result<Vec<SyncLogEntry>, StorageError>;
     /// Every center that registered or synced, with its raw figures, by center id.
     fn center_facts(&mut self) -> Result<Vec<CenterFacts>, StorageError>;
+    /// Retention (`[hub] sync_log_days`): delete up to `batch` sync log rows that ended
+    /// before `before_ms`, then up to `batch` sessions whose last request came before it,
+    /// in one short transaction. The numbers of (log rows, sessions) deleted; call again
+    /// while either equals `batch`.
+    fn prune_sync_log(&mut self, before_ms: i64, batch: u32) -> Result<(u64, u64), StorageError>;
 }
 
 /// Named counters.

@@ -55,6 +55,59 @@ pub(crate) fn counters_count_and_status_keeps_the_cursor(e: &mut dyn HubEngine) 
     assert_eq!(midan.cursor, 7);
 }
 
+/// Retention deletes what ended before the cut, in batches, and keeps the rest; a
+/// nothing-new session is its session row alone.
+pub(crate) fn sync_log_keeps_its_days_and_nothing_new_is_one_row(e: &mut dyn HubEngine) {
+    let old = "1b4e28ba-2fa1-41d2-883f-0016d3cca427";
+    let new = "9f0c2a4e-7d1b-4c3e-a5f6-112233445566";
+    record(e, &req("hello", Some(old), "primary", 1_000, 10)).unwrap();
+    record(e, &req("push", Some(old), "primary", 2_000, 10)).unwrap();
+    let kept = record(e, &req("hello", Some(new), "primary", 9_000_000, 10)).unwrap();
+    // A center with nothing new: its Hello, answered by a Welcome that ends the session.
+    for (i, t) in [9_100_000, 9_200_000, 9_300_000].into_iter().enumerate() {
+        let mut idle = req(
+            "hello",
+            Some(&format!("00000000-0000-4000-8000-00000000000{i}")),
+            "primary",
+            t,
+            40,
+        );
+        idle.changes_up = 0;
+        idle.ends_session = true;
+        e.record_sync(&idle).unwrap();
+    }
+    let sessions = list(e, Some("midan"), 9_400_000, 50).unwrap();
+    assert_eq!(sessions.len(), 5, "{sessions:#?}");
+    assert!(
+        sessions[..3]
+            .iter()
+            .all(|s| s.requests == 1 && s.result == "ok")
+    );
+    assert_eq!(sessions[0].bytes_up, 40);
+    let log = e.sync_log(Some("midan"), None, 50).unwrap();
+    assert_eq!(
+        log.len(),
+        3,
+        "no request row for a nothing-new session: {log:#?}"
+    );
+
+    // Nothing older than the cut: nothing deleted.
+    assert_eq!(e.prune_sync_log(500, 1).unwrap(), (0, 0));
+    // The cut between the old session and the new: in batches of one.
+    assert_eq!(e.prune_sync_log(5_000_000, 1).unwrap(), (1, 1));
+    assert_eq!(e.prune_sync_log(5_000_000, 1).unwrap(), (1, 0));
+    assert_eq!(e.prune_sync_log(5_000_000, 1).unwrap(), (0, 0));
+    let log = e.sync_log(Some("midan"), None, 50).unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].session_id, Some(kept));
+    let sessions = list(e, Some("midan"), 9_400_000, 50).unwrap();
+    assert_eq!(sessions.len(), 4);
+    assert!(sessions.iter().all(|s| s.started_ms >= 9_000_000));
+    // The center's status is not part of the log: it stays.
+    let facts = e.center_facts().unwrap();
+    assert!(facts.iter().any(|f| f.center == "midan"));
+}
+
 pub(crate) fn requests_group_by_header_or_by_hello(e: &mut dyn HubEngine) {
     let c = e;
     let a = "1b4e28ba-2fa1-41d2-883f-0016d3cca427";
@@ -458,6 +511,7 @@ mod sqlite {
 
     super::engine_tests!(open;
         counters_count_and_status_keeps_the_cursor,
+        sync_log_keeps_its_days_and_nothing_new_is_one_row,
         requests_group_by_header_or_by_hello,
         hub_documents_route_to_the_centers_that_need_them,
         operators_sessions_tokens_limits_and_audit,

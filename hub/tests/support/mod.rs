@@ -75,6 +75,12 @@ impl Hub {
         Self::run_on(tempfile::tempdir()?, self.pki.clone(), self.storage.clone()).await
     }
 
+    /// A hub process with the same CA on another store (the same hub moved to
+    /// PostgreSQL, say).
+    pub async fn on_store(&self, storage: HubStorage) -> anyhow::Result<Hub> {
+        Self::run_on(tempfile::tempdir()?, self.pki.clone(), storage).await
+    }
+
     async fn run_on(
         dir: tempfile::TempDir,
         pki: PathBuf,

@@ -14,6 +14,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("schema_v5_citizens.sql"),
     include_str!("schema_v5_numbers.sql"),
     include_str!("schema_v6_desk.sql"),
+    include_str!("schema_v6_pgops.sql"),
 ];
 
 /// The schema version this binary writes.

@@ -102,7 +102,7 @@ CREATE TABLE hub_counters(name TEXT COLLATE "C" PRIMARY KEY, value BIGINT NOT NU
 "#;
 
 /// The migrations, in order: entry `i` creates schema version `i + 1`.
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// v2: what a restore needs (see `markaz_sync::protocol::restore`): the epochs this
 /// database has had, the feed floors (every center's feed continues above the highest),
@@ -157,6 +157,12 @@ CREATE TABLE hub_audit(
     after_json TEXT);
 CREATE INDEX hub_audit_operator ON hub_audit(operator, id);
 CREATE INDEX hub_audit_center ON hub_audit(center, id);
+"#;
+
+/// v4: retention (`[hub] sync_log_days`) deletes by age without reading whole tables.
+const V4: &str = r#"
+CREATE INDEX sync_log_ended ON sync_log(ended_ms);
+CREATE INDEX sync_sessions_last ON sync_sessions(last_ms);
 "#;
 
 /// The schema version this program writes.
