@@ -488,11 +488,15 @@ async fn next_success(node: &TestNode, before: &serde_json::Value) -> serde_json
     let mut panel = node.app.status.sync.subscribe();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        if let Some(p) = panel.borrow_and_update().as_ref()
+        let p = panel
+            .borrow_and_update()
+            .as_ref()
+            .map(|p| serde_json::to_value(p).unwrap());
+        if let Some(p) = p
             && p["last_session"]["result"] == "ok"
             && p["last_session"]["session_id"] != *before
         {
-            return p.clone();
+            return p;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
