@@ -77,6 +77,7 @@ pub fn router_with(app: App, options: WebOptions) -> Router {
         .route("/supervisor", get(oversight::supervisor))
         .route("/supervisor/staff/{username}/grant", post(oversight::grant))
         .route("/technician", get(oversight::technician))
+        .route("/technician/clock/confirm", post(oversight::clock_confirm))
         .with_state(web)
 }
 

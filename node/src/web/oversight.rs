@@ -231,6 +231,28 @@ fn log_rows(web: &Web, rows: &[LogRow]) -> Vec<Value> {
         .collect()
 }
 
+/// `POST /technician/clock/confirm`: the technician says the clock's year is right.
+pub async fn clock_confirm(
+    State(web): State<Web>,
+    staff: Staff,
+    Form(f): Form<CsrfForm>,
+) -> Result<Response, PageError> {
+    staff.check_csrf(&f.csrf)?;
+    let lang = staff.lang();
+    web.app
+        .technician_confirm_clock(&staff.actor)
+        .await
+        .map_err(|e| PageError::app(e, lang))?;
+    Ok(Redirect::to("/technician").into_response())
+}
+
+/// A form that carries nothing but its CSRF token.
+#[derive(Debug, serde::Deserialize)]
+pub struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
 /// `GET /technician`
 pub async fn technician(State(web): State<Web>, staff: Staff) -> Result<Response, PageError> {
     staff.require(Capability::ViewTechnical)?;
@@ -241,6 +263,7 @@ pub async fn technician(State(web): State<Web>, staff: Staff) -> Result<Response
     let snap = app.status.snapshot();
     let storage = crate::api::integrity_json(app);
     let storage_damaged = storage["state"] == "corrupt";
+    let clock = app.clock_check().await.ok();
     let events = app.node_events(a, 100, false).await.map_err(err)?;
     let errors = app.node_events(a, 20, true).await.map_err(err)?;
     let audit = match app.audit_log(a, 100).await {
@@ -262,6 +285,7 @@ pub async fn technician(State(web): State<Web>, staff: Staff) -> Result<Response
                 context! { id => "storage", data => panel(&PanelView::Live { data: storage }) },
             ],
             storage_damaged => storage_damaged,
+            clock => clock,
             events => log_rows(&web, &events),
             errors => log_rows(&web, &errors),
             audit => audit,
