@@ -48,18 +48,26 @@ async fn a_clock_two_years_ahead_numbers_no_case_in_that_year_and_says_why() {
     assert_eq!(s, 409, "{b}");
     assert_eq!(b["error"]["code"], "clock_unconfirmed", "{b}");
     let message = b["error"]["message"].as_str().unwrap();
-    assert!(message.contains("2028") && message.contains("2026"), "{message}");
+    assert!(
+        message.contains("2028") && message.contains("2026"),
+        "{message}"
+    );
     // The technician sees it in the status JSON.
     let admin = node.admin().await;
     let (s, status) = admin.get("/status").await;
     assert_eq!(s, 200, "{status}");
     let clock = &status["clock"];
     assert_eq!(clock["ok"], false, "{clock}");
-    assert!(clock["problem"].as_str().unwrap().contains("days after"), "{clock}");
+    assert!(
+        clock["problem"].as_str().unwrap().contains("days after"),
+        "{clock}"
+    );
     assert!(clock["numbering_refused"].is_string(), "{clock}");
 
     // The clock is corrected: numbers go on in 2026, and no 2028 number was handed out.
-    node.app.clock.set_wall(morning() + jiff::SignedDuration::from_hours(1));
+    node.app
+        .clock
+        .set_wall(morning() + jiff::SignedDuration::from_hours(1));
     let (s, b) = new_case(&clerk).await;
     assert_eq!(s, 201, "{b}");
     assert_eq!(b["case_no"], "DMO-2026-000002", "{b}");
@@ -92,7 +100,10 @@ async fn a_technician_confirms_a_clock_the_references_disagree_with() {
     assert_eq!(s, 201, "{b}");
     assert!(b["case_no"].as_str().unwrap().contains("-2027-"), "{b}");
     let (_, audit) = admin.get("/logs/audit").await;
-    assert!(audit.to_string().contains("technician.clock_confirm"), "{audit}");
+    assert!(
+        audit.to_string().contains("technician.clock_confirm"),
+        "{audit}"
+    );
 }
 
 #[tokio::test]
@@ -107,7 +118,9 @@ async fn a_box_that_woke_up_in_1970_refuses_cases_and_says_why() {
     assert_eq!(b["error"]["code"], "clock_not_set", "{b}");
     let message = b["error"]["message"].as_str().unwrap();
     assert!(
-        message.contains("1970") && message.contains("never set") && message.contains("set the clock"),
+        message.contains("1970")
+            && message.contains("never set")
+            && message.contains("set the clock"),
         "{message}"
     );
     // A confirmation cannot make 1970 right.

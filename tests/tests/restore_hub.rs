@@ -101,8 +101,14 @@ async fn a_replaced_box_restored_from_the_hub_has_every_case_and_numbers_on() ->
     // The restore refuses to run over a database that holds the center's work.
     node.stop().await?;
     let (ok, out) = restore(&node, &[]).await?;
-    ensure!(!ok, "a restore over a non-empty database must be refused: {out}");
-    ensure!(out.contains("not empty") && out.contains("--force"), "{out}");
+    ensure!(
+        !ok,
+        "a restore over a non-empty database must be refused: {out}"
+    );
+    ensure!(
+        out.contains("not empty") && out.contains("--force"),
+        "{out}"
+    );
 
     // The disk dies; the replacement box is restored from the hub.
     let data = node.dir.path().join("data");
@@ -133,7 +139,13 @@ async fn a_replaced_box_restored_from_the_hub_has_every_case_and_numbers_on() ->
         let no = b["case_no"].as_str().context("case_no")?;
         let (s, now) = clerk.get(&format!("/cases/{no}")).await?;
         ensure!(s == 200, "{no} after the restore: {s} {now}");
-        for field in ["national_id", "status", "payment", "fee_total", "service_code"] {
+        for field in [
+            "national_id",
+            "status",
+            "payment",
+            "fee_total",
+            "service_code",
+        ] {
             ensure!(
                 now[field] == b[field],
                 "{no}: {field} was {} and is {} after the restore",
@@ -172,7 +184,11 @@ async fn a_replaced_box_restored_from_the_hub_has_every_case_and_numbers_on() ->
         at_hub.iter().any(|v| v.case_no.to_string() == fresh),
         "the new case reached the hub"
     );
-    ensure!(at_hub.len() == before.len() + 1, "{} at the hub", at_hub.len());
+    ensure!(
+        at_hub.len() == before.len() + 1,
+        "{} at the hub",
+        at_hub.len()
+    );
     Ok(())
 }
 

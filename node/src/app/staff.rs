@@ -225,8 +225,14 @@ impl App {
             .write(move |tx| -> Result<(String, String), AppError> {
                 let c = tx.conn;
                 auth::clear_failures(c, &u)?;
-                let out =
-                    auth::create_session(c, &user.username, terminal.as_deref(), now, &mono, &policy)?;
+                let out = auth::create_session(
+                    c,
+                    &user.username,
+                    terminal.as_deref(),
+                    now,
+                    &mono,
+                    &policy,
+                )?;
                 let actor = Actor {
                     username: user.username.clone(),
                     full_name: user.full_name.clone(),
@@ -263,8 +269,8 @@ impl App {
             .db
             .readers
             .read(move |c| -> Result<_, AppError> {
-                let s =
-                    auth::find_session(c, &tok, now, &m2, &policy)?.ok_or(AppError::Unauthenticated)?;
+                let s = auth::find_session(c, &tok, now, &m2, &policy)?
+                    .ok_or(AppError::Unauthenticated)?;
                 let (staff, _) = load_staff(c, &s.username)?.ok_or(AppError::Unauthenticated)?;
                 Ok((s, staff))
             })

@@ -162,7 +162,11 @@ pub fn judge(e: &Evidence, tz: &TimeZone) -> ClockCheck {
             out.problem = Some(format!(
                 "the clock is {} {} {} ({})",
                 human(off),
-                if off.is_positive() { "ahead of" } else { "behind" },
+                if off.is_positive() {
+                    "ahead of"
+                } else {
+                    "behind"
+                },
                 source.words(),
                 r.strftime("%Y-%m-%d %H:%M UTC")
             ));
@@ -341,7 +345,9 @@ pub async fn watch(app: App, cancel: tokio_util::sync::CancellationToken) {
                             .write(move |tx| node_log(tx.conn, at, "warn", "clock", &p))
                             .await;
                     }
-                    None if last.is_some() => tracing::info!("the clock agrees with its references again"),
+                    None if last.is_some() => {
+                        tracing::info!("the clock agrees with its references again")
+                    }
                     None => {}
                 }
                 last = Some(now);
@@ -392,7 +398,12 @@ mod tests {
         e.hub = Some(t("2026-12-03T10:00:00Z"));
         let c = judge(&e, &tz());
         assert!(!c.ok);
-        assert!(c.problem.as_deref().unwrap().contains("ahead of the hub's time"));
+        assert!(
+            c.problem
+                .as_deref()
+                .unwrap()
+                .contains("ahead of the hub's time")
+        );
         assert!(c.numbering_refused.as_deref().unwrap().contains("2028"));
         e.confirmed_year = Some(2028);
         let c = judge(&e, &tz());
@@ -417,7 +428,12 @@ mod tests {
         let c = judge(&e, &tz());
         assert!(c.not_set);
         assert!(c.problem.as_deref().unwrap().contains("never set"));
-        assert!(c.numbering_refused.as_deref().unwrap().contains("set the clock"));
+        assert!(
+            c.numbering_refused
+                .as_deref()
+                .unwrap()
+                .contains("set the clock")
+        );
     }
 
     #[test]

@@ -43,9 +43,11 @@ pub enum FileCheck {
 /// Compares the recorded identity with `found` and records `found`.
 pub fn check(conn: &Connection, found: &str) -> rusqlite::Result<FileCheck> {
     let recorded: Option<String> = conn
-        .query_row("SELECT value FROM meta WHERE key = ?1", [FILE_ID_KEY], |r| {
-            r.get(0)
-        })
+        .query_row(
+            "SELECT value FROM meta WHERE key = ?1",
+            [FILE_ID_KEY],
+            |r| r.get(0),
+        )
         .optional()?;
     conn.execute(
         "INSERT INTO meta(key, value) VALUES (?1, ?2)

@@ -386,7 +386,11 @@ async fn a_copy_of_the_file_is_a_new_incarnation() {
     std::fs::copy(&path, &backup).unwrap();
     {
         let db = Db::open(&path, &StorageOptions::default()).unwrap();
-        assert_eq!(actor_of(&db).await, first, "the same file, the same incarnation");
+        assert_eq!(
+            actor_of(&db).await,
+            first,
+            "the same file, the same incarnation"
+        );
         drop(db);
         std::thread::sleep(std::time::Duration::from_millis(300));
     }

@@ -76,7 +76,11 @@ impl std::fmt::Display for RestoreReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "restored {} from the hub", self.db.display())?;
         if let Some(p) = &self.moved_aside {
-            writeln!(f, "  the database that was there is kept as {}", p.display())?;
+            writeln!(
+                f,
+                "  the database that was there is kept as {}",
+                p.display()
+            )?;
         }
         writeln!(
             f,

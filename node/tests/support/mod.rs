@@ -50,9 +50,7 @@ impl TestNode {
         cfg.auth.initial_admin_password = Some(ADMIN_PASSWORD.into());
         cfg.server.max_body_bytes = 16 * 1024;
         tweak(&mut cfg);
-        let app = markaz_node::center::open(&cfg, clock)
-            .await
-            .unwrap();
+        let app = markaz_node::center::open(&cfg, clock).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let router = markaz_node::server::router(
