@@ -4,7 +4,7 @@
 //! A copy may be older than what the hub already holds of the center, and while the hub
 //! is unreachable nothing else can tell: numbering in the main series from a copy could
 //! hand out again a number the lost original gave a citizen. So the database records the
-//! identity of its own file (inode and birth time) in `meta`; when the file it is opened
+//! identity of its own file (inode and birth time) in `db_file`; when the file it is opened
 //! from has another identity, the database is a copy, and it becomes a new incarnation
 //! (new actor id, numbers unconfirmed until a sync of the copy with the hub: letter
 //! series, see `app::numbering`). A false alarm (the file moved to a new disk by hand)
@@ -13,9 +13,6 @@
 use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension};
-
-/// `meta` key: the identity of the file this database was last opened from.
-pub const FILE_ID_KEY: &str = "db.file_id";
 
 /// The identity of the file at `path`: its inode and, where the file system keeps one,
 /// its birth time (an inode number alone is reused by a file made after a delete).
@@ -43,16 +40,14 @@ pub enum FileCheck {
 /// Compares the recorded identity with `found` and records `found`.
 pub fn check(conn: &Connection, found: &str) -> rusqlite::Result<FileCheck> {
     let recorded: Option<String> = conn
-        .query_row(
-            "SELECT value FROM meta WHERE key = ?1",
-            [FILE_ID_KEY],
-            |r| r.get(0),
-        )
+        .query_row("SELECT identity FROM db_file WHERE id = 1", [], |r| {
+            r.get(0)
+        })
         .optional()?;
     conn.execute(
-        "INSERT INTO meta(key, value) VALUES (?1, ?2)
-         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-        [FILE_ID_KEY, found],
+        "INSERT INTO db_file(id, identity) VALUES (1, ?1)
+         ON CONFLICT(id) DO UPDATE SET identity = excluded.identity",
+        [found],
     )?;
     Ok(match recorded {
         Some(r) if r != found => FileCheck::Copy {

@@ -6,3 +6,10 @@
 ALTER TABLE sessions ADD COLUMN boot TEXT;
 ALTER TABLE sessions ADD COLUMN issued_mono_ms INTEGER;
 ALTER TABLE sessions ADD COLUMN seen_mono_ms INTEGER;
+
+-- The identity of the file this database was last opened from (storage::identity): a
+-- database opened from another file (a backup put back) is a new incarnation.
+CREATE TABLE db_file (
+    id        INTEGER PRIMARY KEY CHECK (id = 1),
+    identity  TEXT NOT NULL
+);
