@@ -340,6 +340,25 @@ impl App {
             return Err(AppError::Invalid(errs));
         }
         let nid = nid.ok_or_else(|| AppError::Internal("national id vanished".into()))?;
+        // A clock that was never set (1970) would fail below for a reason nobody can act
+        // on (no fee in force that day): say what is wrong first.
+        let unset = wallclock::judge(
+            &wallclock::Evidence {
+                wall: self.now(),
+                ..wallclock::Evidence::default()
+            },
+            &self.settings.timezone,
+        );
+        if unset.not_set {
+            return Err(AppError::Conflict {
+                code: "clock_not_set",
+                message: format!(
+                    "{}; {}",
+                    unset.problem.unwrap_or_default(),
+                    unset.numbering_refused.unwrap_or_default()
+                ),
+            });
+        }
         let today = self.today();
         let fee =
             self.fees()
