@@ -233,9 +233,11 @@ pub fn evidence(
     let hub = measured.and_then(|(skew, ended)| {
         let ended: Timestamp = ended.parse().ok()?;
         let age = wall.duration_since(ended);
-        (age >= -TOLERANCE && age <= HUB_MAX_AGE)
-            .then(|| wall.checked_add(SignedDuration::from_millis(skew)).ok())
-            .flatten()
+        if age >= -TOLERANCE && age <= HUB_MAX_AGE {
+            wall.checked_add(SignedDuration::from_millis(skew)).ok()
+        } else {
+            None
+        }
     });
     Ok(Evidence {
         wall,
