@@ -51,6 +51,18 @@ enum Command {
     },
     /// Check a node or hub config file; print every problem with file:line:column.
     CheckConfig { file: PathBuf },
+    /// Rebuild a center's database (its disk died, the box was replaced) from every
+    /// document the hub holds for it, before the node serves. The node must be stopped.
+    Restore {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Take the center's documents from its hub (`[sync]` of the config).
+        #[arg(long, required = true)]
+        from_hub: bool,
+        /// Restore even over a database that holds something (it is moved aside).
+        #[arg(long)]
+        force: bool,
+    },
     /// The governorate's certificates: CA, hub certificate, one per center, revocation.
     Pki {
         #[command(subcommand)]
@@ -329,6 +341,17 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let cfg = markaz_config::load_hub(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
             init_logging(cfg.logging.format, cfg.logging.level.as_str());
             markaz_hub::run(cfg, shutdown_on_signal()).await
+        }
+        Command::Restore {
+            config,
+            from_hub: _,
+            force,
+        } => {
+            let cfg = markaz_config::load_node(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            init_logging(cfg.logging.format, cfg.logging.level.as_str());
+            let report = markaz_node::sync::restore::from_hub(&cfg, force).await?;
+            println!("{report}");
+            Ok(())
         }
         Command::Demo {
             data_dir,

@@ -8,6 +8,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use crate::app::Mono;
 use crate::error::AppError;
 
 /// Session lifetimes and login limits (from config `[auth]`).
@@ -33,47 +34,68 @@ pub struct SessionRow {
     pub csrf: String,
     pub terminal: Option<String>,
     pub last_seen_ms: i64,
+    /// How long since the session was last seen (monotonic when measurable).
+    pub idle_ms: i64,
 }
 
-/// Looks a token up; expired sessions (absolute or idle) are deleted and refused.
+/// A wall clock that went back by more than this since a session was issued (in an
+/// earlier boot, where the monotonic clock cannot measure) leaves its age unknown: the
+/// session is refused.
+pub const WALL_SLACK_MS: i64 = 60_000;
+
+/// Looks a token up; expired sessions (absolute or idle) are refused. Within the boot
+/// that issued it, a session's age is measured on the monotonic clock (`mono`), so a wall
+/// clock that jumps neither extends nor shortens it; across a reboot, by the wall clock,
+/// and a session whose wall-clock age is negative (the clock went back) is refused.
 pub fn find_session(
     conn: &Connection,
     token: &str,
     now_ms: i64,
+    mono: &Mono,
     policy: &AuthPolicy,
 ) -> Result<Option<SessionRow>, AppError> {
     let row = conn
         .query_row(
-            "SELECT s.username, s.csrf, s.terminal, s.last_seen_ms, s.expires_ms, st.active
+            "SELECT s.username, s.csrf, s.terminal, s.last_seen_ms, s.created_ms, st.active,
+                    s.boot, s.issued_mono_ms, s.seen_mono_ms
              FROM sessions s JOIN staff st ON st.username = s.username WHERE s.token_hash = ?1",
             [token_hash(token)],
             |r| {
-                Ok((
-                    SessionRow {
-                        username: r.get(0)?,
-                        // The row keeps only the CSRF token's hash; the token itself
-                        // follows from the session token the client presented.
-                        csrf: {
-                            let _stored_hash: String = r.get(1)?;
-                            markaz_web::password::csrf_token(token)
-                        },
-                        terminal: r.get(2)?,
-                        last_seen_ms: r.get(3)?,
+                let s = SessionRow {
+                    username: r.get(0)?,
+                    // The row keeps only the CSRF token's hash; the token itself
+                    // follows from the session token the client presented.
+                    csrf: {
+                        let _stored_hash: String = r.get(1)?;
+                        markaz_web::password::csrf_token(token)
                     },
-                    r.get::<_, i64>(4)?,
-                    r.get::<_, bool>(5)?,
-                ))
+                    terminal: r.get(2)?,
+                    last_seen_ms: r.get(3)?,
+                    idle_ms: 0,
+                };
+                let created: i64 = r.get(4)?;
+                let active: bool = r.get(5)?;
+                let boot: Option<String> = r.get(6)?;
+                let issued: Option<i64> = r.get(7)?;
+                let seen: Option<i64> = r.get(8)?;
+                Ok((s, created, active, boot, issued, seen))
             },
         )
         .optional()?;
-    Ok(match row {
-        Some((s, expires, active))
-            if active && now_ms < expires && now_ms - s.last_seen_ms < policy.session_idle_ms =>
-        {
-            Some(s)
+    let Some((mut s, created, active, boot, issued, seen)) = row else {
+        return Ok(None);
+    };
+    let (age, idle) = match (boot, issued, seen) {
+        (Some(b), Some(i), Some(seen)) if *b == *mono.boot => (mono.ms - i, mono.ms - seen),
+        _ => {
+            if now_ms - created < -WALL_SLACK_MS || now_ms - s.last_seen_ms < -WALL_SLACK_MS {
+                return Ok(None);
+            }
+            (now_ms - created, now_ms - s.last_seen_ms)
         }
-        _ => None,
-    })
+    };
+    s.idle_ms = idle;
+    Ok((active && age < policy.session_ttl_ms && idle < policy.session_idle_ms).then_some(s))
 }
 
 /// Creates a session; returns (token, csrf).
@@ -82,27 +104,56 @@ pub fn create_session(
     username: &str,
     terminal: Option<&str>,
     now_ms: i64,
+    mono: &Mono,
     policy: &AuthPolicy,
 ) -> Result<(String, String), AppError> {
     let token = new_token();
     let csrf = markaz_web::password::csrf_token(&token);
     conn.execute(
-        "INSERT INTO sessions(token_hash, username, csrf, terminal, created_ms, last_seen_ms, expires_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)",
-        params![token_hash(&token), username, token_hash(&csrf), terminal, now_ms, now_ms + policy.session_ttl_ms],
+        "INSERT INTO sessions(token_hash, username, csrf, terminal, created_ms, last_seen_ms,
+           expires_ms, boot, issued_mono_ms, seen_mono_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?8)",
+        params![
+            token_hash(&token),
+            username,
+            token_hash(&csrf),
+            terminal,
+            now_ms,
+            now_ms + policy.session_ttl_ms,
+            &*mono.boot,
+            mono.ms
+        ],
     )?;
-    // Housekeeping: sessions past their lifetime go.
+    // Housekeeping: sessions of this boot past their lifetime go (the others are refused
+    // when used, and go here once this boot's clock says so).
     conn.execute(
-        "DELETE FROM sessions WHERE expires_ms < ?1 OR last_seen_ms < ?2",
-        params![now_ms, now_ms - policy.session_idle_ms],
+        "DELETE FROM sessions WHERE boot = ?1 AND (issued_mono_ms < ?2 OR seen_mono_ms < ?3)",
+        params![
+            &*mono.boot,
+            mono.ms - policy.session_ttl_ms,
+            mono.ms - policy.session_idle_ms
+        ],
+    )?;
+    conn.execute(
+        "DELETE FROM sessions WHERE (boot IS NULL OR boot <> ?1)
+           AND (expires_ms < ?2 OR last_seen_ms < ?3)",
+        params![&*mono.boot, now_ms, now_ms - policy.session_idle_ms],
     )?;
     Ok((token, csrf))
 }
 
-pub fn touch_session(conn: &Connection, token: &str, now_ms: i64) -> Result<(), AppError> {
+/// Marks a session seen now (both clocks; the monotonic one only within its boot).
+pub fn touch_session(
+    conn: &Connection,
+    token: &str,
+    now_ms: i64,
+    mono: &Mono,
+) -> Result<(), AppError> {
     conn.execute(
-        "UPDATE sessions SET last_seen_ms = ?2 WHERE token_hash = ?1",
-        params![token_hash(token), now_ms],
+        "UPDATE sessions SET last_seen_ms = ?2,
+           seen_mono_ms = CASE WHEN boot = ?3 THEN ?4 ELSE seen_mono_ms END
+         WHERE token_hash = ?1",
+        params![token_hash(token), now_ms, &*mono.boot, mono.ms],
     )?;
     Ok(())
 }

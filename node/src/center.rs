@@ -156,6 +156,7 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> anyhow::Result
         .context("while starting the device supervisors")?;
     crate::sync::start(&app, &cfg, &tracker, &shutdown)
         .context("while starting the sync client")?;
+    tracker.spawn(crate::app::wallclock::watch(app.clone(), shutdown.clone()));
     let opts = ServeOptions {
         listen: cfg.server.listen.to_string(),
         max_body_bytes: cfg.server.max_body_bytes as usize,

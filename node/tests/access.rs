@@ -405,6 +405,13 @@ fn table(case_no: &str, ticket_id: i64) -> Vec<Row> {
             Gate::Any(&[C::TechnicalActions]),
         ),
         row(
+            "POST",
+            "/technician/clock/confirm",
+            "/technician/clock/confirm",
+            None,
+            Gate::Any(&[C::TechnicalActions]),
+        ),
+        row(
             "GET",
             "/power/daily",
             "/power/daily",

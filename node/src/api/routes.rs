@@ -84,6 +84,7 @@ pub const ROUTES: &[(&str, &str, bool)] = &[
     ("GET", "/status", true),
     ("POST", "/technician/modem/reset", true),
     ("POST", "/technician/sync-now", true),
+    ("POST", "/technician/clock/confirm", true),
     ("GET", "/power/daily", true),
     ("GET", "/openapi.json", false),
 ];
@@ -142,6 +143,7 @@ pub fn v1() -> Router<App> {
         .route("/status", get(status))
         .route("/technician/modem/reset", post(modem_reset))
         .route("/technician/sync-now", post(sync_now))
+        .route("/technician/clock/confirm", post(clock_confirm))
         .route("/power/daily", get(power_daily))
         .route("/openapi.json", get(openapi))
 }
@@ -578,7 +580,12 @@ async fn status(State(app): State<App>, Auth(a): Auth) -> ApiResult {
         "version": env!("CARGO_PKG_VERSION"),
         "panels": super::status::panels(&app.status.snapshot()),
         "storage": super::integrity_json(&app),
+        "clock": app.clock_check().await?,
     }))
+}
+
+async fn clock_confirm(State(app): State<App>, Auth(a): Auth) -> ApiResult {
+    ok(app.technician_confirm_clock(&a).await?)
 }
 
 async fn modem_reset(State(app): State<App>, Auth(a): Auth) -> ApiResult {

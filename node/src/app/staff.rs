@@ -293,6 +293,7 @@ impl App {
             return Err(AppError::Unauthenticated);
         };
         let at = self.now();
+        let mono = self.clock.monotonic();
         let user = view.clone();
         let (token, csrf) = self
             .db
@@ -300,8 +301,14 @@ impl App {
             .write(move |tx| -> Result<(String, String), AppError> {
                 let c = tx.conn;
                 auth::clear_failures(c, &u)?;
-                let out =
-                    auth::create_session(c, &user.username, terminal.as_deref(), now, &policy)?;
+                let out = auth::create_session(
+                    c,
+                    &user.username,
+                    terminal.as_deref(),
+                    now,
+                    &mono,
+                    &policy,
+                )?;
                 let actor = Actor {
                     username: user.username.clone(),
                     full_name: user.full_name.clone(),
@@ -330,24 +337,26 @@ impl App {
     /// Resolves a session token to the acting staff member; refreshes its idle timer.
     pub async fn authenticate(&self, token: &str) -> Result<(Actor, String), AppError> {
         let now = self.now_ms();
+        let mono = self.clock.monotonic();
+        let m2 = mono.clone();
         let policy = self.settings.auth.clone();
         let tok = token.to_string();
         let (session, staff) = self
             .db
             .readers
             .read(move |c| -> Result<_, AppError> {
-                let s =
-                    auth::find_session(c, &tok, now, &policy)?.ok_or(AppError::Unauthenticated)?;
+                let s = auth::find_session(c, &tok, now, &m2, &policy)?
+                    .ok_or(AppError::Unauthenticated)?;
                 let (staff, _) = load_staff(c, &s.username)?.ok_or(AppError::Unauthenticated)?;
                 Ok((s, staff))
             })
             .await?;
         // Refresh at most once a minute, so reads do not each cost a durable write.
-        if now - session.last_seen_ms > 60_000 {
+        if session.idle_ms > 60_000 {
             let tok = token.to_string();
             self.db
                 .writer
-                .write(move |tx| auth::touch_session(tx.conn, &tok, now))
+                .write(move |tx| auth::touch_session(tx.conn, &tok, now, &mono))
                 .await?;
         }
         let actor = Actor {

@@ -15,6 +15,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("schema_v5_numbers.sql"),
     include_str!("schema_v6_desk.sql"),
     include_str!("schema_v6_pgops.sql"),
+    include_str!("schema_v6_restore.sql"),
 ];
 
 /// The schema version this binary writes.

@@ -37,6 +37,7 @@
 //! continues on the next.
 
 pub mod project;
+pub mod restore;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -641,19 +642,53 @@ pub async fn sync_any_hub(
 async fn confirm_numbers(app: &App, opts: &SyncOptions) {
     let prefix = app.settings.receipt_prefix.to_ascii_uppercase();
     let at = app.now();
+    let today = app.today();
+    let center = opts.center.clone();
+    let letters: Vec<char> = app.settings.groups.iter().map(|g| g.letter).collect();
     let r = writer_job(
         app,
         opts.writer_timeout,
         "confirming the numbers",
         move |tx| {
             let actor = tx.docs.actor().to_bytes().to_vec();
-            numbering::confirm(tx.conn, &actor, &prefix, at).map_err(SyncError::from)
+            if numbering::confirm(tx.conn, &actor, &prefix, at)? {
+                continue_tickets(tx, &center, today, &letters, at)?;
+            }
+            Ok(())
         },
     )
     .await;
     if let Err(e) = r {
         tracing::warn!(error = %e, "could not confirm the center's numbers after sync");
     }
+}
+
+/// A newly confirmed incarnation: today's ticket numbers go on above the count of
+/// today's statistics document, as the hub had it (see `numbering::raise_tickets`).
+fn continue_tickets(
+    tx: &mut WriteTx<'_>,
+    center: &CenterId,
+    today: jiff::civil::Date,
+    letters: &[char],
+    at: jiff::Timestamp,
+) -> Result<(), SyncError> {
+    let id = markaz_sync::docs::DocId::stats(center, today);
+    let read = tx
+        .docs
+        .read(tx.conn, &id, markaz_sync::docs::read_metrics)
+        .map_err(StorageError::from)?;
+    let issued = match read {
+        Some(Ok(m)) => m.metrics.get("tickets_issued").copied().unwrap_or(0),
+        _ => 0,
+    };
+    let raised = numbering::raise_tickets(tx.conn, today, letters, issued)?;
+    if raised > 0 {
+        let line = format!(
+            "today's statistics at the hub count {raised} tickets issued: ticket numbers go on above {raised}"
+        );
+        crate::app::node_log(tx.conn, at, "info", "numbering", &line)?;
+    }
+    Ok(())
 }
 
 /// The hub acknowledged more of this database's changes than it holds: it is an old copy

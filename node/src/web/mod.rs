@@ -93,6 +93,7 @@ pub fn router_with(app: App, options: WebOptions) -> Router {
             "/account/password",
             get(staff::password_form).post(staff::change_password),
         )
+        .route("/technician/clock/confirm", post(oversight::clock_confirm))
         .with_state(web)
 }
 

@@ -208,3 +208,25 @@ pub async fn grant(
         }
     }
 }
+
+/// `POST /technician/clock/confirm`: the technician says the clock's year is right.
+pub async fn clock_confirm(
+    State(web): State<Web>,
+    staff: Staff,
+    Form(f): Form<CsrfForm>,
+) -> Result<Response, PageError> {
+    staff.check_csrf(&f.csrf)?;
+    let lang = staff.lang();
+    web.app
+        .technician_confirm_clock(&staff.actor)
+        .await
+        .map_err(|e| PageError::app(e, lang))?;
+    Ok(Redirect::to("/technician").into_response())
+}
+
+/// A form that carries nothing but its CSRF token.
+#[derive(Debug, serde::Deserialize)]
+pub struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}

@@ -1024,6 +1024,7 @@ async fn render(
             actions => actions,
             confirm => confirm.map(Action::slug),
             storage_damaged => storage_damaged,
+            clock => web.app.clock_check().await.ok(),
             events => log_rows(web, &events),
             errors => log_rows(web, &errors),
             audit => audit,
