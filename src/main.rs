@@ -454,6 +454,23 @@ async fn demo(data_dir: PathBuf, port: u16, hub_port: u16, sync_port: u16) -> an
     // Emulated modem, solar charger, battery monitor, inverter and generator on ptys.
     let _devices = markaz_node::devices::demo::emulate(&mut node, shutdown.clone())?;
 
+    // The hub's first operator gets the demo password (not a generated one), so the
+    // printed login works at both ends.
+    let admin = markaz_hub::operators::NewOperator {
+        username: "admin".into(),
+        full_name: "Demo administrator".into(),
+        roles: vec![markaz_hub::operators::Role::Admin],
+        language: "ar".into(),
+    };
+    match markaz_hub::add_operator(&hub, &admin, Some(DEMO_PASSWORD.into()), None) {
+        Ok(_) => {}
+        Err(e)
+            if matches!(
+                e.downcast_ref::<markaz_hub::operators::OperatorError>(),
+                Some(markaz_hub::operators::OperatorError::Exists(_))
+            ) => {}
+        Err(e) => return Err(e.context("while creating the demo hub's administrator")),
+    }
     let hub_task = tokio::spawn(markaz_hub::run(hub, shutdown.clone()));
     let node_task = tokio::spawn(markaz_node::center::run(node, shutdown.clone()));
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
@@ -462,7 +479,8 @@ async fn demo(data_dir: PathBuf, port: u16, hub_port: u16, sync_port: u16) -> an
          \n  center web UI   http://127.0.0.1:{port}/        log in as admin / {DEMO_PASSWORD}\
          \n  display board   http://127.0.0.1:{port}/display\
          \n  center API      http://127.0.0.1:{port}/api/v1/openapi.json\
-         \n  hub             http://127.0.0.1:{hub_port}/        (sync over mutual TLS on 127.0.0.1:{sync_port})\
+         \n  hub             http://127.0.0.1:{hub_port}/        log in as admin / {DEMO_PASSWORD}\
+         \n                  (centers sync over mutual TLS on 127.0.0.1:{sync_port})\
          \n\n  emulated devices: 3G modem, solar charger, battery monitor, inverter and generator\
          \n  (a Damascus day passes in 24 minutes; watch the technician page)\
          \n\nPress Ctrl-C to stop.\n",

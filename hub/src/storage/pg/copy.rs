@@ -46,6 +46,13 @@ pub const TABLES: &[&str] = &[
     "sync_log",
     "center_status",
     "hub_counters",
+    // Operator accounts, their sessions and API tokens, login limits and the audit log
+    // (accounts first: the others refer to them).
+    "hub_operators",
+    "hub_operator_sessions",
+    "hub_api_tokens",
+    "hub_login_failures",
+    "hub_audit",
 ];
 
 /// SQLite tables that are bookkeeping of the SQLite engine, not hub data.
