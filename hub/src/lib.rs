@@ -13,6 +13,7 @@ pub mod catalog;
 pub mod demo;
 pub mod endpoint;
 pub mod energy;
+pub mod metrics;
 pub mod oversight;
 pub mod pki;
 pub mod portal;
@@ -43,6 +44,8 @@ pub const TOKEN_FILE: &str = "operator.token";
 pub const SYNC_ADDR_FILE: &str = "sync.addr";
 /// File in `data_dir` where the hub writes the address of its web listener.
 pub const WEB_ADDR_FILE: &str = "web.addr";
+/// File in `data_dir` where the hub writes the address of `[metrics] listen`.
+pub const METRICS_ADDR_FILE: &str = "metrics.addr";
 /// How often the CRL (and the rest of the TLS material) is checked for a change; a
 /// changed file is re-read at once, so a revocation takes effect within this time.
 pub const TLS_POLL_EVERY: Duration = Duration::from_secs(2);
@@ -120,7 +123,30 @@ pub async fn run(cfg: HubConfig, shutdown: CancellationToken) -> anyhow::Result<
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("while creating hub data dir {}", data_dir.display()))?;
     let token = operator_token(&data_dir)?;
+    let metrics_access = if cfg.metrics.enabled {
+        Some(
+            markaz_web::metrics::MetricsAccess::from_settings(
+                cfg.metrics.token_file.as_deref(),
+                cfg.metrics.listen.is_some(),
+            )
+            .with_context(|| {
+                format!(
+                    "while reading metrics.token_file {:?}",
+                    cfg.metrics.token_file
+                )
+            })?,
+        )
+    } else {
+        None
+    };
     let writer = open_store(&cfg).await?;
+    let metrics = metrics::HubMetrics::new();
+    let track = |r: axum::Router| {
+        r.layer(axum::middleware::from_fn_with_state(
+            metrics.http.clone(),
+            markaz_web::metrics::track,
+        ))
+    };
     let files = tls_files(&cfg);
     let tls = ServerTls::load(files.clone())
         .with_context(|| format!("while loading the hub TLS material {files:?}"))?;
@@ -143,7 +169,7 @@ pub async fn run(cfg: HubConfig, shutdown: CancellationToken) -> anyhow::Result<
             .reload_on_change(TLS_POLL_EVERY, shutdown.clone()),
     );
 
-    let sync_app = endpoint::router(writer.clone(), cfg.hub.max_body_bytes);
+    let sync_app = track(endpoint::router(writer.clone(), cfg.hub.max_body_bytes));
     let sync_task = tokio::spawn(tls::serve(
         sync_listener,
         tls,
@@ -151,10 +177,32 @@ pub async fn run(cfg: HubConfig, shutdown: CancellationToken) -> anyhow::Result<
         ServeOptions::default(),
         shutdown.clone(),
     ));
-    let web_app = web::router(web::WebState {
-        writer,
+    let mut web_app = track(web::router(web::WebState {
+        writer: writer.clone(),
         token: Arc::new(token),
-    });
+    }));
+    let mut metrics_task = None;
+    if let Some(access) = metrics_access {
+        let m = metrics::router(metrics.clone(), writer, data_dir.clone(), access);
+        match cfg.metrics.listen {
+            None => web_app = web_app.merge(m),
+            Some(listen) => {
+                let l = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .with_context(|| format!("while binding metrics.listen {listen}"))?;
+                std::fs::write(
+                    data_dir.join(METRICS_ADDR_FILE),
+                    l.local_addr()?.to_string(),
+                )?;
+                metrics_task = Some(tokio::spawn(markaz_web::listen::serve(
+                    l,
+                    m,
+                    markaz_web::listen::Limits::default(),
+                    shutdown.clone(),
+                )));
+            }
+        }
+    }
     // The operator pages: connection caps and a header-read timeout (markaz_web::listen).
     let web_result = markaz_web::listen::serve(
         web_listener,
@@ -165,6 +213,11 @@ pub async fn run(cfg: HubConfig, shutdown: CancellationToken) -> anyhow::Result<
     .await;
     shutdown.cancel();
     let sync_result = sync_task.await;
+    if let Some(t) = metrics_task
+        && let Ok(Err(e)) = t.await
+    {
+        tracing::warn!(error = %e, "the metrics listener failed");
+    }
     reload.abort();
     web_result.context("while serving the operator pages")?;
     sync_result

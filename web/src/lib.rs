@@ -8,3 +8,4 @@
 //! stores (through small traits) and keeps its own pages and routes.
 
 pub mod listen;
+pub mod metrics;

@@ -860,6 +860,7 @@ pub async fn run(app: App, mut client: HubClient, opts: SyncOptions, shutdown: C
             _ = shutdown.cancelled() => break,
             r = sync_once(&app, &mut client, &opts) => r,
         };
+        app.metrics.sync_session(&record);
         panel.uplink = Some(record.uplink.clone());
         panel.metered = record.metered;
         panel.bulk_filter = if record.metered {
