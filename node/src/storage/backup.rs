@@ -102,7 +102,9 @@ pub fn backup(db: &Path, to: &Path) -> Result<BackupReport, BackupError> {
     let partial = partial_path(to);
     let _ = std::fs::remove_file(&partial);
     let made = (|| -> Result<(), BackupError> {
-        let src = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        // Read-write flags, though nothing is written: a read-only connection cannot
+        // open a WAL database whose -wal and -shm a stopped node has removed.
+        let src = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
         src.busy_timeout(Duration::from_secs(10))?;
         let mut dst = Connection::open(&partial)?;
         {
