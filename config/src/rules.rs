@@ -85,7 +85,8 @@ fn backup_and_metrics(cfg: &NodeConfig, c: &mut Checker<'_>) {
     }
     c.range(&kp("backup.keep"), b.keep, 1, 365);
     metrics(&cfg.metrics, c);
-    if cfg.metrics.listen == Some(cfg.server.listen) {
+    // Port 0 (any free port, in tests) on both is two listeners, not one.
+    if cfg.metrics.listen == Some(cfg.server.listen) && cfg.server.listen.port() != 0 {
         c.bad(
             &kp("metrics.listen"),
             format!("metrics.listen is server.listen ({})", cfg.server.listen),
@@ -950,7 +951,7 @@ pub(crate) fn hub(cfg: &HubConfig, c: &mut Checker<'_>) {
     if let Some(l) = cfg
         .metrics
         .listen
-        .filter(|l| *l == h.listen || *l == h.web_listen)
+        .filter(|l| l.port() != 0 && (*l == h.listen || *l == h.web_listen))
     {
         c.bad(
             &kp("metrics.listen"),
