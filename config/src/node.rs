@@ -350,8 +350,15 @@ impl Default for LoggingConfig {
 pub struct SyncConfig {
     /// Replicate with the hub. Default false.
     pub enabled: bool,
-    /// The hub's sync endpoint. Default `https://127.0.0.1:8443`.
-    pub hub_url: HttpsUrl,
+    /// The hub's sync endpoint: a one-hub shorthand of `hub_urls`; set one of the two.
+    /// Default (neither set) `https://127.0.0.1:8443`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hub_url: Option<HttpsUrl>,
+    /// The hub's sync endpoints, tried in order; the node stays with the one that
+    /// answers (several hub processes on one PostgreSQL database). Default: none, so
+    /// `hub_url` alone.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hub_urls: Vec<HttpsUrl>,
     /// CA certificate (PEM) that signed the hub's certificate. Required when enabled.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca_cert: Option<PathBuf>,
@@ -368,11 +375,24 @@ pub struct SyncConfig {
     pub batch_max_bytes: u64,
 }
 
+impl SyncConfig {
+    /// The hub endpoints in the order they are tried: `hub_urls`, or `hub_url` alone, or
+    /// the default `https://127.0.0.1:8443`.
+    pub fn hubs(&self) -> Vec<HttpsUrl> {
+        match (&self.hub_url, self.hub_urls.is_empty()) {
+            (_, false) => self.hub_urls.clone(),
+            (Some(one), true) => vec![one.clone()],
+            (None, true) => vec![parse("https://127.0.0.1:8443")],
+        }
+    }
+}
+
 impl Default for SyncConfig {
     fn default() -> Self {
         Self {
             enabled: false,
-            hub_url: parse("https://127.0.0.1:8443"),
+            hub_url: None,
+            hub_urls: Vec::new(),
             ca_cert: None,
             client_cert: None,
             client_key: None,

@@ -301,6 +301,31 @@ fn sync_and_link(cfg: &NodeConfig, c: &mut Checker<'_>) {
         required_path(c, "sync.client_cert", s.client_cert.as_deref(), because);
         required_path(c, "sync.client_key", s.client_key.as_deref(), because);
     }
+    if c.is_set(&kp("sync.hub_urls")) {
+        if c.is_set(&kp("sync.hub_url")) {
+            c.bad(
+                &kp("sync.hub_url"),
+                "set either `hub_url` or `hub_urls`, not both",
+                Some("put every hub address in `hub_urls`, in the order to try them".to_owned()),
+            );
+        }
+        if s.hub_urls.is_empty() {
+            c.bad(
+                &kp("sync.hub_urls"),
+                "the list is empty: give at least one hub address",
+                None,
+            );
+        }
+        for (i, url) in s.hub_urls.iter().enumerate() {
+            if s.hub_urls[..i].contains(url) {
+                c.bad(
+                    &kp("sync.hub_urls").index(i),
+                    format!("`{url}` is listed twice"),
+                    None,
+                );
+            }
+        }
+    }
     c.range(&kp("sync.interval_secs"), s.interval_secs, 1, 86_400);
     c.range(
         &kp("sync.batch_max_bytes"),

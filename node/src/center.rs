@@ -113,7 +113,7 @@ pub async fn open(cfg: &NodeConfig, clock: Clock) -> anyhow::Result<App> {
         // then goes to a file only the node's user can read.
         let user = &cfg.auth.initial_admin_user;
         let shown = crate::logging::try_print(&format!(
-            "markaz: created the first account '{user}' with password: {password}\nmarkaz: log in and change it (or set auth.initial_admin_password).\n"
+            "markaz: created the first account '{user}' with password: {password}\nmarkaz: log in and change it on the page /account/password (or set auth.initial_admin_password).\n"
         ));
         if !shown {
             let file = data_dir.join(INITIAL_PASSWORD_FILE);
@@ -174,6 +174,7 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> anyhow::Result
         .context("while starting the device supervisors")?;
     crate::sync::start(&app, &cfg, &tracker, &shutdown)
         .context("while starting the sync client")?;
+    tracker.spawn(crate::app::wallclock::watch(app.clone(), shutdown.clone()));
     let opts = ServeOptions {
         listen: cfg.server.listen.to_string(),
         max_body_bytes: cfg.server.max_body_bytes as usize,

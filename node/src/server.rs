@@ -81,6 +81,9 @@ pub fn router_with(
     let http = app.metrics.http.clone();
     crate::api::router(app.clone())
         .merge(crate::web::router_with(app, web))
+        .layer(axum::middleware::from_fn(
+            markaz_web::http::security_headers,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             http,
             markaz_web::metrics::track,
