@@ -224,7 +224,8 @@ mod tests {
              INSERT INTO staff(username) VALUES ('amal');
              CREATE TABLE sessions(token_hash TEXT PRIMARY KEY, username TEXT NOT NULL,
                csrf TEXT NOT NULL, terminal TEXT, created_ms INTEGER NOT NULL,
-               last_seen_ms INTEGER NOT NULL, expires_ms INTEGER NOT NULL);",
+               last_seen_ms INTEGER NOT NULL, expires_ms INTEGER NOT NULL,
+               boot TEXT, issued_mono_ms INTEGER, seen_mono_ms INTEGER);",
         )
         .unwrap();
         let policy = AuthPolicy {
@@ -233,7 +234,12 @@ mod tests {
             login_max_attempts: 5,
             login_window_ms: 60_000,
         };
-        let (token, csrf) = create_session(&conn, "amal", None, 1_000, &policy).unwrap();
+        let mono = |ms| Mono {
+            boot: std::sync::Arc::from("test"),
+            ms,
+        };
+        let (token, csrf) =
+            create_session(&conn, "amal", None, 1_000, &mono(1_000), &policy).unwrap();
         let (stored_token, stored_csrf): (String, String) = conn
             .query_row("SELECT token_hash, csrf FROM sessions", [], |r| {
                 Ok((r.get(0)?, r.get(1)?))
@@ -241,7 +247,7 @@ mod tests {
             .unwrap();
         assert_ne!(stored_token, token);
         assert_ne!(stored_csrf, csrf, "the CSRF token is stored hashed");
-        let found = find_session(&conn, &token, 2_000, &policy)
+        let found = find_session(&conn, &token, 2_000, &mono(2_000), &policy)
             .unwrap()
             .unwrap();
         assert_eq!(

@@ -771,7 +771,11 @@ async fn a_spent_modem_budget_stops_sessions_until_the_day_changes_or_the_primar
     let mut panel = node.app.status.sync.subscribe();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let p = loop {
-        let p = panel.borrow().clone().map(serde_json::to_value).transpose()?;
+        let p = panel
+            .borrow()
+            .clone()
+            .map(serde_json::to_value)
+            .transpose()?;
         if let Some(p) = p.filter(|p| p["last_session"].is_object()) {
             break p;
         }

@@ -24,7 +24,7 @@ use anyhow::{Context, bail};
 use markaz_config::NodeConfig;
 use rusqlite::{Connection, OpenFlags, params};
 
-use super::{SyncOptions, numbering, sync_once};
+use super::{SyncOptions, numbering};
 use crate::app::{App, Clock};
 use crate::devices::UplinkConnector;
 use crate::storage::{Db, StorageOptions};
@@ -199,10 +199,11 @@ pub async fn from_hub(cfg: &NodeConfig, force: bool) -> anyhow::Result<RestoreRe
         app.devices.clone(),
         opts.connect_timeout,
     ));
-    let mut client = HubClient::new(tls, connector, opts.target.clone(), opts.client);
+    let mut client = HubClient::new(tls, connector, opts.hubs[0].clone(), opts.client);
 
     let mut failures = 0;
     let mut ok_sessions = 0;
+    let mut current = 0;
     loop {
         if report.sessions >= MAX_SESSIONS {
             bail!(
@@ -210,7 +211,7 @@ pub async fn from_hub(cfg: &NodeConfig, force: bool) -> anyhow::Result<RestoreRe
                  with --force to go on (nothing is lost)"
             );
         }
-        let record = sync_once(&app, &mut client, &opts).await;
+        let record = super::sync_any_hub(&app, &mut client, &opts, &mut current).await;
         report.sessions += 1;
         report.bytes_down += record.bytes_down;
         report.bytes_up += record.bytes_up;
