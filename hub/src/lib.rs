@@ -171,7 +171,6 @@ pub async fn run(cfg: HubConfig, shutdown: CancellationToken) -> anyhow::Result<
     let data_dir = cfg.hub.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("while creating hub data dir {}", data_dir.display()))?;
-    let token = operator_token(&data_dir)?;
     let metrics_access = if cfg.metrics.enabled {
         Some(
             markaz_web::metrics::MetricsAccess::from_settings(

@@ -399,8 +399,11 @@ impl Metrics {
     }
 
     fn power(&self, app: &App) {
+        // The typed panel, read by the names the status API gives its fields.
         let panel = app.status.power.borrow().clone();
-        let Some(p) = panel else { return };
+        let Some(p) = panel.as_ref().map(crate::api::status::power) else {
+            return;
+        };
         let num = |k: &str| p.get(k).and_then(Value::as_f64);
         if let Some(v) = num("soc_percent") {
             self.power_soc.set(v);
