@@ -51,15 +51,31 @@ enum Command {
     },
     /// Check a node or hub config file; print every problem with file:line:column.
     CheckConfig { file: PathBuf },
+    /// Back up a center's database while the node runs (SQLite's online backup), check
+    /// the copy with integrity_check and write FILE.sha256 beside it.
+    Backup {
+        #[arg(long, short, default_value = "/etc/markaz/node.toml")]
+        config: PathBuf,
+        /// The backup file to create (it must not exist).
+        #[arg(long)]
+        to: PathBuf,
+    },
     /// Rebuild a center's database (its disk died, the box was replaced) from every
     /// document the hub holds for it, before the node serves. The node must be stopped.
     Restore {
-        #[arg(long, short)]
+        /// A backup made by `markaz backup` (checked against FILE.sha256 when it is
+        /// there): put in place of a stopped center's database; refuses a damaged backup,
+        /// one of a newer markaz, and a node that runs. The replaced file is kept.
+        #[arg(required_unless_present = "from_hub", conflicts_with = "from_hub")]
+        file: Option<PathBuf>,
+        #[arg(long, short, default_value = "/etc/markaz/node.toml")]
         config: PathBuf,
-        /// Take the center's documents from its hub (`[sync]` of the config).
-        #[arg(long, required = true)]
+        /// Instead of a file: take the center's documents from its hub (`[sync]` of the
+        /// config), on a fresh database.
+        #[arg(long)]
         from_hub: bool,
-        /// Restore even over a database that holds something (it is moved aside).
+        /// With --from-hub: restore even over a database that holds something (it is
+        /// moved aside).
         #[arg(long)]
         force: bool,
     },
@@ -180,6 +196,17 @@ fn main() -> ExitCode {
     {
         return hub_migrate_store(from, to);
     }
+    if let Command::Backup { config, to } = &cli.command {
+        return node_backup(config, to);
+    }
+    if let Command::Restore {
+        file: Some(file),
+        config,
+        ..
+    } = &cli.command
+    {
+        return node_restore(config, file);
+    }
     if let Command::Pki { command } = &cli.command {
         return match pki(command) {
             Ok(()) => ExitCode::SUCCESS,
@@ -259,6 +286,65 @@ fn hub_migrate_store(from: &std::path::Path, to: &std::path::Path) -> ExitCode {
         }
         Err(e) => {
             eprintln!("markaz hub migrate-store: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn node_backup(config: &std::path::Path, to: &std::path::Path) -> ExitCode {
+    let done = markaz_config::load_node(config)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .and_then(|cfg| {
+            let db = cfg.storage.data_dir.join(markaz_node::center::DB_FILE);
+            Ok(markaz_node::storage::backup::backup(&db, to)?)
+        });
+    match done {
+        Ok(r) => {
+            println!(
+                "backed up to {} ({} bytes, schema {}, {} ms); checked with integrity_check; sha256 {} in {}",
+                r.path.display(),
+                r.bytes,
+                r.schema_version,
+                r.took.as_millis(),
+                r.sha256,
+                r.checksum_path.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("markaz backup: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn node_restore(config: &std::path::Path, file: &std::path::Path) -> ExitCode {
+    let done = markaz_config::load_node(config)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .and_then(|cfg| {
+            let db = cfg.storage.data_dir.join(markaz_node::center::DB_FILE);
+            let now = jiff::Timestamp::now().as_millisecond();
+            Ok(markaz_node::storage::backup::restore(
+                file,
+                &db,
+                cfg.center.id.as_str(),
+                now,
+            )?)
+        });
+    match done {
+        Ok(r) => {
+            if let Some(kept) = &r.kept {
+                println!("the replaced database is kept as {}", kept.display());
+            }
+            println!(
+                "restored {} (schema {}); start the node — it syncs as a new incarnation and repairs with the hub",
+                file.display(),
+                r.schema_version
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("markaz restore: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -344,8 +430,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Restore {
             config,
-            from_hub: _,
             force,
+            file: None,
+            ..
         } => {
             let cfg = markaz_config::load_node(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
             init_logging(cfg.logging.format, cfg.logging.level.as_str());
@@ -359,7 +446,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
             hub_port,
             sync_port,
         } => demo(data_dir, port, hub_port, sync_port).await,
-        Command::CheckConfig { .. } | Command::Pki { .. } | Command::Operator { .. } => {
+        Command::CheckConfig { .. }
+        | Command::Pki { .. }
+        | Command::Operator { .. }
+        | Command::Backup { .. }
+        | Command::Restore { file: Some(_), .. } => {
             unreachable!("handled before the runtime starts")
         }
     }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::node::LoggingConfig;
+use crate::node::{LoggingConfig, MetricsConfig};
 use crate::values::{PgUrl, TimeZoneName};
 
 /// The whole hub configuration file.
@@ -21,6 +21,8 @@ pub struct HubConfig {
     pub storage: HubStorage,
     /// `[logging]`: as in the node file.
     pub logging: LoggingConfig,
+    /// `[metrics]`: the Prometheus endpoint, as in the node file.
+    pub metrics: MetricsConfig,
 }
 
 /// `[hub]`

@@ -54,6 +54,10 @@ pub struct NodeConfig {
     pub modem: ModemConfig,
     /// `[power]`: batteries, inverter, generator and the shutdown policy.
     pub power: PowerConfig,
+    /// `[metrics]`: the Prometheus endpoint.
+    pub metrics: MetricsConfig,
+    /// `[backup]`: the daily backup of the database.
+    pub backup: BackupConfig,
 }
 
 impl Default for NodeConfig {
@@ -70,6 +74,8 @@ impl Default for NodeConfig {
             link: LinkConfig::default(),
             modem: ModemConfig::default(),
             power: PowerConfig::default(),
+            metrics: MetricsConfig::default(),
+            backup: BackupConfig::default(),
         };
         cfg.fill_defaults();
         cfg
@@ -186,6 +192,10 @@ pub struct StorageConfig {
     pub busy_timeout_ms: u32,
     /// Most write requests committed in one transaction. Default 256.
     pub group_commit_max_batch: u32,
+    /// Below this free space (MiB) on the data disk the node alerts the technician and
+    /// stops storing low-value data (power samples, statistics), keeping the room for
+    /// citizens' cases. Default 512; 0 turns the guard off.
+    pub min_free_mb: u32,
 }
 
 impl Default for StorageConfig {
@@ -194,6 +204,7 @@ impl Default for StorageConfig {
             data_dir: PathBuf::from("/var/lib/markaz"),
             busy_timeout_ms: 5000,
             group_commit_max_batch: 256,
+            min_free_mb: 512,
         }
     }
 }
@@ -1092,4 +1103,60 @@ pub struct ControlConfig {
     /// pulse: how long the value is held before 0 is written, ms. Default 500.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pulse_ms: Option<u32>,
+}
+
+/// `[metrics]` (node and hub): the Prometheus endpoint `/metrics`.
+///
+/// Without `listen` it is served on the main listener; without `token_file` only to
+/// clients on the same machine (loopback), so a default install shows nothing to the
+/// center's network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `/metrics`. Default true.
+    pub enabled: bool,
+    /// A separate address for `/metrics` only (a VPN or management interface, say);
+    /// then the main listener does not serve it. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// A file holding a bearer token (first line) that a scraper must send
+    /// (`Authorization: Bearer …`); then any client address may read. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: None,
+            token_file: None,
+        }
+    }
+}
+
+/// `[backup]`: a daily online backup of the database into `folder` (a USB disk, say).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackupConfig {
+    /// Run the daily backup. Default false.
+    pub enabled: bool,
+    /// Where backups go (required when enabled). Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub folder: Option<PathBuf>,
+    /// Local time of the daily backup, `HH:MM`. Default `02:30`.
+    pub time: HhMm,
+    /// Backups kept in `folder`; older ones are deleted. Default 7.
+    pub keep: u32,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            folder: None,
+            time: parse("02:30"),
+            keep: 7,
+        }
+    }
 }

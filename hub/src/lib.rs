@@ -15,6 +15,7 @@ pub mod catalog;
 pub mod demo;
 pub mod endpoint;
 pub mod energy;
+pub mod metrics;
 pub mod operators;
 pub mod oversight;
 pub mod pki;
@@ -46,6 +47,8 @@ pub const TOKEN_FILE: &str = "operator.token";
 pub const SYNC_ADDR_FILE: &str = "sync.addr";
 /// File in `data_dir` where the hub writes the address of its web listener.
 pub const WEB_ADDR_FILE: &str = "web.addr";
+/// File in `data_dir` where the hub writes the address of `[metrics] listen`.
+pub const METRICS_ADDR_FILE: &str = "metrics.addr";
 /// How often the CRL (and the rest of the TLS material) is checked for a change; a
 /// changed file is re-read at once, so a revocation takes effect within this time.
 pub const TLS_POLL_EVERY: Duration = Duration::from_secs(2);
@@ -168,6 +171,22 @@ pub async fn run(cfg: HubConfig, shutdown: CancellationToken) -> anyhow::Result<
     let data_dir = cfg.hub.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("while creating hub data dir {}", data_dir.display()))?;
+    let metrics_access = if cfg.metrics.enabled {
+        Some(
+            markaz_web::metrics::MetricsAccess::from_settings(
+                cfg.metrics.token_file.as_deref(),
+                cfg.metrics.listen.is_some(),
+            )
+            .with_context(|| {
+                format!(
+                    "while reading metrics.token_file {:?}",
+                    cfg.metrics.token_file
+                )
+            })?,
+        )
+    } else {
+        None
+    };
     let legacy_token = if cfg.hub.legacy_operator_token {
         tracing::warn!(
             "hub.legacy_operator_token is on: the shared token in {TOKEN_FILE} acts as an administrator; give each script its own token and turn it off"
@@ -177,6 +196,13 @@ pub async fn run(cfg: HubConfig, shutdown: CancellationToken) -> anyhow::Result<
         None
     };
     let writer = open_store(&cfg).await?;
+    let metrics = metrics::HubMetrics::new();
+    let track = |r: axum::Router| {
+        r.layer(axum::middleware::from_fn_with_state(
+            metrics.http.clone(),
+            markaz_web::metrics::track,
+        ))
+    };
     if let Some(password) = bootstrap_admin(&writer).await? {
         // Shown once, like the node's first account: the operator logs in and changes it.
         eprintln!(
@@ -210,7 +236,7 @@ pub async fn run(cfg: HubConfig, shutdown: CancellationToken) -> anyhow::Result<
         cfg.hub.sync_log_days,
         shutdown.clone(),
     ));
-    let sync_app = endpoint::router(writer.clone(), cfg.hub.max_body_bytes);
+    let sync_app = track(endpoint::router(writer.clone(), cfg.hub.max_body_bytes));
     let sync_task = tokio::spawn(tls::serve(
         sync_listener,
         tls,
@@ -218,10 +244,32 @@ pub async fn run(cfg: HubConfig, shutdown: CancellationToken) -> anyhow::Result<
         ServeOptions::default(),
         shutdown.clone(),
     ));
-    let web_app = web::router(web::WebState::new(
-        writer,
+    let mut web_app = track(web::router(web::WebState::new(
+        writer.clone(),
         web::WebOptions::from_config(&cfg.hub, legacy_token),
-    ));
+    )));
+    let mut metrics_task = None;
+    if let Some(access) = metrics_access {
+        let m = metrics::router(metrics.clone(), writer, data_dir.clone(), access);
+        match cfg.metrics.listen {
+            None => web_app = web_app.merge(m),
+            Some(listen) => {
+                let l = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .with_context(|| format!("while binding metrics.listen {listen}"))?;
+                std::fs::write(
+                    data_dir.join(METRICS_ADDR_FILE),
+                    l.local_addr()?.to_string(),
+                )?;
+                metrics_task = Some(tokio::spawn(markaz_web::listen::serve(
+                    l,
+                    m,
+                    markaz_web::listen::Limits::default(),
+                    shutdown.clone(),
+                )));
+            }
+        }
+    }
     // The operator pages: connection caps and a header-read timeout (markaz_web::listen).
     let web_result = markaz_web::listen::serve(
         web_listener,
@@ -232,6 +280,11 @@ pub async fn run(cfg: HubConfig, shutdown: CancellationToken) -> anyhow::Result<
     .await;
     shutdown.cancel();
     let sync_result = sync_task.await;
+    if let Some(t) = metrics_task
+        && let Ok(Err(e)) = t.await
+    {
+        tracing::warn!(error = %e, "the metrics listener failed");
+    }
     reload.abort();
     prune.abort();
     web_result.context("while serving the operator pages")?;

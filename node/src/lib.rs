@@ -13,6 +13,7 @@ pub mod domain;
 pub mod error;
 pub mod events;
 pub mod logging;
+pub mod metrics;
 pub mod server;
 pub mod storage;
 pub mod sync;

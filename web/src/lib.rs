@@ -23,6 +23,7 @@ pub mod http;
 pub mod i18n;
 pub mod listen;
 pub mod login;
+pub mod metrics;
 pub mod password;
 pub mod render;
 pub mod session;

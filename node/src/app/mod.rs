@@ -234,11 +234,14 @@ pub struct App {
     pub devices: crate::devices::DeviceHandles,
     /// Whether case and receipt numbers may be handed out yet (`numbering`).
     numbering: tokio::sync::watch::Sender<numbering::Gate>,
+    /// The Prometheus metrics (`/metrics`).
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl App {
     pub fn new(db: Db, settings: AppSettings, clock: Clock) -> Self {
         Self {
+            metrics: crate::metrics::Metrics::new(&db.writer),
             db,
             settings: Arc::new(settings),
             bus: EventBus::default(),

@@ -1104,7 +1104,7 @@ impl Sampler {
             .app
             .db
             .writer
-            .write(move |tx| -> Result<DailySummary, AppError> {
+            .write_low_value(move |tx| -> Result<DailySummary, AppError> {
                 let c = tx.conn;
                 insert_sample(c, &sample, level)?;
                 let today = match &center {

@@ -10,6 +10,7 @@
 //! - Migrations are versioned by `PRAGMA user_version` and run at start. A database whose
 //!   version is newer than this binary knows is refused before anything writes to it.
 
+pub mod backup;
 pub mod docs;
 pub mod identity;
 pub mod integrity;
@@ -22,7 +23,9 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OpenFlags};
 
 pub use migrations::{LATEST_VERSION, MIGRATIONS};
-pub use writer::{STALLED_AFTER, WriteError, WriteTx, Writer, WriterHealth, WriterState};
+pub use writer::{
+    STALLED_AFTER, WriteError, WriteTx, Writer, WriterHealth, WriterMetrics, WriterState,
+};
 
 /// What can go wrong opening or using the database.
 #[derive(Debug, thiserror::Error)]

@@ -982,6 +982,7 @@ pub async fn run(app: App, mut client: HubClient, opts: SyncOptions, shutdown: C
             _ = shutdown.cancelled() => break,
             r = sync_any_hub(&app, &mut client, &opts, &mut current) => r,
         };
+        app.metrics.sync_session(&record);
         panel.hub = record.hub.clone();
         panel.uplink = Some(record.uplink.clone());
         panel.metered = record.metered;
