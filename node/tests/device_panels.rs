@@ -580,9 +580,8 @@ async fn a_refused_generator_start_raises_the_technician_alert() {
         .await,
         1
     );
-    assert_eq!(
-        power(&p)["last_alert"]["alert"].is_null(),
-        false,
+    assert!(
+        !power(&p)["last_alert"]["alert"].is_null(),
         "{}",
         power(&p)
     );

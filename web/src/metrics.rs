@@ -179,6 +179,8 @@ impl MetricsAccess {
     }
 
     /// `Ok` when the request may read; otherwise the answer to send (401 or 403, JSON).
+    // The refusal is the response itself, built once per refused scrape.
+    #[allow(clippy::result_large_err)]
     pub fn check(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Result<(), Response> {
         if let Some(token) = &self.token {
             let sent = headers
@@ -208,6 +210,8 @@ impl MetricsAccess {
     }
 
     /// [`MetricsAccess::check`] on a whole request.
+    // The refusal is the response itself, built once per refused scrape.
+    #[allow(clippy::result_large_err)]
     pub fn check_request(&self, req: &Request) -> Result<(), Response> {
         let peer = req
             .extensions()

@@ -929,7 +929,7 @@ fn panels(web: &Web, lang: Lang, snap: &StatusSnapshot) -> Vec<Value> {
     let w = words(web, lang);
     let one = |id, p: Option<Panel>| p.unwrap_or_else(|| Panel::not_configured(id, &w));
     // A fixed order: panels that jump on a live refresh would lose the reader's eye.
-    let out = vec![
+    let out = [
         one("link", snap.link.live().map(|p| link_panel(&w, p))),
         one("modem", snap.modem.live().map(|p| modem_panel(&w, p))),
         one("power", snap.power.live().map(|p| power_panel(&w, p))),
