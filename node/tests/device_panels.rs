@@ -580,11 +580,7 @@ async fn a_refused_generator_start_raises_the_technician_alert() {
         .await,
         1
     );
-    assert!(
-        !power(&p)["last_alert"]["alert"].is_null(),
-        "{}",
-        power(&p)
-    );
+    assert!(!power(&p)["last_alert"]["alert"].is_null(), "{}", power(&p));
     rig.stop().await;
 }
 
