@@ -25,6 +25,8 @@ pub struct ServeOptions {
     pub web: WebOptions,
     /// Connection caps and the header-read timeout of the listener.
     pub limits: markaz_web::listen::Limits,
+    /// Called with the bound address once the listener accepts connections.
+    pub on_bound: Option<Box<dyn FnOnce(std::net::SocketAddr) + Send>>,
 }
 
 /// The whole router of the node with the pages' default options.
@@ -67,6 +69,11 @@ pub async fn serve(
     }
     tracing::info!(%addr, center = %app.settings.center_id, limits = ?opts.limits, "node serving");
     let router = router_with(app, opts.max_body_bytes, opts.request_timeout, opts.web);
+    // Connections that arrive now wait in the listen backlog until the loop below accepts
+    // them, so "bound" is already "serving" for a client.
+    if let Some(on_bound) = opts.on_bound {
+        on_bound(addr);
+    }
     markaz_web::listen::serve(listener, router, opts.limits, shutdown)
         .await
         .context("while serving HTTP")?;
