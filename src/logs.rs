@@ -56,16 +56,13 @@ impl LogOptions {
 /// thread that cannot be started leaves the process without a log rather than stopped.
 pub fn init(opts: &LogOptions) -> anyhow::Result<()> {
     use anyhow::Context;
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(opts.filter.as_str()));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(opts.filter.as_str()));
     let (sink, to_terminal, to_journal) = match &opts.file {
         Some(path) => {
-            let file = markaz_node::logging::RotatingFile::open(
-                path,
-                opts.file_max_bytes,
-                opts.file_keep,
-            )
-            .with_context(|| format!("while opening the log file {}", path.display()))?;
+            let file =
+                markaz_node::logging::RotatingFile::open(path, opts.file_max_bytes, opts.file_keep)
+                    .with_context(|| format!("while opening the log file {}", path.display()))?;
             (markaz_node::logging::process_sink(file), false, false)
         }
         None => (

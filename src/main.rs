@@ -356,10 +356,7 @@ fn shutdown_on_signal() -> CancellationToken {
     token
 }
 
-async fn run(
-    command: Command,
-    log_format: Option<markaz_config::LogFormat>,
-) -> anyhow::Result<()> {
+async fn run(command: Command, log_format: Option<markaz_config::LogFormat>) -> anyhow::Result<()> {
     let _ = LOG_FORMAT.set(log_format);
     match command {
         Command::Node { config } => {

@@ -200,8 +200,7 @@ impl RotatingFile {
 
 impl Write for RotatingFile {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        if self.file.is_none() || (self.len > 0 && self.len + bytes.len() as u64 > self.max_bytes)
-        {
+        if self.file.is_none() || (self.len > 0 && self.len + bytes.len() as u64 > self.max_bytes) {
             if self.file.is_none() {
                 self.reopen()?;
             } else {

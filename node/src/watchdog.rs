@@ -98,8 +98,7 @@ pub async fn http_answers(addr: SocketAddr, path: &str, timeout: Duration) -> Re
         let mut stream = tokio::net::TcpStream::connect(target)
             .await
             .map_err(|e| format!("connect {target}: {e}"))?;
-        let request =
-            format!("GET {path} HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n");
         stream
             .write_all(request.as_bytes())
             .await

@@ -107,14 +107,11 @@ async fn log_format_json_writes_one_object_per_line() -> Result<()> {
     let lines = lines(&text);
     assert!(lines.len() >= 2, "{text}");
     for line in &lines {
-        let v: serde_json::Value = serde_json::from_str(line)
-            .with_context(|| format!("not a JSON line: {line:?}"))?;
+        let v: serde_json::Value =
+            serde_json::from_str(line).with_context(|| format!("not a JSON line: {line:?}"))?;
         assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
     }
-    assert!(
-        lines.iter().any(|l| l.contains("node serving")),
-        "{text}"
-    );
+    assert!(lines.iter().any(|l| l.contains("node serving")), "{text}");
     Ok(())
 }
 
@@ -146,9 +143,14 @@ async fn under_journald_each_line_starts_with_its_syslog_priority() -> Result<()
         .strip_prefix("<6>")
         .with_context(|| format!("an info line without <6>: {serving}"))?;
     let v: serde_json::Value = serde_json::from_str(json)?;
-    assert!(v.get("timestamp").is_none(), "the journal stamps the time: {json}");
     assert!(
-        lines.iter().any(|l| l.starts_with("<4>") && l.contains("login")),
+        v.get("timestamp").is_none(),
+        "the journal stamps the time: {json}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("<4>") && l.contains("login")),
         "the failed login's warning carries <4>:\n{text}"
     );
     assert!(
@@ -177,14 +179,26 @@ async fn a_configured_log_file_rotates_by_size() -> Result<()> {
         !text.contains("node serving"),
         "with a file, the log does not go to stderr:\n{text}"
     );
-    for f in [file.clone(), dir.path().join("node.log.1"), dir.path().join("node.log.2")] {
+    for f in [
+        file.clone(),
+        dir.path().join("node.log.1"),
+        dir.path().join("node.log.2"),
+    ] {
         let len = std::fs::metadata(&f)
-            .with_context(|| format!("{} missing: 200 requests at debug fill 3 files", f.display()))?
+            .with_context(|| {
+                format!(
+                    "{} missing: 200 requests at debug fill 3 files",
+                    f.display()
+                )
+            })?
             .len();
         assert!(len <= 4096, "{} has {len} bytes", f.display());
     }
     assert!(!dir.path().join("node.log.3").exists(), "file_keep = 2");
     let current = std::fs::read_to_string(&file)?;
-    assert!(current.contains("SIGTERM"), "the newest lines are in node.log:\n{current}");
+    assert!(
+        current.contains("SIGTERM"),
+        "the newest lines are in node.log:\n{current}"
+    );
     Ok(())
 }
