@@ -195,10 +195,22 @@ async fn a_configured_log_file_rotates_by_size() -> Result<()> {
         assert!(len <= 4096, "{} has {len} bytes", f.display());
     }
     assert!(!dir.path().join("node.log.3").exists(), "file_keep = 2");
-    let current = std::fs::read_to_string(&file)?;
+    // Oldest to newest: node.log.2, node.log.1, node.log. The shutdown is in the last
+    // two (lines after it can fill node.log alone), and the times never go back.
+    let read = |name: &str| std::fs::read_to_string(dir.path().join(name));
+    let all = format!("{}{}{}", read("node.log.2")?, read("node.log.1")?, read("node.log")?);
     assert!(
-        current.contains("SIGTERM"),
-        "the newest lines are in node.log:\n{current}"
+        format!("{}{}", read("node.log.1")?, read("node.log")?).contains("SIGTERM"),
+        "the shutdown is in the newest files:\n{all}"
+    );
+    let stamps: Vec<&str> = all
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|t| t.starts_with("20"))
+        .collect();
+    assert!(
+        stamps.windows(2).all(|w| w[0] <= w[1]),
+        "the files are not in order, oldest to newest:\n{all}"
     );
     Ok(())
 }
