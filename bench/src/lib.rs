@@ -12,6 +12,7 @@ pub mod failover;
 pub mod group_commit;
 pub mod hub_load;
 pub mod million;
+pub mod restore;
 pub mod rig;
 pub mod shaper;
 pub mod workload;

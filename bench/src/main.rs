@@ -76,6 +76,18 @@ enum BenchCommand {
         #[arg(long)]
         write: Option<PathBuf>,
     },
+    /// A center of `--cases` cases (`million`'s data set) restored from the hub into an
+    /// empty box: wall time, bytes on the wire, database size (issue 18.6).
+    Restore {
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        #[arg(long, default_value_t = 450_000)]
+        cases: u32,
+        #[arg(long, default_value_t = 2026)]
+        seed: u64,
+        #[arg(long)]
+        write: Option<PathBuf>,
+    },
     /// Cut the primary link: time until a sync session succeeds over the (emulated) modem,
     /// with the node's probe defaults and with a faster setting; flapping at 1-in-5 loss.
     Failover {
@@ -312,6 +324,29 @@ async fn run(command: BenchCommand) -> anyhow::Result<()> {
             println!("{md}");
             if let Some(path) = &write {
                 markaz_bench::write_section(path, "million", "A million cases", &md)?;
+                println!("updated {}", path.display());
+            }
+            Ok(())
+        }
+        BenchCommand::Restore {
+            runs,
+            cases,
+            seed,
+            write,
+        } => {
+            init_logging();
+            let args = markaz_bench::restore::Args {
+                runs: runs.max(1),
+                cases: cases.max(1),
+                seed,
+            };
+            let command = format!(
+                "cargo xtask bench restore --runs {runs} --cases {cases} --seed {seed} --write docs/BENCHMARKS.md"
+            );
+            let md = markaz_bench::restore::restore(&args, &command).await?;
+            println!("{md}");
+            if let Some(path) = &write {
+                markaz_bench::write_section(path, "restore", "Restore from the hub", &md)?;
                 println!("updated {}", path.display());
             }
             Ok(())

@@ -8,9 +8,9 @@
 //! (N cases, each "created", no required fields) — with 64 concurrent callers through
 //! the node's group-commit writer. So the database holds exactly what the node stores
 //! for them: projection rows (cases, events, citizens, audit) and automerge documents
-//! with their changes. The node's clock is a manual clock walking from 2024-01-02 to
-//! late 2026 (a case number holds 999,999 cases a year, fees start in 2024), so the
-//! million cases span three years of case numbers as a real center's would.
+//! with their changes. The node's clock is a manual clock walking from 2026-01-02 through
+//! as many whole years as 900,000 cases a year need (a case number holds 999,999 cases a
+//! year), so a million cases span two years of case numbers as a real center's would.
 //!
 //! Measurement (each run): `markaz node` is started as a child process on the data;
 //! measured are the time from spawn to the first `200` of `/healthz`, VmRSS after that,
@@ -86,7 +86,7 @@ impl NodeChild {
             .create(true)
             .append(true)
             .open(log)?;
-        let child = tokio::process::Command::new(std::env::current_exe()?)
+        let child = tokio::process::Command::new(markaz_e2e::markaz_bin()?)
             .args(["node", "--config"])
             .arg(config)
             .stdin(std::process::Stdio::null())
@@ -248,13 +248,15 @@ fn actor(username: &str, roles: Vec<Role>) -> Actor {
 
 /// What generation recorded (kept in the `complete` marker).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-struct Generated {
-    cases: u32,
-    citizens: u32,
-    secs: f64,
-    db_bytes: u64,
+pub struct Generated {
+    pub cases: u32,
+    pub citizens: u32,
+    /// Seconds the generation took.
+    pub secs: f64,
+    /// The node's database (and WAL) in bytes.
+    pub db_bytes: u64,
     /// (year, cases that year): the last case number of each year.
-    years: Vec<(i16, u32)>,
+    pub years: Vec<(i16, u32)>,
 }
 
 fn db_bytes(data: &Path) -> u64 {
@@ -279,8 +281,12 @@ async fn generate(dir: &Path, args: &Args) -> anyhow::Result<Generated> {
     let cfg = markaz_config::load_node(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let settings = markaz_node::center::settings_from(&cfg)?;
     let db = Db::open(&data.join("markaz-node.db"), &StorageOptions::default())?;
-    let start: jiff::Timestamp = "2024-01-02T06:00:00Z".parse()?;
-    let end: jiff::Timestamp = "2026-11-20T06:00:00Z".parse()?;
+    // Software of 2026 numbers no case before 2026 (`app::wallclock::FLOOR`). A case
+    // number holds 999,999 cases a year: up to 900,000 cases fit in 2026 (up to the end of
+    // November, before the hub's clock now), more spread over whole years.
+    let start: jiff::Timestamp = "2026-01-02T06:00:00Z".parse()?;
+    let years = i64::from(args.cases.div_ceil(900_000).max(1));
+    let end = start.checked_add(jiff::SignedDuration::from_hours(24 * (365 * years - 35)))?;
     let at = Arc::new(AtomicI64::new(start.as_millisecond()));
     let app = App::new(db, settings, Clock::Manual(at.clone()));
     let admin = actor("admin", vec![Role::Admin]);
@@ -507,27 +513,32 @@ async fn measure(dir: &Path, g: &Generated, args: &Args, run: usize) -> anyhow::
     })
 }
 
-/// Runs `bench million`; returns the markdown section.
-pub async fn million(args: &Args, command: &str) -> anyhow::Result<String> {
-    let machine = machine();
+/// The generated center of `args.cases` cases (see the module comment): its directory
+/// (`data/` holds the node's data directory), what it holds, and whether it was reused
+/// from an earlier run. `bench restore` restores a center from the hub with it.
+pub async fn dataset(args: &Args) -> anyhow::Result<(PathBuf, Generated, bool)> {
     let dir = std::env::current_dir()?
         .join("target")
         .join("bench-million")
         .join(format!("{}-cases-seed{}", args.cases, args.seed));
     let marker = dir.join("complete");
-    let (g, reused) = match std::fs::read_to_string(&marker)
+    if let Some(g) = std::fs::read_to_string(&marker)
         .ok()
         .and_then(|s| serde_json::from_str::<Generated>(&s).ok())
     {
-        Some(g) => (g, true),
-        None => {
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir)?;
-            let g = generate(&dir, args).await?;
-            std::fs::write(&marker, serde_json::to_string(&g)?)?;
-            (g, false)
-        }
-    };
+        return Ok((dir, g, true));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let g = generate(&dir, args).await?;
+    std::fs::write(&marker, serde_json::to_string(&g)?)?;
+    Ok((dir, g, false))
+}
+
+/// Runs `bench million`; returns the markdown section.
+pub async fn million(args: &Args, command: &str) -> anyhow::Result<String> {
+    let machine = machine();
+    let (dir, g, reused) = dataset(args).await?;
     eprintln!(
         "million: {} cases, {} citizens, database {} MB ({})",
         thousands(u64::from(g.cases)),

@@ -30,7 +30,7 @@ pub const ADMIN_USER: &str = "admin";
 pub const ADMIN_PASSWORD: &str = "admin-test-password";
 
 /// Path of the `markaz` binary of this build (target/<profile>/markaz). The first call in
-/// a test process runs `cargo build -p markaz --bin markaz` for the same profile: a no-op
+/// a test (or bench) process runs `cargo build -p markaz --bin markaz` for the same profile: a no-op
 /// when it is up to date, and the only way to have it at all when the tests were built
 /// without it (`cargo test --workspace` builds the binary's test harness, not the binary).
 /// `MARKAZ_E2E_BIN=/path/to/markaz` uses that binary instead and builds nothing.
@@ -48,11 +48,13 @@ pub fn markaz_bin() -> Result<PathBuf> {
 
 fn build_markaz() -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    // target/<profile>/deps/<test-binary>
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("test binary has no profile dir")?;
+    // target/<profile>/deps/<test-binary>, or target/<profile>/<tool> (the bench)
+    let mut profile_dir = exe.parent().context("the running binary has no folder")?;
+    if profile_dir.file_name().is_some_and(|n| n == "deps") {
+        profile_dir = profile_dir
+            .parent()
+            .context("test binary has no profile dir")?;
+    }
     let bin = profile_dir.join("markaz");
     let target_dir = profile_dir
         .parent()
