@@ -225,10 +225,6 @@ string_newtype!(
     check_log_filter
 );
 
-fn check_host_port(s: &str) -> Result<(), ValueError> {
-    parse_host_port(s).map(|_| ())
-}
-
 fn parse_host_port(s: &str) -> Result<(&str, u16), ValueError> {
     let bad = || {
         err(format!(
@@ -256,46 +252,145 @@ fn parse_host_port(s: &str) -> Result<(&str, u16), ValueError> {
     }
 }
 
-string_newtype!(
-    /// A `host:port` pair (host name, IPv4, or bracketed IPv6), e.g. `192.0.2.10:443`.
-    HostPort,
-    check_host_port
-);
+/// Implements the string side of a type that keeps its parsed parts beside the text:
+/// serde as a string, `FromStr`, `Display`, `as_str`.
+macro_rules! parsed_string {
+    ($name:ident) => {
+        impl $name {
+            /// The value as written in the file.
+            pub fn as_str(&self) -> &str {
+                &self.text
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = ValueError;
+            fn from_str(s: &str) -> Result<Self, ValueError> {
+                Self::try_from(s.to_owned())
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(v: $name) -> String {
+                v.text
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.text
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.text)
+            }
+        }
+    };
+}
+
+/// A `host:port` pair (host name, IPv4, or bracketed IPv6), e.g. `192.0.2.10:443`, kept
+/// with its parts as parsed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct HostPort {
+    text: String,
+    host: String,
+    port: u16,
+}
+
+impl TryFrom<String> for HostPort {
+    type Error = ValueError;
+    fn try_from(text: String) -> Result<Self, ValueError> {
+        let (host, port) = parse_host_port(&text)?;
+        let host = host.to_owned();
+        Ok(Self { text, host, port })
+    }
+}
+
+parsed_string!(HostPort);
 
 impl HostPort {
     /// The host part (brackets kept for IPv6).
     pub fn host(&self) -> &str {
-        parse_host_port(&self.0).map(|(h, _)| h).unwrap_or("")
+        &self.host
     }
 
     /// The port part (never 0).
     pub fn port(&self) -> u16 {
-        parse_host_port(&self.0).map(|(_, p)| p).unwrap_or(0)
+        self.port
     }
 }
 
-fn check_https_url(s: &str) -> Result<(), ValueError> {
-    let rest = s.strip_prefix("https://").unwrap_or("");
-    let authority = rest.split('/').next().unwrap_or("");
-    let ok = !authority.is_empty()
-        && (check_host_port(authority).is_ok()
-            || authority
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'));
-    if ok && !s.contains(char::is_whitespace) {
-        Ok(())
-    } else {
+/// `(host, port)` of an `https://host[:port][/path]` URL: the host without IPv6
+/// brackets, the port 443 when none is given.
+fn parse_https_url(s: &str) -> Result<(String, u16), ValueError> {
+    let bad = || {
         err(format!(
             "invalid hub URL `{s}`: use `https://host[:port]`, like `https://hub.example.org:8443`"
         ))
+    };
+    if s.contains(char::is_whitespace) {
+        return bad();
+    }
+    let Some(rest) = s.strip_prefix("https://") else {
+        return bad();
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if let Ok((host, port)) = parse_host_port(authority) {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        return Ok((host.to_owned(), port));
+    }
+    let name_ok = !authority.is_empty()
+        && authority.len() <= 253
+        && authority
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    if name_ok {
+        return Ok((authority.to_owned(), 443));
+    }
+    if let Some(v6) = authority
+        .strip_prefix('[')
+        .and_then(|a| a.strip_suffix(']'))
+        .filter(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok())
+    {
+        return Ok((v6.to_owned(), 443));
+    }
+    bad()
+}
+
+/// An `https://host[:port][/path]` URL, e.g. `https://127.0.0.1:8443`, kept with its host
+/// and port as parsed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct HttpsUrl {
+    text: String,
+    host: String,
+    port: u16,
+}
+
+impl TryFrom<String> for HttpsUrl {
+    type Error = ValueError;
+    fn try_from(text: String) -> Result<Self, ValueError> {
+        let (host, port) = parse_https_url(&text)?;
+        Ok(Self { text, host, port })
     }
 }
 
-string_newtype!(
-    /// An `https://host[:port][/path]` URL, e.g. `https://127.0.0.1:8443`.
-    HttpsUrl,
-    check_https_url
-);
+parsed_string!(HttpsUrl);
+
+impl HttpsUrl {
+    /// The host: a name or an IP address (IPv6 without its brackets).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The port, 443 when the URL names none.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
 
 /// A libpq URL to the hub's PostgreSQL database, without a password
 /// (`postgres://markaz@127.0.0.1:5432/markaz`): user, host, port (default 5432) and
@@ -744,6 +839,30 @@ mod tests {
             "aa:bb-cc:dd",
         ] {
             assert!(HhMmRange::from_str(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn https_url_parts() {
+        let parts = |s: &str| {
+            let u = HttpsUrl::from_str(s).unwrap();
+            (u.host().to_owned(), u.port())
+        };
+        assert_eq!(parts("https://127.0.0.1:8443"), ("127.0.0.1".into(), 8443));
+        assert_eq!(
+            parts("https://hub.damascus.example/"),
+            ("hub.damascus.example".into(), 443)
+        );
+        assert_eq!(parts("https://[::1]:9/x"), ("::1".into(), 9));
+        assert_eq!(parts("https://[::1]"), ("::1".into(), 443));
+        for bad in [
+            "http://hub",
+            "https://hub:x",
+            "https://",
+            "https://a b",
+            "https://hub:0",
+        ] {
+            assert!(HttpsUrl::from_str(bad).is_err(), "{bad}");
         }
     }
 

@@ -308,7 +308,7 @@ mod tests {
         // 40 lines of 10 bytes: 4 files' worth; the oldest lines are gone, the rest whole.
         for i in 0..40 {
             let mut w = sink.line();
-            write!(w, "line {i:03}\n").unwrap();
+            writeln!(w, "line {i:03}").unwrap();
         }
         eventually("40 lines written", || sink.stats().written == 40);
         let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap();

@@ -148,10 +148,7 @@ impl SyncOptions {
         };
         let mut hubs = Vec::new();
         for url in s.hubs() {
-            let url = url.to_string();
-            let (host, port) =
-                host_port(&url).with_context(|| format!("while reading the hub url {url}"))?;
-            hubs.push(HubTarget::new(&host, port)?);
+            hubs.push(HubTarget::new(url.host(), url.port())?);
         }
         anyhow::ensure!(!hubs.is_empty(), "sync.hub_urls is empty");
         let center: CenterId = cfg
@@ -177,29 +174,6 @@ impl SyncOptions {
             modem_daily_budget: cfg.modem.daily_byte_budget,
         }))
     }
-}
-
-/// `host` and `port` of an `https://host[:port][/…]` URL (port 443 by default).
-fn host_port(url: &str) -> anyhow::Result<(String, u16)> {
-    let rest = url
-        .strip_prefix("https://")
-        .context("the hub URL must start with https://")?;
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (h, after) = v6.split_once(']').context("unclosed [ in the host")?;
-        (h.to_string(), after.strip_prefix(':'))
-    } else {
-        match authority.rsplit_once(':') {
-            Some((h, p)) => (h.to_string(), Some(p)),
-            None => (authority.to_string(), None),
-        }
-    };
-    let port = match port {
-        Some(p) => p.parse().context("the port is not a number")?,
-        None => 443,
-    };
-    anyhow::ensure!(!host.is_empty(), "no host");
-    Ok((host, port))
 }
 
 /// The record of one session (a `sync_sessions` row).
@@ -1016,27 +990,4 @@ pub async fn run(app: App, mut client: HubClient, opts: SyncOptions, shutdown: C
         }
     }
     tracing::info!(center = %opts.center, "sync client stopped");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hub_url_host_and_port() {
-        assert_eq!(
-            host_port("https://127.0.0.1:8443").unwrap(),
-            ("127.0.0.1".to_string(), 8443)
-        );
-        assert_eq!(
-            host_port("https://hub.damascus.example/").unwrap(),
-            ("hub.damascus.example".to_string(), 443)
-        );
-        assert_eq!(
-            host_port("https://[::1]:9/x").unwrap(),
-            ("::1".to_string(), 9)
-        );
-        assert!(host_port("http://hub").is_err());
-        assert!(host_port("https://hub:x").is_err());
-    }
 }
