@@ -8,6 +8,8 @@
 //! mode 0600) is sent as `Authorization: Bearer <token>`. Requests that change anything
 //! always need it; reading pages and JSON needs it too unless the client is on loopback.
 
+mod data;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -147,6 +149,7 @@ pub fn router(state: WebState) -> Router {
             "/api/v1/staff/{center}/{username}/permissions/{authority}",
             delete(api_revoke),
         )
+        .merge(data::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), guard))
         .route("/assets/markaz.css", get(css))
         .route(
@@ -960,6 +963,7 @@ async fn page_energy(
                 hours(d.get("longest_outage_seconds")),
                 d.get("fuel_used_pct")
                     .map_or("—".into(), |v| ltr(&format!("{v}%"))),
+                time(d.as_of_ms),
             ]
         })
         .collect();
@@ -978,6 +982,7 @@ async fn page_energy(
         l.t("مدة الانقطاع", "Outage time"),
         l.t("أطول انقطاع", "Longest outage"),
         l.t("الوقود", "Fuel used"),
+        l.t("الأرقام حتى", "Figures as of"),
     ];
     let path = match chosen {
         Some(c) => format!("/energy?center={}", esc(c)),
@@ -1035,6 +1040,7 @@ async fn page_stats(
                 mins(d.get("service_seconds_avg")),
                 num(d.get("cases_created")),
                 num(d.get("cases_delivered")),
+                time(d.as_of_ms),
             ]
         })
         .collect();
@@ -1049,6 +1055,7 @@ async fn page_stats(
         l.t("متوسط زمن الخدمة", "Average service time"),
         l.t("معاملات جديدة", "Cases created"),
         l.t("معاملات مسلّمة", "Cases delivered"),
+        l.t("الأرقام حتى", "Figures as of"),
     ];
     let path = match chosen {
         Some(c) => format!("/stats?center={}", esc(c)),

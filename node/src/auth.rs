@@ -71,7 +71,7 @@ pub fn find_session(
 ) -> Result<Option<SessionRow>, AppError> {
     let row = conn
         .query_row(
-            "SELECT s.username, s.csrf, s.terminal, s.last_seen_ms, s.expires_ms, st.active
+            "SELECT s.username, s.csrf, s.terminal, s.last_seen_ms, s.expires_ms, st.active AND st.hub_active
              FROM sessions s JOIN staff st ON st.username = s.username WHERE s.token_hash = ?1",
             [token_hash(token)],
             |r| {

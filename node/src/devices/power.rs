@@ -411,7 +411,7 @@ pub fn energy_day(
     let (d, samples) = recompute_day_with_samples(conn, date, tz, max_gap, now)?;
     conn.execute_batch("SAVEPOINT energy_doc")?;
     let written =
-        daily_docs::write_energy(tx, center, &d, &samples, tz, mppt_configured).and_then(|_| {
+        daily_docs::write_energy(tx, center, &d, &samples, tz, mppt_configured, now).and_then(|_| {
             if final_day {
                 daily_docs::advance_date_mark(conn, daily_docs::ENERGY_FINAL_THROUGH, date)?;
             }
@@ -797,6 +797,7 @@ pub async fn supervise(
     Sampler {
         center,
         energy_written_at: None,
+        energy_events: None,
         app,
         devices,
         policy,
@@ -816,11 +817,32 @@ pub async fn supervise(
     .await
 }
 
+/// The discrete events of a day's summary (power cuts, generator starts): when they
+/// differ from what today's energy document holds, it is rewritten at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct EnergyEvents {
+    date: Date,
+    outages: usize,
+    generator_starts: u32,
+}
+
+impl EnergyEvents {
+    pub(crate) fn of(d: &DailySummary) -> EnergyEvents {
+        EnergyEvents {
+            date: d.date,
+            outages: d.outages.len(),
+            generator_starts: d.generator_starts,
+        }
+    }
+}
+
 struct Sampler {
     /// The center whose energy documents are written (`None`: a bad id, no documents).
     center: Option<CenterId>,
     /// When today's energy document was last written (node clock).
     energy_written_at: Option<Timestamp>,
+    /// The day's power cuts and generator starts as today's document last had them.
+    energy_events: Option<EnergyEvents>,
     app: App,
     devices: PowerDevices,
     settings: SamplerSettings,
@@ -954,11 +976,12 @@ impl Sampler {
                 .energy_written_at
                 .is_none_or(|at| now.duration_since(at) >= self.settings.energy_refresh);
         let (center, mppt) = (self.center.clone(), self.settings.mppt_configured);
+        let written_events = self.energy_events.filter(|e| e.date == date);
         let stored = self
             .app
             .db
             .writer
-            .write(move |tx| -> Result<DailySummary, AppError> {
+            .write(move |tx| -> Result<(DailySummary, bool), AppError> {
                 let c = tx.conn;
                 insert_sample(c, &sample, level)?;
                 let today = match &center {
@@ -967,16 +990,24 @@ impl Sampler {
                             energy_day(tx, p, &tz, gap, now, center, mppt, true)?;
                         }
                         if energy_due {
-                            energy_day(tx, date, &tz, gap, now, center, mppt, false)?
+                            (energy_day(tx, date, &tz, gap, now, center, mppt, false)?, true)
                         } else {
-                            recompute_day(c, date, &tz, gap, now)?
+                            let d = recompute_day(c, date, &tz, gap, now)?;
+                            // A power cut or a generator start is written at once, not at
+                            // the next hourly refresh: the hub must not read the day
+                            // without it (docs/OPERATIONS.md, "Energy figures").
+                            if written_events != Some(EnergyEvents::of(&d)) {
+                                (energy_day(tx, date, &tz, gap, now, center, mppt, false)?, true)
+                            } else {
+                                (d, false)
+                            }
                         }
                     }
                     None => {
                         if let Some(p) = previous {
                             recompute_day(c, p, &tz, gap, now)?;
                         }
-                        recompute_day(c, date, &tz, gap, now)?
+                        (recompute_day(c, date, &tz, gap, now)?, false)
                     }
                 };
                 if let Some(before) = prune_before {
@@ -986,11 +1017,14 @@ impl Sampler {
             })
             .await;
         match stored {
-            Ok(today) => {
-                self.today = Some(today);
+            Ok((today, written)) => {
                 if energy_due {
                     self.energy_written_at = Some(now);
                 }
+                if written {
+                    self.energy_events = Some(EnergyEvents::of(&today));
+                }
+                self.today = Some(today);
             }
             Err(e) => warn!(error = %e, "cannot store the power sample"),
         }

@@ -13,6 +13,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("schema_v5_writer.sql"),
     include_str!("schema_v5_citizens.sql"),
     include_str!("schema_v5_numbers.sql"),
+    include_str!("schema_v6_hubdata.sql"),
 ];
 
 /// The schema version this binary writes.
