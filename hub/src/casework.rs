@@ -53,14 +53,12 @@ fn invalid(field: &str, message: impl ToString) -> CaseworkError {
 /// The document of a case by its number: a center's (`case:<center>:<no>`) or a portal
 /// case (`case:hub:<no>`).
 pub fn find_case(e: &mut dyn HubEngine, case_no: &str) -> Result<(DocId, CaseView), PortalError> {
-    let no: markaz_sync::model::CaseNo = case_no
-        .trim()
-        .to_ascii_uppercase()
-        .parse()
-        .map_err(|err: markaz_sync::model::IdError| PortalError::Invalid {
+    let no: markaz_sync::model::CaseNo = case_no.trim().to_ascii_uppercase().parse().map_err(
+        |err: markaz_sync::model::IdError| PortalError::Invalid {
             field: "case_no".into(),
             message: err.to_string(),
-        })?;
+        },
+    )?;
     let suffix = format!(":{}", no.as_str());
     for id in e.doc_ids("case")? {
         if !id.as_str().ends_with(&suffix) {
@@ -94,7 +92,12 @@ pub fn act(
         HubAction::Resolve { outcome, reason } => {
             case::check_resolution(view.derived.conflict.as_ref(), status, *outcome, reason)
                 .map_err(|t| refused(t.code(), t.message_en()))?;
-            if view.derived.conflict.as_ref().is_some_and(|c| c.is_resolved()) {
+            if view
+                .derived
+                .conflict
+                .as_ref()
+                .is_some_and(|c| c.is_resolved())
+            {
                 tracing::info!(case = %view.case_no, "a resolved conflict resolved again");
             }
             CaseEventKind::Resolved {
@@ -133,7 +136,10 @@ pub fn act(
         HubAction::Post { tracking } => {
             let t = tracking.trim();
             if t.len() < 4 || t.len() > 40 {
-                return Err(invalid("tracking", "the tracking number is 4–40 characters"));
+                return Err(invalid(
+                    "tracking",
+                    "the tracking number is 4–40 characters",
+                ));
             }
             CaseEventKind::Posted {
                 tracking: t.to_string(),
@@ -141,7 +147,8 @@ pub fn act(
         }
     };
     if !matches!(kind, CaseEventKind::Resolved { .. }) {
-        case::apply(status, &kind, &view.delivery).map_err(|t| refused(t.code(), t.message_en()))?;
+        case::apply(status, &kind, &view.delivery)
+            .map_err(|t| refused(t.code(), t.message_en()))?;
     }
     let now_ms = u64::try_from(now.as_millisecond()).unwrap_or(0);
     let event = CaseEvent {
@@ -196,11 +203,7 @@ impl PortalCaseRow {
             created_at: v.events.first().map(|e| e.at),
             updated_at: v.events.iter().map(|e| e.at).max(),
             conflict: v.derived.conflict.is_some(),
-            resolved: v
-                .derived
-                .conflict
-                .as_ref()
-                .is_some_and(|c| c.is_resolved()),
+            resolved: v.derived.conflict.as_ref().is_some_and(|c| c.is_resolved()),
             events: v.events.clone(),
         }
     }
@@ -217,6 +220,10 @@ pub fn portal_cases(
         .filter(|v| status.is_none_or(|s| v.derived.status == s))
         .map(PortalCaseRow::of)
         .collect();
-    out.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.case_no.cmp(&a.case_no)));
+    out.sort_by(|a, b| {
+        b.created_at
+            .cmp(&a.created_at)
+            .then(b.case_no.cmp(&a.case_no))
+    });
     Ok(out)
 }

@@ -217,7 +217,9 @@ pub fn grant(
     username: &str,
     g: &Grant,
 ) -> Result<StaffMember, PortalError> {
-    let today = jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC).date();
+    let today = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date();
     if g.expires_on < today {
         return Err(invalid("expires_on", "the expiry date is already past"));
     }

@@ -804,6 +804,9 @@ fn put_identity(doc: &mut AutoCommit, center: &CenterId, username: &str) -> Resu
     put_if_changed(doc, "username", username)
 }
 
+/// A staff member's language when the document names none.
+pub const DEFAULT_LANGUAGE: &str = "ar";
+
 /// The center's fields of one of its accounts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CenterStaff<'a> {
@@ -825,7 +828,11 @@ pub fn write_center_staff(
     put_identity(doc, center, s.username)?;
     put_if_changed(doc, "full_name", s.full_name)?;
     put_if_changed(doc, "roles", serde_json::to_string(s.roles)?)?;
-    put_if_changed(doc, "language", s.language)?;
+    // The default language is left unwritten on an account that never had one (one the
+    // hub created), so reflecting it unchanged adds no change.
+    if s.language != DEFAULT_LANGUAGE || doc.get(ROOT, "language")?.is_some() {
+        put_if_changed(doc, "language", s.language)?;
+    }
     put_if_changed(doc, "active", s.active)?;
     if let Some(h) = s.password_hash {
         put_if_changed(doc, "password_hash", h)?;

@@ -39,10 +39,17 @@ async fn staff_accounts_sync_both_ways_and_the_hub_decides_what_it_owns() -> Res
     let node = NodeProcess::start_synced("midan", &hub).await?;
     let admin = node.login_admin().await?;
     admin
-        .create_staff("rana", PW, &["clerk", "reception"], &[("justice", "2099-12-31")])
+        .create_staff(
+            "rana",
+            PW,
+            &["clerk", "reception"],
+            &[("justice", "2099-12-31")],
+        )
         .await?;
     let rana = Api::login(&node.base_url, "rana", PW).await?;
-    let (s, b) = rana.post("/citizens", citizen_json(NID, "0944000001")).await?;
+    let (s, b) = rana
+        .post("/citizens", citizen_json(NID, "0944000001"))
+        .await?;
     ensure!(s == 201 || s == 200, "citizen: {s} {b}");
     sync(&node, &admin).await?;
 
@@ -112,7 +119,10 @@ async fn staff_accounts_sync_both_ways_and_the_hub_decides_what_it_owns() -> Res
     let (s, b) = hub
         .api("POST", "/staff/midan/rana/deactivate", None)
         .await?;
-    ensure!(s == 200 && b["hub_active"] == false && b["active"] == false, "{s} {b}");
+    ensure!(
+        s == 200 && b["hub_active"] == false && b["active"] == false,
+        "{s} {b}"
+    );
     sync(&node, &admin).await?;
     let (s, _) = rana.get("/auth/me").await?;
     ensure!(s == 401, "rana's session after the hub's deactivation: {s}");
@@ -130,9 +140,7 @@ async fn staff_accounts_sync_both_ways_and_the_hub_decides_what_it_owns() -> Res
     );
     ensure!(Api::login(&node.base_url, "rana", PW).await.is_err());
     // The hub reactivates: she logs in again with her own password.
-    let (s, b) = hub
-        .api("POST", "/staff/midan/rana/activate", None)
-        .await?;
+    let (s, b) = hub.api("POST", "/staff/midan/rana/activate", None).await?;
     ensure!(s == 200, "{s} {b}");
     sync(&node, &admin).await?;
     Api::login(&node.base_url, "rana", PW)
@@ -159,7 +167,12 @@ async fn a_conflict_resolved_at_the_hub_reads_the_same_at_both_ends() -> Result<
     let node = NodeProcess::start_synced("midan", &hub).await?;
     let admin = node.login_admin().await?;
     admin
-        .create_staff("rana", PW, &["clerk", "reception"], &[("justice", "2099-12-31")])
+        .create_staff(
+            "rana",
+            PW,
+            &["clerk", "reception"],
+            &[("justice", "2099-12-31")],
+        )
         .await?;
     let desk = Api::login(&node.base_url, "rana", PW).await?;
     let portal_nid = "09000000007";
@@ -196,7 +209,10 @@ async fn a_conflict_resolved_at_the_hub_reads_the_same_at_both_ends() -> Result<
             Some(json!({"action": "cancel", "reason": "طلب المواطن الإلغاء عبر البوابة"})),
         )
         .await?;
-    ensure!(s == 200 && b["status"] == "cancelled", "cancel at the hub: {s} {b}");
+    ensure!(
+        s == 200 && b["status"] == "cancelled",
+        "cancel at the hub: {s} {b}"
+    );
     // A cancellation without a reason is refused.
     let (s, b) = hub
         .api(
@@ -269,13 +285,16 @@ async fn a_conflict_resolved_at_the_hub_reads_the_same_at_both_ends() -> Result<
         "the resolution at the center: {node_case}"
     );
     ensure!(
-        node_case["events"]
-            .as_array()
-            .is_some_and(|e| e.iter().any(|e| e["kind"]["kind"] == "resolved" || e["kind"] == "resolved")),
+        node_case["events"].as_array().is_some_and(|e| e
+            .iter()
+            .any(|e| e["kind"]["kind"] == "resolved" || e["kind"] == "resolved")),
         "the resolution is an event of the case: {node_case}"
     );
     let hub_case = hub.get(&format!("/portal/cases/{no}")).await?;
-    ensure!(hub_case["status"] == "delivered" && hub_case["resolved"] == true, "{hub_case}");
+    ensure!(
+        hub_case["status"] == "delivered" && hub_case["resolved"] == true,
+        "{hub_case}"
+    );
     let (_, open) = desk.get("/conflicts").await?;
     ensure!(
         open.as_array().is_some_and(|a| a.is_empty()),
@@ -313,15 +332,28 @@ async fn the_electronic_services_center_follows_a_post_case_to_the_post() -> Res
     let path = format!("/cases/{no}/actions");
     // Not ready yet: posting is refused, naming the state.
     let (s, b) = hub
-        .api("POST", &path, Some(json!({"action": "post", "tracking": "RR123456789SY"})))
+        .api(
+            "POST",
+            &path,
+            Some(json!({"action": "post", "tracking": "RR123456789SY"})),
+        )
         .await?;
-    ensure!(s == 409 && b["error"]["code"] == "illegal_transition", "{s} {b}");
+    ensure!(
+        s == 409 && b["error"]["code"] == "illegal_transition",
+        "{s} {b}"
+    );
     for step in ["start", "ready"] {
-        let (s, b) = hub.api("POST", &path, Some(json!({"action": step}))).await?;
+        let (s, b) = hub
+            .api("POST", &path, Some(json!({"action": step})))
+            .await?;
         ensure!(s == 200, "{step}: {s} {b}");
     }
     let (s, b) = hub
-        .api("POST", &path, Some(json!({"action": "post", "tracking": "RR123456789SY"})))
+        .api(
+            "POST",
+            &path,
+            Some(json!({"action": "post", "tracking": "RR123456789SY"})),
+        )
         .await?;
     ensure!(s == 200 && b["status"] == "posted", "{s} {b}");
     ensure!(b["tracking"] == "RR123456789SY", "{b}");
@@ -333,7 +365,11 @@ async fn the_electronic_services_center_follows_a_post_case_to_the_post() -> Res
     );
     // A posted case cannot be cancelled any more.
     let (s, b) = hub
-        .api("POST", &path, Some(json!({"action": "cancel", "reason": "late"})))
+        .api(
+            "POST",
+            &path,
+            Some(json!({"action": "cancel", "reason": "late"})),
+        )
         .await?;
     ensure!(s == 409, "{s} {b}");
     Ok(())

@@ -113,7 +113,12 @@ async fn staff_one(
         ))))
 }
 
-async fn set_active(s: WebState, center: String, username: String, active: bool) -> Result<Json<StaffRow>, DataError> {
+async fn set_active(
+    s: WebState,
+    center: String,
+    username: String,
+    active: bool,
+) -> Result<Json<StaffRow>, DataError> {
     let center = center_of(&center)?;
     let row = s
         .writer

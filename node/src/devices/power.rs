@@ -410,8 +410,8 @@ pub fn energy_day(
     let conn = tx.conn;
     let (d, samples) = recompute_day_with_samples(conn, date, tz, max_gap, now)?;
     conn.execute_batch("SAVEPOINT energy_doc")?;
-    let written =
-        daily_docs::write_energy(tx, center, &d, &samples, tz, mppt_configured, now).and_then(|_| {
+    let written = daily_docs::write_energy(tx, center, &d, &samples, tz, mppt_configured, now)
+        .and_then(|_| {
             if final_day {
                 daily_docs::advance_date_mark(conn, daily_docs::ENERGY_FINAL_THROUGH, date)?;
             }
@@ -990,14 +990,20 @@ impl Sampler {
                             energy_day(tx, p, &tz, gap, now, center, mppt, true)?;
                         }
                         if energy_due {
-                            (energy_day(tx, date, &tz, gap, now, center, mppt, false)?, true)
+                            (
+                                energy_day(tx, date, &tz, gap, now, center, mppt, false)?,
+                                true,
+                            )
                         } else {
                             let d = recompute_day(c, date, &tz, gap, now)?;
                             // A power cut or a generator start is written at once, not at
                             // the next hourly refresh: the hub must not read the day
                             // without it (docs/OPERATIONS.md, "Energy figures").
                             if written_events != Some(EnergyEvents::of(&d)) {
-                                (energy_day(tx, date, &tz, gap, now, center, mppt, false)?, true)
+                                (
+                                    energy_day(tx, date, &tz, gap, now, center, mppt, false)?,
+                                    true,
+                                )
                             } else {
                                 (d, false)
                             }

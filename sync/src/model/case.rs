@@ -1117,7 +1117,10 @@ mod tests {
         let unresolved = derive(&base, &pickup());
         assert_eq!(unresolved.status, CaseStatus::Cancelled);
         let c = unresolved.conflict.as_ref().expect("conflict");
-        assert_eq!(c.outcomes(), vec![CaseStatus::Cancelled, CaseStatus::Delivered]);
+        assert_eq!(
+            c.outcomes(),
+            vec![CaseStatus::Cancelled, CaseStatus::Delivered]
+        );
         assert!(!c.is_resolved());
         assert!(check_resolution(Some(c), unresolved.status, CaseStatus::Delivered, "x").is_ok());
         assert_eq!(
@@ -1138,8 +1141,15 @@ mod tests {
         events.push(resolved(CaseStatus::Delivered, "0007"));
         let d = derive(&events, &pickup());
         assert_eq!(d.status, CaseStatus::Delivered);
-        let r = d.conflict.as_ref().and_then(|c| c.resolution.clone()).expect("resolved");
-        assert_eq!((r.outcome, r.actor.as_str()), (CaseStatus::Delivered, "hub-admin"));
+        let r = d
+            .conflict
+            .as_ref()
+            .and_then(|c| c.resolution.clone())
+            .expect("resolved");
+        assert_eq!(
+            (r.outcome, r.actor.as_str()),
+            (CaseStatus::Delivered, "hub-admin")
+        );
         assert!(r.message_en().contains("delivered") && r.message_ar().contains("السبب"));
         // Any order gives the same; a later resolution wins; a resolution for an outcome
         // outside the conflict is skipped.

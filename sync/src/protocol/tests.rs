@@ -591,7 +591,10 @@ fn a_centers_staff_reach_the_hub_but_the_hubs_fields_stay_the_hubs() {
     assert_eq!(at_hub.member.permissions.len(), 1);
     assert!(at_hub.password_hash.is_some() && at_hub.member.active);
     q.sync(&mut hub);
-    assert!(!q.doc_ids().contains(&id), "another center's staff stay away");
+    assert!(
+        !q.doc_ids().contains(&id),
+        "another center's staff stay away"
+    );
 
     // The hub deactivates and revokes; concurrently midan extends the grant with an
     // earlier stamp: the hub's later decision stands at both ends.
@@ -641,7 +644,9 @@ fn a_centers_staff_reach_the_hub_but_the_hubs_fields_stay_the_hubs() {
     assert_eq!(hub.heads(&id), before);
     // Nor write another center's staff.
     let other = DocId::staff(&"qanawat".parse().unwrap(), "rana").unwrap();
-    m.edit(&other, |d| docs::write_staff(d, &"qanawat".parse().unwrap(), &at_h.member));
+    m.edit(&other, |d| {
+        docs::write_staff(d, &"qanawat".parse().unwrap(), &at_h.member)
+    });
     let r = m.sync(&mut hub);
     assert_eq!(r.refused_by_hub.len(), 1, "{:?}", r.refused_by_hub);
 }
