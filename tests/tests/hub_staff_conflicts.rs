@@ -251,8 +251,8 @@ async fn a_conflict_resolved_at_the_hub_reads_the_same_at_both_ends() -> Result<
     let hub_case = hub.get(&format!("/portal/cases/{no}")).await?;
     let (_, node_case) = desk.get(&format!("/cases/{no}")).await?;
     ensure!(
-        hub_case["status"] == node_case["status"],
-        "{hub_case} vs {node_case}"
+        hub_case["status"] == node_case["status"] && node_case["status"] == "delivered",
+        "before the resolution, the hand-over came first: {hub_case} vs {node_case}"
     );
 
     // Resolving needs one of the two outcomes and a reason.
@@ -264,24 +264,26 @@ async fn a_conflict_resolved_at_the_hub_reads_the_same_at_both_ends() -> Result<
         )
         .await?;
     ensure!(s == 409, "an outcome outside the conflict: {s} {b}");
-    let reason = "سُلّمت الوثيقة للمواطن قبل وصول الإلغاء";
+    // The operator lets the cancellation stand (the fee is refunded, the document
+    // withdrawn): the status changes from what the fold gave, at both ends.
+    let reason = "أعيد الرسم للمواطن وسُحبت الوثيقة";
     let (s, b) = hub
         .api(
             "POST",
             &format!("/cases/{no}/actions"),
-            Some(json!({"action": "resolve", "outcome": "delivered", "reason": reason})),
+            Some(json!({"action": "resolve", "outcome": "cancelled", "reason": reason})),
         )
         .await?;
-    ensure!(s == 200 && b["status"] == "delivered", "resolve: {s} {b}");
+    ensure!(s == 200 && b["status"] == "cancelled", "resolve: {s} {b}");
     sync(&node, &admin).await?;
 
     // Both ends agree, and show the resolution.
     let (s, node_case) = desk.get(&format!("/cases/{no}")).await?;
     ensure!(s == 200, "{node_case}");
-    ensure!(node_case["status"] == "delivered", "{node_case}");
+    ensure!(node_case["status"] == "cancelled", "{node_case}");
     ensure!(
         node_case["conflict"]["resolution"]["reason"] == reason
-            && node_case["conflict"]["resolution"]["outcome"] == "delivered",
+            && node_case["conflict"]["resolution"]["outcome"] == "cancelled",
         "the resolution at the center: {node_case}"
     );
     ensure!(
@@ -292,7 +294,7 @@ async fn a_conflict_resolved_at_the_hub_reads_the_same_at_both_ends() -> Result<
     );
     let hub_case = hub.get(&format!("/portal/cases/{no}")).await?;
     ensure!(
-        hub_case["status"] == "delivered" && hub_case["resolved"] == true,
+        hub_case["status"] == "cancelled" && hub_case["resolved"] == true,
         "{hub_case}"
     );
     let (_, open) = desk.get("/conflicts").await?;
@@ -311,7 +313,7 @@ async fn a_conflict_resolved_at_the_hub_reads_the_same_at_both_ends() -> Result<
     ensure!(
         conflicts.as_array().is_some_and(|a| a
             .iter()
-            .any(|c| c["case_no"] == no.as_str() && c["resolution"]["outcome"] == "delivered")),
+            .any(|c| c["case_no"] == no.as_str() && c["resolution"]["outcome"] == "cancelled")),
         "{conflicts}"
     );
     Ok(())
