@@ -168,9 +168,6 @@ pub(crate) fn reflect_all(
     Ok(usize::try_from(after - before).unwrap_or(0))
 }
 
-/// Whether an account may act: its own switch and the hub's both on.
-pub(crate) const ACTIVE_SQL: &str = "(active AND hub_active)";
-
 #[cfg(test)]
 mod tests {
     #[test]
