@@ -1,8 +1,6 @@
 //! `markaz`: the one binary of the system — a center node, the governorate hub, a demo
 //! of both, and config checking.
 
-mod bench;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -51,17 +49,75 @@ enum Command {
         #[arg(long, default_value_t = 8443)]
         sync_port: u16,
     },
-    /// Measure against the machine's limits and update docs/BENCHMARKS.md.
-    Bench {
-        #[command(subcommand)]
-        command: BenchCommand,
-    },
     /// Check a node or hub config file; print every problem with file:line:column.
     CheckConfig { file: PathBuf },
+    /// Back up a center's database while the node runs (SQLite's online backup), check
+    /// the copy with integrity_check and write FILE.sha256 beside it.
+    Backup {
+        #[arg(long, short, default_value = "/etc/markaz/node.toml")]
+        config: PathBuf,
+        /// The backup file to create (it must not exist).
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Rebuild a center's database (its disk died, the box was replaced) from every
+    /// document the hub holds for it, before the node serves. The node must be stopped.
+    Restore {
+        /// A backup made by `markaz backup` (checked against FILE.sha256 when it is
+        /// there): put in place of a stopped center's database; refuses a damaged backup,
+        /// one of a newer markaz, and a node that runs. The replaced file is kept.
+        #[arg(required_unless_present = "from_hub", conflicts_with = "from_hub")]
+        file: Option<PathBuf>,
+        #[arg(long, short, default_value = "/etc/markaz/node.toml")]
+        config: PathBuf,
+        /// Instead of a file: take the center's documents from its hub (`[sync]` of the
+        /// config), on a fresh database.
+        #[arg(long)]
+        from_hub: bool,
+        /// With --from-hub: restore even over a database that holds something (it is
+        /// moved aside).
+        #[arg(long)]
+        force: bool,
+    },
     /// The governorate's certificates: CA, hub certificate, one per center, revocation.
     Pki {
         #[command(subcommand)]
         command: PkiCommand,
+    },
+    /// The hub's operator accounts: add one (the first administrator), or give one an
+    /// API token. Works while the hub runs.
+    Operator {
+        #[command(subcommand)]
+        command: OperatorCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum OperatorCommand {
+    /// Add an operator; prints a generated password (and an API token with --token).
+    Add {
+        /// The hub's config file (its data directory holds the accounts).
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        username: String,
+        /// A role (repeatable): admin, oversight, catalog, staff, eservices, network.
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Also create an API token with this label, printed once.
+        #[arg(long)]
+        token: Option<String>,
+    },
+    /// Create an API token for an existing operator; prints it once.
+    Token {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        username: String,
+        #[arg(long, default_value = "")]
+        label: String,
     },
 }
 
@@ -77,124 +133,16 @@ enum HubCommand {
         #[arg(long)]
         from: Option<PathBuf>,
     },
-}
-
-#[derive(Subcommand)]
-enum BenchCommand {
-    /// Durable writes/s and latency with concurrent writers through group commit, versus
-    /// one fsync per write, in one run.
-    GroupCommit {
-        #[arg(long, default_value_t = 64)]
-        writers: usize,
-        #[arg(long, default_value_t = 5.0)]
-        secs: f64,
-        #[arg(long, default_value_t = 5)]
-        runs: usize,
-        /// The file whose group-commit section is rewritten with the figures.
-        #[arg(long, default_value = "docs/BENCHMARKS.md")]
-        write: PathBuf,
-    },
-    /// A whole center-day made offline, synced to a real hub in one session over mutual
-    /// TLS through an emulated 3G link: bytes vs zstd(changes), time vs bytes/bandwidth.
-    CatchUp {
-        #[command(flatten)]
-        common: BenchCommon,
-    },
-    /// A session with nothing new, on a resumed TLS session over the emulated 3G link.
-    NothingNew {
-        #[command(flatten)]
-        common: BenchCommon,
-    },
-    /// Many centers' days arriving at the hub at once: apply rate vs in-memory automerge.
-    Hub {
-        #[command(flatten)]
-        common: BenchCommon,
-        #[arg(long, default_value_t = 50)]
-        centers: usize,
-    },
-    /// A node with a million cases on disk (generated once, cached under target/): time
-    /// to serve, resident memory, p99 of case lookups through the API.
-    Million {
-        #[arg(long, default_value_t = 3)]
-        runs: usize,
-        #[arg(long, default_value_t = 1_000_000)]
-        cases: u32,
-        #[arg(long, default_value_t = 2026)]
-        seed: u64,
-        /// Case lookups per run.
-        #[arg(long, default_value_t = 2000)]
-        lookups: usize,
+    /// Copy a hub's SQLite database into an empty PostgreSQL database (the hub stopped),
+    /// then check the copy: every document's heads, the cursors, the sessions.
+    MigrateStore {
+        /// The hub's markaz-hub.db.
         #[arg(long)]
-        write: Option<PathBuf>,
-    },
-    /// Cut the primary link: time until a sync session succeeds over the (emulated) modem,
-    /// with the node's probe defaults and with a faster setting; flapping at 1-in-5 loss.
-    Failover {
-        #[arg(long, default_value_t = 3)]
-        runs: usize,
-        #[arg(long, default_value_t = 2026)]
-        seed: u64,
-        /// Probe settings measured besides the node's defaults, each
-        /// `INTERVAL_MS:TIMEOUT_MS:DOWN_AFTER` (repeatable).
-        #[arg(long = "setting", default_values_t = ["1000:1000:3".to_string(), "500:500:10".to_string()])]
-        settings: Vec<String>,
-        /// Skip the node's defaults (each of their runs takes about a minute).
+        from: PathBuf,
+        /// The hub config naming the PostgreSQL database (`[storage] engine = "postgres"`).
         #[arg(long)]
-        skip_defaults: bool,
-        #[arg(long)]
-        write: Option<PathBuf>,
+        to: PathBuf,
     },
-}
-
-/// Options every workload benchmark takes.
-#[derive(clap::Args, Debug, Clone)]
-struct BenchCommon {
-    #[arg(long, default_value_t = 3)]
-    runs: usize,
-    /// Seed of the center-day generator.
-    #[arg(long, default_value_t = 2026)]
-    seed: u64,
-    /// Cases per center-day (1,500 in issue 8); citizens scale with it (4:5).
-    #[arg(long, default_value_t = 1500)]
-    cases: u32,
-    /// The file whose section is rewritten with the figures (none: print only).
-    #[arg(long)]
-    write: Option<PathBuf>,
-}
-
-impl BenchCommon {
-    fn shape(&self) -> bench::workload::Shape {
-        let day = bench::workload::Shape::CENTER_DAY;
-        bench::workload::Shape {
-            cases: self.cases,
-            citizens: self.cases * day.citizens / day.cases,
-            ..day
-        }
-    }
-
-    /// The reproducing command line for `name` (with `extra` arguments).
-    fn command(&self, name: &str, extra: &str) -> String {
-        let mut c = format!(
-            "cargo run --release -- bench {name} --runs {} --seed {} --cases {}",
-            self.runs, self.seed, self.cases
-        );
-        if !extra.is_empty() {
-            c.push(' ');
-            c.push_str(extra);
-        }
-        c.push_str(" --write docs/BENCHMARKS.md");
-        c
-    }
-
-    /// Prints the section and writes it if asked.
-    fn publish(&self, name: &str, heading: &str, md: &str) -> anyhow::Result<()> {
-        println!("{md}");
-        if let Some(path) = &self.write {
-            bench::write_section(path, name, heading, md)?;
-            println!("updated {}", path.display());
-        }
-        Ok(())
-    }
 }
 
 #[derive(Subcommand)]
@@ -241,11 +189,38 @@ fn main() -> ExitCode {
     {
         return hub_restore(config, from.as_deref());
     }
+    if let Command::Hub {
+        command: Some(HubCommand::MigrateStore { from, to }),
+        ..
+    } = &cli.command
+    {
+        return hub_migrate_store(from, to);
+    }
+    if let Command::Backup { config, to } = &cli.command {
+        return node_backup(config, to);
+    }
+    if let Command::Restore {
+        file: Some(file),
+        config,
+        ..
+    } = &cli.command
+    {
+        return node_restore(config, file);
+    }
     if let Command::Pki { command } = &cli.command {
         return match pki(command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("markaz pki: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Command::Operator { command } = &cli.command {
+        return match operator(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("markaz operator: {e:#}");
                 ExitCode::FAILURE
             }
         };
@@ -283,6 +258,93 @@ fn hub_restore(config: &std::path::Path, from: Option<&std::path::Path>) -> Exit
         }
         Err(e) => {
             eprintln!("markaz hub restore: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn hub_migrate_store(from: &std::path::Path, to: &std::path::Path) -> ExitCode {
+    let done = markaz_config::load_hub(to)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .and_then(|cfg| Ok(markaz_hub::storage::pg::copy::migrate_store(from, &cfg)?));
+    match done {
+        Ok(r) => {
+            for (table, n) in &r.rows {
+                println!("{table}: {n} rows");
+            }
+            for (what, n) in &r.not_copied {
+                println!("not copied (PostgreSQL has no place for it): {what}, {n} rows");
+            }
+            println!(
+                "checked: {} documents (same heads), {} centers (feeds, cursors, acknowledgements), {} sessions; start the hub with {}",
+                r.docs_checked,
+                r.centers_checked,
+                r.sessions_checked,
+                to.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("markaz hub migrate-store: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn node_backup(config: &std::path::Path, to: &std::path::Path) -> ExitCode {
+    let done = markaz_config::load_node(config)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .and_then(|cfg| {
+            let db = cfg.storage.data_dir.join(markaz_node::center::DB_FILE);
+            Ok(markaz_node::storage::backup::backup(&db, to)?)
+        });
+    match done {
+        Ok(r) => {
+            println!(
+                "backed up to {} ({} bytes, schema {}, {} ms); checked with integrity_check; sha256 {} in {}",
+                r.path.display(),
+                r.bytes,
+                r.schema_version,
+                r.took.as_millis(),
+                r.sha256,
+                r.checksum_path.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("markaz backup: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn node_restore(config: &std::path::Path, file: &std::path::Path) -> ExitCode {
+    let done = markaz_config::load_node(config)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .and_then(|cfg| {
+            let db = cfg.storage.data_dir.join(markaz_node::center::DB_FILE);
+            let now = jiff::Timestamp::now().as_millisecond();
+            Ok(markaz_node::storage::backup::restore(
+                file,
+                &db,
+                cfg.center.id.as_str(),
+                now,
+            )?)
+        });
+    match done {
+        Ok(r) => {
+            if let Some(kept) = &r.kept {
+                println!("the replaced database is kept as {}", kept.display());
+            }
+            println!(
+                "restored {} (schema {}); start the node — it syncs as a new incarnation and repairs with the hub",
+                file.display(),
+                r.schema_version
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("markaz restore: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -352,7 +414,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Hub {
             config: None,
             command: None,
-        } => anyhow::bail!("markaz hub needs --config <hub.toml> (or a subcommand: restore)"),
+        } => anyhow::bail!(
+            "markaz hub needs --config <hub.toml> (or a subcommand: restore, migrate-store)"
+        ),
         Command::Hub {
             command: Some(_), ..
         } => unreachable!("handled before the runtime starts"),
@@ -364,168 +428,29 @@ async fn run(command: Command) -> anyhow::Result<()> {
             init_logging(cfg.logging.format, cfg.logging.level.as_str());
             markaz_hub::run(cfg, shutdown_on_signal()).await
         }
+        Command::Restore {
+            config,
+            force,
+            file: None,
+            ..
+        } => {
+            let cfg = markaz_config::load_node(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            init_logging(cfg.logging.format, cfg.logging.level.as_str());
+            let report = markaz_node::sync::restore::from_hub(&cfg, force).await?;
+            println!("{report}");
+            Ok(())
+        }
         Command::Demo {
             data_dir,
             port,
             hub_port,
             sync_port,
         } => demo(data_dir, port, hub_port, sync_port).await,
-        Command::Bench {
-            command:
-                BenchCommand::GroupCommit {
-                    writers,
-                    secs,
-                    runs,
-                    write,
-                },
-        } => {
-            init_logging(markaz_config::LogFormat::Pretty, "warn");
-            let dir = tempfile_dir()?;
-            let args = markaz_node::bench::GroupCommitArgs {
-                writers,
-                run_secs: secs,
-                runs,
-                dir: dir.clone(),
-            };
-            let report = markaz_node::bench::group_commit(args).await;
-            let _ = std::fs::remove_dir_all(&dir);
-            let report = report?;
-            let command = format!(
-                "cargo run --release -- bench group-commit --writers {writers} --secs {secs} --runs {runs}"
-            );
-            println!("{}", report.markdown(&command));
-            markaz_node::bench::update_benchmarks_md(&write, &report, &command)?;
-            println!("updated {}", write.display());
-            Ok(())
-        }
-        Command::Bench {
-            command: BenchCommand::CatchUp { common },
-        } => {
-            init_logging(markaz_config::LogFormat::Pretty, "warn");
-            let args = bench::catch_up::Args {
-                runs: common.runs.max(1),
-                seed: common.seed,
-                shape: common.shape(),
-            };
-            let md = bench::catch_up::catch_up(&args, &common.command("catch-up", "")).await?;
-            common.publish("catch-up", "Outage catch-up over 3G", &md)
-        }
-        Command::Bench {
-            command: BenchCommand::NothingNew { common },
-        } => {
-            init_logging(markaz_config::LogFormat::Pretty, "warn");
-            let args = bench::catch_up::Args {
-                runs: common.runs.max(1),
-                seed: common.seed,
-                shape: common.shape(),
-            };
-            let md =
-                bench::catch_up::nothing_new(&args, &common.command("nothing-new", "")).await?;
-            common.publish("nothing-new", "Nothing-new sync", &md)
-        }
-        Command::Bench {
-            command: BenchCommand::Hub { common, centers },
-        } => {
-            init_logging(markaz_config::LogFormat::Pretty, "warn");
-            let args = bench::hub_load::Args {
-                runs: common.runs.max(1),
-                centers: centers.max(1),
-                seed: common.seed,
-                shape: common.shape(),
-            };
-            let command = common.command("hub", &format!("--centers {centers}"));
-            let md = bench::hub_load::hub(&args, &command).await?;
-            common.publish("hub", "Hub throughput", &md)
-        }
-        Command::Bench {
-            command:
-                BenchCommand::Failover {
-                    runs,
-                    seed,
-                    settings: extra,
-                    skip_defaults,
-                    write,
-                },
-        } => {
-            init_logging(markaz_config::LogFormat::Pretty, "warn");
-            use bench::failover::Probing;
-            let defaults = Probing::node_defaults();
-            let mut settings = Vec::new();
-            for e in &extra {
-                let parts: Vec<u64> = e
-                    .split(':')
-                    .map(str::parse)
-                    .collect::<Result<_, _>>()
-                    .with_context(|| format!("--setting {e}: INTERVAL_MS:TIMEOUT_MS:DOWN_AFTER"))?;
-                let [interval, timeout, down] = parts[..] else {
-                    anyhow::bail!("--setting {e}: INTERVAL_MS:TIMEOUT_MS:DOWN_AFTER");
-                };
-                settings.push(Probing {
-                    label: format!("{interval} ms / {timeout} ms / down {down}"),
-                    interval: std::time::Duration::from_millis(interval),
-                    timeout: std::time::Duration::from_millis(timeout),
-                    down_after: u32::try_from(down)?,
-                    up_after: defaults.up_after,
-                    failback_hold: defaults.failback_hold,
-                });
-            }
-            if !skip_defaults {
-                settings.insert(0, defaults);
-            }
-            let args = bench::failover::Args {
-                runs: runs.max(1),
-                seed,
-                settings,
-            };
-            let command = format!(
-                "cargo run --release -- bench failover --runs {runs} --seed {seed}{}{} --write docs/BENCHMARKS.md",
-                extra
-                    .iter()
-                    .map(|e| format!(" --setting {e}"))
-                    .collect::<String>(),
-                if skip_defaults {
-                    " --skip-defaults"
-                } else {
-                    ""
-                }
-            );
-            let md = bench::failover::failover(&args, &command).await?;
-            println!("{md}");
-            if let Some(path) = &write {
-                bench::write_section(path, "failover", "Failover to the modem", &md)?;
-                println!("updated {}", path.display());
-            }
-            Ok(())
-        }
-        Command::Bench {
-            command:
-                BenchCommand::Million {
-                    runs,
-                    cases,
-                    seed,
-                    lookups,
-                    write,
-                },
-        } => {
-            init_logging(markaz_config::LogFormat::Pretty, "warn");
-            let args = bench::million::Args {
-                runs: runs.max(1),
-                cases: cases.max(1),
-                seed,
-                lookups: lookups.max(1),
-            };
-            let command = format!(
-                "cargo run --release -- bench million --runs {runs} --cases {cases} --seed {seed} --lookups {lookups} --write docs/BENCHMARKS.md"
-            );
-            let md = bench::million::million(&args, &command).await?;
-            println!("{md}");
-            if let Some(path) = &write {
-                bench::write_section(path, "million", "A million cases", &md)?;
-                println!("updated {}", path.display());
-            }
-            Ok(())
-        }
-        Command::CheckConfig { .. } | Command::Pki { .. } => {
+        Command::CheckConfig { .. }
+        | Command::Pki { .. }
+        | Command::Operator { .. }
+        | Command::Backup { .. }
+        | Command::Restore { file: Some(_), .. } => {
             unreachable!("handled before the runtime starts")
         }
     }
@@ -583,16 +508,6 @@ fn pki(command: &PkiCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A fresh directory for benchmark databases, on the same disk as the working directory
-/// so the fsync figures are those of the machine's real disk.
-fn tempfile_dir() -> anyhow::Result<PathBuf> {
-    let dir = std::env::current_dir()?
-        .join("target")
-        .join(format!("bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
-}
-
 /// The demo: a hub and one center ("demo") in this process, on loopback.
 async fn demo(data_dir: PathBuf, port: u16, hub_port: u16, sync_port: u16) -> anyhow::Result<()> {
     init_logging(markaz_config::LogFormat::Pretty, "info,tower_http=warn");
@@ -617,9 +532,11 @@ async fn demo(data_dir: PathBuf, port: u16, hub_port: u16, sync_port: u16) -> an
     node.storage.data_dir = data_dir.join("center");
     node.server.listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     node.sync.enabled = true;
-    node.sync.hub_url = format!("https://127.0.0.1:{sync_port}")
-        .parse()
-        .map_err(|e| anyhow::anyhow!("hub url: {e:?}"))?;
+    node.sync.hub_url = Some(
+        format!("https://127.0.0.1:{sync_port}")
+            .parse()
+            .map_err(|e| anyhow::anyhow!("hub url: {e:?}"))?,
+    );
     node.sync.ca_cert = Some(pki.center_bundle.join("ca.pem"));
     node.sync.client_cert = Some(pki.center_bundle.join("cert.pem"));
     node.sync.client_key = Some(pki.center_bundle.join("key.pem"));
@@ -628,6 +545,23 @@ async fn demo(data_dir: PathBuf, port: u16, hub_port: u16, sync_port: u16) -> an
     // Emulated modem, solar charger, battery monitor, inverter and generator on ptys.
     let _devices = markaz_node::devices::demo::emulate(&mut node, shutdown.clone())?;
 
+    // The hub's first operator gets the demo password (not a generated one), so the
+    // printed login works at both ends.
+    let admin = markaz_hub::operators::NewOperator {
+        username: "admin".into(),
+        full_name: "Demo administrator".into(),
+        roles: vec![markaz_hub::operators::Role::Admin],
+        language: "ar".into(),
+    };
+    match markaz_hub::add_operator(&hub, &admin, Some(DEMO_PASSWORD.into()), None) {
+        Ok(_) => {}
+        Err(e)
+            if matches!(
+                e.downcast_ref::<markaz_hub::operators::OperatorError>(),
+                Some(markaz_hub::operators::OperatorError::Exists(_))
+            ) => {}
+        Err(e) => return Err(e.context("while creating the demo hub's administrator")),
+    }
     let hub_task = tokio::spawn(markaz_hub::run(hub, shutdown.clone()));
     let node_task = tokio::spawn(markaz_node::center::run(node, shutdown.clone()));
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
@@ -636,7 +570,8 @@ async fn demo(data_dir: PathBuf, port: u16, hub_port: u16, sync_port: u16) -> an
          \n  center web UI   http://127.0.0.1:{port}/        log in as admin / {DEMO_PASSWORD}\
          \n  display board   http://127.0.0.1:{port}/display\
          \n  center API      http://127.0.0.1:{port}/api/v1/openapi.json\
-         \n  hub             http://127.0.0.1:{hub_port}/        (sync over mutual TLS on 127.0.0.1:{sync_port})\
+         \n  hub             http://127.0.0.1:{hub_port}/        log in as admin / {DEMO_PASSWORD}\
+         \n                  (centers sync over mutual TLS on 127.0.0.1:{sync_port})\
          \n\n  emulated devices: 3G modem, solar charger, battery monitor, inverter and generator\
          \n  (a Damascus day passes in 24 minutes; watch the technician page)\
          \n\nPress Ctrl-C to stop.\n",
@@ -649,3 +584,43 @@ async fn demo(data_dir: PathBuf, port: u16, hub_port: u16, sync_port: u16) -> an
 }
 
 const DEMO_PASSWORD: &str = "markaz-demo";
+
+/// `markaz operator …`: operator accounts in the hub's database.
+fn operator(command: &OperatorCommand) -> anyhow::Result<()> {
+    match command {
+        OperatorCommand::Add {
+            config,
+            username,
+            roles,
+            name,
+            token,
+        } => {
+            let cfg = markaz_config::load_hub(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let roles = markaz_hub::operators::parse_roles(&roles.join(","))?;
+            let new = markaz_hub::operators::NewOperator {
+                username: username.clone(),
+                full_name: name.clone(),
+                roles,
+                language: "ar".into(),
+            };
+            let added = markaz_hub::add_operator(&cfg, &new, None, token.as_deref())?;
+            if let Some(p) = added.password {
+                println!("password: {p}");
+            }
+            if let Some(t) = added.token {
+                println!("token: {t}");
+            }
+            Ok(())
+        }
+        OperatorCommand::Token {
+            config,
+            username,
+            label,
+        } => {
+            let cfg = markaz_config::load_hub(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let t = markaz_hub::add_operator_token(&cfg, username, label)?;
+            println!("token: {t}");
+            Ok(())
+        }
+    }
+}

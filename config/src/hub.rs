@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::node::LoggingConfig;
-use crate::values::PgUrl;
+use crate::node::{LoggingConfig, MetricsConfig};
+use crate::values::{PgUrl, TimeZoneName};
 
 /// The whole hub configuration file.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,6 +21,8 @@ pub struct HubConfig {
     pub storage: HubStorage,
     /// `[logging]`: as in the node file.
     pub logging: LoggingConfig,
+    /// `[metrics]`: the Prometheus endpoint, as in the node file.
+    pub metrics: MetricsConfig,
 }
 
 /// `[hub]`
@@ -50,6 +52,18 @@ pub struct HubSection {
     pub max_body_bytes: u64,
     /// Days the sync log (one row per request) and the sessions are kept. Default 90.
     pub sync_log_days: u32,
+    /// The governorate's time zone: every time on the operator pages. Default
+    /// `Asia/Damascus`.
+    pub timezone: TimeZoneName,
+    /// A center silent (no successful sync) this many minutes stands out on the
+    /// overview and in `/api/v1/alerts`. Default 60.
+    pub silent_after_minutes: u32,
+    /// Accept the old shared token in `<data_dir>/operator.token` as an administrator's
+    /// API token, for scripts not yet given their own. Default false.
+    pub legacy_operator_token: bool,
+    /// Mark the operator session cookie `Secure` (the pages are reached over HTTPS
+    /// through a proxy). Default false.
+    pub secure_cookies: bool,
 }
 
 impl Default for HubSection {
@@ -64,6 +78,12 @@ impl Default for HubSection {
             crl: None,
             max_body_bytes: 8_388_608,
             sync_log_days: 90,
+            timezone: "Asia/Damascus"
+                .parse()
+                .expect("the default time zone is in the bundled database"),
+            silent_after_minutes: 60,
+            legacy_operator_token: false,
+            secure_cookies: false,
         }
     }
 }

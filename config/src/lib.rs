@@ -28,11 +28,12 @@ use std::path::Path;
 pub use error::{ConfigError, Problem, ProblemKind};
 pub use hub::{HubConfig, HubSection, HubStorage, StorageEngine};
 pub use node::{
-    AuthConfig, CenterConfig, ControlConfig, ControlMethod, ControllerFamily, CounterConfig,
-    GeneratorConfig, GeneratorRegisters, InverterConfig, LinkConfig, LoggingConfig, ModbusTable,
-    ModemConfig, ModemDialect, ModemRoute, NodeConfig, OnMonitorLost, PointConfig, PointTable,
-    PowerConfig, PowerThresholds, QueueConfig, QueueGroupConfig, RegisterScale, Secs, ServerConfig,
-    StorageConfig, SyncConfig, VeDirectConfig, VeDirectRole, WordOrderName,
+    AuthConfig, BackupConfig, CenterConfig, ControlConfig, ControlMethod, ControllerFamily,
+    CounterConfig, GeneratorConfig, GeneratorRegisters, InverterConfig, LinkConfig, LoggingConfig,
+    MetricsConfig, ModbusTable, ModemConfig, ModemDialect, ModemRoute, NodeConfig, OnMonitorLost,
+    PointConfig, PointTable, PowerConfig, PowerThresholds, QueueConfig, QueueGroupConfig,
+    RegisterScale, Secs, ServerConfig, StorageConfig, SyncConfig, VeDirectConfig, VeDirectRole,
+    WordOrderName,
 };
 pub use values::{
     CenterId, Digits, GroupId, GroupLetter, HhMm, HhMmRange, HostPort, HttpsUrl, Language,

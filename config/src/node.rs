@@ -54,6 +54,10 @@ pub struct NodeConfig {
     pub modem: ModemConfig,
     /// `[power]`: batteries, inverter, generator and the shutdown policy.
     pub power: PowerConfig,
+    /// `[metrics]`: the Prometheus endpoint.
+    pub metrics: MetricsConfig,
+    /// `[backup]`: the daily backup of the database.
+    pub backup: BackupConfig,
 }
 
 impl Default for NodeConfig {
@@ -70,6 +74,8 @@ impl Default for NodeConfig {
             link: LinkConfig::default(),
             modem: ModemConfig::default(),
             power: PowerConfig::default(),
+            metrics: MetricsConfig::default(),
+            backup: BackupConfig::default(),
         };
         cfg.fill_defaults();
         cfg
@@ -186,6 +192,10 @@ pub struct StorageConfig {
     pub busy_timeout_ms: u32,
     /// Most write requests committed in one transaction. Default 256.
     pub group_commit_max_batch: u32,
+    /// Below this free space (MiB) on the data disk the node alerts the technician and
+    /// stops storing low-value data (power samples, statistics), keeping the room for
+    /// citizens' cases. Default 512; 0 turns the guard off.
+    pub min_free_mb: u32,
 }
 
 impl Default for StorageConfig {
@@ -194,6 +204,7 @@ impl Default for StorageConfig {
             data_dir: PathBuf::from("/var/lib/markaz"),
             busy_timeout_ms: 5000,
             group_commit_max_batch: 256,
+            min_free_mb: 512,
         }
     }
 }
@@ -339,8 +350,15 @@ impl Default for LoggingConfig {
 pub struct SyncConfig {
     /// Replicate with the hub. Default false.
     pub enabled: bool,
-    /// The hub's sync endpoint. Default `https://127.0.0.1:8443`.
-    pub hub_url: HttpsUrl,
+    /// The hub's sync endpoint: a one-hub shorthand of `hub_urls`; set one of the two.
+    /// Default (neither set) `https://127.0.0.1:8443`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hub_url: Option<HttpsUrl>,
+    /// The hub's sync endpoints, tried in order; the node stays with the one that
+    /// answers (several hub processes on one PostgreSQL database). Default: none, so
+    /// `hub_url` alone.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hub_urls: Vec<HttpsUrl>,
     /// CA certificate (PEM) that signed the hub's certificate. Required when enabled.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca_cert: Option<PathBuf>,
@@ -357,11 +375,24 @@ pub struct SyncConfig {
     pub batch_max_bytes: u64,
 }
 
+impl SyncConfig {
+    /// The hub endpoints in the order they are tried: `hub_urls`, or `hub_url` alone, or
+    /// the default `https://127.0.0.1:8443`.
+    pub fn hubs(&self) -> Vec<HttpsUrl> {
+        match (&self.hub_url, self.hub_urls.is_empty()) {
+            (_, false) => self.hub_urls.clone(),
+            (Some(one), true) => vec![one.clone()],
+            (None, true) => vec![parse("https://127.0.0.1:8443")],
+        }
+    }
+}
+
 impl Default for SyncConfig {
     fn default() -> Self {
         Self {
             enabled: false,
-            hub_url: parse("https://127.0.0.1:8443"),
+            hub_url: None,
+            hub_urls: Vec::new(),
             ca_cert: None,
             client_cert: None,
             client_key: None,
@@ -1072,4 +1103,60 @@ pub struct ControlConfig {
     /// pulse: how long the value is held before 0 is written, ms. Default 500.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pulse_ms: Option<u32>,
+}
+
+/// `[metrics]` (node and hub): the Prometheus endpoint `/metrics`.
+///
+/// Without `listen` it is served on the main listener; without `token_file` only to
+/// clients on the same machine (loopback), so a default install shows nothing to the
+/// center's network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `/metrics`. Default true.
+    pub enabled: bool,
+    /// A separate address for `/metrics` only (a VPN or management interface, say);
+    /// then the main listener does not serve it. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// A file holding a bearer token (first line) that a scraper must send
+    /// (`Authorization: Bearer …`); then any client address may read. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: None,
+            token_file: None,
+        }
+    }
+}
+
+/// `[backup]`: a daily online backup of the database into `folder` (a USB disk, say).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackupConfig {
+    /// Run the daily backup. Default false.
+    pub enabled: bool,
+    /// Where backups go (required when enabled). Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub folder: Option<PathBuf>,
+    /// Local time of the daily backup, `HH:MM`. Default `02:30`.
+    pub time: HhMm,
+    /// Backups kept in `folder`; older ones are deleted. Default 7.
+    pub keep: u32,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            folder: None,
+            time: parse("02:30"),
+            keep: 7,
+        }
+    }
 }

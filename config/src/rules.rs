@@ -69,6 +69,39 @@ pub(crate) fn node(cfg: &NodeConfig, c: &mut Checker<'_>) {
     modem(cfg, c);
     power(cfg, c);
     serial_ports(cfg, c);
+    backup_and_metrics(cfg, c);
+}
+
+fn backup_and_metrics(cfg: &NodeConfig, c: &mut Checker<'_>) {
+    c.range(
+        &kp("storage.min_free_mb"),
+        cfg.storage.min_free_mb,
+        0,
+        1_048_576,
+    );
+    let b = &cfg.backup;
+    if b.enabled {
+        required_path(c, "backup.folder", b.folder.as_deref(), "backup.enabled");
+    }
+    c.range(&kp("backup.keep"), b.keep, 1, 365);
+    metrics(&cfg.metrics, c);
+    // Port 0 (any free port, in tests) on both is two listeners, not one.
+    if cfg.metrics.listen == Some(cfg.server.listen) && cfg.server.listen.port() != 0 {
+        c.bad(
+            &kp("metrics.listen"),
+            format!("metrics.listen is server.listen ({})", cfg.server.listen),
+            Some("leave metrics.listen out to serve /metrics on the main listener".to_owned()),
+        );
+    }
+}
+
+fn metrics(m: &crate::node::MetricsConfig, c: &mut Checker<'_>) {
+    if m.token_file
+        .as_ref()
+        .is_some_and(|p| p.as_os_str().is_empty())
+    {
+        c.bad(&kp("metrics.token_file"), "must not be empty", None);
+    }
 }
 
 fn center(cfg: &NodeConfig, c: &mut Checker<'_>) {
@@ -267,6 +300,31 @@ fn sync_and_link(cfg: &NodeConfig, c: &mut Checker<'_>) {
         required_path(c, "sync.ca_cert", s.ca_cert.as_deref(), because);
         required_path(c, "sync.client_cert", s.client_cert.as_deref(), because);
         required_path(c, "sync.client_key", s.client_key.as_deref(), because);
+    }
+    if c.is_set(&kp("sync.hub_urls")) {
+        if c.is_set(&kp("sync.hub_url")) {
+            c.bad(
+                &kp("sync.hub_url"),
+                "set either `hub_url` or `hub_urls`, not both",
+                Some("put every hub address in `hub_urls`, in the order to try them".to_owned()),
+            );
+        }
+        if s.hub_urls.is_empty() {
+            c.bad(
+                &kp("sync.hub_urls"),
+                "the list is empty: give at least one hub address",
+                None,
+            );
+        }
+        for (i, url) in s.hub_urls.iter().enumerate() {
+            if s.hub_urls[..i].contains(url) {
+                c.bad(
+                    &kp("sync.hub_urls").index(i),
+                    format!("`{url}` is listed twice"),
+                    None,
+                );
+            }
+        }
     }
     c.range(&kp("sync.interval_secs"), s.interval_secs, 1, 86_400);
     c.range(
@@ -914,6 +972,18 @@ fn serial_ports(cfg: &NodeConfig, c: &mut Checker<'_>) {
 /// Rules for a hub file.
 pub(crate) fn hub(cfg: &HubConfig, c: &mut Checker<'_>) {
     let h = &cfg.hub;
+    metrics(&cfg.metrics, c);
+    if let Some(l) = cfg
+        .metrics
+        .listen
+        .filter(|l| l.port() != 0 && (*l == h.listen || *l == h.web_listen))
+    {
+        c.bad(
+            &kp("metrics.listen"),
+            format!("metrics.listen ({l}) is already the sync or web listener"),
+            Some("leave metrics.listen out to serve /metrics on the web listener".to_owned()),
+        );
+    }
     if h.data_dir.as_os_str().is_empty() {
         c.bad(&kp("hub.data_dir"), "must not be empty", None);
     }

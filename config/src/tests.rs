@@ -416,6 +416,44 @@ fn enabled_features_need_their_settings() {
 }
 
 #[test]
+fn hub_urls_are_tried_in_order_and_hub_url_is_a_list_of_one() {
+    let one = parse_node(
+        "[sync]\nhub_url = \"https://hub.example.org:8443\"\n",
+        "t.toml",
+    )
+    .unwrap();
+    let urls: Vec<String> = one.sync.hubs().iter().map(|u| u.to_string()).collect();
+    assert_eq!(urls, ["https://hub.example.org:8443"]);
+    let text = "[sync]\nhub_urls = [\"https://hub-a:8443\", \"https://hub-b:8443\"]\n";
+    let two = parse_node(text, "t.toml").unwrap();
+    let urls: Vec<String> = two.sync.hubs().iter().map(|u| u.to_string()).collect();
+    assert_eq!(urls, ["https://hub-a:8443", "https://hub-b:8443"]);
+    let text = toml::to_string(&two).unwrap();
+    assert_eq!(parse_node(&text, "again.toml").unwrap(), two);
+
+    // A bad address: placed on the list, naming the address.
+    let p = only(node_err(
+        "[sync]\nhub_urls = [\"https://hub-a:8443\", \"http://hub-b\"]\n",
+    ));
+    assert_eq!(at(&p), (2, 12), "{p:#?}");
+    assert!(p.message.contains("`http://hub-b`"), "{}", p.message);
+    // Both keys, an empty list, a duplicate.
+    let p = only(node_err(
+        "[sync]\nhub_url = \"https://a\"\nhub_urls = [\"https://b\"]\n",
+    ));
+    assert_eq!((p.line, p.key_path.as_str()), (2, "sync.hub_url"));
+    assert!(p.message.contains("not both"), "{}", p.message);
+    let p = only(node_err("[sync]\nhub_urls = []\n"));
+    assert_eq!(at(&p), (2, 12));
+    assert!(p.message.contains("empty"), "{}", p.message);
+    let p = only(node_err(
+        "[sync]\nhub_urls = [\"https://a\", \"https://b\", \"https://a\"]\n",
+    ));
+    assert_eq!(at(&p), (2, 39), "{p:#?}");
+    assert!(p.message.contains("listed twice"), "{}", p.message);
+}
+
+#[test]
 fn shared_serial_port_is_refused() {
     let text = "\
 [modem]

@@ -500,8 +500,9 @@ impl fmt::Display for GroupLetter {
     }
 }
 
-/// A time of day, minute precision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// A time of day, minute precision; `"HH:MM"` in a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct HhMm {
     minute_of_day: u16,
 }
@@ -537,6 +538,31 @@ impl fmt::Display for HhMm {
             self.minute_of_day / 60,
             self.minute_of_day % 60
         )
+    }
+}
+
+impl TryFrom<String> for HhMm {
+    type Error = ValueError;
+    fn try_from(s: String) -> Result<Self, ValueError> {
+        match Self::parse(&s) {
+            Some(t) => Ok(t),
+            None => err(format!(
+                "invalid time `{s}`: use `HH:MM` in 24-hour time, like `02:30`"
+            )),
+        }
+    }
+}
+
+impl FromStr for HhMm {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, ValueError> {
+        Self::try_from(s.to_owned())
+    }
+}
+
+impl From<HhMm> for String {
+    fn from(t: HhMm) -> String {
+        t.to_string()
     }
 }
 

@@ -2,9 +2,11 @@
 //! relay between them, the sync logs, the operator pages and API, and the PKI.
 //!
 //! Layout: [`storage`] (the store behind one interface: one writer thread owning the
-//! SQLite database, or a pool of workers on PostgreSQL), [`endpoint`] (the sync endpoint and its per-request sync log), [`sessions`]
+//! SQLite database, or a pool of workers on PostgreSQL), [`endpoint`] (the sync endpoint
+//! and its per-request sync log), [`sessions`]
 //! (one row per sync session), [`oversight`] (what the pages show), [`portal`] (portal
-//! intake and staff administration), [`catalog`] (the catalog and dated fees, written to
+//! intake and staff administration), [`operators`] (operator accounts, roles, sessions,
+//! API tokens, login limits, the audit log), [`catalog`] (the catalog and dated fees, written to
 //! the catalog document every center receives), [`energy`] (energy and queue statistics
 //! per center, solar vs non-solar), [`web`] (pages and JSON API), [`tls`] and [`pki`]
 //! (certificates), [`demo`] (a ready-made demo PKI), [`restore`] (`markaz hub restore`).
@@ -14,6 +16,8 @@ pub mod catalog;
 pub mod demo;
 pub mod endpoint;
 pub mod energy;
+pub mod metrics;
+pub mod operators;
 pub mod oversight;
 pub mod pki;
 pub mod portal;
@@ -28,7 +32,6 @@ pub use demo::{DemoPki, demo_pki};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -38,18 +41,67 @@ use tokio_util::sync::CancellationToken;
 use crate::storage::{HubDb, HubWriter, PgSettings};
 use crate::tls::{ServeOptions, ServerTls, ServerTlsFiles};
 
-/// File in `data_dir` holding the operator API bearer token.
+/// File in `data_dir` holding the old shared operator token: read only with
+/// `hub.legacy_operator_token` (each operator has their own API tokens now).
 pub const TOKEN_FILE: &str = "operator.token";
 /// File in `data_dir` where the hub writes the address of its sync listener.
 pub const SYNC_ADDR_FILE: &str = "sync.addr";
 /// File in `data_dir` where the hub writes the address of its web listener.
 pub const WEB_ADDR_FILE: &str = "web.addr";
+/// File in `data_dir` where the hub writes the address of `[metrics] listen`.
+pub const METRICS_ADDR_FILE: &str = "metrics.addr";
 /// How often the CRL (and the rest of the TLS material) is checked for a change; a
 /// changed file is re-read at once, so a revocation takes effect within this time.
 pub const TLS_POLL_EVERY: Duration = Duration::from_secs(2);
+/// How often sync log rows and sessions older than `[hub] sync_log_days` are deleted.
+pub const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// Rows deleted per transaction while pruning (short transactions: centers keep syncing).
+pub const PRUNE_BATCH: u32 = 5_000;
+const DAY_MS: i64 = 86_400_000;
 
-/// The operator token: read from `<data_dir>/operator.token`, or created there (random,
-/// mode 0600) on first start.
+/// Delete the sync log rows and sessions older than `days` before `now_ms`, in batches
+/// of [`PRUNE_BATCH`]; the numbers of (log rows, sessions) deleted. With several hub
+/// processes on one database each prunes; deleting what another already deleted is a
+/// no-op.
+pub async fn prune_sync_log(
+    writer: &HubWriter,
+    days: u32,
+    now_ms: i64,
+) -> anyhow::Result<(u64, u64)> {
+    let before = now_ms - i64::from(days) * DAY_MS;
+    let mut total = (0, 0);
+    loop {
+        let (log, sessions) = writer
+            .run(move |e| e.prune_sync_log(before, PRUNE_BATCH))
+            .await??;
+        total.0 += log;
+        total.1 += sessions;
+        if log < u64::from(PRUNE_BATCH) && sessions < u64::from(PRUNE_BATCH) {
+            return Ok(total);
+        }
+    }
+}
+
+/// Prunes at start and every [`PRUNE_EVERY`] until `shutdown`.
+async fn prune_task(writer: HubWriter, days: u32, shutdown: CancellationToken) {
+    loop {
+        let now = jiff::Timestamp::now().as_millisecond();
+        match prune_sync_log(&writer, days, now).await {
+            Ok((0, 0)) => {}
+            Ok((log, sessions)) => {
+                tracing::info!(log, sessions, days, "old sync log rows deleted");
+            }
+            Err(err) => tracing::warn!(%err, "could not prune the sync log"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(PRUNE_EVERY) => {}
+        }
+    }
+}
+
+/// The old shared operator token: read from `<data_dir>/operator.token`, or created there
+/// (random, mode 0600). Used only with `hub.legacy_operator_token`.
 pub fn operator_token(data_dir: &Path) -> anyhow::Result<String> {
     let path = data_dir.join(TOKEN_FILE);
     match std::fs::read_to_string(&path) {
@@ -120,8 +172,44 @@ pub async fn run(cfg: HubConfig, shutdown: CancellationToken) -> anyhow::Result<
     let data_dir = cfg.hub.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("while creating hub data dir {}", data_dir.display()))?;
-    let token = operator_token(&data_dir)?;
+    let metrics_access = if cfg.metrics.enabled {
+        Some(
+            markaz_web::metrics::MetricsAccess::from_settings(
+                cfg.metrics.token_file.as_deref(),
+                cfg.metrics.listen.is_some(),
+            )
+            .with_context(|| {
+                format!(
+                    "while reading metrics.token_file {:?}",
+                    cfg.metrics.token_file
+                )
+            })?,
+        )
+    } else {
+        None
+    };
+    let legacy_token = if cfg.hub.legacy_operator_token {
+        tracing::warn!(
+            "hub.legacy_operator_token is on: the shared token in {TOKEN_FILE} acts as an administrator; give each script its own token and turn it off"
+        );
+        Some(operator_token(&data_dir)?)
+    } else {
+        None
+    };
     let writer = open_store(&cfg).await?;
+    let metrics = metrics::HubMetrics::new();
+    let track = |r: axum::Router| {
+        r.layer(axum::middleware::from_fn_with_state(
+            metrics.http.clone(),
+            markaz_web::metrics::track,
+        ))
+    };
+    if let Some(password) = bootstrap_admin(&writer).await? {
+        // Shown once, like the node's first account: the operator logs in and changes it.
+        eprintln!(
+            "markaz hub: created the first operator 'admin' with password: {password}\nmarkaz hub: log in at the operator pages and change it."
+        );
+    }
     let files = tls_files(&cfg);
     let tls = ServerTls::load(files.clone())
         .with_context(|| format!("while loading the hub TLS material {files:?}"))?;
@@ -144,7 +232,12 @@ pub async fn run(cfg: HubConfig, shutdown: CancellationToken) -> anyhow::Result<
             .reload_on_change(TLS_POLL_EVERY, shutdown.clone()),
     );
 
-    let sync_app = endpoint::router(writer.clone(), cfg.hub.max_body_bytes);
+    let prune = tokio::spawn(prune_task(
+        writer.clone(),
+        cfg.hub.sync_log_days,
+        shutdown.clone(),
+    ));
+    let sync_app = track(endpoint::router(writer.clone(), cfg.hub.max_body_bytes));
     let sync_task = tokio::spawn(tls::serve(
         sync_listener,
         tls,
@@ -152,10 +245,32 @@ pub async fn run(cfg: HubConfig, shutdown: CancellationToken) -> anyhow::Result<
         ServeOptions::default(),
         shutdown.clone(),
     ));
-    let web_app = web::router(web::WebState {
-        writer,
-        token: Arc::new(token),
-    });
+    let mut web_app = track(web::router(web::WebState::new(
+        writer.clone(),
+        web::WebOptions::from_config(&cfg.hub, legacy_token),
+    )));
+    let mut metrics_task = None;
+    if let Some(access) = metrics_access {
+        let m = metrics::router(metrics.clone(), writer, data_dir.clone(), access);
+        match cfg.metrics.listen {
+            None => web_app = web_app.merge(m),
+            Some(listen) => {
+                let l = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .with_context(|| format!("while binding metrics.listen {listen}"))?;
+                std::fs::write(
+                    data_dir.join(METRICS_ADDR_FILE),
+                    l.local_addr()?.to_string(),
+                )?;
+                metrics_task = Some(tokio::spawn(markaz_web::listen::serve(
+                    l,
+                    m,
+                    markaz_web::listen::Limits::default(),
+                    shutdown.clone(),
+                )));
+            }
+        }
+    }
     // The operator pages: connection caps and a header-read timeout (markaz_web::listen).
     let web_result = markaz_web::listen::serve(
         web_listener,
@@ -166,10 +281,132 @@ pub async fn run(cfg: HubConfig, shutdown: CancellationToken) -> anyhow::Result<
     .await;
     shutdown.cancel();
     let sync_result = sync_task.await;
+    if let Some(t) = metrics_task
+        && let Ok(Err(e)) = t.await
+    {
+        tracing::warn!(error = %e, "the metrics listener failed");
+    }
     reload.abort();
+    prune.abort();
     web_result.context("while serving the operator pages")?;
     sync_result
         .context("sync listener task")?
         .context("while serving the sync endpoint")?;
     Ok(())
+}
+
+/// On a hub without operators, creates the administrator `admin` with a generated
+/// password and returns it (to be shown once); otherwise `None`.
+pub async fn bootstrap_admin(writer: &HubWriter) -> anyhow::Result<Option<String>> {
+    if writer.run(|e| e.operator_count()).await?? > 0 {
+        return Ok(None);
+    }
+    let password = markaz_web::password::new_token()[..16].to_string();
+    let p = password.clone();
+    let hash =
+        tokio::task::spawn_blocking(move || markaz_web::password::hash_password(&p)).await??;
+    let who = operators::Who {
+        operator: "system".into(),
+        address: "local".into(),
+        at_ms: jiff::Timestamp::now().as_millisecond(),
+    };
+    let new = operators::NewOperator {
+        username: "admin".into(),
+        full_name: String::new(),
+        roles: vec![operators::Role::Admin],
+        language: "ar".into(),
+    };
+    let created = writer
+        .run(move |e| {
+            // Another hub process on the same database may have been first.
+            if e.operator_count()? > 0 {
+                return Ok(false);
+            }
+            operators::create(e, &new, hash, &who).map(|_| true)
+        })
+        .await?;
+    match created {
+        Ok(true) => Ok(Some(password)),
+        Ok(false) | Err(operators::OperatorError::Exists(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// What `markaz operator add` created: the password when it was generated, and the API
+/// token when one was asked for (each shown once).
+#[derive(Debug)]
+pub struct AddedOperator {
+    pub password: Option<String>,
+    pub token: Option<String>,
+}
+
+/// `markaz operator add`: creates an operator in the hub's store as `cfg` says (SQLite in
+/// its data directory or PostgreSQL; the hub may be running), with `password` or a
+/// generated one, and an API token labelled `token_label` if given. Recorded in the audit
+/// log as `cli`.
+pub fn add_operator(
+    cfg: &HubConfig,
+    new: &operators::NewOperator,
+    password: Option<String>,
+    token_label: Option<&str>,
+) -> anyhow::Result<AddedOperator> {
+    let generated = password.is_none();
+    let password = password.unwrap_or_else(|| markaz_web::password::new_token()[..16].to_string());
+    operators::check_password(&password)?;
+    let hash = markaz_web::password::hash_password(&password)?;
+    let mut engine = open_engine(cfg)?;
+    let who = cli_who();
+    operators::create(&mut *engine, new, hash, &who)?;
+    let token = match token_label {
+        Some(label) => Some(new_api_token(&mut *engine, &new.username, label, &who)?),
+        None => None,
+    };
+    Ok(AddedOperator {
+        password: generated.then_some(password),
+        token,
+    })
+}
+
+/// `markaz operator token`: a new API token for an existing operator (shown once).
+pub fn add_operator_token(cfg: &HubConfig, username: &str, label: &str) -> anyhow::Result<String> {
+    let mut engine = open_engine(cfg)?;
+    new_api_token(&mut *engine, username, label, &cli_who())
+}
+
+fn cli_who() -> operators::Who {
+    operators::Who {
+        operator: "cli".into(),
+        address: "local".into(),
+        at_ms: jiff::Timestamp::now().as_millisecond(),
+    }
+}
+
+/// One engine over the store `cfg` names, for a command run beside the hub (no workers).
+fn open_engine(cfg: &HubConfig) -> anyhow::Result<Box<dyn storage::HubEngine>> {
+    Ok(match cfg.storage.engine {
+        StorageEngine::Sqlite => {
+            std::fs::create_dir_all(&cfg.hub.data_dir)
+                .with_context(|| format!("while creating {}", cfg.hub.data_dir.display()))?;
+            Box::new(HubDb::open(&cfg.hub.data_dir).context("while opening the hub database")?)
+        }
+        StorageEngine::Postgres => {
+            let settings = PgSettings::from_config(&cfg.storage)?;
+            Box::new(
+                storage::PgHub::open(&settings)
+                    .with_context(|| format!("while opening {}", settings.url.as_str()))?,
+            )
+        }
+    })
+}
+
+fn new_api_token(
+    db: &mut dyn storage::HubEngine,
+    username: &str,
+    label: &str,
+    who: &operators::Who,
+) -> anyhow::Result<String> {
+    let token = markaz_web::password::new_token();
+    let hash = markaz_web::password::token_hash(&token);
+    operators::add_token(db, username, label, &hash, who)?;
+    Ok(token)
 }

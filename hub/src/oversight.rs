@@ -150,6 +150,149 @@ pub fn centers(e: &mut dyn HubEngine, now_ms: i64) -> Result<Vec<CenterRow>, Sto
     Ok(rows)
 }
 
+/// A center on the modem for longer than this stands out.
+pub const MODEM_ALERT_MS: i64 = 2 * 3_600_000;
+/// A day whose lowest battery state of charge is at or below this stands out.
+pub const BATTERY_CRITICAL_PCT: i64 = 20;
+
+/// Why a center needs attention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    /// No successful sync for longer than `hub.silent_after_minutes`.
+    Silent,
+    /// Its sessions have gone over the modem for hours.
+    OnModem,
+    /// Its battery went critically low today (or on its latest reported day).
+    BatteryCritical,
+    /// Its latest session failed.
+    SyncFailing,
+    /// Its backlog cannot drain ([`backlog_alarm`]; the row's `alarm` says why).
+    BacklogStuck,
+}
+
+impl AlertKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertKind::Silent => "silent",
+            AlertKind::OnModem => "on_modem",
+            AlertKind::BatteryCritical => "battery_critical",
+            AlertKind::SyncFailing => "sync_failing",
+            AlertKind::BacklogStuck => "backlog_stuck",
+        }
+    }
+}
+
+/// One open alert.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Alert {
+    pub center: String,
+    pub kind: AlertKind,
+    /// Since when (ms), where that is known.
+    pub since_ms: Option<i64>,
+    /// The figure behind it: minutes silent or on the modem, battery percent.
+    pub value: Option<i64>,
+}
+
+/// A center on the overview: its row, its alerts, and the figures behind them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CenterState {
+    #[serde(flatten)]
+    pub row: CenterRow,
+    /// Since when its sessions go over the modem (unbroken), if they do.
+    pub modem_since_ms: Option<i64>,
+    /// The lowest battery state of charge of its latest reported day, and that day.
+    pub battery_min_pct: Option<i64>,
+    pub battery_day: Option<String>,
+    pub alerts: Vec<Alert>,
+}
+
+/// The alerts of one center, from its row, its newest sessions (newest first) and the
+/// lowest state of charge of its latest reported day. Pure.
+pub fn alerts_of(
+    row: &CenterRow,
+    sessions: &[crate::sessions::SyncSession],
+    battery_min_pct: Option<i64>,
+    now_ms: i64,
+    silent_after_ms: i64,
+) -> (Vec<Alert>, Option<i64>) {
+    let mut out = Vec::new();
+    let alert = |kind, since_ms, value| Alert {
+        center: row.center.clone(),
+        kind,
+        since_ms,
+        value,
+    };
+    let since_ok = row.last_ok_ms.or(row.last_sync_ms);
+    match since_ok {
+        Some(t) if now_ms - t > silent_after_ms => out.push(alert(
+            AlertKind::Silent,
+            Some(t),
+            Some((now_ms - t) / 60_000),
+        )),
+        _ => {}
+    }
+    if row.last_result.as_deref() == Some("error") {
+        out.push(alert(AlertKind::SyncFailing, row.last_sync_ms, None));
+    }
+    if row.alarm.is_some() {
+        out.push(alert(AlertKind::BacklogStuck, None, Some(row.backlog)));
+    }
+    let on_modem = |s: &crate::sessions::SyncSession| s.uplink.ends_with("modem");
+    let modem_since = if sessions.first().is_some_and(on_modem) {
+        sessions
+            .iter()
+            .take_while(|s| on_modem(s))
+            .last()
+            .map(|s| s.started_ms)
+    } else {
+        None
+    };
+    if let Some(t) = modem_since
+        && now_ms - t > MODEM_ALERT_MS
+    {
+        out.push(alert(
+            AlertKind::OnModem,
+            Some(t),
+            Some((now_ms - t) / 60_000),
+        ));
+    }
+    if let Some(p) = battery_min_pct
+        && p <= BATTERY_CRITICAL_PCT
+    {
+        out.push(alert(AlertKind::BatteryCritical, None, Some(p)));
+    }
+    (out, modem_since)
+}
+
+/// Every center with its alerts (see [`alerts_of`]), by center id.
+pub fn center_states(
+    e: &mut dyn HubEngine,
+    now_ms: i64,
+    silent_after_ms: i64,
+) -> Result<Vec<CenterState>, StorageError> {
+    let now = jiff::Timestamp::from_millisecond(now_ms).unwrap_or_else(|_| jiff::Timestamp::now());
+    let from = crate::energy::window_start(crate::catalog::today(now), Some(2));
+    let energy = crate::energy::days(e, crate::energy::MetricsKind::Energy, None, from)?;
+    let mut out = Vec::new();
+    for row in centers(e, now_ms)? {
+        let sessions = e.sessions(Some(&row.center), now_ms, 200)?;
+        // Newest day first: the latest reported day of this center.
+        let day = energy.iter().find(|d| d.center == row.center);
+        let battery_min_pct = day.and_then(|d| d.get("min_soc_pct"));
+        let (alerts, modem_since_ms) =
+            alerts_of(&row, &sessions, battery_min_pct, now_ms, silent_after_ms);
+        out.push(CenterState {
+            battery_day: day.map(|d| d.day.to_string()),
+            row,
+            modem_since_ms,
+            battery_min_pct,
+            alerts,
+        });
+    }
+    Ok(out)
+}
+
 /// The newest `limit` sync log rows (one per request), optionally of one center and of
 /// one session (`sync_sessions.id`).
 pub fn sync_log(

@@ -179,6 +179,21 @@ pub struct Grant {
     pub expires_on: jiff::civil::Date,
 }
 
+/// A staff member of `center` as the hub holds it, if any.
+pub fn read_staff(
+    e: &mut dyn HubEngine,
+    center: &CenterId,
+    username: &str,
+) -> Result<Option<StaffMember>, PortalError> {
+    let id = DocId::staff(center, username).map_err(|err| invalid("username", err))?;
+    let mut staff = None;
+    e.read_doc(&id, &mut |d| {
+        staff = Some(docs::read_staff(d)?);
+        Ok(serde_json::Value::Null)
+    })?;
+    Ok(staff)
+}
+
 fn edit_staff(
     e: &mut dyn HubEngine,
     center: &CenterId,

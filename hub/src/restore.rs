@@ -1,7 +1,11 @@
 //! `markaz hub restore`: bring the hub back from a backup so that it never reuses what the
 //! centers may have seen of the lost hub. With SQLite it puts the backup file in place of
-//! `<data_dir>/markaz-hub.db` (the files it replaces are moved aside, never deleted);
-//! then, for any engine, it runs the after-restore step through the storage interface
+//! `<data_dir>/markaz-hub.db` (the files it replaces are moved aside, never deleted).
+//! With PostgreSQL the operator restores the database with PostgreSQL's own tools first
+//! (`pg_restore` of a `pg_dump`, a base backup with point-in-time recovery, a promoted
+//! replica that lagged) and runs the command without `--from`; it refuses while another
+//! hub process is connected to the database (every process of the hub must be stopped:
+//! each keeps the old epoch and actor in memory). Then, for any engine, it runs the after-restore step through the storage interface
 //! ([`crate::storage::HubDocs::after_restore`]): a new epoch, a new actor id for the hub's
 //! edits, every feed moved beyond the positions the lost hub may have handed out. The
 //! rules are `markaz_sync::protocol::restore`; a running hub detects a restore that
@@ -19,7 +23,7 @@ use anyhow::{Context, bail, ensure};
 use markaz_config::{HubConfig, StorageEngine};
 use rusqlite::{Connection, OpenFlags};
 
-use crate::storage::{DB_FILE, HubDb, HubDocs};
+use crate::storage::{DB_FILE, HubDb, HubDocs, PgHub, PgSettings};
 
 /// What a restore did, for the operator.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,10 +69,26 @@ pub fn restore(cfg: &HubConfig, from: Option<&Path>) -> anyhow::Result<RestoreRe
                 "with the postgres engine, restore the database with PostgreSQL's tools (base \
                  backup, point-in-time recovery) first, then run `markaz hub restore` without --from"
             );
-            bail!(
-                "this build opens no PostgreSQL hub database: the after-restore step runs \
-                 through the engine's storage interface once it does"
-            )
+            let settings = PgSettings::from_config(&cfg.storage)?;
+            let url = settings.url.as_str().to_string();
+            let mut hub = PgHub::open(&settings)
+                .with_context(|| format!("while opening the restored database {url}"))?;
+            let others = hub
+                .other_hub_connections()
+                .context("while looking for running hub processes")?;
+            ensure!(
+                others == 0,
+                "{others} connection(s) of running hub processes on {url}: stop every hub \
+                 process first"
+            );
+            let r = hub
+                .after_restore(now_ms)
+                .context("while running the after-restore step")?;
+            Ok(RestoreReport {
+                epoch: r.epoch,
+                feed_floor: r.feed_floor,
+                set_aside: None,
+            })
         }
     }
 }

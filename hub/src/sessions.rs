@@ -13,6 +13,12 @@
 //! or it saw no request for [`SESSION_IDLE_MS`]; and `open` while it may still be running.
 //! Bytes, documents, changes and refusals are the sums of its requests (a document sent
 //! in two batches counts twice).
+//!
+//! A session with nothing new on either side — one Hello whose Welcome ends it
+//! ([`nothing_new`]), every `interval_secs` of every idle center — is ONE row: its
+//! session row, with no per-request row in `sync_log` (it would say nothing the session
+//! row does not). Rows older than `[hub] sync_log_days` are deleted hourly
+//! ([`crate::prune_sync_log`]).
 
 use serde::Serialize;
 
@@ -52,6 +58,12 @@ pub fn merge_uplink(path: &str, next: &str) -> String {
     }
     hops.push(next);
     hops.join(UPLINK_ARROW)
+}
+
+/// Whether a request is a whole session with nothing new: a Hello answered by a Welcome
+/// that ended the session, successfully. Such a request adds to its session row only.
+pub fn nothing_new(e: &crate::storage::SyncLogEntry) -> bool {
+    e.kind == "hello" && e.ends_session && e.result == "ok" && e.changes_up == 0
 }
 
 /// The derived result of a session: `error`, `ok` or `open` (see the module doc).

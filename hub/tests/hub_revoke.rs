@@ -1,5 +1,9 @@
 //! A center whose certificate is revoked is refused by the sync endpoint once the CRL is
-//! rewritten and the hub reloads its TLS configuration (what `run` does every minute).
+//! rewritten and the hub reloads its TLS configuration (what `run` does every
+//! `TLS_POLL_EVERY`) — by every hub process: one on SQLite, two on one PostgreSQL
+//! database (each process watches the CRL file itself).
+
+mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +17,7 @@ use markaz_node::uplink::{
     ClientOptions, ClientTlsFiles, HubClient, HubTarget, TcpConnector, client_config,
 };
 use markaz_sync::protocol::{Request, Response};
+use support::Hub;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,4 +90,88 @@ async fn hub_refuses_a_revoked_center_after_the_crl_is_rewritten() -> anyhow::Re
     assert!(refused.is_err(), "a revoked center is refused: {refused:?}");
     shutdown.cancel();
     Ok(())
+}
+
+fn hello_of(center: &str) -> Vec<u8> {
+    Request::Hello {
+        center: center.into(),
+        actor: hex::encode(format!("{center}/1")),
+        epoch_seen: None,
+        hlc: format!("0000000000001.00000.{center}"),
+        wall_ms: 1,
+        done_at: None,
+    }
+    .encode()
+}
+
+/// A Hello from `center` (its bundle at `bundle`) on a fresh connection to `hub`: whether
+/// it was served.
+async fn served(hub: &Hub, center: &str, bundle: &std::path::Path) -> anyhow::Result<bool> {
+    let mut c = HubClient::new(
+        client_config(&ClientTlsFiles::in_bundle(bundle))?,
+        Arc::new(TcpConnector::new("primary", Duration::from_secs(5))),
+        HubTarget::new("127.0.0.1", hub.sync_port)?,
+        ClientOptions::default(),
+    );
+    match c
+        .post(
+            "/sync/v1",
+            "application/octet-stream",
+            Bytes::from(hello_of(center)),
+        )
+        .await
+    {
+        Ok((status, body)) => {
+            anyhow::ensure!(status.is_success(), "{status}");
+            Ok(matches!(Response::decode(&body)?, Response::Welcome { .. }))
+        }
+        Err(_) => Ok(false),
+    }
+}
+
+/// `markaz pki revoke` rewrites the CRL (here: `Ca::revoke`); each hub process picks it
+/// up by itself and refuses the center, while another center is still served.
+async fn every_process_refuses_a_revoked_center(hubs: &[&Hub]) -> anyhow::Result<()> {
+    let ca = Ca::load(&hubs[0].pki)?;
+    let midan = hubs[0].bundle("midan")?;
+    let qanawat = hubs[0].bundle("qanawat")?;
+    for hub in hubs {
+        assert!(
+            served(hub, "midan", &midan).await?,
+            "midan before the revocation"
+        );
+    }
+    ca.revoke(&RevokeTarget::Center("midan".parse()?))?;
+    for (i, hub) in hubs.iter().enumerate() {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while served(hub, "midan", &midan).await? {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "hub process {i} still serves a revoked center"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(
+            served(hub, "qanawat", &qanawat).await?,
+            "qanawat on process {i}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_center_is_refused_by_the_hub_process() -> anyhow::Result<()> {
+    let hub = Hub::start().await?;
+    every_process_refuses_a_revoked_center(&[&hub]).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_revoked_center_is_refused_by_every_hub_process() -> anyhow::Result<()> {
+    let Some(a) =
+        Hub::start_pg("on_postgres_a_revoked_center_is_refused_by_every_hub_process").await?
+    else {
+        return Ok(());
+    };
+    let b = a.sibling().await?;
+    every_process_refuses_a_revoked_center(&[&a, &b]).await
 }

@@ -3,10 +3,11 @@
 //! rows whose bytes equal the per-request sums, requests are still listed one by one and
 //! filtered by session, a failing last request ends its session with the error, and the
 //! centers overview reads the sessions. The sync router is driven in-process with the
-//! center identity the TLS layer would have put on the request.
+//! center identity the TLS layer would have put on the request. Every test body runs on
+//! both engines (SQLite, and PostgreSQL with a pool of workers when the test cluster is
+//! available).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use anyhow::Context;
 use axum::body::Body;
@@ -14,29 +15,73 @@ use axum::extract::ConnectInfo;
 use axum::http::{Request as HttpRequest, StatusCode};
 use http_body_util::BodyExt;
 use markaz_hub::pki::Serial;
-use markaz_hub::storage::{HubDb, HubWriter};
+use markaz_hub::storage::{HubDb, HubWriter, PgSettings};
 use markaz_hub::tls::CenterIdentity;
-use markaz_hub::{endpoint, web};
+use markaz_hub::{endpoint, operators, web};
 use markaz_sync::protocol::{Request, Response};
 use serde_json::Value;
 use tower::ServiceExt;
 
 struct Rig {
     _dir: tempfile::TempDir,
+    /// A network operator's API token.
+    token: String,
     sync: axum::Router,
     web: axum::Router,
 }
 
 impl Rig {
-    fn new() -> anyhow::Result<Rig> {
+    async fn sqlite() -> anyhow::Result<Rig> {
         let dir = tempfile::tempdir()?;
         let writer = HubWriter::spawn(HubDb::open(dir.path())?)?;
+        Self::on(writer, dir).await
+    }
+
+    /// On a fresh PostgreSQL database, three workers; `None` (printed) when PostgreSQL is
+    /// not available and CI is not set.
+    async fn pg(test: &str) -> anyhow::Result<Option<Rig>> {
+        let Some(cluster) = markaz_e2e::pg::cluster_or_skip(test) else {
+            return Ok(None);
+        };
+        let settings = PgSettings {
+            url: cluster.fresh_db()?.try_into()?,
+            password: None,
+            pool_size: 3,
+        };
+        // The blocking client runs its own runtime: off the test's.
+        let pool =
+            tokio::task::spawn_blocking(move || markaz_hub::storage::pg::open_pool(&settings))
+                .await??;
+        let writer = HubWriter::spawn_pool(pool)?;
+        Ok(Some(Self::on(writer, tempfile::tempdir()?).await?))
+    }
+
+    /// The routers on `writer`, with a network operator and an API token of theirs.
+    async fn on(writer: HubWriter, dir: tempfile::TempDir) -> anyhow::Result<Rig> {
+        let token = markaz_web::password::new_token();
+        let hash = markaz_web::password::token_hash(&token);
+        writer
+            .run(move |e| -> anyhow::Result<()> {
+                let who = operators::Who {
+                    operator: "cli".into(),
+                    address: "local".into(),
+                    at_ms: 0,
+                };
+                let new = operators::NewOperator {
+                    username: "watcher".into(),
+                    full_name: String::new(),
+                    roles: vec![operators::Role::Network],
+                    language: "ar".into(),
+                };
+                operators::create(e, &new, "x".into(), &who)?;
+                operators::add_token(e, "watcher", "", &hash, &who)?;
+                Ok(())
+            })
+            .await??;
         Ok(Rig {
             sync: endpoint::router(writer.clone(), 1 << 20),
-            web: web::router(web::WebState {
-                writer,
-                token: Arc::new("t".into()),
-            }),
+            web: web::router(web::WebState::new(writer, web::WebOptions::default())),
+            token,
             _dir: dir,
         })
     }
@@ -67,7 +112,9 @@ impl Rig {
     }
 
     async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        let mut r = HttpRequest::get(path).body(Body::empty())?;
+        let mut r = HttpRequest::get(path)
+            .header("authorization", format!("Bearer {}", self.token))
+            .body(Body::empty())?;
         r.extensions_mut()
             .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 1))));
         let resp = self.web.clone().oneshot(r).await?;
@@ -77,7 +124,9 @@ impl Rig {
     }
 
     async fn status_and_json(&self, path: &str) -> anyhow::Result<(StatusCode, Value)> {
-        let mut r = HttpRequest::get(path).body(Body::empty())?;
+        let mut r = HttpRequest::get(path)
+            .header("authorization", format!("Bearer {}", self.token))
+            .body(Body::empty())?;
         r.extensions_mut()
             .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 1))));
         let resp = self.web.clone().oneshot(r).await?;
@@ -87,7 +136,9 @@ impl Rig {
     }
 
     async fn page(&self, path: &str) -> anyhow::Result<String> {
-        let mut r = HttpRequest::get(path).body(Body::empty())?;
+        let mut r = HttpRequest::get(path)
+            .header("authorization", format!("Bearer {}", self.token))
+            .body(Body::empty())?;
         r.extensions_mut()
             .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 1))));
         let resp = self.web.clone().oneshot(r).await?;
@@ -123,7 +174,19 @@ const S2: &str = "9f0c2a4e-7d1b-4c3e-a5f6-112233445566";
 
 #[tokio::test]
 async fn two_sessions_of_one_center_are_two_rows_with_summed_bytes() -> anyhow::Result<()> {
-    let rig = Rig::new()?;
+    two_sessions_are_two_rows(Rig::sqlite().await?).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_two_sessions_of_one_center_are_two_rows_with_summed_bytes()
+-> anyhow::Result<()> {
+    let Some(rig) = Rig::pg("on_postgres_two_sessions_of_one_center_are_two_rows").await? else {
+        return Ok(());
+    };
+    two_sessions_are_two_rows(rig).await
+}
+
+async fn two_sessions_are_two_rows(rig: Rig) -> anyhow::Result<()> {
     let mut sent = [0usize; 2];
     let mut got = [0usize; 2];
     // Session 1 starts on the primary link and fails over to the modem.
@@ -249,7 +312,19 @@ async fn two_sessions_of_one_center_are_two_rows_with_summed_bytes() -> anyhow::
 
 #[tokio::test]
 async fn without_the_header_each_hello_opens_a_session() -> anyhow::Result<()> {
-    let rig = Rig::new()?;
+    each_hello_opens_a_session(Rig::sqlite().await?).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_without_the_header_each_hello_opens_a_session() -> anyhow::Result<()> {
+    let Some(rig) = Rig::pg("on_postgres_without_the_header_each_hello_opens_a_session").await?
+    else {
+        return Ok(());
+    };
+    each_hello_opens_a_session(rig).await
+}
+
+async fn each_hello_opens_a_session(rig: Rig) -> anyhow::Result<()> {
     for _ in 0..2 {
         rig.send("midan", None, "primary", &hello("midan", now_ms()))
             .await?;

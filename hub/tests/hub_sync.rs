@@ -144,7 +144,7 @@ async fn sync_log_partial_replication_portal_and_pages(hub: Hub) -> anyhow::Resu
     );
 
     // Pages: Arabic first, English on request; the overview lists both centers.
-    let (status, html) = hub.http("GET", "/", None).await?;
+    let (status, html) = hub.http("GET", "/centers", None).await?;
     assert!(status.contains("200"));
     assert!(html.contains("lang=\"ar\" dir=\"rtl\""));
     assert!(html.contains("midan") && html.contains("qanawat"));
@@ -167,9 +167,25 @@ async fn sync_log_partial_replication_portal_and_pages(hub: Hub) -> anyhow::Resu
         .http("GET", "/api/v1/sync-log/requests?center=midan", None)
         .await?;
     let reqs: Vec<serde_json::Value> = serde_json::from_str(&reqs)?;
+    // A nothing-new session is its session row alone (no request row).
+    let logged: std::collections::BTreeSet<i64> = reqs
+        .iter()
+        .filter_map(|r| r["session_id"].as_i64())
+        .collect();
+    let (with_rows, alone): (Vec<&serde_json::Value>, Vec<&serde_json::Value>) = sessions
+        .iter()
+        .partition(|s| s["id"].as_i64().is_some_and(|id| logged.contains(&id)));
+    for s in &alone {
+        assert_eq!(
+            (s["requests"].as_i64(), s["changes_up"].as_i64()),
+            (Some(1), Some(0)),
+            "{s}"
+        );
+        assert_eq!(s["changes_down"], 0, "{s}");
+    }
     for key in ["bytes_up", "bytes_down", "changes_up", "changes_down"] {
         let by_req: i64 = reqs.iter().map(|r| r[key].as_i64().unwrap_or(0)).sum();
-        let by_session: i64 = sessions.iter().map(|r| r[key].as_i64().unwrap_or(0)).sum();
+        let by_session: i64 = with_rows.iter().map(|r| r[key].as_i64().unwrap_or(0)).sum();
         assert_eq!(by_req, by_session, "{key}");
     }
     assert!(
@@ -269,6 +285,37 @@ async fn nothing_new_is_one_round_trip(hub: Hub) -> anyhow::Result<()> {
     assert_eq!(row["requests"], 1, "{row}");
     // Ended by its Welcome, not left open until the idle time.
     assert_eq!(row["result"], "ok", "{row}");
+    // And it is that one row: no request row besides it, however many idle rounds run.
+    let id = row["id"].as_i64().context("id")?;
+    let (_, reqs) = hub
+        .http(
+            "GET",
+            &format!("/api/v1/sync-log/requests?session={id}"),
+            None,
+        )
+        .await?;
+    assert_eq!(reqs.trim(), "[]", "{reqs}");
+    let count = |path: &'static str| {
+        let hub = &hub;
+        async move {
+            let (_, body) = hub.http("GET", path, None).await?;
+            let rows: Vec<serde_json::Value> = serde_json::from_str(&body)?;
+            anyhow::Ok(rows.len())
+        }
+    };
+    let requests_before = count("/api/v1/sync-log/requests?center=midan").await?;
+    let sessions_before = count("/api/v1/sync-log?center=midan").await?;
+    for _ in 0..3 {
+        midan.sync_in_session().await?;
+    }
+    assert_eq!(
+        count("/api/v1/sync-log/requests?center=midan").await?,
+        requests_before
+    );
+    assert_eq!(
+        count("/api/v1/sync-log?center=midan").await?,
+        sessions_before + 3
+    );
 
     // A new case at midan: nothing to offer at the Hello, so the session goes on.
     midan.new_case(2)?;

@@ -1,14 +1,14 @@
-//! Staff authentication: argon2 password hashes, bearer/cookie sessions that expire
+//! Staff authentication over the center's tables: bearer/cookie sessions that expire
 //! (absolute lifetime and idle timeout), CSRF tokens for cookie sessions, and login rate
-//! limiting. Tokens are random 256-bit values; only their blake3 hash is stored, so a
-//! copy of the database does not log anyone in. Secrets never reach the logs.
+//! limiting. Passwords, tokens and CSRF tokens are the shared ones
+//! ([`markaz_web::password`]): only the blake3 hash of a session token is stored, and
+//! the CSRF token is derived from the session token, its hash alone kept in the row, so
+//! a copy of the database neither logs anyone in nor passes a CSRF check. Secrets never
+//! reach the logs.
 
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use base64::Engine;
-use rand::RngCore;
 use rusqlite::{Connection, OptionalExtension, params};
 
+use crate::app::Mono;
 use crate::error::AppError;
 
 /// Session lifetimes and login limits (from config `[auth]`).
@@ -20,37 +20,11 @@ pub struct AuthPolicy {
     pub login_window_ms: i64,
 }
 
+pub use markaz_web::password::{DUMMY_HASH, new_token, token_hash, verify_password};
+
 /// Hashes a password with argon2id (PHC string). CPU-heavy: call on a blocking thread.
 pub fn hash_password(password: &str) -> Result<String, AppError> {
-    let mut salt = [0u8; 16];
-    rand::rng().fill_bytes(&mut salt);
-    let salt = SaltString::encode_b64(&salt).map_err(|e| AppError::Internal(e.to_string()))?;
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| AppError::Internal(format!("argon2: {e}")))
-}
-
-/// Checks a password against a stored PHC string. CPU-heavy: call on a blocking thread.
-pub fn verify_password(password: &str, phc: &str) -> bool {
-    PasswordHash::new(phc)
-        .map(|h| {
-            Argon2::default()
-                .verify_password(password.as_bytes(), &h)
-                .is_ok()
-        })
-        .unwrap_or(false)
-}
-
-/// A fresh random token, URL-safe.
-pub fn new_token() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-pub fn token_hash(token: &str) -> String {
-    blake3::hash(token.as_bytes()).to_hex().to_string()
+    markaz_web::password::hash_password(password).map_err(|e| AppError::Internal(e.to_string()))
 }
 
 /// A session as the API sees it once the token checked out.
@@ -60,42 +34,68 @@ pub struct SessionRow {
     pub csrf: String,
     pub terminal: Option<String>,
     pub last_seen_ms: i64,
+    /// How long since the session was last seen (monotonic when measurable).
+    pub idle_ms: i64,
 }
 
-/// Looks a token up; expired sessions (absolute or idle) are deleted and refused.
+/// A wall clock that went back by more than this since a session was issued (in an
+/// earlier boot, where the monotonic clock cannot measure) leaves its age unknown: the
+/// session is refused.
+pub const WALL_SLACK_MS: i64 = 60_000;
+
+/// Looks a token up; expired sessions (absolute or idle) are refused. Within the boot
+/// that issued it, a session's age is measured on the monotonic clock (`mono`), so a wall
+/// clock that jumps neither extends nor shortens it; across a reboot, by the wall clock,
+/// and a session whose wall-clock age is negative (the clock went back) is refused.
 pub fn find_session(
     conn: &Connection,
     token: &str,
     now_ms: i64,
+    mono: &Mono,
     policy: &AuthPolicy,
 ) -> Result<Option<SessionRow>, AppError> {
     let row = conn
         .query_row(
-            "SELECT s.username, s.csrf, s.terminal, s.last_seen_ms, s.expires_ms, st.active AND st.hub_active
+            "SELECT s.username, s.csrf, s.terminal, s.last_seen_ms, s.created_ms,
+                    st.active AND st.hub_active, s.boot, s.issued_mono_ms, s.seen_mono_ms
              FROM sessions s JOIN staff st ON st.username = s.username WHERE s.token_hash = ?1",
             [token_hash(token)],
             |r| {
-                Ok((
-                    SessionRow {
-                        username: r.get(0)?,
-                        csrf: r.get(1)?,
-                        terminal: r.get(2)?,
-                        last_seen_ms: r.get(3)?,
+                let s = SessionRow {
+                    username: r.get(0)?,
+                    // The row keeps only the CSRF token's hash; the token itself
+                    // follows from the session token the client presented.
+                    csrf: {
+                        let _stored_hash: String = r.get(1)?;
+                        markaz_web::password::csrf_token(token)
                     },
-                    r.get::<_, i64>(4)?,
-                    r.get::<_, bool>(5)?,
-                ))
+                    terminal: r.get(2)?,
+                    last_seen_ms: r.get(3)?,
+                    idle_ms: 0,
+                };
+                let created: i64 = r.get(4)?;
+                let active: bool = r.get(5)?;
+                let boot: Option<String> = r.get(6)?;
+                let issued: Option<i64> = r.get(7)?;
+                let seen: Option<i64> = r.get(8)?;
+                Ok((s, created, active, boot, issued, seen))
             },
         )
         .optional()?;
-    Ok(match row {
-        Some((s, expires, active))
-            if active && now_ms < expires && now_ms - s.last_seen_ms < policy.session_idle_ms =>
-        {
-            Some(s)
+    let Some((mut s, created, active, boot, issued, seen)) = row else {
+        return Ok(None);
+    };
+    let (age, idle) = match (boot, issued, seen) {
+        (Some(b), Some(i), Some(seen)) if *b == *mono.boot => (mono.ms - i, mono.ms - seen),
+        _ => {
+            if now_ms - created < -WALL_SLACK_MS || now_ms - s.last_seen_ms < -WALL_SLACK_MS {
+                return Ok(None);
+            }
+            (now_ms - created, now_ms - s.last_seen_ms)
         }
-        _ => None,
-    })
+    };
+    s.idle_ms = idle;
+    Ok((active && age < policy.session_ttl_ms && idle < policy.session_idle_ms).then_some(s))
 }
 
 /// Creates a session; returns (token, csrf).
@@ -104,27 +104,56 @@ pub fn create_session(
     username: &str,
     terminal: Option<&str>,
     now_ms: i64,
+    mono: &Mono,
     policy: &AuthPolicy,
 ) -> Result<(String, String), AppError> {
     let token = new_token();
-    let csrf = new_token();
+    let csrf = markaz_web::password::csrf_token(&token);
     conn.execute(
-        "INSERT INTO sessions(token_hash, username, csrf, terminal, created_ms, last_seen_ms, expires_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)",
-        params![token_hash(&token), username, csrf, terminal, now_ms, now_ms + policy.session_ttl_ms],
+        "INSERT INTO sessions(token_hash, username, csrf, terminal, created_ms, last_seen_ms,
+           expires_ms, boot, issued_mono_ms, seen_mono_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?8)",
+        params![
+            token_hash(&token),
+            username,
+            token_hash(&csrf),
+            terminal,
+            now_ms,
+            now_ms + policy.session_ttl_ms,
+            &*mono.boot,
+            mono.ms
+        ],
     )?;
-    // Housekeeping: sessions past their lifetime go.
+    // Housekeeping: sessions of this boot past their lifetime go (the others are refused
+    // when used, and go here once this boot's clock says so).
     conn.execute(
-        "DELETE FROM sessions WHERE expires_ms < ?1 OR last_seen_ms < ?2",
-        params![now_ms, now_ms - policy.session_idle_ms],
+        "DELETE FROM sessions WHERE boot = ?1 AND (issued_mono_ms < ?2 OR seen_mono_ms < ?3)",
+        params![
+            &*mono.boot,
+            mono.ms - policy.session_ttl_ms,
+            mono.ms - policy.session_idle_ms
+        ],
+    )?;
+    conn.execute(
+        "DELETE FROM sessions WHERE (boot IS NULL OR boot <> ?1)
+           AND (expires_ms < ?2 OR last_seen_ms < ?3)",
+        params![&*mono.boot, now_ms, now_ms - policy.session_idle_ms],
     )?;
     Ok((token, csrf))
 }
 
-pub fn touch_session(conn: &Connection, token: &str, now_ms: i64) -> Result<(), AppError> {
+/// Marks a session seen now (both clocks; the monotonic one only within its boot).
+pub fn touch_session(
+    conn: &Connection,
+    token: &str,
+    now_ms: i64,
+    mono: &Mono,
+) -> Result<(), AppError> {
     conn.execute(
-        "UPDATE sessions SET last_seen_ms = ?2 WHERE token_hash = ?1",
-        params![token_hash(token), now_ms],
+        "UPDATE sessions SET last_seen_ms = ?2,
+           seen_mono_ms = CASE WHEN boot = ?3 THEN ?4 ELSE seen_mono_ms END
+         WHERE token_hash = ?1",
+        params![token_hash(token), now_ms, &*mono.boot, mono.ms],
     )?;
     Ok(())
 }
@@ -188,21 +217,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn password_round_trip_and_salted() {
-        let a = hash_password("correct horse").unwrap();
-        let b = hash_password("correct horse").unwrap();
-        assert_ne!(a, b, "salted");
-        assert!(a.starts_with("$argon2id$"));
-        assert!(verify_password("correct horse", &a));
-        assert!(!verify_password("wrong", &a));
-        assert!(!verify_password("x", "not a phc string"));
-    }
-
-    #[test]
-    fn tokens_are_random_and_hashed() {
-        let t = new_token();
-        assert_ne!(t, new_token());
-        assert_eq!(t.len(), 43);
-        assert_ne!(token_hash(&t), t);
+    fn a_session_row_keeps_no_secret() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE staff(username TEXT PRIMARY KEY, active INTEGER NOT NULL DEFAULT 1,
+               hub_active INTEGER NOT NULL DEFAULT 1);
+             INSERT INTO staff(username) VALUES ('amal');
+             CREATE TABLE sessions(token_hash TEXT PRIMARY KEY, username TEXT NOT NULL,
+               csrf TEXT NOT NULL, terminal TEXT, created_ms INTEGER NOT NULL,
+               last_seen_ms INTEGER NOT NULL, expires_ms INTEGER NOT NULL,
+               boot TEXT, issued_mono_ms INTEGER, seen_mono_ms INTEGER);",
+        )
+        .unwrap();
+        let policy = AuthPolicy {
+            session_ttl_ms: 60_000,
+            session_idle_ms: 60_000,
+            login_max_attempts: 5,
+            login_window_ms: 60_000,
+        };
+        let mono = |ms| Mono {
+            boot: std::sync::Arc::from("test"),
+            ms,
+        };
+        let (token, csrf) =
+            create_session(&conn, "amal", None, 1_000, &mono(1_000), &policy).unwrap();
+        let (stored_token, stored_csrf): (String, String) = conn
+            .query_row("SELECT token_hash, csrf FROM sessions", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_ne!(stored_token, token);
+        assert_ne!(stored_csrf, csrf, "the CSRF token is stored hashed");
+        let found = find_session(&conn, &token, 2_000, &mono(2_000), &policy)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            found.csrf, csrf,
+            "the page still gets the session's CSRF token"
+        );
     }
 }

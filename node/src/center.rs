@@ -113,7 +113,7 @@ pub async fn open(cfg: &NodeConfig, clock: Clock) -> anyhow::Result<App> {
         // then goes to a file only the node's user can read.
         let user = &cfg.auth.initial_admin_user;
         let shown = crate::logging::try_print(&format!(
-            "markaz: created the first account '{user}' with password: {password}\nmarkaz: log in and change it (or set auth.initial_admin_password).\n"
+            "markaz: created the first account '{user}' with password: {password}\nmarkaz: log in and change it on the page /account/password (or set auth.initial_admin_password).\n"
         ));
         if !shown {
             let file = data_dir.join(INITIAL_PASSWORD_FILE);
@@ -150,12 +150,31 @@ fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
 
 /// Runs the center node until `shutdown` is cancelled.
 pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // Before anything starts: an unreadable metrics token stops the node at once.
+    let metrics = crate::server::MetricsServe::from_config(&cfg.metrics)?;
+    // One node per data directory; `markaz restore` refuses while this is held.
+    let _lock = crate::storage::backup::DataDirLock::take(&cfg.storage.data_dir)
+        .context("while locking the data directory")?;
     let app = open(&cfg, Clock::System).await?;
     let tracker = TaskTracker::new();
+    if let (true, Some(folder)) = (cfg.backup.enabled, cfg.backup.folder.clone()) {
+        let schedule = crate::storage::backup::Schedule {
+            folder,
+            minute_of_day: cfg.backup.time.minute_of_day(),
+            keep: cfg.backup.keep as usize,
+            tz: cfg.center.timezone.time_zone(),
+        };
+        tracker.spawn(crate::storage::backup::run_daily(
+            app.db.clone(),
+            schedule,
+            shutdown.clone(),
+        ));
+    }
     crate::devices::start(&app, &cfg, &tracker, &shutdown)
         .context("while starting the device supervisors")?;
     crate::sync::start(&app, &cfg, &tracker, &shutdown)
         .context("while starting the sync client")?;
+    tracker.spawn(crate::app::wallclock::watch(app.clone(), shutdown.clone()));
     let opts = ServeOptions {
         listen: cfg.server.listen.to_string(),
         max_body_bytes: cfg.server.max_body_bytes as usize,
@@ -170,6 +189,7 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> anyhow::Result
             )),
             ..markaz_web::listen::Limits::default()
         },
+        metrics,
     };
     let result = serve(app.clone(), opts, shutdown.clone()).await;
     shutdown.cancel();

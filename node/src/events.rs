@@ -22,6 +22,12 @@ pub enum LiveEvent {
         group: String,
         waiting: u32,
     },
+    /// A group's line changed other than by an issue or a call (transfer, serve later,
+    /// an undone no-show): live pages refresh their counts.
+    QueueChanged {
+        group: String,
+        waiting: u32,
+    },
     CaseReady {
         case_no: String,
         service: String,
@@ -36,7 +42,9 @@ impl LiveEvent {
     pub fn is_public(&self) -> bool {
         matches!(
             self,
-            LiveEvent::TicketCalled { .. } | LiveEvent::TicketIssued { .. }
+            LiveEvent::TicketCalled { .. }
+                | LiveEvent::TicketIssued { .. }
+                | LiveEvent::QueueChanged { .. }
         )
     }
 
@@ -44,6 +52,7 @@ impl LiveEvent {
         match self {
             LiveEvent::TicketCalled { .. } => "ticket_called",
             LiveEvent::TicketIssued { .. } => "ticket_issued",
+            LiveEvent::QueueChanged { .. } => "queue_changed",
             LiveEvent::CaseReady { .. } => "case_ready",
             LiveEvent::CaseUpdated { .. } => "case_updated",
         }

@@ -7,13 +7,13 @@
 pub mod api;
 pub mod app;
 pub mod auth;
-pub mod bench;
 pub mod center;
 pub mod devices;
 pub mod domain;
 pub mod error;
 pub mod events;
 pub mod logging;
+pub mod metrics;
 pub mod server;
 pub mod storage;
 pub mod sync;

@@ -180,7 +180,7 @@ impl Hub {
         };
         Ok(SyncOptions {
             center: center.parse()?,
-            target: HubTarget::new("127.0.0.1", self.port)?,
+            hubs: vec![HubTarget::new("127.0.0.1", self.port)?],
             tls: ClientTlsFiles::in_bundle(&self.bundle(center)?),
             interval: Duration::from_secs(3600),
             limits: Limits::default(),
@@ -201,7 +201,7 @@ impl Hub {
         Ok(HubClient::new(
             client_config(&opts.tls)?,
             Arc::new(TcpConnector::new(uplink, Duration::from_secs(5))),
-            opts.target.clone(),
+            opts.hubs[0].clone(),
             opts.client,
         ))
     }
@@ -437,7 +437,7 @@ async fn a_session_cut_by_a_dead_hub_is_recorded_and_the_next_one_resumes() -> a
     // and the changes stay in the backlog.
     let mut dead = opts.clone();
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    dead.target = HubTarget::new("127.0.0.1", closed.local_addr()?.port())?;
+    dead.hubs = vec![HubTarget::new("127.0.0.1", closed.local_addr()?.port())?];
     drop(closed);
     let mut client = hub.client(&dead)?;
     let failed = sync_once(&node.app, &mut client, &dead).await;
@@ -459,7 +459,7 @@ async fn a_session_cut_by_a_dead_hub_is_recorded_and_the_next_one_resumes() -> a
         let done = panel
             .borrow()
             .as_ref()
-            .is_some_and(|p| p["last_success_at"].is_string());
+            .is_some_and(|p| serde_json::to_value(p).unwrap()["last_success_at"].is_string());
         if done {
             break;
         }
@@ -469,7 +469,7 @@ async fn a_session_cut_by_a_dead_hub_is_recorded_and_the_next_one_resumes() -> a
         );
         let _ = tokio::time::timeout(Duration::from_secs(1), panel.changed()).await;
     }
-    let p = panel.borrow().clone().unwrap();
+    let p = serde_json::to_value(panel.borrow().clone().unwrap())?;
     assert_eq!(p["backlog"], 0, "{p}");
     assert_eq!(p["uplink"], "primary");
     assert!(p["skew_ms"].is_i64(), "{p}");
@@ -478,6 +478,105 @@ async fn a_session_cut_by_a_dead_hub_is_recorded_and_the_next_one_resumes() -> a
     let log = recent_sessions(&node.app, 10).await?;
     assert!(log.len() >= 2);
     assert!(!log.last().unwrap().ok(), "the failed session is logged");
+    Ok(())
+}
+
+/// Waits until the sync panel's last session is a successful one other than the session
+/// `before` (the test clock stands still, so sessions are told apart by their id);
+/// returns the panel.
+async fn next_success(node: &TestNode, before: &serde_json::Value) -> serde_json::Value {
+    let mut panel = node.app.status.sync.subscribe();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let p = panel
+            .borrow_and_update()
+            .as_ref()
+            .map(|p| serde_json::to_value(p).unwrap());
+        if let Some(p) = p
+            && p["last_session"]["result"] == "ok"
+            && p["last_session"]["session_id"] != *before
+        {
+            return p;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no new successful session on the panel: {:?}; sessions: {:#?}",
+            panel.borrow().clone(),
+            recent_sessions(&node.app, 10).await
+        );
+        let _ = tokio::time::timeout(Duration::from_secs(1), panel.changed()).await;
+    }
+}
+
+#[tokio::test]
+async fn hub_urls_are_tried_in_order_and_the_node_stays_with_the_one_that_answers()
+-> anyhow::Result<()> {
+    let hub = Hub::start().await?;
+    let node = TestNode::start().await;
+    let center = node.app.settings.center_id.clone();
+    let clerk = node
+        .staff("clerk1", &["clerk", "reception"], &[JUSTICE_UNTIL])
+        .await;
+    assert_eq!(clerk.post("/citizens", citizen(NID)).await.0, 201);
+
+    // The first address is a port nobody listens on, the second the hub.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let dead = HubTarget::new("127.0.0.1", closed.local_addr()?.port())?;
+    drop(closed);
+    let live = HubTarget::new("127.0.0.1", hub.port)?;
+    let mut opts = hub.options(&center)?;
+    opts.hubs = vec![dead.clone(), live.clone()];
+    let client = hub.client(&opts)?;
+    assert_eq!(client.target().to_string(), dead.to_string());
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(markaz_node::sync::run(
+        node.app.clone(),
+        client,
+        opts.clone(),
+        stop.clone(),
+    ));
+    let p = next_success(&node, &serde_json::Value::Null).await;
+    assert_eq!(p["hub"], live.to_string(), "{p}");
+    assert_eq!(
+        p["hubs"],
+        json!([dead.to_string(), live.to_string()]),
+        "{p}"
+    );
+    assert_eq!(p["backlog"], 0, "{p}");
+    let rows = recent_sessions(&node.app, 10).await?;
+    assert_eq!(rows.len(), 2, "{rows:#?}");
+    assert!(rows[0].ok() && rows[0].hub == live.to_string(), "{rows:#?}");
+    assert!(
+        !rows[1].ok() && rows[1].hub == dead.to_string(),
+        "{rows:#?}"
+    );
+    assert_eq!(
+        node_log_count(&node, &format!("hub {dead}→{live}")).await,
+        1
+    );
+
+    // The next session goes straight to the hub that answered.
+    assert_eq!(clerk.post("/citizens", citizen(PORTAL_NID)).await.0, 201);
+    node.app.devices.request_sync_now();
+    let p = next_success(&node, &p["last_session"]["session_id"]).await;
+    assert_eq!(p["hub"], live.to_string(), "{p}");
+    assert_eq!(p["backlog"], 0, "{p}");
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(10), task).await??;
+    let rows = recent_sessions(&node.app, 10).await?;
+    assert_eq!(
+        rows.len(),
+        3,
+        "no second try of the dead address: {rows:#?}"
+    );
+    assert!(rows[0].ok() && rows[0].hub == live.to_string(), "{rows:#?}");
+    let stored: i64 = sql_count(
+        &node,
+        "SELECT count(*) FROM sync_sessions WHERE hub = ?1",
+        live.to_string(),
+    )
+    .await;
+    assert_eq!(stored, 2);
     Ok(())
 }
 
@@ -672,7 +771,11 @@ async fn a_spent_modem_budget_stops_sessions_until_the_day_changes_or_the_primar
     let mut panel = node.app.status.sync.subscribe();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let p = loop {
-        let p = panel.borrow().clone();
+        let p = panel
+            .borrow()
+            .clone()
+            .map(serde_json::to_value)
+            .transpose()?;
         if let Some(p) = p.filter(|p| p["last_session"].is_object()) {
             break p;
         }
@@ -740,6 +843,8 @@ impl RealHub {
         cfg.hub.server_cert = Some(issued.cert_path);
         cfg.hub.server_key = Some(issued.key_path);
         cfg.hub.crl = Some(ca.crl_path());
+        // The shared token file stands in for an operator's API token here.
+        cfg.hub.legacy_operator_token = true;
         let shutdown = CancellationToken::new();
         tokio::spawn(markaz_hub::run(cfg, shutdown.clone()));
         for _ in 0..400 {
@@ -766,7 +871,7 @@ impl RealHub {
         let bundle = issued.cert_path.parent().context("bundle")?.to_path_buf();
         Ok(SyncOptions {
             center: center.parse()?,
-            target: HubTarget::new("127.0.0.1", self.port)?,
+            hubs: vec![HubTarget::new("127.0.0.1", self.port)?],
             tls: ClientTlsFiles::in_bundle(&bundle),
             interval: Duration::from_secs(3600),
             limits: Limits::default(),
@@ -809,7 +914,7 @@ async fn the_hubs_sync_log_rows_carry_each_sessions_uplink() -> anyhow::Result<(
         HubClient::new(
             tls.clone(),
             Arc::new(TcpConnector::new(uplink, Duration::from_secs(5))),
-            opts.target.clone(),
+            opts.hubs[0].clone(),
             opts.client,
         )
     };
@@ -885,7 +990,7 @@ async fn after_an_uplink_change_the_next_session_runs_on_a_new_connection() -> a
     let mut client = HubClient::new(
         client_config(&opts.tls)?,
         Arc::new(link.clone()),
-        opts.target.clone(),
+        opts.hubs[0].clone(),
         opts.client,
     );
     assert_eq!(link.name(), "modem");

@@ -16,6 +16,8 @@
 //!   would each create the list and one would be lost; distinct keys all survive;
 //! - a case keeps its citizen's profile as at intake (`citizen_profile`, JSON), the way it
 //!   keeps its fee: later edits of the profile do not change what the case recorded.
+//! - a voided cash receipt is one root scalar per receipt, `void:<receipt>` (JSON of a
+//!   [`ReceiptVoid`]): the payment event stays in `events`, the receipt is never deleted.
 //!
 //! Reading never fails on a merged value it does not understand: it is counted and
 //! flagged in the view (`unreadable`, `conflicts`) rather than dropped silently.
@@ -30,7 +32,9 @@ use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::model::case::{CaseEvent, CaseEventKind, Conflict, Delivery, Derived, derive};
+use crate::model::case::{
+    CaseEvent, CaseEventKind, Conflict, Delivery, Derived, ReceiptVoid, derive,
+};
 use crate::model::catalog::Service;
 use crate::model::citizen::{CitizenEdit, CitizenInput, CitizenProfile};
 use crate::model::fees::{Fee, FeeSchedule, ServiceFees};
@@ -404,6 +408,37 @@ pub fn append_case_event(doc: &mut AutoCommit, e: &CaseEvent) -> Result<(), DocE
     let n = doc.length(&list);
     doc.insert(&list, n, serde_json::to_string(e)?)?;
     Ok(())
+}
+
+const VOID_PREFIX: &str = "void:";
+
+/// Record that a cash receipt of the case was voided, under its own root key
+/// `void:<receipt>` (the payment event stays in `events`).
+pub fn record_receipt_void(doc: &mut AutoCommit, v: &ReceiptVoid) -> Result<(), DocError> {
+    check_kind(doc, DocKind::Case)?;
+    put_if_changed(
+        doc,
+        &format!("{VOID_PREFIX}{}", v.receipt),
+        serde_json::to_string(v)?,
+    )
+}
+
+/// The receipt voids a case document records (unreadable entries are skipped).
+pub fn read_receipt_voids(doc: &AutoCommit) -> Result<Vec<ReceiptVoid>, DocError> {
+    check_kind(doc, DocKind::Case)?;
+    let mut out = Vec::new();
+    for k in doc
+        .keys(ROOT)
+        .filter(|k| k.starts_with(VOID_PREFIX))
+        .collect::<Vec<_>>()
+    {
+        if let Some(json) = get_str(doc, &k)?
+            && let Ok(v) = serde_json::from_str(&json)
+        {
+            out.push(v);
+        }
+    }
+    Ok(out)
 }
 
 /// Record the citizen's profile as at intake (written once, by the case's creator).

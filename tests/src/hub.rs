@@ -24,10 +24,11 @@ use tokio::process::{Child, Command};
 use crate::markaz_bin;
 
 // The hub's files in its data directory (markaz_hub::{WEB_ADDR_FILE, SYNC_ADDR_FILE,
-// TOKEN_FILE, storage::DB_FILE}); spelled here so these tests need only the binary.
+// storage::DB_FILE}); spelled here so these tests need only the binary.
 const WEB_ADDR_FILE: &str = "web.addr";
 const SYNC_ADDR_FILE: &str = "sync.addr";
-const TOKEN_FILE: &str = "operator.token";
+/// Beside the data directory: the API token of the test operator.
+const TOKEN_FILE: &str = "operator-api.token";
 const HUB_DB_FILE: &str = "markaz-hub.db";
 
 /// Runs `markaz <args>` and fails with its output if it fails.
@@ -93,6 +94,10 @@ pub struct HubProcess {
     pub web_url: String,
     /// The `markaz pki` directory.
     pub pki: PathBuf,
+    /// The administrator made for the test (`tester`; a sibling's has its own name).
+    pub operator: String,
+    /// Its password (for the login page).
+    pub operator_password: String,
     /// `None` while the hub is down: nothing listens on the sync port then, which is
     /// what a center sees when the hub is unreachable.
     child: Option<Child>,
@@ -128,17 +133,30 @@ impl HubProcess {
         for c in centers {
             markaz_cli(&["pki", "center", p, c])?;
         }
-        Self::configure(dir, pki, extra_toml)
+        Self::configure(dir, pki, extra_toml, "tester")
     }
 
     /// Another hub process with the same PKI (CA, hub certificate, CRL) and the same
     /// `extra_toml` (on PostgreSQL: the same database), its own data directory and sync
     /// port; not started. The PKI stays in this hub's directory.
     pub fn sibling(&self) -> Result<Self> {
-        Self::configure(tempfile::tempdir()?, self.pki.clone(), &self.extra_toml)
+        let operator = format!("tester-{}", free_port()?);
+        Self::configure(
+            tempfile::tempdir()?,
+            self.pki.clone(),
+            &self.extra_toml,
+            &operator,
+        )
     }
 
-    fn configure(dir: tempfile::TempDir, pki: PathBuf, extra_toml: &str) -> Result<Self> {
+    /// Writes the config and adds the administrator `operator` (on a shared PostgreSQL
+    /// database a sibling adds its own).
+    fn configure(
+        dir: tempfile::TempDir,
+        pki: PathBuf,
+        extra_toml: &str,
+        operator: &str,
+    ) -> Result<Self> {
         let sync_port = free_port()?;
         let data = dir.path().join("data");
         let config_path = dir.path().join("hub.toml");
@@ -162,7 +180,34 @@ level = "info"
                 pki = pki.display(),
             ),
         )?;
+        // An administrator with an API token for the operator API (the hub has no shared
+        // token any more).
+        let out = markaz_cli(&[
+            "operator",
+            "add",
+            "--config",
+            config_path.to_str().context("config path")?,
+            "--username",
+            operator,
+            "--role",
+            "admin",
+            "--token",
+            "tests",
+        ])?;
+        let token = out
+            .lines()
+            .find_map(|l| l.strip_prefix("token: "))
+            .context("markaz operator add printed no token")?
+            .to_string();
+        std::fs::write(dir.path().join(TOKEN_FILE), &token)?;
+        let operator_password = out
+            .lines()
+            .find_map(|l| l.strip_prefix("password: "))
+            .context("markaz operator add printed no password")?
+            .to_string();
         Ok(Self {
+            operator: operator.to_string(),
+            operator_password,
             dir,
             sync_port,
             web_url: String::new(),
@@ -289,10 +334,11 @@ level = "info"
         Ok(tokio::time::timeout(Duration::from_secs(20), c.wait()).await??)
     }
 
-    /// The operator token (`<data_dir>/operator.token`, created by the hub on first start).
+    /// The API token of the administrator `tester` (made by `markaz operator add` when the
+    /// hub was prepared).
     pub fn operator_token(&self) -> Result<String> {
-        let t = std::fs::read_to_string(self.data_dir().join(TOKEN_FILE))
-            .context("while reading the operator token (has the hub started once?)")?;
+        let t = std::fs::read_to_string(self.dir.path().join(TOKEN_FILE))
+            .context("while reading the test operator's token")?;
         Ok(t.trim().to_string())
     }
 
@@ -360,6 +406,17 @@ level = "info"
             self.config_path.to_str().context("config path")?,
             "--from",
             backup.to_str().context("backup path")?,
+        ])
+    }
+
+    /// `markaz hub restore --config <hub.toml>` without `--from` (PostgreSQL: the
+    /// database was put back with PostgreSQL's tools; this is the after-restore step).
+    pub fn restore_in_place(&self) -> Result<String> {
+        markaz_cli(&[
+            "hub",
+            "restore",
+            "--config",
+            self.config_path.to_str().context("config path")?,
         ])
     }
 

@@ -98,12 +98,33 @@ pub struct NodeProcess {
 
 /// The `[sync]` table for `center` with `hub`'s bundle, syncing every `interval_secs`.
 pub fn sync_toml(hub: &HubProcess, center: &str, hub_url: &str, interval_secs: u32) -> String {
+    sync_toml_keyed(
+        hub,
+        center,
+        &format!("hub_url = \"{hub_url}\""),
+        interval_secs,
+    )
+}
+
+/// Like [`sync_toml`], with several hub addresses (`hub_urls`, tried in order).
+pub fn sync_toml_urls(
+    hub: &HubProcess,
+    center: &str,
+    urls: &[String],
+    interval_secs: u32,
+) -> String {
+    let list: Vec<String> = urls.iter().map(|u| format!("\"{u}\"")).collect();
+    let line = format!("hub_urls = [{}]", list.join(", "));
+    sync_toml_keyed(hub, center, &line, interval_secs)
+}
+
+fn sync_toml_keyed(hub: &HubProcess, center: &str, hub_line: &str, interval_secs: u32) -> String {
     let b = hub.bundle(center);
     format!(
         r#"
 [sync]
 enabled = true
-hub_url = "{hub_url}"
+{hub_line}
 ca_cert = "{ca}"
 client_cert = "{cert}"
 client_key = "{key}"
@@ -279,6 +300,25 @@ level = "info"
         let toml = format!(
             "{}\n[link]\nprobe_targets = [\"{}\"]\nprobe_interval_secs = 2\nprobe_timeout_secs = 1\n{extra_toml}",
             sync_toml(hub, center, hub_url, 5),
+            probe.addr
+        );
+        let mut node = Self::start_with(center, &toml).await?;
+        node.keep.push(Box::new(probe));
+        Ok(node)
+    }
+
+    /// Like [`NodeProcess::start_synced`], with several hub addresses (`hub_urls`, in
+    /// order; the bundle is `hub`'s) and `extra_toml` appended to `[sync]`.
+    pub async fn start_synced_to(
+        center: &str,
+        hub: &HubProcess,
+        urls: &[String],
+        sync_extra: &str,
+    ) -> Result<Self> {
+        let probe = AlwaysUp::start().await?;
+        let toml = format!(
+            "{}{sync_extra}\n[link]\nprobe_targets = [\"{}\"]\nprobe_interval_secs = 2\nprobe_timeout_secs = 1\n",
+            sync_toml_urls(hub, center, urls, 5),
             probe.addr
         );
         let mut node = Self::start_with(center, &toml).await?;

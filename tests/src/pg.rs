@@ -263,6 +263,40 @@ impl PgCluster {
         Ok(self.url(&name))
     }
 
+    /// Run a client program (`pg_dump`, `pg_restore`, `dropdb`, …) against this cluster
+    /// with `args` after the connection options; its output.
+    fn client(&self, prog: &str, args: &[&str]) -> Result<String> {
+        let port = self.port.to_string();
+        let out = Command::new(self.bin.join(prog))
+            .args(["-h", "127.0.0.1", "-p", &port, "-U", PG_USER])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("while running {prog}"))?;
+        ensure!(
+            out.status.success(),
+            "{prog} {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).to_string())
+    }
+
+    /// A logical backup of `dbname` (`pg_dump -Fc`) into `to`, as an operator takes it
+    /// while the hub runs.
+    pub fn dump(&self, dbname: &str, to: &Path) -> Result<()> {
+        self.client("pg_dump", &["-Fc", "-f", path_str(to)?, dbname])
+            .map(|_| ())
+    }
+
+    /// The database `dbname` lost and put back from `dump` (`dropdb`, `createdb`,
+    /// `pg_restore`); nothing may be connected to it.
+    pub fn restore_db(&self, dbname: &str, dump: &Path) -> Result<()> {
+        self.client("dropdb", &["--force", dbname])?;
+        self.client("createdb", &[dbname])?;
+        self.client("pg_restore", &["-d", dbname, path_str(dump)?])
+            .map(|_| ())
+    }
+
     /// Run SQL with `psql` on a database of this cluster; its output (unaligned, tuples
     /// only).
     pub fn psql(&self, dbname: &str, sql: &str) -> Result<String> {

@@ -6,12 +6,12 @@
 //! [`ModemHandle`]: they read the latest [`ModemStatus`] from a watch channel and send
 //! requests that carry oneshot replies and are bounded by timeouts on both sides.
 //!
-//! Recovery: after `hung_after_timeouts` AT timeouts in a row the driver sends
-//! `AT+CFUN=1,1`, closes the port, waits `reset_settle`, reopens it and runs the init
-//! again. After `resets_before_dead` failed recoveries the state is `Dead` (with the
-//! reason, logged at error level) and the driver retries only every
-//! `dead_retry_interval`. Every await on the port has a timeout; requests that arrive
-//! while the modem is down are refused at once.
+//! Recovery: the rule (hung after `hung_after_timeouts` AT timeouts in a row, then
+//! `AT+CFUN=1,1`, settle, re-initialise; `Dead` after `resets_before_dead` failed
+//! recoveries, then retry every `dead_retry_interval`) is the pure machine
+//! [`super::recovery::Recovery`]; the driver feeds it events and carries out its actions.
+//! Every await on the port has a timeout; requests that arrive while the modem is down
+//! are refused at once.
 //!
 //! Sockets: received data is read (`QIRD`) a few chunks per round so polls and SMS keep
 //! their turn, and only while the stream's queue has room, so a reader that stalls
@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, warn};
 
 use super::at::{AtCommand, AtEngine, FinalResult, Output, Response};
+use super::recovery::{Action, Failure, Recovery, RecoveryRules, ResetRequest, Why};
 use super::sms::{PhoneNumber, SmsError, SubmitPdu, encode_submit};
 use super::status::{
     ModemState, ModemStatus, NetworkTime, Operator, Registration, Signal, SimState, parse_cclk,
@@ -212,6 +213,12 @@ impl ModemHandle {
             command_timeout: settings.command_timeout,
         };
         let now = Instant::now();
+        let rules = RecoveryRules {
+            hung_after_timeouts: settings.hung_after_timeouts,
+            resets_before_dead: settings.resets_before_dead,
+            reset_settle: settings.reset_settle,
+            dead_retry_interval: settings.dead_retry_interval,
+        };
         let driver = Driver {
             next_poll: now + settings.poll_interval,
             s: settings,
@@ -228,9 +235,7 @@ impl ModemHandle {
             to_close: Vec::new(),
             pdp_active: false,
             generation: 0,
-            up: false,
-            retry_at: now,
-            failed_bringups: 0,
+            recovery: Recovery::new(rules, now),
             needs_init: false,
         };
         let span = tracing::info_span!("modem", port = %driver.s.port.display());
@@ -389,9 +394,7 @@ struct Driver {
     to_close: Vec<u8>,
     pdp_active: bool,
     generation: u64,
-    up: bool,
-    retry_at: Instant,
-    failed_bringups: u32,
+    recovery: Recovery,
     next_poll: Instant,
     needs_init: bool,
 }
@@ -425,10 +428,18 @@ impl Driver {
             if self.cancel.is_cancelled() {
                 break;
             }
-            if !self.up && Instant::now() >= self.retry_at {
-                self.bring_up().await;
-                continue;
+            match self.recovery.poll_action(Instant::now()) {
+                Some(Action::BringUp) => {
+                    self.bring_up().await;
+                    continue;
+                }
+                Some(Action::PowerCycle(why)) => {
+                    self.power_cycle(why).await;
+                    continue;
+                }
+                None => {}
             }
+            let retry_at = self.recovery.poll_timeout();
             let open_deadline = self.pending_opens.values().map(|p| p.deadline).min();
             // A stream dropped without a close request (queue full): forget it.
             let gone: Vec<u8> = self
@@ -441,14 +452,14 @@ impl Driver {
                 self.sockets.remove(&id);
                 self.to_close.push(id);
             }
-            let has_work = self.up && self.has_follow_up();
+            let has_work = self.up() && self.has_follow_up();
             let throttled: Vec<_> = self
                 .sockets
                 .values()
                 .filter(|s| s.needs_read && s.data_tx.capacity() == 0)
                 .map(|s| s.data_tx.clone())
                 .collect();
-            let is_throttled = self.up && !throttled.is_empty();
+            let is_throttled = self.up() && !throttled.is_empty();
             tokio::select! {
                 _ = self.cancel.cancelled() => break,
                 req = self.rx.recv() => match req {
@@ -462,26 +473,28 @@ impl Driver {
                     }
                     Err(e) => self.port_failed(e),
                 },
-                _ = sleep_until(self.next_poll), if self.up => {
+                _ = sleep_until(self.next_poll), if self.up() => {
                     self.poll_status().await;
                     self.next_poll = Instant::now() + self.s.poll_interval;
                 }
-                _ = sleep_until(self.retry_at), if !self.up => {}
+                _ = sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => {}
                 _ = sleep_until(open_deadline.unwrap_or_else(Instant::now)), if open_deadline.is_some() => {
                     self.expire_opens();
                 }
                 _ = std::future::ready(()), if has_work => {}
                 _ = any_capacity(throttled), if is_throttled => {}
             }
-            if self.up {
+            if self.up() {
                 self.follow_up().await;
-            }
-            if self.up && self.status.consecutive_timeouts >= self.s.hung_after_timeouts {
-                self.declare_hung().await;
             }
         }
         self.take_down("modem driver stopped");
         debug!("modem driver stopped");
+    }
+
+    /// The port is open (initialising or ready).
+    fn up(&self) -> bool {
+        self.recovery.is_open()
     }
 
     fn publish(&self) {
@@ -496,13 +509,14 @@ impl Driver {
         match &r {
             Ok(_) => {
                 self.status.last_ok = Some(Timestamp::now());
-                if self.status.consecutive_timeouts != 0 {
+                if self.recovery.on_answer() {
                     self.status.consecutive_timeouts = 0;
                     self.publish();
                 }
             }
             Err(ExecError::Timeout) => {
-                self.status.consecutive_timeouts += 1;
+                self.recovery.on_timeout(Instant::now());
+                self.status.consecutive_timeouts = self.recovery.consecutive_timeouts();
                 self.status.last_error = Some(format!("no answer to {line}"));
                 debug!(command = %line, timeouts = self.status.consecutive_timeouts, "AT timeout");
                 self.publish();
@@ -594,14 +608,14 @@ impl Driver {
         } else if let Some(p) = line.strip_prefix("+CPIN:") {
             self.status.sim = SimState::parse_cpin(p);
             self.rederive();
-        } else if line == "RDY" && self.up {
+        } else if line == "RDY" && self.up() {
             info!("modem restarted on its own; re-initialising");
             self.needs_init = true;
         }
     }
 
     fn rederive(&mut self) {
-        if self.up {
+        if self.up() {
             let before = self.status.state;
             self.status.derive_state();
             if before != self.status.state {
@@ -694,7 +708,7 @@ impl Driver {
             .collect();
         for id in ids {
             for _ in 0..READS_PER_ROUND {
-                if !self.up {
+                if !self.up() {
                     return;
                 }
                 if self
@@ -742,7 +756,7 @@ impl Driver {
             self.to_close.push(id);
         }
         while let Some(id) = self.to_close.pop() {
-            if !self.up {
+            if !self.up() {
                 return;
             }
             let _ = self
@@ -772,21 +786,24 @@ impl Driver {
                 }
             }
             Request::PollNow { reply } => {
-                if self.up {
+                if self.up() {
                     self.poll_status().await;
                     self.next_poll = Instant::now() + self.s.poll_interval;
                 }
                 let _ = reply.send(());
             }
             Request::Reset { reply } => {
-                let outcome = if self.port.is_some() {
-                    self.power_cycle("reset requested").await;
-                    ResetOutcome::PowerCycled
-                } else {
-                    // Out of `Dead` too: a requested reset starts the count afresh.
-                    self.failed_bringups = 0;
-                    self.retry_at = Instant::now();
-                    ResetOutcome::BringUpRetried
+                let outcome = match self.recovery.on_reset_requested(Instant::now()) {
+                    ResetRequest::PowerCycle => {
+                        if let Some(Action::PowerCycle(why)) =
+                            self.recovery.poll_action(Instant::now())
+                        {
+                            self.power_cycle(why).await;
+                        }
+                        ResetOutcome::PowerCycled
+                    }
+                    // Out of `Dead` too: the count starts afresh and a bring-up is due now.
+                    ResetRequest::BringUpNow => ResetOutcome::BringUpRetried,
                 };
                 let _ = reply.send(outcome);
             }
@@ -805,7 +822,7 @@ impl Driver {
     /// Sends the parts in order, stopping at the first that fails: the references of
     /// those accepted, and the error.
     async fn send_sms(&mut self, pdus: Vec<SubmitPdu>) -> (Vec<u8>, Option<SmsSendError>) {
-        if !self.up || self.status.sim != SimState::Ready {
+        if !self.up() || self.status.sim != SimState::Ready {
             return (
                 Vec::new(),
                 Some(SmsSendError::Unavailable(self.unavailable_reason())),
@@ -884,7 +901,7 @@ impl Driver {
         port: u16,
         reply: oneshot::Sender<Result<ModemTcpStream, TcpError>>,
     ) {
-        if !self.up || self.status.state != ModemState::Ready {
+        if !self.up() || self.status.state != ModemState::Ready {
             let _ = reply.send(Err(TcpError::Unavailable(self.unavailable_reason())));
             return;
         }
@@ -1053,6 +1070,7 @@ impl Driver {
 
     async fn bring_up(&mut self) {
         let path = self.s.port.display().to_string();
+        self.recovery.on_bring_up_started();
         match tokio_serial::new(path.clone(), self.s.baud).open_native_async() {
             Ok(p) => self.port = Some(p),
             Err(e) => {
@@ -1061,20 +1079,18 @@ impl Driver {
             }
         }
         self.engine.reset();
-        self.up = true;
         if let Err(reason) = self.init_sequence().await {
             if self.port.is_some() {
                 self.fail_bringup(reason);
             }
             return;
         }
-        if !self.up {
+        if !self.up() {
             return;
         }
-        if self.failed_bringups > 0 || self.status.state != ModemState::Starting {
+        if self.recovery.on_ready() {
             info!("modem answering again");
         }
-        self.failed_bringups = 0;
         self.status.consecutive_timeouts = 0;
         // A `RDY` read during init is the restart we just recovered from.
         self.needs_init = false;
@@ -1090,18 +1106,18 @@ impl Driver {
             let _ = port.try_write(b"AT+CFUN=1,1\r");
         }
         self.take_down("modem reset");
-        self.failed_bringups += 1;
         self.status.last_error = Some(reason.clone());
-        if self.failed_bringups > self.s.resets_before_dead {
-            if self.status.state != ModemState::Dead {
-                error!(reason = %reason, attempts = self.failed_bringups, "modem is dead");
+        match self.recovery.on_failure(Instant::now()) {
+            Failure::Dead { attempts, newly } => {
+                if newly {
+                    error!(reason = %reason, attempts, "modem is dead");
+                }
+                self.status.state = ModemState::Dead;
             }
-            self.status.state = ModemState::Dead;
-            self.retry_at = Instant::now() + self.s.dead_retry_interval;
-        } else {
-            warn!(reason = %reason, attempt = self.failed_bringups, "modem not answering; resetting");
-            self.status.state = ModemState::Resetting;
-            self.retry_at = Instant::now() + self.s.reset_settle;
+            Failure::Resetting { attempt } => {
+                warn!(reason = %reason, attempt, "modem not answering; resetting");
+                self.status.state = ModemState::Resetting;
+            }
         }
         self.publish();
     }
@@ -1111,17 +1127,16 @@ impl Driver {
         self.fail_bringup(format!("port error: {e}"));
     }
 
-    async fn declare_hung(&mut self) {
-        warn!(
-            timeouts = self.status.consecutive_timeouts,
-            "modem stopped answering; AT+CFUN=1,1"
-        );
-        self.power_cycle("modem reset").await;
-    }
-
     /// Sends `AT+CFUN=1,1` (its answer is not needed: the module restarts), closes the
-    /// port and schedules the bring-up after `reset_settle`.
-    async fn power_cycle(&mut self, why: &str) {
+    /// port and lets the machine schedule the bring-up after `reset_settle`.
+    async fn power_cycle(&mut self, why: Why) {
+        if why == Why::Hung {
+            warn!(
+                timeouts = self.recovery.consecutive_timeouts(),
+                "modem stopped answering; AT+CFUN=1,1"
+            );
+        }
+        let why = why.as_str();
         info!(why, "AT+CFUN=1,1");
         self.status.state = ModemState::Resetting;
         self.publish();
@@ -1129,7 +1144,7 @@ impl Driver {
             .exec(AtCommand::new("AT+CFUN=1,1"), self.s.command_timeout)
             .await;
         self.take_down(why);
-        self.retry_at = Instant::now() + self.s.reset_settle;
+        self.recovery.on_power_cycled(Instant::now());
         self.status.state = ModemState::Resetting;
         self.publish();
     }
@@ -1151,7 +1166,6 @@ impl Driver {
         self.fail_sockets(why);
         self.port = None;
         self.engine.reset();
-        self.up = false;
         self.needs_init = false;
     }
 }

@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use jiff::Timestamp;
 use jiff::tz::{Offset, TimeZone};
+use jiff::{SignedDuration, Timestamp};
 use rand::Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -65,6 +65,12 @@ struct Knobs {
     rssi: u8,
     reg_stat: u8,
     sim_present: bool,
+    /// The SIM asks for its PIN (`+CPIN: SIM PIN`).
+    sim_pin: bool,
+    /// The operator name `+COPS?` gives while registered.
+    operator: String,
+    /// How far the network's clock (`+CCLK?`) is ahead of the real one, s.
+    clock_offset_secs: i64,
     reply_delay: Duration,
     garbled: bool,
     hang: Hang,
@@ -131,6 +137,9 @@ pub fn start(cancel: CancellationToken) -> io::Result<(EmulatorHandle, JoinHandl
         rssi: 20,
         reg_stat: 1,
         sim_present: true,
+        sim_pin: false,
+        operator: "SYRIATEL".into(),
+        clock_offset_secs: 0,
         reply_delay: Duration::ZERO,
         garbled: false,
         hang: Hang::No,
@@ -197,6 +206,21 @@ impl EmulatorHandle {
     /// Inserts or removes the SIM.
     pub fn set_sim_present(&self, present: bool) {
         lock(&self.knobs).sim_present = present;
+    }
+
+    /// Makes the SIM ask for its PIN (true) or be unlocked (false).
+    pub fn set_sim_pin(&self, pin: bool) {
+        lock(&self.knobs).sim_pin = pin;
+    }
+
+    /// The operator name the module reports while registered.
+    pub fn set_operator(&self, name: &str) {
+        lock(&self.knobs).operator = name.to_owned();
+    }
+
+    /// Sets the network's clock `secs` ahead of the real one (negative: behind).
+    pub fn set_clock_offset(&self, secs: i64) {
+        lock(&self.knobs).clock_offset_secs = secs;
     }
 
     /// Delay before every reply.
@@ -514,12 +538,16 @@ impl Emu {
 
     fn registered(&self) -> bool {
         let k = self.knobs();
-        k.sim_present && matches!(k.reg_stat, 1 | 5)
+        k.sim_present && !k.sim_pin && matches!(k.reg_stat, 1 | 5)
     }
 
     fn reg_stat(&self) -> u8 {
         let k = self.knobs();
-        if k.sim_present { k.reg_stat } else { 0 }
+        if k.sim_present && !k.sim_pin {
+            k.reg_stat
+        } else {
+            0
+        }
     }
 
     /// `stat[,"lac","ci",act]`, the location part only when asked and registered.
@@ -572,10 +600,14 @@ impl Emu {
                 .await
             }
             "AT+CPIN?" => {
-                if self.knobs().sim_present {
-                    self.info(&["+CPIN: READY".into()]).await
-                } else {
-                    self.cme(10).await
+                let (present, pin) = {
+                    let k = self.knobs();
+                    (k.sim_present, k.sim_pin)
+                };
+                match (present, pin) {
+                    (false, _) => self.cme(10).await,
+                    (true, true) => self.info(&["+CPIN: SIM PIN".into()]).await,
+                    (true, false) => self.info(&["+CPIN: READY".into()]).await,
                 }
             }
             "AT+CSQ" => {
@@ -600,7 +632,7 @@ impl Emu {
             }
             "AT+COPS?" => {
                 let l = if self.registered() {
-                    "+COPS: 0,0,\"SYRIATEL\",2".to_owned()
+                    format!("+COPS: 0,0,\"{}\",2", self.knobs().operator)
                 } else {
                     "+COPS: 0".to_owned()
                 };
@@ -608,7 +640,8 @@ impl Emu {
             }
             "AT+CCLK?" => {
                 let tz = TimeZone::fixed(Offset::constant(3));
-                let now = Timestamp::now().to_zoned(tz);
+                let offset = SignedDuration::from_secs(self.knobs().clock_offset_secs);
+                let now = (Timestamp::now() + offset).to_zoned(tz);
                 let l = format!("+CCLK: \"{}+12\"", now.strftime("%y/%m/%d,%H:%M:%S"));
                 self.info(&[l]).await
             }

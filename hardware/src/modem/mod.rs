@@ -8,6 +8,7 @@
 
 pub mod at;
 pub mod driver;
+pub mod recovery;
 pub mod sms;
 pub mod status;
 pub mod tcp;

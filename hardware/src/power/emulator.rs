@@ -293,6 +293,52 @@ impl Snapshot {
     }
 }
 
+/// Values a test pins, whatever the simulation says (each `Some` replaces the
+/// simulated value in every device's answers from then on).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Overrides {
+    /// State of charge, per mille.
+    pub soc_permille: Option<u16>,
+    /// Battery voltage, mV.
+    pub battery_mv: Option<u32>,
+    /// PV power of the solar charger's array, W.
+    pub pv_w: Option<u32>,
+    /// PV power of the inverter's own array, W.
+    pub pv_inverter_w: Option<u32>,
+    /// Load, W.
+    pub load_w: Option<u32>,
+    /// Grid on.
+    pub grid: Option<bool>,
+    /// Generator running.
+    pub generator_running: Option<bool>,
+    /// Fuel, %.
+    pub fuel_percent: Option<u16>,
+    /// Engine run time, s.
+    pub run_seconds: Option<u32>,
+    /// Generator starts.
+    pub starts: Option<u32>,
+}
+
+impl Overrides {
+    fn apply(&self, s: &mut Snapshot) {
+        macro_rules! pin {
+            ($($f:ident),*) => { $( if let Some(v) = self.$f { s.$f = v; } )* };
+        }
+        pin!(
+            soc_permille,
+            battery_mv,
+            pv_w,
+            pv_inverter_w,
+            load_w,
+            grid,
+            generator_running,
+            fuel_percent,
+            run_seconds,
+            starts
+        );
+    }
+}
+
 /// The simulated center: battery, generator and fuel, advanced along a profile.
 #[derive(Debug, Clone)]
 pub struct World {
@@ -527,6 +573,7 @@ impl EmulatedPort {
 #[derive(Debug)]
 struct Shared {
     world: Mutex<World>,
+    overrides: Mutex<Overrides>,
     origin: tokio::time::Instant,
     start: Timestamp,
     scale: f64,
@@ -543,7 +590,12 @@ impl Shared {
     }
     fn snapshot(&self) -> Snapshot {
         let now = self.now();
-        self.world().advance(now)
+        let mut s = self.world().advance(now);
+        self.overrides
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .apply(&mut s);
+        s
     }
 }
 
@@ -570,6 +622,7 @@ impl PowerEmulator {
     ) -> io::Result<Self> {
         let shared = Arc::new(Shared {
             world: Mutex::new(World::new(profile, options.tz.clone(), options.start)),
+            overrides: Mutex::new(Overrides::default()),
             origin: tokio::time::Instant::now(),
             start: options.start,
             scale: options.time_scale,
@@ -622,6 +675,25 @@ impl PowerEmulator {
     /// The simulated state now.
     pub fn snapshot(&self) -> Snapshot {
         self.shared.snapshot()
+    }
+
+    /// Pins values (see [`Overrides`]); `Overrides::default()` lets the simulation
+    /// speak again.
+    pub fn set_overrides(&self, o: Overrides) {
+        *self
+            .shared
+            .overrides
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = o;
+    }
+
+    /// Changes the pinned values in place.
+    pub fn update_overrides(&self, f: impl FnOnce(&mut Overrides)) {
+        f(&mut self
+            .shared
+            .overrides
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()));
     }
 
     /// Runs the emulated inverter battery-first (mode B with the grid present).

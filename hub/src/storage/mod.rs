@@ -13,6 +13,8 @@
 //! - [`SyncLog`] — the per-request sync log, sessions ([`crate::sessions`]), the
 //!   centers' status, retention.
 //! - [`Counters`] — named counters (portal case numbers).
+//! - [`Operators`] — operator accounts, their sessions and API tokens, login limits and
+//!   the audit log ([`crate::operators`]).
 //!
 //! An engine is owned by one worker thread (SQLite: one writer; PostgreSQL: one per pooled
 //! connection); everything else talks to the workers through [`HubWriter`], which sends
@@ -35,7 +37,11 @@ use markaz_sync::protocol::{
 use markaz_sync::store::{self, DocStore, StoredChange};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::operators::{
+    ApiTokenInfo, AuditEntry, AuditFilter, LoginLimit, OperatorRecord, SessionRecord,
+};
 use crate::sessions::SyncSession;
+use markaz_web::login::Failures;
 
 pub mod pg;
 pub mod sqlite;
@@ -197,6 +203,11 @@ pub trait SyncLog {
     ) -> Result<Vec<SyncLogEntry>, StorageError>;
     /// Every center that registered or synced, with its raw figures, by center id.
     fn center_facts(&mut self) -> Result<Vec<CenterFacts>, StorageError>;
+    /// Retention (`[hub] sync_log_days`): delete up to `batch` sync log rows that ended
+    /// before `before_ms`, then up to `batch` sessions whose last request came before it,
+    /// in one short transaction. The numbers of (log rows, sessions) deleted; call again
+    /// while either equals `batch`.
+    fn prune_sync_log(&mut self, before_ms: i64, batch: u32) -> Result<(u64, u64), StorageError>;
 }
 
 /// Named counters.
@@ -205,10 +216,76 @@ pub trait Counters {
     fn next_counter(&mut self, name: &str) -> Result<u32, StorageError>;
 }
 
-/// Everything the hub's web and sync layers need from the store.
-pub trait HubEngine: HubDocs + SyncLog + Counters {}
+/// Operator accounts, sessions, API tokens, login limits and the audit log (see
+/// [`crate::operators`]). Tokens are handed over as their hashes only.
+pub trait Operators {
+    /// How many operators exist (0 on a new hub: the first start creates `admin`).
+    fn operator_count(&mut self) -> Result<u64, StorageError>;
+    /// Adds an operator; `false` when the username is taken.
+    fn insert_operator(&mut self, op: &OperatorRecord) -> Result<bool, StorageError>;
+    /// Replaces an operator's row (by username); `false` when there is none.
+    fn update_operator(&mut self, op: &OperatorRecord) -> Result<bool, StorageError>;
+    fn operator(&mut self, username: &str) -> Result<Option<OperatorRecord>, StorageError>;
+    /// Every operator, by username.
+    fn operators(&mut self) -> Result<Vec<OperatorRecord>, StorageError>;
+    fn insert_session(&mut self, token_hash: &str, s: &SessionRecord) -> Result<(), StorageError>;
+    fn session(&mut self, token_hash: &str) -> Result<Option<SessionRecord>, StorageError>;
+    fn touch_session(&mut self, token_hash: &str, now_ms: i64) -> Result<(), StorageError>;
+    fn delete_session(&mut self, token_hash: &str) -> Result<(), StorageError>;
+    /// Ends every session of an operator (password changed, account deactivated).
+    fn delete_sessions_of(&mut self, username: &str) -> Result<(), StorageError>;
+    /// Deletes sessions begun before `created_before_ms` or unused since
+    /// `seen_before_ms`.
+    fn prune_sessions(
+        &mut self,
+        created_before_ms: i64,
+        seen_before_ms: i64,
+    ) -> Result<(), StorageError>;
+    /// Stores a new API token of `username`; returns its id.
+    fn insert_api_token(
+        &mut self,
+        token_hash: &str,
+        username: &str,
+        label: &str,
+        now_ms: i64,
+    ) -> Result<i64, StorageError>;
+    /// The operator owning the token, marking it used at `now_ms`.
+    fn use_api_token(
+        &mut self,
+        token_hash: &str,
+        now_ms: i64,
+    ) -> Result<Option<String>, StorageError>;
+    /// The API tokens of one operator, or of all.
+    fn api_tokens(&mut self, username: Option<&str>) -> Result<Vec<ApiTokenInfo>, StorageError>;
+    /// Revokes a token; `false` when there was none with that id.
+    fn delete_api_token(&mut self, id: i64) -> Result<bool, StorageError>;
+    /// Failed logins of one (username, address) pair.
+    fn login_failures(&mut self, username: &str, address: &str) -> Result<Failures, StorageError>;
+    fn set_login_failures(
+        &mut self,
+        username: &str,
+        address: &str,
+        f: Failures,
+    ) -> Result<(), StorageError>;
+    /// Clears the failures of a username (from one address, or from all); returns how
+    /// many pairs were cleared.
+    fn clear_login_failures(
+        &mut self,
+        username: &str,
+        address: Option<&str>,
+    ) -> Result<u64, StorageError>;
+    /// Every (username, address) pair with failures, newest first.
+    fn login_limits(&mut self) -> Result<Vec<LoginLimit>, StorageError>;
+    /// Appends to the audit log; returns the entry's id.
+    fn record_audit(&mut self, e: &AuditEntry) -> Result<i64, StorageError>;
+    /// Audit entries, newest first.
+    fn audit(&mut self, f: &AuditFilter) -> Result<Vec<AuditEntry>, StorageError>;
+}
 
-impl<T: HubDocs + SyncLog + Counters> HubEngine for T {}
+/// Everything the hub's web and sync layers need from the store.
+pub trait HubEngine: HubDocs + SyncLog + Counters + Operators {}
+
+impl<T: HubDocs + SyncLog + Counters + Operators> HubEngine for T {}
 
 /// Work for [`Transactional::in_tx`]: over the engine's tables, the document store and the
 /// clock, it answers its result and whether to commit.

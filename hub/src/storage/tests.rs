@@ -55,6 +55,59 @@ pub(crate) fn counters_count_and_status_keeps_the_cursor(e: &mut dyn HubEngine) 
     assert_eq!(midan.cursor, 7);
 }
 
+/// Retention deletes what ended before the cut, in batches, and keeps the rest; a
+/// nothing-new session is its session row alone.
+pub(crate) fn sync_log_keeps_its_days_and_nothing_new_is_one_row(e: &mut dyn HubEngine) {
+    let old = "1b4e28ba-2fa1-41d2-883f-0016d3cca427";
+    let new = "9f0c2a4e-7d1b-4c3e-a5f6-112233445566";
+    record(e, &req("hello", Some(old), "primary", 1_000, 10)).unwrap();
+    record(e, &req("push", Some(old), "primary", 2_000, 10)).unwrap();
+    let kept = record(e, &req("hello", Some(new), "primary", 9_000_000, 10)).unwrap();
+    // A center with nothing new: its Hello, answered by a Welcome that ends the session.
+    for (i, t) in [9_100_000, 9_200_000, 9_300_000].into_iter().enumerate() {
+        let mut idle = req(
+            "hello",
+            Some(&format!("00000000-0000-4000-8000-00000000000{i}")),
+            "primary",
+            t,
+            40,
+        );
+        idle.changes_up = 0;
+        idle.ends_session = true;
+        e.record_sync(&idle).unwrap();
+    }
+    let sessions = list(e, Some("midan"), 9_400_000, 50).unwrap();
+    assert_eq!(sessions.len(), 5, "{sessions:#?}");
+    assert!(
+        sessions[..3]
+            .iter()
+            .all(|s| s.requests == 1 && s.result == "ok")
+    );
+    assert_eq!(sessions[0].bytes_up, 40);
+    let log = e.sync_log(Some("midan"), None, 50).unwrap();
+    assert_eq!(
+        log.len(),
+        3,
+        "no request row for a nothing-new session: {log:#?}"
+    );
+
+    // Nothing older than the cut: nothing deleted.
+    assert_eq!(e.prune_sync_log(500, 1).unwrap(), (0, 0));
+    // The cut between the old session and the new: in batches of one.
+    assert_eq!(e.prune_sync_log(5_000_000, 1).unwrap(), (1, 1));
+    assert_eq!(e.prune_sync_log(5_000_000, 1).unwrap(), (1, 0));
+    assert_eq!(e.prune_sync_log(5_000_000, 1).unwrap(), (0, 0));
+    let log = e.sync_log(Some("midan"), None, 50).unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].session_id, Some(kept));
+    let sessions = list(e, Some("midan"), 9_400_000, 50).unwrap();
+    assert_eq!(sessions.len(), 4);
+    assert!(sessions.iter().all(|s| s.started_ms >= 9_000_000));
+    // The center's status is not part of the log: it stays.
+    let facts = e.center_facts().unwrap();
+    assert!(facts.iter().any(|f| f.center == "midan"));
+}
+
 pub(crate) fn requests_group_by_header_or_by_hello(e: &mut dyn HubEngine) {
     let c = e;
     let a = "1b4e28ba-2fa1-41d2-883f-0016d3cca427";
@@ -270,6 +323,169 @@ pub(crate) fn hub_documents_route_to_the_centers_that_need_them(e: &mut dyn HubE
     assert_eq!(midan.heads(&own), before);
 }
 
+/// Operators, sessions, API tokens, login limits and the audit log, through the
+/// `operators` rules (which every engine shares) and the rows underneath.
+pub(crate) fn operators_sessions_tokens_limits_and_audit(e: &mut dyn HubEngine) {
+    use crate::operators::{self, AuditFilter, NewOperator, OperatorUpdate, Role, Who};
+    let who = |at_ms| Who {
+        operator: "admin".into(),
+        address: "10.0.0.9".into(),
+        at_ms,
+    };
+    assert_eq!(e.operator_count().unwrap(), 0);
+    let new = |u: &str, roles: Vec<Role>| NewOperator {
+        username: u.into(),
+        full_name: format!("{u} <b>"),
+        roles,
+        language: "ar".into(),
+    };
+    operators::create(e, &new("admin", vec![Role::Admin]), "h0".into(), &who(1)).unwrap();
+    let amal = operators::create(
+        e,
+        &new("amal", vec![Role::Network, Role::Oversight, Role::Network]),
+        "h1".into(),
+        &who(2),
+    )
+    .unwrap();
+    assert_eq!(amal.roles, vec![Role::Oversight, Role::Network]);
+    assert!(matches!(
+        operators::create(e, &new("amal", vec![Role::Staff]), "h".into(), &who(3)),
+        Err(operators::OperatorError::Exists(_))
+    ));
+    assert_eq!(e.operator_count().unwrap(), 2);
+    let stored = e.operator("amal").unwrap().expect("amal");
+    assert_eq!(
+        (stored.password_hash.as_str(), stored.full_name.as_str()),
+        ("h1", "amal <b>")
+    );
+    assert!(e.operator("nobody").unwrap().is_none());
+
+    // Sessions: kept by hash, touched, ended one by one, all of an operator, or pruned.
+    let rec = |created_ms, last_seen_ms| crate::operators::SessionRecord {
+        username: "amal".parse().unwrap(),
+        created_ms,
+        last_seen_ms,
+    };
+    e.insert_session("s1", &rec(10, 10)).unwrap();
+    e.insert_session("s2", &rec(10, 10)).unwrap();
+    e.insert_session("s3", &rec(500, 500)).unwrap();
+    e.touch_session("s1", 400).unwrap();
+    assert_eq!(e.session("s1").unwrap(), Some(rec(10, 400)));
+    e.delete_session("s1").unwrap();
+    assert_eq!(e.session("s1").unwrap(), None);
+    e.prune_sessions(0, 100).unwrap();
+    assert_eq!(e.session("s2").unwrap(), None, "idle too long");
+    assert!(e.session("s3").unwrap().is_some());
+    // Deactivating ends the sessions; the last active admin keeps the role.
+    let off = OperatorUpdate {
+        active: Some(false),
+        ..OperatorUpdate::default()
+    };
+    assert!(!operators::update(e, "amal", &off, &who(20)).unwrap().active);
+    assert_eq!(e.session("s3").unwrap(), None);
+    assert!(operators::update(e, "admin", &off, &who(21)).is_err());
+    assert!(e.operator("admin").unwrap().unwrap().active);
+
+    // API tokens: by hash, marking their use; revoked by id.
+    let t = operators::add_token(e, "amal", "backup", "th1", &who(30)).unwrap();
+    assert_eq!(e.use_api_token("th1", 31).unwrap().as_deref(), Some("amal"));
+    assert_eq!(e.use_api_token("nope", 31).unwrap(), None);
+    let listed = e.api_tokens(Some("amal")).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0].id, listed[0].last_used_ms), (t.id, Some(31)));
+    assert!(e.api_tokens(Some("admin")).unwrap().is_empty());
+    operators::revoke_token(e, t.id, &who(32)).unwrap();
+    assert_eq!(e.use_api_token("th1", 33).unwrap(), None);
+    assert!(!e.delete_api_token(t.id).unwrap());
+
+    // Login limits per (username, address).
+    assert_eq!(e.login_failures("amal", "10.0.0.1").unwrap().count, 0);
+    let f = |count, last_ms| markaz_web::login::Failures { count, last_ms };
+    e.set_login_failures("amal", "10.0.0.1", f(3, 40)).unwrap();
+    e.set_login_failures("amal", "10.0.0.1", f(4, 41)).unwrap();
+    e.set_login_failures("amal", "10.0.0.2", f(1, 42)).unwrap();
+    assert_eq!(e.login_failures("amal", "10.0.0.1").unwrap(), f(4, 41));
+    let limits = e.login_limits().unwrap();
+    assert_eq!(limits.len(), 2);
+    assert_eq!(limits[0].address, "10.0.0.2", "newest first");
+    assert_eq!(e.clear_login_failures("amal", Some("10.0.0.1")).unwrap(), 1);
+    assert_eq!(e.login_failures("amal", "10.0.0.2").unwrap(), f(1, 42));
+    assert_eq!(
+        operators::clear_limit(e, "amal", None, &who(43)).unwrap(),
+        1
+    );
+    assert!(e.login_limits().unwrap().is_empty());
+
+    // The audit log: every change above, newest first, filtered.
+    let all = e.audit(&AuditFilter::default()).unwrap();
+    let kinds: Vec<&str> = all.iter().map(|a| a.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "operator.login_limit.clear",
+            "operator.token.revoke",
+            "operator.token.create",
+            "operator.update",
+            "operator.create",
+            "operator.create",
+        ]
+    );
+    assert_eq!(all[3].before.as_ref().unwrap()["active"], true);
+    assert_eq!(all[3].after.as_ref().unwrap()["active"], false);
+    assert_eq!(all[0].address, "10.0.0.9");
+    let mut centered = who(50).entry("staff.grant", Some("midan"), "midan/huda", None, None);
+    e.record_audit(&centered).unwrap();
+    centered.operator = "rana".into();
+    centered.kind = "catalog.fee".into();
+    centered.center = None;
+    e.record_audit(&centered).unwrap();
+    let by = |e: &mut dyn HubEngine, f: AuditFilter| -> Vec<String> {
+        e.audit(&f).unwrap().into_iter().map(|a| a.kind).collect()
+    };
+    assert_eq!(
+        by(
+            e,
+            AuditFilter {
+                center: Some("midan".into()),
+                ..AuditFilter::default()
+            }
+        ),
+        ["staff.grant"]
+    );
+    assert_eq!(
+        by(
+            e,
+            AuditFilter {
+                operator: Some("rana".into()),
+                ..AuditFilter::default()
+            }
+        ),
+        ["catalog.fee"]
+    );
+    assert_eq!(
+        by(
+            e,
+            AuditFilter {
+                kind: Some("operator.token.".into()),
+                ..AuditFilter::default()
+            }
+        ),
+        ["operator.token.revoke", "operator.token.create"]
+    );
+    assert_eq!(
+        by(
+            e,
+            AuditFilter {
+                kind: Some("operator.".into()),
+                limit: Some(2),
+                ..AuditFilter::default()
+            }
+        )
+        .len(),
+        2
+    );
+}
+
 /// One `#[test]` per body for an engine made by `$open` (a function of the test's name
 /// giving a boxed engine and whatever must live as long as it, or `None` when the engine
 /// is not available here and the test is skipped).
@@ -295,8 +511,10 @@ mod sqlite {
 
     super::engine_tests!(open;
         counters_count_and_status_keeps_the_cursor,
+        sync_log_keeps_its_days_and_nothing_new_is_one_row,
         requests_group_by_header_or_by_hello,
         hub_documents_route_to_the_centers_that_need_them,
+        operators_sessions_tokens_limits_and_audit,
     );
 }
 

@@ -36,6 +36,8 @@ pub struct Hub {
     pub web: String,
     pub shutdown: CancellationToken,
     pub storage: HubStorage,
+    /// An administrator's API token (`tester`, created before the hub started).
+    pub token: String,
 }
 
 impl Hub {
@@ -73,6 +75,12 @@ impl Hub {
         Self::run_on(tempfile::tempdir()?, self.pki.clone(), self.storage.clone()).await
     }
 
+    /// A hub process with the same CA on another store (the same hub moved to
+    /// PostgreSQL, say).
+    pub async fn on_store(&self, storage: HubStorage) -> anyhow::Result<Hub> {
+        Self::run_on(tempfile::tempdir()?, self.pki.clone(), storage).await
+    }
+
     async fn run_on(
         dir: tempfile::TempDir,
         pki: PathBuf,
@@ -90,6 +98,7 @@ impl Hub {
         cfg.hub.server_key = Some(hub.key_path);
         cfg.hub.crl = Some(ca.crl_path());
         cfg.storage = storage.clone();
+        let token = admin_token(&cfg).await?;
         let shutdown = CancellationToken::new();
         let run = tokio::spawn(markaz_hub::run(cfg, shutdown.clone()));
         let addr_file = data.join(markaz_hub::SYNC_ADDR_FILE);
@@ -113,6 +122,7 @@ impl Hub {
             web,
             shutdown,
             storage,
+            token,
         })
     }
 
@@ -129,7 +139,7 @@ impl Hub {
         path: &str,
         body: Option<&str>,
     ) -> anyhow::Result<(String, String)> {
-        let token = std::fs::read_to_string(self.data.join(markaz_hub::TOKEN_FILE))?;
+        let token = &self.token;
         let mut s = tokio::net::TcpStream::connect(&self.web).await?;
         let body = body.unwrap_or("");
         let req = format!(
@@ -146,6 +156,36 @@ impl Hub {
             body.to_string(),
         ))
     }
+}
+
+/// Creates the administrator `tester` in the hub's data directory and returns an API
+/// token of theirs (what `markaz operator add --token` does).
+pub async fn admin_token(cfg: &HubConfig) -> anyhow::Result<String> {
+    use markaz_hub::operators::{NewOperator, OperatorError, Role};
+    let cfg = cfg.clone();
+    // The stores' clients block (PostgreSQL's runs its own runtime): off the test's.
+    tokio::task::spawn_blocking(move || {
+        let new = NewOperator {
+            username: "tester".into(),
+            full_name: "Test operator".into(),
+            roles: vec![Role::Admin],
+            language: "ar".into(),
+        };
+        match markaz_hub::add_operator(
+            &cfg,
+            &new,
+            Some("correct horse battery".into()),
+            Some("tests"),
+        ) {
+            Ok(added) => added.token.context("a token"),
+            // A sibling hub on the same database: `tester` is there already.
+            Err(e) if matches!(e.downcast_ref(), Some(OperatorError::Exists(_))) => {
+                markaz_hub::add_operator_token(&cfg, "tester", "tests")
+            }
+            Err(e) => Err(e),
+        }
+    })
+    .await?
 }
 
 impl Drop for Hub {

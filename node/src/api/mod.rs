@@ -7,6 +7,7 @@
 
 pub mod error;
 mod routes;
+pub mod status;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
@@ -15,9 +15,10 @@ use super::error::{ApiError, Body, ClientAddr, OptionalBody, P, Q};
 use super::{Auth, SESSION_COOKIE, presented_token, sse};
 use crate::app::App;
 use crate::app::cases::{CaseAction, CaseQuery, NewCase, PaymentInput};
+use crate::app::cash::VoidRequest;
 use crate::app::citizens::Registered;
-use crate::app::queue::{FinishTicket, IssueTicket, TransferTicket};
-use crate::app::staff::{Grant, NewStaff};
+use crate::app::queue::{FinishTicket, IssueTicket, ServeLater, TransferTicket};
+use crate::app::staff::{ChangePassword, Grant, NewStaff, ResetPassword, SetRoles};
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -35,6 +36,7 @@ pub const ROUTES: &[(&str, &str, bool)] = &[
     ("POST", "/auth/login", false),
     ("POST", "/auth/logout", true),
     ("GET", "/auth/me", true),
+    ("POST", "/auth/password", true),
     ("GET", "/catalog/services", true),
     ("GET", "/catalog/services/{code}/fee", true),
     ("GET", "/citizens", true),
@@ -53,6 +55,8 @@ pub const ROUTES: &[(&str, &str, bool)] = &[
     ("POST", "/counters/{n}/no-show", true),
     ("POST", "/counters/{n}/transfer", true),
     ("POST", "/counters/{n}/finish", true),
+    ("POST", "/counters/{n}/undo-no-show", true),
+    ("POST", "/counters/{n}/serve-later", true),
     ("GET", "/display/calls", false),
     ("GET", "/display/events", false),
     ("GET", "/events", true),
@@ -68,13 +72,20 @@ pub const ROUTES: &[(&str, &str, bool)] = &[
     ("POST", "/staff/{username}/permissions", true),
     ("DELETE", "/staff/{username}/permissions/{authority}", true),
     ("POST", "/staff/{username}/active", true),
+    ("PUT", "/staff/{username}/roles", true),
+    ("POST", "/staff/{username}/password", true),
     ("GET", "/reports/queue", true),
     ("GET", "/reports/cases", true),
+    ("GET", "/reports/cash", true),
+    ("POST", "/receipts/{receipt_no}/void", true),
+    ("POST", "/receipts/{receipt_no}/void/approve", true),
+    ("GET", "/receipts/voids", true),
     ("GET", "/logs/audit", true),
     ("GET", "/logs/events", true),
     ("GET", "/status", true),
     ("POST", "/technician/modem/reset", true),
     ("POST", "/technician/sync-now", true),
+    ("POST", "/technician/clock/confirm", true),
     ("GET", "/power/daily", true),
     ("GET", "/openapi.json", false),
 ];
@@ -84,6 +95,7 @@ pub fn v1() -> Router<App> {
         .route("/auth/login", post(login))
         .route("/auth/logout", post(logout))
         .route("/auth/me", get(me))
+        .route("/auth/password", post(change_password))
         .route("/catalog/services", get(services))
         .route("/catalog/services/{code}/fee", get(service_fee))
         .route("/citizens", get(find_citizens).post(save_citizen))
@@ -105,6 +117,8 @@ pub fn v1() -> Router<App> {
         .route("/counters/{n}/no-show", post(no_show))
         .route("/counters/{n}/transfer", post(transfer))
         .route("/counters/{n}/finish", post(finish))
+        .route("/counters/{n}/undo-no-show", post(undo_no_show))
+        .route("/counters/{n}/serve-later", post(serve_later))
         .route("/display/calls", get(display_calls))
         .route("/display/events", get(display_events))
         .route("/events", get(events))
@@ -118,13 +132,20 @@ pub fn v1() -> Router<App> {
         .route("/staff/{username}/permissions", post(grant))
         .route("/staff/{username}/permissions/{authority}", delete(revoke))
         .route("/staff/{username}/active", post(set_active))
+        .route("/staff/{username}/roles", put(set_roles))
+        .route("/staff/{username}/password", post(reset_password))
         .route("/reports/queue", get(queue_report))
         .route("/reports/cases", get(case_report))
+        .route("/reports/cash", get(cash_report))
+        .route("/receipts/voids", get(pending_voids))
+        .route("/receipts/{receipt_no}/void", post(request_void))
+        .route("/receipts/{receipt_no}/void/approve", post(approve_void))
         .route("/logs/audit", get(audit_log))
         .route("/logs/events", get(node_events))
         .route("/status", get(status))
         .route("/technician/modem/reset", post(modem_reset))
         .route("/technician/sync-now", post(sync_now))
+        .route("/technician/clock/confirm", post(clock_confirm))
         .route("/power/daily", get(power_daily))
         .route("/openapi.json", get(openapi))
 }
@@ -170,6 +191,32 @@ async fn logout(State(app): State<App>, _auth: Auth, req: axum::extract::Request
         HeaderValue::from_static("markaz_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
     );
     Ok(resp)
+}
+
+/// The token of the request's session (after [`Auth`] accepted it).
+struct SessionToken(String);
+
+impl axum::extract::FromRequestParts<App> for SessionToken {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _app: &App,
+    ) -> Result<Self, Self::Rejection> {
+        presented_token(parts)
+            .map(|(t, _)| SessionToken(t))
+            .ok_or_else(|| crate::error::AppError::Unauthenticated.into())
+    }
+}
+
+async fn change_password(
+    State(app): State<App>,
+    Auth(a): Auth,
+    SessionToken(token): SessionToken,
+    Body(b): Body<ChangePassword>,
+) -> ApiResult {
+    app.change_own_password(&a, &token, b).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn me(Auth(actor): Auth) -> ApiResult {
@@ -224,9 +271,18 @@ struct CitizenQuery {
     national_id: Option<String>,
     #[serde(default)]
     phone: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
 }
 
 async fn find_citizens(State(app): State<App>, Auth(a): Auth, Q(q): Q<CitizenQuery>) -> ApiResult {
+    let blank = |v: &Option<String>| v.as_deref().is_none_or(|s| s.trim().is_empty());
+    if let Some(name) = q.name.as_deref()
+        && blank(&q.national_id)
+        && blank(&q.phone)
+    {
+        return ok(app.find_citizens_by_name(&a, name).await?);
+    }
     ok(app
         .find_citizens(&a, q.national_id.as_deref(), q.phone.as_deref())
         .await?)
@@ -322,6 +378,19 @@ async fn finish(
     OptionalBody(body): OptionalBody<FinishTicket>,
 ) -> ApiResult {
     ok(app.finish(&a, n, body.unwrap_or_default()).await?)
+}
+
+async fn undo_no_show(State(app): State<App>, Auth(a): Auth, P(n): P<u32>) -> ApiResult {
+    ok(app.undo_no_show(&a, n).await?)
+}
+
+async fn serve_later(
+    State(app): State<App>,
+    Auth(a): Auth,
+    P(n): P<u32>,
+    Body(b): Body<ServeLater>,
+) -> ApiResult {
+    ok(app.serve_later(&a, n, b).await?)
 }
 
 async fn display_calls(State(app): State<App>) -> ApiResult {
@@ -430,11 +499,59 @@ async fn set_active(
     ok(app.set_active(&a, &u, b.active).await?)
 }
 
+async fn set_roles(
+    State(app): State<App>,
+    Auth(a): Auth,
+    P(u): P<String>,
+    Body(b): Body<SetRoles>,
+) -> ApiResult {
+    ok(app.set_roles(&a, &u, b).await?)
+}
+
+async fn reset_password(
+    State(app): State<App>,
+    Auth(a): Auth,
+    P(u): P<String>,
+    Body(b): Body<ResetPassword>,
+) -> ApiResult {
+    ok(app.reset_password(&a, &u, b).await?)
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DayQuery {
     #[serde(default)]
     day: Option<jiff::civil::Date>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CashQuery {
+    #[serde(default)]
+    day: Option<jiff::civil::Date>,
+    #[serde(default)]
+    clerk: Option<String>,
+}
+
+async fn cash_report(State(app): State<App>, Auth(a): Auth, Q(q): Q<CashQuery>) -> ApiResult {
+    ok(app.daily_close(&a, q.day, q.clerk.as_deref()).await?)
+}
+
+async fn pending_voids(State(app): State<App>, Auth(a): Auth) -> ApiResult {
+    ok(app.pending_voids(&a).await?)
+}
+
+async fn request_void(
+    State(app): State<App>,
+    Auth(a): Auth,
+    P(r): P<String>,
+    Body(b): Body<VoidRequest>,
+) -> ApiResult {
+    created(app.request_void(&a, &r, b).await?)
+}
+
+async fn approve_void(State(app): State<App>, Auth(a): Auth, P(r): P<String>) -> ApiResult {
+    ok(app.approve_void(&a, &r).await?)
 }
 
 async fn queue_report(State(app): State<App>, Auth(a): Auth, Q(q): Q<DayQuery>) -> ApiResult {
@@ -471,9 +588,14 @@ async fn status(State(app): State<App>, Auth(a): Auth) -> ApiResult {
         "center": app.settings.center_id,
         "time": app.now().to_string(),
         "version": env!("CARGO_PKG_VERSION"),
-        "panels": app.status.snapshot(),
+        "panels": super::status::panels(&app.status.snapshot()),
         "storage": super::integrity_json(&app),
+        "clock": app.clock_check().await?,
     }))
+}
+
+async fn clock_confirm(State(app): State<App>, Auth(a): Auth) -> ApiResult {
+    ok(app.technician_confirm_clock(&a).await?)
 }
 
 async fn modem_reset(State(app): State<App>, Auth(a): Auth) -> ApiResult {

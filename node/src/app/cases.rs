@@ -22,7 +22,7 @@ use markaz_sync::docs::{self as sync_docs, DocId};
 
 use super::citizens::find_by_nid;
 use super::staff::field_error;
-use super::{Actor, App, audit, next_hlc, numbering};
+use super::{Actor, App, audit, next_hlc, numbering, wallclock};
 use crate::error::AppError;
 use crate::events::LiveEvent;
 
@@ -358,6 +358,25 @@ impl App {
             return Err(AppError::Invalid(errs));
         }
         let nid = nid.ok_or_else(|| AppError::Internal("national id vanished".into()))?;
+        // A clock that was never set (1970) would fail below for a reason nobody can act
+        // on (no fee in force that day): say what is wrong first.
+        let unset = wallclock::judge(
+            &wallclock::Evidence {
+                wall: self.now(),
+                ..wallclock::Evidence::default()
+            },
+            &self.settings.timezone,
+        );
+        if unset.not_set {
+            return Err(AppError::Conflict {
+                code: "clock_not_set",
+                message: format!(
+                    "{}; {}",
+                    unset.problem.unwrap_or_default(),
+                    unset.numbering_refused.unwrap_or_default()
+                ),
+            });
+        }
         let today = self.today();
         let fee =
             self.fees()
@@ -371,6 +390,8 @@ impl App {
         let prefix = self.settings.receipt_prefix.clone();
         let year = self.local_now().year();
         let gate = self.numbering_gate().await;
+        let network = self.network_time_now();
+        let tz = self.settings.timezone.clone();
         let actor2 = actor.clone();
         let app = self.clone();
         let view = self
@@ -395,6 +416,15 @@ impl App {
                     }
                 }
                 let center = app.center_id()?;
+                // The year goes on the citizen's receipt: not from a clock that is wrong.
+                let clock = wallclock::judge(&wallclock::evidence(c, at, network)?, &tz);
+                if let Some(why) = clock.numbering_refused {
+                    tracing::warn!(problem = ?clock.problem, "a case was not numbered: the clock looks wrong");
+                    return Err(AppError::Conflict {
+                        code: if clock.not_set { "clock_not_set" } else { "clock_unconfirmed" },
+                        message: format!("{}; {why}", clock.problem.unwrap_or_default()),
+                    });
+                }
                 let series = numbering::current_series(c, tx.docs.actor().to_bytes(), gate, at)?;
                 let case_no = numbering::next_case_no(c, &center, &prefix, year, series)?;
                 let ev = CaseEvent { kind: CaseEventKind::Created, actor: actor2.username.clone(), desk: actor2.terminal.clone(), at, hlc: next_hlc(c, &app.settings.center_id, at)? };
@@ -447,7 +477,7 @@ impl App {
         Ok(view)
     }
 
-    fn center_id(&self) -> Result<CenterId, AppError> {
+    pub(crate) fn center_id(&self) -> Result<CenterId, AppError> {
         self.settings
             .center_id
             .parse()

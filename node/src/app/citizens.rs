@@ -269,6 +269,39 @@ impl App {
         }
     }
 
+    /// Citizens whose full name contains `name` (at least two letters), by name, at
+    /// most 50: reception finds a citizen who forgot their id card.
+    pub async fn find_citizens_by_name(
+        &self,
+        actor: &Actor,
+        name: &str,
+    ) -> Result<Vec<CitizenView>, AppError> {
+        Self::require_lookup(actor)?;
+        let name = name.split_whitespace().collect::<Vec<_>>().join(" ");
+        if name.chars().count() < 2 {
+            return Err(AppError::field(
+                "name",
+                "too_short",
+                "type at least two letters of the name",
+                "اكتب حرفين من الاسم على الأقل",
+            ));
+        }
+        let pattern = format!(
+            "%{}%",
+            name.replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        self.db
+            .readers
+            .read(move |c| -> Result<Vec<CitizenView>, AppError> {
+                let mut stmt = c.prepare(&format!("SELECT {COLUMNS} FROM citizens WHERE full_name LIKE ?1 ESCAPE '\\' ORDER BY full_name LIMIT 50"))?;
+                let rows = stmt.query_map([pattern], from_row)?.collect::<Result<Vec<_>, _>>()?;
+                rows.into_iter().map(view).collect()
+            })
+            .await
+    }
+
     pub async fn get_citizen(
         &self,
         actor: &Actor,

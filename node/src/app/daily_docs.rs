@@ -392,7 +392,7 @@ impl App {
         let (after, days) = self
             .db
             .writer
-            .write(move |tx| -> Result<_, AppError> {
+            .write_low_value(move |tx| -> Result<_, AppError> {
                 let c = tx.conn;
                 let after = date_mark(c, STATS_FINAL_THROUGH)?;
                 Ok((after, activity_days(c, &c2, &tz2, after, today)?))
@@ -423,7 +423,7 @@ impl App {
         Ok(self
             .db
             .writer
-            .write(move |tx| write_stats(tx, &center, day, &tz, as_of))
+            .write_low_value(move |tx| write_stats(tx, &center, day, &tz, as_of))
             .await?)
     }
 

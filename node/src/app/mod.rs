@@ -7,6 +7,7 @@
 //! transaction, and publishes live events only after the commit.
 
 pub mod cases;
+pub mod cash;
 pub mod citizens;
 pub mod conflicts;
 pub mod daily_docs;
@@ -16,6 +17,7 @@ pub mod reports;
 pub mod staff;
 pub(crate) mod staff_docs;
 pub mod status;
+pub mod wallclock;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -36,11 +38,59 @@ use crate::events::EventBus;
 use crate::storage::Db;
 
 /// The time source. Tests and the demo can move a manual clock; production uses the
-/// system clock.
+/// system clock. Besides the wall clock, a clock gives a monotonic reading
+/// ([`Clock::monotonic`]) for lifetimes that must not follow a wall clock that jumps.
 #[derive(Clone)]
 pub enum Clock {
     System,
+    /// A wall clock that tests move; its monotonic reading is the wall clock's.
     Manual(Arc<AtomicI64>),
+    /// A wall clock that tests can also step (a technician's correction, a box waking up
+    /// in 1970) without moving the monotonic reading: [`Clock::set_wall`].
+    Stepped {
+        wall: Arc<AtomicI64>,
+        mono: Arc<AtomicI64>,
+    },
+}
+
+/// A monotonic reading: milliseconds since some start of `boot`. Two readings compare
+/// only within one boot (the same `boot`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mono {
+    pub boot: Arc<str>,
+    pub ms: i64,
+}
+
+/// The system's boot (its `boot_id`) and the time since boot when this process first
+/// asked, with the instant it asked: monotonic milliseconds that hold across restarts of
+/// the process (not of the box) and never follow a change of the wall clock.
+fn system_mono() -> Mono {
+    static BASE: std::sync::OnceLock<(Arc<str>, i64, std::time::Instant)> =
+        std::sync::OnceLock::new();
+    let (boot, base, at) = BASE.get_or_init(|| {
+        let at = std::time::Instant::now();
+        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .map(|s| s.trim().to_string())
+            .ok()
+            .filter(|s| !s.is_empty());
+        let uptime_ms = std::fs::read_to_string("/proc/uptime")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+            .map(|secs| (secs * 1000.0) as i64);
+        match (boot, uptime_ms) {
+            (Some(b), Some(u)) => (Arc::from(b.as_str()), u, at),
+            // Without /proc: monotonic within this process only.
+            _ => (
+                Arc::from(format!("process-{}", crate::auth::new_token()).as_str()),
+                0,
+                at,
+            ),
+        }
+    });
+    Mono {
+        boot: boot.clone(),
+        ms: base + at.elapsed().as_millis() as i64,
+    }
 }
 
 impl Clock {
@@ -48,18 +98,60 @@ impl Clock {
         Clock::Manual(Arc::new(AtomicI64::new(at.as_millisecond())))
     }
 
-    pub fn now(&self) -> Timestamp {
-        match self {
-            Clock::System => Timestamp::now(),
-            Clock::Manual(ms) => Timestamp::from_millisecond(ms.load(Ordering::SeqCst))
-                .unwrap_or(Timestamp::UNIX_EPOCH),
+    /// A manual clock whose wall time can also be stepped ([`Clock::set_wall`]).
+    pub fn stepped(at: Timestamp) -> Self {
+        Clock::Stepped {
+            wall: Arc::new(AtomicI64::new(at.as_millisecond())),
+            mono: Arc::new(AtomicI64::new(0)),
         }
     }
 
-    /// Moves a manual clock forward; no effect on the system clock.
+    pub fn now(&self) -> Timestamp {
+        let ms = match self {
+            Clock::System => return Timestamp::now(),
+            Clock::Manual(ms) | Clock::Stepped { wall: ms, .. } => ms.load(Ordering::SeqCst),
+        };
+        Timestamp::from_millisecond(ms).unwrap_or(Timestamp::UNIX_EPOCH)
+    }
+
+    /// A monotonic reading (see [`Mono`]).
+    pub fn monotonic(&self) -> Mono {
+        match self {
+            Clock::System => system_mono(),
+            Clock::Manual(ms) => Mono {
+                boot: Arc::from("manual"),
+                ms: ms.load(Ordering::SeqCst),
+            },
+            Clock::Stepped { mono, .. } => Mono {
+                boot: Arc::from("stepped"),
+                ms: mono.load(Ordering::SeqCst),
+            },
+        }
+    }
+
+    /// Moves a manual clock forward (wall and monotonic); no effect on the system clock.
     pub fn advance(&self, by: std::time::Duration) {
-        if let Clock::Manual(ms) = self {
-            ms.fetch_add(by.as_millis() as i64, Ordering::SeqCst);
+        let by = by.as_millis() as i64;
+        match self {
+            Clock::System => {}
+            Clock::Manual(ms) => {
+                ms.fetch_add(by, Ordering::SeqCst);
+            }
+            Clock::Stepped { wall, mono } => {
+                wall.fetch_add(by, Ordering::SeqCst);
+                mono.fetch_add(by, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// Steps a manual wall clock to `at` (a stepped clock's monotonic reading stays);
+    /// no effect on the system clock.
+    pub fn set_wall(&self, at: Timestamp) {
+        match self {
+            Clock::System => {}
+            Clock::Manual(ms) | Clock::Stepped { wall: ms, .. } => {
+                ms.store(at.as_millisecond(), Ordering::SeqCst);
+            }
         }
     }
 }
@@ -144,11 +236,14 @@ pub struct App {
     pub devices: crate::devices::DeviceHandles,
     /// Whether case and receipt numbers may be handed out yet (`numbering`).
     numbering: tokio::sync::watch::Sender<numbering::Gate>,
+    /// The Prometheus metrics (`/metrics`).
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl App {
     pub fn new(db: Db, settings: AppSettings, clock: Clock) -> Self {
         Self {
+            metrics: crate::metrics::Metrics::new(&db.writer),
             db,
             settings: Arc::new(settings),
             bus: EventBus::default(),

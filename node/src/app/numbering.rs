@@ -230,6 +230,27 @@ pub fn confirm(
     Ok(true)
 }
 
+/// Queue tickets never leave the center, but the day's statistics document counts the
+/// tickets issued so far today (`issued`, as the hub last received it). A new
+/// incarnation confirmed by the hub starts the `day`'s sequence of every group `letter`
+/// above that count, so no ticket number the hub knows was issued today is issued again.
+/// Tickets issued after the last statistics reached the hub are not known (see
+/// docs/OPERATIONS.md). Returns the count used (0: nothing raised).
+pub fn raise_tickets(
+    c: &Connection,
+    day: jiff::civil::Date,
+    letters: &[char],
+    issued: i64,
+) -> Result<i64, AppError> {
+    if issued <= 0 {
+        return Ok(0);
+    }
+    for letter in letters {
+        raise(c, &format!("ticket:{day}:{letter}"), issued)?;
+    }
+    Ok(issued)
+}
+
 /// Every series letter a case or receipt number here uses (so a new one differs).
 fn used_series(c: &Connection) -> Result<BTreeSet<Series>, AppError> {
     let mut out = BTreeSet::new();
@@ -354,6 +375,21 @@ mod tests {
                 .unwrap()
                 .is_some()
         );
+    }
+
+    #[test]
+    fn todays_tickets_continue_above_the_count_the_hub_had() {
+        let c = db();
+        let day: jiff::civil::Date = "2026-12-03".parse().unwrap();
+        assert_eq!(raise_tickets(&c, day, &['A', 'B'], 0).unwrap(), 0);
+        assert_eq!(raise_tickets(&c, day, &['A', 'B'], 17).unwrap(), 17);
+        for letter in ['A', 'B'] {
+            let next = next_seq(&c, &format!("ticket:{day}:{letter}")).unwrap();
+            assert_eq!(next, 18, "group {letter}");
+        }
+        // Never lowered.
+        raise_tickets(&c, day, &['A'], 3).unwrap();
+        assert_eq!(next_seq(&c, &format!("ticket:{day}:A")).unwrap(), 19);
     }
 
     #[test]

@@ -41,6 +41,11 @@ pub struct TicketView {
     pub done_at: Option<String>,
     #[serde(skip)]
     pub issued_ms: i64,
+    #[serde(skip)]
+    pub done_ms: Option<i64>,
+    /// Its place in line ([`queue::turn_of_issue`] unless a serve-later moved it).
+    #[serde(skip)]
+    pub turn: i64,
     /// Tickets of the same group issued earlier and still waiting (set on issue).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub waiting_ahead: Option<u32>,
@@ -52,6 +57,15 @@ pub struct CounterView {
     pub groups: Vec<String>,
     pub current: Option<TicketView>,
     pub waiting: u32,
+    /// The ticket this counter marked no-show lately, while it may still be undone.
+    pub undoable: Option<TicketView>,
+}
+
+/// "Serve later": where the current ticket goes back in its group's line (1 = next).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeLater {
+    pub position: u32,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -70,7 +84,7 @@ pub struct TransferTicket {
 /// The columns [`from_row`] reads, as a literal so statements can be `concat!`ed.
 macro_rules! columns {
     () => {
-        "id, number, day, group_id, original_group, priority, state, national_id, counter, case_no, recalls, issued_ms, called_ms, done_ms"
+        "id, number, day, group_id, original_group, priority, state, national_id, counter, case_no, recalls, issued_ms, called_ms, done_ms, COALESCE(turn, issued_ms * 1000)"
     };
 }
 const COLUMNS: &str = columns!();
@@ -102,6 +116,8 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<TicketView> {
         issued_at: ms_to_string(Some(r.get(11)?)).unwrap_or_default(),
         called_at: ms_to_string(r.get(12)?),
         done_at: ms_to_string(r.get(13)?),
+        turn: r.get(14)?,
+        done_ms: r.get(13)?,
         waiting_ahead: None,
     })
 }
@@ -152,7 +168,7 @@ pub(crate) fn waiting_in(conn: &Connection, day: &str, group: &str) -> Result<u3
 }
 
 /// A ticket to issue: everything [`issue_in`] needs, decided before the write.
-pub(crate) struct NewTicket<'a> {
+pub struct NewTicket<'a> {
     pub day: &'a str,
     pub group: &'a str,
     pub letter: char,
@@ -165,7 +181,7 @@ pub(crate) struct NewTicket<'a> {
 /// group's daily series, the row, its event, the audit entry, and the tickets ahead.
 /// [`App::issue_ticket`] runs it in the group-commit writer; the group-commit bench's
 /// baseline runs the very same function one transaction per write.
-pub(crate) fn issue_in(
+pub fn issue_in(
     c: &Connection,
     new: &NewTicket<'_>,
     actor: &Actor,
@@ -200,6 +216,21 @@ fn current_at(conn: &Connection, day: &str, counter: u32) -> Result<Option<Ticke
     Ok(conn
         .query_row(
             &format!("SELECT {COLUMNS} FROM tickets WHERE day = ?1 AND counter = ?2 AND state = 'called' ORDER BY called_ms DESC LIMIT 1"),
+            params![day, counter],
+            from_row,
+        )
+        .optional()?)
+}
+
+/// The ticket a counter marked no-show last today, if any.
+fn last_no_show(
+    conn: &Connection,
+    day: &str,
+    counter: u32,
+) -> Result<Option<TicketView>, AppError> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM tickets WHERE day = ?1 AND counter = ?2 AND state = 'no_show' ORDER BY done_ms DESC, id DESC LIMIT 1"),
             params![day, counter],
             from_row,
         )
@@ -310,7 +341,7 @@ impl App {
         self.db
             .readers
             .read(move |c| -> Result<Vec<TicketView>, AppError> {
-                let mut stmt = c.prepare(&format!("SELECT {COLUMNS} FROM tickets WHERE day = ?1 AND state = 'waiting' ORDER BY issued_ms, id"))?;
+                let mut stmt = c.prepare(&format!("SELECT {COLUMNS} FROM tickets WHERE day = ?1 AND state = 'waiting' ORDER BY COALESCE(turn, issued_ms * 1000), id"))?;
                 Ok(stmt.query_map([day], from_row)?.collect::<Result<_, _>>()?)
             })
             .await
@@ -319,6 +350,7 @@ impl App {
     pub async fn counter_view(&self, number: u32) -> Result<CounterView, AppError> {
         let counter = self.counter(number)?.clone();
         let day = self.today().to_string();
+        let now = self.now_ms();
         self.db
             .readers
             .read(move |c| -> Result<CounterView, AppError> {
@@ -327,11 +359,17 @@ impl App {
                 for g in &counter.groups {
                     waiting += waiting_in(c, &day, g)?;
                 }
+                let undoable = match current {
+                    Some(_) => None,
+                    None => last_no_show(c, &day, counter.number)?
+                        .filter(|t| t.done_ms.is_some_and(|d| queue::may_undo_no_show(d, now))),
+                };
                 Ok(CounterView {
                     number: counter.number,
                     groups: counter.groups.clone(),
                     current,
                     waiting,
+                    undoable,
                 })
             })
             .await
@@ -363,13 +401,13 @@ impl App {
                     });
                 }
                 let placeholders = settings.groups.iter().map(|_| "?").collect::<Vec<_>>().join(",");
-                let sql = format!("SELECT {COLUMNS} FROM tickets WHERE day = ? AND state = 'waiting' AND group_id IN ({placeholders}) ORDER BY issued_ms, id");
+                let sql = format!("SELECT {COLUMNS} FROM tickets WHERE day = ? AND state = 'waiting' AND group_id IN ({placeholders}) ORDER BY COALESCE(turn, issued_ms * 1000), id");
                 let mut values: Vec<String> = vec![day.clone()];
                 values.extend(settings.groups.iter().cloned());
                 let waiting: Vec<TicketView> = c.prepare(&sql)?.query_map(rusqlite::params_from_iter(values.iter()), from_row)?.collect::<Result<_, _>>()?;
                 let candidates: Vec<WaitingTicket> = waiting
                     .iter()
-                    .map(|t| WaitingTicket { id: t.id, priority: t.priority, issued_ms: t.issued_ms })
+                    .map(|t| WaitingTicket { id: t.id, priority: t.priority, turn: t.turn })
                     .collect();
                 let mut ratio: RatioState = c
                     .query_row("SELECT state FROM queue_ratio WHERE day = ?1 AND counter = ?2", params![day, counter], |r| r.get::<_, String>(0))
@@ -484,6 +522,127 @@ impl App {
         .await
     }
 
+    /// Undoes the counter's last no-show (the citizen came after all) within
+    /// [`queue::UNDO_NO_SHOW_MS`]: the ticket is the counter's current one again.
+    pub async fn undo_no_show(&self, actor: &Actor, counter: u32) -> Result<TicketView, AppError> {
+        actor.require(Capability::ServeCounter)?;
+        self.counter(counter)?;
+        let day = self.today().to_string();
+        let now = self.now_ms();
+        let at = self.now();
+        let actor2 = actor.clone();
+        let t = self
+            .db
+            .writer
+            .write(move |tx| -> Result<TicketView, AppError> {
+                let c = tx.conn;
+                if let Some(cur) = current_at(c, &day, counter)? {
+                    return Err(AppError::Conflict {
+                        code: "counter_busy",
+                        message: format!(
+                            "counter {counter} is serving {}; finish it first",
+                            cur.number
+                        ),
+                    });
+                }
+                let t = last_no_show(c, &day, counter)?.ok_or_else(|| AppError::Conflict {
+                    code: "nothing_to_undo",
+                    message: format!("counter {counter} marked no ticket no-show today"),
+                })?;
+                if !t.done_ms.is_some_and(|d| queue::may_undo_no_show(d, now)) {
+                    return Err(AppError::Conflict {
+                        code: "undo_too_late",
+                        message: format!(
+                            "ticket {} was marked no-show more than {} minutes ago",
+                            t.number,
+                            queue::UNDO_NO_SHOW_MS / 60_000
+                        ),
+                    });
+                }
+                transition(&t, TicketState::Called)?;
+                c.execute(
+                    "UPDATE tickets SET state = 'called', done_ms = NULL WHERE id = ?1",
+                    [t.id],
+                )?;
+                event(
+                    c,
+                    t.id,
+                    now,
+                    "no_show_undone",
+                    Some(counter),
+                    Some(&actor2.username),
+                    None,
+                )?;
+                audit(
+                    c,
+                    at,
+                    &actor2,
+                    "ticket.undo_no_show",
+                    &t.number,
+                    serde_json::json!({"counter": counter}),
+                )?;
+                get_ticket(c, t.id)?.ok_or_else(|| AppError::Internal("ticket vanished".into()))
+            })
+            .await?;
+        self.publish_queue_changed(&t.group).await;
+        Ok(t)
+    }
+
+    /// Puts the current ticket back in its group's line at `position` (1 = next): the
+    /// citizen steps aside (to fetch a paper) and is called again later.
+    pub async fn serve_later(
+        &self,
+        actor: &Actor,
+        counter: u32,
+        input: ServeLater,
+    ) -> Result<TicketView, AppError> {
+        if !(1..=999).contains(&input.position) {
+            return Err(AppError::field(
+                "position",
+                "invalid_position",
+                "the position in line is a number from 1 to 999",
+                "الدور في الانتظار رقم من 1 إلى 999",
+            ));
+        }
+        let position = input.position as usize;
+        let t = self
+            .with_current(actor, counter, "served_later", move |c, cur, _| {
+                transition(cur, TicketState::Waiting)?;
+                let line: Vec<(i64, i64)> = c
+                    .prepare_cached("SELECT id, COALESCE(turn, issued_ms * 1000) FROM tickets WHERE day = ?1 AND group_id = ?2 AND state = 'waiting' ORDER BY 2, id")?
+                    .query_map(params![cur.day, cur.group], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<Result<_, _>>()?;
+                c.execute(
+                    "UPDATE tickets SET state = 'waiting', counter = NULL, called_ms = NULL WHERE id = ?1",
+                    [cur.id],
+                )?;
+                let mut set_turn = c.prepare_cached("UPDATE tickets SET turn = ?2 WHERE id = ?1")?;
+                for (id, turn) in queue::requeue(&line, cur.id, cur.turn, position) {
+                    set_turn.execute(params![id, turn])?;
+                }
+                get_ticket(c, cur.id)?.ok_or_else(|| AppError::Internal("ticket vanished".into()))
+            })
+            .await?;
+        self.publish_queue_changed(&t.group).await;
+        Ok(t)
+    }
+
+    /// Tells live pages that a group's line changed (other than by an issue or a call).
+    async fn publish_queue_changed(&self, group: &str) {
+        let day = self.today().to_string();
+        let g = group.to_string();
+        let waiting = self
+            .db
+            .readers
+            .read(move |c| waiting_in(c, &day, &g))
+            .await
+            .unwrap_or_default();
+        self.bus.publish(LiveEvent::QueueChanged {
+            group: group.to_string(),
+            waiting,
+        });
+    }
+
     /// Sends the current ticket to another group's queue; it keeps its place by issue time.
     pub async fn transfer(
         &self,
@@ -503,7 +662,7 @@ impl App {
             })?
             .id
             .clone();
-        self.with_current(actor, counter, "transferred", move |c, cur, _| {
+        let t = self.with_current(actor, counter, "transferred", move |c, cur, _| {
             if cur.group == group {
                 return Err(AppError::field("group", "same_group", "the ticket is already in that group", "البطاقة في هذه المجموعة أصلاً"));
             }
@@ -511,7 +670,9 @@ impl App {
             c.execute("UPDATE tickets SET state = 'waiting', group_id = ?2, counter = NULL, called_ms = NULL WHERE id = ?1", params![cur.id, group])?;
             get_ticket(c, cur.id)?.ok_or_else(|| AppError::Internal("ticket vanished".into()))
         })
-        .await
+        .await?;
+        self.publish_queue_changed(&t.group).await;
+        Ok(t)
     }
 
     /// Finishes the current ticket, optionally linking the case the visit produced.
@@ -587,6 +748,8 @@ mod tests {
         NoShow { counter: u32 },
         Transfer { counter: u32, group: usize },
         Finish { counter: u32 },
+        UndoNoShow { counter: u32 },
+        ServeLater { counter: u32, position: u32 },
         NextDay,
     }
 
@@ -601,7 +764,9 @@ mod tests {
             1 => counter.clone().prop_map(|counter| Step::Recall { counter }),
             1 => counter.clone().prop_map(|counter| Step::NoShow { counter }),
             1 => (counter.clone(), 0..GROUPS).prop_map(|(counter, group)| Step::Transfer { counter, group }),
-            2 => counter.prop_map(|counter| Step::Finish { counter }),
+            2 => counter.clone().prop_map(|counter| Step::Finish { counter }),
+            1 => counter.clone().prop_map(|counter| Step::UndoNoShow { counter }),
+            1 => (counter, 1..5u32).prop_map(|(counter, position)| Step::ServeLater { counter, position }),
             1 => Just(Step::NextDay),
         ]
     }
@@ -686,6 +851,14 @@ mod tests {
                 }
                 Step::Finish { counter } => {
                     let _ = app.finish(&actor, counter, FinishTicket::default()).await;
+                }
+                Step::UndoNoShow { counter } => {
+                    let _ = app.undo_no_show(&actor, counter).await;
+                }
+                Step::ServeLater { counter, position } => {
+                    let _ = app
+                        .serve_later(&actor, counter, ServeLater { position })
+                        .await;
                 }
                 Step::NextDay => {
                     if let Clock::Manual(ms) = &clock {

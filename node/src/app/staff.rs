@@ -56,6 +56,80 @@ pub struct Grant {
     pub expires_on: Date,
 }
 
+/// The roles an account has from now on (replacing the old ones).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetRoles {
+    pub roles: Vec<Role>,
+}
+
+/// A new password set by a manager for someone else's account.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResetPassword {
+    pub password: String,
+}
+
+/// A staff member changing their own password.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePassword {
+    pub current_password: String,
+    pub new_password: String,
+}
+
+/// The shortest password the node accepts.
+pub const MIN_PASSWORD_CHARS: usize = 10;
+
+fn password_errors(field: &str, password: &str) -> Vec<markaz_sync::model::catalog::FieldError> {
+    if password.chars().count() < MIN_PASSWORD_CHARS {
+        vec![field_error(
+            field,
+            "too_short",
+            "at least 10 characters",
+            "10 محارف على الأقل",
+        )]
+    } else {
+        Vec::new()
+    }
+}
+
+/// The staff table's writes that this module makes beyond creating an account: one
+/// function per column family, so a sync of staff records has one place to hook into.
+mod store {
+    use rusqlite::{Connection, params};
+
+    use super::Role;
+    use crate::error::AppError;
+
+    pub fn set_roles(c: &Connection, user: &str, roles: &[Role], at: &str) -> Result<(), AppError> {
+        c.execute(
+            "UPDATE staff SET roles = ?2, updated_at = ?3 WHERE username = ?1",
+            params![user, serde_json::to_string(roles)?, at],
+        )?;
+        Ok(())
+    }
+
+    /// Sets the password hash and ends the account's sessions but `keep` (a token hash).
+    pub fn set_password(
+        c: &Connection,
+        user: &str,
+        hash: &str,
+        at: &str,
+        keep: Option<&str>,
+    ) -> Result<(), AppError> {
+        c.execute(
+            "UPDATE staff SET password_hash = ?2, updated_at = ?3 WHERE username = ?1",
+            params![user, hash, at],
+        )?;
+        c.execute(
+            "DELETE FROM sessions WHERE username = ?1 AND token_hash IS NOT ?2",
+            params![user, keep],
+        )?;
+        Ok(())
+    }
+}
+
 /// What a successful login returns.
 #[derive(Debug, Clone, Serialize)]
 pub struct LoginOutcome {
@@ -203,8 +277,10 @@ impl App {
             }
             _ => {
                 // Spend the same time as a real check so usernames cannot be probed by timing.
-                let _ = tokio::task::spawn_blocking(move || auth::verify_password(&pw, "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$0000000000000000000000000000000000000000000"))
-                    .await;
+                let _ = tokio::task::spawn_blocking(move || {
+                    auth::verify_password(&pw, auth::DUMMY_HASH)
+                })
+                .await;
                 None
             }
         };
@@ -222,6 +298,7 @@ impl App {
             return Err(AppError::Unauthenticated);
         };
         let at = self.now();
+        let mono = self.clock.monotonic();
         let user = view.clone();
         let (token, csrf) = self
             .db
@@ -229,8 +306,14 @@ impl App {
             .write(move |tx| -> Result<(String, String), AppError> {
                 let c = tx.conn;
                 auth::clear_failures(c, &u)?;
-                let out =
-                    auth::create_session(c, &user.username, terminal.as_deref(), now, &policy)?;
+                let out = auth::create_session(
+                    c,
+                    &user.username,
+                    terminal.as_deref(),
+                    now,
+                    &mono,
+                    &policy,
+                )?;
                 let actor = Actor {
                     username: user.username.clone(),
                     full_name: user.full_name.clone(),
@@ -259,24 +342,26 @@ impl App {
     /// Resolves a session token to the acting staff member; refreshes its idle timer.
     pub async fn authenticate(&self, token: &str) -> Result<(Actor, String), AppError> {
         let now = self.now_ms();
+        let mono = self.clock.monotonic();
+        let m2 = mono.clone();
         let policy = self.settings.auth.clone();
         let tok = token.to_string();
         let (session, staff) = self
             .db
             .readers
             .read(move |c| -> Result<_, AppError> {
-                let s =
-                    auth::find_session(c, &tok, now, &policy)?.ok_or(AppError::Unauthenticated)?;
+                let s = auth::find_session(c, &tok, now, &m2, &policy)?
+                    .ok_or(AppError::Unauthenticated)?;
                 let (staff, _) = load_staff(c, &s.username)?.ok_or(AppError::Unauthenticated)?;
                 Ok((s, staff))
             })
             .await?;
         // Refresh at most once a minute, so reads do not each cost a durable write.
-        if now - session.last_seen_ms > 60_000 {
+        if session.idle_ms > 60_000 {
             let tok = token.to_string();
             self.db
                 .writer
-                .write(move |tx| auth::touch_session(tx.conn, &tok, now))
+                .write(move |tx| auth::touch_session(tx.conn, &tok, now, &mono))
                 .await?;
         }
         let actor = Actor {
@@ -316,6 +401,18 @@ impl App {
                     }
                 }
                 Ok(out)
+            })
+            .await
+    }
+
+    /// Every account's full name by username: pages name people, not usernames.
+    pub async fn staff_names(&self) -> Result<std::collections::HashMap<String, String>, AppError> {
+        self.db
+            .readers
+            .read(|c| -> Result<_, AppError> {
+                Ok(c.prepare_cached("SELECT username, full_name FROM staff")?
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<Result<_, _>>()?)
             })
             .await
     }
@@ -549,6 +646,172 @@ impl App {
             .await?)
     }
 
+    /// Replaces an account's roles. A manager cannot take away their own right to manage
+    /// staff (the center would be left without anyone who can).
+    pub async fn set_roles(
+        &self,
+        actor: &Actor,
+        username: &str,
+        input: SetRoles,
+    ) -> Result<StaffView, AppError> {
+        actor.require(Capability::ManageStaff)?;
+        let mut roles = input.roles;
+        roles.sort_by_key(|r| Role::ALL.iter().position(|x| x == r));
+        roles.dedup();
+        if roles.is_empty() {
+            return Err(AppError::Invalid(vec![field_error(
+                "roles",
+                "required",
+                "at least one role",
+                "دور واحد على الأقل",
+            )]));
+        }
+        if username == actor.username && !roles.iter().any(|r| r.allows(Capability::ManageStaff)) {
+            return Err(AppError::Conflict {
+                code: "self_demotion",
+                message: "you cannot take away your own right to manage staff".into(),
+            });
+        }
+        self.get_staff(username).await?;
+        let at = self.now();
+        let (actor2, user) = (actor.clone(), username.to_string());
+        let center = self.staff_center()?;
+        self.db
+            .writer
+            .write(move |tx| -> Result<(), AppError> {
+                let c = tx.conn;
+                store::set_roles(c, &user, &roles, &at.to_string())?;
+                audit(
+                    c,
+                    at,
+                    &actor2,
+                    "staff.set_roles",
+                    &user,
+                    serde_json::json!({"roles": roles}),
+                )?;
+                super::staff_docs::reflect(tx, &center, &user, &actor2.username, at)
+            })
+            .await?;
+        self.get_staff(username).await
+    }
+
+    /// Sets a new password for someone's account (they forgot theirs) and ends its
+    /// sessions.
+    pub async fn reset_password(
+        &self,
+        actor: &Actor,
+        username: &str,
+        input: ResetPassword,
+    ) -> Result<StaffView, AppError> {
+        actor.require(Capability::ManageStaff)?;
+        let errs = password_errors("password", &input.password);
+        if !errs.is_empty() {
+            return Err(AppError::Invalid(errs));
+        }
+        self.get_staff(username).await?;
+        let hash = hash_blocking(input.password).await?;
+        let at = self.now();
+        let (actor2, user) = (actor.clone(), username.to_string());
+        let center = self.staff_center()?;
+        self.db
+            .writer
+            .write(move |tx| -> Result<(), AppError> {
+                let c = tx.conn;
+                store::set_password(c, &user, &hash, &at.to_string(), None)?;
+                audit(
+                    c,
+                    at,
+                    &actor2,
+                    "staff.reset_password",
+                    &user,
+                    serde_json::json!({}),
+                )?;
+                super::staff_docs::reflect(tx, &center, &user, &actor2.username, at)
+            })
+            .await?;
+        self.get_staff(username).await
+    }
+
+    /// A staff member changes their own password: the current one is checked (failures
+    /// count towards the login limit), the new one must differ, and every other session
+    /// of the account ends (`token` is the session that asked, which stays).
+    pub async fn change_own_password(
+        &self,
+        actor: &Actor,
+        token: &str,
+        input: ChangePassword,
+    ) -> Result<(), AppError> {
+        let now = self.now_ms();
+        let policy = self.settings.auth.clone();
+        let key = format!("user:{}", actor.username);
+        {
+            let (key, policy) = (key.clone(), policy.clone());
+            self.db
+                .readers
+                .read(move |c| auth::check_rate(c, &key, now, &policy))
+                .await?;
+        }
+        let name = actor.username.clone();
+        let (_, hash) = self
+            .db
+            .readers
+            .read(move |c| load_staff(c, &name))
+            .await?
+            .ok_or(AppError::Unauthenticated)?;
+        let current = input.current_password.clone();
+        let ok = tokio::task::spawn_blocking(move || auth::verify_password(&current, &hash))
+            .await
+            .map_err(|e| AppError::Internal(e.to_string()))?;
+        if !ok {
+            self.db
+                .writer
+                .write(move |tx| auth::record_failure(tx.conn, &key, now, &policy))
+                .await?;
+            return Err(AppError::Invalid(vec![field_error(
+                "current_password",
+                "wrong_password",
+                "this is not your current password",
+                "كلمة المرور الحالية غير صحيحة",
+            )]));
+        }
+        let mut errs = password_errors("new_password", &input.new_password);
+        if errs.is_empty() && input.new_password == input.current_password {
+            errs.push(field_error(
+                "new_password",
+                "same_password",
+                "the new password must differ from the current one",
+                "يجب أن تختلف كلمة المرور الجديدة عن الحالية",
+            ));
+        }
+        if !errs.is_empty() {
+            return Err(AppError::Invalid(errs));
+        }
+        let hash = hash_blocking(input.new_password).await?;
+        let at = self.now();
+        let actor2 = actor.clone();
+        let keep = auth::token_hash(token);
+        let center = self.staff_center()?;
+        self.db
+            .writer
+            .write(move |tx| -> Result<(), AppError> {
+                let c = tx.conn;
+                auth::clear_failures(c, &key)?;
+                store::set_password(c, &actor2.username, &hash, &at.to_string(), Some(&keep))?;
+                audit(
+                    c,
+                    at,
+                    &actor2,
+                    "staff.change_own_password",
+                    &actor2.username,
+                    serde_json::json!({}),
+                )?;
+                let user = actor2.username.clone();
+                super::staff_docs::reflect(tx, &center, &user, &user, at)
+            })
+            .await?;
+        Ok(())
+    }
+
     /// Refuses unless the actor holds an unexpired permission for `authority` today.
     pub async fn require_permission(
         &self,
@@ -559,6 +822,12 @@ impl App {
         markaz_sync::model::staff::can_process(&staff.member(), authority, self.today())
             .map_err(|e| AppError::forbidden("permission_missing", e.to_string()))
     }
+}
+
+async fn hash_blocking(password: String) -> Result<String, AppError> {
+    tokio::task::spawn_blocking(move || auth::hash_password(&password))
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))?
 }
 
 pub(crate) fn field_error(

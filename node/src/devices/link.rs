@@ -7,11 +7,9 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use markaz_hardware::link::{
-    ChangeReason, LinkHealth, LinkMonitor, LinkSettings, LinkStatus, ProbeResult, Uplink,
-    UplinkChange,
+    ChangeReason, LinkHealth, LinkMonitor, LinkSettings, LinkStatus, Uplink, UplinkChange,
 };
 use markaz_hardware::modem::ModemStatus;
-use serde_json::{Value, json};
 use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -55,30 +53,16 @@ pub fn change_text(c: &UplinkChange) -> String {
     )
 }
 
-/// The `link` panel.
-pub fn panel(targets: &[String], s: &LinkStatus, down_since: Option<Timestamp>) -> Value {
-    let primary = match s.primary {
-        LinkHealth::Up { failures } => json!({"state": "up", "failed_rounds": failures}),
-        LinkHealth::Down { successes } => json!({"state": "down", "good_rounds": successes}),
-        LinkHealth::Unknown => json!({"state": "unknown"}),
-    };
-    json!({
-        "uplink": uplink_name(s.uplink),
-        "why": s.last_change.map(|c| reason_text(c.reason)),
-        "primary": primary,
-        "primary_down_since": down_since.map(|t| t.to_string()),
-        "last_probe": s.last_probe.map(|p| match p {
-            ProbeResult::Success => "success",
-            ProbeResult::Failure => "failure",
-        }),
-        "probe_targets": targets,
-        "modem_registered": s.modem_registered,
-        "last_change": s.last_change.map(|c| json!({
-            "from": uplink_name(c.from),
-            "to": uplink_name(c.to),
-            "reason": reason_text(c.reason),
-        })),
-    })
+/// The `link` panel: the probe targets, the monitor's latest status, and since when
+/// the primary link is down (wall time, from the first round that found it down).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkPanel {
+    /// `host:port` of each probe target.
+    pub targets: Vec<String>,
+    /// The monitor's status.
+    pub status: LinkStatus,
+    /// When the primary was first found down in this outage.
+    pub primary_down_since: Option<Timestamp>,
 }
 
 /// Starts the link monitor and supervises it until `cancel`; `out` receives every
@@ -111,9 +95,11 @@ pub async fn supervise(
             (LinkHealth::Up { .. }, Some(_)) => down = None,
             _ => {}
         }
-        app.status
-            .link
-            .send_replace(Some(panel(&targets, &s, down.map(|d| d.0))));
+        app.status.link.send_replace(Some(LinkPanel {
+            targets: targets.clone(),
+            status: s.clone(),
+            primary_down_since: down.map(|d| d.0),
+        }));
         out.send_replace(Some(s.clone()));
         let alert_at = down.filter(|_| !alerted).map(|(_, i)| i + alert_after);
         tokio::select! {

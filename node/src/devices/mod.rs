@@ -9,6 +9,8 @@
 //! - the power supervisor ([`power`]) when any power device is configured: drivers,
 //!   samples, daily summaries, the policy and its actions, the `power` panel;
 //! - the SMS outbox worker ([`outbox`]) when the modem is enabled with `sms_enabled`;
+//! - the disk guard ([`disk`]), always: below `storage.min_free_mb` free, an alert and
+//!   no more low-value writes;
 //! - the daily statistics documents ([`crate::app::daily_docs::run_stats`]), always: they
 //!   are written from the node's SQL, not from a device, but run beside the energy
 //!   documents the power supervisor writes.
@@ -18,6 +20,7 @@
 //! ever waits on a device.
 
 pub mod demo;
+pub mod disk;
 pub mod link;
 pub mod modem;
 pub mod outbox;
@@ -321,6 +324,13 @@ pub fn start_with(
             ));
         }
     }
+
+    tracker.spawn(disk::supervise(
+        app.clone(),
+        u64::from(cfg.storage.min_free_mb) * 1024 * 1024,
+        alerter.clone(),
+        shutdown.clone(),
+    ));
 
     tracker.spawn(link::supervise(
         app.clone(),

@@ -15,7 +15,6 @@ use std::time::Duration;
 use markaz_hardware::modem::driver::ResetOutcome;
 use markaz_hardware::modem::status::{RegStatus, SimState};
 use markaz_hardware::modem::{ModemHandle, ModemSettings, ModemState, ModemStatus, Quectel};
-use serde_json::{Value, json};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -35,7 +34,7 @@ pub fn state_name(s: ModemState) -> &'static str {
     }
 }
 
-fn reg_name(r: RegStatus) -> &'static str {
+pub fn reg_name(r: RegStatus) -> &'static str {
     match r {
         RegStatus::NotRegistered => "not_registered",
         RegStatus::Home => "home",
@@ -46,7 +45,7 @@ fn reg_name(r: RegStatus) -> &'static str {
     }
 }
 
-fn sim_name(s: &SimState) -> String {
+pub fn sim_name(s: &SimState) -> String {
     match s {
         SimState::Unknown => "unknown".into(),
         SimState::Ready => "ready".into(),
@@ -57,34 +56,25 @@ fn sim_name(s: &SimState) -> String {
     }
 }
 
-/// The `modem` panel: what a technician needs to judge the modem at a glance.
-pub fn panel(port: &str, s: &ModemStatus) -> Value {
-    let reg = |r: &Option<markaz_hardware::modem::status::Registration>| {
-        r.map(|r| json!({"status": reg_name(r.status), "lac": r.lac, "cell": r.ci, "act": r.act}))
-    };
-    json!({
-        "port": port,
-        "state": state_name(s.state),
-        "sim": sim_name(&s.sim),
-        "signal": s.signal.map(|sig| json!({
-            "rssi": sig.rssi,
-            "dbm": sig.dbm(),
-            "bars": sig.bars(),
-        })),
-        "registration": {
-            "circuit": reg(&s.registration_cs),
-            "packet": reg(&s.registration_ps),
-        },
-        "operator": s.operator.as_ref().and_then(|o| o.name.clone()),
-        "network_time": s.network_time.map(|t| json!({
-            "network": t.network.to_string(),
-            "read_at": t.read_at.to_string(),
-            "skew_seconds": t.read_at.as_second() - t.network.as_second(),
-        })),
-        "last_ok": s.last_ok.map(|t| t.to_string()),
-        "consecutive_timeouts": s.consecutive_timeouts,
-        "last_error": s.last_error,
-    })
+/// The `modem` panel: the port and the driver's latest status (the API writes it as
+/// JSON, the technician page in words).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModemPanel {
+    /// The serial device.
+    pub port: String,
+    /// What the driver last found.
+    pub status: ModemStatus,
+}
+
+impl ModemPanel {
+    /// Whether signal, registration and operator are old news: the module stopped
+    /// answering (timeouts, a reset under way, dead), so they are what it said last.
+    pub fn readings_stale(&self) -> bool {
+        matches!(
+            self.status.state,
+            ModemState::Resetting | ModemState::Dead | ModemState::Starting
+        ) || self.status.consecutive_timeouts > 0
+    }
 }
 
 /// Runs the driver (restarting it on `reset`) until `cancel`. `current` receives each
@@ -106,7 +96,10 @@ pub async fn supervise(
         current.send_replace(handle);
         let restart = loop {
             let s = rx.borrow_and_update().clone();
-            app.status.modem.send_replace(Some(panel(&port, &s)));
+            app.status.modem.send_replace(Some(ModemPanel {
+                port: port.clone(),
+                status: s.clone(),
+            }));
             if s.state != last_state {
                 log_change(&app, last_state, &s).await;
                 last_state = s.state;

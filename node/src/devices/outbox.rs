@@ -545,6 +545,8 @@ pub enum AlertKind {
     GeneratorDidNotStart,
     /// The battery monitor stopped reporting.
     MonitorLost,
+    /// The data disk is below `storage.min_free_mb` (the disk guard).
+    DiskLow,
 }
 
 impl AlertKind {
@@ -556,6 +558,7 @@ impl AlertKind {
             AlertKind::PowerCritical => "alert_power_critical",
             AlertKind::GeneratorDidNotStart => "alert_generator",
             AlertKind::MonitorLost => "alert_monitor_lost",
+            AlertKind::DiskLow => "alert_disk_low",
         }
     }
 
@@ -563,6 +566,7 @@ impl AlertKind {
     fn source(self) -> &'static str {
         match self {
             AlertKind::LinkDown => "link",
+            AlertKind::DiskLow => "disk",
             _ => "power",
         }
     }

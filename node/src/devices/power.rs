@@ -40,7 +40,7 @@ use markaz_hardware::power::start::{StartFailure, StartPhase};
 use markaz_hardware::power::voltronic::Mode;
 use markaz_sync::model::ids::CenterId;
 use rusqlite::{Connection, params};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -204,7 +204,7 @@ impl SamplerSettings {
     }
 }
 
-fn source_name(s: Source) -> &'static str {
+pub fn source_name(s: Source) -> &'static str {
     match s {
         Source::Grid => "grid",
         Source::Solar => "solar",
@@ -238,7 +238,7 @@ pub fn reason_name(r: StartReason) -> &'static str {
     }
 }
 
-fn level_name(l: Level) -> &'static str {
+pub fn level_name(l: Level) -> &'static str {
     match l {
         Level::Normal => "normal",
         Level::OnBattery => "on_battery",
@@ -247,7 +247,7 @@ fn level_name(l: Level) -> &'static str {
     }
 }
 
-fn engine_name(e: EngineState) -> String {
+pub fn engine_name(e: EngineState) -> String {
     match e {
         EngineState::Stopped => "stopped".into(),
         EngineState::PreStart => "pre_start".into(),
@@ -629,21 +629,6 @@ fn alert_text(a: Alert, s: &PowerSample) -> String {
     }
 }
 
-/// Where the last start stands, as the panel shows it: `starting`, `retrying` (with
-/// the failed attempt's reason), `waiting_for_run`, `running`, or `start_failed` with
-/// the reason.
-fn start_view(p: &StartPhase) -> Value {
-    match p {
-        StartPhase::Sending { attempt } => json!({"state": "starting", "attempt": attempt}),
-        StartPhase::Retrying { attempt, reason } => {
-            json!({"state": "retrying", "attempt": attempt, "reason": reason})
-        }
-        StartPhase::Confirming => json!({"state": "waiting_for_run"}),
-        StartPhase::Running => json!({"state": "running"}),
-        StartPhase::Failed(f) => json!({"state": "start_failed", "reason": f.to_string()}),
-    }
-}
-
 fn start_failed_text(f: &StartFailure) -> String {
     match f {
         StartFailure::Refused {
@@ -659,7 +644,7 @@ fn start_failed_text(f: &StartFailure) -> String {
     }
 }
 
-fn mode_name(m: Mode) -> &'static str {
+pub fn mode_name(m: Mode) -> &'static str {
     match m {
         Mode::PowerOn => "power_on",
         Mode::Standby => "standby",
@@ -667,6 +652,186 @@ fn mode_name(m: Mode) -> &'static str {
         Mode::Battery => "battery",
         Mode::Fault => "fault",
         Mode::PowerSaving => "power_saving",
+    }
+}
+
+/// A power device, as the panel names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceKind {
+    /// VE.Direct solar charger.
+    Mppt,
+    /// VE.Direct battery monitor.
+    Bmv,
+    /// Voltronic inverter.
+    Inverter,
+    /// Modbus generator controller.
+    Generator,
+}
+
+impl DeviceKind {
+    /// The snake_case name (API, catalog keys).
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceKind::Mppt => "mppt",
+            DeviceKind::Bmv => "bmv",
+            DeviceKind::Inverter => "inverter",
+            DeviceKind::Generator => "generator",
+        }
+    }
+}
+
+/// One configured power device: its port and how its reading goes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DevicePanel {
+    pub kind: DeviceKind,
+    pub port: String,
+    /// Nothing valid for its `stale_after`: its figures are old news.
+    pub stale: bool,
+    /// Its last valid reading.
+    pub updated_at: Option<Timestamp>,
+    /// Frames with a bad checksum (VE.Direct) or CRC (inverter).
+    pub bad_frames: Option<u64>,
+    /// Requests that got no answer (inverter).
+    pub timeouts: Option<u64>,
+    /// Failed requests (generator controller).
+    pub errors: Option<u64>,
+    /// Why the port cannot be used now.
+    pub port_error: Option<String>,
+    /// The inverter's mode.
+    pub mode: Option<Mode>,
+}
+
+/// The generator on the `power` panel.
+#[derive(Debug, Clone)]
+pub struct GeneratorPanel {
+    /// The controller's last reading (kept while stale).
+    pub reading: Option<markaz_hardware::power::generator::GeneratorReading>,
+    pub stale: bool,
+    pub requested_by_policy: bool,
+    pub start_reason: Option<StartReason>,
+    pub last_test_run: Option<Date>,
+    /// Where the last start stands.
+    pub start: Option<StartPhase>,
+}
+
+/// A figure of the `power` panel that can go stale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PowerField {
+    Source,
+    Soc,
+    BatteryV,
+    Pv,
+    Load,
+    Grid,
+    Fuel,
+    InverterMode,
+    Generator,
+}
+
+impl PowerField {
+    pub const ALL: [PowerField; 9] = [
+        PowerField::Source,
+        PowerField::Soc,
+        PowerField::BatteryV,
+        PowerField::Pv,
+        PowerField::Load,
+        PowerField::Grid,
+        PowerField::Fuel,
+        PowerField::InverterMode,
+        PowerField::Generator,
+    ];
+
+    /// The field's name in the API (`soc_percent`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            PowerField::Source => "source",
+            PowerField::Soc => "soc_percent",
+            PowerField::BatteryV => "battery_v",
+            PowerField::Pv => "pv_w",
+            PowerField::Load => "load_w",
+            PowerField::Grid => "grid_available",
+            PowerField::Fuel => "fuel_percent",
+            PowerField::InverterMode => "inverter_mode",
+            PowerField::Generator => "generator",
+        }
+    }
+
+    /// The devices that can supply it (the sample's preference order, model.rs).
+    fn providers(self) -> &'static [DeviceKind] {
+        use DeviceKind::*;
+        match self {
+            PowerField::Source => &[Mppt, Bmv, Inverter, Generator],
+            PowerField::Soc => &[Bmv, Inverter],
+            PowerField::BatteryV => &[Bmv, Mppt, Inverter],
+            PowerField::Pv => &[Mppt, Inverter],
+            PowerField::Load => &[Inverter, Mppt, Bmv],
+            PowerField::Grid => &[Generator, Inverter],
+            PowerField::Fuel | PowerField::Generator => &[Generator],
+            PowerField::InverterMode => &[Inverter],
+        }
+    }
+}
+
+/// The `power` panel: the live sample of the fresh devices (or the last stored one when
+/// none is fresh), the policy's state, the generator, today's summary and each device.
+#[derive(Debug, Clone)]
+pub struct PowerPanel {
+    pub level: Level,
+    /// The figures now; with `no_fresh_device`, the last stored sample.
+    pub sample: Option<PowerSample>,
+    pub pv: markaz_hardware::power::model::PvFigures,
+    /// The inverter's mode while it is fresh.
+    pub inverter_mode: Option<Mode>,
+    pub generator: Option<GeneratorPanel>,
+    pub bulk_sync_deferred: bool,
+    pub monitor_lost: bool,
+    pub last_alert: Option<(Alert, Timestamp)>,
+    pub today: Option<DailySummary>,
+    /// Every configured device is silent: `sample` is old.
+    pub no_fresh_device: bool,
+    pub devices: Vec<DevicePanel>,
+}
+
+impl PowerPanel {
+    fn has_value(&self, f: PowerField) -> bool {
+        let s = self.sample.as_ref();
+        match f {
+            PowerField::Source => s.is_some(),
+            PowerField::Soc => s.is_some_and(|s| s.soc_percent.is_some()),
+            PowerField::BatteryV => s.is_some_and(|s| s.battery_mv.is_some()),
+            PowerField::Pv => s.is_some_and(|s| s.pv_w.is_some()),
+            PowerField::Load => s.is_some_and(|s| s.load_w.is_some()),
+            PowerField::Grid => s.is_some_and(|s| s.grid_available.is_some()),
+            PowerField::Fuel => s.is_some_and(|s| s.fuel_percent.is_some()),
+            PowerField::InverterMode => self.inverter_mode.is_some(),
+            PowerField::Generator => self.generator.as_ref().is_some_and(|g| !g.stale),
+        }
+    }
+
+    /// The figures that are not true now: a device that could supply one is configured
+    /// and silent, and no fresh device supplies it (or no device at all is fresh, and
+    /// the figures shown are the last stored sample's).
+    pub fn stale_fields(&self) -> Vec<PowerField> {
+        PowerField::ALL
+            .into_iter()
+            .filter(|f| {
+                let mut providers = self
+                    .devices
+                    .iter()
+                    .filter(|d| f.providers().contains(&d.kind))
+                    .peekable();
+                if providers.peek().is_none() {
+                    return false;
+                }
+                let any_stale = providers.any(|d| d.stale);
+                (self.no_fresh_device || !self.has_value(*f)) && any_stale
+            })
+            .collect()
+    }
+
+    /// The configured device of a kind, if any.
+    pub fn device(&self, kind: DeviceKind) -> Option<&DevicePanel> {
+        self.devices.iter().find(|d| d.kind == kind)
     }
 }
 
@@ -679,97 +844,78 @@ fn panel(
     deferring: bool,
     last_alert: &Option<(Alert, Timestamp)>,
     today: &Option<DailySummary>,
-) -> Value {
+) -> PowerPanel {
     let mut devices = Vec::new();
     for ((role, port, _), v) in d.vedirect.iter().zip(&st.vedirect) {
-        devices.push(json!({
-            "kind": match role { VeDirectRole::Mppt => "mppt", VeDirectRole::Bmv => "bmv" },
-            "port": port,
-            "stale": v.stale,
-            "updated_at": v.updated_at.map(|t| t.to_string()),
-            "bad_checksums": v.stats.bad_checksum,
-            "port_error": v.port_error,
-        }));
+        devices.push(DevicePanel {
+            kind: match role {
+                VeDirectRole::Mppt => DeviceKind::Mppt,
+                VeDirectRole::Bmv => DeviceKind::Bmv,
+            },
+            port: port.clone(),
+            stale: v.stale,
+            updated_at: v.updated_at,
+            bad_frames: Some(v.stats.bad_checksum),
+            timeouts: None,
+            errors: None,
+            port_error: v.port_error.clone(),
+            mode: None,
+        });
     }
     if let (Some((port, _)), Some(v)) = (&d.inverter, &st.inverter) {
-        devices.push(json!({
-            "kind": "inverter",
-            "port": port,
-            "mode": v.mode.map(mode_name),
-            "stale": v.stale,
-            "updated_at": v.updated_at.map(|t| t.to_string()),
-            "bad_crc": v.stats.bad_crc,
-            "timeouts": v.stats.timeouts,
-            "port_error": v.port_error,
-        }));
+        devices.push(DevicePanel {
+            kind: DeviceKind::Inverter,
+            port: port.clone(),
+            stale: v.stale,
+            updated_at: v.updated_at,
+            bad_frames: Some(v.stats.bad_crc),
+            timeouts: Some(v.stats.timeouts),
+            errors: None,
+            port_error: v.port_error.clone(),
+            mode: v.mode,
+        });
     }
-    let pv = driver::pv_figures(&st.vedirect, st.inverter.as_ref());
     let generator = match (&d.generator, &st.generator) {
         (Some((port, _)), Some(g)) => {
-            let r = g.reading.as_ref();
-            devices.push(json!({
-                "kind": "generator",
-                "port": port,
-                "stale": g.stale,
-                "updated_at": g.updated_at.map(|t| t.to_string()),
-                "errors": g.errors,
-                "port_error": g.last_error,
-            }));
-            json!({
-                "running": r.is_some_and(|r| r.running()),
-                "engine": r.and_then(|r| r.engine).map(engine_name),
-                "fuel_percent": r.and_then(|r| r.fuel_percent),
-                "run_hours": r.and_then(|r| r.run_seconds).map(|s| f64::from(s) / 3600.0),
-                "starts": r.and_then(|r| r.starts),
-                "requested_by_policy": policy.generator_requested(),
-                "start_reason": policy.start_reason().map(reason_name),
-                "last_test_run": policy.last_test_run().map(|d| d.to_string()),
-                "start": g.start.as_ref().map(start_view),
-                "stale": g.stale,
+            devices.push(DevicePanel {
+                kind: DeviceKind::Generator,
+                port: port.clone(),
+                stale: g.stale,
+                updated_at: g.updated_at,
+                bad_frames: None,
+                timeouts: None,
+                errors: Some(g.errors),
+                port_error: g.last_error.clone(),
+                mode: None,
+            });
+            Some(GeneratorPanel {
+                reading: g.reading.clone(),
+                stale: g.stale,
+                requested_by_policy: policy.generator_requested(),
+                start_reason: policy.start_reason(),
+                last_test_run: policy.last_test_run(),
+                start: g.start.clone(),
             })
         }
-        _ => Value::Null,
+        _ => None,
     };
-    json!({
-        "level": level_name(policy.level()),
-        "source": s.map(|s| source_name(s.source)),
-        "soc_percent": s.and_then(|s| s.soc_percent),
-        "battery_v": s.and_then(|s| s.battery_mv).map(|mv| f64::from(mv) / 1000.0),
-        "pv_w": s.and_then(|s| s.pv_w),
-        "pv": {
-            "mppt_w": pv.mppt_w,
-            "inverter_w": pv.inverter_w,
-            "total_w": pv.total_w,
-        },
-        "inverter_mode": st
+    PowerPanel {
+        level: policy.level(),
+        sample: s.cloned(),
+        pv: driver::pv_figures(&st.vedirect, st.inverter.as_ref()),
+        inverter_mode: st
             .inverter
             .as_ref()
             .filter(|i| !i.stale)
-            .and_then(|i| i.mode)
-            .map(mode_name),
-        "load_w": s.and_then(|s| s.load_w),
-        "grid_available": s.and_then(|s| s.grid_available),
-        "generator": generator,
-        "fuel_percent": s.and_then(|s| s.fuel_percent),
-        "bulk_sync_deferred": deferring,
-        "monitor_lost": policy.monitor_lost(),
-        "last_alert": last_alert.map(|(a, at)| json!({"alert": a, "at": at.to_string()})),
-        "today": today.as_ref().map(|t| json!({
-            "date": t.date.to_string(),
-            "pv_wh": t.pv_wh,
-            "min_soc": t.min_soc,
-            "hours": {
-                "grid": t.hours_on(Source::Grid),
-                "solar": t.hours_on(Source::Solar),
-                "battery": t.hours_on(Source::Battery),
-                "generator": t.hours_on(Source::Generator),
-            },
-            "generator_starts": t.generator_starts,
-            "outages": t.outages.len(),
-        })),
-        "no_fresh_device": !st.any_fresh(),
-        "devices": devices,
-    })
+            .and_then(|i| i.mode),
+        generator,
+        bulk_sync_deferred: deferring,
+        monitor_lost: policy.monitor_lost(),
+        last_alert: *last_alert,
+        today: today.clone(),
+        no_fresh_device: !st.any_fresh(),
+        devices,
+    }
 }
 
 /// Runs the sampler and policy until `cancel` (or until it shuts the node down).
@@ -981,7 +1127,7 @@ impl Sampler {
             .app
             .db
             .writer
-            .write(move |tx| -> Result<(DailySummary, bool), AppError> {
+            .write_low_value(move |tx| -> Result<(DailySummary, bool), AppError> {
                 let c = tx.conn;
                 insert_sample(c, &sample, level)?;
                 let today = match &center {

@@ -8,7 +8,11 @@
 //!   and normal ones are served at a configured ratio while both wait, first-come first-
 //!   served within each class by issue time. A transferred ticket keeps its original issue
 //!   time, so it keeps its place in the new group's queue;
-//! - timings: waiting time (issued → called) and service time (called → done).
+//! - timings: waiting time (issued → called) and service time (called → done);
+//! - second chances: a no-show is undone within [`UNDO_NO_SHOW_MS`] of marking it
+//!   ([`TicketAction::UndoNoShow`]), and "serve later" puts a called ticket back in line
+//!   at a chosen position ([`requeue`]): a ticket's place is its *turn*, its issue time
+//!   until a serve-later moves it.
 
 use std::fmt;
 use std::str::FromStr;
@@ -110,13 +114,17 @@ impl TicketState {
             TicketAction::NoShow => TicketState::NoShow,
             TicketAction::Transfer => TicketState::Waiting,
             TicketAction::Finish => TicketState::Done,
+            TicketAction::UndoNoShow => TicketState::Called,
+            TicketAction::ServeLater => TicketState::Waiting,
         };
         let ok = match action {
             TicketAction::Call => self == TicketState::Waiting,
             TicketAction::Recall
             | TicketAction::NoShow
             | TicketAction::Transfer
+            | TicketAction::ServeLater
             | TicketAction::Finish => self == TicketState::Called,
+            TicketAction::UndoNoShow => self == TicketState::NoShow,
         };
         if ok {
             Ok(to)
@@ -145,6 +153,56 @@ pub enum TicketAction {
     NoShow,
     Transfer,
     Finish,
+    /// The citizen came after all: the counter serves the no-show ticket after all.
+    UndoNoShow,
+    /// Back in line at a chosen position (the citizen must fetch a paper first).
+    ServeLater,
+}
+
+/// How long after marking a no-show the counter may undo it (five minutes).
+pub const UNDO_NO_SHOW_MS: i64 = 5 * 60 * 1000;
+
+/// Whether a no-show marked at `marked_ms` may still be undone at `now_ms`.
+pub fn may_undo_no_show(marked_ms: i64, now_ms: i64) -> bool {
+    (0..=UNDO_NO_SHOW_MS).contains(&now_ms.saturating_sub(marked_ms))
+}
+
+/// A ticket's turn from its issue time: microseconds, so serve-later can put a ticket
+/// between two issued in the same millisecond's neighbourhood.
+pub fn turn_of_issue(issued_ms: i64) -> i64 {
+    issued_ms.saturating_mul(1000)
+}
+
+/// Serve later: the turns to store so that `moved` stands at `position` (1 = next) in a
+/// line whose tickets are `line` — (id, turn) in the order they will be called, `moved`
+/// not among them. The moved ticket takes a turn between its new neighbours; where they
+/// leave no room (tickets issued in the same millisecond) it takes the one just after its
+/// predecessor, and each later ticket whose turn would no longer follow its
+/// predecessor's is pushed back by the least step. Alone in line it keeps `own`.
+pub fn requeue(
+    line: &[(TicketId, i64)],
+    moved: TicketId,
+    own: i64,
+    position: usize,
+) -> Vec<(TicketId, i64)> {
+    let at = position.clamp(1, line.len() + 1) - 1;
+    let prev = at.checked_sub(1).and_then(|i| line.get(i));
+    let turn = match (prev, line.get(at)) {
+        (None, None) => own,
+        (None, Some(next)) => next.1.saturating_sub(1000),
+        (Some(p), Some(n)) if n.1.saturating_sub(p.1) >= 2 => p.1 + (n.1 - p.1) / 2,
+        (Some(p), _) => p.1.saturating_add(1),
+    };
+    let mut order = line.to_vec();
+    order.insert(at, (moved, turn));
+    let mut changes = vec![(moved, turn)];
+    for i in at + 1..order.len() {
+        if order[i].1 <= order[i - 1].1 {
+            order[i].1 = order[i - 1].1.saturating_add(1);
+            changes.push(order[i]);
+        }
+    }
+    changes
 }
 
 /// A ticket move that is not allowed.
@@ -168,13 +226,14 @@ impl TicketTransitionError {
 }
 
 /// Whether a ticket may go from `from` to `to`: waiting → called (call); called → called
-/// (recall); called → done (finish); called → no_show; called → waiting (transfer).
+/// (recall); called → done (finish); called → no_show; called → waiting (transfer, serve
+/// later); no_show → called (undo, within [`UNDO_NO_SHOW_MS`]).
 pub fn check_transition(from: TicketState, to: TicketState) -> Result<(), TicketTransitionError> {
     use TicketState as T;
     match (from, to) {
-        (T::Waiting, T::Called) | (T::Called, T::Called | T::Done | T::NoShow | T::Waiting) => {
-            Ok(())
-        }
+        (T::Waiting, T::Called)
+        | (T::Called, T::Called | T::Done | T::NoShow | T::Waiting)
+        | (T::NoShow, T::Called) => Ok(()),
         _ => Err(TicketTransitionError {
             from,
             to,
@@ -310,17 +369,17 @@ pub struct RatioState {
     pub normal_served: u32,
 }
 
-/// A waiting ticket, as `pick_next` needs it. `issued_ms` is the original issue time
-/// (unchanged by a transfer).
+/// A waiting ticket, as `pick_next` needs it. `turn` is its place in line: the original
+/// issue time ([`turn_of_issue`], unchanged by a transfer) unless a serve-later moved it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WaitingTicket {
     pub id: TicketId,
     pub priority: PriorityClass,
-    pub issued_ms: i64,
+    pub turn: i64,
 }
 
 fn oldest<'a>(tickets: impl Iterator<Item = &'a WaitingTicket>) -> Option<&'a WaitingTicket> {
-    tickets.min_by_key(|t| (t.issued_ms, t.id))
+    tickets.min_by_key(|t| (t.turn, t.id))
 }
 
 /// The ticket a counter calls next among `waiting` (the waiting tickets of the groups it
@@ -403,7 +462,86 @@ mod tests {
         WaitingTicket {
             id,
             priority,
-            issued_ms,
+            turn: turn_of_issue(issued_ms),
+        }
+    }
+
+    #[test]
+    fn undo_a_no_show_within_five_minutes_only() {
+        use TicketAction as A;
+        use TicketState as S;
+        assert_eq!(S::NoShow.after(A::UndoNoShow), Ok(S::Called));
+        assert!(S::Done.after(A::UndoNoShow).is_err());
+        assert!(S::Waiting.after(A::UndoNoShow).is_err());
+        assert_eq!(S::Called.after(A::ServeLater), Ok(S::Waiting));
+        assert!(S::Waiting.after(A::ServeLater).is_err());
+        assert!(may_undo_no_show(1_000, 1_000));
+        assert!(may_undo_no_show(1_000, 1_000 + UNDO_NO_SHOW_MS));
+        assert!(!may_undo_no_show(1_000, 1_001 + UNDO_NO_SHOW_MS));
+        assert!(
+            !may_undo_no_show(1_000, 999),
+            "a clock step back is no licence"
+        );
+    }
+
+    /// The line after a requeue, in call order: (turn, id) ascending.
+    fn after_requeue(line: &[(TicketId, i64)], moved: TicketId, position: usize) -> Vec<TicketId> {
+        let mut all: Vec<(TicketId, i64)> = line.to_vec();
+        all.push((moved, 0));
+        for (id, turn) in requeue(line, moved, 0, position) {
+            all.iter_mut().find(|t| t.0 == id).unwrap().1 = turn;
+        }
+        all.sort_by_key(|t| (t.1, t.0));
+        all.iter().map(|t| t.0).collect()
+    }
+
+    #[test]
+    fn serve_later_takes_the_chosen_position() {
+        let line = [(2, 1_000_000), (3, 2_000_000), (4, 3_000_000)];
+        assert_eq!(after_requeue(&line, 1, 1), [1, 2, 3, 4]);
+        assert_eq!(after_requeue(&line, 1, 2), [2, 1, 3, 4]);
+        assert_eq!(after_requeue(&line, 1, 4), [2, 3, 4, 1]);
+        assert_eq!(
+            after_requeue(&line, 1, 0),
+            [1, 2, 3, 4],
+            "0 is read as next"
+        );
+        assert_eq!(
+            after_requeue(&line, 1, 99),
+            [2, 3, 4, 1],
+            "past the end is last"
+        );
+        assert_eq!(
+            requeue(&[], 1, 42, 3),
+            [(1, 42)],
+            "alone, it keeps its turn"
+        );
+        // Issued in the same millisecond: later tickets are pushed back by the least step.
+        let same = [(2, 5_000), (3, 5_000), (4, 5_000)];
+        assert_eq!(after_requeue(&same, 1, 2), [2, 1, 3, 4]);
+        assert_eq!(
+            requeue(&same, 1, 0, 2),
+            [(1, 5_001), (3, 5_002), (4, 5_003)]
+        );
+    }
+
+    proptest! {
+        /// Wherever serve-later puts a ticket, it is called at that position and the
+        /// others keep their order.
+        #[test]
+        fn serve_later_position_holds(
+            mut turns in proptest::collection::vec(0i64..50, 0..30),
+            position in 1usize..40,
+        ) {
+            turns.sort();
+            let line: Vec<(TicketId, i64)> =
+                turns.iter().enumerate().map(|(i, t)| (i as TicketId + 10, *t)).collect();
+            let order = after_requeue(&line, 1, position);
+            let at = order.iter().position(|id| *id == 1).unwrap();
+            prop_assert_eq!(at, (position - 1).min(line.len()));
+            let others: Vec<TicketId> = order.into_iter().filter(|id| *id != 1).collect();
+            let before: Vec<TicketId> = line.iter().map(|t| t.0).collect();
+            prop_assert_eq!(others, before);
         }
     }
 
@@ -469,6 +607,7 @@ mod tests {
             (S::Done, A::Recall),
             (S::NoShow, A::Call),
             (S::NoShow, A::Finish),
+            (S::Done, A::UndoNoShow),
         ] {
             let err = from.after(action).unwrap_err();
             assert_eq!(err.from, from);
@@ -476,7 +615,15 @@ mod tests {
         }
         // check_transition agrees with `after` on every pair.
         let all = [S::Waiting, S::Called, S::Done, S::NoShow];
-        let actions = [A::Call, A::Recall, A::NoShow, A::Transfer, A::Finish];
+        let actions = [
+            A::Call,
+            A::Recall,
+            A::NoShow,
+            A::Transfer,
+            A::Finish,
+            A::UndoNoShow,
+            A::ServeLater,
+        ];
         for from in all {
             for to in all {
                 let by_action = actions.iter().any(|a| from.after(*a) == Ok(to));

@@ -13,7 +13,10 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("schema_v5_writer.sql"),
     include_str!("schema_v5_citizens.sql"),
     include_str!("schema_v5_numbers.sql"),
-    include_str!("schema_v6_hubdata.sql"),
+    include_str!("schema_v6_desk.sql"),
+    include_str!("schema_v6_pgops.sql"),
+    include_str!("schema_v6_restore.sql"),
+    include_str!("schema_v7_hubdata.sql"),
 ];
 
 /// The schema version this binary writes.

@@ -10,7 +10,9 @@
 //! - Migrations are versioned by `PRAGMA user_version` and run at start. A database whose
 //!   version is newer than this binary knows is refused before anything writes to it.
 
+pub mod backup;
 pub mod docs;
+pub mod identity;
 pub mod integrity;
 mod migrations;
 mod writer;
@@ -21,7 +23,9 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OpenFlags};
 
 pub use migrations::{LATEST_VERSION, MIGRATIONS};
-pub use writer::{STALLED_AFTER, WriteError, WriteTx, Writer, WriterHealth, WriterState};
+pub use writer::{
+    STALLED_AFTER, WriteError, WriteTx, Writer, WriterHealth, WriterMetrics, WriterState,
+};
 
 /// What can go wrong opening or using the database.
 #[derive(Debug, thiserror::Error)]
@@ -117,8 +121,14 @@ impl Db {
             migrations::run(&mut conn)?;
             let txn = conn.transaction()?;
             markaz_sync::store::migrate(&txn)?;
-            let now_ms = jiff::Timestamp::now().as_millisecond();
-            let actor = markaz_sync::store::incarnation(&txn, &opts.center, now_ms)?;
+            let now = jiff::Timestamp::now();
+            let now_ms = now.as_millisecond();
+            let mut actor = markaz_sync::store::incarnation(&txn, &opts.center, now_ms)?;
+            let found = identity::file_identity(path)?;
+            if let identity::FileCheck::Copy { recorded, found } = identity::check(&txn, &found)? {
+                actor = markaz_sync::store::new_incarnation(&txn, &opts.center, now_ms)?;
+                copied_database(&txn, now, &recorded, &found)?;
+            }
             txn.commit()?;
             Ok(actor)
         })();
@@ -175,6 +185,32 @@ impl Db {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// The database was opened from a copy of its file (a backup put back) and a new
+/// incarnation started: its numbers are not confirmed, and the node log says why (see
+/// [`identity`]).
+fn copied_database(
+    txn: &Connection,
+    now: jiff::Timestamp,
+    recorded: &str,
+    found: &str,
+) -> Result<(), StorageError> {
+    // A database from before the numbering rule was confirmed as `legacy`, whatever its
+    // actor; a copy of it is not.
+    txn.execute(
+        "DELETE FROM meta WHERE key = ?1 AND value = 'legacy'",
+        [crate::app::numbering::CONFIRMED_KEY],
+    )?;
+    let line = "this database was opened from another file than the one it was last opened \
+                from (a backup put back, or a copy): a new incarnation starts, and new cases and \
+                receipts are numbered in a series of their own until a sync with the hub";
+    txn.execute(
+        "INSERT INTO node_log(at, level, source, message) VALUES (?1, 'warn', 'storage', ?2)",
+        rusqlite::params![now.to_string(), line],
+    )?;
+    tracing::warn!(recorded, found, "{line}");
+    Ok(())
 }
 
 /// After a check that found damage: no write touches the file again, and the log says

@@ -351,3 +351,72 @@ async fn a_sound_file_checks_ok() {
         integrity::Integrity::Ok { .. }
     ));
 }
+
+/// The actor id of the incarnation the writer uses.
+async fn actor_of(db: &Db) -> Vec<u8> {
+    db.writer
+        .write(|tx| Ok::<_, StorageError>(tx.docs.actor().to_bytes().to_vec()))
+        .await
+        .unwrap()
+}
+
+/// A copy of a database file (a backup put back) is a new incarnation whose numbers are
+/// unconfirmed, even with no hub to tell; the original reopened is the same one.
+#[tokio::test]
+async fn a_copy_of_the_file_is_a_new_incarnation() {
+    let (dir, path) = tmp();
+    let first = {
+        let db = Db::open(&path, &StorageOptions::default()).unwrap();
+        let actor = actor_of(&db).await;
+        // Numbers this database handed out were confirmed (a legacy database, say).
+        db.writer
+            .write_sql(|c| {
+                c.execute(
+                    "INSERT INTO meta(key, value) VALUES ('numbering.confirmed', 'legacy')",
+                    [],
+                )
+            })
+            .await
+            .unwrap();
+        drop(db);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        actor
+    };
+    let backup = dir.path().join("backup.db");
+    std::fs::copy(&path, &backup).unwrap();
+    {
+        let db = Db::open(&path, &StorageOptions::default()).unwrap();
+        assert_eq!(
+            actor_of(&db).await,
+            first,
+            "the same file, the same incarnation"
+        );
+        drop(db);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    // The disk is replaced; the backup is put back as the database.
+    std::fs::remove_file(&path).unwrap();
+    std::fs::copy(&backup, &path).unwrap();
+    let db = Db::open(&path, &StorageOptions::default()).unwrap();
+    assert_ne!(actor_of(&db).await, first, "a copy is a new incarnation");
+    let (confirmed, logged): (i64, i64) = db
+        .readers
+        .read(|c| -> Result<_, StorageError> {
+            Ok((
+                c.query_row(
+                    "SELECT count(*) FROM meta WHERE key = 'numbering.confirmed'",
+                    [],
+                    |r| r.get(0),
+                )?,
+                c.query_row(
+                    "SELECT count(*) FROM node_log WHERE source = 'storage' AND level = 'warn'",
+                    [],
+                    |r| r.get(0),
+                )?,
+            ))
+        })
+        .await
+        .unwrap();
+    assert_eq!(confirmed, 0, "a copy's numbers are not confirmed");
+    assert_eq!(logged, 1, "the node log says why");
+}

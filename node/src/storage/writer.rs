@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use markaz_sync::store::DocStore;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
@@ -115,6 +116,26 @@ struct Shared {
     commits: u64,
     busy_since: Option<Instant>,
     refused: Option<Arc<str>>,
+    /// Why low-value writes are refused (the disk guard), when they are.
+    low_value_refused: Option<Arc<str>>,
+}
+
+/// What the writer measures of its batches (registered by `crate::metrics`).
+#[derive(Clone, Debug)]
+pub struct WriterMetrics {
+    /// Jobs per group-commit transaction.
+    pub batch_size: Histogram,
+    /// Time from `BEGIN` to the end of `COMMIT` (the fsync included), in seconds.
+    pub commit_seconds: Histogram,
+}
+
+impl WriterMetrics {
+    fn new() -> Self {
+        Self {
+            batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
+            commit_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
+        }
+    }
 }
 
 /// Handle to the writer thread. Cheap to clone.
@@ -122,6 +143,7 @@ struct Shared {
 pub struct Writer {
     tx: mpsc::Sender<Job>,
     shared: Arc<Mutex<Shared>>,
+    metrics: WriterMetrics,
 }
 
 impl Writer {
@@ -134,10 +156,26 @@ impl Writer {
         let (tx, rx) = mpsc::channel::<Job>(max_batch * 4);
         let shared = Arc::new(Mutex::new(Shared::default()));
         let s = shared.clone();
+        let metrics = WriterMetrics::new();
+        let m = metrics.clone();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || supervise(conn, reopen, docs, rx, max_batch, &s))?;
-        Ok(Self { tx, shared })
+            .spawn(move || supervise(conn, reopen, docs, rx, max_batch, &s, &m))?;
+        Ok(Self {
+            tx,
+            shared,
+            metrics,
+        })
+    }
+
+    /// The batch-size and commit-time histograms.
+    pub fn metrics(&self) -> &WriterMetrics {
+        &self.metrics
+    }
+
+    /// Write jobs waiting for the writer thread.
+    pub fn queue_depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
     }
 
     /// Runs `work` in its own savepoint inside the next group-commit transaction and
@@ -252,6 +290,36 @@ impl Writer {
             .unwrap_or_else(|p| p.into_inner())
             .refused = Some(why.into());
     }
+
+    /// Like [`Writer::write`] for data the center can do without (power samples,
+    /// statistics): refused with [`StorageError::Refused`] at once, without queueing,
+    /// while [`Writer::refuse_low_value`] is in force — so the disk's last room goes to
+    /// citizens' cases.
+    pub async fn write_low_value<T, E, F>(&self, work: F) -> Result<T, WriteError<E>>
+    where
+        T: Send + 'static,
+        E: Send + 'static,
+        F: FnOnce(&mut WriteTx<'_>) -> Result<T, E> + Send + 'static,
+    {
+        if let Some(why) = self.low_value_refused() {
+            return Err(WriteError::Storage(StorageError::Refused(why)));
+        }
+        self.write(work).await
+    }
+
+    /// Refuses (`Some(why)`) or accepts again (`None`) the writes made with
+    /// [`Writer::write_low_value`].
+    pub fn refuse_low_value(&self, why: Option<&str>) {
+        lock(&self.shared).low_value_refused = why.map(Arc::from);
+    }
+
+    /// Why low-value writes are refused now, if they are.
+    pub fn low_value_refused(&self) -> Option<String> {
+        lock(&self.shared)
+            .low_value_refused
+            .as_deref()
+            .map(str::to_string)
+    }
 }
 
 enum SavepointError<E> {
@@ -312,12 +380,13 @@ fn supervise(
     mut rx: mpsc::Receiver<Job>,
     max_batch: usize,
     shared: &Mutex<Shared>,
+    metrics: &WriterMetrics,
 ) {
     let mut panics_in_a_row: u32 = 0;
     loop {
         let commits_before = lock(shared).commits;
         let ran = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            run(&mut conn, &mut docs, &mut rx, max_batch, shared)
+            run(&mut conn, &mut docs, &mut rx, max_batch, shared, metrics)
         }));
         let Err(panic) = ran else {
             tracing::debug!("storage writer stopped: all handles dropped");
@@ -372,6 +441,7 @@ fn run(
     rx: &mut mpsc::Receiver<Job>,
     max_batch: usize,
     shared: &Mutex<Shared>,
+    metrics: &WriterMetrics,
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
     while let Some(first) = rx.blocking_recv() {
@@ -394,7 +464,14 @@ fn run(
                     job(Err(Refusal::Refused(why.clone())));
                 }
             }
-            None => commit_batch(conn, docs, &mut batch, shared),
+            None => {
+                let (jobs, started) = (batch.len(), Instant::now());
+                commit_batch(conn, docs, &mut batch, shared);
+                metrics.batch_size.observe(jobs as f64);
+                metrics
+                    .commit_seconds
+                    .observe(started.elapsed().as_secs_f64());
+            }
         }
     }
 }

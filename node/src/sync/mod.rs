@@ -26,8 +26,18 @@
 //! spent, no session runs over the modem — a session under way stops at the next
 //! request — until the day changes or the primary link is back; the row and the panel
 //! say "modem budget spent".
+//!
+//! Several hub addresses (`[sync] hub_urls`, several hub processes on one database): a
+//! session that finds its hub unreachable, or answering that its storage is unavailable,
+//! is run again at once against the next address in the list ([`sync_any_hub`]), and the
+//! client stays with the first one that answers until that one fails in turn. Every
+//! session row and the panel name the address used (`hub`); a change of hub between two
+//! sessions is written to the node log ("hub a→b"). Every sync message is idempotent and
+//! every process of the hub serves the same database, so a session cut on one hub simply
+//! continues on the next.
 
 pub mod project;
+pub mod restore;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -104,7 +114,9 @@ impl<E: Into<SyncError>> From<WriteError<E>> for SyncError {
 #[derive(Debug, Clone)]
 pub struct SyncOptions {
     pub center: CenterId,
-    pub target: HubTarget,
+    /// The hub's addresses in the order they are tried (`[sync] hub_urls`, or `hub_url`);
+    /// never empty.
+    pub hubs: Vec<HubTarget>,
     pub tls: ClientTlsFiles,
     pub interval: Duration,
     pub limits: Limits,
@@ -134,9 +146,14 @@ impl SyncOptions {
             cert: need(&s.client_cert, "client_cert")?,
             key: need(&s.client_key, "client_key")?,
         };
-        let url = s.hub_url.to_string();
-        let (host, port) =
-            host_port(&url).with_context(|| format!("while reading sync.hub_url {url}"))?;
+        let mut hubs = Vec::new();
+        for url in s.hubs() {
+            let url = url.to_string();
+            let (host, port) =
+                host_port(&url).with_context(|| format!("while reading the hub url {url}"))?;
+            hubs.push(HubTarget::new(&host, port)?);
+        }
+        anyhow::ensure!(!hubs.is_empty(), "sync.hub_urls is empty");
         let center: CenterId = cfg
             .center
             .id
@@ -146,7 +163,7 @@ impl SyncOptions {
         let batch = usize::try_from(s.batch_max_bytes).unwrap_or(usize::MAX);
         Ok(Some(SyncOptions {
             center,
-            target: HubTarget::new(&host, port)?,
+            hubs,
             tls,
             interval: Duration::from_secs(u64::from(s.interval_secs.max(1))),
             limits: Limits {
@@ -190,6 +207,8 @@ fn host_port(url: &str) -> anyhow::Result<(String, u16)> {
 pub struct SessionRecord {
     /// The id sent with every request of the session (`None` when none was sent).
     pub session_id: Option<String>,
+    /// The hub address used (`host:port`).
+    pub hub: String,
     pub started_at: String,
     pub ended_at: String,
     pub uplink: String,
@@ -214,6 +233,10 @@ pub struct SessionRecord {
     /// the next session should run at once (it repairs).
     #[serde(skip)]
     pub new_incarnation: bool,
+    /// The hub did not answer (unreachable, timed out, its storage unavailable): another
+    /// address may serve the session.
+    #[serde(skip)]
+    pub hub_down: bool,
 }
 
 impl SessionRecord {
@@ -231,18 +254,18 @@ fn insert_record(
     day: &str,
     at: jiff::Timestamp,
 ) -> Result<(), crate::error::AppError> {
-    let previous: Option<String> = c
+    let previous: Option<(String, String)> = c
         .query_row(
-            "SELECT uplink FROM sync_sessions ORDER BY id DESC LIMIT 1",
+            "SELECT uplink, hub FROM sync_sessions ORDER BY id DESC LIMIT 1",
             [],
-            |row| row.get(0),
+            |row| Ok((row.get(0)?, row.get(1)?)),
         )
         .optional()?;
     c.execute(
         "INSERT INTO sync_sessions(session_id, started_at, ended_at, uplink, metered, bytes_up,
            bytes_down, docs_up, changes_up, docs_down, changes_down, requests, result, skew_ms,
-           skipped, bulk_changes_up, bulk_waiting)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+           skipped, bulk_changes_up, bulk_waiting, hub)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
         params![
             r.session_id,
             r.started_at,
@@ -261,6 +284,7 @@ fn insert_record(
             serde_json::to_string(&r.skipped).unwrap_or_default(),
             r.bulk_changes_up as i64,
             r.bulk_waiting as i64,
+            r.hub,
         ],
     )?;
     if r.uplink == "modem" && r.requests > 0 {
@@ -271,11 +295,15 @@ fn insert_record(
             params![day, r.bytes_up as i64, r.bytes_down as i64],
         )?;
     }
-    if let Some(prev) = previous
-        && prev != r.uplink
-    {
-        let line = format!("uplink {prev}→{}", r.uplink);
-        crate::app::node_log(c, at, "info", "sync", &line)?;
+    if let Some((prev, prev_hub)) = previous {
+        if prev != r.uplink {
+            let line = format!("uplink {prev}→{}", r.uplink);
+            crate::app::node_log(c, at, "info", "sync", &line)?;
+        }
+        if !prev_hub.is_empty() && prev_hub != r.hub {
+            let line = format!("hub {prev_hub}→{}", r.hub);
+            crate::app::node_log(c, at, "info", "sync", &line)?;
+        }
     }
     Ok(())
 }
@@ -326,13 +354,15 @@ pub async fn recent_sessions(app: &App, limit: u32) -> Result<Vec<SessionRecord>
             let mut st = c.prepare(
                 "SELECT started_at, ended_at, uplink, metered, bytes_up, bytes_down, docs_up, changes_up, docs_down,
                         changes_down, requests, result, skew_ms, skipped, session_id, bulk_changes_up,
-                        bulk_waiting
+                        bulk_waiting, hub
                  FROM sync_sessions ORDER BY id DESC LIMIT ?1",
             )?;
             let rows = st.query_map([limit], |r| {
                 let skipped: String = r.get(13)?;
                 Ok(SessionRecord {
                     new_incarnation: false,
+                    hub_down: false,
+                    hub: r.get(17)?,
                     session_id: r.get(14)?,
                     bulk_changes_up: r.get::<_, i64>(15)? as u64,
                     bulk_waiting: r.get::<_, i64>(16)? as u64,
@@ -439,6 +469,7 @@ pub async fn sync_once(app: &App, client: &mut HubClient, opts: &SyncOptions) ->
     let started = app.now();
     let day = app.today().to_string();
     let uplink = client.uplink().to_string();
+    let hub = client.target().to_string();
     let on_modem = uplink == "modem";
     let metered = on_modem || *app.devices.defer_bulk_sync().borrow();
     let bytes0 = client.bytes();
@@ -500,16 +531,19 @@ pub async fn sync_once(app: &App, client: &mut HubClient, opts: &SyncOptions) ->
         }
         _ => {}
     }
+    let mut hub_down = false;
     let (result, report) = match result {
         Ok(report) => ("ok".to_string(), Some(report)),
         Err((e, report)) => {
             // Drop the connection: the next session starts on a fresh one.
             client.disconnect();
+            hub_down = hub_unavailable(&e);
             (e.to_string(), report)
         }
     };
     let record = SessionRecord {
         session_id,
+        hub,
         started_at: started.to_string(),
         ended_at: app.now().to_string(),
         uplink,
@@ -527,6 +561,7 @@ pub async fn sync_once(app: &App, client: &mut HubClient, opts: &SyncOptions) ->
         skew_ms: report.as_ref().and_then(|r| r.skew_ms),
         skipped: tally.skipped,
         new_incarnation,
+        hub_down,
     };
     if record.ok() {
         tracing::info!(
@@ -557,24 +592,103 @@ pub async fn sync_once(app: &App, client: &mut HubClient, opts: &SyncOptions) ->
     record
 }
 
+/// Whether a session failed because its hub did not answer (so another address may):
+/// the connection or the TLS handshake failed, a request timed out, the hub answered
+/// with an HTTP error and no sync message, or it said its storage is unavailable.
+fn hub_unavailable(e: &SyncError) -> bool {
+    match e {
+        SyncError::Uplink(u) => u.is_transient(),
+        SyncError::Timeout(what) => *what == "waiting for the hub",
+        SyncError::HttpStatus(status) => *status >= 500,
+        SyncError::Client(ClientError::Hub { code, .. }) => code == "hub_error",
+        _ => false,
+    }
+}
+
+/// One session against the client's current hub; when that hub does not answer
+/// ([`SessionRecord::hub_down`]), again against each other address of `opts.hubs` in
+/// list order from `*current`, at most once each. The first that answers becomes
+/// `*current` (the client stays with it); when none does, the client goes back to
+/// `*current`. Every attempt is recorded. Returns the last attempt's record.
+pub async fn sync_any_hub(
+    app: &App,
+    client: &mut HubClient,
+    opts: &SyncOptions,
+    current: &mut usize,
+) -> SessionRecord {
+    let n = opts.hubs.len();
+    let mut record = sync_once(app, client, opts).await;
+    for step in 1..n {
+        if !record.hub_down {
+            break;
+        }
+        let next = (*current + step) % n;
+        tracing::warn!(from = %record.hub, to = %opts.hubs[next], error = %record.result,
+            "the hub does not answer; trying the next address");
+        client.set_target(opts.hubs[next].clone());
+        record = sync_once(app, client, opts).await;
+        if !record.hub_down {
+            *current = next;
+        }
+    }
+    if record.hub_down && n > 1 {
+        client.set_target(opts.hubs[*current].clone());
+    }
+    record
+}
+
 /// After a session that ended well, everything the hub holds for the center is here: the
 /// numbering counters are raised to what those documents carry (once per incarnation).
 async fn confirm_numbers(app: &App, opts: &SyncOptions) {
     let prefix = app.settings.receipt_prefix.to_ascii_uppercase();
     let at = app.now();
+    let today = app.today();
+    let center = opts.center.clone();
+    let letters: Vec<char> = app.settings.groups.iter().map(|g| g.letter).collect();
     let r = writer_job(
         app,
         opts.writer_timeout,
         "confirming the numbers",
         move |tx| {
             let actor = tx.docs.actor().to_bytes().to_vec();
-            numbering::confirm(tx.conn, &actor, &prefix, at).map_err(SyncError::from)
+            if numbering::confirm(tx.conn, &actor, &prefix, at)? {
+                continue_tickets(tx, &center, today, &letters, at)?;
+            }
+            Ok(())
         },
     )
     .await;
     if let Err(e) = r {
         tracing::warn!(error = %e, "could not confirm the center's numbers after sync");
     }
+}
+
+/// A newly confirmed incarnation: today's ticket numbers go on above the count of
+/// today's statistics document, as the hub had it (see `numbering::raise_tickets`).
+fn continue_tickets(
+    tx: &mut WriteTx<'_>,
+    center: &CenterId,
+    today: jiff::civil::Date,
+    letters: &[char],
+    at: jiff::Timestamp,
+) -> Result<(), SyncError> {
+    let id = markaz_sync::docs::DocId::stats(center, today);
+    let read = tx
+        .docs
+        .read(tx.conn, &id, markaz_sync::docs::read_metrics)
+        .map_err(StorageError::from)?;
+    let issued = match read {
+        Some(Ok(m)) => m.metrics.get("tickets_issued").copied().unwrap_or(0),
+        _ => 0,
+    };
+    let raised = numbering::raise_tickets(tx.conn, today, letters, issued)?;
+    if raised > 0 {
+        let line = format!(
+            "today's statistics at the hub count {raised} tickets issued: ticket numbers go on above {raised}"
+        );
+        crate::app::node_log(tx.conn, at, "info", "numbering", &line)?;
+    }
+    Ok(())
 }
 
 /// The hub acknowledged more of this database's changes than it holds: it is an old copy
@@ -785,7 +899,10 @@ async fn persist_clock(app: &App, w: Duration, s: ClientSession) {
 /// The `sync` status panel.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SyncPanel {
+    /// The hub address of the last session (at start: the first of `hubs`).
     pub hub: String,
+    /// Every configured hub address, in the order they are tried.
+    pub hubs: Vec<String>,
     pub interval_secs: u64,
     pub last_success_at: Option<String>,
     pub last_error: Option<String>,
@@ -820,9 +937,7 @@ async fn publish_panel(app: &App, panel: &SyncPanel, budget: u64) {
         p.backlog_bulk = b.bulk;
     }
     p.modem_budget = modem_budget(app, budget).await.ok();
-    if let Ok(v) = serde_json::to_value(&p) {
-        app.status.sync.send_replace(Some(v));
-    }
+    app.status.sync.send_replace(Some(p));
 }
 
 /// Starts the sync task when `[sync] enabled`; returns at once.
@@ -840,7 +955,7 @@ pub fn start(
         app.devices.clone(),
         opts.connect_timeout,
     ));
-    let client = HubClient::new(tls, connector, opts.target.clone(), opts.client);
+    let client = HubClient::new(tls, connector, opts.hubs[0].clone(), opts.client);
     // No number before the first session has said where the center's numbers stand.
     app.set_numbering_gate(numbering::Gate::FirstSession);
     tracker.spawn(run(app.clone(), client, opts, shutdown.clone()));
@@ -853,17 +968,26 @@ pub async fn run(app: App, mut client: HubClient, opts: SyncOptions, shutdown: C
     link.mark_unchanged();
     let budget = opts.modem_daily_budget;
     let mut panel = SyncPanel {
-        hub: format!("{}:{}", opts.target.host(), opts.target.port()),
+        hub: client.target().to_string(),
+        hubs: opts.hubs.iter().map(ToString::to_string).collect(),
         interval_secs: opts.interval.as_secs(),
         bulk_filter: BULK_MOVES,
         ..SyncPanel::default()
     };
     publish_panel(&app, &panel, budget).await;
+    // The index in `opts.hubs` of the hub the client stays with.
+    let mut current = opts
+        .hubs
+        .iter()
+        .position(|h| h.to_string() == client.target().to_string())
+        .unwrap_or(0);
     loop {
         let record = tokio::select! {
             _ = shutdown.cancelled() => break,
-            r = sync_once(&app, &mut client, &opts) => r,
+            r = sync_any_hub(&app, &mut client, &opts, &mut current) => r,
         };
+        app.metrics.sync_session(&record);
+        panel.hub = record.hub.clone();
         panel.uplink = Some(record.uplink.clone());
         panel.metered = record.metered;
         panel.bulk_filter = if record.metered {

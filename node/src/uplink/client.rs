@@ -189,6 +189,16 @@ impl HubTarget {
     }
 }
 
+impl fmt::Display for HubTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
 /// Time and size bounds of the client.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientOptions {
@@ -295,6 +305,18 @@ impl HubClient {
     pub fn set_connector(&mut self, connector: Arc<dyn Connector>) {
         self.live = None;
         self.connector = connector;
+    }
+
+    /// The hub this client talks to.
+    pub fn target(&self) -> &HubTarget {
+        &self.target
+    }
+
+    /// Talks to another hub address from the next request on (`[sync] hub_urls`); the
+    /// current connection is closed.
+    pub fn set_target(&mut self, target: HubTarget) {
+        self.live = None;
+        self.target = target;
     }
 
     /// The name of the uplink in use, for the sync log.

@@ -1,5 +1,5 @@
-//! The static files of the pages (CSS, the display and print scripts), built into the
-//! binary so a center needs no internet and no files beside the executable.
+//! The static files of the pages (the shared stylesheet, the display and print scripts),
+//! built into the binary so a center needs no internet and no files beside the executable.
 
 use axum::extract::Path;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -10,7 +10,7 @@ const ASSETS: &[(&str, &str, &str)] = &[
     (
         "markaz.css",
         "text/css; charset=utf-8",
-        include_str!("../../assets/markaz.css"),
+        markaz_web::http::STYLESHEET,
     ),
     (
         "display.js",
@@ -18,9 +18,19 @@ const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("../../assets/display.js"),
     ),
     (
+        "live.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../assets/live.js"),
+    ),
+    (
         "print.js",
         "text/javascript; charset=utf-8",
         include_str!("../../assets/print.js"),
+    ),
+    (
+        "technician.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../assets/technician.js"),
     ),
 ];
 
@@ -63,7 +73,7 @@ mod tests {
         // No user-facing text in scripts: the words come from the page. A crude but
         // useful check: scripts contain no Arabic letters and no string literal that
         // looks like a sentence.
-        for name in ["display.js", "print.js"] {
+        for name in ["display.js", "print.js", "technician.js", "live.js"] {
             let (_, js) = asset(name).unwrap();
             assert!(
                 !js.chars().any(|c| ('\u{0600}'..='\u{06FF}').contains(&c)),

@@ -106,7 +106,41 @@ fn status_str(s: CaseStatus) -> &'static str {
     s.as_str()
 }
 
-fn case_context(web: &Web, lang: Lang, case: &CaseView) -> Value {
+/// The people a page names, by username (full names; a username nobody has here is
+/// shown as it is).
+type Names = std::collections::HashMap<String, String>;
+
+fn name_of<'a>(names: &'a Names, username: &'a str) -> &'a str {
+    names.get(username).map(String::as_str).unwrap_or(username)
+}
+
+/// A field's value in words when the service's field offers choices (`family` →
+/// "عائلي"); other values as typed.
+fn field_value_in_words(
+    field: Option<&markaz_sync::model::catalog::FieldSpec>,
+    lang: Lang,
+    value: &str,
+) -> String {
+    let Some(f) = field else {
+        return value.to_string();
+    };
+    let kind = serde_json::to_value(&f.kind).unwrap_or_default();
+    kind["options"]
+        .as_array()
+        .and_then(|opts| opts.iter().find(|o| o["value"].as_str() == Some(value)))
+        .and_then(|o| {
+            o[if lang == Lang::Ar {
+                "label_ar"
+            } else {
+                "label_en"
+            }]
+            .as_str()
+        })
+        .map(str::to_string)
+        .unwrap_or_else(|| value.to_string())
+}
+
+fn case_context(web: &Web, lang: Lang, case: &CaseView, names: &Names) -> Value {
     let app = &web.app;
     let status = status_str(case.status);
     let delivery = serde_json::to_value(&case.delivery).unwrap_or_default();
@@ -132,7 +166,7 @@ fn case_context(web: &Web, lang: Lang, case: &CaseView) -> Value {
                     details.push(shown);
                 }
             }
-            context! { kind => k, actor => &e.actor, desk => &e.desk, at => local_datetime(app, &e.at.to_string()), details => details.join(" · ") }
+            context! { kind => k, actor => name_of(names, &e.actor), desk => &e.desk, at => local_datetime(app, &e.at.to_string()), details => details.join(" · ") }
         })
         .collect();
     let payment = case.payment.as_ref().map(|p| {
@@ -149,9 +183,8 @@ fn case_context(web: &Web, lang: Lang, case: &CaseView) -> Value {
         .fields
         .iter()
         .map(|(k, v)| {
-            let label = service
-                .as_ref()
-                .and_then(|s| s.field(k))
+            let field = service.as_ref().and_then(|s| s.field(k));
+            let label = field
                 .map(|f| {
                     if lang == Lang::Ar {
                         f.label_ar.clone()
@@ -160,7 +193,7 @@ fn case_context(web: &Web, lang: Lang, case: &CaseView) -> Value {
                     }
                 })
                 .unwrap_or_else(|| k.clone());
-            context! { label => label, value => v }
+            context! { label => label, value => field_value_in_words(field, lang, v) }
         })
         .collect();
     context! {
@@ -192,7 +225,7 @@ fn case_context(web: &Web, lang: Lang, case: &CaseView) -> Value {
         payment => payment,
         target => local_datetime(app, &case.target_at),
         overdue => case.overdue,
-        created_by => &case.created_by,
+        created_by => name_of(names, &case.created_by),
         created => local_datetime(app, &case.created_at),
         events => events,
         steps => next_steps(status, post),
@@ -236,13 +269,37 @@ async fn render_case(
         .get_case(&staff.actor, case_no)
         .await
         .map_err(|e| PageError::app(e, lang))?;
+    let names = web
+        .app
+        .staff_names()
+        .await
+        .map_err(|e| PageError::app(e, lang))?;
+    let receipt = match &case.payment {
+        Some(markaz_sync::model::case::Payment::Cash { receipt }) => Some(receipt.to_string()),
+        _ => None,
+    };
+    let void = match &receipt {
+        Some(r) => web
+            .app
+            .receipt_void(r)
+            .await
+            .map_err(|e| PageError::app(e, lang))?
+            .map(|v| context! {
+                approved => v.approved(), reason => v.reason.clone(),
+                requested_name => v.requested_name.clone(), approved_name => v.approved_name.clone(),
+            }),
+        None => None,
+    };
     page(
         web,
         staff,
         status,
         "case.html",
         context! {
-            case => case_context(web, lang, &case),
+            case => case_context(web, lang, &case, &names),
+            receipt => receipt,
+            void => void,
+            can_void => staff.actor.can(Capability::TakePayment) || staff.actor.can(Capability::ViewReports),
             can_pay => staff.actor.can(Capability::TakePayment),
             can_advance => staff.actor.can(Capability::AdvanceCase),
             errors => field_errors(lang, &errors),
@@ -251,6 +308,37 @@ async fn render_case(
             error => error,
         },
     )
+}
+
+/// The case page again, with the refused void request's errors next to its reason.
+pub(super) async fn show_with_void_error(
+    web: &Web,
+    staff: &Staff,
+    case_no: &str,
+    errs: Vec<FieldError>,
+) -> Result<Response, PageError> {
+    let errors = errs
+        .into_iter()
+        .map(|mut e| {
+            if e.field == "reason" {
+                e.field = "void_reason".into();
+            }
+            e
+        })
+        .collect();
+    let lang = staff.lang();
+    render_case(
+        web,
+        staff,
+        StatusCode::BAD_REQUEST,
+        case_no,
+        Shown {
+            errors,
+            error: Some(super::i18n::t(lang, "error.invalid").to_string()),
+            ..Shown::default()
+        },
+    )
+    .await
 }
 
 /// `GET /cases/{case_no}`
@@ -418,9 +506,25 @@ pub async fn receipt(
         .get_case(&staff.actor, &case_no)
         .await
         .map_err(|e| PageError::app(e, lang))?;
+    let names = web
+        .app
+        .staff_names()
+        .await
+        .map_err(|e| PageError::app(e, lang))?;
+    let voided = match &case.payment {
+        Some(markaz_sync::model::case::Payment::Cash { receipt }) => web
+            .app
+            .receipt_void(receipt.as_str())
+            .await
+            .map_err(|e| PageError::app(e, lang))?
+            .filter(|v| v.approved())
+            .map(|v| v.reason),
+        _ => None,
+    };
     let s = &web.app.settings;
     let ctx = context! {
-        case => case_context(&web, lang, &case),
+        voided => voided,
+        case => case_context(&web, lang, &case, &names),
         center_name_ar => &s.center_name_ar,
         center_name_en => &s.center_name_en,
         printed => web.app.local_now().strftime("%Y-%m-%d %H:%M").to_string(),

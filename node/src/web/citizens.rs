@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use minijinja::{Value, context};
 use serde::Deserialize;
 
+use markaz_sync::model::catalog::FieldError;
 use markaz_sync::model::citizen::{CitizenInput, CitizenProfile, birth_date_from_parts};
 use markaz_sync::model::staff::Capability;
 
@@ -24,29 +25,95 @@ pub struct ProfileQuery {
     done: Option<String>,
 }
 
-/// The edit form, with the field names of the registration form.
+/// The fields of a citizen's profile as the registration and edit forms name them: one
+/// declaration for both forms (each flattens it beside its own fields).
+#[derive(Debug, Deserialize, Default, Clone, serde::Serialize)]
+pub struct ProfileFields {
+    #[serde(default)]
+    pub full_name: String,
+    #[serde(default)]
+    pub father_name: String,
+    #[serde(default)]
+    pub mother_name: String,
+    /// The birth date in three fields, never one text a browser may read month-first.
+    #[serde(default)]
+    pub birth_day: String,
+    #[serde(default)]
+    pub birth_month: String,
+    #[serde(default)]
+    pub birth_year: String,
+    #[serde(default)]
+    pub birth_place: String,
+    /// `phone_new`: the reception search form already has a `phone`.
+    #[serde(default)]
+    pub phone_new: String,
+    #[serde(default)]
+    pub address: String,
+}
+
+impl ProfileFields {
+    /// The fields of a stored profile, for an edit form.
+    pub fn of(p: &CitizenProfile) -> Self {
+        let input = CitizenInput::from(p);
+        let born = p.birth_date;
+        ProfileFields {
+            full_name: input.full_name,
+            father_name: input.father_name,
+            mother_name: input.mother_name,
+            birth_day: born.day().to_string(),
+            birth_month: born.month().to_string(),
+            birth_year: born.year().to_string(),
+            birth_place: input.birth_place,
+            phone_new: input.phone,
+            address: input.address,
+        }
+    }
+
+    /// The app's input for `national_id`, and the birth date parts' own verdict. A date
+    /// that does not compose is left out: the profile's parse refuses it and
+    /// [`ProfileFields::form_errors`] puts the parts' own error in place of "required".
+    pub fn input(&self, national_id: &str) -> (CitizenInput, Result<String, FieldError>) {
+        let birth_date =
+            birth_date_from_parts(&self.birth_day, &self.birth_month, &self.birth_year);
+        let input = CitizenInput {
+            national_id: national_id.to_string(),
+            full_name: self.full_name.clone(),
+            father_name: self.father_name.clone(),
+            mother_name: self.mother_name.clone(),
+            birth_date: birth_date.clone().unwrap_or_default(),
+            birth_place: self.birth_place.clone(),
+            phone: self.phone_new.clone(),
+            address: self.address.clone(),
+        };
+        (input, birth_date)
+    }
+
+    /// The app's field errors renamed to the form's inputs.
+    pub fn form_errors(
+        errs: Vec<FieldError>,
+        birth_date: &Result<String, FieldError>,
+    ) -> Vec<FieldError> {
+        errs.into_iter()
+            .map(|mut e| {
+                if e.field == "phone" {
+                    e.field = "phone_new".into();
+                }
+                match (birth_date, e.field.as_str()) {
+                    (Err(parts), "birth_date") => parts.clone(),
+                    _ => e,
+                }
+            })
+            .collect()
+    }
+}
+
+/// The edit form: the profile's fields (the national id is the page's).
 #[derive(Debug, Deserialize, Default, Clone, serde::Serialize)]
 pub struct EditForm {
     #[serde(default)]
     csrf: String,
-    #[serde(default)]
-    full_name: String,
-    #[serde(default)]
-    father_name: String,
-    #[serde(default)]
-    mother_name: String,
-    #[serde(default)]
-    birth_day: String,
-    #[serde(default)]
-    birth_month: String,
-    #[serde(default)]
-    birth_year: String,
-    #[serde(default)]
-    birth_place: String,
-    #[serde(default)]
-    phone_new: String,
-    #[serde(default)]
-    address: String,
+    #[serde(flatten)]
+    profile: ProfileFields,
 }
 
 fn profile_value(p: &CitizenProfile) -> Value {
@@ -162,19 +229,9 @@ pub async fn edit_form(
         .get_citizen(&staff.actor, &nid)
         .await
         .map_err(|e| PageError::app(e, lang))?;
-    let input = CitizenInput::from(&citizen.profile);
-    let born = citizen.profile.birth_date;
     let form = EditForm {
         csrf: String::new(),
-        full_name: input.full_name,
-        father_name: input.father_name,
-        mother_name: input.mother_name,
-        birth_day: born.day().to_string(),
-        birth_month: born.month().to_string(),
-        birth_year: born.year().to_string(),
-        birth_place: input.birth_place,
-        phone_new: input.phone,
-        address: input.address,
+        profile: ProfileFields::of(&citizen.profile),
     };
     render_edit(
         &web,
@@ -215,17 +272,7 @@ pub async fn edit(
 ) -> Result<Response, PageError> {
     staff.check_csrf(&f.csrf)?;
     let lang = staff.lang();
-    let birth_date = birth_date_from_parts(&f.birth_day, &f.birth_month, &f.birth_year);
-    let input = CitizenInput {
-        national_id: String::new(),
-        full_name: f.full_name.clone(),
-        father_name: f.father_name.clone(),
-        mother_name: f.mother_name.clone(),
-        birth_date: birth_date.clone().unwrap_or_default(),
-        birth_place: f.birth_place.clone(),
-        phone: f.phone_new.clone(),
-        address: f.address.clone(),
-    };
+    let (input, birth_date) = f.profile.input("");
     match web.app.update_citizen(&staff.actor, &nid, input).await {
         Ok((c, edit)) => {
             let done = if edit.is_some() {
@@ -239,18 +286,7 @@ pub async fn edit(
             )
         }
         Err(AppError::Invalid(errs)) => {
-            let errs: Vec<_> = errs
-                .into_iter()
-                .map(|mut e| {
-                    if e.field == "phone" {
-                        e.field = "phone_new".into();
-                    }
-                    match (&birth_date, e.field.as_str()) {
-                        (Err(parts), "birth_date") => parts.clone(),
-                        _ => e,
-                    }
-                })
-                .collect();
+            let errs = ProfileFields::form_errors(errs, &birth_date);
             let mut shown = f.clone();
             shown.csrf.clear();
             render_edit(

@@ -20,7 +20,7 @@ use super::session::{
     status_of,
 };
 use crate::app::cases::{DeliveryInput, NewCase};
-use crate::app::queue::{FinishTicket, TransferTicket};
+use crate::app::queue::{FinishTicket, ServeLater, TransferTicket};
 use crate::error::AppError;
 
 pub const COUNTER_COOKIE: &str = "markaz_counter";
@@ -79,6 +79,10 @@ async fn render_desk(
             called => t.called_at.as_deref().map(|c| local_hhmm(app, c)).unwrap_or_default(),
         }
     });
+    let undoable = view
+        .as_ref()
+        .and_then(|v| v.undoable.as_ref())
+        .map(|t| context! { number => &t.number });
     let groups: Vec<Value> = app.settings.groups.iter().map(|g| context! { id => &g.id, name => if lang == Lang::Ar { &g.name_ar } else { &g.name_en } }).collect();
     page(
         web,
@@ -91,6 +95,7 @@ async fn render_desk(
             serves => view.as_ref().map(|v| v.groups.iter().map(|g| group_name(web, lang, g)).collect::<Vec<_>>()),
             waiting => view.as_ref().map(|v| v.waiting),
             current => current,
+            undoable => undoable,
             groups => groups,
             flash => flash(lang, done),
             error => error,
@@ -153,9 +158,12 @@ pub struct ActionForm {
     group: String,
     #[serde(default)]
     case_no: String,
+    #[serde(default)]
+    position: String,
 }
 
-/// `POST /desk/{n}/{action}`: call-next, recall, no-show, transfer, finish.
+/// `POST /desk/{n}/{action}`: call-next, recall, no-show, undo-no-show, serve-later,
+/// transfer, finish.
 pub async fn action(
     State(web): State<Web>,
     staff: Staff,
@@ -174,6 +182,18 @@ pub async fn action(
             .map(|t| if t.is_some() { "called" } else { "queue_empty" }),
         "recall" => app.recall(a, n).await.map(|_| "recalled"),
         "no-show" => app.no_show(a, n).await.map(|_| "no_show"),
+        "undo-no-show" => app.undo_no_show(a, n).await.map(|_| "no_show_undone"),
+        "serve-later" => match f.position.trim().parse::<u32>() {
+            Ok(position) => app
+                .serve_later(a, n, ServeLater { position })
+                .await
+                .map(|_| "served_later"),
+            Err(_) => Err(AppError::Invalid(vec![super::session::form_error(
+                "position",
+                "invalid_position",
+                "desk.position_hint",
+            )])),
+        },
         "transfer" => app
             .transfer(
                 a,
@@ -241,7 +261,36 @@ async fn render_intake(
     let lang = staff.lang();
     let app = &web.app;
     let catalog = app.catalog();
-    let services: Vec<Value> = catalog
+    let ticket_view = match intake.ticket {
+        Some(id) => app.ticket(id).await.ok(),
+        None => None,
+    };
+    // Offered: the services the clerk holds an unexpired permission for, and of those
+    // the ticket's group's (all of them when the group has none, e.g. document pickup).
+    let me = app
+        .get_staff(&staff.actor.username)
+        .await
+        .map_err(|e| PageError::app(e, lang))?
+        .member();
+    let today = app.today();
+    let permitted: Vec<&markaz_sync::model::catalog::Service> = catalog
+        .iter()
+        .filter(|s| markaz_sync::model::staff::can_process(&me, s.authority, today).is_ok())
+        .collect();
+    let in_group: Vec<&markaz_sync::model::catalog::Service> = match &ticket_view {
+        Some(t) => permitted
+            .iter()
+            .copied()
+            .filter(|s| s.group.queue_group() == t.group)
+            .collect(),
+        None => Vec::new(),
+    };
+    let offered = if in_group.is_empty() {
+        permitted
+    } else {
+        in_group
+    };
+    let services: Vec<Value> = offered
         .iter()
         .map(|s| context! { code => &s.code, name => if lang == Lang::Ar { &s.name_ar } else { &s.name_en }, group => s.group.queue_group() })
         .collect();
@@ -274,14 +323,9 @@ async fn render_intake(
     let fee = service
         .and_then(|s| app.fees().fee_for(&s.code, app.today()).ok())
         .map(|f| Value::from_serialize(&f));
-    let ticket = match intake.ticket {
-        Some(id) => app
-            .ticket(id)
-            .await
-            .ok()
-            .map(|t| context! { id => t.id, number => t.number }),
-        None => None,
-    };
+    let ticket = ticket_view
+        .as_ref()
+        .map(|t| context! { id => t.id, number => &t.number });
     page(
         web,
         staff,
@@ -296,6 +340,7 @@ async fn render_intake(
             national_id => intake.national_id,
             delivery => if intake.delivery.is_empty() { "pickup".to_string() } else { intake.delivery },
             address => intake.address,
+            not_registered => intake.errors.iter().any(|e| e.code == "citizen_not_registered"),
             errors => field_errors(lang, &intake.errors),
             error => error,
         },

@@ -111,7 +111,7 @@ pub async fn ticket_print(
                 .map_err(|e| PageError::app(e, lang))?;
             waiting
                 .iter()
-                .filter(|t| t.group == ticket.group && t.issued_ms < ticket.issued_ms)
+                .filter(|t| t.group == ticket.group && (t.turn, t.id) < (ticket.turn, ticket.id))
                 .count() as u32
         }
     };

@@ -10,6 +10,7 @@
 
 pub mod assets;
 mod cases;
+mod cash;
 mod citizens;
 mod desk;
 mod display;
@@ -19,6 +20,8 @@ mod oversight;
 mod reception;
 pub mod render;
 pub mod session;
+mod staff;
+mod technician;
 
 use std::sync::Arc;
 
@@ -76,7 +79,21 @@ pub fn router_with(app: App, options: WebOptions) -> Router {
         .route("/cases/{case_no}/receipt", get(cases::receipt))
         .route("/supervisor", get(oversight::supervisor))
         .route("/supervisor/staff/{username}/grant", post(oversight::grant))
-        .route("/technician", get(oversight::technician))
+        .route("/technician", get(technician::show))
+        .route("/technician/panels", get(technician::panels_fragment))
+        .route("/technician/action", post(technician::act))
+        .route("/cash", get(cash::close))
+        .route("/cash/close.csv", get(cash::close_csv_file))
+        .route("/cash/receipts/{receipt}/void", post(cash::request_void))
+        .route("/cash/receipts/{receipt}/approve", post(cash::approve_void))
+        .route("/staff", get(staff::list).post(staff::create))
+        .route("/staff/{username}", get(staff::member))
+        .route("/staff/{username}/{action}", post(staff::action))
+        .route(
+            "/account/password",
+            get(staff::password_form).post(staff::change_password),
+        )
+        .route("/technician/clock/confirm", post(oversight::clock_confirm))
         .with_state(web)
 }
 
@@ -138,9 +155,49 @@ mod tests {
                 "cancel",
                 "reject",
                 "granted",
+                "staff_created",
+                "roles_saved",
+                "revoked",
+                "activated",
+                "deactivated",
+                "password_reset",
+                "password_changed",
+                "no_show_undone",
+                "served_later",
+                "void_requested",
+                "void_approved",
             ]
             .iter()
             .map(|d| format!("done.{d}")),
+        );
+        keys.extend(
+            ["off", "ok", "info", "warn", "fault"]
+                .iter()
+                .map(|t| format!("tone.{t}")),
+        );
+        keys.extend(
+            ["ok", "failing", "stalled", "refusing", "stopped"]
+                .iter()
+                .map(|w| format!("storage.writer.{w}")),
+        );
+        keys.extend(
+            ["mppt", "bmv", "inverter", "generator"]
+                .iter()
+                .map(|d| format!("power.device.{d}")),
+        );
+        keys.extend(
+            ["link", "modem", "power", "sync", "storage"]
+                .iter()
+                .map(|p| format!("panel.{p}")),
+        );
+        for a in ["modem_reset", "sync_now"] {
+            keys.push(format!("tech.confirm.{a}.title"));
+            keys.push(format!("tech.confirm.{a}.say"));
+        }
+        keys.extend(
+            ["modem_reset", "sync_now"]
+                .iter()
+                .map(|d| format!("done.{d}")),
         );
         keys.extend(super::session::MENU.iter().map(|m| m.key.to_string()));
         keys.extend(
@@ -148,6 +205,9 @@ mod tests {
                 "form.choose_bank",
                 "form.choose_priority",
                 "form.date_format",
+                "form.choose_role",
+                "staff.username_taken",
+                "account.mismatch",
             ]
             .map(String::from),
         );
@@ -162,5 +222,32 @@ mod tests {
                 lang.code()
             );
         }
+    }
+
+    /// Every form with a field the user must fill leaves the check to the app, whose
+    /// errors are worded in the page's language next to the field: the browser's own
+    /// bubble would speak the browser's language and vanish (issue #15.13).
+    #[test]
+    fn forms_with_required_fields_leave_the_errors_to_the_app() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/web/templates");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let html = std::fs::read_to_string(&path).unwrap();
+            for form in html.split("<form").skip(1) {
+                let (tag, rest) = form.split_once('>').unwrap();
+                let body = rest.split("</form>").next().unwrap_or_default();
+                let required = body.contains(" required") || body.contains("required=true");
+                if required {
+                    checked += 1;
+                    assert!(
+                        tag.contains("novalidate"),
+                        "{}: a form with required fields lacks novalidate: <form{tag}>",
+                        path.display()
+                    );
+                }
+            }
+        }
+        assert!(checked >= 5, "{checked} forms checked");
     }
 }

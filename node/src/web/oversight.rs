@@ -1,8 +1,6 @@
-//! The supervisor's page (today's queue figures per service group and per counter,
+//! The supervisor's page: today's queue figures per service group and per counter,
 //! no-shows, cases by status and past target, staff with their permissions and expiry
-//! dates, granting a permission) and the technician's page (link, modem, power and sync
-//! panels — "not configured" until a device task feeds them — the event log, the latest
-//! errors and the audit log).
+//! dates, granting a permission. (The technician's page is [`super::technician`].)
 
 use axum::Form;
 use axum::extract::{Path, Query, State};
@@ -18,9 +16,8 @@ use super::Lang;
 use super::session::{
     PageError, Staff, Web, error_message, field_errors, flash, local_datetime, page, status_of,
 };
-use crate::app::reports::{LogRow, QueueFigures};
+use crate::app::reports::QueueFigures;
 use crate::app::staff::Grant;
-use crate::app::status::PanelView;
 use crate::error::AppError;
 
 #[derive(Debug, Deserialize, Default)]
@@ -212,59 +209,24 @@ pub async fn grant(
     }
 }
 
-fn panel(p: &PanelView) -> Value {
-    match p {
-        PanelView::NotConfigured => context! { configured => false },
-        PanelView::Live { data } => {
-            let facts: Vec<Value> = match data.as_object() {
-                Some(o) => o.iter().map(|(k, v)| context! { key => k, value => v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()) }).collect(),
-                None => vec![context! { key => "", value => data.to_string() }],
-            };
-            context! { configured => true, facts => facts }
-        }
-    }
-}
-
-fn log_rows(web: &Web, rows: &[LogRow]) -> Vec<Value> {
-    rows.iter()
-        .map(|r| context! { at => local_datetime(&web.app, &r.at), who => &r.who, terminal => &r.terminal, what => &r.what, subject => &r.subject, detail => &r.detail })
-        .collect()
-}
-
-/// `GET /technician`
-pub async fn technician(State(web): State<Web>, staff: Staff) -> Result<Response, PageError> {
-    staff.require(Capability::ViewTechnical)?;
+/// `POST /technician/clock/confirm`: the technician says the clock's year is right.
+pub async fn clock_confirm(
+    State(web): State<Web>,
+    staff: Staff,
+    Form(f): Form<CsrfForm>,
+) -> Result<Response, PageError> {
+    staff.check_csrf(&f.csrf)?;
     let lang = staff.lang();
-    let app = &web.app;
-    let a = &staff.actor;
-    let err = |e| PageError::app(e, lang);
-    let snap = app.status.snapshot();
-    let storage = crate::api::integrity_json(app);
-    let storage_damaged = storage["state"] == "corrupt";
-    let events = app.node_events(a, 100, false).await.map_err(err)?;
-    let errors = app.node_events(a, 20, true).await.map_err(err)?;
-    let audit = match app.audit_log(a, 100).await {
-        Ok(rows) => Some(log_rows(&web, &rows)),
-        Err(AppError::Forbidden { .. }) => None,
-        Err(e) => return Err(err(e)),
-    };
-    page(
-        &web,
-        &staff,
-        StatusCode::OK,
-        "technician.html",
-        context! {
-            panels => vec![
-                context! { id => "link", data => panel(&snap.link) },
-                context! { id => "modem", data => panel(&snap.modem) },
-                context! { id => "power", data => panel(&snap.power) },
-                context! { id => "sync", data => panel(&snap.sync) },
-                context! { id => "storage", data => panel(&PanelView::Live { data: storage }) },
-            ],
-            storage_damaged => storage_damaged,
-            events => log_rows(&web, &events),
-            errors => log_rows(&web, &errors),
-            audit => audit,
-        },
-    )
+    web.app
+        .technician_confirm_clock(&staff.actor)
+        .await
+        .map_err(|e| PageError::app(e, lang))?;
+    Ok(Redirect::to("/technician").into_response())
+}
+
+/// A form that carries nothing but its CSRF token.
+#[derive(Debug, serde::Deserialize)]
+pub struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
 }

@@ -8,9 +8,9 @@ use axum::response::{IntoResponse, Redirect, Response};
 use minijinja::{Value, context};
 use serde::Deserialize;
 
-use markaz_sync::model::citizen::{CitizenInput, birth_date_from_parts};
 use markaz_sync::model::staff::Capability;
 
+use super::citizens::ProfileFields;
 use super::session::{PageError, Staff, Web, field_errors, flash, local_hhmm, page};
 use crate::app::citizens::Registered;
 use crate::app::queue::IssueTicket;
@@ -26,34 +26,20 @@ pub struct ReceptionQuery {
     #[serde(default)]
     phone: Option<String>,
     #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
     done: Option<String>,
 }
 
+/// The registration form: the national id and the profile's fields.
 #[derive(Debug, Deserialize, Default, Clone, serde::Serialize)]
 pub struct CitizenForm {
     #[serde(default)]
     csrf: String,
     #[serde(default)]
     national_id: String,
-    #[serde(default)]
-    full_name: String,
-    #[serde(default)]
-    father_name: String,
-    #[serde(default)]
-    mother_name: String,
-    /// The birth date in three fields, never one text a browser may read month-first.
-    #[serde(default)]
-    birth_day: String,
-    #[serde(default)]
-    birth_month: String,
-    #[serde(default)]
-    birth_year: String,
-    #[serde(default)]
-    birth_place: String,
-    #[serde(default)]
-    phone_new: String,
-    #[serde(default)]
-    address: String,
+    #[serde(flatten)]
+    profile: ProfileFields,
 }
 
 #[derive(Debug, Deserialize, Default, Clone, serde::Serialize)]
@@ -89,10 +75,15 @@ async fn render_reception(
     let app = &web.app;
     let nid = q.nid.as_deref().map(str::trim).filter(|s| !s.is_empty());
     let phone = q.phone.as_deref().map(str::trim).filter(|s| !s.is_empty());
-    let searched = nid.is_some() || phone.is_some();
+    let name = q.name.as_deref().map(str::trim).filter(|s| !s.is_empty());
+    let searched = nid.is_some() || phone.is_some() || name.is_some();
     let mut error = shown.error;
     let citizens = if searched {
-        match app.find_citizens(&staff.actor, nid, phone).await {
+        let found = match (nid, phone, name) {
+            (None, None, Some(name)) => app.find_citizens_by_name(&staff.actor, name).await,
+            _ => app.find_citizens(&staff.actor, nid, phone).await,
+        };
+        match found {
             Ok(c) => c,
             Err(AppError::Invalid(errs)) => {
                 error = Some(super::session::error_message(
@@ -123,6 +114,12 @@ async fn render_reception(
         })
         .collect();
     let or_empty = |v: Value| if v.is_undefined() { Value::from(()) } else { v };
+    // An id searched and not found: the registration form starts with it (the desk's
+    // "register the citizen first" link leads here).
+    let citizen = match (shown.citizen.is_undefined(), nid) {
+        (true, Some(n)) if citizens.is_empty() => context! { national_id => n },
+        _ => or_empty(shown.citizen),
+    };
     page(
         web,
         staff,
@@ -131,11 +128,11 @@ async fn render_reception(
         context! {
             groups => Value::from_serialize(&app.settings.groups),
             priorities => PRIORITIES.to_vec(),
-            search => context! { nid => nid, phone => phone },
+            search => context! { nid => nid, phone => phone, name => name },
             searched => searched,
             citizens => Value::from_serialize(&citizens),
             waiting => waiting,
-            citizen => or_empty(shown.citizen),
+            citizen => citizen,
             citizen_errors => or_empty(shown.citizen_errors),
             ticket_form => or_empty(shown.ticket_form),
             ticket_errors => or_empty(shown.ticket_errors),
@@ -166,19 +163,7 @@ pub async fn register(
 ) -> Result<Response, PageError> {
     staff.check_csrf(&f.csrf)?;
     let lang = staff.lang();
-    let birth_date = birth_date_from_parts(&f.birth_day, &f.birth_month, &f.birth_year);
-    let input = CitizenInput {
-        national_id: f.national_id.clone(),
-        full_name: f.full_name.clone(),
-        father_name: f.father_name.clone(),
-        mother_name: f.mother_name.clone(),
-        // A date that does not compose is left out: the profile's parse refuses it and
-        // the parts' own error replaces "required" below.
-        birth_date: birth_date.clone().unwrap_or_default(),
-        birth_place: f.birth_place.clone(),
-        phone: f.phone_new.clone(),
-        address: f.address.clone(),
-    };
+    let (input, birth_date) = f.profile.input(&f.national_id);
     let known = input
         .national_id
         .trim()
@@ -201,19 +186,7 @@ pub async fn register(
             Ok(Redirect::to(&format!("/citizens/{nid}?done=citizen_exists")).into_response())
         }
         Err(AppError::Invalid(errs)) => {
-            // The form names the phone `phone_new` (the search form has `phone`).
-            let errs: Vec<_> = errs
-                .into_iter()
-                .map(|mut e| {
-                    if e.field == "phone" {
-                        e.field = "phone_new".into();
-                    }
-                    match (&birth_date, e.field.as_str()) {
-                        (Err(parts), "birth_date") => parts.clone(),
-                        _ => e,
-                    }
-                })
-                .collect();
+            let errs = ProfileFields::form_errors(errs, &birth_date);
             let mut shown_form = f.clone();
             shown_form.csrf.clear();
             let shown = Shown {

@@ -56,6 +56,11 @@ pub const MENU: &[MenuEntry] = &[
         cap: Capability::ViewCases,
     },
     MenuEntry {
+        href: "/cash",
+        key: "nav.cash",
+        cap: Capability::TakePayment,
+    },
+    MenuEntry {
         href: "/supervisor",
         key: "nav.supervisor",
         cap: Capability::ViewReports,
@@ -64,6 +69,11 @@ pub const MENU: &[MenuEntry] = &[
         href: "/citizens/duplicates",
         key: "nav.duplicates",
         cap: Capability::ViewReports,
+    },
+    MenuEntry {
+        href: "/staff",
+        key: "nav.staff",
+        cap: Capability::ManageStaff,
     },
     MenuEntry {
         href: "/technician",
@@ -87,29 +97,12 @@ pub fn home_of(actor: &Actor) -> &'static str {
 
 /// Reads one cookie by name.
 pub fn cookie(parts: &Parts, name: &str) -> Option<String> {
-    parts
-        .headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|kv| {
-            let (k, v) = kv.trim().split_once('=')?;
-            (k == name).then(|| v.to_string())
-        })
+    markaz_web::http::cookie(&parts.headers, name)
 }
 
 /// Reads one cookie from request headers (for handlers that hold the headers).
 pub fn cookie_value(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|kv| {
-            let (k, v) = kv.trim().split_once('=')?;
-            (k == name).then(|| v.to_string())
-        })
+    markaz_web::http::cookie(headers, name)
 }
 
 /// Any visitor: language and where they are.
@@ -169,16 +162,14 @@ impl Staff {
 
     /// Checks the CSRF token a form sent.
     pub fn check_csrf(&self, sent: &str) -> Result<(), PageError> {
-        if !sent.is_empty() && constant_time_eq(sent.as_bytes(), self.csrf.as_bytes()) {
+        if !sent.is_empty()
+            && markaz_web::password::constant_time_eq(sent.as_bytes(), self.csrf.as_bytes())
+        {
             Ok(())
         } else {
             Err(PageError::Csrf { lang: self.lang() })
         }
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 impl FromRequestParts<Web> for Staff {
@@ -404,8 +395,8 @@ impl IntoResponse for PageError {
     fn into_response(self) -> Response {
         match self {
             PageError::Login { next } => {
-                let next = safe_back(&next).to_string();
-                Redirect::to(&format!("/login?next={}", urlencode(&next))).into_response()
+                Redirect::to(&format!("/login?next={}", urlencode(safe_back(&next))))
+                    .into_response()
             }
             PageError::Forbidden { lang } => error_page(
                 lang,
@@ -456,19 +447,7 @@ pub fn form_error(field: &str, code: &str, key: &str) -> markaz_sync::model::cat
     )
 }
 
-/// Percent-encodes a query value.
-pub fn urlencode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
+pub use markaz_web::http::urlencode;
 
 /// The first path segments of this node's pages: the only places a redirect after login
 /// or a "back" link may lead to.
@@ -481,30 +460,15 @@ pub const OWN_PAGES: &[&str] = &[
     "display",
     "tickets",
     "citizens",
+    "staff",
+    "account",
+    "cash",
 ];
 
-/// A path a form may send us back to: `/` or a relative path of one of [`OWN_PAGES`],
-/// else `/`. Only printable ASCII without `\` is kept: a browser drops tabs and newlines
-/// from a URL and reads `\` as `/`, so `/\t/evil.example` would take the clerk to
-/// `//evil.example`, another site.
+/// A path a form may send us back to: `/` or a path of one of [`OWN_PAGES`], else `/`
+/// (the rules are the shared [`markaz_web::http::safe_back`]'s).
 pub fn safe_back(back: &str) -> &str {
-    if is_own_page(back) { back } else { "/" }
-}
-
-fn is_own_page(back: &str) -> bool {
-    if !back.bytes().all(|b| b.is_ascii_graphic() && b != b'\\') {
-        return false;
-    }
-    let path = back.split(['?', '#']).next().unwrap_or_default();
-    let Some(rest) = path.strip_prefix('/') else {
-        return false;
-    };
-    if rest.is_empty() {
-        return true;
-    }
-    let mut segments = rest.split('/');
-    let first = segments.next().unwrap_or_default();
-    OWN_PAGES.contains(&first) && segments.all(|s| !s.is_empty() && s != "." && s != "..")
+    markaz_web::http::safe_back(back, OWN_PAGES)
 }
 
 /// `HH:MM` of a stored timestamp in the center's time zone ("" if it does not parse).
@@ -562,13 +526,6 @@ mod tests {
             assert_eq!(safe_back(bad), "/", "{bad:?}");
         }
         assert_eq!(urlencode("/cases?q=a b"), "/cases%3Fq%3Da%20b");
-    }
-
-    #[test]
-    fn csrf_comparison() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
     }
 }
 

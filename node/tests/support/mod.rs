@@ -36,15 +36,21 @@ impl TestNode {
     }
 
     pub async fn start_with(tweak: impl FnOnce(&mut markaz_config::NodeConfig)) -> Self {
+        Self::start_clocked(Clock::manual(morning()), tweak).await
+    }
+
+    /// A node on `clock` (a stepped clock, say: its wall time can jump).
+    pub async fn start_clocked(
+        clock: Clock,
+        tweak: impl FnOnce(&mut markaz_config::NodeConfig),
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = markaz_config::NodeConfig::default();
         cfg.storage.data_dir = dir.path().join("data");
         cfg.auth.initial_admin_password = Some(ADMIN_PASSWORD.into());
         cfg.server.max_body_bytes = 16 * 1024;
         tweak(&mut cfg);
-        let app = markaz_node::center::open(&cfg, Clock::manual(morning()))
-            .await
-            .unwrap();
+        let app = markaz_node::center::open(&cfg, clock).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let router = markaz_node::server::router(

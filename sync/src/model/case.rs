@@ -233,6 +233,23 @@ pub struct CaseEvent {
     pub hlc: String,
 }
 
+/// A cash receipt voided at the center that issued it: asked for with a reason,
+/// approved by a supervisor (another person). The receipt and the case's payment event
+/// stay; the void is recorded beside them (case document key `void:<receipt>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptVoid {
+    pub receipt: ReceiptNo,
+    pub reason: String,
+    /// Username and full name of who asked for it.
+    pub requested_by: String,
+    pub requested_name: String,
+    pub requested_at: Timestamp,
+    /// Username and full name of the supervisor who approved it.
+    pub approved_by: String,
+    pub approved_name: String,
+    pub approved_at: Timestamp,
+}
+
 /// The action a clerk attempted, for messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -10,7 +10,7 @@ use rand::Rng;
 
 use super::PgHub;
 use super::tables::PgTx;
-use crate::sessions::{SyncSession, merge_uplink, status};
+use crate::sessions::{SyncSession, merge_uplink, nothing_new, status};
 use crate::storage::{CenterFacts, StorageError, SyncLog, SyncLogEntry};
 
 /// Find or open the session `entry` belongs to, add the request to it; its row id.
@@ -94,34 +94,53 @@ fn record(tx: &PgTx<'_>, entry: &SyncLogEntry) -> Result<i64, postgres::Error> {
 }
 
 impl SyncLog for PgHub {
+    fn prune_sync_log(&mut self, before_ms: i64, batch: u32) -> Result<(u64, u64), StorageError> {
+        let batch = i64::from(batch);
+        self.with_tx(|tx| {
+            let log = tx.execute(
+                "DELETE FROM sync_log WHERE id IN
+                   (SELECT id FROM sync_log WHERE ended_ms < $1 LIMIT $2)",
+                &[&before_ms, &batch],
+            )?;
+            let sessions = tx.execute(
+                "DELETE FROM sync_sessions WHERE id IN
+                   (SELECT id FROM sync_sessions WHERE last_ms < $1 LIMIT $2)",
+                &[&before_ms, &batch],
+            )?;
+            Ok((log, sessions))
+        })
+    }
+
     fn record_sync(&mut self, e: &SyncLogEntry) -> Result<(), StorageError> {
         self.with_tx(|tx| {
             let session_id = record(tx, e)?;
-            tx.execute(
-                "INSERT INTO sync_log(center, uplink, kind, started_ms, ended_ms, bytes_up,
+            if !nothing_new(e) {
+                tx.execute(
+                    "INSERT INTO sync_log(center, uplink, kind, started_ms, ended_ms, bytes_up,
                    bytes_down, docs_up, docs_down, changes_up, changes_down, refused, result,
                    error, skew_ms, cursor, session_id)
                  VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17)",
-                &[
-                    &e.center,
-                    &e.uplink,
-                    &e.kind,
-                    &e.started_ms,
-                    &e.ended_ms,
-                    &e.bytes_up,
-                    &e.bytes_down,
-                    &e.docs_up,
-                    &e.docs_down,
-                    &e.changes_up,
-                    &e.changes_down,
-                    &e.refused,
-                    &e.result,
-                    &e.error,
-                    &e.skew_ms,
-                    &e.cursor,
-                    &session_id,
-                ],
-            )?;
+                    &[
+                        &e.center,
+                        &e.uplink,
+                        &e.kind,
+                        &e.started_ms,
+                        &e.ended_ms,
+                        &e.bytes_up,
+                        &e.bytes_down,
+                        &e.docs_up,
+                        &e.docs_down,
+                        &e.changes_up,
+                        &e.changes_down,
+                        &e.refused,
+                        &e.result,
+                        &e.error,
+                        &e.skew_ms,
+                        &e.cursor,
+                        &session_id,
+                    ],
+                )?;
+            }
             let ok = (e.result == "ok").then_some(e.ended_ms);
             tx.execute(
                 "INSERT INTO center_status(center, last_sync_ms, last_ok_ms, uplink, cursor,

@@ -4,7 +4,9 @@
 //! process's pool ([`open_pool`]).
 //!
 //! The tables are [`schema`] (versioned migrations), the relay's and the documents' rows
-//! [`tables`], the sync log and sessions [`log`].
+//! [`tables`], the sync log and sessions [`log`], operators, their sessions and tokens,
+//! login limits and the audit log `operators`; [`copy`] moves a SQLite hub here
+//! (`markaz hub migrate-store`) and checks the result.
 //!
 //! What several processes writing at once need, and how each is solved (every one has a
 //! test in `storage::tests::pg`):
@@ -42,7 +44,9 @@ use postgres::{Client, NoTls, Statement};
 
 use super::{Counters, StorageError, Transactional, TxWork};
 
+pub mod copy;
 pub mod log;
+mod operators;
 pub mod schema;
 pub mod tables;
 
@@ -50,6 +54,9 @@ use tables::PgTx;
 
 /// How many times a transaction that lost a deadlock or a serialization check is run.
 pub const MAX_ATTEMPTS: u32 = 5;
+
+/// The `application_name` of every hub connection (`pg_stat_activity` shows them).
+pub const APPLICATION_NAME: &str = "markaz-hub";
 
 /// Documents each worker keeps in memory between requests (several workers per process).
 const DOC_CACHE: usize = 1024;
@@ -105,7 +112,7 @@ impl PgSettings {
             .port(self.url.port())
             .user(self.url.user())
             .dbname(self.url.dbname())
-            .application_name("markaz-hub")
+            .application_name(APPLICATION_NAME)
             .connect_timeout(Duration::from_secs(10))
             .keepalives_idle(Duration::from_secs(60));
         if let Some(p) = &self.password {
@@ -210,6 +217,19 @@ impl PgHub {
             docs: DocStore::new(actor, DOC_CACHE),
             clock: Clock::new("hub"),
         })
+    }
+
+    /// Connections of other hub processes (or other workers) to this database: what
+    /// `markaz hub restore` refuses to run beside.
+    pub fn other_hub_connections(&mut self) -> Result<i64, StorageError> {
+        self.ensure_connected()?;
+        let row = self.client.query_one(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE application_name = $1 AND datname = current_database()
+               AND pid <> pg_backend_pid()",
+            &[&APPLICATION_NAME],
+        )?;
+        Ok(row.get(0))
     }
 
     /// Open the connection again if the server closed it (restart, network).

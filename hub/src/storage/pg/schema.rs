@@ -5,7 +5,7 @@
 //!
 //! The tables mirror the SQLite hub's (`changes`, `snapshots`, `doc_meta`, `incarnation`;
 //! `hub_meta`, `centers`, `routes`, `feed`, `push_acks`; `sync_log`, `sync_sessions`,
-//! `center_status`; `hub_counters`), plus `feed_heads`: each center's feed length, whose
+//! `center_status`; `hub_counters`; the operators' tables of v3), plus `feed_heads`: each center's feed length, whose
 //! row is the lock that numbers its feed. Text keys use the `C` collation, so ids sort
 //! byte-wise as in SQLite (repair buckets compare ordered lists).
 
@@ -102,7 +102,7 @@ CREATE TABLE hub_counters(name TEXT COLLATE "C" PRIMARY KEY, value BIGINT NOT NU
 "#;
 
 /// The migrations, in order: entry `i` creates schema version `i + 1`.
-pub const MIGRATIONS: &[&str] = &[V1, V2];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// v2: what a restore needs (see `markaz_sync::protocol::restore`): the epochs this
 /// database has had, the feed floors (every center's feed continues above the highest),
@@ -113,6 +113,56 @@ CREATE TABLE feed_floors(floor BIGINT PRIMARY KEY);
 ALTER TABLE center_status ADD COLUMN cursor_ms BIGINT;
 INSERT INTO hub_epochs(epoch) SELECT value FROM hub_meta WHERE key='epoch'
     ON CONFLICT DO NOTHING;
+"#;
+
+/// v3: operator accounts, their sessions and API tokens, login limits per (username,
+/// address) and the audit log ([`super::operators`]).
+const V3: &str = r#"
+CREATE TABLE hub_operators(
+    username TEXT COLLATE "C" PRIMARY KEY,
+    full_name TEXT NOT NULL,
+    roles TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    active BOOLEAN NOT NULL,
+    language TEXT NOT NULL,
+    created_ms BIGINT NOT NULL);
+CREATE TABLE hub_operator_sessions(
+    token_hash TEXT COLLATE "C" PRIMARY KEY,
+    username TEXT COLLATE "C" NOT NULL REFERENCES hub_operators(username) ON DELETE CASCADE,
+    created_ms BIGINT NOT NULL,
+    last_seen_ms BIGINT NOT NULL);
+CREATE INDEX hub_operator_sessions_user ON hub_operator_sessions(username);
+CREATE TABLE hub_api_tokens(
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    token_hash TEXT COLLATE "C" NOT NULL UNIQUE,
+    username TEXT COLLATE "C" NOT NULL REFERENCES hub_operators(username) ON DELETE CASCADE,
+    label TEXT NOT NULL,
+    created_ms BIGINT NOT NULL,
+    last_used_ms BIGINT);
+CREATE TABLE hub_login_failures(
+    username TEXT COLLATE "C" NOT NULL,
+    address TEXT COLLATE "C" NOT NULL,
+    failures BIGINT NOT NULL,
+    last_ms BIGINT NOT NULL,
+    PRIMARY KEY(username, address));
+CREATE TABLE hub_audit(
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at_ms BIGINT NOT NULL,
+    operator TEXT COLLATE "C" NOT NULL,
+    address TEXT NOT NULL,
+    kind TEXT COLLATE "C" NOT NULL,
+    center TEXT COLLATE "C",
+    target TEXT NOT NULL,
+    before_json TEXT,
+    after_json TEXT);
+CREATE INDEX hub_audit_operator ON hub_audit(operator, id);
+CREATE INDEX hub_audit_center ON hub_audit(center, id);
+"#;
+
+/// v4: retention (`[hub] sync_log_days`) deletes by age without reading whole tables.
+const V4: &str = r#"
+CREATE INDEX sync_log_ended ON sync_log(ended_ms);
+CREATE INDEX sync_sessions_last ON sync_sessions(last_ms);
 "#;
 
 /// The schema version this program writes.

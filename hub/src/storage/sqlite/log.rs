@@ -5,7 +5,7 @@ use rand::Rng;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::HubDb;
-use crate::sessions::{SyncSession, merge_uplink, status};
+use crate::sessions::{SyncSession, merge_uplink, nothing_new, status};
 use crate::storage::{CenterFacts, StorageError, SyncLog, SyncLogEntry};
 
 /// Create the sync log, the centers' status and the sessions; idempotent.
@@ -49,7 +49,8 @@ fn migrate_sessions(conn: &Connection) -> Result<(), rusqlite::Error> {
             last_result TEXT NOT NULL DEFAULT 'ok', last_error TEXT,
             skew_ms INTEGER, closed INTEGER NOT NULL DEFAULT 0,
             UNIQUE(center, session));
-         CREATE INDEX IF NOT EXISTS sync_sessions_center ON sync_sessions(center, id);",
+         CREATE INDEX IF NOT EXISTS sync_sessions_center ON sync_sessions(center, id);
+         CREATE INDEX IF NOT EXISTS sync_sessions_last ON sync_sessions(last_ms);",
     )?;
     let has_cursor_ms: bool = conn
         .prepare("SELECT 1 FROM pragma_table_info('center_status') WHERE name='cursor_ms'")?
@@ -66,6 +67,7 @@ fn migrate_sessions(conn: &Connection) -> Result<(), rusqlite::Error> {
              CREATE INDEX IF NOT EXISTS sync_log_session ON sync_log(session_id, id);",
         )?;
     }
+    conn.execute_batch("CREATE INDEX IF NOT EXISTS sync_log_ended ON sync_log(ended_ms);")?;
     Ok(())
 }
 
@@ -195,34 +197,52 @@ fn list(
 }
 
 impl SyncLog for HubDb {
+    fn prune_sync_log(&mut self, before_ms: i64, batch: u32) -> Result<(u64, u64), StorageError> {
+        let tx = self.conn.transaction()?;
+        let log = tx.execute(
+            "DELETE FROM sync_log WHERE id IN
+               (SELECT id FROM sync_log WHERE ended_ms < ?1 LIMIT ?2)",
+            params![before_ms, batch],
+        )?;
+        let sessions = tx.execute(
+            "DELETE FROM sync_sessions WHERE id IN
+               (SELECT id FROM sync_sessions WHERE last_ms < ?1 LIMIT ?2)",
+            params![before_ms, batch],
+        )?;
+        tx.commit()?;
+        Ok((log as u64, sessions as u64))
+    }
+
     fn record_sync(&mut self, e: &SyncLogEntry) -> Result<(), StorageError> {
         let tx = self.conn.transaction()?;
         let session_id = record(&tx, e)?;
-        tx.execute(
-            "INSERT INTO sync_log(center, uplink, kind, started_ms, ended_ms, bytes_up,
+        if !nothing_new(e) {
+            tx.execute(
+                "INSERT INTO sync_log(center, uplink, kind, started_ms, ended_ms, bytes_up,
                bytes_down, docs_up, docs_down, changes_up, changes_down, refused, result,
                error, skew_ms, cursor, session_id)
              VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17)",
-            params![
-                e.center,
-                e.uplink,
-                e.kind,
-                e.started_ms,
-                e.ended_ms,
-                e.bytes_up,
-                e.bytes_down,
-                e.docs_up,
-                e.docs_down,
-                e.changes_up,
-                e.changes_down,
-                e.refused,
-                e.result,
-                e.error,
-                e.skew_ms,
-                e.cursor,
-                session_id
-            ],
-        )?;
+                params![
+                    e.center,
+                    e.uplink,
+                    e.kind,
+                    e.started_ms,
+                    e.ended_ms,
+                    e.bytes_up,
+                    e.bytes_down,
+                    e.docs_up,
+                    e.docs_down,
+                    e.changes_up,
+                    e.changes_down,
+                    e.refused,
+                    e.result,
+                    e.error,
+                    e.skew_ms,
+                    e.cursor,
+                    session_id
+                ],
+            )?;
+        }
         let ok = (e.result == "ok").then_some(e.ended_ms);
         tx.execute(
             "INSERT INTO center_status(center, last_sync_ms, last_ok_ms, uplink, cursor, skew_ms,

@@ -1,6 +1,7 @@
 //! The SQLite engine: `<data_dir>/markaz-hub.db` (WAL, `synchronous=FULL`), owned by ONE
 //! writer thread with the hub's [`DocStore`] and clock. The relay's tables are
-//! `markaz_sync::protocol::sqlite_hub`; the sync log and sessions are [`log`].
+//! `markaz_sync::protocol::sqlite_hub`; the sync log and sessions are [`log`]; operators,
+//! their sessions and tokens, login limits and the audit log are `operators`.
 
 use std::path::Path;
 
@@ -12,6 +13,7 @@ use rusqlite::Connection;
 use super::{Counters, StorageError, Transactional, TxWork};
 
 pub mod log;
+mod operators;
 
 /// The hub database file name inside `data_dir`.
 pub const DB_FILE: &str = "markaz-hub.db";
@@ -57,6 +59,7 @@ impl HubDb {
         migrate_hub(&conn)?;
         log::migrate(&conn)?;
         migrate_counters(&conn)?;
+        operators::migrate(&conn)?;
         let now = jiff::Timestamp::now().as_millisecond();
         let actor = store::incarnation(&conn, "hub", now)?;
         // Before it serves: this process hands out feed positions no earlier process did

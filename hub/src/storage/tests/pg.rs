@@ -29,8 +29,10 @@ fn open(test: &str) -> Option<(Box<dyn HubEngine>, ())> {
 
 super::engine_tests!(open;
     counters_count_and_status_keeps_the_cursor,
+    sync_log_keeps_its_days_and_nothing_new_is_one_row,
     requests_group_by_header_or_by_hello,
     hub_documents_route_to_the_centers_that_need_them,
+    operators_sessions_tokens_limits_and_audit,
 );
 
 /// Run `f` on `n` threads at once, each with its own engine ("process") on the database;

@@ -1,4 +1,4 @@
-//! `markaz bench …`: the benchmarks of issue 8, measured against the limits of the
+//! `cargo xtask bench …` (the `markaz-bench` binary, not shipped): the benchmarks, measured against the limits of the
 //! machine and written to `docs/BENCHMARKS.md`, never asserted in timed tests.
 //!
 //! Each benchmark rewrites only its own section of the file, between
@@ -9,6 +9,7 @@
 
 pub mod catch_up;
 pub mod failover;
+pub mod group_commit;
 pub mod hub_load;
 pub mod million;
 pub mod rig;

@@ -1,9 +1,9 @@
 //! Benchmarks measured against the machine's own limits (issue 8), run from
-//! `markaz bench …`, never from timed tests.
+//! `cargo xtask bench …`, never from timed tests.
 //!
 //! [`group_commit`] (target 1, local writes): in one run on one machine, durable
 //! writes/s and latency of 64 concurrent terminals issuing tickets through the real use
-//! case ([`App::issue_ticket`], group commit by the [`crate::storage::Writer`]), against a
+//! case ([`App::issue_ticket`], group commit by the [`markaz_node::storage::Writer`]), against a
 //! baseline that does the same SQL with one transaction and one fsync per write on one
 //! plain rusqlite connection (WAL, `synchronous=FULL`) shared by 64 threads. Both sides
 //! run several times, interleaved, on fresh database files; the report gives medians and
@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use rusqlite::{Connection, TransactionBehavior};
 
-use crate::app::queue::{IssueTicket, NewTicket, issue_in};
-use crate::app::{Actor, App, Clock};
-use crate::domain::queue::PriorityClass;
-use crate::storage::{Db, StorageOptions};
+use markaz_node::app::queue::{IssueTicket, NewTicket, issue_in};
+use markaz_node::app::{Actor, App, Clock};
+use markaz_node::domain::queue::PriorityClass;
+use markaz_node::storage::{Db, StorageOptions};
 use markaz_sync::model::staff::Role;
 
 /// What to measure.
@@ -254,8 +254,8 @@ fn machine() -> String {
     format!("{cpus} CPUs ({model}), Linux {kernel}, {profile}, load average {load} at start")
 }
 
-fn bench_settings() -> anyhow::Result<crate::app::AppSettings> {
-    crate::center::settings_from(&markaz_config::NodeConfig::default())
+fn bench_settings() -> anyhow::Result<markaz_node::app::AppSettings> {
+    markaz_node::center::settings_from(&markaz_config::NodeConfig::default())
 }
 
 fn reception() -> Actor {
@@ -401,7 +401,7 @@ mod tests {
     /// Markdown section replaces itself in place.
     ///
     /// With `MARKAZ_BENCH=full` (and `--release`) this runs the real benchmark and writes
-    /// docs/BENCHMARKS.md — the way the numbers there were produced until `markaz bench
+    /// docs/BENCHMARKS.md — the way the numbers there were produced until `cargo xtask bench
     /// group-commit` exists.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn group_commit_bench_runs_and_reports() {
