@@ -50,9 +50,7 @@ struct Browser {
 fn urlenc(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => {
-                (b as char).to_string()
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => (b as char).to_string(),
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -218,7 +216,10 @@ impl Rig {
     /// The audit log's kinds of `operator`, newest first.
     async fn audit_kinds(&self, operator: &str) -> anyhow::Result<Vec<(String, Value)>> {
         let rows = self
-            .api(Role::Oversight, &format!("/api/v1/audit?operator={operator}"))
+            .api(
+                Role::Oversight,
+                &format!("/api/v1/audit?operator={operator}"),
+            )
             .await?;
         Ok(rows
             .as_array()
@@ -322,12 +323,8 @@ fn staff_member(name: &str) -> StaffMember {
 async fn each_page_renders_and_each_form_writes_with_csrf_audited() -> anyhow::Result<()> {
     let mut conflict = String::new();
     let rig = Rig::new(|db| {
-        portal::put_staff(
-            db,
-            &"midan".parse().expect("center"),
-            &staff_member("رنا"),
-        )
-        .expect("staff");
+        portal::put_staff(db, &"midan".parse().expect("center"), &staff_member("رنا"))
+            .expect("staff");
         conflict = conflicted_case(db, "01020304001", "op-eservices");
     })?;
 
@@ -343,7 +340,11 @@ async fn each_page_renders_and_each_form_writes_with_csrf_audited() -> anyhow::R
     let (s, _, _) = rig
         .submit(&staff, "/staff/midan/rana/grant", &grant, false)
         .await?;
-    assert_eq!(s, StatusCode::FORBIDDEN, "a form without CSRF writes nothing");
+    assert_eq!(
+        s,
+        StatusCode::FORBIDDEN,
+        "a form without CSRF writes nothing"
+    );
     let (s, to, body) = rig
         .submit(&staff, "/staff/midan/rana/grant", &grant, true)
         .await?;
@@ -357,7 +358,13 @@ async fn each_page_renders_and_each_form_writes_with_csrf_audited() -> anyhow::R
             true,
         )
         .await?;
-    assert_eq!((s, to.as_str()), (StatusCode::SEE_OTHER, "/staff?center=midan&done=permission_revoked"));
+    assert_eq!(
+        (s, to.as_str()),
+        (
+            StatusCode::SEE_OTHER,
+            "/staff?center=midan&done=permission_revoked"
+        )
+    );
     let (s, _, _) = rig
         .submit(&staff, "/staff/midan/rana/active", &[("active", "0")], true)
         .await?;
@@ -367,9 +374,17 @@ async fn each_page_renders_and_each_form_writes_with_csrf_audited() -> anyhow::R
     assert_eq!(row["active"], false, "{row}");
     let perms = row["permissions"].as_array().cloned().unwrap_or_default();
     let of = |a: &str| perms.iter().find(|p| p["authority"] == a).cloned();
-    assert_eq!(of("civil_affairs").expect("granted")["expires_on"], "2099-01-31");
-    assert!(of("justice").expect("revoked")["expires_on"].is_null(), "{row}");
-    let (_, html) = rig.page(&staff, "/staff?center=midan&done=staff_deactivated").await?;
+    assert_eq!(
+        of("civil_affairs").expect("granted")["expires_on"],
+        "2099-01-31"
+    );
+    assert!(
+        of("justice").expect("revoked")["expires_on"].is_null(),
+        "{row}"
+    );
+    let (_, html) = rig
+        .page(&staff, "/staff?center=midan&done=staff_deactivated")
+        .await?;
     assert!(html.contains("id=\"flash\""), "{html}");
     // A bad date is refused with the form again, nothing written.
     let (s, _, html) = rig
@@ -390,7 +405,10 @@ async fn each_page_renders_and_each_form_writes_with_csrf_audited() -> anyhow::R
             .unwrap_or_else(|| panic!("{kind} not audited: {kinds:?}"));
         assert_eq!(entry["center"], "midan");
         assert_eq!(entry["address"], "10.0.0.9");
-        assert!(!entry["before"].is_null() && !entry["after"].is_null(), "{entry}");
+        assert!(
+            !entry["before"].is_null() && !entry["after"].is_null(),
+            "{entry}"
+        );
     }
 
     // Electronic services: a case by post entered through the form, worked to the post.
@@ -456,9 +474,18 @@ async fn each_page_renders_and_each_form_writes_with_csrf_audited() -> anyhow::R
     assert_eq!(s, StatusCode::SEE_OTHER, "{body}");
     let pickup = to.split('?').next().unwrap_or_default().to_string();
     let (s, _, html) = rig
-        .submit(&es, &format!("{pickup}/action"), &[("action", "cancel"), ("reason", "")], true)
+        .submit(
+            &es,
+            &format!("{pickup}/action"),
+            &[("action", "cancel"), ("reason", "")],
+            true,
+        )
         .await?;
-    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "a reason is required: {html}");
+    assert_eq!(
+        s,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "a reason is required: {html}"
+    );
     let (s, _, _) = rig
         .submit(
             &es,
@@ -470,20 +497,35 @@ async fn each_page_renders_and_each_form_writes_with_csrf_audited() -> anyhow::R
     assert_eq!(s, StatusCode::SEE_OTHER);
     let pickup_no = pickup.trim_start_matches("/eservices/");
     let one = rig
-        .api(Role::Oversight, &format!("/api/v1/portal/cases/{pickup_no}"))
+        .api(
+            Role::Oversight,
+            &format!("/api/v1/portal/cases/{pickup_no}"),
+        )
         .await?;
     assert_eq!(one["status"], "cancelled", "{one}");
     assert_eq!(one["delivery"]["center"], "midan", "{one}");
     // Input the API refuses is refused here, with the form again and what was typed.
     let bad: Vec<(&str, &str)> = enter
         .iter()
-        .map(|(k, v)| if *k == "national_id" { (*k, "12") } else { (*k, *v) })
+        .map(|(k, v)| {
+            if *k == "national_id" {
+                (*k, "12")
+            } else {
+                (*k, *v)
+            }
+        })
         .collect();
     let (s, _, html) = rig.submit(&es, "/eservices", &bad, true).await?;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
     assert!(html.contains("EP-778899"), "the form keeps what was typed");
     let kinds = rig.audit_kinds("op-eservices").await?;
-    for kind in ["portal.case", "case.start", "case.ready", "case.post", "case.cancel"] {
+    for kind in [
+        "portal.case",
+        "case.start",
+        "case.ready",
+        "case.post",
+        "case.cancel",
+    ] {
         assert!(kinds.iter().any(|(k, _)| k == kind), "{kind}: {kinds:?}");
     }
 
@@ -492,19 +534,37 @@ async fn each_page_renders_and_each_form_writes_with_csrf_audited() -> anyhow::R
     for lang in ["ar", "en"] {
         let (s, html) = rig.page(&ov, &format!("/conflicts?lang={lang}")).await?;
         assert_eq!(s, StatusCode::OK);
-        assert!(html.contains(&format!("/conflicts/{conflict}/resolve")), "{html}");
+        assert!(
+            html.contains(&format!("/conflicts/{conflict}/resolve")),
+            "{html}"
+        );
     }
     let resolve = format!("/conflicts/{conflict}/resolve");
     let (s, _, html) = rig
-        .submit(&ov, &resolve, &[("outcome", "delivered"), ("reason", " ")], true)
+        .submit(
+            &ov,
+            &resolve,
+            &[("outcome", "delivered"), ("reason", " ")],
+            true,
+        )
         .await?;
     assert_eq!(s, StatusCode::CONFLICT, "a reason is required: {html}");
     let (s, _, _) = rig
-        .submit(&ov, &resolve, &[("outcome", "delivered"), ("reason", "سُلّمت فعلاً")], false)
+        .submit(
+            &ov,
+            &resolve,
+            &[("outcome", "delivered"), ("reason", "سُلّمت فعلاً")],
+            false,
+        )
         .await?;
     assert_eq!(s, StatusCode::FORBIDDEN);
     let (s, to, body) = rig
-        .submit(&ov, &resolve, &[("outcome", "delivered"), ("reason", "سُلّمت فعلاً")], true)
+        .submit(
+            &ov,
+            &resolve,
+            &[("outcome", "delivered"), ("reason", "سُلّمت فعلاً")],
+            true,
+        )
         .await?;
     assert_eq!(s, StatusCode::SEE_OTHER, "{body}");
     assert_eq!(to, "/conflicts?done=resolved");
@@ -518,7 +578,10 @@ async fn each_page_renders_and_each_form_writes_with_csrf_audited() -> anyhow::R
     assert_eq!(row["resolution"]["actor"], "op-oversight", "{row}");
     assert_eq!(row["status"], "delivered", "{row}");
     let (_, html) = rig.page(&ov, "/conflicts?lang=en").await?;
-    assert!(html.contains("سُلّمت فعلاً") && html.contains("op-oversight"), "{html}");
+    assert!(
+        html.contains("سُلّمت فعلاً") && html.contains("op-oversight"),
+        "{html}"
+    );
     let kinds = rig.audit_kinds("op-oversight").await?;
     let (_, entry) = kinds
         .iter()
@@ -536,9 +599,18 @@ async fn each_page_renders_and_each_form_writes_with_csrf_audited() -> anyhow::R
     let (s, _) = rig.page(&staff, "/conflicts").await?;
     assert_eq!(s, StatusCode::FORBIDDEN);
     let (s, _, _) = rig
-        .submit(&ov, &format!("{pickup}/action"), &[("action", "start")], true)
+        .submit(
+            &ov,
+            &format!("{pickup}/action"),
+            &[("action", "start")],
+            true,
+        )
         .await?;
-    assert_eq!(s, StatusCode::FORBIDDEN, "oversight follows portal cases, works none");
+    assert_eq!(
+        s,
+        StatusCode::FORBIDDEN,
+        "oversight follows portal cases, works none"
+    );
     let (s, _, _) = rig.submit(&ov, "/eservices", &enter, true).await?;
     assert_eq!(s, StatusCode::FORBIDDEN);
     let (s, _, _) = rig
@@ -547,7 +619,12 @@ async fn each_page_renders_and_each_form_writes_with_csrf_audited() -> anyhow::R
     assert_eq!(s, StatusCode::FORBIDDEN);
     let catalog = rig.login(Role::Catalog).await?;
     let (s, _, _) = rig
-        .submit(&catalog, &resolve, &[("outcome", "cancelled"), ("reason", "x")], true)
+        .submit(
+            &catalog,
+            &resolve,
+            &[("outcome", "cancelled"), ("reason", "x")],
+            true,
+        )
         .await?;
     assert_eq!(s, StatusCode::FORBIDDEN);
     Ok(())
@@ -614,8 +691,13 @@ async fn markup_in_any_field_of_these_pages_comes_out_escaped() -> anyhow::Resul
             assert!(!html.contains("<img src=x"), "{path}: {html}");
         }
     }
-    let (_, html) = rig.page(&admin, &format!("/eservices/{}", cases[0])).await?;
-    assert!(html.contains("&lt;script&gt;"), "the payload is shown, escaped: {html}");
+    let (_, html) = rig
+        .page(&admin, &format!("/eservices/{}", cases[0]))
+        .await?;
+    assert!(
+        html.contains("&lt;script&gt;"),
+        "the payload is shown, escaped: {html}"
+    );
     // The intake form echoes what was typed when refused.
     let fields: Vec<(&str, &str)> = [
         "national_id",
@@ -639,6 +721,9 @@ async fn markup_in_any_field_of_these_pages_comes_out_escaped() -> anyhow::Resul
     .collect();
     let (s, _, html) = rig.submit(&admin, "/eservices", &fields, true).await?;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
-    assert!(!html.contains(SCRIPT) && !html.contains("<img src=x"), "{html}");
+    assert!(
+        !html.contains(SCRIPT) && !html.contains("<img src=x"),
+        "{html}"
+    );
     Ok(())
 }

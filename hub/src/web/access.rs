@@ -74,8 +74,16 @@ pub const ACCESS: &[(&str, &str, Need)] = &[
     ("POST", "/conflicts/{case_no}/resolve", Need::Any(CASES)),
     ("GET", "/staff", Need::Any(STAFF)),
     ("POST", "/staff/{center}/{username}/grant", Need::Any(STAFF)),
-    ("POST", "/staff/{center}/{username}/revoke", Need::Any(STAFF)),
-    ("POST", "/staff/{center}/{username}/active", Need::Any(STAFF)),
+    (
+        "POST",
+        "/staff/{center}/{username}/revoke",
+        Need::Any(STAFF),
+    ),
+    (
+        "POST",
+        "/staff/{center}/{username}/active",
+        Need::Any(STAFF),
+    ),
     ("GET", "/eservices", Need::Any(CASES)),
     ("POST", "/eservices", Need::Any(PORTAL)),
     ("GET", "/eservices/{case_no}", Need::Any(CASES)),

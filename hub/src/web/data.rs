@@ -158,7 +158,9 @@ pub(super) async fn deactivate(
     Extension(caller): Extension<Caller>,
     Path((center, username)): Path<(String, String)>,
 ) -> Result<Json<StaffRow>, DataError> {
-    Ok(Json(set_active(&s, &caller, &center, username, false).await?))
+    Ok(Json(
+        set_active(&s, &caller, &center, username, false).await?,
+    ))
 }
 
 pub(super) async fn activate(
@@ -166,7 +168,9 @@ pub(super) async fn activate(
     Extension(caller): Extension<Caller>,
     Path((center, username)): Path<(String, String)>,
 ) -> Result<Json<StaffRow>, DataError> {
-    Ok(Json(set_active(&s, &caller, &center, username, true).await?))
+    Ok(Json(
+        set_active(&s, &caller, &center, username, true).await?,
+    ))
 }
 
 #[derive(Debug, Deserialize)]

@@ -403,7 +403,10 @@ pub(super) async fn action(
 /// catalogs by the pages' tests).
 #[cfg(test)]
 pub(super) fn citizen_keys() -> Vec<String> {
-    CITIZEN_FIELDS.iter().map(|f| format!("citizen.{f}")).collect()
+    CITIZEN_FIELDS
+        .iter()
+        .map(|f| format!("citizen.{f}"))
+        .collect()
 }
 
 /// The catalog keys of the actions' buttons.

@@ -848,8 +848,17 @@ mod tests {
         );
         keys.extend(
             [
-                "created", "paid", "started", "ready", "notified", "delivered", "posted",
-                "cancelled", "rejected", "routed", "resolved",
+                "created",
+                "paid",
+                "started",
+                "ready",
+                "notified",
+                "delivered",
+                "posted",
+                "cancelled",
+                "rejected",
+                "routed",
+                "resolved",
             ]
             .map(|e| format!("event.{e}")),
         );

@@ -6,9 +6,7 @@
 use axum::extract::State;
 use axum::response::Html;
 
-use super::api::{
-    LangQuery, MetricsQuery, load_catalog, load_days, load_oversight,
-};
+use super::api::{LangQuery, MetricsQuery, load_catalog, load_days, load_oversight};
 use super::{ApiError, Q, WebState};
 use crate::catalog::CatalogEntry;
 use crate::energy::{self, Avg, Comparison, GroupFigures, MetricsKind};
@@ -155,7 +153,10 @@ fn hours(v: Option<i64>) -> String {
 /// When a center computed a day's figures, in the governorate's time zone.
 fn as_of(ms: Option<i64>, tz: &jiff::tz::TimeZone) -> String {
     match ms.and_then(|m| jiff::Timestamp::from_millisecond(m).ok()) {
-        Some(t) => ltr(&t.to_zoned(tz.clone()).strftime("%Y-%m-%d %H:%M").to_string()),
+        Some(t) => ltr(&t
+            .to_zoned(tz.clone())
+            .strftime("%Y-%m-%d %H:%M")
+            .to_string()),
         None => "—".into(),
     }
 }

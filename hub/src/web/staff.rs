@@ -128,12 +128,13 @@ async fn answer(
 }
 
 fn authority_of(v: &str) -> Result<Authority, DataError> {
-    v.parse().map_err(|e: markaz_sync::model::catalog::FieldError| {
-        DataError::Api(ApiError::Portal(PortalError::Invalid {
-            field: "authority".into(),
-            message: e.to_string(),
-        }))
-    })
+    v.parse()
+        .map_err(|e: markaz_sync::model::catalog::FieldError| {
+            DataError::Api(ApiError::Portal(PortalError::Invalid {
+                field: "authority".into(),
+                message: e.to_string(),
+            }))
+        })
 }
 
 /// `POST /staff/{center}/{username}/grant`: `authority` and `expires_on` (a date).
@@ -147,14 +148,15 @@ pub(super) async fn grant(
     let result = async {
         let c = center_of(&center)?;
         let authority = authority_of(&field(&pairs, "authority"))?;
-        let expires_on: jiff::civil::Date = field(&pairs, "expires_on").parse().map_err(
-            |e: jiff::Error| {
-                DataError::Api(ApiError::Portal(PortalError::Invalid {
-                    field: "expires_on".into(),
-                    message: e.to_string(),
-                }))
-            },
-        )?;
+        let expires_on: jiff::civil::Date =
+            field(&pairs, "expires_on")
+                .parse()
+                .map_err(|e: jiff::Error| {
+                    DataError::Api(ApiError::Portal(PortalError::Invalid {
+                        field: "expires_on".into(),
+                        message: e.to_string(),
+                    }))
+                })?;
         let g = Grant {
             authority,
             expires_on,
