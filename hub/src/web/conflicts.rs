@@ -69,7 +69,8 @@ async fn list_page(
 }
 
 /// A refused form: the list again with the reason on top (409 when the case's state
-/// refuses, 422 for bad input).
+/// refuses, 422 for bad input). A failure of storage is the error page itself.
+#[allow(clippy::result_large_err)] // the refusal is the response
 pub(super) fn refusal(caller: &Caller, e: DataError) -> Result<(StatusCode, String), Response> {
     let invalid = catalogs().t(caller.lang, "error.invalid").to_string();
     match e {
