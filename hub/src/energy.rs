@@ -49,6 +49,9 @@ pub const STATS_METRICS: [&str; 8] = [
     "cases_delivered",
 ];
 
+/// The metric with the time the center computed a document's figures (not a figure).
+pub const AS_OF_MS: &str = "as_of_ms";
+
 /// Days shown by default (and the most a request may ask for).
 pub const DEFAULT_DAYS: u32 = 30;
 pub const MAX_DAYS: u32 = 366;
@@ -59,6 +62,9 @@ pub struct MetricsDay {
     pub center: String,
     pub day: Date,
     pub metrics: BTreeMap<String, i64>,
+    /// When the center computed these figures (unix ms, the document's `as_of_ms`;
+    /// `None` from a node that did not say): today's figures grow until the day ends.
+    pub as_of_ms: Option<i64>,
 }
 
 impl MetricsDay {
@@ -118,11 +124,13 @@ pub fn days(
             continue;
         }
         let r = e.read_doc(&id, &mut |d| {
-            let m = docs::read_metrics(d)?;
+            let mut m = docs::read_metrics(d)?;
+            let as_of_ms = m.metrics.remove(AS_OF_MS);
             out.push(MetricsDay {
                 center: m.center.to_string(),
                 day,
                 metrics: m.metrics,
+                as_of_ms,
             });
             Ok(serde_json::Value::Null)
         });
@@ -251,6 +259,7 @@ mod tests {
             center: center.into(),
             day: date(2026, 11, d),
             metrics: m.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            as_of_ms: None,
         }
     }
 

@@ -11,6 +11,7 @@
 //! per center, solar vs non-solar), [`web`] (pages and JSON API), [`tls`] and [`pki`]
 //! (certificates), [`demo`] (a ready-made demo PKI), [`restore`] (`markaz hub restore`).
 
+pub mod casework;
 pub mod catalog;
 pub mod demo;
 pub mod endpoint;

@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 
 use markaz_sync::docs::{self, CaseView, DocId};
-use markaz_sync::model::case::{CaseEventKind, CaseStatus, Delivery};
+use markaz_sync::model::case::{CaseEventKind, CaseStatus, Delivery, Resolution};
 use markaz_sync::model::catalog::Service;
 use serde::Serialize;
 
@@ -338,6 +338,11 @@ pub struct ConflictRow {
     pub status: String,
     pub message_ar: String,
     pub message_en: String,
+    /// The statuses an operator may choose between (empty: two cases under one number,
+    /// which is not resolved by choosing).
+    pub outcomes: Vec<CaseStatus>,
+    /// The operator's decision, once made (it travels in the case document).
+    pub resolution: Option<Resolution>,
 }
 
 /// The center a case belongs to for oversight: its owner, or the pickup center of a
@@ -363,6 +368,8 @@ pub fn conflicts(views: &[CaseView]) -> Vec<ConflictRow> {
                 status: v.derived.status.as_str().into(),
                 message_ar: c.message_ar(),
                 message_en: c.message_en(),
+                outcomes: c.outcomes(),
+                resolution: c.resolution.clone(),
             })
         })
         .collect()

@@ -8,10 +8,11 @@
 
 use std::collections::BTreeMap;
 
-use markaz_sync::docs::{self, DocId, NewCase};
+use automerge::AutoCommit;
+use markaz_sync::docs::{self, DocId, NewCase, PermissionDecision};
 use markaz_sync::model::case::{Bank, CaseEvent, CaseEventKind, Delivery, Payment};
 use markaz_sync::model::catalog::{Authority, validate_fields};
-use markaz_sync::model::{CaseNo, CenterId, CitizenInput, Permission, StaffMember};
+use markaz_sync::model::{CaseNo, CenterId, CitizenInput, StaffMember};
 use serde::{Deserialize, Serialize};
 
 use crate::storage::{HubEngine, StorageError};
@@ -197,36 +198,56 @@ fn edit_staff(
     e: &mut dyn HubEngine,
     center: &CenterId,
     username: &str,
-    change: &dyn Fn(&mut StaffMember),
+    change: &dyn Fn(&mut AutoCommit, &str) -> Result<(), docs::DocError>,
 ) -> Result<StaffMember, PortalError> {
     let id = DocId::staff(center, username).map_err(|err| invalid("username", err))?;
+    let mut exists = false;
+    e.read_doc(&id, &mut |d| {
+        docs::read_staff(d)?;
+        exists = true;
+        Ok(serde_json::Value::Null)
+    })?;
+    if !exists {
+        return Err(PortalError::NotFound(format!("staff {center}/{username}")));
+    }
+    let hlc = e.tick_hlc(now_ms());
+    e.hub_edit(&id, &mut |d| change(d, &hlc))?;
     let mut staff = None;
     e.read_doc(&id, &mut |d| {
         staff = Some(docs::read_staff(d)?);
         Ok(serde_json::Value::Null)
     })?;
-    let mut staff =
-        staff.ok_or_else(|| PortalError::NotFound(format!("staff {center}/{username}")))?;
-    change(&mut staff);
-    let s = staff.clone();
-    e.hub_edit(&id, &mut |d| docs::write_staff(d, center, &s))?;
-    Ok(staff)
+    staff.ok_or_else(|| PortalError::NotFound(format!("staff {center}/{username}")))
 }
 
-/// Grant (or extend) a permission of a staff member of `center`.
+fn now_ms() -> u64 {
+    u64::try_from(jiff::Timestamp::now().as_millisecond()).unwrap_or(0)
+}
+
+/// Grant (or extend) a permission of a staff member of `center`: a decision stamped by
+/// the hub's clock, so of a concurrent decision at the center the later one stands.
 pub fn grant(
     e: &mut dyn HubEngine,
     center: &CenterId,
     username: &str,
     g: &Grant,
 ) -> Result<StaffMember, PortalError> {
-    edit_staff(e, center, username, &|s| {
-        s.permissions.retain(|p| p.authority != g.authority);
-        s.permissions.push(Permission {
-            authority: g.authority,
-            expires_on: g.expires_on,
-        });
-        s.permissions.sort_by_key(|p| p.authority);
+    let today = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date();
+    if g.expires_on < today {
+        return Err(invalid("expires_on", "the expiry date is already past"));
+    }
+    edit_staff(e, center, username, &|d, hlc| {
+        docs::decide_permission(
+            d,
+            &PermissionDecision {
+                authority: g.authority,
+                expires_on: Some(g.expires_on),
+                by: docs::HUB_OWNER.into(),
+                hlc: hlc.into(),
+            },
+        )
     })
 }
 
@@ -237,18 +258,147 @@ pub fn revoke(
     username: &str,
     authority: Authority,
 ) -> Result<StaffMember, PortalError> {
-    edit_staff(e, center, username, &|s| {
-        s.permissions.retain(|p| p.authority != authority)
+    edit_staff(e, center, username, &|d, hlc| {
+        let held = docs::read_staff_view(d)?
+            .decisions
+            .iter()
+            .any(|x| x.authority == authority && x.expires_on.is_some());
+        if !held {
+            return Ok(());
+        }
+        docs::decide_permission(
+            d,
+            &PermissionDecision {
+                authority,
+                expires_on: None,
+                by: docs::HUB_OWNER.into(),
+                hlc: hlc.into(),
+            },
+        )
     })
 }
 
-/// Create or replace a staff member of `center` (hub side).
+/// Deactivate (or reactivate) an account at the hub. The center cannot lift a
+/// deactivation made here; its own switch is apart (docs/PROTOCOL.md).
+pub fn set_hub_active(
+    e: &mut dyn HubEngine,
+    center: &CenterId,
+    username: &str,
+    active: bool,
+) -> Result<StaffMember, PortalError> {
+    edit_staff(e, center, username, &|d, _| docs::set_hub_active(d, active))
+}
+
+/// Create or replace a staff member of `center` (hub side): name, roles, the hub's
+/// active switch, and its permissions as stamped decisions.
 pub fn put_staff(
     e: &mut dyn HubEngine,
     center: &CenterId,
     staff: &StaffMember,
 ) -> Result<(), PortalError> {
     let id = DocId::staff(center, &staff.username).map_err(|err| invalid("username", err))?;
-    e.hub_edit(&id, &mut |d| docs::write_staff(d, center, staff))?;
+    let hlc = e.tick_hlc(now_ms());
+    e.hub_edit(&id, &mut |d| {
+        docs::write_staff_stamped(d, center, staff, docs::HUB_OWNER, &hlc)
+    })?;
     Ok(())
+}
+
+/// One staff member of one center, as the hub's staff page and API list it (never the
+/// password hash: only whether the center has set one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StaffRow {
+    pub center: String,
+    pub username: String,
+    pub full_name: String,
+    pub roles: Vec<markaz_sync::model::Role>,
+    /// Whether it acts: the center's switch and the hub's both on.
+    pub active: bool,
+    pub center_active: bool,
+    pub hub_active: bool,
+    pub has_password: bool,
+    /// The latest decision per authority (revocations included), with whether the
+    /// grant has expired.
+    pub permissions: Vec<PermissionRow>,
+}
+
+/// One authority's permission of a staff member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PermissionRow {
+    pub authority: Authority,
+    /// `None`: revoked.
+    pub expires_on: Option<jiff::civil::Date>,
+    pub expired: bool,
+    pub by: String,
+    pub hlc: String,
+}
+
+fn staff_row(v: docs::StaffView, center: &str, today: jiff::civil::Date) -> StaffRow {
+    StaffRow {
+        center: center.to_string(),
+        username: v.member.username,
+        full_name: v.member.full_name,
+        roles: v.member.roles,
+        active: v.member.active,
+        center_active: v.center_active,
+        hub_active: v.hub_active,
+        has_password: v.password_hash.is_some_and(|h| h.starts_with('$')),
+        permissions: v
+            .decisions
+            .into_iter()
+            .map(|d| PermissionRow {
+                authority: d.authority,
+                expires_on: d.expires_on,
+                expired: d.expires_on.is_some_and(|x| x < today),
+                by: d.by,
+                hlc: d.hlc,
+            })
+            .collect(),
+    }
+}
+
+/// Every staff member of every center (optionally of one), by center and username;
+/// accounts created at a center are here once it has synced.
+pub fn list_staff(
+    e: &mut dyn HubEngine,
+    center: Option<&CenterId>,
+    today: jiff::civil::Date,
+) -> Result<Vec<StaffRow>, PortalError> {
+    let mut out = Vec::new();
+    for id in e.doc_ids("staff")? {
+        let Some(c) = id.owner_center() else {
+            continue;
+        };
+        if center.is_some_and(|want| want != &c) {
+            continue;
+        }
+        let mut view = None;
+        let r = e.read_doc(&id, &mut |d| {
+            view = Some(docs::read_staff_view(d)?);
+            Ok(serde_json::Value::Null)
+        });
+        match (r, view) {
+            (Ok(_), Some(v)) => out.push(staff_row(v, c.as_str(), today)),
+            (Err(err), _) => tracing::warn!(doc = %id, %err, "unreadable staff document"),
+            _ => {}
+        }
+    }
+    out.sort_by(|a, b| (&a.center, &a.username).cmp(&(&b.center, &b.username)));
+    Ok(out)
+}
+
+/// One staff member with both ends' fields, if the hub has it.
+pub fn staff_row_of(
+    e: &mut dyn HubEngine,
+    center: &CenterId,
+    username: &str,
+    today: jiff::civil::Date,
+) -> Result<Option<StaffRow>, PortalError> {
+    let id = DocId::staff(center, username).map_err(|err| invalid("username", err))?;
+    let mut view = None;
+    e.read_doc(&id, &mut |d| {
+        view = Some(docs::read_staff_view(d)?);
+        Ok(serde_json::Value::Null)
+    })?;
+    Ok(view.map(|v| staff_row(v, center.as_str(), today)))
 }

@@ -29,6 +29,9 @@ fn write_day(
     Ok(())
 }
 
+/// 2025-11-29 07:06:40 UTC.
+const AS_OF_MS: i64 = 1_764_400_000_000;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn solar_and_non_solar_centers_are_compared_per_center_day() -> anyhow::Result<()> {
     let hub = Hub::start().await?;
@@ -48,6 +51,8 @@ async fn solar_and_non_solar_centers_are_compared_per_center_day() -> anyhow::Re
             DocKind::Energy,
             day,
             &[
+                // When midan computed the figures: shown with them, not one of them.
+                ("as_of_ms", AS_OF_MS),
                 ("has_solar", 1),
                 ("seconds_grid", 12 * 3600),
                 ("seconds_solar", 6 * 3600),
@@ -135,6 +140,14 @@ async fn solar_and_non_solar_centers_are_compared_per_center_day() -> anyhow::Re
         .await?;
     let wide: Value = serde_json::from_str(&body)?;
     assert_eq!(wide["non_solar"]["center_days"], 3);
+
+    // Each day says when its center computed the figures; it is no figure.
+    let (_, body) = hub.http("GET", "/api/v1/energy?center=midan", None).await?;
+    let days: Vec<Value> = serde_json::from_str(&body)?;
+    assert_eq!(days[0]["as_of_ms"], AS_OF_MS, "{}", days[0]);
+    assert!(days[0]["metrics"].get("as_of_ms").is_none(), "{}", days[0]);
+    let (_, html) = hub.http("GET", "/energy?lang=en", None).await?;
+    assert!(html.contains("Figures as of"));
 
     // Per center: the days of that center only.
     let (_, body) = hub

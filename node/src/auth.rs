@@ -56,8 +56,8 @@ pub fn find_session(
 ) -> Result<Option<SessionRow>, AppError> {
     let row = conn
         .query_row(
-            "SELECT s.username, s.csrf, s.terminal, s.last_seen_ms, s.created_ms, st.active,
-                    s.boot, s.issued_mono_ms, s.seen_mono_ms
+            "SELECT s.username, s.csrf, s.terminal, s.last_seen_ms, s.created_ms,
+                    st.active AND st.hub_active, s.boot, s.issued_mono_ms, s.seen_mono_ms
              FROM sessions s JOIN staff st ON st.username = s.username WHERE s.token_hash = ?1",
             [token_hash(token)],
             |r| {
@@ -220,7 +220,8 @@ mod tests {
     fn a_session_row_keeps_no_secret() {
         let conn = Connection::open_in_memory().unwrap();
         conn.execute_batch(
-            "CREATE TABLE staff(username TEXT PRIMARY KEY, active INTEGER NOT NULL DEFAULT 1);
+            "CREATE TABLE staff(username TEXT PRIMARY KEY, active INTEGER NOT NULL DEFAULT 1,
+               hub_active INTEGER NOT NULL DEFAULT 1);
              INSERT INTO staff(username) VALUES ('amal');
              CREATE TABLE sessions(token_hash TEXT PRIMARY KEY, username TEXT NOT NULL,
                csrf TEXT NOT NULL, terminal TEXT, created_ms INTEGER NOT NULL,

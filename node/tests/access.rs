@@ -271,6 +271,13 @@ fn table(case_no: &str, ticket_id: i64) -> Vec<Row> {
         ),
         row(
             "GET",
+            "/conflicts",
+            "/conflicts",
+            None,
+            Gate::Any(&[C::ViewCases, C::AdvanceCase]),
+        ),
+        row(
+            "GET",
             "/staff",
             "/staff",
             None,

@@ -167,7 +167,10 @@ async fn a_scripted_power_day_becomes_an_energy_document_written_once() {
     for (name, v) in expect {
         assert_eq!(m.get(name), Some(&v), "metric {name} in {m:?}");
     }
-    assert_eq!(m.len(), expect.len(), "no other metric: {m:?}");
+    // And when the center computed them, which the hub shows as the day's "as of".
+    let as_of = m.get(daily_docs::AS_OF_MS).copied().expect("as_of_ms");
+    assert!(as_of > 0 && as_of <= app.now().as_millisecond(), "{as_of}");
+    assert_eq!(m.len(), expect.len() + 1, "no other metric: {m:?}");
     // What the script says, so that a summary that drifted from it would show.
     assert_eq!(s.generator, 2 * 3600);
     assert_eq!(want.generator_starts, 1);
@@ -353,7 +356,9 @@ async fn a_day_of_tickets_and_cases_becomes_a_stats_document() {
     for (name, v) in expect {
         assert_eq!(m.get(name), Some(&v), "metric {name} in {m:?}");
     }
-    assert_eq!(m.len(), expect.len(), "{m:?}");
+    // And when the center computed them (the hub shows it as the day's "as of").
+    assert!(m.get(daily_docs::AS_OF_MS).is_some_and(|t| *t > 0), "{m:?}");
+    assert_eq!(m.len(), expect.len() + 1, "{m:?}");
     let sup = node.staff("sup", &["supervisor"], &[]).await;
     let (_, rep) = sup.get("/reports/queue").await;
     assert_eq!(rep["total"]["issued"], 3);

@@ -761,37 +761,306 @@ pub fn read_citizen(doc: &AutoCommit) -> Result<CitizenView, DocError> {
 }
 
 // ---- staff --------------------------------------------------------------------------
+//
+// A staff document (`staff:<center>:<username>`) is written at both ends, each owning
+// its fields (docs/PROTOCOL.md, "Staff accounts"):
+// - the center: `full_name`, `roles`, `language`, `active` (its own switch) and
+//   `password_hash` (an argon2id PHC string, so a center rebuilt from the hub can log
+//   its staff in);
+// - the hub: `hub_active` (a deactivation at the hub, which the center cannot lift);
+// - both: one key per authority, `perm:<authority>`, each a stamped decision (a grant
+//   until a date, or a revocation); of two concurrent decisions the later stamp wins.
+// The hub refuses a center's change that touches a key the center does not own
+// ([`center_may_write_staff_key`]). Documents written before this layout kept the whole
+// permission list in `permissions`; it is read as the base the `perm:` keys override.
 
-/// Write a staff member (hub side).
+/// Root keys of a staff document the center writes.
+pub const STAFF_CENTER_KEYS: [&str; 9] = [
+    KIND,
+    CREATION,
+    "center",
+    "username",
+    "full_name",
+    "roles",
+    "language",
+    "active",
+    "password_hash",
+];
+/// The root key only the hub writes: its deactivation of the account.
+pub const STAFF_HUB_ACTIVE: &str = "hub_active";
+const PERM_PREFIX: &str = "perm:";
+
+/// Whether a center may write root key `key` of one of its staff documents.
+pub fn center_may_write_staff_key(key: &str) -> bool {
+    STAFF_CENTER_KEYS.contains(&key) || key.starts_with(PERM_PREFIX)
+}
+
+/// One per-authority decision in a staff document: a grant valid through `expires_on`,
+/// or a revocation (`expires_on: None`); `by` who decided (a username at a center, an
+/// operator at the hub), `hlc` when (the stamp that orders concurrent decisions).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PermissionDecision {
+    pub authority: crate::model::catalog::Authority,
+    pub expires_on: Option<Date>,
+    pub by: String,
+    pub hlc: String,
+}
+
+/// A staff document as read, with both ends' fields apart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StaffView {
+    pub center: Option<CenterId>,
+    /// The account as it acts: active only when both ends let it, permissions the
+    /// granted ones.
+    pub member: StaffMember,
+    /// The center's own switch.
+    pub center_active: bool,
+    /// The hub's switch (a deactivation at the hub).
+    pub hub_active: bool,
+    /// The center's argon2id hash (never shown; `None` for an account the hub created).
+    #[serde(skip_serializing)]
+    pub password_hash: Option<String>,
+    pub language: Option<String>,
+    /// The latest decision per authority, revocations included.
+    pub decisions: Vec<PermissionDecision>,
+    pub conflicts: Vec<String>,
+}
+
+fn perm_key(a: crate::model::catalog::Authority) -> Result<String, DocError> {
+    match serde_json::to_value(a)? {
+        serde_json::Value::String(s) => Ok(format!("{PERM_PREFIX}{s}")),
+        other => Ok(format!("{PERM_PREFIX}{other}")),
+    }
+}
+
+fn put_identity(doc: &mut AutoCommit, center: &CenterId, username: &str) -> Result<(), DocError> {
+    put_if_changed(doc, KIND, DocKind::Staff.as_str())?;
+    put_if_changed(doc, "center", center.as_str())?;
+    put_if_changed(doc, "username", username)
+}
+
+/// A staff member's language when the document names none.
+pub const DEFAULT_LANGUAGE: &str = "ar";
+
+/// The center's fields of one of its accounts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CenterStaff<'a> {
+    pub username: &'a str,
+    pub full_name: &'a str,
+    pub roles: &'a [crate::model::staff::Role],
+    pub language: &'a str,
+    pub active: bool,
+    /// `None`: leave the document's hash as it is.
+    pub password_hash: Option<&'a str>,
+}
+
+/// Write the center's fields of a staff member (only those that changed).
+pub fn write_center_staff(
+    doc: &mut AutoCommit,
+    center: &CenterId,
+    s: &CenterStaff<'_>,
+) -> Result<(), DocError> {
+    put_identity(doc, center, s.username)?;
+    put_if_changed(doc, "full_name", s.full_name)?;
+    put_if_changed(doc, "roles", serde_json::to_string(s.roles)?)?;
+    // The default language is left unwritten on an account that never had one (one the
+    // hub created), so reflecting it unchanged adds no change.
+    if s.language != DEFAULT_LANGUAGE || doc.get(ROOT, "language")?.is_some() {
+        put_if_changed(doc, "language", s.language)?;
+    }
+    put_if_changed(doc, "active", s.active)?;
+    if let Some(h) = s.password_hash {
+        put_if_changed(doc, "password_hash", h)?;
+    }
+    Ok(())
+}
+
+/// Record a permission decision (a grant or a revocation) unless the document's
+/// current decision for the authority already says the same.
+pub fn decide_permission(doc: &mut AutoCommit, d: &PermissionDecision) -> Result<(), DocError> {
+    check_kind(doc, DocKind::Staff)?;
+    let key = perm_key(d.authority)?;
+    let current = staff_decisions(doc)?
+        .into_iter()
+        .find(|c| c.authority == d.authority);
+    if current.is_some_and(|c| c.expires_on == d.expires_on)
+        && doc.get_all(ROOT, key.as_str())?.len() <= 1
+    {
+        return Ok(());
+    }
+    doc.put(ROOT, key.as_str(), serde_json::to_string(d)?)?;
+    Ok(())
+}
+
+/// Deactivate (or reactivate) an account at the hub.
+pub fn set_hub_active(doc: &mut AutoCommit, active: bool) -> Result<(), DocError> {
+    check_kind(doc, DocKind::Staff)?;
+    put_if_changed(doc, STAFF_HUB_ACTIVE, active)
+}
+
+/// Write a staff member as a whole at the hub (creating the account for a center):
+/// identity, name, roles; `active` as the hub's switch; each permission listed as a
+/// grant and each one the document has but the list lacks as a revocation, stamped
+/// `by`/`hlc`.
+pub fn write_staff_stamped(
+    doc: &mut AutoCommit,
+    center: &CenterId,
+    s: &StaffMember,
+    by: &str,
+    hlc: &str,
+) -> Result<(), DocError> {
+    put_identity(doc, center, &s.username)?;
+    put_if_changed(doc, "full_name", s.full_name.as_str())?;
+    put_if_changed(doc, "roles", serde_json::to_string(&s.roles)?)?;
+    if doc.get(ROOT, "active")?.is_none() {
+        put_if_changed(doc, "active", true)?;
+    }
+    put_if_changed(doc, STAFF_HUB_ACTIVE, s.active)?;
+    let before = staff_decisions(doc)?;
+    for p in &s.permissions {
+        decide_permission(
+            doc,
+            &PermissionDecision {
+                authority: p.authority,
+                expires_on: Some(p.expires_on),
+                by: by.into(),
+                hlc: hlc.into(),
+            },
+        )?;
+    }
+    for d in before {
+        if d.expires_on.is_some() && !s.permissions.iter().any(|p| p.authority == d.authority) {
+            decide_permission(
+                doc,
+                &PermissionDecision {
+                    authority: d.authority,
+                    expires_on: None,
+                    by: by.into(),
+                    hlc: hlc.into(),
+                },
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// [`write_staff_stamped`] by the hub without a clock stamp (a concurrent stamped
+/// decision wins over it).
 pub fn write_staff(
     doc: &mut AutoCommit,
     center: &CenterId,
     s: &StaffMember,
 ) -> Result<(), DocError> {
-    put_if_changed(doc, KIND, DocKind::Staff.as_str())?;
-    put_if_changed(doc, "center", center.as_str())?;
-    put_if_changed(doc, "username", s.username.as_str())?;
-    put_if_changed(doc, "full_name", s.full_name.as_str())?;
-    put_if_changed(doc, "roles", serde_json::to_string(&s.roles)?)?;
-    put_if_changed(doc, "permissions", serde_json::to_string(&s.permissions)?)?;
-    put_if_changed(doc, "active", s.active)?;
-    Ok(())
+    write_staff_stamped(doc, center, s, HUB_OWNER, "")
 }
 
-/// Read a staff member.
-pub fn read_staff(doc: &AutoCommit) -> Result<StaffMember, DocError> {
+/// The latest decision per authority: the legacy `permissions` list as the base, each
+/// `perm:` key over it, and of concurrent values of one key the highest stamp.
+fn staff_decisions(doc: &AutoCommit) -> Result<Vec<PermissionDecision>, DocError> {
+    let mut out: BTreeMap<crate::model::catalog::Authority, PermissionDecision> = BTreeMap::new();
+    if let Some(list) = get_str(doc, "permissions")?
+        && let Ok(list) = serde_json::from_str::<Vec<crate::model::staff::Permission>>(&list)
+    {
+        for p in list {
+            out.insert(
+                p.authority,
+                PermissionDecision {
+                    authority: p.authority,
+                    expires_on: Some(p.expires_on),
+                    by: HUB_OWNER.into(),
+                    hlc: String::new(),
+                },
+            );
+        }
+    }
+    for k in doc.keys(ROOT).collect::<Vec<_>>() {
+        if !k.starts_with(PERM_PREFIX) {
+            continue;
+        }
+        let best = doc
+            .get_all(ROOT, k.as_str())?
+            .into_iter()
+            .filter_map(|(v, _)| v.as_str().map(str::to_string))
+            .filter_map(|j| serde_json::from_str::<PermissionDecision>(&j).ok())
+            // The later stamp wins; equal stamps fall back to the text, so every
+            // replica picks the same.
+            .max_by(|a, b| {
+                (a.hlc.as_str(), serde_json::to_string(a).unwrap_or_default())
+                    .cmp(&(b.hlc.as_str(), serde_json::to_string(b).unwrap_or_default()))
+            });
+        if let Some(d) = best {
+            out.insert(d.authority, d);
+        }
+    }
+    Ok(out.into_values().collect())
+}
+
+fn get_bool(doc: &AutoCommit, key: &str) -> Result<Option<bool>, DocError> {
+    Ok(doc.get(ROOT, key)?.and_then(|(v, _)| v.as_bool()))
+}
+
+/// Read a staff document with both ends' fields.
+pub fn read_staff_view(doc: &AutoCommit) -> Result<StaffView, DocError> {
     check_kind(doc, DocKind::Staff)?;
-    let active = doc
-        .get(ROOT, "active")?
-        .and_then(|(v, _)| v.as_bool())
-        .unwrap_or(false);
-    Ok(StaffMember {
-        username: need_str(doc, "username")?,
-        full_name: need_str(doc, "full_name")?,
-        roles: serde_json::from_str(&need_str(doc, "roles")?)?,
-        permissions: serde_json::from_str(&need_str(doc, "permissions")?)?,
-        active,
+    let center_active = get_bool(doc, "active")?.unwrap_or(true);
+    let hub_active = get_bool(doc, STAFF_HUB_ACTIVE)?.unwrap_or(true);
+    let decisions = staff_decisions(doc)?;
+    let permissions = decisions
+        .iter()
+        .filter_map(|d| {
+            Some(crate::model::staff::Permission {
+                authority: d.authority,
+                expires_on: d.expires_on?,
+            })
+        })
+        .collect();
+    let roles = match get_str(doc, "roles")? {
+        Some(r) => serde_json::from_str(&r)?,
+        None => Vec::new(),
+    };
+    Ok(StaffView {
+        center: get_str(doc, "center")?.and_then(|c| c.parse().ok()),
+        member: StaffMember {
+            username: need_str(doc, "username")?,
+            full_name: get_str(doc, "full_name")?.unwrap_or_default(),
+            roles,
+            permissions,
+            active: center_active && hub_active,
+        },
+        center_active,
+        hub_active,
+        password_hash: get_str(doc, "password_hash")?,
+        language: get_str(doc, "language")?,
+        decisions,
+        conflicts: conflicted_keys(doc),
     })
+}
+
+/// Read a staff member as it acts (see [`StaffView::member`]).
+pub fn read_staff(doc: &AutoCommit) -> Result<StaffMember, DocError> {
+    Ok(read_staff_view(doc)?.member)
+}
+
+/// Whether a change a center pushed to one of its staff documents writes only keys the
+/// center owns (see [`center_may_write_staff_key`]); `Err` names the first other key.
+pub fn check_center_staff_change(bytes: &[u8]) -> Result<(), String> {
+    let change = automerge::Change::try_from(bytes).map_err(|e| format!("bad change: {e}"))?;
+    check_center_staff_ops(&change)
+}
+
+/// [`check_center_staff_change`] of a decoded change.
+pub fn check_center_staff_ops(change: &automerge::Change) -> Result<(), String> {
+    for op in change.decode().operations {
+        match (&op.obj, &op.key) {
+            (automerge::legacy::ObjectId::Root, automerge::legacy::Key::Map(k))
+                if center_may_write_staff_key(k) => {}
+            (automerge::legacy::ObjectId::Root, automerge::legacy::Key::Map(k)) => {
+                return Err(format!("the hub owns the staff field '{k}'"));
+            }
+            _ => return Err("a staff document has only root fields".into()),
+        }
+    }
+    Ok(())
 }
 
 // ---- catalog ------------------------------------------------------------------------

@@ -143,7 +143,33 @@ async fn a_replaced_box_restored_from_the_hub_has_every_case_and_numbers_on() ->
 
     node.spawn().await?;
     let admin = node.login_admin().await?;
-    let clerk = desk(&admin, &node).await?;
+    // The center's staff came back from the hub (issue 21.3): the clerk made at the
+    // center before the loss, with their roles and permission, logs in with their old
+    // password (the argon2 hash travels in the staff document; nothing is made again).
+    let (s, staff) = admin.get("/staff").await?;
+    ensure!(s == 200, "GET /staff: {s} {staff}");
+    let member = staff
+        .as_array()
+        .and_then(|a| a.iter().find(|m| m["username"] == "desk"))
+        .with_context(|| format!("the clerk is not back after the restore: {staff}"))?;
+    let roles = member["roles"].to_string();
+    ensure!(
+        roles.contains("clerk") && roles.contains("reception"),
+        "the clerk's roles after the restore: {member}"
+    );
+    let permissions = member["permissions"]
+        .as_array()
+        .with_context(|| format!("permissions: {member}"))?;
+    ensure!(
+        permissions.len() == 1
+            && permissions[0]["authority"] == "justice"
+            && permissions[0]["expires_on"] == "2099-12-31",
+        "the clerk's permissions after the restore: {member}"
+    );
+    ensure!(member["active"] == true, "{member}");
+    let clerk = Api::login(&node.base_url, "desk", DESK_PASSWORD)
+        .await
+        .context("the clerk logs in with the password set before the loss")?;
     for b in &before {
         let no = b["case_no"].as_str().context("case_no")?;
         let (s, now) = clerk.get(&format!("/cases/{no}")).await?;

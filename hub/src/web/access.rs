@@ -71,6 +71,25 @@ pub const ACCESS: &[(&str, &str, Need)] = &[
     ("GET", "/oversight", Need::Any(OVERSIGHT)),
     ("GET", "/api/v1/oversight", Need::Any(OVERSIGHT)),
     ("GET", "/conflicts", Need::Any(CASES)),
+    ("POST", "/conflicts/{case_no}/resolve", Need::Any(CASES)),
+    ("GET", "/staff", Need::Any(STAFF)),
+    ("POST", "/staff/{center}/{username}/grant", Need::Any(STAFF)),
+    (
+        "POST",
+        "/staff/{center}/{username}/revoke",
+        Need::Any(STAFF),
+    ),
+    (
+        "POST",
+        "/staff/{center}/{username}/active",
+        Need::Any(STAFF),
+    ),
+    ("GET", "/eservices", Need::Any(CASES)),
+    ("POST", "/eservices", Need::Any(PORTAL)),
+    ("GET", "/eservices/{case_no}", Need::Any(CASES)),
+    // A stage needs the electronic services role (checked in the handler); oversight
+    // follows the cases.
+    ("POST", "/eservices/{case_no}/action", Need::Any(PORTAL)),
     ("GET", "/api/v1/conflicts", Need::Any(CASES)),
     ("GET", "/catalog", Need::Any(CATALOG_READ)),
     ("GET", "/api/v1/catalog", Need::Any(CATALOG_READ)),
@@ -82,6 +101,23 @@ pub const ACCESS: &[(&str, &str, Need)] = &[
     ),
     ("POST", "/api/v1/portal/cases", Need::Any(PORTAL)),
     ("PUT", "/api/v1/staff/{center}/{username}", Need::Any(STAFF)),
+    ("GET", "/api/v1/portal/cases", Need::Any(CASES)),
+    ("GET", "/api/v1/portal/cases/{case_no}", Need::Any(CASES)),
+    // A portal stage or a cancellation needs the electronic services role (checked in
+    // the handler); a conflict's resolution any of these.
+    ("POST", "/api/v1/cases/{case_no}/actions", Need::Any(CASES)),
+    ("GET", "/api/v1/staff", Need::Any(STAFF)),
+    ("GET", "/api/v1/staff/{center}/{username}", Need::Any(STAFF)),
+    (
+        "POST",
+        "/api/v1/staff/{center}/{username}/deactivate",
+        Need::Any(STAFF),
+    ),
+    (
+        "POST",
+        "/api/v1/staff/{center}/{username}/activate",
+        Need::Any(STAFF),
+    ),
     (
         "POST",
         "/api/v1/staff/{center}/{username}/permissions",

@@ -34,7 +34,7 @@ fn service_entry(e: &mut dyn HubEngine, code: &str, today: Date) -> Option<serde
 }
 
 /// A change of one staff member, recorded with the member before and after.
-fn staff_change(
+pub(super) fn staff_change(
     e: &mut dyn HubEngine,
     who: &Who,
     kind: &str,

@@ -26,6 +26,10 @@ pub const TEMPLATES: &[(&str, &str)] = &[
         "sync_requests.html",
         include_str!("templates/sync_requests.html"),
     ),
+    ("conflicts.html", include_str!("templates/conflicts.html")),
+    ("staff.html", include_str!("templates/staff.html")),
+    ("eservices.html", include_str!("templates/eservices.html")),
+    ("eservice.html", include_str!("templates/eservice.html")),
 ];
 
 /// Both catalogs of the hub's pages.

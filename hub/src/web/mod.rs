@@ -11,16 +11,20 @@
 //! Pages are server-rendered from templates ([`pages`], the shared environment of
 //! `markaz_web::render`), Arabic first and right to left with an English toggle per
 //! operator, times in the governorate's time zone. The older report pages
-//! ([`reports`]: conflicts, oversight, energy, statistics, catalog) are still
+//! ([`reports`]: oversight, energy, statistics, catalog) are still
 //! hand-built and take `?lang=en`. Every page has a JSON twin under `/api/v1/…`
 //! ([`api`]), whose errors are the node API's format `{"error":{"code","message","field"}}`.
 
 pub mod access;
 mod api;
+mod conflicts;
+mod data;
+mod eservices;
 pub mod i18n;
 mod login;
 mod pages;
 mod reports;
+mod staff;
 mod synclog;
 
 use std::sync::Arc;
@@ -237,11 +241,20 @@ pub fn router(state: WebState) -> Router {
         .route("/sync-log", get(synclog::sessions))
         .route("/sync-log/requests", get(synclog::requests))
         // Hand-built report pages.
-        .route("/conflicts", get(reports::page_conflicts))
         .route("/oversight", get(reports::page_oversight))
         .route("/energy", get(reports::page_energy))
         .route("/stats", get(reports::page_stats))
         .route("/catalog", get(reports::page_catalog))
+        // Conflicts, staff and permissions, electronic services.
+        .route("/conflicts", get(conflicts::list))
+        .route("/conflicts/{case_no}/resolve", post(conflicts::resolve))
+        .route("/staff", get(staff::list))
+        .route("/staff/{center}/{username}/grant", post(staff::grant))
+        .route("/staff/{center}/{username}/revoke", post(staff::revoke))
+        .route("/staff/{center}/{username}/active", post(staff::set_active))
+        .route("/eservices", get(eservices::list).post(eservices::enter))
+        .route("/eservices/{case_no}", get(eservices::case))
+        .route("/eservices/{case_no}/action", post(eservices::action))
         // JSON.
         .route("/api/v1/me", get(api::me))
         .route("/api/v1/centers", get(api::centers))
@@ -256,8 +269,25 @@ pub fn router(state: WebState) -> Router {
         .route("/api/v1/catalog", get(api::catalog))
         .route("/api/v1/catalog/services/{code}", put(api::put_service))
         .route("/api/v1/catalog/services/{code}/fees", post(api::add_fee))
-        .route("/api/v1/portal/cases", post(api::portal_case))
-        .route("/api/v1/staff/{center}/{username}", put(api::put_staff))
+        .route(
+            "/api/v1/portal/cases",
+            get(data::portal_list).post(api::portal_case),
+        )
+        .route("/api/v1/portal/cases/{case_no}", get(data::portal_one))
+        .route("/api/v1/cases/{case_no}/actions", post(data::case_action))
+        .route("/api/v1/staff", get(data::staff_list))
+        .route(
+            "/api/v1/staff/{center}/{username}",
+            get(data::staff_one).put(api::put_staff),
+        )
+        .route(
+            "/api/v1/staff/{center}/{username}/deactivate",
+            post(data::deactivate),
+        )
+        .route(
+            "/api/v1/staff/{center}/{username}/activate",
+            post(data::activate),
+        )
         .route(
             "/api/v1/staff/{center}/{username}/permissions",
             post(api::grant),

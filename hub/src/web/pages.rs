@@ -32,7 +32,7 @@ struct MenuEntry {
     roles: &'static [Role],
 }
 
-use Role::{Admin, Catalog, Eservices, Network, Oversight};
+use Role::{Admin, Catalog, Eservices, Network, Oversight, Staff};
 
 /// The menu, in the order of the work: watch the centers, then cases, then the catalog
 /// and administration.
@@ -66,6 +66,16 @@ const MENU: &[MenuEntry] = &[
         href: "/conflicts",
         key: "nav.conflicts",
         roles: &[Oversight, Eservices],
+    },
+    MenuEntry {
+        href: "/eservices",
+        key: "nav.eservices",
+        roles: &[Eservices, Oversight],
+    },
+    MenuEntry {
+        href: "/staff",
+        key: "nav.staff",
+        roles: &[Staff],
     },
     MenuEntry {
         href: "/catalog",
@@ -194,7 +204,7 @@ pub(super) fn local(s: &WebState, ms: Option<i64>) -> Option<String> {
 }
 
 /// The confirmation of `?done=key`, if `done.key` is a catalog entry.
-fn flash(lang: Lang, done: Option<&str>) -> Option<String> {
+pub(super) fn flash(lang: Lang, done: Option<&str>) -> Option<String> {
     catalogs().of(lang).get(&format!("done.{}", done?)).cloned()
 }
 
@@ -212,7 +222,7 @@ fn uplink_kind(uplink: &str) -> &'static str {
 
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct DoneQuery {
-    done: Option<String>,
+    pub(super) done: Option<String>,
 }
 
 /// `GET /account`
@@ -615,14 +625,14 @@ async fn operators_page(
     )
 }
 
-async fn form(req: Request) -> Vec<(String, String)> {
+pub(super) async fn form(req: Request) -> Vec<(String, String)> {
     let body = axum::body::to_bytes(req.into_body(), 64 * 1024)
         .await
         .unwrap_or_default();
     form_pairs(&body)
 }
 
-fn field(pairs: &[(String, String)], name: &str) -> String {
+pub(super) fn field(pairs: &[(String, String)], name: &str) -> String {
     pairs
         .iter()
         .find(|(k, _)| k == name)
@@ -811,9 +821,49 @@ mod tests {
                 "operator_saved",
                 "token_revoked",
                 "limit_cleared",
+                "resolved",
+                "permission_granted",
+                "permission_revoked",
+                "staff_activated",
+                "staff_deactivated",
+                "portal_case_entered",
+                "case_updated",
             ]
             .map(|d| format!("done.{d}")),
         );
+        keys.extend(
+            markaz_sync::model::case::CaseStatus::ALL
+                .iter()
+                .map(|s| format!("status.{}", s.as_str())),
+        );
+        keys.extend(
+            markaz_sync::model::staff::Role::ALL
+                .iter()
+                .map(|r| format!("staff_role.{}", r.as_str())),
+        );
+        keys.extend(
+            markaz_sync::model::catalog::Authority::ALL
+                .iter()
+                .map(|a| format!("authority.{}", a.as_str())),
+        );
+        keys.extend(
+            [
+                "created",
+                "paid",
+                "started",
+                "ready",
+                "notified",
+                "delivered",
+                "posted",
+                "cancelled",
+                "rejected",
+                "routed",
+                "resolved",
+            ]
+            .map(|e| format!("event.{e}")),
+        );
+        keys.extend(super::super::eservices::citizen_keys());
+        keys.extend(super::super::eservices::action_keys());
         keys.extend(MENU.iter().map(|m| m.key.to_string()));
         for lang in Lang::ALL {
             let missing: Vec<&String> = keys
@@ -866,6 +916,6 @@ mod tests {
         };
         assert_eq!(home_of(&op(vec![Role::Network])), "/centers");
         assert_eq!(home_of(&op(vec![Role::Catalog])), "/catalog");
-        assert_eq!(home_of(&op(vec![Role::Staff])), "/account");
+        assert_eq!(home_of(&op(vec![Role::Staff])), "/staff");
     }
 }

@@ -1,4 +1,4 @@
-//! The report pages still built by hand (conflicts, oversight, energy, queue
+//! The report pages still built by hand (oversight, energy, queue
 //! statistics, catalog): Arabic first, English with `?lang=en`, every value escaped with
 //! [`esc`]. They are reached through the same access table as every route; the pages
 //! built from templates are in `pages`.
@@ -6,9 +6,7 @@
 use axum::extract::State;
 use axum::response::Html;
 
-use super::api::{
-    LangQuery, MetricsQuery, load_catalog, load_conflicts, load_days, load_oversight,
-};
+use super::api::{LangQuery, MetricsQuery, load_catalog, load_days, load_oversight};
 use super::{ApiError, Q, WebState};
 use crate::catalog::CatalogEntry;
 use crate::energy::{self, Avg, Comparison, GroupFigures, MetricsKind};
@@ -103,39 +101,6 @@ fn table(head: &[&str], rows: Vec<Vec<String>>, empty: &str) -> String {
     h
 }
 
-pub(super) async fn page_conflicts(
-    State(s): State<WebState>,
-    Q(q): Q<LangQuery>,
-) -> Result<Html<String>, ApiError> {
-    let l = Lang::of(q.lang.as_deref());
-    let rows = load_conflicts(&s)
-        .await?
-        .into_iter()
-        .map(|c| {
-            vec![
-                ltr(&c.case_no),
-                ltr(&c.center),
-                esc(&c.service),
-                esc(&c.status),
-                esc(if l == Lang::En {
-                    &c.message_en
-                } else {
-                    &c.message_ar
-                }),
-            ]
-        })
-        .collect();
-    let head = [
-        l.t("رقم المعاملة", "Case"),
-        l.t("المركز", "Center"),
-        l.t("الخدمة", "Service"),
-        l.t("الحالة", "Status"),
-        l.t("التعارض", "Conflict"),
-    ];
-    let body = table(&head, rows, l.t("لا توجد تعارضات.", "No conflicts."));
-    Ok(page(l, "/conflicts", l.t("التعارضات", "Conflicts"), &body))
-}
-
 pub(super) async fn page_oversight(
     State(s): State<WebState>,
     Q(q): Q<LangQuery>,
@@ -183,6 +148,17 @@ fn hours(v: Option<i64>) -> String {
     v.map_or("—".into(), |s| {
         ltr(&format!("{}.{} h", s / 3600, (s % 3600) / 360))
     })
+}
+
+/// When a center computed a day's figures, in the governorate's time zone.
+fn as_of(ms: Option<i64>, tz: &jiff::tz::TimeZone) -> String {
+    match ms.and_then(|m| jiff::Timestamp::from_millisecond(m).ok()) {
+        Some(t) => ltr(&t
+            .to_zoned(tz.clone())
+            .strftime("%Y-%m-%d %H:%M")
+            .to_string()),
+        None => "—".into(),
+    }
 }
 
 fn num(v: Option<i64>) -> String {
@@ -322,6 +298,7 @@ pub(super) async fn page_energy(
                 hours(d.get("longest_outage_seconds")),
                 d.get("fuel_used_pct")
                     .map_or("—".into(), |v| ltr(&format!("{v}%"))),
+                as_of(d.as_of_ms, &s.options.timezone),
             ]
         })
         .collect();
@@ -340,6 +317,7 @@ pub(super) async fn page_energy(
         l.t("مدة الانقطاع", "Outage time"),
         l.t("أطول انقطاع", "Longest outage"),
         l.t("الوقود", "Fuel used"),
+        l.t("الأرقام حتى", "Figures as of"),
     ];
     let path = match chosen {
         Some(c) => format!("/energy?center={}", esc(c)),
@@ -397,6 +375,7 @@ pub(super) async fn page_stats(
                 mins(d.get("service_seconds_avg")),
                 num(d.get("cases_created")),
                 num(d.get("cases_delivered")),
+                as_of(d.as_of_ms, &s.options.timezone),
             ]
         })
         .collect();
@@ -411,6 +390,7 @@ pub(super) async fn page_stats(
         l.t("متوسط زمن الخدمة", "Average service time"),
         l.t("معاملات جديدة", "Cases created"),
         l.t("معاملات مسلّمة", "Cases delivered"),
+        l.t("الأرقام حتى", "Figures as of"),
     ];
     let path = match chosen {
         Some(c) => format!("/stats?center={}", esc(c)),

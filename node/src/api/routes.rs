@@ -65,6 +65,7 @@ pub const ROUTES: &[(&str, &str, bool)] = &[
     ("GET", "/cases/{case_no}", true),
     ("POST", "/cases/{case_no}/payment", true),
     ("POST", "/cases/{case_no}/transitions", true),
+    ("GET", "/conflicts", true),
     ("GET", "/staff", true),
     ("POST", "/staff", true),
     ("GET", "/staff/{username}", true),
@@ -125,6 +126,7 @@ pub fn v1() -> Router<App> {
         .route("/cases/{case_no}", get(get_case))
         .route("/cases/{case_no}/payment", post(pay_case))
         .route("/cases/{case_no}/transitions", post(advance_case))
+        .route("/conflicts", get(list_conflicts))
         .route("/staff", get(list_staff).post(create_staff))
         .route("/staff/{username}", get(get_staff))
         .route("/staff/{username}/permissions", post(grant))
@@ -411,6 +413,14 @@ async fn create_case(State(app): State<App>, Auth(a): Auth, Body(b): Body<NewCas
 
 async fn search_cases(State(app): State<App>, Auth(a): Auth, Q(q): Q<CaseQuery>) -> ApiResult {
     ok(app.search_cases(&a, q).await?)
+}
+
+async fn list_conflicts(
+    State(app): State<App>,
+    Auth(a): Auth,
+    Q(q): Q<crate::app::conflicts::ConflictQuery>,
+) -> ApiResult {
+    ok(app.list_conflicts(&a, q).await?)
 }
 
 async fn get_case(State(app): State<App>, Auth(a): Auth, P(no): P<String>) -> ApiResult {

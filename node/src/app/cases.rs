@@ -158,6 +158,24 @@ pub(crate) fn event_name(kind: &CaseEventKind) -> Result<String, serde_json::Err
     })
 }
 
+/// The document of a case here: the center's own (`case:<center>:<no>`), or a portal
+/// case the hub routed here for pickup (`case:hub:<no>`), which the center works on too.
+fn case_doc_id(
+    conn: &Connection,
+    docs: &mut markaz_sync::store::DocStore,
+    center: &CenterId,
+    no: &CaseNo,
+) -> Result<DocId, AppError> {
+    let own = DocId::case(Some(center), no);
+    if docs.heads(conn, &own)?.is_empty() {
+        let portal = DocId::case(None, no);
+        if !docs.heads(conn, &portal)?.is_empty() {
+            return Ok(portal);
+        }
+    }
+    Ok(own)
+}
+
 fn append_event(conn: &Connection, case_no: &str, ev: &CaseEvent) -> Result<(), AppError> {
     let kind = event_name(&ev.kind)?;
     conn.execute(
@@ -614,7 +632,7 @@ impl App {
                 let ev = CaseEvent { kind: kind.clone(), actor: actor2.username.clone(), desk: actor2.terminal.clone(), at, hlc: next_hlc(c, &app.settings.center_id, at)? };
                 append_event(c, &no, &ev)?;
                 let case_no: CaseNo = no.parse().map_err(|e| AppError::Internal(format!("stored case number: {e}")))?;
-                let doc_id = DocId::case(Some(&app.center_id()?), &case_no);
+                let doc_id = case_doc_id(c, tx.docs, &app.center_id()?, &case_no)?;
                 tx.docs.edit(c, &doc_id, |d| sync_docs::append_case_event(d, &ev))?;
                 // The projection row is rewritten from the events, the one source of truth.
                 let derived = case::derive(&load_events(c, &no)?, &now.delivery);

@@ -116,26 +116,38 @@ pub fn has_solar(conn: &Connection, mppt_configured: bool) -> rusqlite::Result<b
     )
 }
 
+/// The metric that says when the document's figures were computed (unix ms): written
+/// with them whenever one of them changes, so the hub shows each day "as of" that time.
+pub const AS_OF_MS: &str = "as_of_ms";
+
 /// Writes a center-day metrics document (creating it if needed), setting only the known
-/// metrics that differ from the stored ones. Must run inside a writer job. Returns
-/// whether a new change was stored.
+/// metrics that differ from the stored ones, and then [`AS_OF_MS`] = `as_of`. Figures
+/// that did not change add no change at all (nor a new as-of time). Must run inside a
+/// writer job. Returns whether a new change was stored.
 pub fn write_metrics(
     tx: &mut WriteTx<'_>,
     kind: DocKind,
     center: &CenterId,
     day: Date,
     metrics: &[(&'static str, Option<i64>)],
+    as_of: Timestamp,
 ) -> Result<bool, AppError> {
     let id = match kind {
         DocKind::Energy => DocId::energy(center, day),
         _ => DocId::stats(center, day),
     };
     let (_, stored) = tx.docs.edit(tx.conn, &id, |d| {
+        let before = sync_docs::read_metrics(d).ok().map(|m| m.metrics);
         sync_docs::create_metrics(d, kind, center, day)?;
+        let mut changed = before.is_none();
         for (name, value) in metrics {
             if let Some(v) = value {
+                changed |= before.as_ref().and_then(|b| b.get(*name)) != Some(v);
                 sync_docs::set_metric(d, name, *v)?;
             }
+        }
+        if changed {
+            sync_docs::set_metric(d, AS_OF_MS, as_of.as_millisecond())?;
         }
         Ok(())
     })?;
@@ -150,6 +162,7 @@ pub fn write_energy(
     samples: &[PowerSample],
     tz: &TimeZone,
     mppt_configured: bool,
+    as_of: Timestamp,
 ) -> Result<bool, AppError> {
     let fuel = fuel_used_percent(summary.date, tz, samples);
     let solar = has_solar(tx.conn, mppt_configured)?;
@@ -159,6 +172,7 @@ pub fn write_energy(
         center,
         summary.date,
         &energy_metrics(summary, solar, fuel),
+        as_of,
     )
 }
 
@@ -279,12 +293,13 @@ pub fn write_stats(
     center: &CenterId,
     date: Date,
     tz: &TimeZone,
+    as_of: Timestamp,
 ) -> Result<(DayStats, bool), AppError> {
     let stats = day_stats(tx.conn, center, date, tz)?;
     if stats.is_empty() {
         return Ok((stats, false));
     }
-    let changed = write_metrics(tx, DocKind::Stats, center, date, &stats.metrics())?;
+    let changed = write_metrics(tx, DocKind::Stats, center, date, &stats.metrics(), as_of)?;
     Ok((stats, changed))
 }
 
@@ -404,10 +419,11 @@ impl App {
     pub async fn write_stats_day(&self, day: Date) -> Result<(DayStats, bool), AppError> {
         let center = self.center()?;
         let tz = self.settings.timezone.clone();
+        let as_of = self.now();
         Ok(self
             .db
             .writer
-            .write_low_value(move |tx| write_stats(tx, &center, day, &tz))
+            .write_low_value(move |tx| write_stats(tx, &center, day, &tz, as_of))
             .await?)
     }
 

@@ -9,11 +9,13 @@
 pub mod cases;
 pub mod cash;
 pub mod citizens;
+pub mod conflicts;
 pub mod daily_docs;
 pub mod numbering;
 pub mod queue;
 pub mod reports;
 pub mod staff;
+pub(crate) mod staff_docs;
 pub mod status;
 pub mod wallclock;
 

@@ -19,8 +19,11 @@ pub struct StaffView {
     pub full_name: String,
     pub roles: Vec<Role>,
     pub permissions: Vec<Permission>,
+    /// Whether it acts: its own switch here and the hub's both on.
     pub active: bool,
     pub language: String,
+    /// Deactivated by the governorate hub (only the hub can lift it).
+    pub deactivated_at_hub: bool,
 }
 
 impl StaffView {
@@ -141,7 +144,7 @@ pub(crate) fn load_staff(
 ) -> Result<Option<(StaffView, String)>, AppError> {
     let row = conn
         .query_row(
-            "SELECT username, full_name, roles, active, language, password_hash FROM staff WHERE username = ?1",
+            "SELECT username, full_name, roles, active AND hub_active, language, password_hash, hub_active FROM staff WHERE username = ?1",
             [username],
             |r| {
                 Ok((
@@ -151,11 +154,12 @@ pub(crate) fn load_staff(
                     r.get::<_, bool>(3)?,
                     r.get::<_, String>(4)?,
                     r.get::<_, String>(5)?,
+                    r.get::<_, bool>(6)?,
                 ))
             },
         )
         .optional()?;
-    let Some((username, full_name, roles, active, language, hash)) = row else {
+    let Some((username, full_name, roles, active, language, hash, hub_active)) = row else {
         return Ok(None);
     };
     let roles: Vec<Role> = serde_json::from_str(&roles)?;
@@ -180,6 +184,7 @@ pub(crate) fn load_staff(
             permissions,
             active,
             language,
+            deactivated_at_hub: !hub_active,
         },
         hash,
     )))
@@ -480,6 +485,7 @@ impl App {
         let at = self.now();
         let actor2 = actor.clone();
         let username = input.username.clone();
+        let center = self.staff_center()?;
         self.db
             .writer
             .write(move |tx| -> Result<(), AppError> {
@@ -492,7 +498,8 @@ impl App {
                     "INSERT INTO staff(username, full_name, password_hash, roles, language, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
                     params![input.username, input.full_name.trim(), hash, serde_json::to_string(&input.roles)?, language, at.to_string()],
                 )?;
-                audit(c, at, &actor2, "staff.create", &input.username, serde_json::json!({"roles": input.roles}))
+                audit(c, at, &actor2, "staff.create", &input.username, serde_json::json!({"roles": input.roles}))?;
+                super::staff_docs::reflect(tx, &center, &input.username, &actor2.username, at)
             })
             .await?;
         self.get_staff(&username).await
@@ -517,6 +524,7 @@ impl App {
         self.get_staff(username).await?;
         let at = self.now();
         let (actor2, user) = (actor.clone(), username.to_string());
+        let center = self.staff_center()?;
         let key = authority_key(grant.authority)?;
         self.db
             .writer
@@ -527,7 +535,8 @@ impl App {
                      ON CONFLICT(username, authority) DO UPDATE SET expires_on = excluded.expires_on, granted_by = excluded.granted_by, granted_at = excluded.granted_at",
                     params![user, key, grant.expires_on.to_string(), actor2.username, at.to_string()],
                 )?;
-                audit(c, at, &actor2, "staff.grant_permission", &user, serde_json::json!({"authority": key, "expires_on": grant.expires_on.to_string()}))
+                audit(c, at, &actor2, "staff.grant_permission", &user, serde_json::json!({"authority": key, "expires_on": grant.expires_on.to_string()}))?;
+                super::staff_docs::reflect(tx, &center, &user, &actor2.username, at)
             })
             .await?;
         self.get_staff(username).await
@@ -543,6 +552,7 @@ impl App {
         self.get_staff(username).await?;
         let at = self.now();
         let (actor2, user) = (actor.clone(), username.to_string());
+        let center = self.staff_center()?;
         let key = authority_key(authority)?;
         self.db
             .writer
@@ -562,7 +572,8 @@ impl App {
                     "staff.revoke_permission",
                     &user,
                     serde_json::json!({"authority": key}),
-                )
+                )?;
+                super::staff_docs::reflect(tx, &center, &user, &actor2.username, at)
             })
             .await?;
         self.get_staff(username).await
@@ -585,6 +596,7 @@ impl App {
         self.get_staff(username).await?;
         let at = self.now();
         let (actor2, user) = (actor.clone(), username.to_string());
+        let center = self.staff_center()?;
         self.db
             .writer
             .write(move |tx| -> Result<(), AppError> {
@@ -607,10 +619,31 @@ impl App {
                     },
                     &user,
                     serde_json::json!({}),
-                )
+                )?;
+                super::staff_docs::reflect(tx, &center, &user, &actor2.username, at)
             })
             .await?;
         self.get_staff(username).await
+    }
+
+    /// This center's id, which names its staff documents.
+    fn staff_center(&self) -> Result<markaz_sync::model::ids::CenterId, AppError> {
+        self.settings
+            .center_id
+            .parse()
+            .map_err(|e| AppError::Internal(format!("center id: {e}")))
+    }
+
+    /// Writes every account's staff document where it differs from the rows (see
+    /// `app::staff_docs::reflect_all`); run at start. Returns how many changed.
+    pub async fn publish_staff_docs(&self) -> Result<usize, AppError> {
+        let center = self.staff_center()?;
+        let at = self.now();
+        Ok(self
+            .db
+            .writer
+            .write(move |tx| super::staff_docs::reflect_all(tx, &center, at))
+            .await?)
     }
 
     /// Replaces an account's roles. A manager cannot take away their own right to manage
@@ -642,6 +675,7 @@ impl App {
         self.get_staff(username).await?;
         let at = self.now();
         let (actor2, user) = (actor.clone(), username.to_string());
+        let center = self.staff_center()?;
         self.db
             .writer
             .write(move |tx| -> Result<(), AppError> {
@@ -654,7 +688,8 @@ impl App {
                     "staff.set_roles",
                     &user,
                     serde_json::json!({"roles": roles}),
-                )
+                )?;
+                super::staff_docs::reflect(tx, &center, &user, &actor2.username, at)
             })
             .await?;
         self.get_staff(username).await
@@ -677,6 +712,7 @@ impl App {
         let hash = hash_blocking(input.password).await?;
         let at = self.now();
         let (actor2, user) = (actor.clone(), username.to_string());
+        let center = self.staff_center()?;
         self.db
             .writer
             .write(move |tx| -> Result<(), AppError> {
@@ -689,7 +725,8 @@ impl App {
                     "staff.reset_password",
                     &user,
                     serde_json::json!({}),
-                )
+                )?;
+                super::staff_docs::reflect(tx, &center, &user, &actor2.username, at)
             })
             .await?;
         self.get_staff(username).await
@@ -753,6 +790,7 @@ impl App {
         let at = self.now();
         let actor2 = actor.clone();
         let keep = auth::token_hash(token);
+        let center = self.staff_center()?;
         self.db
             .writer
             .write(move |tx| -> Result<(), AppError> {
@@ -766,7 +804,9 @@ impl App {
                     "staff.change_own_password",
                     &actor2.username,
                     serde_json::json!({}),
-                )
+                )?;
+                let user = actor2.username.clone();
+                super::staff_docs::reflect(tx, &center, &user, &user, at)
             })
             .await?;
         Ok(())

@@ -410,8 +410,8 @@ pub fn energy_day(
     let conn = tx.conn;
     let (d, samples) = recompute_day_with_samples(conn, date, tz, max_gap, now)?;
     conn.execute_batch("SAVEPOINT energy_doc")?;
-    let written =
-        daily_docs::write_energy(tx, center, &d, &samples, tz, mppt_configured).and_then(|_| {
+    let written = daily_docs::write_energy(tx, center, &d, &samples, tz, mppt_configured, now)
+        .and_then(|_| {
             if final_day {
                 daily_docs::advance_date_mark(conn, daily_docs::ENERGY_FINAL_THROUGH, date)?;
             }
@@ -943,6 +943,7 @@ pub async fn supervise(
     Sampler {
         center,
         energy_written_at: None,
+        energy_events: None,
         app,
         devices,
         policy,
@@ -962,11 +963,32 @@ pub async fn supervise(
     .await
 }
 
+/// The discrete events of a day's summary (power cuts, generator starts): when they
+/// differ from what today's energy document holds, it is rewritten at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct EnergyEvents {
+    date: Date,
+    outages: usize,
+    generator_starts: u32,
+}
+
+impl EnergyEvents {
+    pub(crate) fn of(d: &DailySummary) -> EnergyEvents {
+        EnergyEvents {
+            date: d.date,
+            outages: d.outages.len(),
+            generator_starts: d.generator_starts,
+        }
+    }
+}
+
 struct Sampler {
     /// The center whose energy documents are written (`None`: a bad id, no documents).
     center: Option<CenterId>,
     /// When today's energy document was last written (node clock).
     energy_written_at: Option<Timestamp>,
+    /// The day's power cuts and generator starts as today's document last had them.
+    energy_events: Option<EnergyEvents>,
     app: App,
     devices: PowerDevices,
     settings: SamplerSettings,
@@ -1100,11 +1122,12 @@ impl Sampler {
                 .energy_written_at
                 .is_none_or(|at| now.duration_since(at) >= self.settings.energy_refresh);
         let (center, mppt) = (self.center.clone(), self.settings.mppt_configured);
+        let written_events = self.energy_events.filter(|e| e.date == date);
         let stored = self
             .app
             .db
             .writer
-            .write_low_value(move |tx| -> Result<DailySummary, AppError> {
+            .write_low_value(move |tx| -> Result<(DailySummary, bool), AppError> {
                 let c = tx.conn;
                 insert_sample(c, &sample, level)?;
                 let today = match &center {
@@ -1113,16 +1136,30 @@ impl Sampler {
                             energy_day(tx, p, &tz, gap, now, center, mppt, true)?;
                         }
                         if energy_due {
-                            energy_day(tx, date, &tz, gap, now, center, mppt, false)?
+                            (
+                                energy_day(tx, date, &tz, gap, now, center, mppt, false)?,
+                                true,
+                            )
                         } else {
-                            recompute_day(c, date, &tz, gap, now)?
+                            let d = recompute_day(c, date, &tz, gap, now)?;
+                            // A power cut or a generator start is written at once, not at
+                            // the next hourly refresh: the hub must not read the day
+                            // without it (docs/OPERATIONS.md, "Energy figures").
+                            if written_events != Some(EnergyEvents::of(&d)) {
+                                (
+                                    energy_day(tx, date, &tz, gap, now, center, mppt, false)?,
+                                    true,
+                                )
+                            } else {
+                                (d, false)
+                            }
                         }
                     }
                     None => {
                         if let Some(p) = previous {
                             recompute_day(c, p, &tz, gap, now)?;
                         }
-                        recompute_day(c, date, &tz, gap, now)?
+                        (recompute_day(c, date, &tz, gap, now)?, false)
                     }
                 };
                 if let Some(before) = prune_before {
@@ -1132,11 +1169,14 @@ impl Sampler {
             })
             .await;
         match stored {
-            Ok(today) => {
-                self.today = Some(today);
+            Ok((today, written)) => {
                 if energy_due {
                     self.energy_written_at = Some(now);
                 }
+                if written {
+                    self.energy_events = Some(EnergyEvents::of(&today));
+                }
+                self.today = Some(today);
             }
             Err(e) => warn!(error = %e, "cannot store the power sample"),
         }

@@ -721,7 +721,11 @@ async fn run_session(
     let w = opts.writer_timeout;
     let center = opts.center.clone();
     let c2 = center.clone();
+    let at = app.now();
     let setup = writer_job(app, w, "starting the session", move |tx| {
+        // Staff accounts changed without a document (made before they synced, or a
+        // password set) are written now, before anything from the hub is projected.
+        crate::app::staff_docs::reflect_all(tx, &c2, at)?;
         let c = tx.conn;
         let actor = tx.docs.actor().clone();
         let last: Option<String> = c

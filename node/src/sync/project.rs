@@ -8,9 +8,12 @@
 //! Guarantees: a case's rows (`cases`, `case_events`) are rebuilt wholly from the
 //! document, status and conflict from `model::case::derive`, and its citizen as at
 //! intake when the document recorded one; a citizen's row from its flat fields and its
-//! edit history (`citizen_edits`) from its `edit:` entries; a staff document of *this* center replaces the account's roles, active
-//! flag and permissions (so a revocation at the hub takes effect here), and an account
-//! the hub created gets an unusable password hash until an admin sets one. A document
+//! edit history (`citizen_edits`) from its `edit:` entries; a staff document of *this*
+//! center replaces the account's name, roles, both active switches (its own and the
+//! hub's) and permissions (so a revocation or deactivation at the hub takes effect
+//! here); an account without a usable hash here takes the document's (a center rebuilt
+//! from the hub logs its staff in with their passwords), and one the hub created without
+//! a hash gets an unusable one until an admin sets it. A document
 //! that cannot be read is skipped and named in the outcome, never fatal: one bad
 //! document must not stop the center's sync.
 
@@ -106,9 +109,9 @@ pub fn project(
                     skip(&mut out, "staff of another center".into());
                     continue;
                 }
-                match docs.read(conn, id, sync_docs::read_staff)? {
-                    Some(Ok(member)) => {
-                        project_staff(conn, &member, now)?;
+                match docs.read(conn, id, sync_docs::read_staff_view)? {
+                    Some(Ok(view)) => {
+                        project_staff(conn, &view, now)?;
                         out.staff += 1;
                     }
                     Some(Err(e)) => skip(&mut out, e.to_string()),
@@ -289,21 +292,35 @@ fn unusable_password_hash() -> String {
 
 fn project_staff(
     conn: &Connection,
-    m: &markaz_sync::model::staff::StaffMember,
+    v: &sync_docs::StaffView,
     now: jiff::Timestamp,
 ) -> Result<(), ProjectError> {
     let now = now.to_string();
+    let m = &v.member;
+    // A hash from the document only fills an account that has none usable here (one
+    // the hub created, or every account of a center rebuilt from the hub): a password
+    // changed here since is never replaced by an older copy.
+    let hash = v
+        .password_hash
+        .clone()
+        .filter(|h| h.starts_with('$'))
+        .unwrap_or_else(unusable_password_hash);
     conn.execute(
-        "INSERT INTO staff(username, full_name, password_hash, roles, active, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
+        "INSERT INTO staff(username, full_name, password_hash, roles, active, hub_active, language, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, coalesce(?7, 'ar'), ?8, ?8)
          ON CONFLICT(username) DO UPDATE SET full_name = excluded.full_name, roles = excluded.roles,
-           active = excluded.active, updated_at = excluded.updated_at",
+           active = excluded.active, hub_active = excluded.hub_active,
+           language = coalesce(?7, staff.language), updated_at = excluded.updated_at,
+           password_hash = CASE WHEN staff.password_hash NOT LIKE '$%' AND excluded.password_hash LIKE '$%'
+                                THEN excluded.password_hash ELSE staff.password_hash END",
         params![
             m.username,
             m.full_name,
-            unusable_password_hash(),
+            hash,
             serde_json::to_string(&m.roles)?,
-            m.active,
+            v.center_active,
+            v.hub_active,
+            v.language,
             now
         ],
     )?;
@@ -311,10 +328,13 @@ fn project_staff(
         "DELETE FROM staff_permissions WHERE username = ?1",
         [&m.username],
     )?;
-    for p in &m.permissions {
+    for d in &v.decisions {
+        let Some(expires_on) = d.expires_on else {
+            continue;
+        };
         conn.execute(
-            "INSERT INTO staff_permissions(username, authority, expires_on, granted_by, granted_at) VALUES (?1, ?2, ?3, 'hub', ?4)",
-            params![m.username, key(&p.authority)?, p.expires_on.to_string(), now],
+            "INSERT INTO staff_permissions(username, authority, expires_on, granted_by, granted_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![m.username, key(&d.authority)?, expires_on.to_string(), d.by, now],
         )?;
     }
     if !m.active {

@@ -216,6 +216,12 @@ fn case_context(web: &Web, lang: Lang, case: &CaseView, names: &Names) -> Value 
         fee => Value::from_serialize(&case.fee),
         status => status,
         conflict => case.conflict.as_ref().map(|c| c.to_string()),
+        resolution => case.conflict.as_ref().and_then(|c| c.get("resolution")).map(|r| context! {
+            outcome => r["outcome"].as_str(),
+            reason => r["reason"].as_str(),
+            actor => r["actor"].as_str(),
+            at => r["at"].as_str().map(|at| local_datetime(app, at)),
+        }),
         payment => payment,
         target => local_datetime(app, &case.target_at),
         overdue => case.overdue,

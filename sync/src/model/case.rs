@@ -212,6 +212,12 @@ pub enum CaseEventKind {
     Routed {
         to: CenterId,
     },
+    /// An operator's decision on a [`Conflict`]: which of the two incompatible terminal
+    /// statuses stands, and why. It changes nothing on a case without a conflict.
+    Resolved {
+        outcome: CaseStatus,
+        reason: String,
+    },
 }
 
 /// One entry of a case's history.
@@ -258,6 +264,7 @@ pub enum CaseAction {
     Cancel,
     Reject,
     Route,
+    Resolve,
 }
 
 impl CaseAction {
@@ -273,6 +280,7 @@ impl CaseAction {
             CaseAction::Cancel => "cancel it",
             CaseAction::Reject => "reject it",
             CaseAction::Route => "route it to another center",
+            CaseAction::Resolve => "resolve a conflict",
         }
     }
 
@@ -288,6 +296,7 @@ impl CaseAction {
             CaseAction::Cancel => "إلغاؤها",
             CaseAction::Reject => "رفضها",
             CaseAction::Route => "تحويلها إلى مركز آخر",
+            CaseAction::Resolve => "حل التعارض",
         }
     }
 }
@@ -306,6 +315,7 @@ impl CaseEventKind {
             CaseEventKind::Cancelled { .. } => CaseAction::Cancel,
             CaseEventKind::Rejected { .. } => CaseAction::Reject,
             CaseEventKind::Routed { .. } => CaseAction::Route,
+            CaseEventKind::Resolved { .. } => CaseAction::Resolve,
         }
     }
 
@@ -322,6 +332,19 @@ impl CaseEventKind {
             CaseEventKind::Cancelled { .. } => "cancelled",
             CaseEventKind::Rejected { .. } => "rejected",
             CaseEventKind::Routed { .. } => "routed",
+            CaseEventKind::Resolved { .. } => "resolved",
+        }
+    }
+
+    /// The terminal status this event gives a case (delivered, posted, cancelled,
+    /// rejected), if it is a terminal event.
+    pub fn terminal_status(&self) -> Option<CaseStatus> {
+        match self {
+            CaseEventKind::Delivered { .. } => Some(CaseStatus::Delivered),
+            CaseEventKind::Posted { .. } => Some(CaseStatus::Posted),
+            CaseEventKind::Cancelled { .. } => Some(CaseStatus::Cancelled),
+            CaseEventKind::Rejected { .. } => Some(CaseStatus::Rejected),
+            _ => None,
         }
     }
 
@@ -397,6 +420,7 @@ impl IllegalTransition {
                     CaseAction::Deliver | CaseAction::Post => "it must be ready first",
                     CaseAction::Reject => "only a paid or in-progress case can be rejected",
                     CaseAction::Cancel | CaseAction::Route => "the case is closed",
+                    CaseAction::Resolve => "only a case in conflict can be resolved",
                 };
                 format!("The case is {state}: you cannot {action} ({hint}).")
             }
@@ -436,6 +460,7 @@ impl IllegalTransition {
                     }
                     CaseAction::Reject => "لا تُرفض إلا معاملة مدفوعة أو قيد المعالجة",
                     CaseAction::Cancel | CaseAction::Route => "المعاملة منتهية",
+                    CaseAction::Resolve => "لا يُحل إلا تعارض قائم",
                 };
                 format!("حالة المعاملة: {state}، لا يمكن {action} ({hint}).")
             }
@@ -531,6 +556,42 @@ pub struct Conflict {
     pub applied: CaseEvent,
     /// The later, incompatible terminal event.
     pub contested: CaseEvent,
+    /// The operator's decision, once made (a `Resolved` event in the case's history).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<Resolution>,
+}
+
+/// How a conflict was resolved: the status that stands, why, who and when (from the
+/// `Resolved` event).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resolution {
+    pub outcome: CaseStatus,
+    pub reason: String,
+    pub actor: String,
+    pub at: Timestamp,
+    pub hlc: String,
+}
+
+impl Resolution {
+    pub fn message_en(&self) -> String {
+        format!(
+            "Resolved by {} at {}: the case stands as {}. Reason: {}",
+            self.actor,
+            self.at,
+            self.outcome.name_en(),
+            self.reason
+        )
+    }
+
+    pub fn message_ar(&self) -> String {
+        format!(
+            "حُلّ التعارض من قبل {} في {}: تبقى المعاملة {}. السبب: {}",
+            self.actor,
+            self.at,
+            self.outcome.name_ar(),
+            self.reason
+        )
+    }
 }
 
 impl Conflict {
@@ -540,7 +601,25 @@ impl Conflict {
         Conflict {
             applied: first,
             contested: second,
+            resolution: None,
         }
+    }
+
+    /// The two statuses an operator may choose between: the one each terminal event
+    /// would give (empty for a double creation, which is not resolved by an event).
+    pub fn outcomes(&self) -> Vec<CaseStatus> {
+        if self.is_double_creation() {
+            return Vec::new();
+        }
+        [&self.applied, &self.contested]
+            .into_iter()
+            .filter_map(|e| e.kind.terminal_status())
+            .collect()
+    }
+
+    /// Whether an operator has decided it.
+    pub fn is_resolved(&self) -> bool {
+        self.resolution.is_some()
     }
 
     /// Whether this is a [`Conflict::double_creation`].
@@ -627,9 +706,16 @@ pub fn derive(events: &[CaseEvent], delivery: &Delivery) -> Derived {
         skipped: 0,
     };
     let mut terminal: Option<&CaseEvent> = None;
+    let mut resolutions: Vec<&CaseEvent> = Vec::new();
     for e in sorted {
         // The case exists from its creation; a `Created` event is its genesis, not a move.
         if e.kind == CaseEventKind::Created {
+            continue;
+        }
+        // A resolution decides a conflict, so it is weighed once the fold has found one
+        // (whatever its place in the order: the result stays order-independent).
+        if matches!(e.kind, CaseEventKind::Resolved { .. }) {
+            resolutions.push(e);
             continue;
         }
         match apply(d.status, &e.kind, delivery) {
@@ -658,6 +744,7 @@ pub fn derive(events: &[CaseEvent], delivery: &Delivery) -> Derived {
                         d.conflict = Some(Conflict {
                             applied: t.clone(),
                             contested: e.clone(),
+                            resolution: None,
                         });
                     }
                     _ => d.skipped += 1,
@@ -665,7 +752,69 @@ pub fn derive(events: &[CaseEvent], delivery: &Delivery) -> Derived {
             }
         }
     }
+    resolve(&mut d, &resolutions);
     d
+}
+
+/// Applies the last (in event order) resolution that chooses one of the conflict's two
+/// outcomes; every other resolution is skipped.
+fn resolve(d: &mut Derived, resolutions: &[&CaseEvent]) {
+    let Some(conflict) = d.conflict.as_mut() else {
+        d.skipped += resolutions.len();
+        return;
+    };
+    let outcomes = conflict.outcomes();
+    let mut chosen = None;
+    for e in resolutions {
+        match &e.kind {
+            CaseEventKind::Resolved { outcome, reason }
+                if outcomes.contains(outcome) && !reason.trim().is_empty() =>
+            {
+                if chosen.is_some() {
+                    d.skipped += 1;
+                }
+                chosen = Some(Resolution {
+                    outcome: *outcome,
+                    reason: reason.clone(),
+                    actor: e.actor.clone(),
+                    at: e.at,
+                    hlc: e.hlc.clone(),
+                });
+            }
+            _ => d.skipped += 1,
+        }
+    }
+    if let Some(r) = chosen {
+        d.status = r.outcome;
+        conflict.resolution = Some(r);
+    }
+}
+
+/// Checks an operator's resolution of `conflict` before it is recorded: the conflict is
+/// not a double creation, the outcome is one of its two sides, the reason is given.
+pub fn check_resolution(
+    conflict: Option<&Conflict>,
+    status: CaseStatus,
+    outcome: CaseStatus,
+    reason: &str,
+) -> Result<(), IllegalTransition> {
+    let refuse = |fault| {
+        Err(IllegalTransition {
+            from: status,
+            action: CaseAction::Resolve,
+            fault,
+        })
+    };
+    match conflict {
+        Some(c) if c.outcomes().contains(&outcome) => {
+            if reason.trim().is_empty() {
+                refuse(TransitionFault::ReasonRequired)
+            } else {
+                Ok(())
+            }
+        }
+        _ => refuse(TransitionFault::WrongState),
+    }
 }
 
 #[cfg(test)]
@@ -810,6 +959,8 @@ mod tests {
             A::Deliver | A::Post => matches!(from, S::Ready | S::Notified),
             A::Cancel | A::Route => !from.is_terminal(),
             A::Reject => matches!(from, S::Paid | S::InProgress),
+            // Never a transition: a resolution is weighed by `derive` on a conflict.
+            A::Resolve => false,
         }
     }
 
@@ -959,6 +1110,84 @@ mod tests {
         assert_eq!(d.conflict, None);
         assert_eq!(d.skipped, 1, "the duplicate ready");
         assert!(matches!(d.payment, Some(Payment::Cash { .. })));
+    }
+
+    #[test]
+    fn a_resolution_decides_a_conflict_in_any_order() {
+        let resolved = |outcome, hlc| {
+            ev(
+                CaseEventKind::Resolved {
+                    outcome,
+                    reason: "الوثيقة سُلّمت فعلاً".into(),
+                },
+                hlc,
+                "hub-admin",
+            )
+        };
+        let base = vec![
+            ev(cash(), "0002", "rana"),
+            ev(CaseEventKind::Started, "0003", "omar"),
+            ev(CaseEventKind::Ready, "0004", "omar"),
+            ev(cancelled(), "0005", "hub-admin"),
+            ev(delivered(), "0006", "rana"),
+        ];
+        let unresolved = derive(&base, &pickup());
+        assert_eq!(unresolved.status, CaseStatus::Cancelled);
+        let c = unresolved.conflict.as_ref().expect("conflict");
+        assert_eq!(
+            c.outcomes(),
+            vec![CaseStatus::Cancelled, CaseStatus::Delivered]
+        );
+        assert!(!c.is_resolved());
+        assert!(check_resolution(Some(c), unresolved.status, CaseStatus::Delivered, "x").is_ok());
+        assert_eq!(
+            check_resolution(Some(c), unresolved.status, CaseStatus::Posted, "x")
+                .unwrap_err()
+                .code(),
+            "illegal_transition"
+        );
+        assert_eq!(
+            check_resolution(Some(c), unresolved.status, CaseStatus::Delivered, " ")
+                .unwrap_err()
+                .code(),
+            "reason_required"
+        );
+        assert!(check_resolution(None, CaseStatus::Ready, CaseStatus::Delivered, "x").is_err());
+
+        let mut events = base.clone();
+        events.push(resolved(CaseStatus::Delivered, "0007"));
+        let d = derive(&events, &pickup());
+        assert_eq!(d.status, CaseStatus::Delivered);
+        let r = d
+            .conflict
+            .as_ref()
+            .and_then(|c| c.resolution.clone())
+            .expect("resolved");
+        assert_eq!(
+            (r.outcome, r.actor.as_str()),
+            (CaseStatus::Delivered, "hub-admin")
+        );
+        assert!(r.message_en().contains("delivered") && r.message_ar().contains("السبب"));
+        // Any order gives the same; a later resolution wins; a resolution for an outcome
+        // outside the conflict is skipped.
+        let mut shuffled = events.clone();
+        shuffled.reverse();
+        assert_eq!(derive(&shuffled, &pickup()), d);
+        events.push(resolved(CaseStatus::Cancelled, "0008"));
+        events.push(resolved(CaseStatus::Rejected, "0009"));
+        let d2 = derive(&events, &pickup());
+        assert_eq!(d2.status, CaseStatus::Cancelled);
+        // Without a conflict a resolution changes nothing.
+        let plain = vec![
+            ev(cash(), "0002", "rana"),
+            resolved(CaseStatus::Cancelled, "0003"),
+        ];
+        let p = derive(&plain, &pickup());
+        assert_eq!((p.status, p.skipped), (CaseStatus::Paid, 1));
+        // The event round-trips as JSON with its tag.
+        let json = serde_json::to_value(&events[5].kind).unwrap();
+        assert_eq!(json["kind"], "resolved");
+        assert_eq!(json["outcome"], "delivered");
     }
 
     #[test]

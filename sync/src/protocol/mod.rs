@@ -57,11 +57,15 @@ pub struct FeedBatch {
 
 /// Whether `center` may write `doc` (`routed`: the document is routed to it). A center
 /// writes its own cases, statistics and energy, citizen profiles (shared by national id),
-/// and cases routed to it; never the catalog, fees, staff, or another center's cases.
+/// cases routed to it, and its own staff (only the fields it owns, checked per change
+/// by the relay); never the catalog, fees, another center's staff or cases.
 pub fn may_write(center: &CenterId, doc: &DocId, routed: bool) -> Result<(), String> {
     match (doc.kind(), doc.owner()) {
         (DocKind::Catalog, _) => Err("the catalog and fees are written at the hub".into()),
-        (DocKind::Staff, _) => Err("staff and permissions are written at the hub".into()),
+        // Its own staff: which fields it may write is checked per change
+        // (`docs::check_center_staff_change`).
+        (DocKind::Staff, Owner::Center(c)) if &c == center => Ok(()),
+        (DocKind::Staff, _) => Err("another center's staff".into()),
         (DocKind::Citizen, _) => Ok(()),
         (DocKind::Case, Owner::Center(c)) if &c == center => Ok(()),
         (DocKind::Case, _) if routed => Ok(()),

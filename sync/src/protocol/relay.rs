@@ -385,6 +385,14 @@ impl HubStore for Relay<'_> {
                     v
                 }
             };
+            // A center writes only the fields of its staff it owns (not the hub's
+            // deactivation), checked change by change.
+            let verdict = match verdict {
+                Ok(()) if wc.doc_id.kind() == DocKind::Staff => {
+                    docs::check_center_staff_change(&wc.bytes)
+                }
+                v => v,
+            };
             match verdict {
                 Ok(()) => accepted.push(wc.clone()),
                 Err(reason) => {
@@ -504,11 +512,14 @@ impl HubStore for Relay<'_> {
         let may = may_write(center, doc, routed).is_ok();
         let tables = self.tables;
         // A center may also hand back the hub's own changes that a restored hub lost.
+        // Of its own staff, a center hands over only the fields it owns.
+        let staff = doc.kind() == DocKind::Staff;
         let allow = |changes: &[automerge::Change]| {
-            may || changes.iter().all(|c| {
-                tables
-                    .is_own_actor(c.actor_id().to_bytes())
-                    .unwrap_or(false)
+            changes.iter().all(|c| {
+                (may && (!staff || docs::check_center_staff_ops(c).is_ok()))
+                    || tables
+                        .is_own_actor(c.actor_id().to_bytes())
+                        .unwrap_or(false)
             })
         };
         // The hub keeps no sync state between requests: each reply is computed from the

@@ -546,6 +546,112 @@ fn hub_refuses_writes_outside_a_centers_authority() {
 }
 
 #[test]
+fn a_centers_staff_reach_the_hub_but_the_hubs_fields_stay_the_hubs() {
+    use crate::model::catalog::Authority;
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = hub_in(&dir);
+    let mut m = Node::new("midan");
+    let mut q = Node::new("qanawat");
+    m.sync(&mut hub);
+    q.sync(&mut hub);
+    let midan = m.center.clone();
+    let id = DocId::staff(&midan, "rana").unwrap();
+    // Midan creates its account with a grant; it reaches the hub and only midan.
+    m.edit(&id, |d| {
+        docs::write_center_staff(
+            d,
+            &midan,
+            &docs::CenterStaff {
+                username: "rana",
+                full_name: "رنا",
+                roles: &[Role::Clerk],
+                language: "ar",
+                active: true,
+                password_hash: Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA"),
+            },
+        )?;
+        docs::decide_permission(
+            d,
+            &docs::PermissionDecision {
+                authority: Authority::Justice,
+                expires_on: Some(jiff::civil::date(2099, 12, 31)),
+                by: "admin".into(),
+                hlc: "0000000000005.00000.midan".into(),
+            },
+        )
+    });
+    let r = m.sync(&mut hub);
+    assert!(r.refused_by_hub.is_empty(), "{:?}", r.refused_by_hub);
+    let at_hub = hub
+        .docs
+        .read(&hub.conn, &id, docs::read_staff_view)
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(at_hub.member.permissions.len(), 1);
+    assert!(at_hub.password_hash.is_some() && at_hub.member.active);
+    q.sync(&mut hub);
+    assert!(
+        !q.doc_ids().contains(&id),
+        "another center's staff stay away"
+    );
+
+    // The hub deactivates and revokes; concurrently midan extends the grant with an
+    // earlier stamp: the hub's later decision stands at both ends.
+    hub.edit(&id, |d| {
+        docs::set_hub_active(d, false)?;
+        docs::decide_permission(
+            d,
+            &docs::PermissionDecision {
+                authority: Authority::Justice,
+                expires_on: None,
+                by: "hub".into(),
+                hlc: "0000000000009.00000.hub".into(),
+            },
+        )
+    });
+    m.edit(&id, |d| {
+        docs::decide_permission(
+            d,
+            &docs::PermissionDecision {
+                authority: Authority::Justice,
+                expires_on: Some(jiff::civil::date(2100, 1, 1)),
+                by: "admin".into(),
+                hlc: "0000000000007.00000.midan".into(),
+            },
+        )
+    });
+    m.sync(&mut hub);
+    m.sync(&mut hub);
+    let read = |conn: &Connection, store: &mut DocStore| {
+        store
+            .read(conn, &id, docs::read_staff_view)
+            .unwrap()
+            .unwrap()
+            .unwrap()
+    };
+    let (at_m, at_h) = (read(&m.conn, &mut m.docs), read(&hub.conn, &mut hub.docs));
+    assert_eq!(at_m.member, at_h.member);
+    assert!(!at_m.member.active && !at_m.hub_active && at_m.center_active);
+    assert!(at_m.member.permissions.is_empty(), "{at_m:?}");
+
+    // Midan may not lift the hub's deactivation: that change is refused.
+    let before = hub.heads(&id);
+    m.edit(&id, |d| docs::set_hub_active(d, true));
+    let r = m.sync(&mut hub);
+    assert_eq!(r.refused_by_hub.len(), 1, "{:?}", r.refused_by_hub);
+    assert!(r.refused_by_hub[0].reason.contains("hub_active"));
+    assert_eq!(hub.heads(&id), before);
+    // Nor write another center's staff.
+    let other = DocId::staff(&"qanawat".parse().unwrap(), "rana").unwrap();
+    m.edit(&other, |d| {
+        docs::write_staff(d, &"qanawat".parse().unwrap(), &at_h.member)
+    });
+    let r = m.sync(&mut hub);
+    assert_eq!(r.refused_by_hub.len(), 1, "{:?}", r.refused_by_hub);
+}
+
+#[test]
 fn cut_at_any_message_byte_resumes_and_converges() {
     cut_run(7, 3);
 }
