@@ -198,7 +198,12 @@ async fn a_configured_log_file_rotates_by_size() -> Result<()> {
     // Oldest to newest: node.log.2, node.log.1, node.log. The shutdown is in the last
     // two (lines after it can fill node.log alone), and the times never go back.
     let read = |name: &str| std::fs::read_to_string(dir.path().join(name));
-    let all = format!("{}{}{}", read("node.log.2")?, read("node.log.1")?, read("node.log")?);
+    let all = format!(
+        "{}{}{}",
+        read("node.log.2")?,
+        read("node.log.1")?,
+        read("node.log")?
+    );
     assert!(
         format!("{}{}", read("node.log.1")?, read("node.log")?).contains("SIGTERM"),
         "the shutdown is in the newest files:\n{all}"
