@@ -26,6 +26,17 @@ pub const TEMPLATES: &[(&str, &str)] = &[
         "sync_requests.html",
         include_str!("templates/sync_requests.html"),
     ),
+    ("catalog.html", include_str!("templates/catalog.html")),
+    (
+        "catalog_history.html",
+        include_str!("templates/catalog_history.html"),
+    ),
+    (
+        "catalog_service.html",
+        include_str!("templates/catalog_service.html"),
+    ),
+    ("oversight.html", include_str!("templates/oversight.html")),
+    ("energy.html", include_str!("templates/energy.html")),
 ];
 
 /// Both catalogs of the hub's pages.

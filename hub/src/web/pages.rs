@@ -194,7 +194,7 @@ pub(super) fn local(s: &WebState, ms: Option<i64>) -> Option<String> {
 }
 
 /// The confirmation of `?done=key`, if `done.key` is a catalog entry.
-fn flash(lang: Lang, done: Option<&str>) -> Option<String> {
+pub(super) fn flash(lang: Lang, done: Option<&str>) -> Option<String> {
     catalogs().of(lang).get(&format!("done.{}", done?)).cloned()
 }
 
@@ -615,14 +615,14 @@ async fn operators_page(
     )
 }
 
-async fn form(req: Request) -> Vec<(String, String)> {
+pub(super) async fn form(req: Request) -> Vec<(String, String)> {
     let body = axum::body::to_bytes(req.into_body(), 64 * 1024)
         .await
         .unwrap_or_default();
     form_pairs(&body)
 }
 
-fn field(pairs: &[(String, String)], name: &str) -> String {
+pub(super) fn field(pairs: &[(String, String)], name: &str) -> String {
     pairs
         .iter()
         .find(|(k, _)| k == name)
