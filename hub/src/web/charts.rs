@@ -21,7 +21,7 @@ pub struct Bar {
 }
 
 /// How a chart is laid out and labelled.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Frame<'a> {
     /// The element id (its `<title>` is `<id>-title`).
     pub id: &'a str,
