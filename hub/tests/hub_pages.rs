@@ -173,7 +173,8 @@ async fn catalog_forms_are_validated_as_the_api_and_audited() -> anyhow::Result<
         html.contains("قرار مجلس المحافظة: هذا الحقل مطلوب."),
         "Arabic reason"
     );
-    assert!(html.contains("id=\"council_decision\" name=\"council_decision\" value=\"\" aria-invalid=\"true\""));
+    let at = html.find("id=\"council_decision\"").unwrap_or(0);
+    assert!(html.contains("id=\"council_decision\" name=\"council_decision\" value=\"\" aria-invalid=\"true\""), "{}", html[at..].chars().take(120).collect::<String>());
     assert!(html.contains("value=\"٣٧٥٠\""), "the amount typed is kept");
     let (status, _, html) = request(
         &hub,
