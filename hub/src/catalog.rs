@@ -421,7 +421,11 @@ fn place(
     amount_field: &str,
     decision_field: &str,
 ) -> Result<bool, CatalogError> {
-    debug_assert!(["fee_overlap", "decision_reused"].iter().all(|c| ERROR_CODES.contains(c)));
+    debug_assert!(
+        ["fee_overlap", "decision_reused"]
+            .iter()
+            .all(|c| ERROR_CODES.contains(c))
+    );
     if list.contains(&new) {
         return Ok(false);
     }

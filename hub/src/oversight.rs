@@ -749,9 +749,7 @@ mod tests {
                 vec![
                     ev(CaseEventKind::Created, day + 2, "01"),
                     ev(
-                        CaseEventKind::Cancelled {
-                            reason: "x".into(),
-                        },
+                        CaseEventKind::Cancelled { reason: "x".into() },
                         day + 3,
                         "02",
                     ),
@@ -775,7 +773,15 @@ mod tests {
         );
         let got: Vec<(Option<Date>, u32, u32, u32, u32)> = per_day
             .iter()
-            .map(|r| (r.day, r.received, r.finished, r.within_target, r.beyond_target))
+            .map(|r| {
+                (
+                    r.day,
+                    r.received,
+                    r.finished,
+                    r.within_target,
+                    r.beyond_target,
+                )
+            })
             .collect();
         assert_eq!(
             got,
@@ -799,7 +805,10 @@ mod tests {
             },
         );
         assert_eq!(range.len(), 1);
-        assert_eq!((range[0].day, range[0].received, range[0].finished), (None, 3, 1));
+        assert_eq!(
+            (range[0].day, range[0].received, range[0].finished),
+            (None, 3, 1)
+        );
         // Another service or center selects nothing.
         for q in [
             OversightQuery {

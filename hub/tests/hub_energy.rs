@@ -162,7 +162,10 @@ async fn solar_and_non_solar_centers_are_compared_per_center_day() -> anyhow::Re
     assert!(html.contains("Centers with solar") && html.contains("Hours on generator"));
     assert!(html.contains("14.00"), "midan's PV of today");
     assert!(html.contains("partial, as of"), "today is not final yet");
-    assert!(html.contains(">final<"), "yesterday ended before the last sync");
+    assert!(
+        html.contains(">final<"),
+        "yesterday ended before the last sync"
+    );
     assert_eq!(cards(&html, "qanawat"), 1);
     assert_eq!(cards(&html, "midan"), 1);
 

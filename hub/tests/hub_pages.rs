@@ -42,11 +42,7 @@ async fn request(
     s.read_to_end(&mut out).await?;
     let text = String::from_utf8(out)?;
     let (head, body) = text.split_once("\r\n\r\n").context("response")?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .context("status")?
-        .parse()?;
+    let status = head.split_whitespace().nth(1).context("status")?.parse()?;
     Ok((status, head.to_string(), body.to_string()))
 }
 
@@ -174,7 +170,13 @@ async fn catalog_forms_are_validated_as_the_api_and_audited() -> anyhow::Result<
         "Arabic reason"
     );
     let at = html.find("id=\"council_decision\"").unwrap_or(0);
-    assert!(html.contains("id=\"council_decision\" name=\"council_decision\" value=\"\" aria-invalid=\"true\""), "{}", html[at..].chars().take(120).collect::<String>());
+    assert!(
+        html.contains(
+            "id=\"council_decision\" name=\"council_decision\" value=\"\" aria-invalid=\"true\""
+        ),
+        "{}",
+        html[at..].chars().take(120).collect::<String>()
+    );
     assert!(html.contains("value=\"٣٧٥٠\""), "the amount typed is kept");
     let (status, _, html) = request(
         &hub,
@@ -374,7 +376,10 @@ async fn oversight_per_center_service_and_day_with_its_csv() -> anyhow::Result<(
     let (status, _, html) = request(&hub, &watcher, "GET", "/oversight", &[]).await?;
     assert_eq!(status, 200);
     assert!(html.contains("id=\"oversight\"") && html.contains("id=\"export-csv\""));
-    assert!(html.contains("السجل العدلي"), "the service by its Arabic name");
+    assert!(
+        html.contains("السجل العدلي"),
+        "the service by its Arabic name"
+    );
     let (_, _, html) = request(
         &hub,
         &watcher,
@@ -397,7 +402,10 @@ async fn oversight_per_center_service_and_day_with_its_csv() -> anyhow::Result<(
     )
     .await?;
     assert_eq!(status, 200);
-    assert_eq!(header(&head, "content-type"), Some("text/csv; charset=utf-8"));
+    assert_eq!(
+        header(&head, "content-type"),
+        Some("text/csv; charset=utf-8")
+    );
     assert_eq!(
         header(&head, "content-disposition"),
         Some(format!("attachment; filename=\"oversight_{today}_{today}.csv\"").as_str())
@@ -408,10 +416,17 @@ async fn oversight_per_center_service_and_day_with_its_csv() -> anyhow::Result<(
     assert_eq!(rows[0].len(), 12);
     assert_eq!(rows[0][2], "المركز");
     let r = &rows[1];
-    assert_eq!((r[0].as_str(), r[1].as_str()), (today.as_str(), today.as_str()));
+    assert_eq!(
+        (r[0].as_str(), r[1].as_str()),
+        (today.as_str(), today.as_str())
+    );
     assert_eq!((r[2].as_str(), r[3].as_str()), ("midan", "criminal_record"));
     assert_eq!(r[4], "السجل العدلي (لا حكم عليه)");
-    assert_eq!((r[5].as_str(), r[6].as_str()), ("3", "0"), "opened, finished");
+    assert_eq!(
+        (r[5].as_str(), r[6].as_str()),
+        ("3", "0"),
+        "opened, finished"
+    );
     assert_eq!((r[7].as_str(), r[8].as_str()), ("3", "0"), "within, beyond");
     // The JSON twin has the same row.
     let (_, body) = hub

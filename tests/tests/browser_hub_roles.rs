@@ -15,7 +15,14 @@ use browser::Browser;
 use markaz_e2e::{HubProcess, NodeProcess};
 use serde_json::json;
 
-const ROLES: [&str; 6] = ["admin", "oversight", "catalog", "staff", "eservices", "network"];
+const ROLES: [&str; 6] = [
+    "admin",
+    "oversight",
+    "catalog",
+    "staff",
+    "eservices",
+    "network",
+];
 
 /// Every page (a GET route of the access table, its parameters filled in) and the roles
 /// that may open it; an administrator may open all.
@@ -112,8 +119,10 @@ async fn each_role_opens_its_pages_writes_and_is_refused_the_rest() -> Result<()
             .api(
                 "POST",
                 "/operators",
-                Some(json!({"username": format!("op-{role}"), "full_name": format!("op {role}"),
-                    "roles": [role], "password": PASSWORD})),
+                Some(
+                    json!({"username": format!("op-{role}"), "full_name": format!("op {role}"),
+                    "roles": [role], "password": PASSWORD}),
+                ),
             )
             .await?;
         ensure!(status == 201, "{role}: {status} {body}");
@@ -159,7 +168,10 @@ async fn each_role_opens_its_pages_writes_and_is_refused_the_rest() -> Result<()
                 .await?;
             submit_and_confirm(&b, "#add-fee", "the fee added").await?;
             let hist = b.text("#fee-history").await?;
-            ensure!(hist.contains(&format!("قرار مجلس المحافظة {role}")), "{hist}");
+            ensure!(
+                hist.contains(&format!("قرار مجلس المحافظة {role}")),
+                "{hist}"
+            );
             b.fill("#target_hours", &format!("{}", 30 + i)).await?;
             submit_and_confirm(&b, "#save-service", "the service saved").await?;
             // A refused fee reads in the operator's language, in the form.
@@ -228,7 +240,10 @@ async fn each_role_opens_its_pages_writes_and_is_refused_the_rest() -> Result<()
         b.client.delete_all_cookies().await?;
         // The new password is the one that works now.
         log_in(&b, &base, &user, NEW_PASSWORD).await?;
-        ensure!(b.path().await? != "/login", "{role}: the new password works");
+        ensure!(
+            b.path().await? != "/login",
+            "{role}: the new password works"
+        );
         b.click("#logout").await?;
         b.wait_until(
             "the login page",

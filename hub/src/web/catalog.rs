@@ -368,7 +368,13 @@ async fn refused(
 }
 
 /// Parses the service form for `code` and writes it; the page's answer.
-async fn write_service(s: &WebState, caller: &Caller, code: &str, is_new: bool, pairs: &[(String, String)]) -> Response {
+async fn write_service(
+    s: &WebState,
+    caller: &Caller,
+    code: &str,
+    is_new: bool,
+    pairs: &[(String, String)],
+) -> Response {
     let mut typed = values(pairs, &SERVICE_FIELDS);
     typed.insert("code".into(), code.into());
     let shown = || Shown {
@@ -397,7 +403,9 @@ async fn write_service(s: &WebState, caller: &Caller, code: &str, is_new: bool, 
         }
     }
     match save_service(s, caller.who(), service).await {
-        Ok(_) => Redirect::to(&format!("/catalog/services/{code}?done=service_saved")).into_response(),
+        Ok(_) => {
+            Redirect::to(&format!("/catalog/services/{code}?done=service_saved")).into_response()
+        }
         Err(e) => refused(s, caller, back, e, shown()).await,
     }
 }
@@ -475,7 +483,11 @@ mod tests {
                     lang.code()
                 );
             }
-            for f in SERVICE_FIELDS.iter().chain(FEE_FIELDS.iter()).chain(&["code"]) {
+            for f in SERVICE_FIELDS
+                .iter()
+                .chain(FEE_FIELDS.iter())
+                .chain(&["code"])
+            {
                 let key = format!("catalog.f.{f}");
                 assert!(catalogs().of(lang).contains_key(&key), "{key}");
             }
@@ -483,7 +495,11 @@ mod tests {
                 assert!(catalogs().of(lang).contains_key(&format!("done.{d}")));
             }
             for p in ["upcoming", "past", "current"] {
-                assert!(catalogs().of(lang).contains_key(&format!("catalog.state.{p}")));
+                assert!(
+                    catalogs()
+                        .of(lang)
+                        .contains_key(&format!("catalog.state.{p}"))
+                );
             }
             for g in ServiceGroup::ALL {
                 let v = serde_json::to_value(g).unwrap_or_default();
@@ -495,7 +511,11 @@ mod tests {
                 assert!(catalogs().of(lang).contains_key(&key), "{key}");
             }
             for p in ["authority", "surcharge"] {
-                assert!(catalogs().of(lang).contains_key(&format!("catalog.part.{p}")));
+                assert!(
+                    catalogs()
+                        .of(lang)
+                        .contains_key(&format!("catalog.part.{p}"))
+                );
             }
         }
     }
@@ -543,7 +563,10 @@ mod tests {
             ("fields".into(), "invalid_field")
         );
         assert_eq!(
-            refused(&[("fields", r#"[{"key":"Bad","label_ar":"x","label_en":"x","kind":{"type":"text"}}]"#)]),
+            refused(&[(
+                "fields",
+                r#"[{"key":"Bad","label_ar":"x","label_en":"x","kind":{"type":"text"}}]"#
+            )]),
             ("fields[0].key".into(), "bad_key")
         );
 

@@ -222,7 +222,14 @@ pub fn grouped(f: Frame<'_>, series: &[Series], bars: &[Bar]) -> String {
                 Some(v) => {
                     let w = (v / max * plot).clamp(0.0, plot);
                     let tip = format!("{} {}: {}{}", b.label, s.label, short(*v), f.unit);
-                    c.rect(LABEL + PAD, row_y + 2.0, w, ROW - 4.0, s.color, &(f.digits)(&tip));
+                    c.rect(
+                        LABEL + PAD,
+                        row_y + 2.0,
+                        w,
+                        ROW - 4.0,
+                        s.color,
+                        &(f.digits)(&tip),
+                    );
                     let value = (f.digits)(&format!("{}{}", short(*v), f.unit));
                     c.text(LABEL + PAD + w + 4.0, row_y + ROW * 0.7, false, &value, 11);
                 }

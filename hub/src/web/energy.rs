@@ -170,10 +170,15 @@ fn center_charts(
         .iter()
         .map(|d| Bar {
             label: day_label(d.day, digits),
-            values: ["seconds_grid", "seconds_solar", "seconds_battery", "seconds_generator"]
-                .iter()
-                .map(|k| hours(d, k))
-                .collect(),
+            values: [
+                "seconds_grid",
+                "seconds_solar",
+                "seconds_battery",
+                "seconds_generator",
+            ]
+            .iter()
+            .map(|k| hours(d, k))
+            .collect(),
         })
         .collect();
     let id = format!("chart-sources-{center}");
@@ -214,32 +219,35 @@ fn center_charts(
         &run,
         &bars,
     );
-    let fuel = days.iter().any(|d| d.get("fuel_used_pct").is_some()).then(|| {
-        let series = vec![Series {
-            label: t("energy.fuel_used"),
-            color: OTHER,
-        }];
-        let bars: Vec<Bar> = days
-            .iter()
-            .map(|d| Bar {
-                label: day_label(d.day, digits),
-                values: vec![d.get("fuel_used_pct").map(|v| v as f64)],
-            })
-            .collect();
-        let id = format!("chart-fuel-{center}");
-        let title = markaz_web::i18n::fill(&t("energy.fuel_chart"), &[("center", center)]);
-        charts::grouped(
-            Frame {
-                id: &id,
-                title: &title,
-                unit: "%",
-                rtl,
-                digits,
-            },
-            &series,
-            &bars,
-        )
-    });
+    let fuel = days
+        .iter()
+        .any(|d| d.get("fuel_used_pct").is_some())
+        .then(|| {
+            let series = vec![Series {
+                label: t("energy.fuel_used"),
+                color: OTHER,
+            }];
+            let bars: Vec<Bar> = days
+                .iter()
+                .map(|d| Bar {
+                    label: day_label(d.day, digits),
+                    values: vec![d.get("fuel_used_pct").map(|v| v as f64)],
+                })
+                .collect();
+            let id = format!("chart-fuel-{center}");
+            let title = markaz_web::i18n::fill(&t("energy.fuel_chart"), &[("center", center)]);
+            charts::grouped(
+                Frame {
+                    id: &id,
+                    title: &title,
+                    unit: "%",
+                    rtl,
+                    digits,
+                },
+                &series,
+                &bars,
+            )
+        });
     (by_source, generator, fuel)
 }
 
@@ -249,7 +257,10 @@ pub(super) async fn page_energy(
     Extension(caller): Extension<Caller>,
     Q(q): Q<EnergyQuery>,
 ) -> Response {
-    let window = q.days.unwrap_or(energy::DEFAULT_DAYS).clamp(1, energy::MAX_DAYS);
+    let window = q
+        .days
+        .unwrap_or(energy::DEFAULT_DAYS)
+        .clamp(1, energy::MAX_DAYS);
     let today = crate::catalog::today(jiff::Timestamp::now());
     let from = energy::window_start(today, Some(window));
     let now = now_ms();
@@ -300,7 +311,10 @@ pub(super) async fn page_energy(
         .filter(|t| *t != i64::MIN);
 
     let mut cards = Vec::new();
-    for c in centers.iter().filter(|c| chosen.is_none_or(|x| x == c.as_str())) {
+    for c in centers
+        .iter()
+        .filter(|c| chosen.is_none_or(|x| x == c.as_str()))
+    {
         // Oldest day first: the charts read downwards in time.
         let mut days: Vec<&MetricsDay> = all.iter().filter(|d| &d.center == c).collect();
         days.sort_by_key(|d| d.day);
@@ -395,7 +409,9 @@ mod tests {
         let generator = rows
             .iter()
             .find(|r| {
-                r.get_attr("key").ok().and_then(|k| k.as_str().map(String::from))
+                r.get_attr("key")
+                    .ok()
+                    .and_then(|k| k.as_str().map(String::from))
                     == Some("energy.generator_hours".into())
             })
             .expect("generator row");
@@ -409,7 +425,11 @@ mod tests {
         assert_eq!((v("solar"), v("other")), ("1.0".into(), "4.0".into()));
         for lang in Lang::ALL {
             for unit in ["h", "kwh", "pct"] {
-                assert!(catalogs().of(lang).contains_key(&format!("energy.unit.{unit}")));
+                assert!(
+                    catalogs()
+                        .of(lang)
+                        .contains_key(&format!("energy.unit.{unit}"))
+                );
             }
             for r in &rows {
                 let key = r.get_attr("key").expect("key").to_string();

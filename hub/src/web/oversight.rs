@@ -115,7 +115,13 @@ pub(super) async fn page_oversight(
                 rows => Vec::<Value>::new(), services => Vec::<Value>::new(),
                 centers => Vec::<String>::new(), q => context! {}, csv => "",
             };
-            return page(&caller, "/oversight", StatusCode::BAD_REQUEST, "oversight.html", ctx);
+            return page(
+                &caller,
+                "/oversight",
+                StatusCode::BAD_REQUEST,
+                "oversight.html",
+                ctx,
+            );
         }
         Err(e) => return failed(&caller, e),
     };
@@ -250,8 +256,11 @@ pub(super) async fn export_csv(
     let body = csv(&rows, &q, &cat, caller.lang);
     let name = format!(
         "oversight_{}_{}.csv",
-        q.from.map(|d| d.to_string()).unwrap_or_else(|| "start".into()),
-        q.to.map(|d| d.to_string()).unwrap_or_else(|| "today".into()),
+        q.from
+            .map(|d| d.to_string())
+            .unwrap_or_else(|| "start".into()),
+        q.to.map(|d| d.to_string())
+            .unwrap_or_else(|| "today".into()),
     );
     let mut resp = (StatusCode::OK, body).into_response();
     let h = resp.headers_mut();
