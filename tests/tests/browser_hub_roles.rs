@@ -229,7 +229,9 @@ async fn each_role_opens_its_pages_writes_and_is_refused_the_rest() -> Result<()
             }
         }
         b.goto(&format!("{base}/account")).await?;
-        b.click("#logout").await?;
+        b.click("#logout")
+            .await
+            .with_context(|| format!("{role}: logging out"))?;
         b.wait_until(
             "the login page",
             "return location.pathname === '/login';",
@@ -244,7 +246,10 @@ async fn each_role_opens_its_pages_writes_and_is_refused_the_rest() -> Result<()
             b.path().await? != "/login",
             "{role}: the new password works"
         );
-        b.click("#logout").await?;
+        b.goto(&format!("{base}/account")).await?;
+        b.click("#logout")
+            .await
+            .with_context(|| format!("{role}: logging out after the new password"))?;
         b.wait_until(
             "the login page",
             "return location.pathname === '/login';",
