@@ -95,12 +95,10 @@ impl Canvas<'_> {
     }
 
     fn text(&mut self, from_start: f64, y: f64, anchor_end: bool, text: &str, size: u32) {
-        // `end` on the start side's column: the text ends at x, towards the start.
+        // `start` and `end` follow the text's direction, so the same anchor mirrors with
+        // the chart: `end` puts the text before x (a label beside its bar), `start` after.
         let x = self.x(from_start, 0.0);
-        let anchor = match (anchor_end, self.f.rtl) {
-            (true, false) | (false, true) => "end",
-            _ => "start",
-        };
+        let anchor = if anchor_end { "end" } else { "start" };
         let _ = write!(
             self.out,
             r#"<text x="{x:.1}" y="{y:.1}" font-size="{size}" fill="{INK}" text-anchor="{anchor}" direction="{}">{}</text>"#,
@@ -152,7 +150,7 @@ impl Canvas<'_> {
     fn finish(mut self, height: f64) -> String {
         let id = esc(self.f.id);
         let head = format!(
-            r#"<svg xmlns="http://www.w3.org/2000/svg" id="{id}" class="chart" role="img" aria-labelledby="{id}-title" viewBox="0 0 {WIDTH} {height:.0}" width="100%" preserveAspectRatio="xMinYMin meet" font-family="sans-serif"><title id="{id}-title">{}</title>"#,
+            r#"<svg xmlns="http://www.w3.org/2000/svg" id="{id}" class="chart" role="img" aria-labelledby="{id}-title" viewBox="0 0 {WIDTH} {height:.0}" width="{WIDTH}" height="{height:.0}" font-family="sans-serif"><title id="{id}-title">{}</title>"#,
             esc(self.f.title)
         );
         self.out.insert_str(0, &head);
