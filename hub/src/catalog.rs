@@ -53,11 +53,34 @@ pub enum CatalogError {
     Storage(#[from] StorageError),
 }
 
+/// Every `code` an [`CatalogError::Invalid`] or [`CatalogError::Conflict`] carries: the
+/// API sends it, the catalog page shows its translation (a test checks both catalogs
+/// have each).
+pub const ERROR_CODES: &[&str] = &[
+    "required",
+    "too_long",
+    "bad_text",
+    "invalid_field",
+    "unknown_field",
+    "bad_key",
+    "bad_range",
+    "duplicate",
+    "bad_code",
+    "mismatch",
+    "out_of_range",
+    "bad_amount",
+    "bad_date",
+    "in_past",
+    "fee_overlap",
+    "decision_reused",
+];
+
 fn invalid(
     field: impl Into<String>,
     code: &'static str,
     message: impl Into<String>,
 ) -> CatalogError {
+    debug_assert!(ERROR_CODES.contains(&code), "{code} missing in ERROR_CODES");
     CatalogError::Invalid {
         field: field.into(),
         code,
@@ -398,6 +421,11 @@ fn place(
     amount_field: &str,
     decision_field: &str,
 ) -> Result<bool, CatalogError> {
+    debug_assert!(
+        ["fee_overlap", "decision_reused"]
+            .iter()
+            .all(|c| ERROR_CODES.contains(c))
+    );
     if list.contains(&new) {
         return Ok(false);
     }

@@ -11,6 +11,8 @@
 
 use std::collections::BTreeMap;
 
+use jiff::civil::Date;
+
 use markaz_sync::docs::{self, CaseView, DocId};
 use markaz_sync::model::case::{CaseEventKind, CaseStatus, Delivery, Resolution};
 use markaz_sync::model::catalog::Service;
@@ -375,32 +377,97 @@ pub fn conflicts(views: &[CaseView]) -> Vec<ConflictRow> {
         .collect()
 }
 
-/// Oversight figures of one center and service.
+/// Oversight figures of one center and service (and one day, when asked per day).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct OversightRow {
+    /// The day the counted cases were opened (governorate time), when tallied per day.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub day: Option<Date>,
     pub center: String,
     pub service: String,
+    /// Cases opened.
     pub received: u32,
     /// Ready, notified, delivered or posted.
     pub finished: u32,
+    /// Finished within the service's target time, or still pending and not yet beyond it.
+    pub within_target: u32,
+    /// Finished after the target time, or still pending beyond it.
+    pub beyond_target: u32,
     pub pending_within_target: u32,
     pub pending_beyond_target: u32,
     /// Average created → ready time of the finished cases, in minutes.
     pub avg_processing_minutes: Option<i64>,
 }
 
+/// Which cases the oversight counts and how it groups them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OversightQuery {
+    /// First and last day the cases were opened (inclusive, governorate time).
+    pub from: Option<Date>,
+    pub to: Option<Date>,
+    pub center: Option<String>,
+    pub service: Option<String>,
+    /// One row per day as well as per center and service.
+    pub per_day: bool,
+}
+
 /// Tally the cases per (center, service). A case is pending while it is not finished,
 /// cancelled or rejected; it is beyond target when `now − created` exceeds the service's
 /// `target_hours` (wall-clock hours; unknown services have no target and count within).
 pub fn tally(views: &[CaseView], catalog: &[Service], now: jiff::Timestamp) -> Vec<OversightRow> {
-    let mut rows: BTreeMap<(String, String), (OversightRow, i64, i64)> = BTreeMap::new();
+    tally_by(
+        views,
+        catalog,
+        now,
+        &jiff::tz::TimeZone::UTC,
+        &OversightQuery::default(),
+    )
+}
+
+/// [`tally`] for the cases `q` selects (opened in its days, in `tz`; of its center and
+/// service), per day when it asks. A finished case is within target when it was ready
+/// no later than `target_hours` after it was opened; a cancelled or rejected one counts
+/// as opened only. Rows sorted by (day, center, service).
+pub fn tally_by(
+    views: &[CaseView],
+    catalog: &[Service],
+    now: jiff::Timestamp,
+    tz: &jiff::tz::TimeZone,
+    q: &OversightQuery,
+) -> Vec<OversightRow> {
+    type Key = (Option<Date>, String, String);
+    let mut rows: BTreeMap<Key, (OversightRow, i64, i64)> = BTreeMap::new();
     for v in views {
-        let key = (case_center(v), v.service.clone());
+        let created = v
+            .events
+            .iter()
+            .find(|e| e.kind == CaseEventKind::Created)
+            .map(|e| e.at);
+        let opened = created.map(|c| c.to_zoned(tz.clone()).date());
+        let in_range = match opened {
+            Some(d) => q.from.is_none_or(|f| d >= f) && q.to.is_none_or(|t| d <= t),
+            // A case without its creation event has no day: only an unbounded query
+            // counts it.
+            None => q.from.is_none() && q.to.is_none(),
+        };
+        let center = case_center(v);
+        if !in_range
+            || q.center.as_deref().is_some_and(|c| c != center)
+            || q.service.as_deref().is_some_and(|s| s != v.service)
+        {
+            continue;
+        }
+        let key = (
+            if q.per_day { opened } else { None },
+            center,
+            v.service.clone(),
+        );
         let (row, sum, n) = rows.entry(key.clone()).or_insert_with(|| {
             (
                 OversightRow {
-                    center: key.0.clone(),
-                    service: key.1.clone(),
+                    day: key.0,
+                    center: key.1.clone(),
+                    service: key.2.clone(),
                     ..OversightRow::default()
                 },
                 0,
@@ -408,11 +475,6 @@ pub fn tally(views: &[CaseView], catalog: &[Service], now: jiff::Timestamp) -> V
             )
         });
         row.received += 1;
-        let created = v
-            .events
-            .iter()
-            .find(|e| e.kind == CaseEventKind::Created)
-            .map(|e| e.at);
         let ready = v
             .events
             .iter()
@@ -425,25 +487,39 @@ pub fn tally(views: &[CaseView], catalog: &[Service], now: jiff::Timestamp) -> V
                 )
             })
             .map(|e| e.at);
+        let target = catalog
+            .iter()
+            .find(|s| s.code == v.service)
+            .map(|s| i64::from(s.target_hours) * 3600);
         use CaseStatus as S;
         match v.derived.status {
             S::Ready | S::Notified | S::Delivered | S::Posted => {
                 row.finished += 1;
-                if let (Some(c), Some(r)) = (created, ready) {
-                    *sum += r.duration_since(c).as_secs() / 60;
+                let took = match (created, ready) {
+                    (Some(c), Some(r)) => Some(r.duration_since(c).as_secs()),
+                    _ => None,
+                };
+                if let Some(secs) = took {
+                    *sum += secs / 60;
                     *n += 1;
+                }
+                match (target, took) {
+                    (Some(t), Some(secs)) if secs > t => row.beyond_target += 1,
+                    _ => row.within_target += 1,
                 }
             }
             S::Cancelled | S::Rejected => {}
             S::Created | S::Paid | S::InProgress => {
-                let target = catalog
-                    .iter()
-                    .find(|s| s.code == v.service)
-                    .map(|s| i64::from(s.target_hours) * 3600);
                 let age = created.map(|c| now.duration_since(c).as_secs());
                 match (target, age) {
-                    (Some(t), Some(a)) if a > t => row.pending_beyond_target += 1,
-                    _ => row.pending_within_target += 1,
+                    (Some(t), Some(a)) if a > t => {
+                        row.pending_beyond_target += 1;
+                        row.beyond_target += 1;
+                    }
+                    _ => {
+                        row.pending_within_target += 1;
+                        row.within_target += 1;
+                    }
                 }
             }
         }
@@ -454,6 +530,19 @@ pub fn tally(views: &[CaseView], catalog: &[Service], now: jiff::Timestamp) -> V
             row
         })
         .collect()
+}
+
+/// The oversight figures `q` asks for, read through the store (either engine): every
+/// case document and the catalog, tallied by [`tally_by`].
+pub fn figures(
+    e: &mut dyn HubEngine,
+    q: &OversightQuery,
+    now: jiff::Timestamp,
+    tz: &jiff::tz::TimeZone,
+) -> Result<Vec<OversightRow>, StorageError> {
+    let views = case_views(e)?;
+    let services = catalog(e)?;
+    Ok(tally_by(&views, &services, now, tz, q))
 }
 
 /// The catalog's services at the hub (empty if there is no catalog yet).
@@ -627,5 +716,132 @@ mod tests {
         assert_eq!((r.received, r.finished), (3, 1));
         assert_eq!((r.pending_within_target, r.pending_beyond_target), (1, 1));
         assert_eq!(r.avg_processing_minutes, Some(120));
+        assert_eq!((r.within_target, r.beyond_target), (2, 1));
+    }
+
+    #[test]
+    fn tally_by_day_range_center_and_service() {
+        let cat: Vec<Service> = markaz_sync::model::catalog::default_catalog();
+        let target = cat
+            .iter()
+            .find(|s| s.code == "criminal_record")
+            .map(|s| i64::from(s.target_hours))
+            .expect("criminal_record");
+        let day = 24;
+        let finished = |seq, created: i64, ready: i64| {
+            view(
+                seq,
+                vec![
+                    ev(CaseEventKind::Created, created, "01"),
+                    ev(
+                        CaseEventKind::Paid(markaz_sync::model::case::Payment::EPayment {
+                            reference: format!("R{seq}"),
+                            bank: markaz_sync::model::case::Bank::Bemo,
+                        }),
+                        created,
+                        "015",
+                    ),
+                    ev(CaseEventKind::Started, created, "02"),
+                    ev(CaseEventKind::Ready, ready, "03"),
+                ],
+            )
+        };
+        let views = vec![
+            // Day 0: finished late (beyond target).
+            finished(1, 1, 1 + target + 1),
+            // Day 1: finished in two hours; and one cancelled.
+            finished(2, day + 1, day + 3),
+            view(
+                3,
+                vec![
+                    ev(CaseEventKind::Created, day + 2, "01"),
+                    ev(
+                        CaseEventKind::Cancelled { reason: "x".into() },
+                        day + 3,
+                        "02",
+                    ),
+                ],
+            ),
+            // Day 2: pending.
+            view(4, vec![ev(CaseEventKind::Created, 2 * day + 1, "01")]),
+        ];
+        let now = jiff::Timestamp::UNIX_EPOCH + jiff::SignedDuration::from_hours(2 * day + 2);
+        let utc = jiff::tz::TimeZone::UTC;
+        let d = |n: i16| jiff::civil::date(1970, 1, 1 + n as i8);
+        let per_day = tally_by(
+            &views,
+            &cat,
+            now,
+            &utc,
+            &OversightQuery {
+                per_day: true,
+                ..OversightQuery::default()
+            },
+        );
+        let got: Vec<(Option<Date>, u32, u32, u32, u32)> = per_day
+            .iter()
+            .map(|r| {
+                (
+                    r.day,
+                    r.received,
+                    r.finished,
+                    r.within_target,
+                    r.beyond_target,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (Some(d(0)), 1, 1, 0, 1),
+                (Some(d(1)), 2, 1, 1, 0),
+                (Some(d(2)), 1, 0, 1, 0),
+            ]
+        );
+        assert_eq!(per_day[1].avg_processing_minutes, Some(120));
+        // A range sums its days into one row per center and service.
+        let range = tally_by(
+            &views,
+            &cat,
+            now,
+            &utc,
+            &OversightQuery {
+                from: Some(d(1)),
+                to: Some(d(2)),
+                ..OversightQuery::default()
+            },
+        );
+        assert_eq!(range.len(), 1);
+        assert_eq!(
+            (range[0].day, range[0].received, range[0].finished),
+            (None, 3, 1)
+        );
+        // Another service or center selects nothing.
+        for q in [
+            OversightQuery {
+                service: Some("birth_statement".into()),
+                ..OversightQuery::default()
+            },
+            OversightQuery {
+                center: Some("qanawat".into()),
+                ..OversightQuery::default()
+            },
+        ] {
+            assert!(tally_by(&views, &cat, now, &utc, &q).is_empty(), "{q:?}");
+        }
+        // The day is the governorate's: 22:30 UTC on day 0 is day 1 in Damascus.
+        let late = vec![view(5, vec![ev(CaseEventKind::Created, 23, "01")])];
+        let damascus = jiff::tz::TimeZone::get("Asia/Damascus").expect("tz");
+        let rows = tally_by(
+            &late,
+            &cat,
+            now,
+            &damascus,
+            &OversightQuery {
+                per_day: true,
+                ..OversightQuery::default()
+            },
+        );
+        assert_eq!(rows[0].day, Some(d(1)));
     }
 }

@@ -162,26 +162,35 @@ async fn solar_and_non_solar_centers_are_compared_per_center_day() -> anyhow::Re
     assert!(status.contains("200"));
     assert!(html.contains("lang=\"ar\" dir=\"rtl\""));
     assert!(html.contains("مراكز بطاقة شمسية") && html.contains("مراكز بلا طاقة شمسية"));
-    assert!(html.contains("14.00 kWh"), "midan's PV of today");
-    let rows_of = |html: &str, center: &str| {
-        html.matches(&format!("<td><bdi dir=\"ltr\">{center}</bdi>"))
-            .count()
-    };
-    assert_eq!(rows_of(&html, "midan"), 2);
-    assert_eq!(
-        rows_of(&html, "qanawat"),
-        0,
-        "only the chosen center's days"
-    );
+    // Charts are inline SVG drawn by the hub, without inline style (the CSP forbids it).
+    assert!(html.contains("<svg") && html.contains("id=\"chart-sources-midan\""));
+    assert!(!html.contains("style="), "no inline style");
+    assert!(!html.contains("<script"), "no script");
+    let cards = |html: &str, center: &str| html.matches(&format!("id=\"energy-{center}\"")).count();
+    assert_eq!(cards(&html, "midan"), 1);
+    assert_eq!(cards(&html, "qanawat"), 0, "only the chosen center");
+    // Each center's figures say how old they are.
+    assert!(html.contains("الأرقام حتى آخر تزامن ناجح"), "as of");
     let (_, html) = hub.http("GET", "/energy?lang=en", None).await?;
     assert!(html.contains("Centers with solar") && html.contains("Hours on generator"));
-    assert_eq!(rows_of(&html, "qanawat"), 2);
+    assert!(html.contains("14.00"), "midan's PV of today");
+    assert!(html.contains("partial, as of"), "today is not final yet");
+    assert!(
+        html.contains(">final<"),
+        "yesterday ended before the last sync"
+    );
+    assert_eq!(cards(&html, "qanawat"), 1);
+    assert_eq!(cards(&html, "midan"), 1);
 
     // Queue statistics per center and day.
     let (_, body) = hub.http("GET", "/api/v1/stats?center=midan", None).await?;
     let stats: Vec<Value> = serde_json::from_str(&body)?;
     assert_eq!(stats.len(), 1);
     assert_eq!(stats[0]["metrics"]["tickets_issued"], 120);
+    let rows_of = |html: &str, center: &str| {
+        html.matches(&format!("<td><bdi dir=\"ltr\">{center}</bdi>"))
+            .count()
+    };
     let (status, html) = hub.http("GET", "/stats?lang=en", None).await?;
     assert!(status.contains("200"));
     assert!(

@@ -323,6 +323,36 @@ pub(crate) fn hub_documents_route_to_the_centers_that_need_them(e: &mut dyn HubE
     assert_eq!(midan.heads(&own), before);
 }
 
+/// The oversight figures per center, service and day come from the case documents as
+/// each engine stores them (`HubDocs`), with the same rows.
+pub(crate) fn oversight_figures_per_day_from_the_case_documents(e: &mut dyn HubEngine) {
+    use crate::oversight::{OversightQuery, figures};
+    let mut midan = MemCenter::new("midan");
+    midan.new_case(1, "midan");
+    midan.new_case(2, "qanawat");
+    midan.sync(e);
+    let now = jiff::Timestamp::now();
+    let tz = jiff::tz::TimeZone::UTC;
+    let today = now.to_zoned(tz.clone()).date();
+    let q = OversightQuery {
+        per_day: true,
+        ..OversightQuery::default()
+    };
+    let rows = figures(e, &q, now, &tz).expect("figures");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let r = &rows[0];
+    assert_eq!(
+        (r.day, r.center.as_str(), r.service.as_str()),
+        (Some(today), "midan", "criminal_record")
+    );
+    assert_eq!((r.received, r.within_target, r.beyond_target), (2, 2, 0));
+    let tomorrow = OversightQuery {
+        from: today.tomorrow().ok(),
+        ..OversightQuery::default()
+    };
+    assert!(figures(e, &tomorrow, now, &tz).expect("figures").is_empty());
+}
+
 /// Operators, sessions, API tokens, login limits and the audit log, through the
 /// `operators` rules (which every engine shares) and the rows underneath.
 pub(crate) fn operators_sessions_tokens_limits_and_audit(e: &mut dyn HubEngine) {
@@ -515,6 +545,7 @@ mod sqlite {
         requests_group_by_header_or_by_hello,
         hub_documents_route_to_the_centers_that_need_them,
         operators_sessions_tokens_limits_and_audit,
+        oversight_figures_per_day_from_the_case_documents,
     );
 }
 

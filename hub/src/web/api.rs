@@ -84,12 +84,60 @@ pub(super) async fn load_conflicts(s: &WebState) -> Result<Vec<ConflictRow>, Api
     Ok(oversight::conflicts(&views))
 }
 
-pub(super) async fn load_oversight(s: &WebState) -> Result<Vec<OversightRow>, ApiError> {
-    let (views, catalog) = s
-        .writer
-        .run(|e| Ok::<_, StorageError>((oversight::case_views(e)?, oversight::catalog(e)?)))
-        .await??;
-    Ok(oversight::tally(&views, &catalog, jiff::Timestamp::now()))
+/// The query of the oversight page, its CSV and its JSON: `from`, `to` (YYYY-MM-DD,
+/// governorate time), `center`, `service`, `by=day`. Empty fields mean "any".
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct OversightParams {
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub center: Option<String>,
+    pub service: Option<String>,
+    pub by: Option<String>,
+    #[allow(dead_code)]
+    pub lang: Option<String>,
+}
+
+impl OversightParams {
+    /// The typed query; a date that does not parse names its field.
+    pub(super) fn query(&self) -> Result<oversight::OversightQuery, ApiError> {
+        let given = |v: &Option<String>| {
+            v.as_deref()
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+        };
+        let date = |name: &str, v: &Option<String>| -> Result<Option<Date>, ApiError> {
+            given(v)
+                .map(|d| {
+                    d.parse::<Date>()
+                        .map_err(|_| ApiError::Query(format!("{name}: a date YYYY-MM-DD")))
+                })
+                .transpose()
+        };
+        let (from, to) = (date("from", &self.from)?, date("to", &self.to)?);
+        if let (Some(f), Some(t)) = (from, to)
+            && f > t
+        {
+            return Err(ApiError::Query("from: after to".into()));
+        }
+        Ok(oversight::OversightQuery {
+            from,
+            to,
+            center: given(&self.center),
+            service: given(&self.service),
+            per_day: self.by.as_deref() == Some("day"),
+        })
+    }
+}
+
+pub(super) async fn load_oversight(
+    s: &WebState,
+    q: oversight::OversightQuery,
+) -> Result<Vec<OversightRow>, ApiError> {
+    let tz = s.options.timezone.clone();
+    Ok(s.writer
+        .run(move |e| oversight::figures(e, &q, jiff::Timestamp::now(), &tz))
+        .await??)
 }
 
 #[derive(Debug, Deserialize)]
@@ -126,11 +174,6 @@ pub(super) struct LogQuery {
     pub lang: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
-pub(super) struct LangQuery {
-    pub lang: Option<String>,
-}
-
 pub(super) async fn centers(State(s): State<WebState>) -> Result<Json<Vec<CenterRow>>, ApiError> {
     Ok(Json(load_centers(&s).await?))
 }
@@ -157,8 +200,9 @@ pub(super) async fn conflicts(
 
 pub(super) async fn oversight(
     State(s): State<WebState>,
+    Q(q): Q<OversightParams>,
 ) -> Result<Json<Vec<OversightRow>>, ApiError> {
-    Ok(Json(load_oversight(&s).await?))
+    Ok(Json(load_oversight(&s, q.query()?).await?))
 }
 
 pub(super) async fn energy(
@@ -213,18 +257,15 @@ fn created_or_ok(created: bool) -> StatusCode {
     }
 }
 
-pub(super) async fn put_service(
-    State(s): State<WebState>,
-    Extension(caller): Extension<Caller>,
-    Path(code): Path<String>,
-    body: axum::body::Bytes,
-) -> Result<(StatusCode, Json<CatalogEntry>), ApiError> {
-    let v: serde_json::Value = json_body(&body)?;
-    let service = catalog::parse_service(&code, &v)?;
+/// Writes a service and its audit entry in one storage job (the API and the catalog
+/// page both come here): `(created, entry)`.
+pub(super) async fn save_service(
+    s: &WebState,
+    who: Who,
+    service: markaz_sync::model::catalog::Service,
+) -> Result<(bool, CatalogEntry), ApiError> {
     let today = catalog::today(jiff::Timestamp::now());
-    let who = caller.who();
-    let (created, entry) = s
-        .writer
+    s.writer
         .run(move |e| {
             let before = service_entry(e, &service.code, today);
             let (created, entry) = catalog::put_service(e, &service, today)?;
@@ -237,22 +278,19 @@ pub(super) async fn put_service(
             ))?;
             Ok::<_, ApiError>((created, entry))
         })
-        .await??;
-    Ok((created_or_ok(created), Json(entry)))
+        .await?
 }
 
-pub(super) async fn add_fee(
-    State(s): State<WebState>,
-    Extension(caller): Extension<Caller>,
-    Path(code): Path<String>,
-    body: axum::body::Bytes,
-) -> Result<(StatusCode, Json<CatalogEntry>), ApiError> {
-    let v: serde_json::Value = json_body(&body)?;
-    let fee = catalog::parse_fee(&v)?;
+/// Adds a dated fee and its audit entry in one storage job (API and page): `(written,
+/// entry)`; an exact repeat writes nothing and is not audited.
+pub(super) async fn save_fee(
+    s: &WebState,
+    who: Who,
+    code: String,
+    fee: catalog::FeeInput,
+) -> Result<(bool, CatalogEntry), ApiError> {
     let today = catalog::today(jiff::Timestamp::now());
-    let who = caller.who();
-    let (written, entry) = s
-        .writer
+    s.writer
         .run(move |e| {
             let before = service_entry(e, &code, today);
             let (written, entry) = catalog::add_fee(e, &code, &fee, today)?;
@@ -267,7 +305,30 @@ pub(super) async fn add_fee(
             }
             Ok::<_, ApiError>((written, entry))
         })
-        .await??;
+        .await?
+}
+
+pub(super) async fn put_service(
+    State(s): State<WebState>,
+    Extension(caller): Extension<Caller>,
+    Path(code): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<CatalogEntry>), ApiError> {
+    let v: serde_json::Value = json_body(&body)?;
+    let service = catalog::parse_service(&code, &v)?;
+    let (created, entry) = save_service(&s, caller.who(), service).await?;
+    Ok((created_or_ok(created), Json(entry)))
+}
+
+pub(super) async fn add_fee(
+    State(s): State<WebState>,
+    Extension(caller): Extension<Caller>,
+    Path(code): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<CatalogEntry>), ApiError> {
+    let v: serde_json::Value = json_body(&body)?;
+    let fee = catalog::parse_fee(&v)?;
+    let (written, entry) = save_fee(&s, caller.who(), code, fee).await?;
     Ok((created_or_ok(written), Json(entry)))
 }
 

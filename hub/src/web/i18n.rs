@@ -30,6 +30,17 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     ("staff.html", include_str!("templates/staff.html")),
     ("eservices.html", include_str!("templates/eservices.html")),
     ("eservice.html", include_str!("templates/eservice.html")),
+    ("catalog.html", include_str!("templates/catalog.html")),
+    (
+        "catalog_history.html",
+        include_str!("templates/catalog_history.html"),
+    ),
+    (
+        "catalog_service.html",
+        include_str!("templates/catalog_service.html"),
+    ),
+    ("oversight.html", include_str!("templates/oversight.html")),
+    ("energy.html", include_str!("templates/energy.html")),
 ];
 
 /// Both catalogs of the hub's pages.

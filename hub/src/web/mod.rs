@@ -10,18 +10,24 @@
 //!
 //! Pages are server-rendered from templates ([`pages`], the shared environment of
 //! `markaz_web::render`), Arabic first and right to left with an English toggle per
-//! operator, times in the governorate's time zone. The older report pages
-//! ([`reports`]: oversight, energy, statistics, catalog) are still
-//! hand-built and take `?lang=en`. Every page has a JSON twin under `/api/v1/…`
+//! operator, times in the governorate's time zone: [`catalog`] (services and dated
+//! fees), [`oversight`] (figures per center, service and day, and their CSV), [`energy`]
+//! (charts drawn as inline SVG by [`charts`]), [`conflicts`], [`staff`], [`eservices`]
+//! (casework and staff). The older report page ([`reports`]: statistics) is still
+//! hand-built and takes `?lang=en`. Every page has a JSON twin under `/api/v1/…`
 //! ([`api`]), whose errors are the node API's format `{"error":{"code","message","field"}}`.
 
 pub mod access;
 mod api;
+mod catalog;
+mod charts;
 mod conflicts;
 mod data;
+mod energy;
 mod eservices;
 pub mod i18n;
 mod login;
+mod oversight;
 mod pages;
 mod reports;
 mod staff;
@@ -241,10 +247,7 @@ pub fn router(state: WebState) -> Router {
         .route("/sync-log", get(synclog::sessions))
         .route("/sync-log/requests", get(synclog::requests))
         // Hand-built report pages.
-        .route("/oversight", get(reports::page_oversight))
-        .route("/energy", get(reports::page_energy))
         .route("/stats", get(reports::page_stats))
-        .route("/catalog", get(reports::page_catalog))
         // Conflicts, staff and permissions, electronic services.
         .route("/conflicts", get(conflicts::list))
         .route("/conflicts/{case_no}/resolve", post(conflicts::resolve))
@@ -255,6 +258,18 @@ pub fn router(state: WebState) -> Router {
         .route("/eservices", get(eservices::list).post(eservices::enter))
         .route("/eservices/{case_no}", get(eservices::case))
         .route("/eservices/{case_no}/action", post(eservices::action))
+        // Catalog and fees, oversight, energy.
+        .route("/catalog", get(catalog::list))
+        .route("/catalog/new", get(catalog::new_service))
+        .route("/catalog/services", post(catalog::create))
+        .route(
+            "/catalog/services/{code}",
+            get(catalog::service).post(catalog::save),
+        )
+        .route("/catalog/services/{code}/fees", post(catalog::add_fee))
+        .route("/oversight", get(oversight::page_oversight))
+        .route("/oversight.csv", get(oversight::export_csv))
+        .route("/energy", get(energy::page_energy))
         // JSON.
         .route("/api/v1/me", get(api::me))
         .route("/api/v1/centers", get(api::centers))

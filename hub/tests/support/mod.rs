@@ -102,8 +102,16 @@ impl Hub {
         let shutdown = CancellationToken::new();
         let run = tokio::spawn(markaz_hub::run(cfg, shutdown.clone()));
         let addr_file = data.join(markaz_hub::SYNC_ADDR_FILE);
+        // The hub writes the address files after binding; a file can exist before its
+        // content is written, so wait until the address reads.
+        let written = || {
+            std::fs::read_to_string(data.join(markaz_hub::WEB_ADDR_FILE))
+                .ok()
+                .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+                .is_some()
+        };
         for _ in 0..400 {
-            if data.join(markaz_hub::WEB_ADDR_FILE).exists() || run.is_finished() {
+            if written() || run.is_finished() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;

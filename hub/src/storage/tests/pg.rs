@@ -33,6 +33,7 @@ super::engine_tests!(open;
     requests_group_by_header_or_by_hello,
     hub_documents_route_to_the_centers_that_need_them,
     operators_sessions_tokens_limits_and_audit,
+    oversight_figures_per_day_from_the_case_documents,
 );
 
 /// Run `f` on `n` threads at once, each with its own engine ("process") on the database;
