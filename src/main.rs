@@ -1,6 +1,9 @@
 //! `markaz`: the one binary of the system — a center node, the governorate hub, a demo
 //! of both, and config checking.
 
+mod logs;
+mod systemd;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -15,8 +18,26 @@ use tokio_util::sync::CancellationToken;
     about = "Offline-first edge node for citizen service centers"
 )]
 struct Cli {
+    /// Log lines as text or one JSON object per line (over `[logging] format`).
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormatArg>,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormatArg {
+    Pretty,
+    Json,
+}
+
+impl From<LogFormatArg> for markaz_config::LogFormat {
+    fn from(f: LogFormatArg) -> Self {
+        match f {
+            LogFormatArg::Pretty => markaz_config::LogFormat::Pretty,
+            LogFormatArg::Json => markaz_config::LogFormat::Json,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -242,7 +263,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command)) {
+    let log_format = cli.log_format.map(markaz_config::LogFormat::from);
+    match runtime.block_on(run(cli.command, log_format)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("markaz: {e:#}");
@@ -373,24 +395,17 @@ fn check_config(file: &std::path::Path) -> ExitCode {
     }
 }
 
+/// Logging of the tools (benchmarks, demo): stderr, `format` unless the command line
+/// says otherwise.
 fn init_logging(format: markaz_config::LogFormat, level: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    // Lines go through a bounded queue to a thread that writes stderr; a line that cannot
-    // be written is dropped and counted, never a panic or a stall (see node::logging).
-    let sink = match markaz_node::logging::stderr_sink() {
-        Ok(sink) => sink,
-        Err(_) => return, // no thread for the log: run without one rather than not at all
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(move || sink.line())
-        .log_internal_errors(false);
-    match format {
-        markaz_config::LogFormat::Json => builder.json().init(),
-        markaz_config::LogFormat::Pretty => builder.init(),
-    }
+    let format = LOG_FORMAT.get().copied().flatten().unwrap_or(format);
+    // Stderr cannot fail to open; the result is always Ok.
+    let _ = logs::init(&logs::LogOptions::stderr(format, level));
 }
+
+/// The command line's `--log-format`.
+static LOG_FORMAT: std::sync::OnceLock<Option<markaz_config::LogFormat>> =
+    std::sync::OnceLock::new();
 
 /// Cancels the token on SIGTERM or Ctrl-C.
 fn shutdown_on_signal() -> CancellationToken {
@@ -414,12 +429,28 @@ fn shutdown_on_signal() -> CancellationToken {
     token
 }
 
-async fn run(command: Command) -> anyhow::Result<()> {
+async fn run(command: Command, log_format: Option<markaz_config::LogFormat>) -> anyhow::Result<()> {
+    let _ = LOG_FORMAT.set(log_format);
     match command {
         Command::Node { config } => {
             let cfg = markaz_config::load_node(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
-            init_logging(cfg.logging.format, cfg.logging.level.as_str());
-            markaz_node::center::run(cfg, shutdown_on_signal()).await
+            logs::init(&logs::LogOptions::from_config(&cfg.logging, log_format))?;
+            let shutdown = shutdown_on_signal();
+            let watchdog_stop = shutdown.clone();
+            let result = markaz_node::center::run_with(cfg, shutdown, move |serving| {
+                systemd::ready(&format!("serving on {}", serving.addr));
+                let liveness = serving.liveness;
+                systemd::spawn_watchdog(
+                    move |timeout| {
+                        let liveness = liveness.clone();
+                        async move { liveness.check(timeout).await }
+                    },
+                    watchdog_stop,
+                );
+            })
+            .await;
+            systemd::stopping();
+            result
         }
         Command::Hub {
             config: None,
@@ -435,8 +466,25 @@ async fn run(command: Command) -> anyhow::Result<()> {
             command: None,
         } => {
             let cfg = markaz_config::load_hub(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
-            init_logging(cfg.logging.format, cfg.logging.level.as_str());
-            markaz_hub::run(cfg, shutdown_on_signal()).await
+            logs::init(&logs::LogOptions::from_config(&cfg.logging, log_format))?;
+            let shutdown = shutdown_on_signal();
+            let watchdog_stop = shutdown.clone();
+            let result = markaz_hub::run_with(cfg, shutdown, move |sync_addr, web_addr| {
+                systemd::ready(&format!("sync on {sync_addr}, pages on {web_addr}"));
+                // The hub's liveness: its web listener answers (on the runtime that also
+                // runs the sync endpoint).
+                systemd::spawn_watchdog(
+                    move |timeout| async move {
+                        markaz_node::watchdog::http_answers(web_addr, "/healthz", timeout)
+                            .await
+                            .map(drop)
+                    },
+                    watchdog_stop,
+                );
+            })
+            .await;
+            systemd::stopping();
+            result
         }
         Command::Restore {
             config,

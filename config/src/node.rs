@@ -353,6 +353,13 @@ pub struct LoggingConfig {
     /// A tracing filter, like `info` or `info,markaz_node=debug`. Default `info`.
     /// The `RUST_LOG` environment variable overrides it.
     pub level: LogFilter,
+    /// A log file instead of stderr (the journal), rotated by size. Default none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    /// The log file is rotated before it grows past this. Default 10485760 (10 MiB).
+    pub file_max_bytes: u64,
+    /// Rotated files kept (`node.log.1` … `node.log.N`). Default 5.
+    pub file_keep: u32,
 }
 
 impl Default for LoggingConfig {
@@ -360,6 +367,9 @@ impl Default for LoggingConfig {
         Self {
             format: LogFormat::Pretty,
             level: parse("info"),
+            file: None,
+            file_max_bytes: 10 * 1024 * 1024,
+            file_keep: 5,
         }
     }
 }

@@ -62,6 +62,7 @@ fn required_path(c: &mut Checker<'_>, path: &str, value: Option<&Path>, cause: &
 /// Rules for a node file.
 pub(crate) fn node(cfg: &NodeConfig, c: &mut Checker<'_>) {
     center(cfg, c);
+    logging(&cfg.logging, c);
     server_storage_auth(cfg, c);
     queue(cfg, c);
     counters(cfg, c);
@@ -1009,6 +1010,7 @@ fn serial_ports(cfg: &NodeConfig, c: &mut Checker<'_>) {
 
 /// Rules for a hub file.
 pub(crate) fn hub(cfg: &HubConfig, c: &mut Checker<'_>) {
+    logging(&cfg.logging, c);
     let h = &cfg.hub;
     metrics(&cfg.metrics, c);
     if let Some(l) = cfg
@@ -1097,4 +1099,18 @@ fn hub_storage(s: &crate::hub::HubStorage, c: &mut Checker<'_>) {
             }
         }
     }
+}
+
+/// `[logging]`, the same table in both files.
+fn logging(l: &crate::LoggingConfig, c: &mut Checker<'_>) {
+    if l.file.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+        c.bad(&kp("logging.file"), "must not be empty", None);
+    }
+    c.range(
+        &kp("logging.file_max_bytes"),
+        l.file_max_bytes,
+        4096,
+        1 << 40,
+    );
+    c.range(&kp("logging.file_keep"), l.file_keep, 0, 1000);
 }

@@ -168,6 +168,16 @@ pub async fn open_store(cfg: &HubConfig) -> anyhow::Result<HubWriter> {
 /// Runs the hub until `shutdown` is cancelled: the sync endpoint on `hub.listen` (mutual
 /// TLS) and the operator pages on `hub.web_listen`.
 pub async fn run(cfg: HubConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    run_with(cfg, shutdown, |_, _| {}).await
+}
+
+/// Like [`run`]; `on_serving(sync_addr, web_addr)` is called once both listeners are
+/// bound (connections wait in their backlogs until the accept loops take them).
+pub async fn run_with(
+    cfg: HubConfig,
+    shutdown: CancellationToken,
+    on_serving: impl FnOnce(std::net::SocketAddr, std::net::SocketAddr),
+) -> anyhow::Result<()> {
     let data_dir = cfg.hub.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("while creating hub data dir {}", data_dir.display()))?;
@@ -224,6 +234,7 @@ pub async fn run(cfg: HubConfig, shutdown: CancellationToken) -> anyhow::Result<
     std::fs::write(data_dir.join(SYNC_ADDR_FILE), sync_addr.to_string())?;
     std::fs::write(data_dir.join(WEB_ADDR_FILE), web_addr.to_string())?;
     tracing::info!(%sync_addr, %web_addr, "hub serving");
+    on_serving(sync_addr, web_addr);
 
     // `markaz pki revoke` rewrites the CRL; new connections see it within one poll.
     let reload = tokio::spawn(

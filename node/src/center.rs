@@ -150,6 +150,24 @@ fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
 
 /// Runs the center node until `shutdown` is cancelled.
 pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    run_with(cfg, shutdown, |_| {}).await
+}
+
+/// A node that serves: what its supervisor (systemd's watchdog) checks.
+pub struct Serving {
+    /// The address the HTTP server is bound to.
+    pub addr: std::net::SocketAddr,
+    /// The node's liveness, for the watchdog.
+    pub liveness: crate::watchdog::Liveness,
+}
+
+/// Like [`run`]; `on_serving` is called once the HTTP server accepts connections (the
+/// database open, migrated and checked; the supervisors started).
+pub async fn run_with(
+    cfg: NodeConfig,
+    shutdown: CancellationToken,
+    on_serving: impl FnOnce(Serving) + Send + 'static,
+) -> anyhow::Result<()> {
     // Before anything starts: an unreadable metrics token stops the node at once.
     let metrics = crate::server::MetricsServe::from_config(&cfg.metrics)?;
     // And so does a LAN certificate or key that does not load.
@@ -196,6 +214,15 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> anyhow::Result
             )),
             ..markaz_web::listen::Limits::default()
         },
+        on_bound: Some({
+            let app = app.clone();
+            Box::new(move |addr| {
+                on_serving(Serving {
+                    addr,
+                    liveness: crate::watchdog::Liveness::new(app, addr),
+                });
+            })
+        }),
         metrics,
         tls,
     };

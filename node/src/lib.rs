@@ -18,4 +18,5 @@ pub mod server;
 pub mod storage;
 pub mod sync;
 pub mod uplink;
+pub mod watchdog;
 pub mod web;

@@ -8,6 +8,11 @@
 //! database logs from inside its commit loop, so a log write that panicked there — as
 //! tracing-subscriber's own "unable to write" fallback does, through `eprintln!` — would
 //! stop every write of the center.
+//!
+//! Where `[logging] file` is set, the lines go to that file instead, and the same thread
+//! rotates it by size ([`RotatingFile`]): `node.log` → `node.log.1` → … up to `keep`
+//! old files. The thread that writes is the only one that renames, so no line is cut in
+//! two and none is lost to a copy-and-truncate.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -114,11 +119,106 @@ static PROCESS_SINK: OnceLock<LogSink> = OnceLock::new();
 /// The sink of this process's stderr, started on first use. The log of the process is a
 /// process-wide resource, so its sink is too.
 pub fn stderr_sink() -> std::io::Result<&'static LogSink> {
+    process_sink(std::io::stderr())
+}
+
+/// The sink of this process's log, writing to `target` when this call starts it (a
+/// later call gets the sink already running, whatever its target).
+pub fn process_sink(target: impl Write + Send + 'static) -> std::io::Result<&'static LogSink> {
     if let Some(s) = PROCESS_SINK.get() {
         return Ok(s);
     }
-    let sink = LogSink::spawn(std::io::stderr(), QUEUE_LINES)?;
+    let sink = LogSink::spawn(target, QUEUE_LINES)?;
     Ok(PROCESS_SINK.get_or_init(|| sink))
+}
+
+/// A log file that is renamed away when the next line would take it past `max_bytes`:
+/// `path` → `path.1` → `path.2` …, keeping `keep` old files (the oldest is removed).
+/// Only the log's own thread writes it. A rename or reopen that fails is an error of
+/// that line's write (counted as dropped by the sink); the next line tries again.
+pub struct RotatingFile {
+    path: std::path::PathBuf,
+    max_bytes: u64,
+    keep: u32,
+    file: Option<std::fs::File>,
+    len: u64,
+}
+
+impl RotatingFile {
+    /// Opens (appends to) `path`, creating it with mode 0640.
+    pub fn open(path: &std::path::Path, max_bytes: u64, keep: u32) -> std::io::Result<Self> {
+        let mut f = Self {
+            path: path.to_path_buf(),
+            max_bytes: max_bytes.max(1),
+            keep,
+            file: None,
+            len: 0,
+        };
+        f.reopen()?;
+        Ok(f)
+    }
+
+    fn reopen(&mut self) -> std::io::Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o640)
+            .open(&self.path)?;
+        self.len = file.metadata()?.len();
+        self.file = Some(file);
+        Ok(())
+    }
+
+    fn numbered(&self, n: u32) -> std::path::PathBuf {
+        let mut name = self.path.as_os_str().to_owned();
+        name.push(format!(".{n}"));
+        name.into()
+    }
+
+    fn rotate(&mut self) -> std::io::Result<()> {
+        self.file = None;
+        if self.keep == 0 {
+            std::fs::remove_file(&self.path)?;
+        } else {
+            // The oldest goes; each other moves one up; the current becomes `.1`.
+            match std::fs::remove_file(self.numbered(self.keep)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+            for n in (1..self.keep).rev() {
+                match std::fs::rename(self.numbered(n), self.numbered(n + 1)) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+            std::fs::rename(&self.path, self.numbered(1))?;
+        }
+        self.reopen()
+    }
+}
+
+impl Write for RotatingFile {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if self.file.is_none() || (self.len > 0 && self.len + bytes.len() as u64 > self.max_bytes) {
+            if self.file.is_none() {
+                self.reopen()?;
+            } else {
+                self.rotate()?;
+            }
+        }
+        let file = self.file.as_mut().ok_or(std::io::ErrorKind::NotFound)?;
+        let n = file.write(bytes)?;
+        self.len += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self.file.as_mut() {
+            Some(f) => f.flush(),
+            None => Ok(()),
+        }
+    }
 }
 
 /// What the process's log sink did so far (zeros when the process logs elsewhere, as
@@ -198,6 +298,31 @@ mod tests {
         );
         // One line is inside the stuck write, 8 are queued, the rest are dropped.
         assert!(sink.stats().dropped >= 1000 - 9, "{:?}", sink.stats());
+    }
+
+    #[test]
+    fn a_log_file_rotates_by_size_and_keeps_the_newest_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.log");
+        let sink = LogSink::spawn(RotatingFile::open(&path, 100, 2).unwrap(), 64).unwrap();
+        // 40 lines of 10 bytes: 4 files' worth; the oldest lines are gone, the rest whole.
+        for i in 0..40 {
+            let mut w = sink.line();
+            write!(w, "line {i:03}\n").unwrap();
+        }
+        eventually("40 lines written", || sink.stats().written == 40);
+        let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap();
+        let current = read(&path);
+        let one = read(&dir.path().join("node.log.1"));
+        let two = read(&dir.path().join("node.log.2"));
+        assert!(!dir.path().join("node.log.3").exists(), "keeps 2 old files");
+        for f in [&current, &one, &two] {
+            assert!(f.len() <= 100, "a file past max_bytes: {} bytes", f.len());
+            assert!(f.lines().all(|l| l.len() == 8), "a line cut in two: {f:?}");
+        }
+        assert!(current.ends_with("line 039\n"), "{current:?}");
+        assert_eq!(two.lines().next(), Some("line 010"), "{two:?}");
+        assert_eq!(sink.stats().dropped, 0);
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub struct ServeOptions {
     pub web: WebOptions,
     /// Connection caps and the header-read timeout of the listener.
     pub limits: markaz_web::listen::Limits,
+    /// Called with the bound address once the listener accepts connections.
+    pub on_bound: Option<Box<dyn FnOnce(std::net::SocketAddr) + Send>>,
     /// Where `/metrics` is served.
     pub metrics: MetricsServe,
     /// HTTPS on the LAN (`[server.tls]`); `None` serves plain HTTP.
@@ -262,6 +264,11 @@ pub async fn serve(
                 shutdown.clone(),
             )));
         }
+    }
+    // Connections that arrive now wait in the listen backlog until the loop below accepts
+    // them, so "bound" is already "serving" for a client.
+    if let Some(on_bound) = opts.on_bound {
+        on_bound(addr);
     }
     let served = match opts.tls {
         None => markaz_web::listen::serve(listener, router, opts.limits, shutdown.clone())
