@@ -269,10 +269,10 @@ mod tests {
                 "/",
                 axum::routing::get(|| async {
                     (
-                        [
+                        axum::response::AppendHeaders([
                             (header::SET_COOKIE, "a=1; Path=/; HttpOnly"),
                             (header::SET_COOKIE, "b=2; Secure"),
-                        ],
+                        ]),
                         "x",
                     )
                 }),
