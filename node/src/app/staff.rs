@@ -723,7 +723,8 @@ impl App {
             username.to_string(),
             address.map(str::to_string),
         );
-        self.db
+        Ok(self
+            .db
             .writer
             .write(move |tx| -> Result<usize, AppError> {
                 let c = tx.conn;
@@ -738,7 +739,7 @@ impl App {
                 )?;
                 Ok(n)
             })
-            .await
+            .await?)
     }
 
     /// A staff member changes their own password: the current one is checked (failures
