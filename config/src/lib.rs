@@ -32,8 +32,8 @@ pub use node::{
     CounterConfig, GeneratorConfig, GeneratorRegisters, InverterConfig, LinkConfig, LoggingConfig,
     MetricsConfig, ModbusTable, ModemConfig, ModemDialect, ModemRoute, NodeConfig, OnMonitorLost,
     PointConfig, PointTable, PowerConfig, PowerThresholds, QueueConfig, QueueGroupConfig,
-    RegisterScale, Secs, ServerConfig, ServerTlsConfig, StorageConfig, SyncConfig, VeDirectConfig, VeDirectRole,
-    WordOrderName,
+    RegisterScale, Secs, ServerConfig, ServerTlsConfig, StorageConfig, SyncConfig, VeDirectConfig,
+    VeDirectRole, WordOrderName,
 };
 pub use values::{
     CenterId, Digits, GroupId, GroupLetter, HhMm, HhMmRange, HostPort, HttpsUrl, Language,

@@ -107,7 +107,11 @@ fn metrics(m: &crate::node::MetricsConfig, c: &mut Checker<'_>) {
 
 /// `[server.tls]`: both files given, readable and of the right kind (when files are
 /// checked), and a redirect listener that is not the HTTPS one.
-fn server_tls(tls: &crate::node::ServerTlsConfig, listen: std::net::SocketAddr, c: &mut Checker<'_>) {
+fn server_tls(
+    tls: &crate::node::ServerTlsConfig,
+    listen: std::net::SocketAddr,
+    c: &mut Checker<'_>,
+) {
     for (key, file, marker, what) in [
         (
             "server.tls.cert",

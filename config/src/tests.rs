@@ -792,13 +792,22 @@ fn wrong_types_are_named_in_plain_words() {
 
 #[test]
 fn byte_order_mark_and_crlf_are_accepted() {
-    let cfg = parse_node_bytes(b"\xEF\xBB\xBF[center]\r\nid = \"midan\"\r\n", "win.toml", false).unwrap();
+    let cfg = parse_node_bytes(
+        b"\xEF\xBB\xBF[center]\r\nid = \"midan\"\r\n",
+        "win.toml",
+        false,
+    )
+    .unwrap();
     assert_eq!(cfg.center.id.as_str(), "midan");
     let p = only(
-        parse_node_bytes(b"\xEF\xBB\xBF[center]\r\nidd = \"midan\"\r\n", "win.toml", false)
-            .unwrap_err()
-            .problems()
-            .to_vec(),
+        parse_node_bytes(
+            b"\xEF\xBB\xBF[center]\r\nidd = \"midan\"\r\n",
+            "win.toml",
+            false,
+        )
+        .unwrap_err()
+        .problems()
+        .to_vec(),
     );
     assert_eq!(at(&p), (2, 1));
 }

@@ -221,7 +221,11 @@ pub struct LoginLimit {
 impl LoginLimit {
     /// Until when (ms since the epoch) the next attempt of this pair waits under
     /// `policy` at `now_ms`; `None` when it may try now.
-    pub fn waits_until_ms(&self, policy: &markaz_web::login::LoginPolicy, now_ms: i64) -> Option<i64> {
+    pub fn waits_until_ms(
+        &self,
+        policy: &markaz_web::login::LoginPolicy,
+        now_ms: i64,
+    ) -> Option<i64> {
         let f = markaz_web::login::Failures {
             count: self.failures,
             last_ms: self.last_ms,

@@ -923,7 +923,11 @@ mod tests {
             Err(PkiError::NoSans)
         ));
         assert!(matches!(
-            ca.issue_lan(&midan(), &["not a name".into()], Validity::days(1).expect("d")),
+            ca.issue_lan(
+                &midan(),
+                &["not a name".into()],
+                Validity::days(1).expect("d")
+            ),
             Err(PkiError::BadSan(_))
         ));
         let issued = ca
@@ -943,7 +947,11 @@ mod tests {
             .expect("san")
             .value
             .general_names;
-        assert!(names.iter().any(|g| matches!(g, GeneralName::DNSName("midan.lan"))));
+        assert!(
+            names
+                .iter()
+                .any(|g| matches!(g, GeneralName::DNSName("midan.lan")))
+        );
         assert!(
             names
                 .iter()

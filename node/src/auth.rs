@@ -52,7 +52,11 @@ pub struct LoginLimit {
 }
 
 /// The failures recorded for (username, address); none when there is no row.
-pub fn login_failures(conn: &Connection, username: &str, address: &str) -> Result<Failures, AppError> {
+pub fn login_failures(
+    conn: &Connection,
+    username: &str,
+    address: &str,
+) -> Result<Failures, AppError> {
     Ok(conn
         .query_row(
             "SELECT failures, last_ms FROM login_limits WHERE username = ?1 AND address = ?2",

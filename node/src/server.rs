@@ -218,9 +218,7 @@ pub async fn serve(
     );
     let mut redirect_task = None;
     if let Some(tls) = &opts.tls {
-        router = router.layer(axum::middleware::from_fn(
-            markaz_web::http::secure_cookies,
-        ));
+        router = router.layer(axum::middleware::from_fn(markaz_web::http::secure_cookies));
         if let Some(listen) = &tls.redirect_listen {
             let l = tokio::net::TcpListener::bind(listen)
                 .await
@@ -330,7 +328,11 @@ mod tests {
             StatusCode::TEMPORARY_REDIRECT
         );
         for bad in ["evil.example/x", "a b", "", "[zz]", "x@y"] {
-            assert_eq!(redirect(Some(bad), "/", 443).0, StatusCode::BAD_REQUEST, "{bad:?}");
+            assert_eq!(
+                redirect(Some(bad), "/", 443).0,
+                StatusCode::BAD_REQUEST,
+                "{bad:?}"
+            );
         }
         assert_eq!(redirect(None, "/", 443).0, StatusCode::BAD_REQUEST);
     }

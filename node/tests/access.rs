@@ -930,7 +930,11 @@ async fn failed_logins_wait_per_username_and_address_and_a_manager_clears_them()
         assert_eq!(r.status().as_u16(), 401);
     }
     let r = login_from(&node, "127.0.0.4", "admin", ADMIN_PASSWORD).await;
-    assert_eq!(r.status().as_u16(), 200, "each (name, address) counts alone");
+    assert_eq!(
+        r.status().as_u16(),
+        200,
+        "each (name, address) counts alone"
+    );
 
     // The manager sees the limit: who, from where, how many, until when.
     let admin = node.admin().await;

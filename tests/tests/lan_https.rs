@@ -121,7 +121,11 @@ async fn a_clerk_logs_in_over_https_and_every_cookie_is_secure() -> Result<()> {
         .bearer_auth(token)
         .send()
         .await?;
-    ensure!(me.status() == 200, "an API read over HTTPS: {}", me.status());
+    ensure!(
+        me.status() == 200,
+        "an API read over HTTPS: {}",
+        me.status()
+    );
 
     // Plain HTTP to the HTTPS port: a clear 400, never a page.
     let plain = reqwest::Client::new();

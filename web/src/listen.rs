@@ -616,7 +616,13 @@ mod tests {
         assert_eq!(resp.text().await.unwrap(), "127.0.0.1");
         // A client that does not trust the CA is refused by its own TLS check.
         let untrusting = reqwest::Client::builder().build().unwrap();
-        assert!(untrusting.get(format!("https://{addr}/")).send().await.is_err());
+        assert!(
+            untrusting
+                .get(format!("https://{addr}/"))
+                .send()
+                .await
+                .is_err()
+        );
 
         let plain = get(addr).await;
         assert!(plain.starts_with("HTTP/1.1 400"), "{plain}");

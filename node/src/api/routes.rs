@@ -134,10 +134,7 @@ pub fn v1() -> Router<App> {
         .route("/staff/{username}/active", post(set_active))
         .route("/staff/{username}/roles", put(set_roles))
         .route("/staff/{username}/password", post(reset_password))
-        .route(
-            "/login-limits",
-            get(login_limits).delete(clear_login_limit),
-        )
+        .route("/login-limits", get(login_limits).delete(clear_login_limit))
         .route("/reports/queue", get(queue_report))
         .route("/reports/cases", get(case_report))
         .route("/reports/cash", get(cash_report))
@@ -526,7 +523,11 @@ struct ClearLimit {
 }
 
 /// `DELETE /login-limits?username=&address=`: one pair, or every address of a username.
-async fn clear_login_limit(State(app): State<App>, Auth(a): Auth, Q(q): Q<ClearLimit>) -> ApiResult {
+async fn clear_login_limit(
+    State(app): State<App>,
+    Auth(a): Auth,
+    Q(q): Q<ClearLimit>,
+) -> ApiResult {
     let n = app
         .clear_login_limit(&a, &q.username, q.address.as_deref())
         .await?;
