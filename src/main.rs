@@ -192,6 +192,16 @@ enum PkiCommand {
         #[arg(long, default_value_t = 825)]
         days: u32,
     },
+    /// Issue a center's HTTPS certificate for its LAN into DIR/lan/ID/ (`[server.tls]`).
+    Lan {
+        dir: PathBuf,
+        center: String,
+        /// A DNS name or IP address the terminals use to reach the box (repeatable).
+        #[arg(long = "san", required = true)]
+        sans: Vec<String>,
+        #[arg(long, default_value_t = 825)]
+        days: u32,
+    },
     /// Revoke a center (all its certificates) or one serial, and rewrite DIR/crl.pem.
     Revoke { dir: PathBuf, target: String },
     /// List every certificate issued, with its state.
@@ -531,6 +541,24 @@ fn pki(command: &PkiCommand) -> anyhow::Result<()> {
                 pki::center_dir(dir, &id).display()
             );
         }
+        PkiCommand::Lan {
+            dir,
+            center,
+            sans,
+            days,
+        } => {
+            let id = center
+                .parse()
+                .map_err(|e| anyhow::anyhow!("center id '{center}': {e}"))?;
+            let issued = pki::lan(dir, &id, sans, *days)?;
+            println!(
+                "issued {center}'s LAN certificate {} (serial {}) for {}; copy cert.pem and key.pem of {} to the center's box ([server.tls]) and trust ca.pem on its terminals",
+                issued.cert_path.display(),
+                issued.serial.as_str(),
+                sans.join(", "),
+                pki::lan_dir(dir, &id).display()
+            );
+        }
         PkiCommand::Revoke { dir, target } => {
             let target: pki::RevokeTarget = target.parse()?;
             let serials = pki::revoke(dir, &target)?;
@@ -545,10 +573,12 @@ fn pki(command: &PkiCommand) -> anyhow::Result<()> {
                     Some(t) => format!("revoked {t}"),
                     None => format!("valid until {}", r.not_after),
                 };
-                let who = r
-                    .center_id
-                    .map(|c| c.to_string())
-                    .unwrap_or_else(|| format!("{:?}", r.kind).to_lowercase());
+                let kind = format!("{:?}", r.kind).to_lowercase();
+                let who = match (r.center_id, r.kind) {
+                    (Some(c), pki::CertKind::Lan) => format!("{c} (lan)"),
+                    (Some(c), _) => c.to_string(),
+                    (None, _) => kind,
+                };
                 println!("{}  {who:<16}  {state}", r.serial.as_str());
             }
         }

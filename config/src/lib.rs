@@ -32,8 +32,8 @@ pub use node::{
     CounterConfig, GeneratorConfig, GeneratorRegisters, InverterConfig, LinkConfig, LoggingConfig,
     MetricsConfig, ModbusTable, ModemConfig, ModemDialect, ModemRoute, NodeConfig, OnMonitorLost,
     PointConfig, PointTable, PowerConfig, PowerThresholds, QueueConfig, QueueGroupConfig,
-    RegisterScale, Secs, ServerConfig, StorageConfig, SyncConfig, VeDirectConfig, VeDirectRole,
-    WordOrderName,
+    RegisterScale, Secs, ServerConfig, ServerTlsConfig, StorageConfig, SyncConfig, VeDirectConfig,
+    VeDirectRole, WordOrderName,
 };
 pub use values::{
     CenterId, Digits, GroupId, GroupLetter, HhMm, HhMmRange, HostPort, HttpsUrl, Language,
@@ -69,35 +69,48 @@ fn origin_of(path: &Path) -> String {
     path.display().to_string()
 }
 
-/// Parses and checks a node configuration from bytes (any bytes: never panics).
-fn parse_node_bytes(bytes: &[u8], origin_name: &str) -> Result<NodeConfig, ConfigError> {
-    loader::load(bytes, origin_name, NodeConfig::fill_defaults, rules::node)
+/// Parses and checks a node configuration from bytes (any bytes: never panics). With
+/// `files`, the files it names (the LAN certificate and key) are checked on disk too.
+fn parse_node_bytes(
+    bytes: &[u8],
+    origin_name: &str,
+    files: bool,
+) -> Result<NodeConfig, ConfigError> {
+    loader::load(
+        bytes,
+        origin_name,
+        files,
+        NodeConfig::fill_defaults,
+        rules::node,
+    )
 }
 
-fn parse_hub_bytes(bytes: &[u8], origin_name: &str) -> Result<HubConfig, ConfigError> {
-    loader::load(bytes, origin_name, |_| {}, rules::hub)
+fn parse_hub_bytes(bytes: &[u8], origin_name: &str, files: bool) -> Result<HubConfig, ConfigError> {
+    loader::load(bytes, origin_name, files, |_| {}, rules::hub)
 }
 
-/// Reads and checks a node configuration file.
+/// Reads and checks a node configuration file, and the files it names (the LAN
+/// certificate and key of `[server.tls]`) on this machine.
 pub fn load_node(path: impl AsRef<Path>) -> Result<NodeConfig, ConfigError> {
     let path = path.as_ref();
-    parse_node_bytes(&read(path)?, &origin_of(path))
+    parse_node_bytes(&read(path)?, &origin_of(path), true)
 }
 
-/// Parses and checks node configuration text; `origin_name` names it in errors.
+/// Parses and checks node configuration text; `origin_name` names it in errors. Files
+/// it names are not looked at (see [`load_node`]).
 pub fn parse_node(text: &str, origin_name: &str) -> Result<NodeConfig, ConfigError> {
-    parse_node_bytes(text.as_bytes(), origin_name)
+    parse_node_bytes(text.as_bytes(), origin_name, false)
 }
 
 /// Reads and checks a hub configuration file.
 pub fn load_hub(path: impl AsRef<Path>) -> Result<HubConfig, ConfigError> {
     let path = path.as_ref();
-    parse_hub_bytes(&read(path)?, &origin_of(path))
+    parse_hub_bytes(&read(path)?, &origin_of(path), true)
 }
 
 /// Parses and checks hub configuration text; `origin_name` names it in errors.
 pub fn parse_hub(text: &str, origin_name: &str) -> Result<HubConfig, ConfigError> {
-    parse_hub_bytes(text.as_bytes(), origin_name)
+    parse_hub_bytes(text.as_bytes(), origin_name, false)
 }
 
 /// Whether the text is a hub file: it parses as TOML and has a top-level `[hub]`
@@ -125,9 +138,9 @@ pub fn check_file(path: impl AsRef<Path>) -> Result<Kind, ConfigError> {
 
 fn check_bytes(bytes: &[u8], origin_name: &str) -> Result<Kind, ConfigError> {
     if is_hub(bytes) {
-        parse_hub_bytes(bytes, origin_name).map(|_| Kind::Hub)
+        parse_hub_bytes(bytes, origin_name, true).map(|_| Kind::Hub)
     } else {
-        parse_node_bytes(bytes, origin_name).map(|_| Kind::Node)
+        parse_node_bytes(bytes, origin_name, true).map(|_| Kind::Node)
     }
 }
 

@@ -14,6 +14,7 @@
 //! to be dropped, the rules wait until the schema problems are fixed.
 
 use std::ops::Range;
+use std::path::Path;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -253,6 +254,9 @@ pub(crate) struct Checker<'a> {
     /// rules see has defaults there, so a rule touching them would judge a value the
     /// file did not ask for, and stays silent.
     removed: Vec<KeyPath>,
+    /// Whether files the configuration names are checked on this machine's disk: when a
+    /// file is checked (`check-config`, a process starting), not for text in memory.
+    files: bool,
 }
 
 impl<'a> Checker<'a> {
@@ -364,6 +368,28 @@ impl<'a> Checker<'a> {
                 format!("{value} is out of range, use {lo} to {hi}"),
                 None,
             );
+        }
+    }
+
+    /// Checks, when files are checked, that `file` can be read and holds `marker` (a PEM
+    /// label, say): a missing or unreadable file, or the wrong one, is a problem at `path`.
+    /// Relative paths are from the working directory, as the process opening them sees.
+    pub(crate) fn readable_file(&mut self, path: &KeyPath, file: &Path, marker: &str, what: &str) {
+        if !self.files || file.as_os_str().is_empty() {
+            return;
+        }
+        match std::fs::read(file) {
+            Err(e) => self.bad(
+                path,
+                format!("cannot read {}: {e}", file.display()),
+                Some(format!("give the path of {what}")),
+            ),
+            Ok(bytes) if !String::from_utf8_lossy(&bytes).contains(marker) => self.bad(
+                path,
+                format!("{} holds no `{marker}`", file.display()),
+                Some(format!("give the path of {what}")),
+            ),
+            Ok(_) => {}
         }
     }
 
@@ -565,6 +591,7 @@ fn explain(
 pub(crate) fn load<T>(
     bytes: &[u8],
     origin: &str,
+    files: bool,
     finish: fn(&mut T),
     rules: fn(&T, &mut Checker<'_>),
 ) -> Result<T, ConfigError>
@@ -618,6 +645,7 @@ where
         root: original.clone(),
         problems: Vec::new(),
         removed: Vec::new(),
+        files,
     };
     let mut work = original;
     // Whether a whole list entry was dropped: then indices in the checked

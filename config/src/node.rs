@@ -167,6 +167,25 @@ pub struct ServerConfig {
     pub max_connections_per_client: u32,
     /// Time to receive a request's headers (and between keep-alive requests). Default 10.
     pub header_read_timeout_secs: u32,
+    /// `[server.tls]`: serve the pages and the API over HTTPS on the LAN. Default: none,
+    /// plain HTTP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ServerTlsConfig>,
+}
+
+/// `[server.tls]`: HTTPS for the clerks' terminals, with a certificate from
+/// `markaz pki lan`. With it, `server.listen` speaks only HTTPS and cookies are `Secure`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTlsConfig {
+    /// The LAN certificate (PEM), `lan/<center>/cert.pem` of `markaz pki lan`. Required.
+    pub cert: PathBuf,
+    /// Its private key (PEM), `lan/<center>/key.pem`. Required.
+    pub key: PathBuf,
+    /// A plain-HTTP listener that only redirects to the HTTPS one (a clerk who types the
+    /// address without `https://`). Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redirect_listen: Option<SocketAddr>,
 }
 
 impl Default for ServerConfig {
@@ -178,6 +197,7 @@ impl Default for ServerConfig {
             max_connections: 1024,
             max_connections_per_client: 64,
             header_read_timeout_secs: 10,
+            tls: None,
         }
     }
 }

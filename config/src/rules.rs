@@ -105,6 +105,45 @@ fn metrics(m: &crate::node::MetricsConfig, c: &mut Checker<'_>) {
     }
 }
 
+/// `[server.tls]`: both files given, readable and of the right kind (when files are
+/// checked), and a redirect listener that is not the HTTPS one.
+fn server_tls(
+    tls: &crate::node::ServerTlsConfig,
+    listen: std::net::SocketAddr,
+    c: &mut Checker<'_>,
+) {
+    for (key, file, marker, what) in [
+        (
+            "server.tls.cert",
+            &tls.cert,
+            "BEGIN CERTIFICATE",
+            "the LAN certificate (`lan/<center>/cert.pem` of `markaz pki lan`)",
+        ),
+        (
+            "server.tls.key",
+            &tls.key,
+            "PRIVATE KEY",
+            "its private key (`lan/<center>/key.pem` of `markaz pki lan`)",
+        ),
+    ] {
+        if file.as_os_str().is_empty() {
+            c.bad(&kp(key), "must not be empty", None);
+        } else {
+            c.readable_file(&kp(key), file, marker, what);
+        }
+    }
+    if let Some(r) = tls.redirect_listen
+        && r.port() != 0
+        && r.port() == listen.port()
+    {
+        c.bad(
+            &kp("server.tls.redirect_listen"),
+            format!("{r} has the port of server.listen ({listen})"),
+            Some("the redirect to HTTPS needs a port of its own, 80 say".to_owned()),
+        );
+    }
+}
+
 fn center(cfg: &NodeConfig, c: &mut Checker<'_>) {
     c.non_empty(&kp("center.name_ar"), &cfg.center.name_ar);
     c.non_empty(&kp("center.name_en"), &cfg.center.name_en);
@@ -137,6 +176,9 @@ fn server_storage_auth(cfg: &NodeConfig, c: &mut Checker<'_>) {
         1,
         300,
     );
+    if let Some(tls) = &s.tls {
+        server_tls(tls, s.listen, c);
+    }
 
     let st = &cfg.storage;
     if st.data_dir.as_os_str().is_empty() {

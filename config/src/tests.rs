@@ -624,7 +624,7 @@ fn load_node_reads_a_file_and_names_it() {
 #[test]
 fn invalid_utf8_is_reported_at_its_position() {
     let p = only(
-        parse_node_bytes(b"[center]\nname_en = \"\xff\"\n", "t.toml")
+        parse_node_bytes(b"[center]\nname_en = \"\xff\"\n", "t.toml", false)
             .unwrap_err()
             .problems()
             .to_vec(),
@@ -636,8 +636,8 @@ fn invalid_utf8_is_reported_at_its_position() {
 proptest! {
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
-        let _ = parse_node_bytes(&bytes, "fuzz.toml");
-        let _ = parse_hub_bytes(&bytes, "fuzz.toml");
+        let _ = parse_node_bytes(&bytes, "fuzz.toml", false);
+        let _ = parse_hub_bytes(&bytes, "fuzz.toml", false);
         let _ = check_bytes(&bytes, "fuzz.toml");
     }
 
@@ -656,7 +656,7 @@ proptest! {
         let mut bytes = include_bytes!("../../docs/examples/midan.toml").to_vec();
         let pos = pos % bytes.len();
         bytes[pos] = byte;
-        let _ = parse_node_bytes(&bytes, "midan.toml");
+        let _ = parse_node_bytes(&bytes, "midan.toml", false);
     }
 }
 
@@ -698,6 +698,13 @@ fn config_md_lists_every_key() {
     let mut node =
         parse_node(include_str!("../../docs/examples/midan.toml"), "midan.toml").unwrap();
     node.auth.initial_admin_password = Some("correct horse".into());
+    node.server.tls = parse_node(
+        include_str!("../../docs/examples/midan-https.toml"),
+        "midan-https.toml",
+    )
+    .unwrap()
+    .server
+    .tls;
     let mut keys = Vec::new();
     schema_keys(&toml::Table::try_from(&node).unwrap(), "", &mut keys);
     let mut hub = parse_hub(include_str!("../../docs/examples/hub.toml"), "hub.toml").unwrap();
@@ -785,13 +792,22 @@ fn wrong_types_are_named_in_plain_words() {
 
 #[test]
 fn byte_order_mark_and_crlf_are_accepted() {
-    let cfg = parse_node_bytes(b"\xEF\xBB\xBF[center]\r\nid = \"midan\"\r\n", "win.toml").unwrap();
+    let cfg = parse_node_bytes(
+        b"\xEF\xBB\xBF[center]\r\nid = \"midan\"\r\n",
+        "win.toml",
+        false,
+    )
+    .unwrap();
     assert_eq!(cfg.center.id.as_str(), "midan");
     let p = only(
-        parse_node_bytes(b"\xEF\xBB\xBF[center]\r\nidd = \"midan\"\r\n", "win.toml")
-            .unwrap_err()
-            .problems()
-            .to_vec(),
+        parse_node_bytes(
+            b"\xEF\xBB\xBF[center]\r\nidd = \"midan\"\r\n",
+            "win.toml",
+            false,
+        )
+        .unwrap_err()
+        .problems()
+        .to_vec(),
     );
     assert_eq!(at(&p), (2, 1));
 }
@@ -958,4 +974,88 @@ fn generator_maps_that_work_load() {
         cfg.power.generator.registers.battery_volts,
         Some(PointConfig::Address(1029))
     );
+}
+
+/// `[server.tls]` in `dir` pointing at `cert` and `key` (names inside `dir`).
+fn tls_file(dir: &std::path::Path, cert: &str, key: &str) -> std::path::PathBuf {
+    let path = dir.join("node.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"0.0.0.0:443\"\n\n[server.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+            dir.join(cert).display(),
+            dir.join(key).display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn the_https_example_parses_and_its_files_are_checked_on_disk() {
+    let text = include_str!("../../docs/examples/midan-https.toml");
+    let cfg = parse_node(text, "midan-https.toml").unwrap_or_else(|e| panic!("{e}"));
+    let tls = cfg.server.tls.expect("[server.tls]");
+    assert_eq!(tls.key, std::path::Path::new("/etc/markaz/lan/key.pem"));
+    assert_eq!(tls.redirect_listen, Some("0.0.0.0:80".parse().unwrap()));
+    // Checked as a file, on a machine without those files: refused at the keys.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/examples");
+    if !std::path::Path::new("/etc/markaz/lan/cert.pem").exists() {
+        let e = check_file(dir.join("midan-https.toml")).unwrap_err();
+        let lines: Vec<usize> = e.problems().iter().map(|p| p.line).collect();
+        assert_eq!(lines, [14, 15], "{e}");
+    }
+}
+
+#[test]
+fn a_missing_tls_key_file_is_refused_at_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("cert.pem"),
+        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let path = tls_file(dir.path(), "cert.pem", "absent-key.pem");
+    let e = check_file(&path).unwrap_err();
+    let p = only(e.problems().to_vec());
+    assert_eq!(p.key_path, "server.tls.key");
+    assert_eq!(at(&p), (6, 7));
+    assert_eq!(p.file, path.display().to_string());
+    assert!(p.message.contains("absent-key.pem"), "{}", p.message);
+    assert!(
+        e.to_string()
+            .starts_with(&format!("{}:6:7: ", path.display())),
+        "{e}"
+    );
+    assert!(load_node(&path).is_err(), "the node refuses it too");
+
+    // The key given as the certificate: the wrong file.
+    std::fs::write(
+        dir.path().join("key.pem"),
+        "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let path = tls_file(dir.path(), "key.pem", "key.pem");
+    let p = only(check_file(&path).unwrap_err().problems().to_vec());
+    assert_eq!(p.key_path, "server.tls.cert");
+    assert!(p.message.contains("BEGIN CERTIFICATE"), "{}", p.message);
+
+    let path = tls_file(dir.path(), "cert.pem", "key.pem");
+    assert_eq!(check_file(&path).unwrap(), Kind::Node);
+    let tls = load_node(&path).unwrap().server.tls.unwrap();
+    assert_eq!(tls.redirect_listen, None);
+}
+
+#[test]
+fn tls_needs_both_files_and_a_redirect_port_of_its_own() {
+    let p = only(node_err("[server.tls]\ncert = \"/c.pem\"\n"));
+    assert_eq!(p.kind, ProblemKind::MissingKey);
+    assert!(p.message.contains("`key`"), "{}", p.message);
+    let p = only(node_err(
+        "[server]\nlisten = \"0.0.0.0:443\"\n[server.tls]\ncert = \"/c.pem\"\nkey = \"/k.pem\"\nredirect_listen = \"0.0.0.0:443\"\n",
+    ));
+    assert_eq!(p.key_path, "server.tls.redirect_listen");
+    assert_eq!(at(&p), (6, 19));
+    let p = only(node_err("[server.tls]\ncert = \"\"\nkey = \"/k.pem\"\n"));
+    assert_eq!(p.key_path, "server.tls.cert");
 }

@@ -218,6 +218,22 @@ pub struct LoginLimit {
     pub last_ms: i64,
 }
 
+impl LoginLimit {
+    /// Until when (ms since the epoch) the next attempt of this pair waits under
+    /// `policy` at `now_ms`; `None` when it may try now.
+    pub fn waits_until_ms(
+        &self,
+        policy: &markaz_web::login::LoginPolicy,
+        now_ms: i64,
+    ) -> Option<i64> {
+        let f = markaz_web::login::Failures {
+            count: self.failures,
+            last_ms: self.last_ms,
+        };
+        policy.wait_ms(f, now_ms).map(|w| now_ms + w)
+    }
+}
+
 /// One change made at the hub: who, when, from where, what, before and after.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AuditEntry {

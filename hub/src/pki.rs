@@ -1,5 +1,6 @@
 //! The governorate's small PKI: one CA, the hub's server certificate, one client
-//! certificate per center, and a CRL to revoke them.
+//! certificate per center, a LAN server certificate per center (HTTPS for the clerks'
+//! terminals, `[server.tls]`), and a CRL to revoke them.
 //!
 //! Everything here is a plain function over a directory of PEM files (no network, no
 //! global state), so `markaz pki …` and the tests call the same code. A center's identity
@@ -29,6 +30,10 @@
 //! <pki>/centers/<id>/key.pem       center client key (0600)
 //! <pki>/centers/<id>/ca.pem        copy of the CA certificate: the folder is the bundle to
 //!                                  copy to the center
+//! <pki>/lan/<id>/cert.pem          the center's LAN server certificate (its box's names
+//!                                  and addresses on the center's network)
+//! <pki>/lan/<id>/key.pem           its key (0600)
+//! <pki>/lan/<id>/ca.pem            copy of the CA certificate, to trust on the terminals
 //! ```
 
 use std::fmt;
@@ -61,6 +66,8 @@ pub const INDEX: &str = "index.json";
 pub const HUB_DIR: &str = "hub";
 /// Sub-directory with one bundle directory per center.
 pub const CENTERS_DIR: &str = "centers";
+/// Sub-directory with one LAN certificate directory per center.
+pub const LAN_DIR: &str = "lan";
 /// File name of a leaf certificate inside `hub/` or `centers/<id>/`.
 pub const CERT: &str = "cert.pem";
 /// File name of a leaf private key inside `hub/` or `centers/<id>/`.
@@ -100,9 +107,9 @@ pub enum PkiError {
     },
     #[error("validity of {days} days is out of range")]
     BadDays { days: u32 },
-    #[error("the hub certificate needs at least one DNS name or IP address")]
+    #[error("a server certificate needs at least one DNS name or IP address (--san)")]
     NoSans,
-    #[error("{0:?} is not a valid DNS name or IP address for the hub certificate")]
+    #[error("{0:?} is not a valid DNS name or IP address for a server certificate")]
     BadSan(String),
     #[error("nothing to revoke: no active certificate matches {0}")]
     NothingToRevoke(String),
@@ -259,6 +266,8 @@ fn now_seconds() -> Timestamp {
 pub enum CertKind {
     Hub,
     Center,
+    /// A center's HTTPS certificate for its LAN (`markaz pki lan`).
+    Lan,
 }
 
 /// One line of `index.json`: a certificate this CA issued.
@@ -266,7 +275,7 @@ pub enum CertKind {
 pub struct IssuedRecord {
     pub serial: Serial,
     pub kind: CertKind,
-    /// The center, for a center certificate.
+    /// The center, for a center or LAN certificate.
     pub center_id: Option<CenterId>,
     pub not_before: Timestamp,
     pub not_after: Timestamp,
@@ -415,35 +424,36 @@ impl Ca {
     /// Issuing again replaces the files (renewal); the old certificate stays valid until it
     /// expires or is revoked by serial.
     pub fn issue_hub(&self, sans: &[String], validity: Validity) -> Result<Issued, PkiError> {
-        if sans.is_empty() {
-            return Err(PkiError::NoSans);
-        }
-        let mut params = CertificateParams::default();
-        for san in sans {
-            let san = san.trim();
-            let entry = match san.parse::<IpAddr>() {
-                Ok(ip) => SanType::IpAddress(ip),
-                Err(_) => SanType::DnsName(
-                    san.to_string()
-                        .try_into()
-                        .map_err(|_| PkiError::BadSan(san.to_string()))?,
-                ),
-            };
-            params.subject_alt_names.push(entry);
-        }
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, sans[0].trim());
-        dn.push(DnType::OrganizationName, "Markaz");
-        params.distinguished_name = dn;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         self.issue(
-            params,
+            server_params(sans)?,
             validity,
             CertKind::Hub,
             None,
             &self.dir.join(HUB_DIR),
         )
+    }
+
+    /// Issues `center`'s LAN server certificate for `sans` (the names and addresses its
+    /// terminals use to reach the box, e.g. `midan.lan`, `192.168.1.10`) into
+    /// `<pki>/lan/<id>/`, with a copy of `ca.pem` to trust on the terminals. It serves
+    /// HTTPS only (no client use, no center identity: it cannot sync). Issuing again
+    /// replaces the files; revoking the center revokes it too.
+    pub fn issue_lan(
+        &self,
+        center: &CenterId,
+        sans: &[String],
+        validity: Validity,
+    ) -> Result<Issued, PkiError> {
+        let mut params = server_params(sans)?;
+        params
+            .distinguished_name
+            .push(DnType::OrganizationalUnitName, center.to_string());
+        let dir = lan_dir(&self.dir, center);
+        let issued = self.issue(params, validity, CertKind::Lan, Some(center.clone()), &dir)?;
+        let ca_copy = dir.join(CA_CERT);
+        fs::copy(self.cert_path(), &ca_copy)
+            .map_err(io_err("copying the CA certificate to", &ca_copy))?;
+        Ok(issued)
     }
 
     /// Issues a client certificate for `center` into `<pki>/centers/<id>/` (with a copy of
@@ -602,6 +612,34 @@ impl Ca {
     }
 }
 
+/// A server certificate's parameters for `sans` (DNS names and IP addresses; the first
+/// is the subject CN).
+fn server_params(sans: &[String]) -> Result<CertificateParams, PkiError> {
+    if sans.is_empty() {
+        return Err(PkiError::NoSans);
+    }
+    let mut params = CertificateParams::default();
+    for san in sans {
+        let san = san.trim();
+        let entry = match san.parse::<IpAddr>() {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) => SanType::DnsName(
+                san.to_string()
+                    .try_into()
+                    .map_err(|_| PkiError::BadSan(san.to_string()))?,
+            ),
+        };
+        params.subject_alt_names.push(entry);
+    }
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, sans[0].trim());
+    dn.push(DnType::OrganizationName, "Markaz");
+    params.distinguished_name = dn;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    Ok(params)
+}
+
 fn serial_number(serial: &Serial) -> SerialNumber {
     SerialNumber::from_slice(&serial.to_bytes())
 }
@@ -609,6 +647,11 @@ fn serial_number(serial: &Serial) -> SerialNumber {
 /// The bundle directory of a center inside a PKI directory.
 pub fn center_dir(pki_dir: &Path, center: &CenterId) -> PathBuf {
     pki_dir.join(CENTERS_DIR).join(center.to_string())
+}
+
+/// A center's LAN certificate directory inside a PKI directory.
+pub fn lan_dir(pki_dir: &Path, center: &CenterId) -> PathBuf {
+    pki_dir.join(LAN_DIR).join(center.to_string())
 }
 
 /// The hub's directory inside a PKI directory.
@@ -662,6 +705,12 @@ pub fn hub(dir: &Path, sans: &[String], days: u32) -> Result<Issued, PkiError> {
 /// certificate into `<dir>/centers/<id>/`.
 pub fn center(dir: &Path, center: &CenterId, days: u32) -> Result<Issued, PkiError> {
     Ca::load(dir)?.issue_center(center, Validity::days(days)?)
+}
+
+/// `markaz pki lan <dir> <center-id> --san <name-or-ip>... --days <days>`: issues the
+/// center's LAN server certificate into `<dir>/lan/<id>/`.
+pub fn lan(dir: &Path, center: &CenterId, sans: &[String], days: u32) -> Result<Issued, PkiError> {
+    Ca::load(dir)?.issue_lan(center, sans, Validity::days(days)?)
 }
 
 /// `markaz pki revoke <dir> <center-id|serial>`: revokes and rewrites `<dir>/crl.pem`.
@@ -863,6 +912,60 @@ mod tests {
         let records = ca.issued().expect("index");
         assert_eq!(records.len(), 1);
         assert_eq!(records[0].kind, CertKind::Hub);
+    }
+
+    #[test]
+    fn a_lan_certificate_serves_the_boxs_names_and_addresses_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = Ca::create(dir.path(), "CA", Validity::days(10).expect("days")).expect("ca");
+        assert!(matches!(
+            ca.issue_lan(&midan(), &[], Validity::days(1).expect("d")),
+            Err(PkiError::NoSans)
+        ));
+        assert!(matches!(
+            ca.issue_lan(
+                &midan(),
+                &["not a name".into()],
+                Validity::days(1).expect("d")
+            ),
+            Err(PkiError::BadSan(_))
+        ));
+        let issued = ca
+            .issue_lan(
+                &midan(),
+                &["midan.lan".into(), "192.168.1.10".into()],
+                Validity::days(30).expect("d"),
+            )
+            .expect("lan");
+        assert_eq!(issued.cert_path, dir.path().join("lan/midan/cert.pem"));
+        assert!(dir.path().join("lan/midan/ca.pem").exists());
+        let der = parse_pem(&issued.cert_path);
+        let (_, cert) = X509Certificate::from_der(&der).expect("x509");
+        let names = &cert
+            .subject_alternative_name()
+            .expect("ext")
+            .expect("san")
+            .value
+            .general_names;
+        assert!(
+            names
+                .iter()
+                .any(|g| matches!(g, GeneralName::DNSName("midan.lan")))
+        );
+        assert!(
+            names
+                .iter()
+                .any(|g| matches!(g, GeneralName::IPAddress([192, 168, 1, 10])))
+        );
+        assert!(
+            !names.iter().any(|g| matches!(g, GeneralName::URI(_))),
+            "no center identity: it cannot sync"
+        );
+        let eku = cert.extended_key_usage().expect("ext").expect("eku");
+        assert!(eku.value.server_auth && !eku.value.client_auth);
+        let records = ca.issued().expect("index");
+        assert_eq!(records[0].kind, CertKind::Lan);
+        assert_eq!(records[0].center_id, Some(midan()));
     }
 
     proptest::proptest! {

@@ -369,7 +369,12 @@ async fn wrong_passwords_from_one_address_do_not_keep_the_operator_out_from_anot
         .bearer(admin, Method::GET, "/api/v1/login-limits", None)
         .await?;
     let limits: Vec<Value> = serde_json::from_str(&body)?;
-    assert!(limits.iter().any(|l| l["address"] == "10.0.0.66"), "{body}");
+    assert!(
+        limits
+            .iter()
+            .any(|l| l["address"] == "10.0.0.66" && l["waits_until_ms"].as_i64().is_some()),
+        "the attacker's address waits, and the list says until when: {body}"
+    );
     let (status, _) = rig
         .bearer(
             admin,

@@ -1,11 +1,13 @@
 //! Staff authentication over the center's tables: bearer/cookie sessions that expire
 //! (absolute lifetime and idle timeout), CSRF tokens for cookie sessions, and login rate
-//! limiting. Passwords, tokens and CSRF tokens are the shared ones
+//! limiting per (username, client address) with the shared rule of
+//! [`markaz_web::login`] (a growing delay, never a lock of the username as a whole). Passwords, tokens and CSRF tokens are the shared ones
 //! ([`markaz_web::password`]): only the blake3 hash of a session token is stored, and
 //! the CSRF token is derived from the session token, its hash alone kept in the row, so
 //! a copy of the database neither logs anyone in nor passes a CSRF check. Secrets never
 //! reach the logs.
 
+use markaz_web::login::{Failures, LoginPolicy};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::app::Mono;
@@ -18,6 +20,124 @@ pub struct AuthPolicy {
     pub session_idle_ms: i64,
     pub login_max_attempts: u32,
     pub login_window_ms: i64,
+}
+
+impl AuthPolicy {
+    /// The login limit of one (username, address): `login_max_attempts` free failures,
+    /// then a wait of 2 s doubling with each failure up to `login_window_ms`; failures are
+    /// forgotten after a day.
+    pub fn logins(&self) -> LoginPolicy {
+        let max_delay_ms = self.login_window_ms.max(1_000);
+        LoginPolicy {
+            free_attempts: self.login_max_attempts,
+            first_delay_ms: 2_000.min(max_delay_ms),
+            max_delay_ms,
+            ..LoginPolicy::default()
+        }
+    }
+}
+
+/// One (username, address) pair with failed logins, as an operator sees it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LoginLimit {
+    pub username: String,
+    pub address: String,
+    /// Failed attempts since the last success.
+    pub failures: u32,
+    /// When the last one happened (ms since the epoch).
+    pub last_failure_ms: i64,
+    /// Until when the next attempt from this address at this name is refused (ms since
+    /// the epoch), if it is.
+    pub waits_until_ms: Option<i64>,
+}
+
+/// The failures recorded for (username, address); none when there is no row.
+pub fn login_failures(
+    conn: &Connection,
+    username: &str,
+    address: &str,
+) -> Result<Failures, AppError> {
+    Ok(conn
+        .query_row(
+            "SELECT failures, last_ms FROM login_limits WHERE username = ?1 AND address = ?2",
+            params![username, address],
+            |r| {
+                Ok(Failures {
+                    count: r.get(0)?,
+                    last_ms: r.get(1)?,
+                })
+            },
+        )
+        .optional()?
+        .unwrap_or_default())
+}
+
+/// Records one more failed login of (username, address) at `now_ms`, and forgets pairs
+/// whose last failure is older than the policy keeps them.
+pub fn record_login_failure(
+    conn: &Connection,
+    username: &str,
+    address: &str,
+    now_ms: i64,
+    policy: &LoginPolicy,
+) -> Result<(), AppError> {
+    let f = policy.after_failure(login_failures(conn, username, address)?, now_ms);
+    conn.execute(
+        "INSERT INTO login_limits(username, address, failures, last_ms) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(username, address) DO UPDATE SET failures = ?3, last_ms = ?4",
+        params![username, address, f.count, f.last_ms],
+    )?;
+    conn.execute(
+        "DELETE FROM login_limits WHERE last_ms < ?1",
+        [now_ms - policy.forget_after_ms],
+    )?;
+    Ok(())
+}
+
+/// Clears the limit of `username` from `address`, or from every address; returns how
+/// many pairs were cleared.
+pub fn clear_login_limit(
+    conn: &Connection,
+    username: &str,
+    address: Option<&str>,
+) -> Result<usize, AppError> {
+    Ok(conn.execute(
+        "DELETE FROM login_limits WHERE username = ?1 AND (?2 IS NULL OR address = ?2)",
+        params![username, address],
+    )?)
+}
+
+/// Every pair with failures the policy still remembers at `now_ms`, the most recent first.
+pub fn login_limits(
+    conn: &Connection,
+    now_ms: i64,
+    policy: &LoginPolicy,
+) -> Result<Vec<LoginLimit>, AppError> {
+    let mut stmt = conn.prepare(
+        "SELECT username, address, failures, last_ms FROM login_limits
+         WHERE last_ms > ?1 ORDER BY last_ms DESC, username, address",
+    )?;
+    let rows = stmt.query_map([now_ms - policy.forget_after_ms], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, u32>(2)?,
+            r.get::<_, i64>(3)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (username, address, count, last_ms) = row?;
+        let f = Failures { count, last_ms };
+        out.push(LoginLimit {
+            username,
+            address,
+            failures: count,
+            last_failure_ms: last_ms,
+            waits_until_ms: policy.wait_ms(f, now_ms).map(|w| now_ms + w),
+        });
+    }
+    Ok(out)
 }
 
 pub use markaz_web::password::{DUMMY_HASH, new_token, token_hash, verify_password};
@@ -166,8 +286,8 @@ pub fn delete_session(conn: &Connection, token: &str) -> Result<(), AppError> {
     Ok(())
 }
 
-/// Refuses a login attempt when `key` (a username or a client address) failed too often
-/// within the window.
+/// Refuses an attempt when `key` failed too often within the window (the check of one's
+/// own current password, `user:<name>`).
 pub fn check_rate(
     conn: &Connection,
     key: &str,

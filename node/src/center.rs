@@ -170,6 +170,13 @@ pub async fn run_with(
 ) -> anyhow::Result<()> {
     // Before anything starts: an unreadable metrics token stops the node at once.
     let metrics = crate::server::MetricsServe::from_config(&cfg.metrics)?;
+    // And so does a LAN certificate or key that does not load.
+    let tls = cfg
+        .server
+        .tls
+        .as_ref()
+        .map(crate::server::ServeTls::from_config)
+        .transpose()?;
     // One node per data directory; `markaz restore` refuses while this is held.
     let _lock = crate::storage::backup::DataDirLock::take(&cfg.storage.data_dir)
         .context("while locking the data directory")?;
@@ -217,6 +224,7 @@ pub async fn run_with(
             })
         }),
         metrics,
+        tls,
     };
     let result = serve(app.clone(), opts, shutdown.clone()).await;
     shutdown.cancel();

@@ -1,13 +1,17 @@
 //! The node's HTTP server: the API and the pages on one listener, with a body size limit,
 //! a request timeout, connection caps and a header-read timeout (`markaz_web::listen`),
-//! tracing spans per request, and graceful shutdown.
+//! tracing spans per request, and graceful shutdown. With `[server.tls]` the listener
+//! speaks HTTPS, every cookie is `Secure`, and an optional plain-HTTP listener only
+//! redirects to it.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
 use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -29,6 +33,97 @@ pub struct ServeOptions {
     pub on_bound: Option<Box<dyn FnOnce(std::net::SocketAddr) + Send>>,
     /// Where `/metrics` is served.
     pub metrics: MetricsServe,
+    /// HTTPS on the LAN (`[server.tls]`); `None` serves plain HTTP.
+    pub tls: Option<ServeTls>,
+}
+
+/// HTTPS on the LAN, from `[server.tls]`: the certificate and key loaded once.
+#[derive(Clone)]
+pub struct ServeTls {
+    pub config: Arc<rustls::ServerConfig>,
+    /// A plain-HTTP listener that only redirects to HTTPS (its bound address goes to
+    /// `redirect.addr` beside `addr_file`).
+    pub redirect_listen: Option<String>,
+}
+
+impl std::fmt::Debug for ServeTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeTls")
+            .field("redirect_listen", &self.redirect_listen)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServeTls {
+    /// Loads `[server.tls]`'s certificate and key; fails (naming the file) when they
+    /// cannot be read or do not go together.
+    pub fn from_config(t: &markaz_config::ServerTlsConfig) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let config = markaz_web::listen::tls_config(&t.cert, &t.key)
+            .context("while loading [server.tls] cert and key")?;
+        Ok(ServeTls {
+            config,
+            redirect_listen: t.redirect_listen.map(|a| a.to_string()),
+        })
+    }
+}
+
+/// The plain-HTTP listener's only answer: a redirect (307, so a form keeps its method
+/// and the browser does not remember it for good) to the same path over HTTPS on
+/// `https_port`, at the host the browser asked for. A request without a usable `Host`
+/// gets a JSON 400.
+pub fn redirect_router(https_port: u16) -> Router {
+    Router::new().fallback(move |headers: HeaderMap, uri: Uri| async move {
+        to_https(&headers, &uri, https_port)
+    })
+}
+
+fn to_https(headers: &HeaderMap, uri: &Uri, https_port: u16) -> Response {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(host_of);
+    let Some(host) = host else {
+        return markaz_web::http::json_error(
+            StatusCode::BAD_REQUEST,
+            "https_required",
+            "this address is served over HTTPS: open it with https://",
+            None,
+        );
+    };
+    let path = uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .filter(|p| p.starts_with('/') && !p.starts_with("//"))
+        .unwrap_or("/");
+    let port = if https_port == 443 {
+        String::new()
+    } else {
+        format!(":{https_port}")
+    };
+    (
+        StatusCode::TEMPORARY_REDIRECT,
+        [(header::LOCATION, format!("https://{host}{port}{path}"))],
+    )
+        .into_response()
+}
+
+/// The host part of a `Host` header (no port), when it is a plain name or address.
+fn host_of(value: &str) -> Option<&str> {
+    let host = if let Some(rest) = value.strip_prefix('[') {
+        let end = rest.find(']')?;
+        let inner = &rest[..end];
+        inner
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+            .then(|| &value[..end + 2])?
+    } else {
+        let name = value.split(':').next()?;
+        name.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+            .then_some(name)?
+    };
+    (!host.is_empty() && host != "[]").then_some(host)
 }
 
 /// Where `/metrics` is served, from `[metrics]`.
@@ -114,13 +209,35 @@ pub async fn serve(
         std::fs::write(f, addr.to_string())
             .with_context(|| format!("while writing {}", f.display()))?;
     }
-    tracing::info!(%addr, center = %app.settings.center_id, limits = ?opts.limits, "node serving");
+    tracing::info!(%addr, center = %app.settings.center_id, limits = ?opts.limits, https = opts.tls.is_some(), "node serving");
     let mut router = router_with(
         app.clone(),
         opts.max_body_bytes,
         opts.request_timeout,
         opts.web,
     );
+    let mut redirect_task = None;
+    if let Some(tls) = &opts.tls {
+        router = router.layer(axum::middleware::from_fn(markaz_web::http::secure_cookies));
+        if let Some(listen) = &tls.redirect_listen {
+            let l = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("while binding server.tls.redirect_listen {listen}"))?;
+            let raddr = l.local_addr()?;
+            if let Some(f) = &opts.addr_file {
+                let f = f.with_file_name("redirect.addr");
+                std::fs::write(&f, raddr.to_string())
+                    .with_context(|| format!("while writing {}", f.display()))?;
+            }
+            tracing::info!(addr = %raddr, "plain HTTP redirected to HTTPS");
+            redirect_task = Some(tokio::spawn(markaz_web::listen::serve(
+                l,
+                redirect_router(addr.port()),
+                markaz_web::listen::Limits::default(),
+                shutdown.clone(),
+            )));
+        }
+    }
     let mut metrics_task = None;
     match opts.metrics {
         MetricsServe::Off => {}
@@ -151,10 +268,26 @@ pub async fn serve(
     if let Some(on_bound) = opts.on_bound {
         on_bound(addr);
     }
-    let served = markaz_web::listen::serve(listener, router, opts.limits, shutdown.clone())
+    let served = match opts.tls {
+        None => markaz_web::listen::serve(listener, router, opts.limits, shutdown.clone())
+            .await
+            .context("while serving HTTP"),
+        Some(tls) => markaz_web::listen::serve_tls(
+            listener,
+            router,
+            opts.limits,
+            tls.config,
+            shutdown.clone(),
+        )
         .await
-        .context("while serving HTTP");
+        .context("while serving HTTPS"),
+    };
     shutdown.cancel();
+    if let Some(t) = redirect_task
+        && let Ok(Err(e)) = t.await
+    {
+        tracing::warn!(error = %e, "the HTTP redirect listener failed");
+    }
     if let Some(t) = metrics_task
         && let Ok(Err(e)) = t.await
     {
@@ -162,4 +295,45 @@ pub async fn serve(
     }
     served?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn redirect(host: Option<&str>, uri: &str, port: u16) -> (StatusCode, Option<String>) {
+        let mut h = HeaderMap::new();
+        if let Some(host) = host {
+            h.insert(header::HOST, host.parse().unwrap());
+        }
+        let resp = to_https(&h, &uri.parse().unwrap(), port);
+        let loc = resp
+            .headers()
+            .get(header::LOCATION)
+            .map(|v| v.to_str().unwrap().to_string());
+        (resp.status(), loc)
+    }
+
+    #[test]
+    fn plain_http_is_sent_to_the_same_page_over_https() {
+        let to = |host, uri, port| redirect(Some(host), uri, port).1.unwrap();
+        assert_eq!(
+            to("192.168.1.10", "/desk?counter=2", 443),
+            "https://192.168.1.10/desk?counter=2"
+        );
+        assert_eq!(to("midan.lan:80", "/", 8443), "https://midan.lan:8443/");
+        assert_eq!(to("[fe80::1]:80", "/login", 443), "https://[fe80::1]/login");
+        assert_eq!(
+            redirect(Some("midan.lan"), "/x", 443).0,
+            StatusCode::TEMPORARY_REDIRECT
+        );
+        for bad in ["evil.example/x", "a b", "", "[zz]", "x@y"] {
+            assert_eq!(
+                redirect(Some(bad), "/", 443).0,
+                StatusCode::BAD_REQUEST,
+                "{bad:?}"
+            );
+        }
+        assert_eq!(redirect(None, "/", 443).0, StatusCode::BAD_REQUEST);
+    }
 }

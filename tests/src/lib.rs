@@ -96,6 +96,9 @@ pub struct NodeProcess {
     /// The open-file limit (soft and hard) the next [`NodeProcess::spawn`] runs with;
     /// `None` inherits this process's.
     pub open_files_limit: Option<u64>,
+    /// With `[server.tls]`: the CA (PEM) that the test's clients trust; the node is then
+    /// reached at `https://`.
+    pub https_ca: Option<Vec<u8>>,
 }
 
 /// The `[sync]` table for `center` with `hub`'s bundle, syncing every `interval_secs`.
@@ -163,6 +166,50 @@ impl NodeProcess {
         server_toml: &str,
         extra_toml: &str,
     ) -> Result<Self> {
+        let mut node = Self::configured(center, parent, server_toml, extra_toml)?;
+        node.spawn().await?;
+        Ok(node)
+    }
+
+    /// A node serving HTTPS with `cert` and `key` (`markaz pki lan`), whose clients trust
+    /// `ca` (PEM files); `tls_extra` is added to `[server.tls]`.
+    pub async fn start_https(
+        center: &str,
+        ca: &Path,
+        cert: &Path,
+        key: &Path,
+        tls_extra: &str,
+    ) -> Result<Self> {
+        let server = format!(
+            "{TEST_SERVER_TOML}\n\n[server.tls]\ncert = \"{}\"\nkey = \"{}\"\n{tls_extra}\n",
+            cert.display(),
+            key.display()
+        );
+        let mut node = Self::configured(center, &std::env::temp_dir(), &server, "")?;
+        node.https_ca = Some(std::fs::read(ca)?);
+        node.spawn().await?;
+        Ok(node)
+    }
+
+    /// A client of this node: trusting its CA when it serves HTTPS; no redirects
+    /// followed, no cookie store.
+    pub fn http_client(&self) -> Result<reqwest::Client> {
+        let mut b = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(ca) = &self.https_ca {
+            b = b.add_root_certificate(reqwest::Certificate::from_pem(ca)?);
+        }
+        Ok(b.build()?)
+    }
+
+    /// The node's config file, written but not started.
+    fn configured(
+        center: &str,
+        parent: &Path,
+        server_toml: &str,
+        extra_toml: &str,
+    ) -> Result<Self> {
         let dir = tempfile::tempdir_in(parent)?;
         let config_path = dir.path().join("node.toml");
         let prefix: String = center
@@ -195,7 +242,7 @@ level = "info"
             data = dir.path().join("data").display(),
         );
         std::fs::write(&config_path, config)?;
-        let mut node = Self {
+        Ok(Self {
             center: center.into(),
             dir,
             base_url: String::new(),
@@ -203,9 +250,8 @@ level = "info"
             config_path,
             keep: Vec::new(),
             open_files_limit: None,
-        };
-        node.spawn().await?;
-        Ok(node)
+            https_ca: None,
+        })
     }
 
     fn addr_file(&self) -> PathBuf {
@@ -245,12 +291,20 @@ level = "info"
         let child = cmd.spawn().context("spawning markaz node")?;
         self.child = Some(child);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let client = self.http_client()?;
+        let scheme = if self.https_ca.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         loop {
             if let Ok(addr) = std::fs::read_to_string(self.addr_file()) {
                 let addr = addr.trim().to_string();
                 if !addr.is_empty() {
-                    self.base_url = format!("http://{addr}");
-                    if reqwest::get(format!("{}/healthz", self.base_url))
+                    self.base_url = format!("{scheme}://{addr}");
+                    if client
+                        .get(format!("{}/healthz", self.base_url))
+                        .send()
                         .await
                         .is_ok_and(|r| r.status().is_success())
                     {

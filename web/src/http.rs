@@ -37,6 +37,41 @@ pub async fn security_headers(req: Request, next: Next) -> Response {
     resp
 }
 
+/// Middleware for a server behind HTTPS: every cookie it sets is marked `Secure`, so a
+/// browser never sends the session (or any other cookie) over plain HTTP. One place for
+/// every cookie: the session cookie of the pages and of the API, the language, the counter.
+pub async fn secure_cookies(req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    let cookies: Vec<HeaderValue> = resp
+        .headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(mark_secure)
+        .collect();
+    if !cookies.is_empty() {
+        let h = resp.headers_mut();
+        h.remove(header::SET_COOKIE);
+        for c in cookies {
+            h.append(header::SET_COOKIE, c);
+        }
+    }
+    resp
+}
+
+fn mark_secure(cookie: &HeaderValue) -> HeaderValue {
+    let already = cookie.to_str().is_ok_and(|c| {
+        c.split(';')
+            .skip(1)
+            .any(|a| a.trim().eq_ignore_ascii_case("secure"))
+    });
+    if already {
+        return cookie.clone();
+    }
+    let mut bytes = cookie.as_bytes().to_vec();
+    bytes.extend_from_slice(b"; Secure");
+    HeaderValue::from_bytes(&bytes).unwrap_or_else(|_| cookie.clone())
+}
+
 /// Reads one cookie by name.
 pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
@@ -224,6 +259,37 @@ mod tests {
         assert!(session_cookie("s", "t", true).ends_with("; Secure"));
         assert!(!session_cookie("s", "t", false).contains("Secure"));
         assert!(clear_cookie("s").contains("Max-Age=0"));
+    }
+
+    #[tokio::test]
+    async fn behind_https_every_cookie_is_secure() {
+        use tower::ServiceExt;
+        let app = axum::Router::new()
+            .route(
+                "/",
+                axum::routing::get(|| async {
+                    (
+                        axum::response::AppendHeaders([
+                            (header::SET_COOKIE, "a=1; Path=/; HttpOnly"),
+                            (header::SET_COOKIE, "b=2; Secure"),
+                        ]),
+                        "x",
+                    )
+                }),
+            )
+            .layer(axum::middleware::from_fn(secure_cookies));
+        let req = Request::builder()
+            .uri("/")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let resp = app.oneshot(req).await.unwrap();
+        let set: Vec<&str> = resp
+            .headers()
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(set, ["a=1; Path=/; HttpOnly; Secure", "b=2; Secure"]);
     }
 
     #[tokio::test]

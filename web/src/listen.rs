@@ -10,9 +10,15 @@
 //! pending connections keeps moving. The
 //! total cap is lowered to fit the process's open-file limit, which is first raised to
 //! its hard limit.
+//!
+//! The same listener serves HTTPS ([`serve_tls`], the node's `[server.tls]`): the TLS
+//! handshake must end within the header-read timeout too, a refused connection is closed
+//! without an answer (a plain 503 means nothing to a TLS client), and a client that
+//! speaks plain HTTP to it gets a plain 400 that says to use `https://`, then the close.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,6 +27,9 @@ use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -241,6 +250,45 @@ pub async fn accept(
     }
 }
 
+/// Why a server certificate and key could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsFilesError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("{0} holds no certificate")]
+    NoCertificate(PathBuf),
+    #[error("the certificate and key do not go together: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// The TLS configuration of an HTTPS listener: the certificate chain in `cert` (PEM, the
+/// leaf first) and its private key in `key`; HTTP/1.1, no client certificates.
+pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsFilesError> {
+    fn read(path: &Path) -> impl FnOnce(rustls::pki_types::pem::Error) -> TlsFilesError + '_ {
+        move |source| TlsFilesError::Read {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(read(cert))?;
+    if chain.is_empty() {
+        return Err(TlsFilesError::NoCertificate(cert.to_path_buf()));
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(read(key))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// Serves `app` over plain HTTP/1.1 on `listener` within `limits` until `shutdown`, then
 /// lets open connections finish their current request (up to `limits.shutdown_grace`).
 /// Each request gets `ConnectInfo<SocketAddr>` in its extensions.
@@ -248,6 +296,27 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: Limits,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    serve_with(listener, app, limits, None, shutdown).await
+}
+
+/// Like [`serve`], over HTTPS with `tls` (see [`tls_config`]).
+pub async fn serve_tls(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    serve_with(listener, app, limits, Some(tls), shutdown).await
+}
+
+async fn serve_with(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let limits = match raise_open_files_limit() {
@@ -260,7 +329,11 @@ pub async fn serve(
     // the kernel does not reset it before the client reads the answer — by a bounded
     // number of tasks: under an attack the rest are closed at once.
     let answering = Arc::new(tokio::sync::Semaphore::new(ANSWERING_REFUSED));
+    let plain = tls.is_none();
     let refuse = move |tcp: TcpStream| {
+        if !plain {
+            return; // dropped: closed at once
+        }
         if let Ok(slot) = answering.clone().try_acquire_owned() {
             tokio::spawn(async move {
                 answer_refused(tcp).await;
@@ -272,8 +345,16 @@ pub async fn serve(
         let _ = tcp.set_nodelay(true);
         let app = app.clone();
         let shutdown = shutdown.clone();
+        let acceptor = tls.clone().map(tokio_rustls::TlsAcceptor::from);
         tracker.spawn(async move {
-            connection(tcp, peer, app, limits, shutdown).await;
+            match acceptor {
+                None => connection(tcp, peer, app, limits, shutdown).await,
+                Some(acceptor) => {
+                    if let Some(tls) = handshake(acceptor, tcp, peer, limits).await {
+                        connection(tls, peer, app, limits, shutdown).await;
+                    }
+                }
+            }
             drop(permit);
         });
     }
@@ -294,13 +375,71 @@ async fn answer_refused(mut tcp: TcpStream) {
     .await;
 }
 
-async fn connection(
-    tcp: TcpStream,
+/// What a client that sends plain HTTP to an HTTPS port reads before it is closed.
+fn plain_http_answer() -> Vec<u8> {
+    let body = "{\"error\":{\"code\":\"https_required\",\"message\":\"this port speaks HTTPS: open the address with https://\"}}\n";
+    format!(
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// The first byte of a TLS connection: a handshake record.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// The TLS handshake of an accepted connection, within the header-read timeout. Plain
+/// HTTP is told to use HTTPS; a failed or slow handshake is logged (debug) and closed.
+async fn handshake(
+    acceptor: tokio_rustls::TlsAcceptor,
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+    limits: Limits,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    use tokio::io::AsyncWriteExt;
+    let within = limits.header_read_timeout;
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(within, tcp.peek(&mut first)).await {
+        Ok(Ok(1)) if first[0] == TLS_HANDSHAKE => {}
+        Ok(Ok(1)) => {
+            tracing::debug!(%peer, "plain HTTP on the HTTPS port: told to use https://");
+            let _ = tokio::time::timeout(REFUSED_LINGER, async {
+                tcp.write_all(&plain_http_answer()).await?;
+                tcp.shutdown().await?;
+                // Read what the client sent, so the close is not a reset that loses the
+                // answer.
+                let mut sink = [0u8; 1024];
+                use tokio::io::AsyncReadExt;
+                while tcp.read(&mut sink).await? > 0 {}
+                Ok::<(), std::io::Error>(())
+            })
+            .await;
+            return None;
+        }
+        _ => return None,
+    }
+    match tokio::time::timeout(within, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => Some(tls),
+        Ok(Err(error)) => {
+            tracing::debug!(%error, %peer, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake too slow; closed");
+            None
+        }
+    }
+}
+
+async fn connection<I>(
+    tcp: I,
     peer: SocketAddr,
     app: Router,
     limits: Limits,
     shutdown: CancellationToken,
-) {
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
         app.clone().oneshot(req)
@@ -422,6 +561,85 @@ mod tests {
         assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
         assert!(ok.ends_with("127.0.0.1"), "ConnectInfo is set: {ok}");
         shutdown.cancel();
+    }
+
+    /// A CA and a leaf for 127.0.0.1 signed by it, written to `dir`: (ca.pem, cert, key).
+    fn ca_and_leaf(dir: &Path) -> (String, PathBuf, PathBuf) {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca, ca_key);
+        let key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert_path, leaf.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        (ca_cert.pem(), cert_path, key_path)
+    }
+
+    #[tokio::test]
+    async fn https_serves_and_plain_http_is_told_to_use_https() {
+        let dir = std::env::temp_dir().join(format!("markaz-listen-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (ca, cert, key) = ca_and_leaf(&dir);
+        assert!(matches!(
+            tls_config(&cert, &dir.join("absent.pem")),
+            Err(TlsFilesError::Read { .. })
+        ));
+        let tls = tls_config(&cert, &key).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = Router::new().route(
+            "/",
+            axum::routing::get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move {
+                peer.ip().to_string()
+            }),
+        );
+        let shutdown = CancellationToken::new();
+        let limits = Limits {
+            header_read_timeout: Duration::from_millis(500),
+            ..Limits::default()
+        };
+        tokio::spawn(serve_tls(listener, app, limits, tls, shutdown.clone()));
+
+        let client = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap())
+            .build()
+            .unwrap();
+        let resp = client.get(format!("https://{addr}/")).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.text().await.unwrap(), "127.0.0.1");
+        // A client that does not trust the CA is refused by its own TLS check.
+        let untrusting = reqwest::Client::builder().build().unwrap();
+        assert!(
+            untrusting
+                .get(format!("https://{addr}/"))
+                .send()
+                .await
+                .is_err()
+        );
+
+        let plain = get(addr).await;
+        assert!(plain.starts_with("HTTP/1.1 400"), "{plain}");
+        assert!(plain.contains("https_required"), "{plain}");
+        let body = plain.split("\r\n\r\n").nth(1).unwrap();
+        serde_json::from_str::<serde_json::Value>(body).expect("the body is JSON");
+
+        // A connection that never starts its handshake is closed after the timeout.
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let mut out = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+        assert!(read.is_ok(), "the silent connection was not closed");
+        // And the server still serves.
+        let resp = client.get(format!("https://{addr}/")).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        shutdown.cancel();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]

@@ -586,11 +586,22 @@ pub(super) async fn revoke_token(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `GET /api/v1/login-limits`
+/// `GET /api/v1/login-limits`: each pair, with until when its next attempt waits.
 pub(super) async fn login_limits(
     State(s): State<WebState>,
-) -> Result<Json<Vec<LoginLimit>>, ApiError> {
-    Ok(Json(s.writer.run(|e| e.login_limits()).await??))
+) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
+    let limits: Vec<LoginLimit> = s.writer.run(|e| e.login_limits()).await??;
+    let now = now_ms();
+    let policy = s.options.logins;
+    let rows = limits
+        .iter()
+        .map(|l| {
+            let mut v = serde_json::to_value(l).unwrap_or_default();
+            v["waits_until_ms"] = serde_json::json!(l.waits_until_ms(&policy, now));
+            v
+        })
+        .collect();
+    Ok(Json(rows))
 }
 
 #[derive(Debug, Deserialize)]

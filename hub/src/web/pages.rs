@@ -609,7 +609,7 @@ async fn operators_page(
         .iter()
         .map(|l| {
             context! { username => l.username, address => l.address, failures => l.failures,
-            last => local(s, Some(l.last_ms)) }
+            last => local(s, Some(l.last_ms)), waits_until => local(s, l.waits_until_ms(&s.options.logins, now_ms())) }
         })
         .collect();
     page(

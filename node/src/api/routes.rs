@@ -74,6 +74,8 @@ pub const ROUTES: &[(&str, &str, bool)] = &[
     ("POST", "/staff/{username}/active", true),
     ("PUT", "/staff/{username}/roles", true),
     ("POST", "/staff/{username}/password", true),
+    ("GET", "/login-limits", true),
+    ("DELETE", "/login-limits", true),
     ("GET", "/reports/queue", true),
     ("GET", "/reports/cases", true),
     ("GET", "/reports/cash", true),
@@ -134,6 +136,7 @@ pub fn v1() -> Router<App> {
         .route("/staff/{username}/active", post(set_active))
         .route("/staff/{username}/roles", put(set_roles))
         .route("/staff/{username}/password", post(reset_password))
+        .route("/login-limits", get(login_limits).delete(clear_login_limit))
         .route("/reports/queue", get(queue_report))
         .route("/reports/cases", get(case_report))
         .route("/reports/cash", get(cash_report))
@@ -515,6 +518,30 @@ async fn reset_password(
     Body(b): Body<ResetPassword>,
 ) -> ApiResult {
     ok(app.reset_password(&a, &u, b).await?)
+}
+
+async fn login_limits(State(app): State<App>, Auth(a): Auth) -> ApiResult {
+    ok(app.login_limits(&a).await?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClearLimit {
+    username: String,
+    #[serde(default)]
+    address: Option<String>,
+}
+
+/// `DELETE /login-limits?username=&address=`: one pair, or every address of a username.
+async fn clear_login_limit(
+    State(app): State<App>,
+    Auth(a): Auth,
+    Q(q): Q<ClearLimit>,
+) -> ApiResult {
+    let n = app
+        .clear_login_limit(&a, &q.username, q.address.as_deref())
+        .await?;
+    ok(json!({ "cleared": n }))
 }
 
 #[derive(Deserialize)]

@@ -244,7 +244,8 @@ impl App {
         Ok((created && generated).then_some(password))
     }
 
-    /// Checks a username and password, rate-limited per username and per client address.
+    /// Checks a username and password, limited per (username, client address): failures
+    /// from one address slow down only that address's attempts at that name.
     pub async fn login(
         &self,
         username: &str,
@@ -254,16 +255,20 @@ impl App {
     ) -> Result<LoginOutcome, AppError> {
         let now = self.now_ms();
         let policy = self.settings.auth.clone();
-        let (u, cl) = (format!("user:{username}"), format!("addr:{client}"));
+        let logins = policy.logins();
+        let (u, cl) = (username.to_string(), client.to_string());
         {
-            let (u, cl, policy) = (u.clone(), cl.clone(), policy.clone());
-            self.db
+            let (u, cl) = (u.clone(), cl.clone());
+            let f = self
+                .db
                 .readers
-                .read(move |c| -> Result<(), AppError> {
-                    auth::check_rate(c, &u, now, &policy)?;
-                    auth::check_rate(c, &cl, now, &policy)
-                })
+                .read(move |c| auth::login_failures(c, &u, &cl))
                 .await?;
+            if let Some(ms) = logins.wait_ms(f, now) {
+                return Err(AppError::RateLimited {
+                    retry_after_secs: markaz_web::login::retry_after_secs(ms),
+                });
+            }
         }
         let name = username.to_string();
         let found = self.db.readers.read(move |c| load_staff(c, &name)).await?;
@@ -288,11 +293,7 @@ impl App {
         let Some(view) = verified else {
             self.db
                 .writer
-                .write(move |tx| -> Result<(), AppError> {
-                    let c = tx.conn;
-                    auth::record_failure(c, &u, now, &policy)?;
-                    auth::record_failure(c, &cl, now, &policy)
-                })
+                .write(move |tx| auth::record_login_failure(tx.conn, &u, &cl, now, &logins))
                 .await?;
             tracing::warn!(username, client, "failed login");
             return Err(AppError::Unauthenticated);
@@ -305,7 +306,7 @@ impl App {
             .writer
             .write(move |tx| -> Result<(String, String), AppError> {
                 let c = tx.conn;
-                auth::clear_failures(c, &u)?;
+                auth::clear_login_limit(c, &u, Some(&cl))?;
                 let out = auth::create_session(
                     c,
                     &user.username,
@@ -730,6 +731,52 @@ impl App {
             })
             .await?;
         self.get_staff(username).await
+    }
+
+    /// The login limits in force: each (username, address) with failed logins, and until
+    /// when its next attempt waits. For those who manage staff.
+    pub async fn login_limits(&self, actor: &Actor) -> Result<Vec<auth::LoginLimit>, AppError> {
+        actor.require(Capability::ManageStaff)?;
+        let now = self.now_ms();
+        let logins = self.settings.auth.logins();
+        self.db
+            .readers
+            .read(move |c| auth::login_limits(c, now, &logins))
+            .await
+    }
+
+    /// Clears the login limit of `username` from `address` (or from every address), so
+    /// the user can log in at once; audited. Returns how many pairs were cleared.
+    pub async fn clear_login_limit(
+        &self,
+        actor: &Actor,
+        username: &str,
+        address: Option<&str>,
+    ) -> Result<usize, AppError> {
+        actor.require(Capability::ManageStaff)?;
+        let at = self.now();
+        let (actor2, user, addr) = (
+            actor.clone(),
+            username.to_string(),
+            address.map(str::to_string),
+        );
+        Ok(self
+            .db
+            .writer
+            .write(move |tx| -> Result<usize, AppError> {
+                let c = tx.conn;
+                let n = auth::clear_login_limit(c, &user, addr.as_deref())?;
+                audit(
+                    c,
+                    at,
+                    &actor2,
+                    "staff.clear_login_limit",
+                    &user,
+                    serde_json::json!({"address": addr, "cleared": n}),
+                )?;
+                Ok(n)
+            })
+            .await?)
     }
 
     /// A staff member changes their own password: the current one is checked (failures

@@ -89,6 +89,7 @@ pub fn router_with(app: App, options: WebOptions) -> Router {
         .route("/staff", get(staff::list).post(staff::create))
         .route("/staff/{username}", get(staff::member))
         .route("/staff/{username}/{action}", post(staff::action))
+        .route("/login-limits/clear", post(staff::clear_limit))
         .route(
             "/account/password",
             get(staff::password_form).post(staff::change_password),

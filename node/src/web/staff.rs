@@ -1,7 +1,7 @@
 //! The staff page (managers): create accounts, set their roles, grant permissions per
 //! authority until a date, revoke them, deactivate and reactivate accounts, reset a
-//! password; and every user's own password page, which the first-start message points
-//! to. Each form calls the same use case as the JSON API (`app::staff`).
+//! password, see and clear login limits; and every user's own password page, which the
+//! first-start message points to. Each form calls the same use case as the JSON API (`app::staff`).
 
 use axum::Form;
 use axum::extract::{Path, Query, State};
@@ -100,6 +100,25 @@ async fn render_list(
         .list_staff(&staff.actor)
         .await
         .map_err(|e| PageError::app(e, lang))?;
+    let limits: Vec<Value> = web
+        .app
+        .login_limits(&staff.actor)
+        .await
+        .map_err(|e| PageError::app(e, lang))?
+        .iter()
+        .map(|l| {
+            let when = |ms: i64| {
+                jiff::Timestamp::from_millisecond(ms)
+                    .map(|t| super::session::local_datetime(&web.app, &t.to_string()))
+                    .unwrap_or_default()
+            };
+            context! {
+                username => &l.username, address => &l.address, failures => l.failures,
+                last => when(l.last_failure_ms),
+                waits_until => l.waits_until_ms.map(when),
+            }
+        })
+        .collect();
     page(
         web,
         staff,
@@ -107,6 +126,7 @@ async fn render_list(
         "staff.html",
         context! {
             staff => list.iter().map(|s| staff_value(web, lang, s)).collect::<Vec<_>>(),
+            limits => limits,
             all_roles => Role::ALL.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
             form => shown.form,
             form_roles => shown.roles,
@@ -368,6 +388,28 @@ pub async fn action(
             render_member(&web, &staff, status_of(&e), &username, None, shown).await
         }
     }
+}
+
+/// `POST /login-limits/clear`: clears one (username, address) login limit, so that user
+/// can log in from that address at once.
+pub async fn clear_limit(
+    State(web): State<Web>,
+    staff: Staff,
+    Form(form): Form<Vec<(String, String)>>,
+) -> Result<Response, PageError> {
+    staff.check_csrf(get(&form, "csrf"))?;
+    staff.require(Capability::ManageStaff)?;
+    let lang = staff.lang();
+    let address = get(&form, "address").trim();
+    web.app
+        .clear_login_limit(
+            &staff.actor,
+            get(&form, "username").trim(),
+            (!address.is_empty()).then_some(address),
+        )
+        .await
+        .map_err(|e| PageError::app(e, lang))?;
+    Ok(Redirect::to("/staff?done=limit_cleared").into_response())
 }
 
 /// `GET /account/password`: any logged-in user.
