@@ -37,7 +37,7 @@ pub use node::{
 };
 pub use values::{
     CenterId, Digits, GroupId, GroupLetter, HhMm, HhMmRange, HostPort, HttpsUrl, Language,
-    LogFilter, LogFormat, PgUrl, PhoneNumber, ReceiptPrefix, TimeZoneName, ValueError,
+    LogFilter, LogFormat, PgSslMode, PgUrl, PhoneNumber, ReceiptPrefix, TimeZoneName, ValueError,
 };
 
 /// Which configuration a file holds.
@@ -74,8 +74,15 @@ fn parse_node_bytes(bytes: &[u8], origin_name: &str) -> Result<NodeConfig, Confi
     loader::load(bytes, origin_name, NodeConfig::fill_defaults, rules::node)
 }
 
-fn parse_hub_bytes(bytes: &[u8], origin_name: &str) -> Result<HubConfig, ConfigError> {
-    loader::load(bytes, origin_name, |_| {}, rules::hub)
+/// `on_disk`: the text is a file of this machine, so the files it names are checked too
+/// (they are not when the text is only text: an example, a test).
+fn parse_hub_bytes(
+    bytes: &[u8],
+    origin_name: &str,
+    on_disk: bool,
+) -> Result<HubConfig, ConfigError> {
+    let rules = if on_disk { rules::hub_on_disk } else { rules::hub };
+    loader::load(bytes, origin_name, |_| {}, rules)
 }
 
 /// Reads and checks a node configuration file.
@@ -89,15 +96,17 @@ pub fn parse_node(text: &str, origin_name: &str) -> Result<NodeConfig, ConfigErr
     parse_node_bytes(text.as_bytes(), origin_name)
 }
 
-/// Reads and checks a hub configuration file.
+/// Reads and checks a hub configuration file, and that the files its `[storage]` names
+/// (password, TLS certificates and key) can be read.
 pub fn load_hub(path: impl AsRef<Path>) -> Result<HubConfig, ConfigError> {
     let path = path.as_ref();
-    parse_hub_bytes(&read(path)?, &origin_of(path))
+    parse_hub_bytes(&read(path)?, &origin_of(path), true)
 }
 
-/// Parses and checks hub configuration text; `origin_name` names it in errors.
+/// Parses and checks hub configuration text; `origin_name` names it in errors. The files
+/// it names are not opened (see [`load_hub`]).
 pub fn parse_hub(text: &str, origin_name: &str) -> Result<HubConfig, ConfigError> {
-    parse_hub_bytes(text.as_bytes(), origin_name)
+    parse_hub_bytes(text.as_bytes(), origin_name, false)
 }
 
 /// Whether the text is a hub file: it parses as TOML and has a top-level `[hub]`
@@ -125,7 +134,7 @@ pub fn check_file(path: impl AsRef<Path>) -> Result<Kind, ConfigError> {
 
 fn check_bytes(bytes: &[u8], origin_name: &str) -> Result<Kind, ConfigError> {
     if is_hub(bytes) {
-        parse_hub_bytes(bytes, origin_name).map(|_| Kind::Hub)
+        parse_hub_bytes(bytes, origin_name, true).map(|_| Kind::Hub)
     } else {
         parse_node_bytes(bytes, origin_name).map(|_| Kind::Node)
     }

@@ -1021,9 +1021,13 @@ pub(crate) fn hub(cfg: &HubConfig, c: &mut Checker<'_>) {
 }
 
 /// Rules of `[storage]` in a hub file: PostgreSQL needs its URL; its keys mean nothing to
-/// SQLite, so setting them there is a mistake worth saying.
+/// SQLite, so setting them there is a mistake worth saying. TLS: the hub never encrypts
+/// without verifying, so `sslmode=prefer|require` needs `ca_cert`, and TLS files with
+/// `sslmode=disable` would be ignored.
 fn hub_storage(s: &crate::hub::HubStorage, c: &mut Checker<'_>) {
     use crate::hub::StorageEngine;
+    use crate::values::PgSslMode;
+    const TLS_KEYS: [&str; 3] = ["storage.ca_cert", "storage.client_cert", "storage.client_key"];
     match s.engine {
         StorageEngine::Postgres => {
             if s.url.is_none() {
@@ -1033,20 +1037,79 @@ fn hub_storage(s: &crate::hub::HubStorage, c: &mut Checker<'_>) {
                     "`storage.engine` is \"postgres\"",
                 );
             }
-            if s.password_file
-                .as_ref()
-                .is_some_and(|p| p.as_os_str().is_empty())
-            {
-                c.bad(
-                    &kp("storage.password_file"),
-                    "must not be empty; leave the key out to log in without a password",
+            for (key, value) in [
+                ("storage.password_file", &s.password_file),
+                ("storage.ca_cert", &s.ca_cert),
+                ("storage.client_cert", &s.client_cert),
+                ("storage.client_key", &s.client_key),
+            ] {
+                if value.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                    c.bad(&kp(key), "must not be empty; leave the key out", None);
+                }
+            }
+            c.range(&kp("storage.pool_size"), s.pool_size, 1, 64);
+            let mode = s.url.as_ref().and_then(|u| u.sslmode());
+            match mode {
+                Some(m @ (PgSslMode::Prefer | PgSslMode::Require)) if s.ca_cert.is_none() => {
+                    c.bad_given(
+                        &kp("storage.url"),
+                        &[&kp("storage.ca_cert")],
+                        format!(
+                            "`sslmode={}` needs `storage.ca_cert` to verify the server",
+                            m.as_str()
+                        ),
+                        Some(
+                            "set `ca_cert` in `[storage]` to the CA that signed the \
+                             PostgreSQL server's certificate; Markaz does not encrypt \
+                             without verifying"
+                                .to_owned(),
+                        ),
+                    );
+                }
+                Some(PgSslMode::Disable) => {
+                    for key in TLS_KEYS {
+                        if c.is_set(&kp(key)) {
+                            c.bad_given(
+                                &kp(key),
+                                &[&kp("storage.url")],
+                                "not used: the URL says `sslmode=disable`",
+                                Some(
+                                    "remove the key, or use `sslmode=require` in the URL"
+                                        .to_owned(),
+                                ),
+                            );
+                        }
+                    }
+                }
+                _ => {}
+            }
+            match (&s.client_cert, &s.client_key) {
+                (Some(_), None) => c.missing(
+                    &kp("storage.client_key"),
+                    &kp("storage.client_cert"),
+                    "`storage.client_cert` is set",
+                ),
+                (None, Some(_)) => c.missing(
+                    &kp("storage.client_cert"),
+                    &kp("storage.client_key"),
+                    "`storage.client_key` is set",
+                ),
+                _ => {}
+            }
+            if s.client_cert.is_some() && s.ca_cert.is_none() {
+                c.bad_given(
+                    &kp("storage.client_cert"),
+                    &[&kp("storage.ca_cert")],
+                    "a client certificate is only sent over TLS, which needs `storage.ca_cert`",
                     None,
                 );
             }
-            c.range(&kp("storage.pool_size"), s.pool_size, 1, 64);
         }
         StorageEngine::Sqlite => {
-            for key in ["storage.url", "storage.password_file"] {
+            for key in ["storage.url", "storage.password_file"]
+                .into_iter()
+                .chain(TLS_KEYS)
+            {
                 if c.is_set(&kp(key)) {
                     c.bad_given(
                         &kp(key),
@@ -1075,4 +1138,32 @@ fn logging(l: &crate::LoggingConfig, c: &mut Checker<'_>) {
         1 << 40,
     );
     c.range(&kp("logging.file_keep"), l.file_keep, 0, 1000);
+}
+
+/// Rules for a hub file read from disk (`markaz hub --config`, `check-config`): those of
+/// [`hub`], and the files it names for PostgreSQL must be there, readable, on this
+/// machine (relative paths from the working directory, as the hub opens them).
+pub(crate) fn hub_on_disk(cfg: &HubConfig, c: &mut Checker<'_>) {
+    hub(cfg, c);
+    let s = &cfg.storage;
+    if s.engine != crate::hub::StorageEngine::Postgres {
+        return;
+    }
+    for (key, value) in [
+        ("storage.password_file", &s.password_file),
+        ("storage.ca_cert", &s.ca_cert),
+        ("storage.client_cert", &s.client_cert),
+        ("storage.client_key", &s.client_key),
+    ] {
+        let Some(path) = value.as_ref().filter(|p| !p.as_os_str().is_empty()) else {
+            continue;
+        };
+        if let Err(e) = std::fs::File::open(path) {
+            c.bad(
+                &kp(key),
+                format!("cannot read {}: {e}", path.display()),
+                None,
+            );
+        }
+    }
 }
