@@ -414,9 +414,8 @@ async fn once(
     for hub in hubs {
         hub.stop().await?;
     }
-    let (after, iv) = tokio::task::block_in_place(|| {
-        anyhow::Ok((store.bytes()?, store.push_intervals()?))
-    })?;
+    let (after, iv) =
+        tokio::task::block_in_place(|| anyhow::Ok((store.bytes()?, store.push_intervals()?)))?;
     let push_busy = Duration::from_millis(union_ms(iv).max(0) as u64);
     Ok((
         Run {
@@ -510,7 +509,9 @@ fn markdown(args: &Args, command: &str, machine: &str, runs: &[Run], bases: &[Ba
             .map(|r| format!("{:.0} ({:.1} s)", r.rate(), r.wall.as_secs_f64()))
             .collect();
         let busy = med(e, &|r| r.push_busy.as_secs_f64() / r.wall.as_secs_f64());
-        let cpu = |f: &dyn Fn(&Cpu) -> Duration| med(e, &|r| f(&r.cpu).as_secs_f64() / r.wall.as_secs_f64());
+        let cpu = |f: &dyn Fn(&Cpu) -> Duration| {
+            med(e, &|r| f(&r.cpu).as_secs_f64() / r.wall.as_secs_f64())
+        };
         md.push_str(&format!(
             "| {} | {rate:.0} | {:.0}% | {} | {} | {:.0}% | {:.2} / {:.2} / {:.2} cores |\n",
             e.label(args.pool_size),

@@ -81,7 +81,11 @@ fn parse_hub_bytes(
     origin_name: &str,
     on_disk: bool,
 ) -> Result<HubConfig, ConfigError> {
-    let rules = if on_disk { rules::hub_on_disk } else { rules::hub };
+    let rules = if on_disk {
+        rules::hub_on_disk
+    } else {
+        rules::hub
+    };
     loader::load(bytes, origin_name, |_| {}, rules)
 }
 

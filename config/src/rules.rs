@@ -1027,7 +1027,11 @@ pub(crate) fn hub(cfg: &HubConfig, c: &mut Checker<'_>) {
 fn hub_storage(s: &crate::hub::HubStorage, c: &mut Checker<'_>) {
     use crate::hub::StorageEngine;
     use crate::values::PgSslMode;
-    const TLS_KEYS: [&str; 3] = ["storage.ca_cert", "storage.client_cert", "storage.client_key"];
+    const TLS_KEYS: [&str; 3] = [
+        "storage.ca_cert",
+        "storage.client_cert",
+        "storage.client_key",
+    ];
     match s.engine {
         StorageEngine::Postgres => {
             if s.url.is_none() {

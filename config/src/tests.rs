@@ -574,7 +574,10 @@ fn hub_storage_tls_is_checked_with_positions() {
         let u: PgUrl = format!("postgres://m@db/m?sslmode={mode}").parse().unwrap();
         assert_eq!(u.sslmode(), Some(want));
     }
-    assert_eq!("postgres://m@db/m".parse::<PgUrl>().unwrap().sslmode(), None);
+    assert_eq!(
+        "postgres://m@db/m".parse::<PgUrl>().unwrap().sslmode(),
+        None
+    );
 
     // require (or prefer) without a CA: nothing to verify the server with; blamed on the URL.
     let p = only(problems(&format!(
@@ -587,7 +590,12 @@ fn hub_storage_tls_is_checked_with_positions() {
     )));
     assert_eq!(at(&p), (4, 7));
     // An unknown or unsupported mode, another parameter: at the value.
-    for q in ["sslmode=always", "sslmode=verify-ca", "sslrootcert=/x", "sslmode=require&sslmode=disable"] {
+    for q in [
+        "sslmode=always",
+        "sslmode=verify-ca",
+        "sslrootcert=/x",
+        "sslmode=require&sslmode=disable",
+    ] {
         let p = only(problems(&format!("{pg}url = \"postgres://m@db/m?{q}\"\n")));
         assert_eq!(at(&p), (4, 7), "{q}: {}", p.message);
     }

@@ -97,7 +97,13 @@ async fn a_server_signed_by_another_ca_is_refused() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let other = Ca::create(&dir.path().join("other"), "another CA", Validity::days(30)?)?;
     let db = db_name(&cluster.fresh_db()?);
-    let st = storage(cluster, "markaz", &db, "?sslmode=require", &other.cert_path());
+    let st = storage(
+        cluster,
+        "markaz",
+        &db,
+        "?sslmode=require",
+        &other.cert_path(),
+    );
     let err = open(PgSettings::from_config(&st)?)
         .await
         .expect_err("an unknown issuer must not be trusted");
@@ -135,7 +141,10 @@ async fn plain_tcp_is_refused_by_a_hostssl_server() -> anyhow::Result<()> {
         pool_size: 1,
         tls: PgTls::Off,
     };
-    let msg = open(settings).await.expect_err("no hostssl entry").to_string();
+    let msg = open(settings)
+        .await
+        .expect_err("no hostssl entry")
+        .to_string();
     assert!(
         msg.contains("no pg_hba.conf entry") && msg.contains("no encryption"),
         "{msg}"
@@ -176,7 +185,13 @@ async fn a_client_certificate_logs_in_a_cert_role() -> anyhow::Result<()> {
     };
     let settings = PgSettings::from_config(&st)?;
     assert!(
-        matches!(&settings.tls, PgTls::On { mode: PgSslMode::Require, .. }),
+        matches!(
+            &settings.tls,
+            PgTls::On {
+                mode: PgSslMode::Require,
+                ..
+            }
+        ),
         "{:?}",
         settings.tls
     );

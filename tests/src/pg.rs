@@ -369,12 +369,16 @@ impl PgCluster {
         ensure!(self.options.ssl, "not an SSL cluster");
         let ssl = self.ssl_dir();
         let ca_key = KeyPair::from_pem(&std::fs::read_to_string(ssl.join("ca.key"))?)?;
-        let issuer = Issuer::from_ca_cert_pem(&std::fs::read_to_string(ssl.join("ca.pem"))?, ca_key)?;
+        let issuer =
+            Issuer::from_ca_cert_pem(&std::fs::read_to_string(ssl.join("ca.pem"))?, ca_key)?;
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::default();
         params.distinguished_name.push(DnType::CommonName, user);
         let cert = params.signed_by(&key, &issuer)?;
-        let (c, k) = (dir.join(format!("{user}.pem")), dir.join(format!("{user}.key")));
+        let (c, k) = (
+            dir.join(format!("{user}.pem")),
+            dir.join(format!("{user}.key")),
+        );
         std::fs::write(&c, cert.pem())?;
         std::fs::write(&k, key.serialize_pem())?;
         Ok((c, k))

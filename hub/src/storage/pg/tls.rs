@@ -109,10 +109,15 @@ impl PgTls {
             None => builder.with_no_client_auth(),
             Some((cert, key)) => {
                 let chain = read_certs(cert).map_err(|e| bad("client_cert", cert, &e))?;
-                let key = PrivateKeyDer::from_pem_file(key).map_err(|e| bad("client_key", key, &e))?;
-                builder
-                    .with_client_auth_cert(chain, key)
-                    .map_err(|e| bad("client_key", cert, &format!("does not fit the certificate: {e}")))?
+                let key =
+                    PrivateKeyDer::from_pem_file(key).map_err(|e| bad("client_key", key, &e))?;
+                builder.with_client_auth_cert(chain, key).map_err(|e| {
+                    bad(
+                        "client_key",
+                        cert,
+                        &format!("does not fit the certificate: {e}"),
+                    )
+                })?
             }
         };
         Ok(PgTls::On {
@@ -128,15 +133,22 @@ impl PgTls {
     }
 
     /// Connect with `config`, encrypted as this says.
-    pub(crate) fn connect(&self, config: &mut postgres::Config) -> Result<postgres::Client, postgres::Error> {
+    pub(crate) fn connect(
+        &self,
+        config: &mut postgres::Config,
+    ) -> Result<postgres::Client, postgres::Error> {
         match self {
             PgTls::Off => config.ssl_mode(SslMode::Disable).connect(postgres::NoTls),
-            PgTls::On { mode, config: tls, .. } => {
+            PgTls::On {
+                mode, config: tls, ..
+            } => {
                 config.ssl_mode(match mode {
                     PgSslMode::Prefer => SslMode::Prefer,
                     _ => SslMode::Require,
                 });
-                config.connect(tokio_postgres_rustls::MakeRustlsConnect::new((**tls).clone()))
+                config.connect(tokio_postgres_rustls::MakeRustlsConnect::new(
+                    (**tls).clone(),
+                ))
             }
         }
     }
