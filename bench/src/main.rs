@@ -54,12 +54,16 @@ enum BenchCommand {
         #[command(flatten)]
         common: BenchCommon,
     },
-    /// Many centers' days arriving at the hub at once: apply rate vs in-memory automerge.
+    /// Many centers' days arriving at the hub at once, on SQLite, on PostgreSQL with one
+    /// and with two hub instances, and applied in memory: apply rate, bytes on disk, CPU.
     Hub {
         #[command(flatten)]
         common: BenchCommon,
         #[arg(long, default_value_t = 50)]
         centers: usize,
+        /// `storage.pool_size` of each PostgreSQL hub.
+        #[arg(long, default_value_t = 4)]
+        pool_size: u32,
     },
     /// A node with a million cases on disk (generated once, cached under target/): time
     /// to serve, resident memory, p99 of case lookups through the API.
@@ -234,15 +238,23 @@ async fn run(command: BenchCommand) -> anyhow::Result<()> {
                 .await?;
             common.publish("nothing-new", "Nothing-new sync", &md)
         }
-        BenchCommand::Hub { common, centers } => {
+        BenchCommand::Hub {
+            common,
+            centers,
+            pool_size,
+        } => {
             init_logging();
             let args = markaz_bench::hub_load::Args {
                 runs: common.runs.max(1),
                 centers: centers.max(1),
                 seed: common.seed,
                 shape: common.shape(),
+                pool_size: pool_size.clamp(1, 64),
             };
-            let command = common.command("hub", &format!("--centers {centers}"));
+            let command = common.command(
+                "hub",
+                &format!("--centers {centers} --pool-size {pool_size}"),
+            );
             let md = markaz_bench::hub_load::hub(&args, &command).await?;
             common.publish("hub", "Hub throughput", &md)
         }

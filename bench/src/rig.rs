@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
-use markaz_config::HubConfig;
+use markaz_config::{HubConfig, HubStorage};
 use markaz_hub::pki::{Ca, Validity};
 use markaz_node::uplink::{
     ClientOptions, ClientTlsFiles, Connector, HubClient, HubTarget, TcpConnector, client_config,
@@ -31,6 +31,7 @@ pub const SYNC_PATH: &str = "/sync/v1";
 pub struct HubRig {
     pki: PathBuf,
     data: PathBuf,
+    storage: HubStorage,
     sync_port: u16,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -40,31 +41,53 @@ impl HubRig {
     /// A new CA, hub certificate and hub database under `dir`, and the hub serving on
     /// ephemeral loopback ports.
     pub async fn start(dir: &Path) -> anyhow::Result<HubRig> {
+        Self::start_with(dir, HubStorage::default()).await
+    }
+
+    /// Like [`HubRig::start`], the hub's data in `storage` (SQLite under `dir`, or a
+    /// PostgreSQL database).
+    pub async fn start_with(dir: &Path, storage: HubStorage) -> anyhow::Result<HubRig> {
         let pki = dir.join("pki");
         let ca = Ca::create(&pki, "bench CA", Validity::days(30)?)?;
-        let hub = ca.issue_hub(&["127.0.0.1".into()], Validity::days(30)?)?;
-        let data = dir.join("hub");
+        ca.issue_hub(&["127.0.0.1".into()], Validity::days(30)?)?;
+        Self::run_on(pki, dir.join("hub"), storage).await
+    }
+
+    /// A second hub instance on the same store and PKI (one of two hub processes sharing
+    /// a PostgreSQL database), its own data directory (address files) under `dir`.
+    pub async fn sibling(&self, dir: &Path) -> anyhow::Result<HubRig> {
+        Self::run_on(self.pki.clone(), dir.join("hub"), self.storage.clone()).await
+    }
+
+    async fn run_on(pki: PathBuf, data: PathBuf, storage: HubStorage) -> anyhow::Result<HubRig> {
+        let ca = Ca::load(&pki)?;
+        let hub_dir = markaz_hub::pki::hub_dir(&pki);
         let mut cfg = HubConfig::default();
         cfg.hub.data_dir = data.clone();
         cfg.hub.listen = "127.0.0.1:0".parse()?;
         cfg.hub.web_listen = "127.0.0.1:0".parse()?;
         cfg.hub.ca_cert = Some(ca.cert_path());
-        cfg.hub.server_cert = Some(hub.cert_path);
-        cfg.hub.server_key = Some(hub.key_path);
+        cfg.hub.server_cert = Some(hub_dir.join(markaz_hub::pki::CERT));
+        cfg.hub.server_key = Some(hub_dir.join(markaz_hub::pki::KEY));
         cfg.hub.crl = Some(ca.crl_path());
+        cfg.storage = storage.clone();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(markaz_hub::run(cfg, shutdown.clone()));
         let addr_file = data.join(markaz_hub::SYNC_ADDR_FILE);
         let deadline = Instant::now() + Duration::from_secs(20);
         while !data.join(markaz_hub::WEB_ADDR_FILE).exists() {
             anyhow::ensure!(Instant::now() < deadline, "the hub did not start in 20 s");
-            anyhow::ensure!(!task.is_finished(), "the hub stopped while starting");
+            if task.is_finished() {
+                task.await??;
+                anyhow::bail!("the hub stopped while starting");
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let sync: std::net::SocketAddr = std::fs::read_to_string(&addr_file)?.trim().parse()?;
         Ok(HubRig {
             pki,
             data,
+            storage,
             sync_port: sync.port(),
             shutdown,
             task,

@@ -144,6 +144,18 @@ pub struct HubStorage {
     /// PostgreSQL: connections this hub process keeps open, each serving one request at
     /// a time. Default 4.
     pub pool_size: u32,
+    /// PostgreSQL over TLS: the CA certificate (PEM) that signed the database server's
+    /// certificate. The chain and the URL's host name are verified. Setting it makes
+    /// `sslmode` default to `require`. Default: none (plain TCP).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<PathBuf>,
+    /// PostgreSQL over TLS: the hub's client certificate (PEM), for `cert` authentication
+    /// in `pg_hba.conf` (its CN is the role). Needs `client_key`. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM). Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<PathBuf>,
 }
 
 impl Default for HubStorage {
@@ -153,6 +165,9 @@ impl Default for HubStorage {
             url: None,
             password_file: None,
             pool_size: 4,
+            ca_cert: None,
+            client_cert: None,
+            client_key: None,
         }
     }
 }

@@ -37,7 +37,7 @@ pub use node::{
 };
 pub use values::{
     CenterId, Digits, GroupId, GroupLetter, HhMm, HhMmRange, HostPort, HttpsUrl, Language,
-    LogFilter, LogFormat, PgUrl, PhoneNumber, ReceiptPrefix, TimeZoneName, ValueError,
+    LogFilter, LogFormat, PgSslMode, PgUrl, PhoneNumber, ReceiptPrefix, TimeZoneName, ValueError,
 };
 
 /// Which configuration a file holds.
@@ -102,13 +102,15 @@ pub fn parse_node(text: &str, origin_name: &str) -> Result<NodeConfig, ConfigErr
     parse_node_bytes(text.as_bytes(), origin_name, false)
 }
 
-/// Reads and checks a hub configuration file.
+/// Reads and checks a hub configuration file, and that the files its `[storage]` names
+/// (password, TLS certificates and key) can be read.
 pub fn load_hub(path: impl AsRef<Path>) -> Result<HubConfig, ConfigError> {
     let path = path.as_ref();
     parse_hub_bytes(&read(path)?, &origin_of(path), true)
 }
 
-/// Parses and checks hub configuration text; `origin_name` names it in errors.
+/// Parses and checks hub configuration text; `origin_name` names it in errors. The files
+/// it names are not opened (see [`load_hub`]).
 pub fn parse_hub(text: &str, origin_name: &str) -> Result<HubConfig, ConfigError> {
     parse_hub_bytes(text.as_bytes(), origin_name, false)
 }

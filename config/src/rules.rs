@@ -1014,6 +1014,7 @@ fn serial_ports(cfg: &NodeConfig, c: &mut Checker<'_>) {
 
 /// Rules for a hub file.
 pub(crate) fn hub(cfg: &HubConfig, c: &mut Checker<'_>) {
+    hub_storage_files(cfg, c);
     logging(&cfg.logging, c);
     let h = &cfg.hub;
     metrics(&cfg.metrics, c);
@@ -1063,9 +1064,17 @@ pub(crate) fn hub(cfg: &HubConfig, c: &mut Checker<'_>) {
 }
 
 /// Rules of `[storage]` in a hub file: PostgreSQL needs its URL; its keys mean nothing to
-/// SQLite, so setting them there is a mistake worth saying.
+/// SQLite, so setting them there is a mistake worth saying. TLS: the hub never encrypts
+/// without verifying, so `sslmode=prefer|require` needs `ca_cert`, and TLS files with
+/// `sslmode=disable` would be ignored.
 fn hub_storage(s: &crate::hub::HubStorage, c: &mut Checker<'_>) {
     use crate::hub::StorageEngine;
+    use crate::values::PgSslMode;
+    const TLS_KEYS: [&str; 3] = [
+        "storage.ca_cert",
+        "storage.client_cert",
+        "storage.client_key",
+    ];
     match s.engine {
         StorageEngine::Postgres => {
             if s.url.is_none() {
@@ -1075,20 +1084,79 @@ fn hub_storage(s: &crate::hub::HubStorage, c: &mut Checker<'_>) {
                     "`storage.engine` is \"postgres\"",
                 );
             }
-            if s.password_file
-                .as_ref()
-                .is_some_and(|p| p.as_os_str().is_empty())
-            {
-                c.bad(
-                    &kp("storage.password_file"),
-                    "must not be empty; leave the key out to log in without a password",
+            for (key, value) in [
+                ("storage.password_file", &s.password_file),
+                ("storage.ca_cert", &s.ca_cert),
+                ("storage.client_cert", &s.client_cert),
+                ("storage.client_key", &s.client_key),
+            ] {
+                if value.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                    c.bad(&kp(key), "must not be empty; leave the key out", None);
+                }
+            }
+            c.range(&kp("storage.pool_size"), s.pool_size, 1, 64);
+            let mode = s.url.as_ref().and_then(|u| u.sslmode());
+            match mode {
+                Some(m @ (PgSslMode::Prefer | PgSslMode::Require)) if s.ca_cert.is_none() => {
+                    c.bad_given(
+                        &kp("storage.url"),
+                        &[&kp("storage.ca_cert")],
+                        format!(
+                            "`sslmode={}` needs `storage.ca_cert` to verify the server",
+                            m.as_str()
+                        ),
+                        Some(
+                            "set `ca_cert` in `[storage]` to the CA that signed the \
+                             PostgreSQL server's certificate; Markaz does not encrypt \
+                             without verifying"
+                                .to_owned(),
+                        ),
+                    );
+                }
+                Some(PgSslMode::Disable) => {
+                    for key in TLS_KEYS {
+                        if c.is_set(&kp(key)) {
+                            c.bad_given(
+                                &kp(key),
+                                &[&kp("storage.url")],
+                                "not used: the URL says `sslmode=disable`",
+                                Some(
+                                    "remove the key, or use `sslmode=require` in the URL"
+                                        .to_owned(),
+                                ),
+                            );
+                        }
+                    }
+                }
+                _ => {}
+            }
+            match (&s.client_cert, &s.client_key) {
+                (Some(_), None) => c.missing(
+                    &kp("storage.client_key"),
+                    &kp("storage.client_cert"),
+                    "`storage.client_cert` is set",
+                ),
+                (None, Some(_)) => c.missing(
+                    &kp("storage.client_cert"),
+                    &kp("storage.client_key"),
+                    "`storage.client_key` is set",
+                ),
+                _ => {}
+            }
+            if s.client_cert.is_some() && s.ca_cert.is_none() {
+                c.bad_given(
+                    &kp("storage.client_cert"),
+                    &[&kp("storage.ca_cert")],
+                    "a client certificate is only sent over TLS, which needs `storage.ca_cert`",
                     None,
                 );
             }
-            c.range(&kp("storage.pool_size"), s.pool_size, 1, 64);
         }
         StorageEngine::Sqlite => {
-            for key in ["storage.url", "storage.password_file"] {
+            for key in ["storage.url", "storage.password_file"]
+                .into_iter()
+                .chain(TLS_KEYS)
+            {
                 if c.is_set(&kp(key)) {
                     c.bad_given(
                         &kp(key),
@@ -1117,4 +1185,44 @@ fn logging(l: &crate::LoggingConfig, c: &mut Checker<'_>) {
         1 << 40,
     );
     c.range(&kp("logging.file_keep"), l.file_keep, 0, 1000);
+}
+
+/// With PostgreSQL, the files `[storage]` names must be there and readable on this
+/// machine, when files are checked (a file read from disk: `markaz hub --config`,
+/// `check-config`; relative paths from the working directory, as the hub opens them).
+fn hub_storage_files(cfg: &HubConfig, c: &mut Checker<'_>) {
+    let s = &cfg.storage;
+    if s.engine != crate::hub::StorageEngine::Postgres {
+        return;
+    }
+    for (key, value, marker, what) in [
+        (
+            "storage.password_file",
+            &s.password_file,
+            "",
+            "the file holding the role's password",
+        ),
+        (
+            "storage.ca_cert",
+            &s.ca_cert,
+            "CERTIFICATE",
+            "the CA certificate (PEM) that signed the server's",
+        ),
+        (
+            "storage.client_cert",
+            &s.client_cert,
+            "CERTIFICATE",
+            "the client certificate (PEM)",
+        ),
+        (
+            "storage.client_key",
+            &s.client_key,
+            "PRIVATE KEY",
+            "the client certificate's key (PEM)",
+        ),
+    ] {
+        if let Some(path) = value.as_ref() {
+            c.readable_file(&kp(key), path, marker, what);
+        }
+    }
 }

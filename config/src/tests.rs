@@ -545,6 +545,118 @@ fn hub_storage_postgres_is_checked_with_positions() {
 }
 
 #[test]
+fn hub_storage_tls_is_checked_with_positions() {
+    let problems = |text: &str| match parse_hub(text, "hub.toml") {
+        Err(e) => e.problems().to_vec(),
+        Ok(_) => panic!("expected a problem in {text}"),
+    };
+    let pg = "[hub]\n[storage]\nengine = \"postgres\"\n";
+    // sslmode in the URL, with the CA to verify the server.
+    let ok = parse_hub(
+        &format!(
+            "{pg}url = \"postgres://markaz@db.example:5432/markaz?sslmode=require\"\nca_cert = \"/etc/pg-ca.pem\"\nclient_cert = \"/etc/hub.pem\"\nclient_key = \"/etc/hub.key\"\n"
+        ),
+        "hub.toml",
+    )
+    .unwrap();
+    let url = ok.storage.url.as_ref().unwrap();
+    assert_eq!(url.sslmode(), Some(crate::PgSslMode::Require));
+    assert_eq!((url.host(), url.dbname()), ("db.example", "markaz"));
+    assert_eq!(
+        url.with_dbname("t_1").as_str(),
+        "postgres://markaz@db.example:5432/t_1?sslmode=require"
+    );
+    for (mode, want) in [
+        ("disable", crate::PgSslMode::Disable),
+        ("prefer", crate::PgSslMode::Prefer),
+        ("verify-full", crate::PgSslMode::Require),
+    ] {
+        let u: PgUrl = format!("postgres://m@db/m?sslmode={mode}").parse().unwrap();
+        assert_eq!(u.sslmode(), Some(want));
+    }
+    assert_eq!(
+        "postgres://m@db/m".parse::<PgUrl>().unwrap().sslmode(),
+        None
+    );
+
+    // require (or prefer) without a CA: nothing to verify the server with; blamed on the URL.
+    let p = only(problems(&format!(
+        "{pg}url = \"postgres://m@db/m?sslmode=require\"\n"
+    )));
+    assert_eq!(at(&p), (4, 7));
+    assert!(p.message.contains("storage.ca_cert"), "{}", p.message);
+    let p = only(problems(&format!(
+        "{pg}url = \"postgres://m@db/m?sslmode=prefer\"\n"
+    )));
+    assert_eq!(at(&p), (4, 7));
+    // An unknown or unsupported mode, another parameter: at the value.
+    for q in [
+        "sslmode=always",
+        "sslmode=verify-ca",
+        "sslrootcert=/x",
+        "sslmode=require&sslmode=disable",
+    ] {
+        let p = only(problems(&format!("{pg}url = \"postgres://m@db/m?{q}\"\n")));
+        assert_eq!(at(&p), (4, 7), "{q}: {}", p.message);
+    }
+    // TLS files with sslmode=disable would be ignored.
+    let p = only(problems(&format!(
+        "{pg}url = \"postgres://m@db/m?sslmode=disable\"\nca_cert = \"/etc/ca.pem\"\n"
+    )));
+    assert_eq!(at(&p), (5, 11));
+    assert!(p.message.contains("sslmode=disable"), "{}", p.message);
+    // A certificate without its key, and a key without its certificate.
+    let p = only(problems(&format!(
+        "{pg}url = \"postgres://m@db/m\"\nca_cert = \"/ca.pem\"\nclient_cert = \"/c.pem\"\n"
+    )));
+    assert_eq!((p.line, p.kind), (2, ProblemKind::MissingKey));
+    assert!(p.message.contains("storage.client_key"), "{}", p.message);
+    let p = only(problems(&format!(
+        "{pg}url = \"postgres://m@db/m\"\nca_cert = \"/ca.pem\"\nclient_key = \"/c.key\"\n"
+    )));
+    assert_eq!((p.line, p.kind), (2, ProblemKind::MissingKey));
+    assert!(p.message.contains("storage.client_cert"), "{}", p.message);
+    // TLS keys mean nothing to SQLite.
+    let p = only(problems("[hub]\n[storage]\nca_cert = \"/etc/ca.pem\"\n"));
+    assert_eq!(at(&p), (3, 11));
+    assert!(p.message.contains("postgres"), "{}", p.message);
+}
+
+#[test]
+fn hub_storage_files_must_exist_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\n(not parsed here)\n").unwrap();
+    let missing = dir.path().join("client.key");
+    let text = format!(
+        "[hub]\n[storage]\nengine = \"postgres\"\nurl = \"postgres://m@db/m?sslmode=require\"\nca_cert = {:?}\nclient_cert = {:?}\nclient_key = {:?}\n",
+        ca.display().to_string(),
+        ca.display().to_string(),
+        missing.display().to_string()
+    );
+    // As text (an example, a test) the files are not opened.
+    parse_hub(&text, "hub.toml").unwrap();
+    // As a file of this machine (check-config, the hub's start) they are.
+    let file = dir.path().join("hub.toml");
+    std::fs::write(&file, &text).unwrap();
+    let e = check_file(&file).unwrap_err();
+    let p = only(e.problems().to_vec());
+    assert_eq!(at(&p), (7, 14));
+    assert!(
+        p.message.contains("cannot read") && p.message.contains("client.key"),
+        "{}",
+        p.message
+    );
+    assert!(e.to_string().contains("hub.toml:7:14"), "{e}");
+    std::fs::write(&missing, "key\n").unwrap();
+    let e = check_file(&file).unwrap_err();
+    assert!(e.to_string().contains("holds no `PRIVATE KEY`"), "{e}");
+    std::fs::write(&missing, "-----BEGIN PRIVATE KEY-----\n").unwrap();
+    assert_eq!(check_file(&file).unwrap(), Kind::Hub);
+    assert!(load_hub(&file).is_ok());
+}
+
+#[test]
 fn hub_postgres_example_is_valid() {
     let cfg = parse_hub(
         include_str!("../../docs/examples/hub-postgres.toml"),

@@ -393,8 +393,9 @@ impl HttpsUrl {
 }
 
 /// A libpq URL to the hub's PostgreSQL database, without a password
-/// (`postgres://markaz@127.0.0.1:5432/markaz`): user, host, port (default 5432) and
-/// database, kept as parsed. The password lives in its own file (`password_file`).
+/// (`postgres://markaz@127.0.0.1:5432/markaz`): user, host, port (default 5432),
+/// database and, optionally, `?sslmode=…`, kept as parsed. The password lives in its own
+/// file (`password_file`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct PgUrl {
@@ -403,6 +404,52 @@ pub struct PgUrl {
     host: String,
     port: u16,
     dbname: String,
+    sslmode: Option<PgSslMode>,
+}
+
+/// `sslmode` of a libpq URL: whether the connection to PostgreSQL is encrypted. Markaz
+/// never encrypts without verifying: whenever TLS is used, the server's certificate
+/// chain is checked against `storage.ca_cert` and its name against the URL's host
+/// (libpq's `verify-full`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PgSslMode {
+    /// Plain TCP (a database on the same machine or a private link).
+    Disable,
+    /// TLS when the server offers it, plain TCP when it does not.
+    Prefer,
+    /// TLS or no connection (`require` and `verify-full` alike).
+    Require,
+}
+
+impl PgSslMode {
+    /// The word in the URL.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Disable => "disable",
+            Self::Prefer => "prefer",
+            Self::Require => "require",
+        }
+    }
+}
+
+impl FromStr for PgSslMode {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, ValueError> {
+        match s {
+            "disable" => Ok(Self::Disable),
+            "prefer" => Ok(Self::Prefer),
+            "require" | "verify-full" => Ok(Self::Require),
+            "verify-ca" => err(
+                "`sslmode=verify-ca` (the chain without the host name) is not offered: \
+                 Markaz always checks both; use `sslmode=require` (or `verify-full`) and \
+                 a server certificate naming the URL's host",
+            ),
+            "allow" => err("`sslmode=allow` is not offered: use `disable`, `prefer` or `require`"),
+            other => err(format!(
+                "unknown sslmode `{other}`: use `disable`, `prefer` or `require`"
+            )),
+        }
+    }
 }
 
 impl PgUrl {
@@ -425,15 +472,22 @@ impl PgUrl {
     pub fn dbname(&self) -> &str {
         &self.dbname
     }
+    /// `?sslmode=…` if the URL gives it.
+    pub fn sslmode(&self) -> Option<PgSslMode> {
+        self.sslmode
+    }
     /// The same server and role, another database (tests make one per test).
     pub fn with_dbname(&self, dbname: &str) -> PgUrl {
         let mut u = self.clone();
         u.dbname = dbname.to_owned();
         u.text = format!(
-            "postgres://{}@{}:{}/{dbname}",
+            "postgres://{}@{}:{}/{dbname}{}",
             u.user,
             host_in_url(&u.host),
-            u.port
+            u.port,
+            u.sslmode
+                .map(|m| format!("?sslmode={}", m.as_str()))
+                .unwrap_or_default()
         );
         u
     }
@@ -464,11 +518,34 @@ impl TryFrom<String> for PgUrl {
         else {
             return err(format!("invalid database URL `{text}`: {shape}"));
         };
-        if rest.contains('?') || rest.contains('#') {
-            return err(format!(
-                "invalid database URL `{text}`: no `?` parameters; {shape}"
-            ));
+        if rest.contains('#') {
+            return err(format!("invalid database URL `{text}`: {shape}"));
         }
+        let (rest, sslmode) = match rest.split_once('?') {
+            None => (rest, None),
+            Some((rest, query)) => {
+                let mut mode = None;
+                for pair in query.split('&') {
+                    match pair.split_once('=') {
+                        Some(("sslmode", v)) if mode.is_none() => mode = Some(v.parse()?),
+                        Some(("sslmode", _)) => {
+                            return err(format!(
+                                "invalid database URL `{text}`: `sslmode` is given twice"
+                            ));
+                        }
+                        _ => {
+                            return err(format!(
+                                "invalid database URL `{text}`: the only parameter is \
+                                 `?sslmode=disable|prefer|require`; the TLS files are \
+                                 `storage.ca_cert`, `storage.client_cert` and \
+                                 `storage.client_key`"
+                            ));
+                        }
+                    }
+                }
+                (rest, mode)
+            }
+        };
         let Some((userinfo, hostpath)) = rest.split_once('@') else {
             return err(format!("invalid database URL `{text}`: no user; {shape}"));
         };
@@ -527,6 +604,7 @@ impl TryFrom<String> for PgUrl {
             host: host.to_owned(),
             port,
             dbname: dbname.to_owned(),
+            sslmode,
             text,
         })
     }
@@ -930,7 +1008,8 @@ mod tests {
             "postgres://markaz@127.0.0.1",
             "postgres://markaz@127.0.0.1:0/markaz",
             "postgres://markaz@127.0.0.1:99999/markaz",
-            "postgres://markaz@127.0.0.1/markaz?sslmode=require",
+            "postgres://markaz@127.0.0.1/markaz?sslmode=always",
+            "postgres://markaz@127.0.0.1/markaz?application_name=x",
             "postgres://markaz@/markaz",
             "postgres://mar kaz@h/markaz",
         ] {

@@ -47,6 +47,7 @@ impl Rig {
             url: cluster.fresh_db()?.try_into()?,
             password: None,
             pool_size: 3,
+            tls: markaz_hub::storage::pg::PgTls::Off,
         };
         // The blocking client runs its own runtime: off the test's.
         let pool =

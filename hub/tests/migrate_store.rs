@@ -40,6 +40,7 @@ async fn a_sqlite_hub_moves_to_postgres_and_its_centers_go_on() -> anyhow::Resul
         url: url.clone().try_into()?,
         password: None,
         pool_size: 2,
+        tls: markaz_hub::storage::pg::PgTls::Off,
     };
     let file = old.data.join(DB_FILE);
     let (f, s) = (file.clone(), settings.clone());
@@ -79,8 +80,8 @@ async fn a_sqlite_hub_moves_to_postgres_and_its_centers_go_on() -> anyhow::Resul
         .on_store(HubStorage {
             engine: StorageEngine::Postgres,
             url: Some(url.clone().try_into()?),
-            password_file: None,
             pool_size: 2,
+            ..HubStorage::default()
         })
         .await?;
     midan.switch_to(&new)?;

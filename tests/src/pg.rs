@@ -14,6 +14,14 @@
 //! let Some(pg) = markaz_e2e::pg::cluster_or_skip("my_test") else { return };
 //! let url = pg.fresh_db()?; // postgres://markaz@127.0.0.1:PORT/t_3
 //! ```
+//!
+//! [`ssl_cluster_or_skip`] gives a test binary a cluster with `ssl = on` instead: a CA of
+//! its own ([`PgCluster::ssl_ca_cert`]) signed the server's certificate (for `127.0.0.1`
+//! and `localhost`), and `pg_hba.conf` has only `hostssl` lines, so a connection without
+//! TLS is refused; role [`PG_CERT_USER`] logs in with a client certificate only
+//! ([`PgCluster::client_cert`]). One cluster per test binary: a binary uses one of the
+//! two. The benchmarks start a cluster of their own with [`PgCluster::start`] and
+//! [`PgOptions::durable`] (fsync on, as in production).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -27,6 +35,20 @@ use crate::hub::free_port;
 /// The role the test cluster is created with (a superuser; `trust` on loopback).
 pub const PG_USER: &str = "markaz";
 
+/// On an SSL cluster, the role whose logins need a client certificate (`cert` in
+/// `pg_hba.conf`, the certificate's CN is the role). The tests create it.
+pub const PG_CERT_USER: &str = "pgcert";
+
+/// How a cluster is started.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PgOptions {
+    /// `ssl = on` with a CA of the cluster's own, and `hostssl`-only `pg_hba.conf`.
+    pub ssl: bool,
+    /// `fsync`, `full_page_writes` and `synchronous_commit` on, as on a production
+    /// server (the tests turn them off: nothing outlives the test).
+    pub durable: bool,
+}
+
 /// A running throwaway cluster.
 #[derive(Debug)]
 pub struct PgCluster {
@@ -36,6 +58,7 @@ pub struct PgCluster {
     /// Run the server's programs as the `postgres` user (we are root).
     as_postgres: bool,
     next_db: AtomicU32,
+    options: PgOptions,
 }
 
 /// Whether CI is set (then PostgreSQL is required).
@@ -47,7 +70,28 @@ fn in_ci() -> bool {
 /// when PostgreSQL is not available and CI is not set. Panics under CI when it is not.
 pub fn cluster_or_skip(test: &str) -> Option<&'static PgCluster> {
     static CLUSTER: OnceLock<std::result::Result<PgCluster, String>> = OnceLock::new();
-    match CLUSTER.get_or_init(|| PgCluster::start().map_err(|e| format!("{e:#}"))) {
+    or_skip(test, &CLUSTER, PgOptions::default())
+}
+
+/// Like [`cluster_or_skip`], a cluster with `ssl = on` and `hostssl`-only `pg_hba.conf`.
+pub fn ssl_cluster_or_skip(test: &str) -> Option<&'static PgCluster> {
+    static CLUSTER: OnceLock<std::result::Result<PgCluster, String>> = OnceLock::new();
+    or_skip(
+        test,
+        &CLUSTER,
+        PgOptions {
+            ssl: true,
+            durable: false,
+        },
+    )
+}
+
+fn or_skip(
+    test: &str,
+    cell: &'static OnceLock<std::result::Result<PgCluster, String>>,
+    options: PgOptions,
+) -> Option<&'static PgCluster> {
+    match cell.get_or_init(|| PgCluster::start(options).map_err(|e| format!("{e:#}"))) {
         Ok(c) => Some(c),
         Err(why) if in_ci() => panic!("{test}: PostgreSQL is required under CI: {why}"),
         Err(why) => {
@@ -80,7 +124,8 @@ fn find_bin() -> Result<PathBuf> {
 }
 
 impl PgCluster {
-    fn start() -> Result<PgCluster> {
+    /// Start a cluster (stopped and removed when this process exits).
+    pub fn start(options: PgOptions) -> Result<PgCluster> {
         let bin = find_bin()?;
         use std::os::unix::fs::MetadataExt;
         let as_postgres = std::fs::metadata("/proc/self")?.uid() == 0;
@@ -106,6 +151,7 @@ impl PgCluster {
             bin,
             as_postgres,
             next_db: AtomicU32::new(0),
+            options,
         };
         cluster.watch_parent()?;
         let data = cluster.data_dir();
@@ -124,6 +170,9 @@ impl PgCluster {
                 "--no-sync",
             ],
         )?;
+        if options.ssl {
+            cluster.make_ssl()?;
+        }
         let mut last = None;
         for _ in 0..3 {
             cluster.port = free_port()?;
@@ -169,12 +218,25 @@ impl PgCluster {
     }
 
     fn pg_ctl_start(&self) -> Result<()> {
-        let opts = format!(
-            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c full_page_writes=off \
-             -c max_connections=200 -c shared_buffers=32MB",
+        let mut opts = format!(
+            "-c listen_addresses=127.0.0.1 -p {} -k {} -c max_connections=200",
             self.port,
             self.dir.display()
         );
+        if self.options.durable {
+            opts.push_str(" -c shared_buffers=128MB");
+        } else {
+            opts.push_str(" -c shared_buffers=32MB -c fsync=off -c full_page_writes=off");
+        }
+        if self.options.ssl {
+            let ssl = self.ssl_dir();
+            opts.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={} -c ssl_ca_file={}",
+                ssl.join("server.pem").display(),
+                ssl.join("server.key").display(),
+                ssl.join("ca.pem").display()
+            ));
+        }
         let data = self.data_dir();
         let log = self.dir.join("server.log");
         self.run(
@@ -237,6 +299,89 @@ impl PgCluster {
             .spawn()
             .context("while starting the cluster's watchdog")?;
         Ok(())
+    }
+
+    fn ssl_dir(&self) -> PathBuf {
+        self.dir.join("ssl")
+    }
+
+    /// The CA (`ssl/ca.pem`, `ssl/ca.key`), the server's certificate for `127.0.0.1` and
+    /// `localhost` signed by it, and a `pg_hba.conf` with `hostssl` lines only.
+    fn make_ssl(&self) -> Result<()> {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+            KeyPair, KeyUsagePurpose,
+        };
+        let dir = self.ssl_dir();
+        std::fs::create_dir_all(&dir)?;
+        let ca_key = KeyPair::generate()?;
+        let mut ca = CertificateParams::default();
+        ca.distinguished_name
+            .push(DnType::CommonName, "markaz test PostgreSQL CA");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca_cert = ca.self_signed(&ca_key)?;
+        std::fs::write(dir.join("ca.pem"), ca_cert.pem())?;
+        std::fs::write(dir.join("ca.key"), ca_key.serialize_pem())?;
+        let issuer = Issuer::new(ca, ca_key);
+
+        let key = KeyPair::generate()?;
+        let mut server = CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])?;
+        server
+            .distinguished_name
+            .push(DnType::CommonName, "127.0.0.1");
+        server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = server.signed_by(&key, &issuer)?;
+        std::fs::write(dir.join("server.pem"), cert.pem())?;
+        let key_path = dir.join("server.key");
+        std::fs::write(&key_path, key.serialize_pem())?;
+        // The server refuses a key that others can read, and runs as `postgres`.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600))?;
+        if self.as_postgres {
+            let status = Command::new("chown")
+                .arg("postgres")
+                .arg(&key_path)
+                .status()
+                .context("while running chown")?;
+            ensure!(status.success(), "chown postgres {}", key_path.display());
+        }
+        std::fs::write(
+            self.data_dir().join("pg_hba.conf"),
+            format!(
+                "local all all trust\n\
+                 hostssl all {PG_CERT_USER} 127.0.0.1/32 cert\n\
+                 hostssl all all 127.0.0.1/32 trust\n"
+            ),
+        )?;
+        Ok(())
+    }
+
+    /// The CA that signed this cluster's server certificate (an SSL cluster only).
+    pub fn ssl_ca_cert(&self) -> Option<PathBuf> {
+        self.options.ssl.then(|| self.ssl_dir().join("ca.pem"))
+    }
+
+    /// A client certificate for role `user` (its CN) signed by the cluster's CA, with its
+    /// key, written under `dir`: (certificate, key).
+    pub fn client_cert(&self, user: &str, dir: &Path) -> Result<(PathBuf, PathBuf)> {
+        use rcgen::{CertificateParams, DnType, Issuer, KeyPair};
+        ensure!(self.options.ssl, "not an SSL cluster");
+        let ssl = self.ssl_dir();
+        let ca_key = KeyPair::from_pem(&std::fs::read_to_string(ssl.join("ca.key"))?)?;
+        let issuer =
+            Issuer::from_ca_cert_pem(&std::fs::read_to_string(ssl.join("ca.pem"))?, ca_key)?;
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, user);
+        let cert = params.signed_by(&key, &issuer)?;
+        let (c, k) = (
+            dir.join(format!("{user}.pem")),
+            dir.join(format!("{user}.key")),
+        );
+        std::fs::write(&c, cert.pem())?;
+        std::fs::write(&k, key.serialize_pem())?;
+        Ok((c, k))
     }
 
     /// The URL of database `dbname` on this cluster (no password: `trust`).

@@ -48,7 +48,7 @@ pub mod sqlite;
 #[cfg(test)]
 mod tests;
 
-pub use pg::{PgHub, PgSettings};
+pub use pg::{PgHub, PgSettings, PgTls};
 pub use sqlite::{DB_FILE, HubDb};
 
 /// Errors of the hub storage.

@@ -56,8 +56,8 @@ impl Hub {
         let storage = HubStorage {
             engine: StorageEngine::Postgres,
             url: Some(url.try_into()?),
-            password_file: None,
             pool_size: 3,
+            ..HubStorage::default()
         };
         Ok(Some(Self::start_with(storage).await?))
     }

@@ -27,6 +27,9 @@
 //! - **Migrations and the first start**: under a session advisory lock, so processes
 //!   starting together migrate, mint the hub's actor and seed the catalog once.
 //!
+//! The connections are plain TCP or TLS verified against the governorate's CA ([`tls`],
+//! from `sslmode` and `storage.ca_cert`).
+//!
 //! A transaction that loses a deadlock (two locks taken in different orders across
 //! operations) or a serialization failure is run again from scratch (at most
 //! [`MAX_ATTEMPTS`] times). A lost connection fails the request at hand (the center
@@ -40,7 +43,7 @@ use markaz_config::PgUrl;
 use markaz_sync::hlc::Clock;
 use markaz_sync::store::DocStore;
 use postgres::error::SqlState;
-use postgres::{Client, NoTls, Statement};
+use postgres::{Client, Statement};
 
 use super::{Counters, StorageError, Transactional, TxWork};
 
@@ -49,8 +52,10 @@ pub mod log;
 mod operators;
 pub mod schema;
 pub mod tables;
+pub mod tls;
 
 use tables::PgTx;
+pub use tls::PgTls;
 
 /// How many times a transaction that lost a deadlock or a serialization check is run.
 pub const MAX_ATTEMPTS: u32 = 5;
@@ -69,6 +74,8 @@ pub struct PgSettings {
     pub password: Option<String>,
     /// Connections (worker threads) of this process.
     pub pool_size: usize,
+    /// Plain TCP or TLS, and how the server is verified.
+    pub tls: PgTls,
 }
 
 impl std::fmt::Debug for PgSettings {
@@ -77,6 +84,7 @@ impl std::fmt::Debug for PgSettings {
             .field("url", &self.url.as_str())
             .field("password", &self.password.as_ref().map(|_| "…"))
             .field("pool_size", &self.pool_size)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -103,6 +111,7 @@ impl PgSettings {
             url,
             password,
             pool_size: (s.pool_size as usize).max(1),
+            tls: PgTls::from_config(s)?,
         })
     }
 
@@ -122,7 +131,10 @@ impl PgSettings {
     }
 
     fn connect(&self) -> Result<Client, StorageError> {
-        let mut client = self.config().connect(NoTls)?;
+        let mut client = self
+            .tls
+            .connect(&mut self.config())
+            .map_err(|e| self.tls.explain(self.url.host(), self.url.port(), e))?;
         // A hub request never waits for a lock forever: a stuck writer fails it, the
         // center retries.
         client.batch_execute("SET lock_timeout = '30s'; SET statement_timeout = '120s'")?;
@@ -132,7 +144,39 @@ impl PgSettings {
 
 impl From<postgres::Error> for StorageError {
     fn from(e: postgres::Error) -> Self {
-        StorageError::Db(Box::new(e))
+        StorageError::Db(Box::new(PgError(e)))
+    }
+}
+
+/// A PostgreSQL error that says what the server said (`postgres::Error` alone prints
+/// only "db error" for everything the server reports: a refused login, a missing table).
+#[derive(Debug)]
+pub struct PgError(pub postgres::Error);
+
+impl std::fmt::Display for PgError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.as_db_error() {
+            Some(db) => {
+                write!(
+                    f,
+                    "{} {}: {}",
+                    db.severity(),
+                    db.code().code(),
+                    db.message()
+                )?;
+                if let Some(d) = db.detail() {
+                    write!(f, " ({d})")?;
+                }
+                Ok(())
+            }
+            None => self.0.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for PgError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
     }
 }
 
@@ -170,6 +214,15 @@ pub fn open_pool(settings: &PgSettings) -> Result<Vec<PgHub>, StorageError> {
     let mut out = Vec::with_capacity(settings.pool_size);
     for _ in 1..settings.pool_size {
         out.push(PgHub::connect(settings, first.docs.actor().clone())?);
+    }
+    match first.tls_version() {
+        Ok(tls) => tracing::info!(
+            url = %settings.url.as_str(),
+            tls = tls.as_deref().unwrap_or("off"),
+            pool_size = settings.pool_size,
+            "connected to PostgreSQL"
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not read pg_stat_ssl"),
     }
     // The first worker also serves.
     first.docs.clear_cache();
@@ -230,6 +283,18 @@ impl PgHub {
             &[&APPLICATION_NAME],
         )?;
         Ok(row.get(0))
+    }
+
+    /// The TLS version of this worker's connection as the server sees it
+    /// (`pg_stat_ssl`), or `None` for plain TCP.
+    pub fn tls_version(&mut self) -> Result<Option<String>, StorageError> {
+        self.ensure_connected()?;
+        let row = self.client.query_one(
+            "SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )?;
+        let ssl: bool = row.get(0);
+        Ok(if ssl { row.get(1) } else { None })
     }
 
     /// Open the connection again if the server closed it (restart, network).

@@ -19,6 +19,7 @@ pub(crate) fn fresh(test: &str) -> Option<PgSettings> {
         url: url.try_into().expect("url"),
         password: None,
         pool_size: 2,
+        tls: engine::PgTls::Off,
     })
 }
 
