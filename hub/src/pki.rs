@@ -623,6 +623,7 @@ fn server_params(sans: &[String]) -> Result<CertificateParams, PkiError> {
         let san = san.trim();
         let entry = match san.parse::<IpAddr>() {
             Ok(ip) => SanType::IpAddress(ip),
+            Err(_) if !is_dns_name(san) => return Err(PkiError::BadSan(san.to_string())),
             Err(_) => SanType::DnsName(
                 san.to_string()
                     .try_into()
@@ -638,6 +639,20 @@ fn server_params(sans: &[String]) -> Result<CertificateParams, PkiError> {
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     Ok(params)
+}
+
+/// A host name a client can ask for: dot-separated labels of ASCII letters, digits and
+/// hyphens (1 to 63 each, not starting or ending with a hyphen), 253 characters at most.
+fn is_dns_name(s: &str) -> bool {
+    let s = s.strip_suffix('.').unwrap_or(s);
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
 }
 
 fn serial_number(serial: &Serial) -> SerialNumber {

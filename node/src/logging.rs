@@ -305,7 +305,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("node.log");
         let sink = LogSink::spawn(RotatingFile::open(&path, 100, 2).unwrap(), 64).unwrap();
-        // 40 lines of 10 bytes: 4 files' worth; the oldest lines are gone, the rest whole.
+        // 40 lines of 9 bytes, 11 to a file of at most 100: 4 files' worth (0–10, 11–21,
+        // 22–32, 33–39); the oldest file is gone, the rest are whole lines.
         for i in 0..40 {
             let mut w = sink.line();
             writeln!(w, "line {i:03}").unwrap();
@@ -321,7 +322,16 @@ mod tests {
             assert!(f.lines().all(|l| l.len() == 8), "a line cut in two: {f:?}");
         }
         assert!(current.ends_with("line 039\n"), "{current:?}");
-        assert_eq!(two.lines().next(), Some("line 010"), "{two:?}");
+        assert_eq!(two.lines().next(), Some("line 011"), "{two:?}");
+        let kept: Vec<String> = [&two, &one, &current]
+            .iter()
+            .flat_map(|f| f.lines().map(str::to_owned))
+            .collect();
+        let expected: Vec<String> = (11..40).map(|i| format!("line {i:03}")).collect();
+        assert_eq!(
+            kept, expected,
+            "the newest lines, in order, none lost in between"
+        );
         assert_eq!(sink.stats().dropped, 0);
     }
 

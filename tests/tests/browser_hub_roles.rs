@@ -1,7 +1,8 @@
 //! Every role of the hub in a real browser (one chromium for the whole binary): each
 //! operator logs in on the Arabic login page, opens every page of the role, makes one
 //! write on each page of the role that writes (a dated fee and a service edit on the
-//! catalog, a new operator for the administrator, the own password for everyone), is
+//! catalog, a permission granted on the staff page, a new operator for the
+//! administrator, the own password for everyone), is
 //! refused the pages outside the role, and leaves Arabic and English screenshots
 //! (tests/output/screenshots/hub-role-*.png).
 
@@ -42,6 +43,8 @@ const PAGES: &[(&str, &[&str])] = &[
         &["catalog", "eservices", "oversight"],
     ),
     ("/catalog/new", &["catalog"]),
+    ("/staff", &["staff"]),
+    ("/eservices", &["eservices", "oversight"]),
     ("/operators", &[]),
 ];
 
@@ -51,6 +54,9 @@ const SHOWN: &[&str] = &[
     "/catalog/services/criminal_record",
     "/oversight",
     "/energy",
+    "/conflicts",
+    "/staff",
+    "/eservices",
 ];
 
 const PASSWORD: &str = "a long enough password";
@@ -87,14 +93,22 @@ async fn refused(b: &Browser, base: &str, path: &str) -> Result<bool> {
     Ok(h1 == "غير مسموح" || h1 == "Not allowed")
 }
 
-async fn submit_and_confirm(b: &Browser, button: &str, what: &str) -> Result<()> {
-    b.click(button).await?;
+/// Waits for the page the form's answer leads to (not the page it was sent from, whose
+/// flash of an earlier write may still be showing) to confirm it with its flash.
+async fn confirmed(b: &Browser, what: &str) -> Result<()> {
     b.wait_until(
         what,
-        "return !!document.querySelector('#flash') && !document.querySelector('#error');",
+        "return !window.__sent && document.readyState === 'complete' \
+         && !!document.querySelector('#flash') && !document.querySelector('#error');",
         Duration::from_secs(20),
     )
     .await
+}
+
+async fn submit_and_confirm(b: &Browser, button: &str, what: &str) -> Result<()> {
+    b.js("window.__sent = true; return true;").await?;
+    b.click(button).await?;
+    confirmed(b, what).await
 }
 
 #[tokio::test]
@@ -192,6 +206,23 @@ async fn each_role_opens_its_pages_writes_and_is_refused_the_rest() -> Result<()
             ensure!(invalid == "true", "the field is marked: {invalid}");
             b.screenshot(&format!("hub-role-{role}-catalog-refused-ar"))
                 .await?;
+        }
+        // Staff and permissions: a permission granted to a center's account until a date.
+        if allowed(role, &["staff"]) {
+            b.goto(&format!("{base}/staff?center=midan")).await?;
+            let day = today.checked_add(jiff::Span::new().days(30 + i as i64))?;
+            let found = b
+                .js(&format!(
+                    "const e = document.querySelector('input[name=expires_on]'); \
+                     if (!e) return 'none'; e.value = '{day}'; window.__sent = true; \
+                     e.form.requestSubmit(); return 'sent';"
+                ))
+                .await?;
+            ensure!(
+                found == "sent",
+                "{role}: no account of midan on /staff to grant to"
+            );
+            confirmed(&b, "the permission granted").await?;
         }
         if *role == "admin" {
             b.goto(&format!("{base}/operators")).await?;

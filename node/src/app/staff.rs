@@ -636,7 +636,8 @@ impl App {
     }
 
     /// Writes every account's staff document where it differs from the rows (see
-    /// `app::staff_docs::reflect_all`); run at start. Returns how many changed.
+    /// `app::staff_docs::reflect_all`, which every sync session also runs as it starts).
+    /// Returns how many changed.
     pub async fn publish_staff_docs(&self) -> Result<usize, AppError> {
         let center = self.staff_center()?;
         let at = self.now();
