@@ -127,8 +127,12 @@ pub enum Response {
     RepairDiff {
         differing: Vec<u16>,
     },
+    /// The documents (and their heads) of the first `buckets` of the buckets asked for,
+    /// whole buckets only; `None` from a hub before this field existed, which answered
+    /// every bucket asked for but at most 5,000 documents in all.
     RepairDocs {
         docs: Vec<(DocId, Vec<[u8; 32]>)>,
+        buckets: Option<u16>,
     },
     /// Replies per document: the hub's sync message (if any) and its heads after.
     RepairSync {
@@ -218,6 +222,8 @@ enum Header {
     RepairDocs {
         ids: Vec<String>,
         heads: Vec<Vec<String>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        buckets: Option<u16>,
     },
     Error {
         code: String,
@@ -653,8 +659,9 @@ impl Response {
                 &[],
                 v,
             ),
-            Response::RepairDocs { docs } => seal(
+            Response::RepairDocs { docs, buckets } => seal(
                 &Header::RepairDocs {
+                    buckets: *buckets,
                     ids: docs.iter().map(|(d, _)| d.to_string()).collect(),
                     heads: docs
                         .iter()
@@ -744,7 +751,11 @@ impl Response {
                 }
             }
             Header::RepairDiff { differing } => Response::RepairDiff { differing },
-            Header::RepairDocs { ids, heads: hs } => {
+            Header::RepairDocs {
+                ids,
+                heads: hs,
+                buckets,
+            } => {
                 if ids.len() != hs.len() {
                     return Err(MessageError::Header("ids and heads differ".into()));
                 }
@@ -757,7 +768,7 @@ impl Response {
                         heads(h)?,
                     ));
                 }
-                Response::RepairDocs { docs }
+                Response::RepairDocs { docs, buckets }
             }
             Header::RepairSync {
                 has_msg,
