@@ -35,6 +35,7 @@ pub use node::{
     RegisterScale, Secs, ServerConfig, ServerTlsConfig, StorageConfig, SyncConfig, VeDirectConfig,
     VeDirectRole, WordOrderName,
 };
+pub use node::KioskConfig;
 pub use values::{
     CenterId, Digits, GroupId, GroupLetter, HhMm, HhMmRange, HostPort, HttpsUrl, Language,
     LogFilter, LogFormat, PgSslMode, PgUrl, PhoneNumber, ReceiptPrefix, TimeZoneName, ValueError,
