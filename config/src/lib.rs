@@ -27,6 +27,7 @@ use std::path::Path;
 
 pub use error::{ConfigError, Problem, ProblemKind};
 pub use hub::{HubConfig, HubSection, HubStorage, StorageEngine};
+pub use node::KioskConfig;
 pub use node::{
     AuthConfig, BackupConfig, CenterConfig, ControlConfig, ControlMethod, ControllerFamily,
     CounterConfig, GeneratorConfig, GeneratorRegisters, InverterConfig, LinkConfig, LoggingConfig,
@@ -35,7 +36,6 @@ pub use node::{
     RegisterScale, Secs, ServerConfig, ServerTlsConfig, StorageConfig, SyncConfig, VeDirectConfig,
     VeDirectRole, WordOrderName,
 };
-pub use node::KioskConfig;
 pub use values::{
     CenterId, Digits, GroupId, GroupLetter, HhMm, HhMmRange, HostPort, HttpsUrl, Language,
     LogFilter, LogFormat, PgSslMode, PgUrl, PhoneNumber, ReceiptPrefix, TimeZoneName, ValueError,

@@ -155,9 +155,11 @@ async fn take_ticket(b: &Browser, priority: &str, group: &str) -> Result<String>
 
 /// Whether the page scrolls sideways.
 async fn overflows(b: &Browser) -> Result<bool> {
-    Ok(b.js("return document.documentElement.scrollWidth > window.innerWidth + 1")
-        .await?
-        == json!(true))
+    Ok(
+        b.js("return document.documentElement.scrollWidth > window.innerWidth + 1")
+            .await?
+            == json!(true),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -202,7 +204,9 @@ async fn scenario(b: &Browser) -> Result<()> {
     // and nobody else issues tickets from the LAN.
     b.goto(&format!("{base}/kiosk")).await?;
     ensure!(
-        b.js("return !!document.getElementById('group-civil')").await? == json!(false),
+        b.js("return !!document.getElementById('group-civil')")
+            .await?
+            == json!(false),
         "no buttons without the key"
     );
     let refused = b.text("main").await?;
@@ -210,10 +214,14 @@ async fn scenario(b: &Browser) -> Result<()> {
         refused.contains("غير مهيأ") || refused.contains("not set up"),
         "says the kiosk is not set up: {refused}"
     );
-    b.goto(&format!("{base}/kiosk?key=wrong-key-wrong-key-wrong-key-wrong"))
-        .await?;
+    b.goto(&format!(
+        "{base}/kiosk?key=wrong-key-wrong-key-wrong-key-wrong"
+    ))
+    .await?;
     ensure!(
-        b.js("return !!document.getElementById('kiosk-form')").await? == json!(false),
+        b.js("return !!document.getElementById('kiosk-form')")
+            .await?
+            == json!(false),
         "a wrong key is refused"
     );
 
@@ -236,11 +244,17 @@ async fn scenario(b: &Browser) -> Result<()> {
         "the QR opens the status page on the node's address: {first_url}"
     );
     let token = first_url.rsplit('/').next().unwrap_or_default().to_string();
-    ensure!(token.len() == 22, "an unguessable token, not the id: {token}");
+    ensure!(
+        token.len() == 22,
+        "an unguessable token, not the id: {token}"
+    );
     let link = b
         .js("return document.getElementById('status-link').getAttribute('href')")
         .await?;
-    ensure!(link == json!(first_url), "the printed link is the QR's: {link}");
+    ensure!(
+        link == json!(first_url),
+        "the printed link is the QR's: {link}"
+    );
     let modules = b
         .js("const s = document.querySelector('#qr svg'); return s ? s.getBoundingClientRect().width : 0")
         .await?;
@@ -251,7 +265,10 @@ async fn scenario(b: &Browser) -> Result<()> {
     let number = b.text("#ticket-number").await?;
     ensure!(number == "B001", "large Latin digits: {number}");
     let display_form = b.text("#ticket-number-ar").await?;
-    ensure!(display_form == "B٠٠١", "the display's form below: {display_form}");
+    ensure!(
+        display_form == "B٠٠١",
+        "the display's form below: {display_form}"
+    );
     let wait_en = b.text("#wait-en").await?;
     ensure!(wait_en == "You are next", "nobody ahead: {wait_en}");
     let slip = b.text("#ticket").await?;
@@ -337,7 +354,10 @@ async fn scenario(b: &Browser) -> Result<()> {
     );
     let text = b.text("#status").await?;
     ensure!(text.contains("B٠٠١"), "the number: {text}");
-    ensure!(text.contains("عدد المنتظرين قبلك: ٠"), "place in line: {text}");
+    ensure!(
+        text.contains("عدد المنتظرين قبلك: ٠"),
+        "place in line: {text}"
+    );
     ensure!(!overflows(b).await?, "the status page fits a phone");
     b.screenshot("ar-phone-ticket-status").await?;
 
@@ -396,7 +416,13 @@ async fn scenario(b: &Browser) -> Result<()> {
         );
         let page = b.js("return document.body.innerText").await?;
         let page = page.as_str().unwrap_or_default();
-        for secret in [CITIZEN_NAME, NID, "٠١٠٢٠٣٠٤٠٥٠", case_no.as_str(), "0944123456"] {
+        for secret in [
+            CITIZEN_NAME,
+            NID,
+            "٠١٠٢٠٣٠٤٠٥٠",
+            case_no.as_str(),
+            "0944123456",
+        ] {
             ensure!(
                 !page.contains(secret),
                 "the status page shows {secret} ({lang})"

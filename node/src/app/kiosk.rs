@@ -42,8 +42,7 @@ fn new_token() -> String {
 /// A token as the status page's URL may carry it: 22 URL-safe base64 characters.
 pub fn is_token_shaped(s: &str) -> bool {
     s.len() == 22
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
@@ -111,17 +110,14 @@ fn ahead_and_wait(
                 AND called_ms IS NOT NULL AND done_ms IS NOT NULL
               ORDER BY done_ms DESC LIMIT ?3",
         )?
-        .query_map(
-            params![t.day, t.group, wait::RECENT_SERVED as i64],
-            |r| {
-                let called: i64 = r.get(0)?;
-                let done: i64 = r.get(1)?;
-                Ok(Served {
-                    service_ms: done - called,
-                    counter: r.get(2)?,
-                })
-            },
-        )?
+        .query_map(params![t.day, t.group, wait::RECENT_SERVED as i64], |r| {
+            let called: i64 = r.get(0)?;
+            let done: i64 = r.get(1)?;
+            Ok(Served {
+                service_ms: done - called,
+                counter: r.get(2)?,
+            })
+        })?
         .collect::<Result<_, _>>()?;
     Ok((Some(ahead), wait::estimate(ahead, &recent)))
 }
@@ -155,10 +151,13 @@ impl App {
         self.db
             .readers
             .read(move |c| -> Result<Vec<(String, u32)>, AppError> {
-                Ok(c
-                    .prepare_cached("SELECT group_id, waiting FROM ticket_waiting WHERE day = ?1")?
+                Ok(
+                    c.prepare_cached(
+                        "SELECT group_id, waiting FROM ticket_waiting WHERE day = ?1",
+                    )?
                     .query_map([day], |r| Ok((r.get(0)?, r.get(1)?)))?
-                    .collect::<Result<_, _>>()?)
+                    .collect::<Result<_, _>>()?,
+                )
             })
             .await
     }

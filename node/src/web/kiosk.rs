@@ -173,8 +173,9 @@ fn status_url(web: &Web, headers: &HeaderMap, token: &str) -> String {
         .filter(|h| {
             !h.is_empty()
                 && h.len() <= 255
-                && h.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+                && h.bytes().all(|b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']')
+                })
         });
     match host {
         Some(h) => format!("{scheme}://{h}/q/{token}"),
@@ -208,9 +209,11 @@ fn shown(digits: Digits, lang: Lang, n: u32) -> String {
 fn wait_text(lang: Lang, digits: Digits, wait: WaitEstimate) -> String {
     match wait {
         WaitEstimate::Next => i18n::t(lang, "ticket.wait_next").to_string(),
-        WaitEstimate::Minutes(n) => {
-            i18n::t_with(lang, "ticket.wait_minutes", &[("n", &shown(digits, lang, n))])
-        }
+        WaitEstimate::Minutes(n) => i18n::t_with(
+            lang,
+            "ticket.wait_minutes",
+            &[("n", &shown(digits, lang, n))],
+        ),
         WaitEstimate::Unknown => i18n::t(lang, "ticket.wait_unknown").to_string(),
     }
 }
@@ -237,7 +240,13 @@ fn html(status: StatusCode, template: &str, ctx: Value, lang: Lang) -> Response 
 }
 
 /// A short page with a title and a sentence (the error page's template).
-fn notice(web: &Web, visit: &Visit, status: StatusCode, title_key: &str, message: &str) -> Response {
+fn notice(
+    web: &Web,
+    visit: &Visit,
+    status: StatusCode,
+    title_key: &str,
+    message: &str,
+) -> Response {
     let ctx = context! {
         title_key => title_key,
         message => message,
@@ -270,7 +279,12 @@ pub struct KioskForm {
     priority: String,
 }
 
-async fn start_page(web: &Web, visit: &Visit, status: StatusCode, error: Option<String>) -> Response {
+async fn start_page(
+    web: &Web,
+    visit: &Visit,
+    status: StatusCode,
+    error: Option<String>,
+) -> Response {
     let lang = visit.lang;
     let counts = match web.app.waiting_counts().await {
         Ok(c) => c,
@@ -531,10 +545,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("kiosk.key");
         std::fs::write(&p, "short\n").unwrap();
-        assert!(matches!(
-            key_from_file(&p),
-            Err(KioskKeyError::Weak { .. })
-        ));
+        assert!(matches!(key_from_file(&p), Err(KioskKeyError::Weak { .. })));
         let key = "k".repeat(40);
         std::fs::write(&p, format!("{key}\nanything else\n")).unwrap();
         assert_eq!(key_from_file(&p).unwrap(), key_hash(&key));
