@@ -329,7 +329,17 @@ async fn scenario(b: &Browser) -> Result<()> {
     b.screenshot("en-kiosk-ticket").await?;
 
     // The height of a printed slip follows its content: one page each, exactly as long
-    // as the slip measures, and the receipt (longer) gets a longer page.
+    // as the slip measures, and the receipt gets a page of its own length. (The same
+    // slip without `?auto=1`, which would leave for the start page while printing.)
+    let slip_path = b.js("return location.pathname").await?;
+    b.goto(&format!("{base}{}", slip_path.as_str().unwrap_or_default()))
+        .await?;
+    b.wait_until(
+        "the slip's page size",
+        "return Number(document.body.dataset.pageMm || '0') > 0;",
+        Duration::from_secs(10),
+    )
+    .await?;
     let (pages, ticket_mm) = printed_pages(b).await?;
     let measured = b
         .js("return Number(document.body.dataset.pageMm || '0')")
