@@ -27,6 +27,7 @@ use std::path::Path;
 
 pub use error::{ConfigError, Problem, ProblemKind};
 pub use hub::{HubConfig, HubSection, HubStorage, StorageEngine};
+pub use node::KioskConfig;
 pub use node::{
     AuthConfig, BackupConfig, CenterConfig, ControlConfig, ControlMethod, ControllerFamily,
     CounterConfig, GeneratorConfig, GeneratorRegisters, InverterConfig, LinkConfig, LoggingConfig,

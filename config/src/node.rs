@@ -58,6 +58,8 @@ pub struct NodeConfig {
     pub metrics: MetricsConfig,
     /// `[backup]`: the daily backup of the database.
     pub backup: BackupConfig,
+    /// `[kiosk]`: the self-service ticket kiosk.
+    pub kiosk: KioskConfig,
 }
 
 impl Default for NodeConfig {
@@ -76,6 +78,7 @@ impl Default for NodeConfig {
             power: PowerConfig::default(),
             metrics: MetricsConfig::default(),
             backup: BackupConfig::default(),
+            kiosk: KioskConfig::default(),
         };
         cfg.fill_defaults();
         cfg
@@ -1189,4 +1192,19 @@ impl Default for BackupConfig {
             keep: 7,
         }
     }
+}
+
+/// `[kiosk]`: the self-service ticket kiosk (a touch screen at the entrance, `/kiosk`).
+///
+/// A kiosk has no keyboard and nobody logs in at it: it is authorised by a key that an
+/// administrator puts in `key_file` and in the kiosk browser's start address
+/// (`/kiosk?key=…`, once; the browser keeps it as a cookie). Without `key_file` the
+/// kiosk page is off.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KioskConfig {
+    /// A file whose first line is the kiosk key (at least 32 characters). Default: none
+    /// (no kiosk).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
 }

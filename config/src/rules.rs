@@ -86,6 +86,14 @@ fn backup_and_metrics(cfg: &NodeConfig, c: &mut Checker<'_>) {
     }
     c.range(&kp("backup.keep"), b.keep, 1, 365);
     metrics(&cfg.metrics, c);
+    if cfg
+        .kiosk
+        .key_file
+        .as_ref()
+        .is_some_and(|p| p.as_os_str().is_empty())
+    {
+        c.bad(&kp("kiosk.key_file"), "must not be empty", None);
+    }
     // Port 0 (any free port, in tests) on both is two listeners, not one.
     if cfg.metrics.listen == Some(cfg.server.listen) && cfg.server.listen.port() != 0 {
         c.bad(

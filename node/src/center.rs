@@ -70,6 +70,8 @@ pub fn web_options(cfg: &NodeConfig) -> crate::web::WebOptions {
             markaz_config::Language::Ar => Lang::Ar,
             markaz_config::Language::En => Lang::En,
         },
+        kiosk_key: None,
+        https: cfg.server.tls.is_some(),
     }
 }
 
@@ -170,6 +172,8 @@ pub async fn run_with(
 ) -> anyhow::Result<()> {
     // Before anything starts: an unreadable metrics token stops the node at once.
     let metrics = crate::server::MetricsServe::from_config(&cfg.metrics)?;
+    // And so does an unreadable or weak kiosk key.
+    let kiosk_key = crate::web::kiosk_key(&cfg.kiosk).context("while reading kiosk.key_file")?;
     // And so does a LAN certificate or key that does not load.
     let tls = cfg
         .server
@@ -205,7 +209,10 @@ pub async fn run_with(
         max_body_bytes: cfg.server.max_body_bytes as usize,
         request_timeout: Duration::from_secs(u64::from(cfg.server.request_timeout_secs)),
         addr_file: Some(cfg.storage.data_dir.join("listen.addr")),
-        web: web_options(&cfg),
+        web: crate::web::WebOptions {
+            kiosk_key,
+            ..web_options(&cfg)
+        },
         limits: markaz_web::listen::Limits {
             max_connections: cfg.server.max_connections as usize,
             max_per_client: cfg.server.max_connections_per_client as usize,

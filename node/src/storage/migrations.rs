@@ -18,6 +18,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("schema_v6_restore.sql"),
     include_str!("schema_v7_hubdata.sql"),
     include_str!("schema_v7_lan.sql"),
+    include_str!("schema_v8_kiosk.sql"),
 ];
 
 /// The schema version this binary writes.

@@ -521,8 +521,17 @@ pub async fn receipt(
             .map(|v| v.reason),
         _ => None,
     };
+    // When it was paid (the center's time) and by whom (the cashier's name): the latest
+    // payment event, the one the receipt stands for.
+    let paid = case
+        .events
+        .iter()
+        .rev()
+        .find(|e| matches!(e.kind, markaz_sync::model::case::CaseEventKind::Paid(_)));
     let s = &web.app.settings;
     let ctx = context! {
+        paid_at => paid.map(|e| local_datetime(&web.app, &e.at.to_string())),
+        cashier => paid.map(|e| name_of(&names, &e.actor).to_string()),
         voided => voided,
         case => case_context(&web, lang, &case, &names),
         center_name_ar => &s.center_name_ar,

@@ -15,6 +15,7 @@ mod citizens;
 mod desk;
 mod display;
 pub mod i18n;
+mod kiosk;
 mod login;
 mod oversight;
 mod reception;
@@ -30,6 +31,7 @@ use axum::routing::{get, post};
 
 use crate::app::App;
 pub use i18n::{Digits, Lang};
+pub use kiosk::{KioskKeyError, key_from_config as kiosk_key};
 use session::Web;
 
 /// Page settings that come from the center's config.
@@ -39,6 +41,10 @@ pub struct WebOptions {
     pub digits: Digits,
     /// Language before a user picks one (`[center] default_language`).
     pub default_language: Lang,
+    /// The SHA-256 of the kiosk key (`[kiosk] key_file`); `None`: no kiosk.
+    pub kiosk_key: Option<[u8; 32]>,
+    /// The node serves HTTPS (`[server.tls]`): the scheme of the links it prints.
+    pub https: bool,
 }
 
 /// The pages and assets, with the default options (Arabic, Arabic-Indic digits).
@@ -51,6 +57,7 @@ pub fn router_with(app: App, options: WebOptions) -> Router {
     let web = Web {
         app,
         options: Arc::new(options),
+        lookups: Arc::default(),
     };
     Router::new()
         .route("/", get(login::home))
@@ -95,6 +102,10 @@ pub fn router_with(app: App, options: WebOptions) -> Router {
             get(staff::password_form).post(staff::change_password),
         )
         .route("/technician/clock/confirm", post(oversight::clock_confirm))
+        .route("/kiosk", get(kiosk::start))
+        .route("/kiosk/tickets", post(kiosk::issue))
+        .route("/kiosk/tickets/{token}", get(kiosk::slip))
+        .route("/q/{token}", get(kiosk::status))
         .with_state(web)
 }
 

@@ -46,6 +46,11 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     ),
     ("password.html", include_str!("templates/password.html")),
     ("cash.html", include_str!("templates/cash.html")),
+    ("kiosk.html", include_str!("templates/kiosk.html")),
+    (
+        "ticket_status.html",
+        include_str!("templates/ticket_status.html"),
+    ),
 ];
 
 fn environment() -> &'static Environment<'static> {

@@ -29,6 +29,8 @@ pub use crate::api::SESSION_COOKIE;
 pub struct Web {
     pub app: App,
     pub options: Arc<WebOptions>,
+    /// Lookups of the public ticket status links, per client address.
+    pub lookups: Arc<std::sync::Mutex<super::kiosk::LookupLimiter>>,
 }
 
 /// One entry of the menu, shown to roles that have `cap`.
@@ -463,6 +465,8 @@ pub const OWN_PAGES: &[&str] = &[
     "staff",
     "account",
     "cash",
+    "kiosk",
+    "q",
 ];
 
 /// A path a form may send us back to: `/` or a path of one of [`OWN_PAGES`], else `/`
