@@ -1203,6 +1203,27 @@ fn new_client_pushes_packed_to_a_hub_that_offers_it() {
 }
 
 #[test]
+fn packed_push_is_offered_only_to_a_center_that_may_push() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = hub_in(&dir);
+    let mut a = busy_node("midan");
+    let mut welcomes = Vec::new();
+    let mut record = |i: usize, b: Vec<u8>| {
+        if i == 2 {
+            welcomes.push(crate::frame::decode_batch(&b, PROTOCOL_VERSION).unwrap()[0].clone());
+        }
+        b
+    };
+    a.sync_relayed(&mut hub, Limits::default(), &mut record);
+    // Nothing new now: the Hello offers `done_at`, and the one-round-trip Welcome is
+    // what it was before the packed form.
+    a.sync_relayed(&mut hub, Limits::default(), &mut record);
+    let text = |h: &[u8]| String::from_utf8(h.to_vec()).unwrap();
+    assert!(text(&welcomes[0]).contains("\"packed_push\":true"), "{}", text(&welcomes[0]));
+    assert!(!text(&welcomes[1]).contains("packed_push"), "{}", text(&welcomes[1]));
+}
+
+#[test]
 fn new_client_pushes_compact_to_a_hub_that_offers_only_compact() {
     let dir = tempfile::tempdir().unwrap();
     let mut hub = hub_in(&dir);
