@@ -15,8 +15,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Context;
-use rusqlite::OptionalExtension;
 use markaz_sync::model::ids::CenterId;
+use rusqlite::OptionalExtension;
 
 use super::rig::{Center, HubRig, SessionCost};
 use super::shaper::{LinkShape, Shaper};
@@ -76,9 +76,7 @@ fn check_hub_has_the_day(center: &Center, hub_db: &Path) -> anyhow::Result<()> {
     let mut n = 0;
     while let Some(r) = rows.next()? {
         let (hash, bytes): (Vec<u8>, Vec<u8>) = (r.get(0)?, r.get(1)?);
-        let theirs: Option<Vec<u8>> = at_hub
-            .query_row([&hash], |r| r.get(0))
-            .optional()?;
+        let theirs: Option<Vec<u8>> = at_hub.query_row([&hash], |r| r.get(0)).optional()?;
         anyhow::ensure!(
             theirs.as_deref() == Some(bytes.as_slice()),
             "the hub does not hold change {} as the center does",
@@ -103,7 +101,9 @@ fn check_hub_has_the_day(center: &Center, hub_db: &Path) -> anyhow::Result<()> {
         docs += 1;
     }
     anyhow::ensure!(n > 0 && docs > 0, "nothing to compare");
-    eprintln!("catch-up: the hub holds all {n} changes byte for byte, same heads on {docs} documents");
+    eprintln!(
+        "catch-up: the hub holds all {n} changes byte for byte, same heads on {docs} documents"
+    );
     Ok(())
 }
 

@@ -68,8 +68,10 @@ fn measure(db: &Path) -> anyhow::Result<Size> {
     let objects = conn
         .prepare("SELECT name, sum(pgsize) FROM dbstat GROUP BY name ORDER BY 2 DESC")
         .and_then(|mut st| {
-            st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?
-                .collect::<Result<Vec<_>, _>>()
+            st.query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+            })?
+            .collect::<Result<Vec<_>, _>>()
         })
         .unwrap_or_default();
     Ok(Size {

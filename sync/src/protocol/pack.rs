@@ -413,7 +413,18 @@ mod tests {
 
     #[test]
     fn signed_leb128_round_trips() {
-        for v in [0i64, 1, -1, 63, 64, -64, -65, 1_795_928_400_000, i64::MIN, i64::MAX] {
+        for v in [
+            0i64,
+            1,
+            -1,
+            63,
+            64,
+            -64,
+            -65,
+            1_795_928_400_000,
+            i64::MIN,
+            i64::MAX,
+        ] {
             let mut b = Vec::new();
             put_signed(v, &mut b);
             let mut want = Vec::new();
@@ -442,7 +453,9 @@ mod tests {
     fn history(seed: u64, docs: usize, edits: usize) -> Vec<(u64, WireChange)> {
         let mut rng = seed;
         let mut next = move |n: u64| {
-            rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            rng = rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (rng >> 33) % n.max(1)
         };
         let mut out = Vec::new();
@@ -471,7 +484,8 @@ mod tests {
                         );
                     }
                     _ => {
-                        a.put(&ROOT, key, "قيمة".repeat(next(200) as usize)).unwrap();
+                        a.put(&ROOT, key, "قيمة".repeat(next(200) as usize))
+                            .unwrap();
                         a.commit();
                     }
                 }
@@ -562,7 +576,11 @@ mod tests {
             "packed {} raw {raw} deps {deps}",
             body.len()
         );
-        assert!(body.len() < raw - deps / 2, "packed {} raw {raw}", body.len());
+        assert!(
+            body.len() < raw - deps / 2,
+            "packed {} raw {raw}",
+            body.len()
+        );
     }
 
     #[test]
@@ -583,7 +601,13 @@ mod tests {
         long_len.push(0);
         long_len.extend_from_slice(r.rest);
         for bytes in [odd, b"not a change".to_vec(), Vec::new(), long_len] {
-            changes.push((changes.len() as u64 + 100, WireChange { doc_id: id.clone(), bytes }));
+            changes.push((
+                changes.len() as u64 + 100,
+                WireChange {
+                    doc_id: id.clone(),
+                    bytes,
+                },
+            ));
         }
         assert_eq!(decode(&encode(&changes)).unwrap(), changes);
     }

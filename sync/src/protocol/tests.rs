@@ -1219,8 +1219,16 @@ fn packed_push_is_offered_only_to_a_center_that_may_push() {
     // what it was before the packed form.
     a.sync_relayed(&mut hub, Limits::default(), &mut record);
     let text = |h: &[u8]| String::from_utf8(h.to_vec()).unwrap();
-    assert!(text(&welcomes[0]).contains("\"packed_push\":true"), "{}", text(&welcomes[0]));
-    assert!(!text(&welcomes[1]).contains("packed_push"), "{}", text(&welcomes[1]));
+    assert!(
+        text(&welcomes[0]).contains("\"packed_push\":true"),
+        "{}",
+        text(&welcomes[0])
+    );
+    assert!(
+        !text(&welcomes[1]).contains("packed_push"),
+        "{}",
+        text(&welcomes[1])
+    );
 }
 
 #[test]
@@ -1282,7 +1290,9 @@ fn old_client_framed_pushes_still_sync_with_a_new_hub() {
     assert_eq!(r.pushed, a.local_change_count());
     assert!(sent.iter().filter(|t| *t == "push").count() > 3, "{sent:?}");
     assert!(
-        !sent.iter().any(|t| t == "push_compact" || t == "push_packed"),
+        !sent
+            .iter()
+            .any(|t| t == "push_compact" || t == "push_packed"),
         "{sent:?}"
     );
     assert_converged(&mut a, &mut hub);
@@ -1301,7 +1311,9 @@ fn new_client_frames_pushes_to_a_hub_that_does_not_offer_compact() {
     assert_eq!(r.pushed, a.local_change_count());
     assert!(sent.iter().filter(|t| *t == "push").count() > 3, "{sent:?}");
     assert!(
-        !sent.iter().any(|t| t == "push_compact" || t == "push_packed"),
+        !sent
+            .iter()
+            .any(|t| t == "push_compact" || t == "push_packed"),
         "{sent:?}"
     );
     assert_converged(&mut a, &mut hub);
