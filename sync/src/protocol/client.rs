@@ -585,8 +585,31 @@ impl ClientSession {
                     buckets: differing.into_iter().collect(),
                 };
             }
-            (Phase::RepairList { buckets }, Response::RepairDocs { docs: theirs }) => {
-                let n = self.limits.repair_buckets.min(buckets.len());
+            (
+                Phase::RepairList { buckets },
+                Response::RepairDocs {
+                    docs: theirs,
+                    buckets: answered,
+                },
+            ) => {
+                let asked_n = self.limits.repair_buckets.min(buckets.len());
+                let n = match answered {
+                    // The hub answered the first `a` buckets whole; the rest are asked
+                    // again (at least one is taken, so a confused hub cannot stall us).
+                    Some(a) => usize::from(a).clamp(1, asked_n.max(1)),
+                    // A hub from before the field cut its answer at 5,000 documents
+                    // without saying so: ask one bucket at a time from now on.
+                    None if theirs.len() >= super::server::OLD_HUB_REPAIR_DOCS && asked_n > 1 => {
+                        tracing::warn!(
+                            asked = asked_n,
+                            "an older hub may have cut its repair list; asking one bucket at a time"
+                        );
+                        self.limits.repair_buckets = 1;
+                        return Ok(());
+                    }
+                    None => asked_n,
+                };
+                let n = n.min(buckets.len());
                 let asked: Vec<u16> = buckets.drain(..n).collect();
                 let ours = store::docs_in_buckets(conn, &asked)?;
                 let mut all: BTreeMap<DocId, HeadsPair> = BTreeMap::new();

@@ -132,8 +132,12 @@ pub enum Response {
     RepairDiff {
         differing: Vec<u16>,
     },
+    /// The documents (and their heads) of the first `buckets` of the buckets asked for,
+    /// whole buckets only; `None` from a hub before this field existed, which answered
+    /// every bucket asked for but at most 5,000 documents in all.
     RepairDocs {
         docs: Vec<(DocId, Vec<[u8; 32]>)>,
+        buckets: Option<u16>,
     },
     /// Replies per document: the hub's sync message (if any) and its heads after.
     RepairSync {
@@ -230,6 +234,8 @@ enum Header {
     RepairDocs {
         ids: Vec<String>,
         heads: Vec<Vec<String>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        buckets: Option<u16>,
     },
     Error {
         code: String,
@@ -681,8 +687,9 @@ impl Response {
                 &[],
                 v,
             ),
-            Response::RepairDocs { docs } => seal(
+            Response::RepairDocs { docs, buckets } => seal(
                 &Header::RepairDocs {
+                    buckets: *buckets,
                     ids: docs.iter().map(|(d, _)| d.to_string()).collect(),
                     heads: docs
                         .iter()
@@ -774,7 +781,11 @@ impl Response {
                 }
             }
             Header::RepairDiff { differing } => Response::RepairDiff { differing },
-            Header::RepairDocs { ids, heads: hs } => {
+            Header::RepairDocs {
+                ids,
+                heads: hs,
+                buckets,
+            } => {
                 if ids.len() != hs.len() {
                     return Err(MessageError::Header("ids and heads differ".into()));
                 }
@@ -787,7 +798,7 @@ impl Response {
                         heads(h)?,
                     ));
                 }
-                Response::RepairDocs { docs }
+                Response::RepairDocs { docs, buckets }
             }
             Header::RepairSync {
                 has_msg,

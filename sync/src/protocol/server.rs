@@ -24,6 +24,28 @@ pub const MAX_PULL_BYTES: usize = 4 * 1024 * 1024;
 /// Most documents in one repair list reply.
 pub const MAX_REPAIR_DOCS: usize = 5_000;
 
+#[cfg(not(test))]
+fn max_repair_docs() -> usize {
+    MAX_REPAIR_DOCS
+}
+
+#[cfg(test)]
+thread_local! {
+    /// The repair list's cap in this thread's tests (small, so a test of a cut list
+    /// needs dozens of documents rather than thousands).
+    pub(crate) static TEST_MAX_REPAIR_DOCS: std::cell::Cell<usize> =
+        const { std::cell::Cell::new(MAX_REPAIR_DOCS) };
+}
+
+#[cfg(test)]
+fn max_repair_docs() -> usize {
+    TEST_MAX_REPAIR_DOCS.with(std::cell::Cell::get)
+}
+
+/// What a hub from before [`Response::RepairDocs`] said how many buckets it answered
+/// sent at most: an answer of this many documents from such a hub may have been cut.
+pub const OLD_HUB_REPAIR_DOCS: usize = 5_000;
+
 /// The hub's answer to one document's sync message.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SyncAnswer {
@@ -261,14 +283,25 @@ fn answer<H: HubStore>(
         }
         Request::RepairList { buckets } => {
             log.kind = "repair_list";
-            let docs = hub.scope_docs(center, &buckets)?;
+            // Whole buckets only, as many as fit in MAX_REPAIR_DOCS (at least one, however
+            // large), and the answer says how many: the center asks again for the rest.
+            let mut docs = Vec::new();
+            let mut answered: u16 = 0;
+            for b in &buckets {
+                let these = hub.scope_docs(center, std::slice::from_ref(b))?;
+                if answered > 0 && docs.len() + these.len() > max_repair_docs() {
+                    break;
+                }
+                docs.extend(these);
+                answered += 1;
+            }
             log.docs = docs.len();
             Response::RepairDocs {
                 docs: docs
                     .into_iter()
-                    .take(MAX_REPAIR_DOCS)
                     .map(|(d, h)| (d, h.into_iter().map(|h| h.0).collect()))
                     .collect(),
+                buckets: Some(answered),
             }
         }
         Request::RepairSync { msgs } => {

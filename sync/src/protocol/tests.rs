@@ -951,6 +951,33 @@ fn replaced_node_database_gets_a_fresh_actor_and_repairs() {
     assert_eq!(hub.heads(&id), a2.heads(&id));
 }
 
+/// A replaced center with more documents than one repair list may carry (the cap is 5,000
+/// in production, 3 here): the hub answers whole buckets up to the cap and says how many,
+/// the center asks again for the rest, and every document comes back. Before, the hub cut
+/// the list and a 450,000-case center got 68,946 cases back, reported as complete.
+#[test]
+fn a_repair_list_longer_than_the_cap_brings_every_document_back() {
+    super::server::TEST_MAX_REPAIR_DOCS.with(|c| c.set(3));
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = hub_in(&dir);
+    let mut a = Node::new("midan");
+    let center = a.center.clone();
+    let mut ids = Vec::new();
+    for seq in 1..=60 {
+        let (id, c) = new_case(&center, "MID", seq, "01020304050");
+        a.edit(&id, |d| docs::create_case(d, &c));
+        ids.push(id);
+    }
+    a.sync(&mut hub);
+    let mut a2 = Node::new("midan");
+    let r = a2.sync(&mut hub);
+    assert!(r.repaired && r.unrepaired.is_empty(), "{r:?}");
+    let back = a2.doc_ids();
+    let missing: Vec<_> = ids.iter().filter(|d| !back.contains(d)).collect();
+    assert!(missing.is_empty(), "not repaired: {missing:?}");
+    assert_converged(&mut a2, &mut hub);
+}
+
 #[test]
 fn node_restored_from_old_backup_is_caught_and_takes_a_new_actor() {
     let dir = tempfile::tempdir().unwrap();
