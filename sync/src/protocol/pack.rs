@@ -521,10 +521,8 @@ mod tests {
                 mixed.push(by_doc[k].remove(0));
             }
         }
-        let mut s = 1;
-        for (seq, _) in &mut mixed {
+        for (s, (seq, _)) in (1..).zip(mixed.iter_mut()) {
             *seq = s;
-            s += 1;
         }
         mixed
     }
