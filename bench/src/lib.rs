@@ -8,6 +8,7 @@
 //! [`rig`] (a real hub in this process and centers that sync with it over mutual TLS).
 
 pub mod catch_up;
+pub mod disk;
 pub mod failover;
 pub mod group_commit;
 pub mod hub_load;

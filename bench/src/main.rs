@@ -92,6 +92,16 @@ enum BenchCommand {
         #[arg(long)]
         write: Option<PathBuf>,
     },
+    /// Bytes on disk per case after its whole lifecycle, at the node and at the hub,
+    /// after a WAL checkpoint and after `VACUUM` (issue 20.5).
+    Disk {
+        #[arg(long, default_value_t = 2000)]
+        cases: u32,
+        #[arg(long, default_value_t = 2026)]
+        seed: u64,
+        #[arg(long)]
+        write: Option<PathBuf>,
+    },
     /// Cut the primary link: time until a sync session succeeds over the (emulated) modem,
     /// with the node's probe defaults and with a faster setting; flapping at 1-in-5 loss.
     Failover {
@@ -336,6 +346,23 @@ async fn run(command: BenchCommand) -> anyhow::Result<()> {
             println!("{md}");
             if let Some(path) = &write {
                 markaz_bench::write_section(path, "million", "A million cases", &md)?;
+                println!("updated {}", path.display());
+            }
+            Ok(())
+        }
+        BenchCommand::Disk { cases, seed, write } => {
+            init_logging();
+            let args = markaz_bench::disk::Args {
+                cases: cases.max(1),
+                seed,
+            };
+            let command = format!(
+                "cargo xtask bench disk --cases {cases} --seed {seed} --write docs/BENCHMARKS.md"
+            );
+            let md = markaz_bench::disk::disk(&args, &command).await?;
+            println!("{md}");
+            if let Some(path) = &write {
+                markaz_bench::write_section(path, "disk", "Disk per case", &md)?;
                 println!("updated {}", path.display());
             }
             Ok(())

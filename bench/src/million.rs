@@ -35,7 +35,7 @@ use tokio::net::TcpStream;
 use super::workload::{self, Rng};
 use super::{machine, median, quantile, thousands};
 
-const PASSWORD: &str = "bench-password-long";
+pub(crate) const PASSWORD: &str = "bench-password-long";
 const CENTER: &str = "midan";
 const PREFIX: &str = "MID";
 
@@ -48,7 +48,7 @@ pub struct Args {
     pub lookups: usize,
 }
 
-fn config_toml(data: &Path) -> String {
+pub(crate) fn config_toml(data: &Path) -> String {
     format!(
         r#"[center]
 id = "{CENTER}"
@@ -236,7 +236,7 @@ impl Http {
     }
 }
 
-fn actor(username: &str, roles: Vec<Role>) -> Actor {
+pub(crate) fn actor(username: &str, roles: Vec<Role>) -> Actor {
     Actor {
         username: username.into(),
         full_name: username.into(),

@@ -86,7 +86,11 @@ client_key = "{key}"
 
 /// Pushes every local change of the center database `db` to the hub; returns (changes
 /// pushed, seconds).
-async fn push_all(hub: &HubRig, db: &Path, bundle: &Path) -> anyhow::Result<(usize, f64)> {
+pub(crate) async fn push_all(
+    hub: &HubRig,
+    db: &Path,
+    bundle: &Path,
+) -> anyhow::Result<(usize, f64)> {
     let id: CenterId = CENTER.parse()?;
     let mut center = Center::open(db, id, bundle)?;
     let mut client = center.client(hub.sync_port(), "primary")?;

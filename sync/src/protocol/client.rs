@@ -155,7 +155,7 @@ struct Welcome {
     epoch: String,
     feed_len: u64,
     bulk_acked: u64,
-    /// How pushes travel to this hub: compact only when its Welcome offered it.
+    /// How pushes travel to this hub: packed or compact only when its Welcome offered it.
     push_form: PushForm,
 }
 
@@ -476,6 +476,7 @@ impl ClientSession {
                     hlc,
                     wall_ms,
                     compact_push,
+                    packed_push,
                 },
             ) => {
                 // The hub acknowledges, per lane, the sequence of a change this lane sent;
@@ -524,7 +525,9 @@ impl ClientSession {
                     epoch,
                     feed_len,
                     bulk_acked,
-                    push_form: if compact_push {
+                    push_form: if packed_push {
+                        PushForm::Packed
+                    } else if compact_push {
                         PushForm::Compact
                     } else {
                         PushForm::Framed

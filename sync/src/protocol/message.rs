@@ -37,6 +37,9 @@ pub enum PushForm {
     /// One binary body: runs of sequence numbers, a document table, varint-prefixed
     /// changes. Only to a hub whose `Welcome` offered it.
     Compact,
+    /// The compact body with what the hub can rebuild left out of each change
+    /// ([`super::pack`]). Only to a hub whose `Welcome` offered it (`packed_push`).
+    Packed,
 }
 
 /// Message decoding errors.
@@ -112,6 +115,8 @@ pub enum Response {
         wall_ms: u64,
         /// The hub reads [`PushForm::Compact`]; `false` from a hub that predates it.
         compact_push: bool,
+        /// The hub reads [`PushForm::Packed`]; `false` from a hub that predates it.
+        packed_push: bool,
     },
     PushAck {
         acked: u64,
@@ -171,6 +176,10 @@ enum Header {
     PushCompact {
         actor: String,
     },
+    /// A push in the packed form: the body is in the parts (see [`super::pack`]).
+    PushPacked {
+        actor: String,
+    },
     Pull {
         cursor: u64,
         max_bytes: u32,
@@ -204,6 +213,9 @@ enum Header {
         /// older hub) reads as `false`.
         #[serde(default)]
         compact_push: bool,
+        /// Added without a version bump, like `compact_push`; sent only when true.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        packed_push: bool,
     },
     PushAck {
         acked: u64,
@@ -480,6 +492,16 @@ impl Request {
                     PROTOCOL_VERSION,
                 )
             }
+            Request::Push { actor, changes } if form == PushForm::Packed => seal(
+                &Header::PushPacked {
+                    actor: actor.clone(),
+                },
+                &super::pack::encode(changes)
+                    .chunks(frame::MAX_FRAME)
+                    .map(<[u8]>::to_vec)
+                    .collect::<Vec<_>>(),
+                PROTOCOL_VERSION,
+            ),
             Request::Hello {
                 center,
                 actor,
@@ -581,6 +603,10 @@ impl Request {
                 actor,
                 changes: compact::decode(&parts.concat())?,
             },
+            Header::PushPacked { actor } => Request::Push {
+                actor,
+                changes: super::pack::decode(&parts.concat())?,
+            },
             Header::Pull { cursor, max_bytes } => Request::Pull { cursor, max_bytes },
             Header::RepairRanges { buckets } => Request::RepairRanges {
                 buckets: buckets
@@ -613,6 +639,7 @@ impl Response {
                 hlc,
                 wall_ms,
                 compact_push,
+                packed_push,
             } => seal(
                 &Header::Welcome {
                     epoch: epoch.clone(),
@@ -622,6 +649,7 @@ impl Response {
                     hlc: hlc.clone(),
                     wall_ms: *wall_ms,
                     compact_push: *compact_push,
+                    packed_push: *packed_push,
                 },
                 &[],
                 v,
@@ -720,6 +748,7 @@ impl Response {
                 hlc,
                 wall_ms,
                 compact_push,
+                packed_push,
             } => Response::Welcome {
                 epoch,
                 push_acked,
@@ -728,6 +757,7 @@ impl Response {
                 hlc,
                 wall_ms,
                 compact_push,
+                packed_push,
             },
             Header::PushAck { acked, refused } => Response::PushAck { acked, refused },
             Header::PullBatch {
@@ -1038,9 +1068,29 @@ mod tests {
             Response::decode(&b).unwrap(),
             Response::Welcome {
                 compact_push: false,
+                packed_push: false,
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn cut_packed_push_is_an_error() {
+        let r = Request::Push {
+            actor: "abcd".into(),
+            changes: changes(5),
+        };
+        let b = r.encode_with(PushForm::Packed);
+        assert!(matches!(message_type(&b).as_deref(), Some("push_packed")));
+        for cut in 0..b.len() {
+            assert!(Request::decode(&b[..cut]).is_err());
+        }
+    }
+
+    fn message_type(b: &[u8]) -> Option<String> {
+        let frames = frame::decode_batch(b, PROTOCOL_VERSION).ok()?;
+        let h: serde_json::Value = serde_json::from_slice(frames.first()?).ok()?;
+        Some(h.get("type")?.as_str()?.to_string())
     }
 
     proptest! {
@@ -1048,6 +1098,7 @@ mod tests {
         fn push_roundtrips_in_both_forms(r in arb_push()) {
             prop_assert_eq!(&Request::decode(&r.encode_with(PushForm::Framed)).unwrap(), &r);
             prop_assert_eq!(&Request::decode(&r.encode_with(PushForm::Compact)).unwrap(), &r);
+            prop_assert_eq!(&Request::decode(&r.encode_with(PushForm::Packed)).unwrap(), &r);
         }
 
         #[test]

@@ -14,6 +14,7 @@
 
 pub mod client;
 pub mod message;
+mod pack;
 pub mod relay;
 pub mod restore;
 pub mod server;

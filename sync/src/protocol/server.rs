@@ -234,6 +234,9 @@ fn answer<H: HubStore>(
                 hlc: stamp.encode(),
                 wall_ms: now_ms,
                 compact_push: true,
+                // Offered when the center may push: a Hello with `done_at` has nothing
+                // to push, and its one-round-trip Welcome stays as small as before.
+                packed_push: done_at.is_none(),
             }
         }
         Request::Push { actor, changes } => {

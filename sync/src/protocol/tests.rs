@@ -1184,8 +1184,27 @@ fn as_old_hub(i: usize, bytes: Vec<u8>) -> Vec<u8> {
     if i.is_multiple_of(2)
         && let Ok(mut welcome @ Response::Welcome { .. }) = Response::decode(&bytes)
     {
-        if let Response::Welcome { compact_push, .. } = &mut welcome {
+        if let Response::Welcome {
+            compact_push,
+            packed_push,
+            ..
+        } = &mut welcome
+        {
             *compact_push = false;
+            *packed_push = false;
+        }
+        return welcome.encode();
+    }
+    bytes
+}
+
+/// What a hub from before the packed form (with the compact one) says in its Welcome.
+fn as_compact_hub(i: usize, bytes: Vec<u8>) -> Vec<u8> {
+    if i.is_multiple_of(2)
+        && let Ok(mut welcome @ Response::Welcome { .. }) = Response::decode(&bytes)
+    {
+        if let Response::Welcome { packed_push, .. } = &mut welcome {
+            *packed_push = false;
         }
         return welcome.encode();
     }
@@ -1193,17 +1212,90 @@ fn as_old_hub(i: usize, bytes: Vec<u8>) -> Vec<u8> {
 }
 
 #[test]
-fn new_client_pushes_compact_to_a_hub_that_offers_it() {
+fn new_client_pushes_packed_to_a_hub_that_offers_it() {
     let dir = tempfile::tempdir().unwrap();
     let mut hub = hub_in(&dir);
     let mut a = busy_node("midan");
     let (r, sent) = sync_recording(&mut a, &mut hub, &mut |_, b| b);
     assert_eq!(r.pushed, a.local_change_count());
     assert!(
+        sent.iter().filter(|t| *t == "push_packed").count() > 3,
+        "{sent:?}"
+    );
+    assert!(
+        !sent.iter().any(|t| t == "push" || t == "push_compact"),
+        "{sent:?}"
+    );
+    assert_converged(&mut a, &mut hub);
+}
+
+#[test]
+fn packed_push_is_offered_only_to_a_center_that_may_push() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = hub_in(&dir);
+    let mut a = busy_node("midan");
+    let mut welcomes = Vec::new();
+    let mut record = |i: usize, b: Vec<u8>| {
+        if i == 2 {
+            welcomes.push(crate::frame::decode_batch(&b, PROTOCOL_VERSION).unwrap()[0].clone());
+        }
+        b
+    };
+    a.sync_relayed(&mut hub, Limits::default(), &mut record);
+    // Nothing new now: the Hello offers `done_at`, and the one-round-trip Welcome is
+    // what it was before the packed form.
+    a.sync_relayed(&mut hub, Limits::default(), &mut record);
+    let text = |h: &[u8]| String::from_utf8(h.to_vec()).unwrap();
+    assert!(
+        text(&welcomes[0]).contains("\"packed_push\":true"),
+        "{}",
+        text(&welcomes[0])
+    );
+    assert!(
+        !text(&welcomes[1]).contains("packed_push"),
+        "{}",
+        text(&welcomes[1])
+    );
+}
+
+#[test]
+fn new_client_pushes_compact_to_a_hub_that_offers_only_compact() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = hub_in(&dir);
+    let mut a = busy_node("midan");
+    let (r, sent) = sync_recording(&mut a, &mut hub, &mut as_compact_hub);
+    assert_eq!(r.pushed, a.local_change_count());
+    assert!(
         sent.iter().filter(|t| *t == "push_compact").count() > 3,
         "{sent:?}"
     );
-    assert!(!sent.iter().any(|t| t == "push"), "{sent:?}");
+    assert!(
+        !sent.iter().any(|t| t == "push" || t == "push_packed"),
+        "{sent:?}"
+    );
+    assert_converged(&mut a, &mut hub);
+}
+
+#[test]
+fn old_client_compact_pushes_still_sync_with_a_new_hub() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = hub_in(&dir);
+    let mut a = busy_node("midan");
+    // A client of the previous release ignores `packed_push` and sends the compact form.
+    let (r, sent) = sync_recording(&mut a, &mut hub, &mut |i, b| {
+        if i % 2 == 1
+            && let Ok(req) = Request::decode(&b)
+        {
+            return req.encode_with(PushForm::Compact);
+        }
+        b
+    });
+    assert_eq!(r.pushed, a.local_change_count());
+    assert!(
+        sent.iter().filter(|t| *t == "push_compact").count() > 3,
+        "{sent:?}"
+    );
+    assert!(!sent.iter().any(|t| t == "push_packed"), "{sent:?}");
     assert_converged(&mut a, &mut hub);
 }
 
@@ -1224,7 +1316,12 @@ fn old_client_framed_pushes_still_sync_with_a_new_hub() {
     });
     assert_eq!(r.pushed, a.local_change_count());
     assert!(sent.iter().filter(|t| *t == "push").count() > 3, "{sent:?}");
-    assert!(!sent.iter().any(|t| t == "push_compact"), "{sent:?}");
+    assert!(
+        !sent
+            .iter()
+            .any(|t| t == "push_compact" || t == "push_packed"),
+        "{sent:?}"
+    );
     assert_converged(&mut a, &mut hub);
     // And the other way round from the same hub: another center pulls it all.
     let mut b = Node::new("qanawat");
@@ -1240,7 +1337,12 @@ fn new_client_frames_pushes_to_a_hub_that_does_not_offer_compact() {
     let (r, sent) = sync_recording(&mut a, &mut hub, &mut as_old_hub);
     assert_eq!(r.pushed, a.local_change_count());
     assert!(sent.iter().filter(|t| *t == "push").count() > 3, "{sent:?}");
-    assert!(!sent.iter().any(|t| t == "push_compact"), "{sent:?}");
+    assert!(
+        !sent
+            .iter()
+            .any(|t| t == "push_compact" || t == "push_packed"),
+        "{sent:?}"
+    );
     assert_converged(&mut a, &mut hub);
 }
 
@@ -1254,7 +1356,7 @@ fn both_forms_store_the_centers_changes_in_its_order() {
             .map(Result::unwrap)
             .collect()
     };
-    for form in [PushForm::Framed, PushForm::Compact] {
+    for form in [PushForm::Framed, PushForm::Compact, PushForm::Packed] {
         let dir = tempfile::tempdir().unwrap();
         let mut hub = hub_in(&dir);
         let mut a = busy_node("midan");
