@@ -4,42 +4,26 @@
 //! each write is in the audit log with its operator, roles outside a page are refused,
 //! and markup in any field these pages show comes out escaped.
 
-use std::net::SocketAddr;
+mod rig;
 
-use axum::body::Body;
-use axum::extract::ConnectInfo;
-use axum::http::{Method, Request, StatusCode, header};
-use http_body_util::BodyExt;
+use axum::http::{Method, StatusCode, header};
 use markaz_hub::casework::{self, HubAction};
-use markaz_hub::operators::{self, NewOperator, Role, Who};
+use markaz_hub::operators::Role;
 use markaz_hub::portal::{self, EPayment, PortalIntake};
-use markaz_hub::storage::{HubDb, HubDocs, HubWriter};
-use markaz_hub::web::{self, WebOptions, WebState};
+use markaz_hub::storage::{HubDb, HubDocs};
+use markaz_hub::web::{self, WebOptions};
 use markaz_sync::docs;
 use markaz_sync::model::case::{Bank, CaseEvent, CaseEventKind, Delivery};
 use markaz_sync::model::catalog::Authority;
 use markaz_sync::model::citizen::CitizenInput;
 use markaz_sync::model::staff::{Permission, Role as StaffRole, StaffMember};
+use rig::{PASSWORD, Rig};
 use serde_json::Value;
-use tower::ServiceExt;
 
-const PASSWORD: &str = "correct horse battery";
+/// Where the pages' requests come from.
+const FROM: [u8; 4] = [10, 0, 0, 9];
 const SCRIPT: &str = "<script>alert(1)</script>";
 const IMG: &str = "\"><img src=x onerror=alert(1)>";
-
-fn who() -> Who {
-    Who {
-        operator: "cli".into(),
-        address: "local".into(),
-        at_ms: jiff::Timestamp::now().as_millisecond(),
-    }
-}
-
-struct Rig {
-    _dir: tempfile::TempDir,
-    router: axum::Router,
-    tokens: Vec<(Role, String)>,
-}
 
 /// A browser's session: its cookie and the CSRF token its pages carry.
 struct Browser {
@@ -65,78 +49,11 @@ fn form(fields: &[(&str, &str)]) -> String {
 }
 
 impl Rig {
-    fn new(setup: impl FnOnce(&mut HubDb)) -> anyhow::Result<Rig> {
-        let dir = tempfile::tempdir()?;
-        let mut db = HubDb::open(dir.path())?;
-        let hash = markaz_web::password::hash_password(PASSWORD)?;
-        let mut tokens = Vec::new();
-        for role in Role::ALL {
-            let name = format!("op-{role}");
-            let new = NewOperator {
-                username: name.clone(),
-                full_name: format!("Operator {role}"),
-                roles: vec![role],
-                language: "ar".into(),
-            };
-            operators::create(&mut db, &new, hash.clone(), &who())?;
-            let token = markaz_web::password::new_token();
-            operators::add_token(
-                &mut db,
-                &name,
-                "tests",
-                &markaz_web::password::token_hash(&token),
-                &who(),
-            )?;
-            tokens.push((role, token));
-        }
-        setup(&mut db);
-        let writer = HubWriter::spawn(db)?;
-        Ok(Rig {
-            _dir: dir,
-            router: web::router(WebState::new(writer, WebOptions::default())),
-            tokens,
-        })
-    }
-
-    fn token(&self, role: Role) -> &str {
-        &self
-            .tokens
-            .iter()
-            .find(|(r, _)| *r == role)
-            .expect("role")
-            .1
-    }
-
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: Option<String>,
-    ) -> anyhow::Result<(StatusCode, axum::http::HeaderMap, String)> {
-        let mut r = Request::builder().method(method).uri(path);
-        for (k, v) in headers {
-            r = r.header(*k, *v);
-        }
-        let mut r = r.body(body.map(Body::from).unwrap_or_else(Body::empty))?;
-        r.extensions_mut()
-            .insert(ConnectInfo(SocketAddr::from(([10, 0, 0, 9], 4000))));
-        let resp = self.router.clone().oneshot(r).await?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = resp.into_body().collect().await?.to_bytes();
-        Ok((
-            status,
-            headers,
-            String::from_utf8_lossy(&bytes).into_owned(),
-        ))
-    }
-
     /// A JSON API call with the role's token.
     async fn api(&self, role: Role, path: &str) -> anyhow::Result<Value> {
         let auth = format!("Bearer {}", self.token(role));
         let (s, _, b) = self
-            .send(Method::GET, path, &[("authorization", &auth)], None)
+            .send(FROM, Method::GET, path, &[("authorization", &auth)], None)
             .await?;
         anyhow::ensure!(s == StatusCode::OK, "GET {path}: {s} {b}");
         Ok(serde_json::from_str(&b)?)
@@ -147,6 +64,7 @@ impl Rig {
         let body = format!("username=op-{role}&password={}", urlenc(PASSWORD));
         let (s, h, b) = self
             .send(
+                FROM,
                 Method::POST,
                 "/login",
                 &[("content-type", "application/x-www-form-urlencoded")],
@@ -163,7 +81,7 @@ impl Rig {
             .ok_or_else(|| anyhow::anyhow!("no session cookie"))?;
         // Any page's form carries the CSRF token.
         let (_, _, html) = self
-            .send(Method::GET, "/account", &[("cookie", &cookie)], None)
+            .send(FROM, Method::GET, "/account", &[("cookie", &cookie)], None)
             .await?;
         let csrf = html
             .split("name=\"csrf\" value=\"")
@@ -176,7 +94,7 @@ impl Rig {
 
     async fn page(&self, b: &Browser, path: &str) -> anyhow::Result<(StatusCode, String)> {
         let (s, _, html) = self
-            .send(Method::GET, path, &[("cookie", &b.cookie)], None)
+            .send(FROM, Method::GET, path, &[("cookie", &b.cookie)], None)
             .await?;
         Ok((s, html))
     }
@@ -196,6 +114,7 @@ impl Rig {
         }
         let (s, h, body) = self
             .send(
+                FROM,
                 Method::POST,
                 path,
                 &[
@@ -322,7 +241,7 @@ fn staff_member(name: &str) -> StaffMember {
 #[tokio::test]
 async fn each_page_renders_and_each_form_writes_with_csrf_audited() -> anyhow::Result<()> {
     let mut conflict = String::new();
-    let rig = Rig::new(|db| {
+    let rig = Rig::new(WebOptions::default(), |db| {
         portal::put_staff(db, &"midan".parse().expect("center"), &staff_member("رنا"))
             .expect("staff");
         conflict = conflicted_case(db, "01020304001", "op-eservices");
@@ -636,7 +555,7 @@ async fn each_page_renders_and_each_form_writes_with_csrf_audited() -> anyhow::R
 #[tokio::test]
 async fn markup_in_any_field_of_these_pages_comes_out_escaped() -> anyhow::Result<()> {
     let mut cases = Vec::new();
-    let rig = Rig::new(|db| {
+    let rig = Rig::new(WebOptions::default(), |db| {
         let center = "midan".parse().expect("center");
         portal::put_staff(db, &center, &staff_member(&format!("{SCRIPT}{IMG}"))).expect("staff");
         for (i, p) in [SCRIPT, IMG].iter().enumerate() {

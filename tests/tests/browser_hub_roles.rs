@@ -2,8 +2,9 @@
 //! operator logs in on the Arabic login page, opens every page of the role, makes one
 //! write on each page of the role that writes (a dated fee and a service edit on the
 //! catalog, a permission granted on the staff page, a new operator for the
-//! administrator, the own password for everyone), is
-//! refused the pages outside the role, and leaves Arabic and English screenshots
+//! administrator, the own password for everyone; the electronic services operator enters
+//! a portal case, cancels it while the center hands it over, and resolves the conflict
+//! that follows), is refused the pages outside the role, and leaves Arabic and English screenshots
 //! (tests/output/screenshots/hub-role-*.png).
 
 #[path = "../src/browser.rs"]
@@ -13,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use browser::Browser;
-use markaz_e2e::{HubProcess, NodeProcess};
+use markaz_e2e::{Api, HubProcess, NodeProcess};
 use serde_json::json;
 
 const ROLES: [&str; 6] = [
@@ -111,13 +112,127 @@ async fn submit_and_confirm(b: &Browser, button: &str, what: &str) -> Result<()>
     confirmed(b, what).await
 }
 
+async fn sync(node: &NodeProcess, admin: &Api) -> Result<()> {
+    let r = node
+        .sync_now(admin)
+        .await
+        .with_context(|| format!("node log:\n{}", node.log()))?;
+    ensure!(r["result"] == "ok", "sync: {r}");
+    Ok(())
+}
+
+/// The electronic services operator's day on the pages: a portal case entered for pickup
+/// at midan; midan works it and hands it over before it hears that the operator cancelled
+/// it; the conflict shows on `/conflicts` and the operator lets the handover stand.
+async fn portal_case_to_a_resolved_conflict(
+    b: &Browser,
+    base: &str,
+    midan: &NodeProcess,
+    midan_admin: &Api,
+    desk: &Api,
+) -> Result<()> {
+    let nid = "09000000031";
+    b.goto(&format!("{base}/eservices")).await?;
+    for (field, value) in [
+        ("national_id", nid),
+        ("full_name", "سامر الخطيب"),
+        ("father_name", "محمد"),
+        ("mother_name", "هدى"),
+        ("birth_date", "1985-05-05"),
+        ("birth_place", "حلب"),
+        ("phone", "0944111222"),
+        ("address", "دمشق - الميدان"),
+    ] {
+        b.fill(&format!("#c-{field}"), value).await?;
+    }
+    b.js(
+        "document.querySelector('#service').value = 'criminal_record'; \
+          document.querySelector('#pickup-center').value = 'midan'; return true;",
+    )
+    .await?;
+    b.fill("[name='f.criminal_record.purpose']", "عمل").await?;
+    b.fill("#reference", "EP-BROWSER-31").await?;
+    submit_and_confirm(b, "#enter", "the portal case entered").await?;
+    let path = b.path().await?;
+    let no = path
+        .strip_prefix("/eservices/")
+        .with_context(|| format!("the case's page after the intake: {path}"))?
+        .to_string();
+    ensure!(no.starts_with("WEB-"), "{no}");
+    b.screenshot("hub-role-eservices-case-entered-ar").await?;
+
+    // midan receives it, works it to ready and hands it over, not yet synced...
+    sync(midan, midan_admin).await?;
+    for step in ["start", "ready"] {
+        let (s, r) = desk
+            .post(&format!("/cases/{no}/transitions"), json!({"action": step}))
+            .await?;
+        ensure!(s == 200, "{step}: {s} {r}");
+    }
+    let (s, r) = desk
+        .post(
+            &format!("/cases/{no}/transitions"),
+            json!({"action": "deliver", "receiver_national_id": nid}),
+        )
+        .await?;
+    ensure!(s == 200 && r["status"] == "delivered", "deliver: {s} {r}");
+
+    // ...while the operator cancels it on the case's page, with a reason.
+    b.goto(&format!("{base}/eservices/{no}")).await?;
+    b.fill("#reason-input", "طلب المواطن الإلغاء عبر البوابة")
+        .await?;
+    submit_and_confirm(b, "#action-cancel button", "the case cancelled").await?;
+    let status = b.text("#status").await?;
+    ensure!(status == "ملغاة", "after the cancel: {status}");
+
+    // Once midan syncs, both ends hold both outcomes: the operator resolves it.
+    sync(midan, midan_admin).await?;
+    b.goto(&format!("{base}/conflicts")).await?;
+    b.find(&format!("#conflict-{no}")).await?;
+    b.screenshot("hub-role-eservices-conflict-ar").await?;
+    b.js(&format!(
+        "document.querySelector('#outcome-{no}').value = 'delivered'; return true;"
+    ))
+    .await?;
+    b.fill(&format!("#reason-{no}"), "سُلّمت الوثيقة للمواطن قبل الإلغاء")
+        .await?;
+    submit_and_confirm(
+        b,
+        &format!("#conflict-{no} button[type=submit]"),
+        "the conflict resolved",
+    )
+    .await?;
+    let resolution = b.text(&format!("#conflict-{no} .resolution")).await?;
+    ensure!(!resolution.is_empty(), "the row shows the decision");
+    // The center hears the resolution at its next session.
+    sync(midan, midan_admin).await?;
+    let (s, case) = desk.get(&format!("/cases/{no}")).await?;
+    ensure!(
+        s == 200
+            && case["status"] == "delivered"
+            && case["conflict"]["resolution"]["outcome"] == "delivered",
+        "the resolution at midan: {s} {case}"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn each_role_opens_its_pages_writes_and_is_refused_the_rest() -> Result<()> {
     let Some(b) = Browser::start().await? else {
         return Ok(());
     };
     let hub = HubProcess::start(&["midan"]).await?;
-    let _midan = NodeProcess::start_synced("midan", &hub).await?;
+    let midan = NodeProcess::start_synced("midan", &hub).await?;
+    let midan_admin = midan.login_admin().await?;
+    midan_admin
+        .create_staff(
+            "rana",
+            PASSWORD,
+            &["clerk", "reception"],
+            &[("justice", "2099-12-31")],
+        )
+        .await?;
+    let desk = Api::login(&midan.base_url, "rana", PASSWORD).await?;
     let base = hub.web_url.clone();
     // The center's page exists once it has synced.
     let started = std::time::Instant::now();
@@ -223,6 +338,11 @@ async fn each_role_opens_its_pages_writes_and_is_refused_the_rest() -> Result<()
                 "{role}: no account of midan on /staff to grant to"
             );
             confirmed(&b, "the permission granted").await?;
+        }
+        // Electronic services: a portal case entered, cancelled while the center hands
+        // it over, and the conflict that follows resolved, all on the pages.
+        if *role == "eservices" {
+            portal_case_to_a_resolved_conflict(&b, &base, &midan, &midan_admin, &desk).await?;
         }
         if *role == "admin" {
             b.goto(&format!("{base}/operators")).await?;

@@ -338,10 +338,19 @@ pub(super) async fn portal_case(
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<portal::PortalCase>), ApiError> {
     let intake: PortalIntake = json_body(&body)?;
+    let created = enter_portal_case(&s, caller.who(), intake).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// A portal case entered by an operator (the API and the electronic services page), with
+/// its audit entry in the same write.
+pub(super) async fn enter_portal_case(
+    s: &WebState,
+    who: Who,
+    intake: PortalIntake,
+) -> Result<portal::PortalCase, ApiError> {
     let now = jiff::Timestamp::now();
-    let who = caller.who();
-    let created = s
-        .writer
+    s.writer
         .run(move |e| {
             let created = portal::intake(e, &intake, now)?;
             e.record_audit(&who.entry(
@@ -357,8 +366,7 @@ pub(super) async fn portal_case(
             ))?;
             Ok::<_, ApiError>(created)
         })
-        .await??;
-    Ok((StatusCode::CREATED, Json(created)))
+        .await?
 }
 
 fn center_of(s: &str) -> Result<CenterId, ApiError> {

@@ -27,7 +27,7 @@ use super::{ApiError, Q, WebState};
 use crate::casework::{self, HubAction, PortalCaseRow};
 use crate::catalog;
 use crate::operators::Role;
-use crate::portal::{self, EPayment, PortalError, PortalIntake};
+use crate::portal::{EPayment, PortalError, PortalIntake};
 
 /// The citizen fields of the intake form, in the form's order.
 const CITIZEN_FIELDS: [&str; 8] = [
@@ -231,26 +231,7 @@ pub(super) async fn enter(
     let pairs = form(req).await;
     let result = async {
         let intake = intake_of(&pairs)?;
-        let now = jiff::Timestamp::now();
-        let who = caller.who();
-        let created = s
-            .writer
-            .run(move |e| {
-                let created = portal::intake(e, &intake, now)?;
-                e.record_audit(&who.entry(
-                    "portal.case",
-                    created.routed_to.as_deref(),
-                    &created.case_no,
-                    None,
-                    Some(serde_json::json!({
-                        "case": created,
-                        "service": intake.service,
-                        "delivery": intake.delivery,
-                    })),
-                ))?;
-                Ok::<_, ApiError>(created)
-            })
-            .await??;
+        let created = super::api::enter_portal_case(&s, caller.who(), intake).await?;
         Ok::<_, DataError>(created)
     }
     .await;
