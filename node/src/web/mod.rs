@@ -14,6 +14,7 @@ mod cash;
 mod citizens;
 mod desk;
 mod display;
+mod display_speech;
 pub mod i18n;
 mod login;
 mod oversight;
@@ -21,6 +22,7 @@ mod reception;
 pub mod render;
 pub mod session;
 mod staff;
+mod supervisor;
 mod technician;
 
 use std::sync::Arc;
@@ -95,6 +97,11 @@ pub fn router_with(app: App, options: WebOptions) -> Router {
             get(staff::password_form).post(staff::change_password),
         )
         .route("/technician/clock/confirm", post(oversight::clock_confirm))
+        .route("/display/speech", get(display_speech::call))
+        .route("/display/clips/{file}", get(display_speech::serve))
+        .route("/supervisor/board", get(supervisor::board))
+        .route("/supervisor/figures", get(supervisor::figures))
+        .route("/supervisor/figures.csv", get(supervisor::figures_csv_file))
         .with_state(web)
 }
 

@@ -46,6 +46,18 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     ),
     ("password.html", include_str!("templates/password.html")),
     ("cash.html", include_str!("templates/cash.html")),
+    (
+        "supervisor_board.html",
+        include_str!("templates/supervisor_board.html"),
+    ),
+    (
+        "supervisor_board_part.html",
+        include_str!("templates/supervisor_board_part.html"),
+    ),
+    (
+        "supervisor_figures.html",
+        include_str!("templates/supervisor_figures.html"),
+    ),
 ];
 
 fn environment() -> &'static Environment<'static> {
