@@ -93,7 +93,7 @@ fn page_routes() -> Vec<String> {
 }
 
 const CHECK: &str = r#"
-const W = document.documentElement.clientWidth, H = document.documentElement.clientHeight;
+const W = document.documentElement.clientWidth, H = window.innerHeight;
 const screen = arguments[0];
 const problems = [];
 const doc = document.documentElement;
@@ -139,7 +139,7 @@ async fn seed(api: &Api) -> Result<(String, i64)> {
         .await?;
     ensure!(s == 200 || s == 201, "grant: {s} {b}");
     let (s, b) = api
-        .post("/staff", json!({"username": "abdulrahman.alhusseini", "full_name": LONG_NAME, "password": "a-long-password-1", "roles": ["clerk", "cashier", "supervisor"]}))
+        .post("/staff", json!({"username": "abdulrahman.alhusseini", "full_name": LONG_NAME, "password": "a-long-password-1", "roles": ["clerk", "supervisor"]}))
         .await?;
     ensure!(s == 200 || s == 201, "staff: {s} {b}");
     let (s, b) = api
@@ -153,10 +153,11 @@ async fn seed(api: &Api) -> Result<(String, i64)> {
     // Four-digit ticket numbers and counts in the thousands.
     let mut first = None;
     for i in 0..1005 {
-        let body = if i == 0 {
-            json!({"group": "civil", "national_id": CITIZEN})
-        } else {
-            json!({"group": "civil"})
+        let body = match i {
+            0 => json!({"group": "civil", "national_id": CITIZEN}),
+            // The last, a priority ticket, is called before the others: B1005 on the board.
+            1004 => json!({"group": "civil", "priority": "elderly"}),
+            _ => json!({"group": "civil"}),
         };
         let (s, b) = api.post("/tickets", body).await?;
         ensure!(s == 200 || s == 201, "ticket: {s} {b}");
@@ -288,6 +289,21 @@ async fn scenario(b: &Browser) -> Result<()> {
     ensure!(
         missing.is_empty(),
         "page routes this test does not render (add a row): {missing:?}"
+    );
+
+    // The check itself catches what it claims to: a page wider than the window, naming
+    // the element, and (for the wall display) content below the screen's bottom.
+    b.goto("data:text/html,<!doctype html><html><body><p id=wide style='width:3000px'>x</p></body></html>")
+        .await?;
+    let err = check(b, "a wide page", false)
+        .await
+        .expect_err("a 3000px paragraph overflows");
+    ensure!(format!("{err:#}").contains("p#wide"), "{err:#}");
+    b.goto("data:text/html,<!doctype html><html><body style='margin:0;overflow:hidden'><div id=tall style='height:3000px'>x</div></body></html>")
+        .await?;
+    ensure!(
+        check(b, "a tall screen", true).await.is_err(),
+        "content below a wall screen's bottom is reported"
     );
 
     // The login page and the display, before logging in.
