@@ -1,14 +1,24 @@
 // Waiting-room display: listens to the public SSE stream and shows each call on the
-// board, with a chime made by WebAudio oscillators (no sound files, no speech service).
+// board. With sound on (`/display?sound=1`) each call plays a chime made by WebAudio
+// oscillators, then the call in spoken Arabic: the clips the node names for it
+// (`/display/speech?ticket=&counter=`), built into the node, played one after the other.
+// A wall screen has no mouse, so nothing waits for a click: the browser is started with
+// --autoplay-policy=no-user-gesture-required, and a notice says so when it was not.
 // All words come from the page (rendered from the string catalog); this file has none.
 (function () {
   "use strict";
   var body = document.body;
   var arabicDigits = body.getAttribute("data-digits") === "arabic_indic";
   var url = body.getAttribute("data-events") || "/api/v1/display/events";
+  var speechUrl = body.getAttribute("data-speech") || "/display/speech";
+  var soundOn = body.getAttribute("data-sound") === "1";
   var state = document.getElementById("live-state");
-  var soundButton = document.getElementById("sound");
+  var blocked = document.getElementById("sound-blocked");
   var audio = null;
+  var groupNames = {};
+  document.querySelectorAll("#group-names [data-group]").forEach(function (li) {
+    groupNames[li.getAttribute("data-group")] = li.textContent;
+  });
 
   function digits(s) {
     s = String(s);
@@ -28,7 +38,7 @@
   // long exponential decay, plus a quiet octave partial for brightness.
   function chime(recall) {
     var ctx = ensureAudio();
-    if (!ctx || ctx.state !== "running") { if (soundButton) soundButton.hidden = false; return false; }
+    if (!ctx || ctx.state !== "running") { soundBlocked(); return 0; }
     var t0 = ctx.currentTime + 0.02;
     var notes = recall ? [659.25, 659.25] : [659.25, 523.25];
     notes.forEach(function (freq, i) {
@@ -47,7 +57,65 @@
       });
     });
     body.setAttribute("data-chimes", String(Number(body.getAttribute("data-chimes") || "0") + 1));
-    return true;
+    return t0 + notes.length * 0.55 + 0.3;
+  }
+
+  function soundBlocked() {
+    if (blocked) blocked.hidden = false;
+    body.setAttribute("data-sound-state", "blocked");
+  }
+
+  // Decoded clips by URL: each is fetched once (and the node lets the browser cache it).
+  var clips = {};
+  function clip(u) {
+    if (!clips[u]) {
+      clips[u] = fetch(u)
+        .then(function (r) { if (!r.ok) throw new Error(String(r.status)); return r.arrayBuffer(); })
+        .then(function (buf) { return ensureAudio().decodeAudioData(buf); });
+      clips[u].catch(function () { delete clips[u]; });
+    }
+    return clips[u];
+  }
+
+  // Calls are spoken one at a time, in order: a second call waits for the first.
+  var speaking = Promise.resolve();
+  function speak(ticket, counter, after) {
+    var q = "?ticket=" + encodeURIComponent(ticket) + "&counter=" + encodeURIComponent(counter);
+    speaking = speaking.then(function () {
+      return fetch(speechUrl + q)
+        .then(function (r) { return r.ok ? r.json() : { clips: [] }; })
+        .then(function (answer) {
+          var urls = answer.clips || [];
+          body.setAttribute("data-spoken", JSON.stringify(urls));
+          (window.markazSpoken = window.markazSpoken || []).push(urls);
+          return Promise.all(urls.map(clip)).then(function (buffers) {
+            var ctx = ensureAudio();
+            if (!ctx || ctx.state !== "running") { soundBlocked(); return; }
+            var t = Math.max(ctx.currentTime + 0.05, after || 0);
+            buffers.forEach(function (b, i) {
+              var src = ctx.createBufferSource();
+              src.buffer = b;
+              src.connect(ctx.destination);
+              src.start(t);
+              // A short breath between words; a longer one before "to counter".
+              t += b.duration + (urls[i + 1] && urls[i + 1].indexOf("/to_counter.") >= 0 ? 0.25 : 0.06);
+            });
+            body.setAttribute("data-speech-played", String(Number(body.getAttribute("data-speech-played") || "0") + 1));
+            // The next call starts when this one has been heard.
+            return new Promise(function (done) { setTimeout(done, Math.max(0, (t - ctx.currentTime) * 1000)); });
+          });
+        })
+        .catch(function () { body.setAttribute("data-speech-error", "1"); });
+    });
+  }
+
+  // Drops the cards of the oldest calls that no longer fit the board (never clipped).
+  function fit() {
+    var list = document.getElementById("calls");
+    if (!list) return;
+    while (list.children.length > 1 && list.scrollHeight > list.clientHeight + 1) {
+      list.removeChild(list.lastElementChild);
+    }
   }
 
   function cardFor(counter) {
@@ -60,7 +128,7 @@
     card.id = "counter-" + counter;
     card.setAttribute("data-counter", String(counter));
     card.querySelector(".counter-no").textContent = digits(counter);
-    list.appendChild(card);
+    list.insertBefore(card, list.firstElementChild);
     return card;
   }
 
@@ -68,6 +136,8 @@
     var card = cardFor(ev.counter);
     if (card) {
       card.querySelector(".ticket").textContent = digits(ev.ticket);
+      var g = card.querySelector(".group-name");
+      if (g) g.textContent = groupNames[ev.group] || "";
       card.classList.remove("fresh");
       void card.offsetWidth; // restart the highlight animation
       card.classList.add("fresh");
@@ -76,10 +146,13 @@
     }
     var nowTicket = document.getElementById("now-ticket");
     var nowCounter = document.getElementById("now-counter");
+    var nowGroup = document.getElementById("now-group");
     if (nowTicket) nowTicket.textContent = digits(ev.ticket);
     if (nowCounter) nowCounter.textContent = digits(ev.counter);
+    if (nowGroup) nowGroup.textContent = groupNames[ev.group] || "";
+    fit();
     body.setAttribute("data-last-call", ev.ticket + "@" + ev.counter);
-    chime(!!ev.recall);
+    if (soundOn) speak(ev.ticket, ev.counter, chime(!!ev.recall));
   }
 
   // The clock shows the center's time, not the browser's: the server's time zone name
@@ -113,15 +186,16 @@
     el.textContent = digits(centerTime());
   }
 
-  if (soundButton) {
-    soundButton.addEventListener("click", function () {
-      var ctx = ensureAudio();
-      if (ctx) ctx.resume().then(function () { soundButton.hidden = true; chime(false); });
-    });
+  if (soundOn) {
+    // Kiosks started with --autoplay-policy=no-user-gesture-required run audio at once.
+    var ctx = ensureAudio();
+    if (!ctx || ctx.state !== "running") setTimeout(function () {
+      if (!audio || audio.state !== "running") soundBlocked();
+    }, 1500);
+    else body.setAttribute("data-sound-state", "on");
   }
-  // Kiosks started with --autoplay-policy=no-user-gesture-required need no click.
-  var ctx = ensureAudio();
-  if (ctx && ctx.state === "running" && soundButton) soundButton.hidden = true;
+  fit();
+  window.addEventListener("resize", fit);
 
   clock();
   setInterval(clock, 10000);

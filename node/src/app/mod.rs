@@ -11,6 +11,7 @@ pub mod cash;
 pub mod citizens;
 pub mod conflicts;
 pub mod daily_docs;
+pub mod figures;
 pub mod kiosk;
 pub mod numbering;
 pub mod queue;

@@ -2,7 +2,12 @@
 //! printable 80 mm queue ticket.
 //!
 //! The display is rendered with the latest call of each counter, then kept live by
-//! `assets/display.js` from the public SSE stream `/api/v1/display/events`.
+//! `assets/display.js` from the public SSE stream `/api/v1/display/events`. With
+//! `?sound=1` it chimes and calls each ticket in spoken Arabic
+//! ([`super::display_speech`]); a wall screen has no mouse, so nothing asks for a click
+//! (the browser runs with `--autoplay-policy=no-user-gesture-required`, OPERATIONS.md).
+//! It fits a 1920×1080 or 1366×768 screen without scrolling: long names are cut with an
+//! ellipsis and the cards of old calls that no longer fit are dropped, never clipped.
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -23,21 +28,35 @@ use crate::app::queue::TicketView;
 pub struct DisplayQuery {
     #[serde(default)]
     lang: Option<String>,
+    /// `1` (or `on`, `true`, `yes`): chime and spoken call. Anything else: silent.
+    #[serde(default)]
+    sound: Option<String>,
 }
 
-/// The latest call of each counter, newest first.
-pub fn latest_per_counter(calls: &[TicketView]) -> Vec<(u32, String)> {
+/// Whether a `sound=` parameter turns the sound on.
+pub fn sound_on(param: Option<&str>) -> bool {
+    matches!(
+        param.map(|s| s.trim().to_ascii_lowercase()).as_deref(),
+        Some("1" | "on" | "true" | "yes")
+    )
+}
+
+/// At most this many counter cards: more would not fit a 1366×768 board.
+const MAX_CARDS: usize = 12;
+
+/// The latest call of each counter, newest first: (counter, ticket, group).
+pub fn latest_per_counter(calls: &[TicketView]) -> Vec<(u32, String, String)> {
     let mut sorted: Vec<&TicketView> = calls
         .iter()
         .filter(|t| t.counter.is_some() && t.called_at.is_some())
         .collect();
     sorted.sort_by(|a, b| b.called_at.cmp(&a.called_at));
-    let mut out: Vec<(u32, String)> = Vec::new();
+    let mut out: Vec<(u32, String, String)> = Vec::new();
     for t in sorted {
         if let Some(c) = t.counter
-            && !out.iter().any(|(n, _)| *n == c)
+            && !out.iter().any(|(n, _, _)| *n == c)
         {
-            out.push((c, t.number.clone()));
+            out.push((c, t.number.clone(), t.group.clone()));
         }
     }
     out
@@ -58,16 +77,34 @@ pub async fn display(
         Ok(c) => c,
         Err(err) => return PageError::app(err, lang).into_response(),
     };
-    let latest = latest_per_counter(&calls);
-    let list: Vec<Value> = latest
+    let mut latest = latest_per_counter(&calls);
+    latest.truncate(MAX_CARDS);
+    let app = &web.app;
+    let group_name = |id: &str| {
+        app.group(id)
+            .map(|g| match lang {
+                Lang::Ar => g.name_ar.clone(),
+                Lang::En => g.name_en.clone(),
+            })
+            .unwrap_or_default()
+    };
+    let card = |(c, n, g): &(u32, String, String)| {
+        context! { counter => c, number => n, group => g, group_name => group_name(g) }
+    };
+    let list: Vec<Value> = latest.iter().map(card).collect();
+    let groups: Vec<Value> = app
+        .settings
+        .groups
         .iter()
-        .map(|(c, n)| context! { counter => c, number => n })
+        .map(|g| context! { id => &g.id, name => group_name(&g.id) })
         .collect();
     let now = web.app.local_now();
     let clock = now.strftime("%H:%M").to_string();
     let ctx = context! {
         calls => list,
-        latest => latest.first().map(|(c, n)| context! { counter => c, number => n }),
+        latest => latest.first().map(card),
+        groups => groups,
+        sound => sound_on(q.sound.as_deref()),
         clock => clock,
         // The script keeps the clock in the center's time zone, on the server's clock.
         tz => web.app.settings.timezone.iana_name().unwrap_or(""),

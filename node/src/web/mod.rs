@@ -14,6 +14,7 @@ mod cash;
 mod citizens;
 mod desk;
 mod display;
+mod display_speech;
 pub mod i18n;
 mod kiosk;
 mod login;
@@ -22,6 +23,7 @@ mod reception;
 pub mod render;
 pub mod session;
 mod staff;
+mod supervisor;
 mod technician;
 
 use std::sync::Arc;
@@ -106,6 +108,11 @@ pub fn router_with(app: App, options: WebOptions) -> Router {
         .route("/kiosk/tickets", post(kiosk::issue))
         .route("/kiosk/tickets/{token}", get(kiosk::slip))
         .route("/q/{token}", get(kiosk::status))
+        .route("/display/speech", get(display_speech::call))
+        .route("/display/clips/{file}", get(display_speech::serve))
+        .route("/supervisor/board", get(supervisor::board))
+        .route("/supervisor/figures", get(supervisor::figures))
+        .route("/supervisor/figures.csv", get(supervisor::figures_csv_file))
         .with_state(web)
 }
 

@@ -24,6 +24,9 @@ use crate::error::AppError;
 pub struct DoneQuery {
     #[serde(default)]
     done: Option<String>,
+    /// The day of the queue figures (`YYYY-MM-DD`); default today.
+    #[serde(default)]
+    day: Option<String>,
 }
 
 fn figures(web: &Web, lang: Lang, f: &QueueFigures, by_counter: bool) -> Value {
@@ -54,12 +57,14 @@ async fn render_supervisor(
     done: Option<&str>,
     grant_errors: Value,
     error: Option<String>,
+    day: Option<jiff::civil::Date>,
 ) -> Result<Response, PageError> {
     let lang = staff.lang();
     let app = &web.app;
     let a = &staff.actor;
     let err = |e| PageError::app(e, lang);
-    let queue = app.queue_report(a, None).await.map_err(err)?;
+    let queue = app.queue_report(a, day).await.map_err(err)?;
+    let board = app.supervisor_board(a).await.map_err(err)?;
     let cases = app.case_report(a).await.map_err(err)?;
     let overdue = app
         .search_cases(
@@ -104,6 +109,7 @@ async fn render_supervisor(
         "supervisor.html",
         context! {
             day => &queue.day,
+            board => super::supervisor::board_value(web, lang, &board),
             total => figures(web, lang, &queue.total, false),
             by_group => queue.by_group.iter().map(|f| figures(web, lang, f, false)).collect::<Vec<_>>(),
             by_counter => queue.by_counter.iter().map(|f| figures(web, lang, f, true)).collect::<Vec<_>>(),
@@ -128,13 +134,28 @@ pub async fn supervisor(
     Query(q): Query<DoneQuery>,
 ) -> Result<Response, PageError> {
     staff.require(Capability::ViewReports)?;
+    let day = q
+        .day
+        .as_deref()
+        .filter(|d| !d.trim().is_empty())
+        .map(|d| crate::app::figures::DayRange::parse(Some(d), None, None, web.app.today()));
+    let (status, day, error) = match day {
+        None => (StatusCode::OK, None, None),
+        Some(Ok(r)) => (StatusCode::OK, Some(r.from), None),
+        Some(Err(e)) => (
+            StatusCode::BAD_REQUEST,
+            None,
+            Some(super::supervisor::range_error(staff.lang(), &e)),
+        ),
+    };
     render_supervisor(
         &web,
         &staff,
-        StatusCode::OK,
+        status,
         q.done.as_deref(),
         Value::from(()),
-        None,
+        error,
+        day,
     )
     .await
 }
@@ -192,6 +213,7 @@ pub async fn grant(
                 None,
                 errors,
                 Some(super::i18n::t(lang, "error.invalid").into()),
+                None,
             )
             .await
         }
@@ -203,6 +225,7 @@ pub async fn grant(
                 None,
                 Value::from(()),
                 Some(error_message(lang, &e)),
+                None,
             )
             .await
         }

@@ -51,6 +51,18 @@ pub const TEMPLATES: &[(&str, &str)] = &[
         "ticket_status.html",
         include_str!("templates/ticket_status.html"),
     ),
+    (
+        "supervisor_board.html",
+        include_str!("templates/supervisor_board.html"),
+    ),
+    (
+        "supervisor_board_part.html",
+        include_str!("templates/supervisor_board_part.html"),
+    ),
+    (
+        "supervisor_figures.html",
+        include_str!("templates/supervisor_figures.html"),
+    ),
 ];
 
 fn environment() -> &'static Environment<'static> {
