@@ -118,6 +118,7 @@ impl NodeConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct CenterConfig {
     /// Slug that names the center everywhere (certificates, sync, receipts). Default `demo`.
+    #[serde(deserialize_with = "crate::values::center_id")]
     pub id: CenterId,
     /// Arabic name shown on pages and tickets.
     pub name_ar: String,

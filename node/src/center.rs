@@ -20,7 +20,7 @@ pub const DB_FILE: &str = "markaz-node.db";
 pub fn settings_from(cfg: &NodeConfig) -> anyhow::Result<AppSettings> {
     let timezone = cfg.center.timezone.time_zone();
     Ok(AppSettings {
-        center_id: cfg.center.id.to_string(),
+        center_id: cfg.center.id.clone(),
         center_name_ar: cfg.center.name_ar.clone(),
         center_name_en: cfg.center.name_en.clone(),
         receipt_prefix: cfg.center.receipt_prefix.to_string(),
@@ -82,7 +82,7 @@ pub async fn open(cfg: &NodeConfig, clock: Clock) -> anyhow::Result<App> {
         busy_timeout_ms: u64::from(cfg.storage.busy_timeout_ms),
         group_commit_max_batch: cfg.storage.group_commit_max_batch as usize,
         readers: 4,
-        center: cfg.center.id.to_string(),
+        center: cfg.center.id.clone(),
         inline_check_max_bytes: crate::storage::integrity::INLINE_CHECK_MAX_BYTES,
     };
     let db_path = data_dir.join(DB_FILE);

@@ -30,6 +30,7 @@ use serde::Serialize;
 
 use markaz_sync::model::catalog::Service;
 use markaz_sync::model::fees::FeeSchedule;
+use markaz_sync::model::ids::CenterId;
 use markaz_sync::model::staff::{Capability, Role};
 
 use crate::auth::AuthPolicy;
@@ -176,7 +177,8 @@ pub struct CounterSettings {
 /// Everything the use cases need from config, in domain terms.
 #[derive(Debug, Clone)]
 pub struct AppSettings {
-    pub center_id: String,
+    /// The center's id as `[center] id` parsed it: the model's type, never re-parsed.
+    pub center_id: CenterId,
     pub center_name_ar: String,
     pub center_name_en: String,
     pub receipt_prefix: String,

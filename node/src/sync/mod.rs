@@ -151,12 +151,7 @@ impl SyncOptions {
             hubs.push(HubTarget::new(url.host(), url.port())?);
         }
         anyhow::ensure!(!hubs.is_empty(), "sync.hub_urls is empty");
-        let center: CenterId = cfg
-            .center
-            .id
-            .to_string()
-            .parse()
-            .map_err(|e| anyhow::anyhow!("center.id as a sync center: {e}"))?;
+        let center = cfg.center.id.clone();
         let batch = usize::try_from(s.batch_max_bytes).unwrap_or(usize::MAX);
         Ok(Some(SyncOptions {
             center,

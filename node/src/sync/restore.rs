@@ -188,7 +188,7 @@ pub async fn from_hub(cfg: &NodeConfig, force: bool) -> anyhow::Result<RestoreRe
         busy_timeout_ms: u64::from(cfg.storage.busy_timeout_ms),
         group_commit_max_batch: cfg.storage.group_commit_max_batch as usize,
         readers: 2,
-        center: cfg.center.id.to_string(),
+        center: cfg.center.id.clone(),
         inline_check_max_bytes: crate::storage::integrity::INLINE_CHECK_MAX_BYTES,
     };
     let db = Db::open(&db_path, &storage)
