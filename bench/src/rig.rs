@@ -13,19 +13,16 @@ use anyhow::Context;
 use bytes::Bytes;
 use markaz_config::{HubConfig, HubStorage};
 use markaz_hub::pki::{Ca, Validity};
-use markaz_node::uplink::{
-    ClientOptions, ClientTlsFiles, Connector, HubClient, HubTarget, TcpConnector, client_config,
-};
 use markaz_sync::hlc::Clock;
 use markaz_sync::model::ids::CenterId;
 use markaz_sync::protocol::{ClientSession, Limits, SessionReport};
 use markaz_sync::store::{self, DocStore};
+use markaz_uplink::{
+    ClientOptions, ClientTlsFiles, Connector, HubClient, HubTarget, TcpConnector, client_config,
+};
 use rusqlite::Connection;
 use rustls::{ClientConfig, HandshakeKind};
 use tokio_util::sync::CancellationToken;
-
-/// The hub's sync path.
-pub const SYNC_PATH: &str = "/sync/v1";
 
 /// A hub running in this process.
 pub struct HubRig {
@@ -238,7 +235,7 @@ impl Center {
             body_up += req.len() as u64;
             anyhow::ensure!(requests <= 100_000, "the session does not end");
             let (status, body) = client
-                .post(SYNC_PATH, "application/octet-stream", Bytes::from(req))
+                .sync(Bytes::from(req))
                 .await
                 .context("while posting to the hub")?;
             body_down += body.len() as u64;

@@ -24,10 +24,6 @@ use markaz_node::sync::{
     BUDGET_SPENT, BULK_WAITS, SyncOptions, backlog, backlog_lanes, modem_budget, recent_sessions,
     sync_once,
 };
-use markaz_node::uplink::{
-    ClientOptions, ClientTlsFiles, HubClient, HubTarget, SESSION_HEADER, TcpConnector,
-    UPLINK_HEADER, client_config,
-};
 use markaz_sync::docs::{self, DocId, DocKind};
 use markaz_sync::hlc::Clock as HlcClock;
 use markaz_sync::model::case::{CaseEvent, CaseEventKind, Delivery};
@@ -35,8 +31,12 @@ use markaz_sync::model::citizen::CitizenInput;
 use markaz_sync::model::ids::{CaseNo, CenterId};
 use markaz_sync::model::staff::{Role, StaffMember};
 use markaz_sync::protocol::client::Limits;
+use markaz_sync::protocol::contract::{SESSION_HEADER, SYNC_PATH, SessionResult, UPLINK_HEADER};
 use markaz_sync::protocol::{SqliteHub, handle_request, migrate_hub};
 use markaz_sync::store::{self, DocStore, StoredChange};
+use markaz_uplink::{
+    ClientOptions, ClientTlsFiles, HubClient, HubTarget, TcpConnector, client_config,
+};
 use rusqlite::Connection;
 use serde_json::json;
 use support::{TestNode, citizen};
@@ -144,7 +144,7 @@ impl Hub {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
         let app = Router::new()
-            .route("/sync/v1", post(sync_v1))
+            .route(SYNC_PATH, post(sync_v1))
             .with_state(docs.clone());
         let shutdown = CancellationToken::new();
         tokio::spawn(tls::serve(
@@ -493,7 +493,7 @@ async fn next_success(node: &TestNode, before: &serde_json::Value) -> serde_json
             .as_ref()
             .map(|p| serde_json::to_value(p).unwrap());
         if let Some(p) = p
-            && p["last_session"]["result"] == "ok"
+            && p["last_session"]["result"] == SessionResult::Ok.as_str()
             && p["last_session"]["session_id"] != *before
         {
             return p;
@@ -961,7 +961,7 @@ impl Switchable {
     }
 }
 
-impl markaz_node::uplink::Connector for Switchable {
+impl markaz_uplink::Connector for Switchable {
     fn name(&self) -> &str {
         if self.modem.load(std::sync::atomic::Ordering::SeqCst) {
             "modem"
@@ -974,7 +974,7 @@ impl markaz_node::uplink::Connector for Switchable {
         &'a self,
         host: &'a str,
         port: u16,
-    ) -> futures::future::BoxFuture<'a, std::io::Result<markaz_node::uplink::BoxedStream>> {
+    ) -> futures::future::BoxFuture<'a, std::io::Result<markaz_uplink::BoxedStream>> {
         Box::pin(async move {
             let tcp = TcpConnector::new(self.name(), Duration::from_secs(5));
             tcp.connect(host, port).await
@@ -984,7 +984,7 @@ impl markaz_node::uplink::Connector for Switchable {
 
 #[tokio::test]
 async fn after_an_uplink_change_the_next_session_runs_on_a_new_connection() -> anyhow::Result<()> {
-    use markaz_node::uplink::Connector;
+    use markaz_uplink::Connector;
     let hub = Hub::start().await?;
     let node = TestNode::start().await;
     let opts = hub.options(node.app.settings.center_id.as_str())?;

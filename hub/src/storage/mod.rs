@@ -41,6 +41,7 @@ use crate::operators::{
     ApiTokenInfo, AuditEntry, AuditFilter, LoginLimit, OperatorRecord, SessionRecord,
 };
 use crate::sessions::SyncSession;
+use markaz_sync::protocol::contract::{ErrorCode, RequestKind, SessionResult};
 use markaz_web::login::Failures;
 
 pub mod pg;
@@ -99,7 +100,7 @@ pub struct SyncLogEntry {
     /// The row of `sync_sessions` this request belongs to (set when recorded).
     pub session_id: Option<i64>,
     pub uplink: String,
-    pub kind: String,
+    pub kind: RequestKind,
     pub started_ms: i64,
     pub ended_ms: i64,
     pub bytes_up: i64,
@@ -110,7 +111,7 @@ pub struct SyncLogEntry {
     pub changes_down: i64,
     pub refused: i64,
     /// `ok` or `error`.
-    pub result: String,
+    pub result: SessionResult,
     pub error: Option<String>,
     /// Hub wall clock minus the center's (Hello only).
     pub skew_ms: Option<i64>,
@@ -120,6 +121,17 @@ pub struct SyncLogEntry {
     /// phase) that caught the center up. Used when recording; not stored per request.
     #[serde(skip)]
     pub ends_session: bool,
+}
+
+/// A request kind as the sync log stored it; a value this version does not know reads
+/// as `bad`.
+pub(crate) fn stored_kind(s: &str) -> RequestKind {
+    RequestKind::parse(s).unwrap_or_default()
+}
+
+/// A result as the sync log stored it; anything but a known result reads as `error`.
+pub(crate) fn stored_result(s: &str) -> SessionResult {
+    SessionResult::parse(s).unwrap_or(SessionResult::Error)
 }
 
 /// The raw figures of one center for the overview (see `oversight::centers`).
@@ -348,12 +360,12 @@ impl<T: Transactional> HubDocs for T {
                 (None, Some(e)) => Err(e),
                 (None, None) => {
                     let log = RequestLog {
-                        kind: "bad",
+                        kind: RequestKind::Bad,
                         error: Some("retried an undecodable request".into()),
                         ..RequestLog::default()
                     };
                     let resp = Response::Error {
-                        code: "hub_error".into(),
+                        code: ErrorCode::HubError,
                         message: "hub storage unavailable".into(),
                     };
                     return ((resp, log), false);
@@ -368,12 +380,12 @@ impl<T: Transactional> HubDocs for T {
             Ok(answer) => answer,
             Err(e) => {
                 let log = RequestLog {
-                    kind: "bad",
+                    kind: RequestKind::Bad,
                     error: Some(format!("hub storage: {e}")),
                     ..RequestLog::default()
                 };
                 let resp = Response::Error {
-                    code: "hub_error".into(),
+                    code: ErrorCode::HubError,
                     message: "hub storage unavailable".into(),
                 };
                 (resp, log)

@@ -28,7 +28,7 @@ use super::{SyncOptions, numbering};
 use crate::app::{App, Clock};
 use crate::devices::UplinkConnector;
 use crate::storage::{Db, StorageOptions};
-use crate::uplink::{HubClient, client_config};
+use markaz_uplink::{HubClient, client_config};
 
 /// Sessions a restore runs at most (each drains as much as `MAX_REQUESTS` allows).
 pub const MAX_SESSIONS: usize = 100;

@@ -19,6 +19,7 @@ use automerge::{ActorId, ChangeHash, sync::State};
 use rusqlite::Connection;
 use thiserror::Error;
 
+use super::contract::ErrorCode;
 use super::message::{MessageError, PROTOCOL_VERSION, PushForm, Refusal, Request, Response};
 use crate::docs::DocId;
 use crate::hlc::{Clock, Hlc, skew_ms};
@@ -34,7 +35,7 @@ pub enum ClientError {
     #[error("the hub speaks protocol version {theirs}, this node {ours}: upgrade the node")]
     VersionRefused { ours: u8, theirs: u8 },
     #[error("the hub refused the request: {code}: {message}")]
-    Hub { code: String, message: String },
+    Hub { code: ErrorCode, message: String },
     /// The hub acknowledged more of this actor's changes than this database holds: it is
     /// a restored copy. Call `store::new_incarnation`, rebuild the `DocStore` with the new
     /// actor, and sync again (the next session repairs).
@@ -64,7 +65,7 @@ impl ClientError {
     pub fn is_retryable(&self) -> bool {
         match self {
             ClientError::Message(m) => !matches!(m, MessageError::VersionRefused { .. }),
-            ClientError::Hub { code, .. } => code == "bad_request",
+            ClientError::Hub { code, .. } => *code == ErrorCode::BadRequest,
             _ => false,
         }
     }
@@ -460,7 +461,7 @@ impl ClientSession {
         }
         if let Response::Error { code, message } = resp {
             // A request the hub could not read (cut on the way) is sent again.
-            if code != "bad_request" {
+            if code != ErrorCode::BadRequest {
                 self.phase = Phase::Done;
             }
             return Err(ClientError::Hub { code, message });

@@ -11,6 +11,7 @@
 
 use automerge::ChangeHash;
 
+use super::contract::{ErrorCode, RequestKind};
 use super::message::{Request, Response};
 use super::restore::{self, RestoreSign};
 use super::{FeedBatch, HubError, PushOutcome};
@@ -94,7 +95,7 @@ pub trait HubStore {
 /// What one request did, for the hub's sync log.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestLog {
-    pub kind: &'static str,
+    pub kind: RequestKind,
     pub changes_in: usize,
     pub changes_out: usize,
     pub docs: usize,
@@ -128,16 +129,16 @@ pub fn handle_decoded<H: HubStore>(
     let req = match req {
         Ok(r) => r,
         Err(super::message::MessageError::VersionRefused { ours, theirs }) => {
-            log.kind = "refused";
+            log.kind = RequestKind::Refused;
             log.error = Some(format!("protocol version {theirs}, ours {ours}"));
             return (Response::VersionRefused { ours, theirs }, log);
         }
         Err(e) => {
-            log.kind = "bad";
+            log.kind = RequestKind::Bad;
             log.error = Some(e.to_string());
             return (
                 Response::Error {
-                    code: "bad_request".into(),
+                    code: ErrorCode::BadRequest,
                     message: e.to_string(),
                 },
                 log,
@@ -150,7 +151,7 @@ pub fn handle_decoded<H: HubStore>(
             log.error = Some(e.to_string());
             (
                 Response::Error {
-                    code: "hub_error".into(),
+                    code: ErrorCode::HubError,
                     message: e.to_string(),
                 },
                 log,
@@ -176,10 +177,10 @@ fn answer<H: HubStore>(
             done_at,
             ..
         } => {
-            log.kind = "hello";
+            log.kind = RequestKind::Hello;
             if claimed != center.as_str() {
                 return Ok(Response::Error {
-                    code: "wrong_center".into(),
+                    code: ErrorCode::WrongCenter,
                     message: format!("certificate is for {center}, hello says {claimed}"),
                 });
             }
@@ -215,7 +216,7 @@ fn answer<H: HubStore>(
             }
         }
         Request::Push { actor, changes } => {
-            log.kind = "push";
+            log.kind = RequestKind::Push;
             log.changes_in = changes.len();
             let actor = hex::decode(&actor).map_err(|e| format!("bad actor: {e}"))?;
             let out = hub.store_push(center, &actor, &changes)?;
@@ -226,7 +227,7 @@ fn answer<H: HubStore>(
             }
         }
         Request::Pull { cursor, max_bytes } => {
-            log.kind = "pull";
+            log.kind = RequestKind::Pull;
             if let Some(sign) = restore::at_pull(cursor, |p| hub.handed_out(center, p))? {
                 // Nothing here is after this cursor in the center's sense: the new epoch
                 // makes its next session repair, which re-offers every document.
@@ -249,7 +250,7 @@ fn answer<H: HubStore>(
             }
         }
         Request::RepairRanges { buckets } => {
-            log.kind = "repair_ranges";
+            log.kind = RequestKind::RepairRanges;
             let ours = hub.scope_bucket_hashes(center)?;
             let differing = (0..store::BUCKETS)
                 .filter(|&i| buckets.get(i as usize) != ours.get(i as usize))
@@ -257,7 +258,7 @@ fn answer<H: HubStore>(
             Response::RepairDiff { differing }
         }
         Request::RepairList { buckets } => {
-            log.kind = "repair_list";
+            log.kind = RequestKind::RepairList;
             let docs = hub.scope_docs(center, &buckets)?;
             log.docs = docs.len();
             Response::RepairDocs {
@@ -269,7 +270,7 @@ fn answer<H: HubStore>(
             }
         }
         Request::RepairSync { msgs } => {
-            log.kind = "repair_sync";
+            log.kind = RequestKind::RepairSync;
             log.docs = msgs.len();
             let mut out = Vec::with_capacity(msgs.len());
             for (doc, msg) in msgs {
