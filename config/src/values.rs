@@ -805,16 +805,8 @@ pub enum Digits {
     Western,
 }
 
-/// A user-interface language.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Language {
-    /// Arabic, right to left.
-    #[default]
-    Ar,
-    /// English.
-    En,
-}
+/// A user-interface language: the one enum config, the web stack, node and hub use.
+pub use markaz_ids::Lang;
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]

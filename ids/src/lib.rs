@@ -13,6 +13,9 @@
 use std::fmt;
 use std::str::FromStr;
 
+mod lang;
+pub use lang::Lang;
+
 use serde::{Deserialize, Serialize};
 
 /// Why a string is not a valid identifier. The `what` names the identifier kind in English

@@ -60,16 +60,13 @@ pub fn settings_from(cfg: &NodeConfig) -> anyhow::Result<AppSettings> {
 
 /// The pages' defaults from `[center]`: digits and language.
 pub fn web_options(cfg: &NodeConfig) -> crate::web::WebOptions {
-    use crate::web::{Digits, Lang};
+    use crate::web::Digits;
     crate::web::WebOptions {
         digits: match cfg.center.digits {
             markaz_config::Digits::ArabicIndic => Digits::ArabicIndic,
             markaz_config::Digits::Western => Digits::Western,
         },
-        default_language: match cfg.center.default_language {
-            markaz_config::Language::Ar => Lang::Ar,
-            markaz_config::Language::En => Lang::En,
-        },
+        default_language: cfg.center.default_language,
     }
 }
 

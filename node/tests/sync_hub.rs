@@ -25,7 +25,7 @@ use markaz_node::sync::{
     sync_once,
 };
 use markaz_sync::docs::{self, DocId, DocKind};
-use markaz_sync::hlc::Clock as HlcClock;
+use markaz_sync::hlc::HlcClock;
 use markaz_sync::model::case::{CaseEvent, CaseEventKind, Delivery};
 use markaz_sync::model::citizen::CitizenInput;
 use markaz_sync::model::ids::{CaseNo, CenterId};

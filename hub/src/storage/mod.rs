@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 
 use automerge::AutoCommit;
 use markaz_sync::docs::{DocError, DocId};
-use markaz_sync::hlc::Clock;
+use markaz_sync::hlc::HlcClock;
 use markaz_sync::model::CenterId;
 use markaz_sync::protocol::{
     HubTables, MessageError, Relay, Request, RequestLog, Response, Restored, handle_decoded,
@@ -301,7 +301,7 @@ impl<T: HubDocs + SyncLog + Counters + Operators> HubEngine for T {}
 
 /// Work for [`Transactional::in_tx`]: over the engine's tables, the document store and the
 /// clock, it answers its result and whether to commit.
-pub type TxWork<'a, R> = dyn FnMut(&dyn HubTables, &mut DocStore, &mut Clock) -> (R, bool) + 'a;
+pub type TxWork<'a, R> = dyn FnMut(&dyn HubTables, &mut DocStore, &mut HlcClock) -> (R, bool) + 'a;
 
 /// An engine that runs work in one transaction over its [`HubTables`], with the hub's
 /// document store and clock. [`HubDocs`] is implemented for every such engine.
@@ -312,7 +312,7 @@ pub trait Transactional {
     /// (another writer's lock), so `work` starts from scratch each time.
     fn in_tx<R>(&mut self, work: &mut TxWork<'_, R>) -> Result<R, StorageError>;
     /// The hub's clock.
-    fn clock(&mut self) -> &mut Clock;
+    fn clock(&mut self) -> &mut HlcClock;
 }
 
 /// A new hub starts with the default catalog and fee schedule (edited later by the

@@ -2,7 +2,7 @@
 //! every engine (see the `engine_tests!` lists).
 
 use super::*;
-use markaz_sync::hlc::Clock;
+use markaz_sync::hlc::HlcClock;
 use markaz_sync::model::CenterId;
 use markaz_sync::protocol::contract::{RequestKind, SessionResult};
 
@@ -198,7 +198,7 @@ impl MemCenter {
         let mut s = markaz_sync::protocol::ClientSession::new(
             self.id.clone(),
             self.docs.actor().clone(),
-            Clock::new(self.id.as_str()),
+            HlcClock::new(self.id.as_str()),
             markaz_sync::protocol::Limits::default(),
         );
         let mut n = 0;

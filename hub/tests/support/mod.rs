@@ -16,7 +16,7 @@ use bytes::Bytes;
 use markaz_config::{HubConfig, HubStorage, StorageEngine};
 use markaz_hub::pki::{Ca, Validity};
 use markaz_sync::docs::{self, DocId, NewCase};
-use markaz_sync::hlc::Clock;
+use markaz_sync::hlc::HlcClock;
 use markaz_sync::model::case::{CaseEvent, CaseEventKind, Delivery};
 use markaz_sync::model::{CaseNo, CenterId};
 use markaz_sync::protocol::{ClientSession, Limits};
@@ -257,7 +257,7 @@ impl Center {
         let mut s = ClientSession::new(
             self.id.clone(),
             self.docs.actor().clone(),
-            Clock::new(self.id.as_str()),
+            HlcClock::new(self.id.as_str()),
             Limits::default(),
         );
         let mut n = 0;

@@ -45,7 +45,7 @@ use std::time::Duration;
 use anyhow::Context;
 use bytes::Bytes;
 use markaz_config::NodeConfig;
-use markaz_sync::hlc::{Clock as HlcClock, Hlc};
+use markaz_sync::hlc::{HlcClock, HlcStamp};
 use markaz_sync::model::ids::CenterId;
 use markaz_sync::protocol::client::{ClientError, ClientSession, HUB_PEER, Limits};
 use markaz_sync::protocol::contract::{ErrorCode, SessionResult};
@@ -724,7 +724,7 @@ async fn run_session(
         let last: Option<String> = c
             .query_row("SELECT value FROM meta WHERE key = 'hlc'", [], |r| r.get(0))
             .optional()?;
-        let clock = match last.as_deref().map(Hlc::parse) {
+        let clock = match last.as_deref().map(HlcStamp::parse) {
             Some(Ok(h)) => HlcClock::resume(h),
             _ => HlcClock::new(c2.as_str()),
         };

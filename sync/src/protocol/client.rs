@@ -22,7 +22,7 @@ use thiserror::Error;
 use super::contract::ErrorCode;
 use super::message::{MessageError, PROTOCOL_VERSION, PushForm, Refusal, Request, Response};
 use crate::docs::DocId;
-use crate::hlc::{Clock, Hlc, skew_ms};
+use crate::hlc::{HlcClock, HlcStamp, skew_ms};
 use crate::model::ids::CenterId;
 use crate::store::{self, DocStore, Lane, PeerCursor, StoreError};
 
@@ -164,7 +164,7 @@ struct Welcome {
 pub struct ClientSession {
     center: CenterId,
     actor: ActorId,
-    clock: Clock,
+    clock: HlcClock,
     limits: Limits,
     phase: Phase,
     welcome: Option<Welcome>,
@@ -194,7 +194,7 @@ impl std::fmt::Debug for ClientSession {
 impl ClientSession {
     /// A session for `center`, whose store mints changes as `actor`, stamping with
     /// `clock` (take it back with [`ClientSession::into_clock`] to persist its last stamp).
-    pub fn new(center: CenterId, actor: ActorId, clock: Clock, limits: Limits) -> ClientSession {
+    pub fn new(center: CenterId, actor: ActorId, clock: HlcClock, limits: Limits) -> ClientSession {
         ClientSession {
             center,
             actor,
@@ -231,7 +231,7 @@ impl ClientSession {
     }
 
     /// The clock, after observing the hub's.
-    pub fn into_clock(self) -> Clock {
+    pub fn into_clock(self) -> HlcClock {
         self.clock
     }
 
@@ -495,7 +495,7 @@ impl ClientSession {
                     }
                 }
                 let mut cur = store::peer_cursor(conn, HUB_PEER)?;
-                if let Ok(h) = Hlc::parse(&hlc) {
+                if let Ok(h) = HlcStamp::parse(&hlc) {
                     // A hub stamp far in the future is not taken; the skew shows it.
                     let _ = self.clock.observe(&h, now_ms);
                 }

@@ -16,7 +16,7 @@ use super::message::{Request, Response};
 use super::restore::{self, RestoreSign};
 use super::{FeedBatch, HubError, PushOutcome};
 use crate::docs::DocId;
-use crate::hlc::{Clock, Hlc};
+use crate::hlc::{HlcClock, HlcStamp};
 use crate::model::ids::CenterId;
 use crate::store::{self, Lane, WireChange};
 
@@ -108,7 +108,7 @@ pub struct RequestLog {
 pub fn handle_request<H: HubStore>(
     hub: &mut H,
     center: &CenterId,
-    clock: &mut Clock,
+    clock: &mut HlcClock,
     now_ms: u64,
     body: &[u8],
 ) -> (Vec<u8>, RequestLog) {
@@ -121,7 +121,7 @@ pub fn handle_request<H: HubStore>(
 pub fn handle_decoded<H: HubStore>(
     hub: &mut H,
     center: &CenterId,
-    clock: &mut Clock,
+    clock: &mut HlcClock,
     now_ms: u64,
     req: Result<Request, super::message::MessageError>,
 ) -> (Response, RequestLog) {
@@ -163,7 +163,7 @@ pub fn handle_decoded<H: HubStore>(
 fn answer<H: HubStore>(
     hub: &mut H,
     center: &CenterId,
-    clock: &mut Clock,
+    clock: &mut HlcClock,
     now_ms: u64,
     req: Request,
     log: &mut RequestLog,
@@ -186,7 +186,7 @@ fn answer<H: HubStore>(
             }
             let actor = hex::decode(&actor).map_err(|e| format!("bad actor: {e}"))?;
             hub.register(center)?;
-            let stamp = match Hlc::parse(&hlc) {
+            let stamp = match HlcStamp::parse(&hlc) {
                 Ok(remote) => clock
                     .observe(&remote, now_ms)
                     .unwrap_or_else(|_| clock.tick(now_ms)),
