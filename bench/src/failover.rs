@@ -28,8 +28,8 @@ use markaz_hardware::link::{
 };
 use markaz_hardware::modem::emulator::{self, UART_115200};
 use markaz_hardware::modem::{ModemHandle, ModemSettings, ModemState, Quectel};
-use markaz_node::uplink::{BoxedStream, Connector, ModemConnector, TcpConnector};
 use markaz_sync::model::ids::CenterId;
+use markaz_uplink::{BoxedStream, Connector, ModemConnector, TcpConnector};
 use tokio_util::sync::CancellationToken;
 
 use super::rig::{Center, HubRig};

@@ -13,19 +13,16 @@ use anyhow::Context;
 use bytes::Bytes;
 use markaz_config::{HubConfig, HubStorage};
 use markaz_hub::pki::{Ca, Validity};
-use markaz_node::uplink::{
-    ClientOptions, ClientTlsFiles, Connector, HubClient, HubTarget, TcpConnector, client_config,
-};
-use markaz_sync::hlc::Clock;
+use markaz_sync::hlc::HlcClock;
 use markaz_sync::model::ids::CenterId;
 use markaz_sync::protocol::{ClientSession, Limits, SessionReport};
 use markaz_sync::store::{self, DocStore};
+use markaz_uplink::{
+    ClientOptions, ClientTlsFiles, Connector, HubClient, HubTarget, TcpConnector, client_config,
+};
 use rusqlite::Connection;
 use rustls::{ClientConfig, HandshakeKind};
 use tokio_util::sync::CancellationToken;
-
-/// The hub's sync path.
-pub const SYNC_PATH: &str = "/sync/v1";
 
 /// A hub running in this process.
 pub struct HubRig {
@@ -155,7 +152,7 @@ pub struct Center {
     pub conn: Connection,
     pub docs: DocStore,
     tls: Arc<ClientConfig>,
-    clock: Clock,
+    clock: HlcClock,
     pub limits: Limits,
 }
 
@@ -169,7 +166,7 @@ impl Center {
         let actor = store::incarnation(&conn, id.as_str(), 0)?;
         let tls = client_config(&ClientTlsFiles::in_bundle(bundle))?;
         Ok(Center {
-            clock: Clock::new(id.as_str()),
+            clock: HlcClock::new(id.as_str()),
             id,
             conn,
             docs: DocStore::new(actor, 256),
@@ -226,7 +223,7 @@ impl Center {
     pub async fn sync(&mut self, client: &mut HubClient) -> anyhow::Result<SessionCost> {
         let now = || u64::try_from(jiff::Timestamp::now().as_millisecond()).unwrap_or(0);
         let actor = self.docs.actor().clone();
-        let clock = std::mem::replace(&mut self.clock, Clock::new(self.id.as_str()));
+        let clock = std::mem::replace(&mut self.clock, HlcClock::new(self.id.as_str()));
         let mut s = ClientSession::new(self.id.clone(), actor, clock, self.limits);
         let bytes0 = client.bytes();
         let conns0 = client.connections();
@@ -238,7 +235,7 @@ impl Center {
             body_up += req.len() as u64;
             anyhow::ensure!(requests <= 100_000, "the session does not end");
             let (status, body) = client
-                .post(SYNC_PATH, "application/octet-stream", Bytes::from(req))
+                .sync(Bytes::from(req))
                 .await
                 .context("while posting to the hub")?;
             body_down += body.len() as u64;

@@ -37,8 +37,8 @@ pub use node::{
     VeDirectRole, WordOrderName,
 };
 pub use values::{
-    CenterId, Digits, GroupId, GroupLetter, HhMm, HhMmRange, HostPort, HttpsUrl, Language,
-    LogFilter, LogFormat, PgSslMode, PgUrl, PhoneNumber, ReceiptPrefix, TimeZoneName, ValueError,
+    CenterId, Digits, GroupId, GroupLetter, HhMm, HhMmRange, HostPort, HttpsUrl, Lang, LogFilter,
+    LogFormat, PgSslMode, PgUrl, PhoneNumber, ReceiptPrefix, TimeZoneName, ValueError,
 };
 
 /// Which configuration a file holds.

@@ -12,8 +12,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::values::{
-    CenterId, Digits, GroupId, GroupLetter, HhMm, HhMmRange, HostPort, HttpsUrl, Language,
-    LogFilter, LogFormat, PhoneNumber, ReceiptPrefix, TimeZoneName,
+    CenterId, Digits, GroupId, GroupLetter, HhMm, HhMmRange, HostPort, HttpsUrl, Lang, LogFilter,
+    LogFormat, PhoneNumber, ReceiptPrefix, TimeZoneName,
 };
 
 fn parse<T: std::str::FromStr>(s: &str) -> T
@@ -121,6 +121,7 @@ impl NodeConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct CenterConfig {
     /// Slug that names the center everywhere (certificates, sync, receipts). Default `demo`.
+    #[serde(deserialize_with = "crate::values::center_id")]
     pub id: CenterId,
     /// Arabic name shown on pages and tickets.
     pub name_ar: String,
@@ -132,8 +133,8 @@ pub struct CenterConfig {
     pub timezone: TimeZoneName,
     /// Digits on screens and tickets. Default `arabic-indic`.
     pub digits: Digits,
-    /// Language of the pages before a user picks one. Default `ar`.
-    pub default_language: Language,
+    /// Lang of the pages before a user picks one. Default `ar`.
+    pub default_language: Lang,
     /// Where alerts for the technician go by SMS (E.164). Default: none, no alert SMS.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub technician_phone: Option<PhoneNumber>,
@@ -148,7 +149,7 @@ impl Default for CenterConfig {
             receipt_prefix: parse("DMO"),
             timezone: parse("Asia/Damascus"),
             digits: Digits::ArabicIndic,
-            default_language: Language::Ar,
+            default_language: Lang::Ar,
             technician_phone: None,
         }
     }

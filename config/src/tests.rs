@@ -202,6 +202,35 @@ fn typed_strings_explain_their_format() {
     assert_eq!(problems[4].key_path, "power.generator.quiet_hours");
 }
 
+/// Issue #19.1: `check-config` accepted `mazzeh-`, which the sync model refuses, so the
+/// node started and then failed to write its documents and to sync. The config's center
+/// id is the model's type now; a slug the model refuses is refused at its line.
+#[test]
+fn check_config_refuses_a_center_id_the_model_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("mazzeh.toml");
+    std::fs::write(&file, "# a center\n[center]\nid = \"mazzeh-\"\n").unwrap();
+    let e = check_file(&file).unwrap_err();
+    let p = only(e.problems().to_vec());
+    assert_eq!(
+        (p.kind, p.line, p.key_path.as_str()),
+        (ProblemKind::BadValue, 3, "center.id")
+    );
+    assert!(
+        p.message.contains("invalid center id `mazzeh-`"),
+        "{}",
+        p.message
+    );
+    assert!(e.to_string().contains("mazzeh.toml:3:"), "{e}");
+    for bad in ["a", "Midan", "1abc", "hay--wurud", "midān"] {
+        let text = format!("[center]\nid = {bad:?}\n");
+        assert_eq!(only(node_err(&text)).line, 2, "{bad}");
+    }
+    let cfg = parse_node("[center]\nid = \"mazzeh-2\"\n", "t.toml").unwrap();
+    let id: markaz_ids::CenterId = cfg.center.id;
+    assert_eq!(id, "mazzeh-2".parse::<markaz_ids::CenterId>().unwrap());
+}
+
 #[test]
 fn socket_address_error_shows_default() {
     let p = only(node_err("[server]\nlisten = \"localhost\"\n"));

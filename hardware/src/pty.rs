@@ -31,6 +31,7 @@ pub struct PtyMaster {
 
 impl PtyMaster {
     /// Opens a new pty pair in raw mode. Must be called inside a tokio runtime.
+    #[allow(unsafe_code)] // each `unsafe` block here says why it is sound
     pub fn open() -> io::Result<Self> {
         let OpenptyResult { master, slave } = openpty(None, None).map_err(io::Error::from)?;
         let mut tio = tcgetattr(slave.as_fd()).map_err(io::Error::from)?;

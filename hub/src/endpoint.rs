@@ -15,16 +15,14 @@ use axum::extract::{DefaultBodyLimit, Extension, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response as HttpResponse};
 use axum::routing::post;
+use markaz_sync::protocol::contract::{
+    RequestKind, SESSION_HEADER, SYNC_PATH, SessionResult, UPLINK_HEADER, Uplink,
+};
 use markaz_sync::protocol::{Request, Response};
 
-use crate::sessions::{SESSION_HEADER, parse_session_id};
+use crate::sessions::parse_session_id;
 use crate::storage::{HubEngine, HubWriter, SyncLogEntry};
 use crate::tls::CenterIdentity;
-
-/// The path of the sync endpoint.
-pub const SYNC_PATH: &str = "/sync/v1";
-/// The header in which the center names the uplink it uses (`primary` or `modem`).
-pub const UPLINK_HEADER: &str = "x-markaz-uplink";
 
 /// The router of the sync listener.
 pub fn router(writer: HubWriter, max_body_bytes: u64) -> Router {
@@ -41,11 +39,11 @@ fn now_ms() -> u64 {
 
 /// The uplink a center says it used; anything else is recorded as `unknown`.
 pub fn uplink_of(headers: &HeaderMap) -> &'static str {
-    match headers.get(UPLINK_HEADER).and_then(|v| v.to_str().ok()) {
-        Some("primary") => "primary",
-        Some("modem") => "modem",
-        _ => "unknown",
-    }
+    headers
+        .get(UPLINK_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(Uplink::parse)
+        .map_or("unknown", Uplink::as_str)
 }
 
 /// Once per session (at its Hello): a center whose backlog cannot drain is logged at its
@@ -116,7 +114,7 @@ async fn sync(
                 center: c.to_string(),
                 session,
                 uplink: uplink.into(),
-                kind: log.kind.to_string(),
+                kind: log.kind,
                 started_ms: started as i64,
                 ended_ms: ended as i64,
                 bytes_up: body_len as i64,
@@ -124,7 +122,11 @@ async fn sync(
                 changes_down: log.changes_out as i64,
                 docs_up,
                 refused: log.refused as i64,
-                result: if log.error.is_none() { "ok" } else { "error" }.into(),
+                result: if log.error.is_none() {
+                    SessionResult::Ok
+                } else {
+                    SessionResult::Error
+                },
                 error: log.error.clone(),
                 skew_ms: skew_wall_ms.map(|w| ended as i64 - w as i64),
                 ..SyncLogEntry::default()
@@ -159,7 +161,7 @@ async fn sync(
                     }
                 }
                 Response::Error { code, message } if entry.error.is_none() => {
-                    entry.result = "error".into();
+                    entry.result = SessionResult::Error;
                     entry.error = Some(format!("{code}: {message}"));
                 }
                 _ => {}
@@ -169,7 +171,7 @@ async fn sync(
             if let Err(err) = e.record_sync(&entry) {
                 tracing::error!(%err, center = %entry.center, "could not write the sync log");
             }
-            if entry.kind == "hello" {
+            if entry.kind == RequestKind::Hello {
                 log_alarm(e, &entry.center, ended as i64);
             }
             tracing::info!(center = %entry.center, uplink, session = ?entry.session, kind = %entry.kind,

@@ -20,6 +20,7 @@ use serde::Serialize;
 
 use crate::sessions::SyncSession;
 use crate::storage::{CenterFacts, HubEngine, StorageError, SyncLogEntry};
+use markaz_sync::protocol::contract::SessionResult;
 
 /// One row of the centers overview.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -32,7 +33,7 @@ pub struct CenterRow {
     /// The uplink (path) of the latest session.
     pub uplink: Option<String>,
     /// Result of the latest session: `ok`, `error` or `open`.
-    pub last_result: Option<String>,
+    pub last_result: Option<SessionResult>,
     /// Sessions recorded for the center.
     pub sessions: i64,
     pub feed_len: i64,
@@ -115,7 +116,7 @@ pub fn backlog_alarm(f: &CenterFacts, recent: &[SyncSession]) -> Option<CenterAl
     let moved = f.cursor_ms.unwrap_or(i64::MIN);
     let ended: Vec<&SyncSession> = recent
         .iter()
-        .filter(|s| s.result != "open")
+        .filter(|s| s.result != SessionResult::Open)
         .take(NOT_DRAINING_SESSIONS)
         .collect();
     (ended.len() == NOT_DRAINING_SESSIONS && ended.iter().all(|s| s.started_ms > moved)).then_some(
@@ -132,7 +133,7 @@ pub fn centers(e: &mut dyn HubEngine, now_ms: i64) -> Result<Vec<CenterRow>, Sto
     for f in e.center_facts()? {
         // The open session (if any) and the ended ones the alarm looks at.
         let recent = e.sessions(Some(&f.center), now_ms, NOT_DRAINING_SESSIONS as u32 + 1)?;
-        let last_result = recent.first().map(|s| s.result.clone());
+        let last_result = recent.first().map(|s| s.result);
         let alarm = backlog_alarm(&f, &recent);
         rows.push(CenterRow {
             alarm,
@@ -234,7 +235,7 @@ pub fn alerts_of(
         )),
         _ => {}
     }
-    if row.last_result.as_deref() == Some("error") {
+    if row.last_result == Some(SessionResult::Error) {
         out.push(alert(AlertKind::SyncFailing, row.last_sync_ms, None));
     }
     if row.alarm.is_some() {
@@ -613,7 +614,7 @@ mod tests {
         }
     }
 
-    fn session(started_ms: i64, result: &str) -> SyncSession {
+    fn session(started_ms: i64, result: SessionResult) -> SyncSession {
         SyncSession {
             id: started_ms,
             center: "midan".into(),
@@ -621,7 +622,7 @@ mod tests {
             uplink: "primary".into(),
             started_ms,
             last_ms: started_ms + 10,
-            ended_ms: (result != "open").then_some(started_ms + 10),
+            ended_ms: (result != SessionResult::Open).then_some(started_ms + 10),
             requests: 3,
             errors: 0,
             bytes_up: 0,
@@ -631,7 +632,7 @@ mod tests {
             changes_up: 0,
             changes_down: 0,
             refused: 0,
-            result: result.into(),
+            result,
             error: None,
             skew_ms: None,
         }
@@ -653,10 +654,10 @@ mod tests {
     #[test]
     fn a_backlog_the_last_sessions_did_not_take_is_an_alarm() {
         let stuck = [
-            session(400, "open"),
-            session(300, "ok"),
-            session(200, "error"),
-            session(150, "ok"),
+            session(400, SessionResult::Open),
+            session(300, SessionResult::Ok),
+            session(200, SessionResult::Error),
+            session(150, SessionResult::Ok),
         ];
         let a = backlog_alarm(&facts(10, 7, 3, Some(100)), &stuck);
         assert_eq!(
@@ -673,10 +674,17 @@ mod tests {
     #[test]
     fn a_backlog_that_moves_or_waits_for_a_center_offline_is_no_alarm() {
         // The cursor moved during one of the last sessions.
-        let moving = [session(300, "ok"), session(200, "ok"), session(150, "ok")];
+        let moving = [
+            session(300, SessionResult::Ok),
+            session(200, SessionResult::Ok),
+            session(150, SessionResult::Ok),
+        ];
         assert_eq!(backlog_alarm(&facts(10, 7, 3, Some(250)), &moving), None);
         // Fewer ended sessions than the rule needs (a center offline since).
-        let few = [session(300, "open"), session(200, "ok")];
+        let few = [
+            session(300, SessionResult::Open),
+            session(200, SessionResult::Ok),
+        ];
         assert_eq!(backlog_alarm(&facts(10, 7, 3, Some(100)), &few), None);
         // Nothing waits.
         assert_eq!(backlog_alarm(&facts(10, 10, 0, Some(100)), &moving), None);

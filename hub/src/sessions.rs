@@ -2,7 +2,7 @@
 //! per-request rows of `sync_log` that belong to it.
 //!
 //! A node names its session in the `X-Markaz-Session` header (a UUID v4) and its uplink in
-//! `X-Markaz-Uplink`. A request without a valid session header falls back to the
+//! `X-Markaz-Uplink` (both in `markaz_sync::protocol::contract`). A request without a valid session header falls back to the
 //! connection-less rule: a Hello opens a new session, any other request joins the center's
 //! latest such session. An uplink change inside a session is kept as a path
 //! (`primary→modem`).
@@ -20,10 +20,9 @@
 //! row does not). Rows older than `[hub] sync_log_days` are deleted hourly
 //! ([`crate::prune_sync_log`]).
 
+use markaz_sync::protocol::contract::{RequestKind, SessionResult};
 use serde::Serialize;
 
-/// The header in which a node names its sync session (a UUID v4).
-pub const SESSION_HEADER: &str = "x-markaz-session";
 /// A session without a request for this long has ended.
 pub const SESSION_IDLE_MS: i64 = 5 * 60_000;
 /// Most uplink changes kept in a session's uplink path.
@@ -63,17 +62,25 @@ pub fn merge_uplink(path: &str, next: &str) -> String {
 /// Whether a request is a whole session with nothing new: a Hello answered by a Welcome
 /// that ended the session, successfully. Such a request adds to its session row only.
 pub fn nothing_new(e: &crate::storage::SyncLogEntry) -> bool {
-    e.kind == "hello" && e.ends_session && e.result == "ok" && e.changes_up == 0
+    e.kind == RequestKind::Hello
+        && e.ends_session
+        && e.result == SessionResult::Ok
+        && e.changes_up == 0
 }
 
 /// The derived result of a session: `error`, `ok` or `open` (see the module doc).
-pub fn status(last_result: &str, closed: bool, last_ms: i64, now_ms: i64) -> &'static str {
-    if last_result != "ok" {
-        "error"
+pub fn status(
+    last_result: SessionResult,
+    closed: bool,
+    last_ms: i64,
+    now_ms: i64,
+) -> SessionResult {
+    if last_result != SessionResult::Ok {
+        SessionResult::Error
     } else if closed || now_ms - last_ms >= SESSION_IDLE_MS {
-        "ok"
+        SessionResult::Ok
     } else {
-        "open"
+        SessionResult::Open
     }
 }
 
@@ -100,7 +107,7 @@ pub struct SyncSession {
     pub changes_down: i64,
     pub refused: i64,
     /// `ok`, `error` or `open`.
-    pub result: String,
+    pub result: SessionResult,
     /// The error of the last request, when it failed.
     pub error: Option<String>,
     /// Hub wall clock minus the center's, from the session's Hello.
@@ -150,10 +157,11 @@ mod tests {
 
     #[test]
     fn status_is_open_until_idle_or_superseded_and_error_ends_it() {
-        assert_eq!(status("ok", false, 0, SESSION_IDLE_MS - 1), "open");
-        assert_eq!(status("ok", false, 0, SESSION_IDLE_MS), "ok");
-        assert_eq!(status("ok", true, 0, 1), "ok");
-        assert_eq!(status("error", false, 0, 1), "error");
+        use SessionResult::{Error, Ok, Open};
+        assert_eq!(status(Ok, false, 0, SESSION_IDLE_MS - 1), Open);
+        assert_eq!(status(Ok, false, 0, SESSION_IDLE_MS), Ok);
+        assert_eq!(status(Ok, true, 0, 1), Ok);
+        assert_eq!(status(Error, false, 0, 1), Error);
     }
 
     proptest::proptest! {

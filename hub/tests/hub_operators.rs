@@ -15,6 +15,7 @@ use markaz_hub::operators::{self, NewOperator, Role};
 use markaz_hub::storage::{Operators, SyncLog, SyncLogEntry};
 use markaz_hub::web::{self, ACCESS, Need, WebOptions};
 use rig::{PASSWORD, Rig, who};
+use markaz_sync::protocol::contract::{RequestKind, SessionResult};
 use serde_json::{Value, json};
 
 impl Rig {
@@ -406,10 +407,10 @@ async fn a_silent_center_stands_out_on_the_overview_and_in_the_alerts() -> anyho
             let entry = SyncLogEntry {
                 center: center.into(),
                 uplink: "primary".into(),
-                kind: "hello".into(),
+                kind: RequestKind::Hello,
                 started_ms: at,
                 ended_ms: at + 100,
-                result: "ok".into(),
+                result: SessionResult::Ok,
                 ..SyncLogEntry::default()
             };
             db.record_sync(&entry).expect("recorded");
@@ -479,11 +480,15 @@ async fn the_sync_log_groups_sessions_with_nothing_new_and_filters_failures() ->
                 center: "midan".into(),
                 session: Some(format!("00000000-0000-4000-8000-00000000000{i}")),
                 uplink: "primary".into(),
-                kind: "hello".into(),
+                kind: RequestKind::Hello,
                 started_ms: at,
                 ended_ms: at + 100,
                 changes_up: (*changes).max(0),
-                result: if *changes < 0 { "error" } else { "ok" }.into(),
+                result: if *changes < 0 {
+                    SessionResult::Error
+                } else {
+                    SessionResult::Ok
+                },
                 error: (*changes < 0).then(|| "hub_error: <b>boom</b>".to_string()),
                 ..SyncLogEntry::default()
             };
@@ -549,10 +554,10 @@ async fn markup_in_any_field_comes_out_escaped_on_every_page() -> anyhow::Result
                     center: center.into(),
                     session: Some(format!("{p}{i}")),
                     uplink: (*p).into(),
-                    kind: (*p).into(),
+                    kind: RequestKind::Hello,
                     started_ms: now - 3 * 3_600_000,
                     ended_ms: now - 3 * 3_600_000 + 10,
-                    result: "error".into(),
+                    result: SessionResult::Error,
                     error: Some((*p).into()),
                     ..SyncLogEntry::default()
                 };

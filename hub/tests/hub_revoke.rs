@@ -13,10 +13,10 @@ use bytes::Bytes;
 use markaz_hub::pki::{Ca, RevokeTarget, Validity};
 use markaz_hub::storage::{HubDb, HubWriter};
 use markaz_hub::tls::{self, ServeOptions, ServerTls, ServerTlsFiles};
-use markaz_node::uplink::{
+use markaz_sync::protocol::{ErrorCode, Request, Response};
+use markaz_uplink::{
     ClientOptions, ClientTlsFiles, HubClient, HubTarget, TcpConnector, client_config,
 };
-use markaz_sync::protocol::{Request, Response};
 use support::Hub;
 use tokio_util::sync::CancellationToken;
 
@@ -60,33 +60,25 @@ async fn hub_refuses_a_revoked_center_after_the_crl_is_rewritten() -> anyhow::Re
     }
     .encode();
     let mut c = client(&bundle)?;
-    let (status, body) = c
-        .post(
-            "/sync/v1",
-            "application/octet-stream",
-            Bytes::from(hello.clone()),
-        )
-        .await?;
+    let (status, body) = c.sync(Bytes::from(hello.clone())).await?;
     assert!(status.is_success());
     assert!(matches!(Response::decode(&body)?, Response::Welcome { .. }));
 
     // A malformed body gets a clear error response, not a dropped connection.
-    let (status, body) = c
-        .post(
-            "/sync/v1",
-            "application/octet-stream",
-            Bytes::from_static(b"junk"),
-        )
-        .await?;
+    let (status, body) = c.sync(Bytes::from_static(b"junk")).await?;
     assert!(status.is_success());
-    assert!(matches!(Response::decode(&body)?, Response::Error { .. }));
+    assert!(matches!(
+        Response::decode(&body)?,
+        Response::Error {
+            code: ErrorCode::BadRequest,
+            ..
+        }
+    ));
 
     ca.revoke(&RevokeTarget::Center("midan".parse()?))?;
     tls_cfg.reload()?;
     let mut fresh = client(&bundle)?;
-    let refused = fresh
-        .post("/sync/v1", "application/octet-stream", Bytes::from(hello))
-        .await;
+    let refused = fresh.sync(Bytes::from(hello)).await;
     assert!(refused.is_err(), "a revoked center is refused: {refused:?}");
     shutdown.cancel();
     Ok(())
@@ -113,14 +105,7 @@ async fn served(hub: &Hub, center: &str, bundle: &std::path::Path) -> anyhow::Re
         HubTarget::new("127.0.0.1", hub.sync_port)?,
         ClientOptions::default(),
     );
-    match c
-        .post(
-            "/sync/v1",
-            "application/octet-stream",
-            Bytes::from(hello_of(center)),
-        )
-        .await
-    {
+    match c.sync(Bytes::from(hello_of(center))).await {
         Ok((status, body)) => {
             anyhow::ensure!(status.is_success(), "{status}");
             Ok(matches!(Response::decode(&body)?, Response::Welcome { .. }))

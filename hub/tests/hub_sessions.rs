@@ -18,7 +18,7 @@ use markaz_hub::pki::Serial;
 use markaz_hub::storage::{HubDb, HubWriter, PgSettings};
 use markaz_hub::tls::CenterIdentity;
 use markaz_hub::{endpoint, operators, web};
-use markaz_sync::protocol::{Request, Response};
+use markaz_sync::protocol::{ErrorCode, Request, Response};
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -97,9 +97,10 @@ impl Rig {
     ) -> anyhow::Result<(usize, usize, Response)> {
         let body = req.encode();
         let sent = body.len();
-        let mut r = HttpRequest::post(endpoint::SYNC_PATH).header(endpoint::UPLINK_HEADER, uplink);
+        let mut r = HttpRequest::post(markaz_sync::protocol::contract::SYNC_PATH)
+            .header(markaz_sync::protocol::contract::UPLINK_HEADER, uplink);
         if let Some(s) = session {
-            r = r.header(markaz_hub::sessions::SESSION_HEADER, s);
+            r = r.header(markaz_sync::protocol::contract::SESSION_HEADER, s);
         }
         let mut r = r.body(Body::from(body))?;
         r.extensions_mut().insert(CenterIdentity {
@@ -286,7 +287,10 @@ async fn two_sessions_are_two_rows(rig: Rig) -> anyhow::Result<()> {
     );
     assert_eq!(s2["result"], "error");
     assert!(
-        s2["error"].as_str().unwrap_or("").contains("wrong_center"),
+        s2["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains(ErrorCode::WrongCenter.as_str()),
         "{s2}"
     );
     assert!(s2["ended_ms"].as_i64().is_some());

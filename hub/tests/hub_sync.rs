@@ -11,6 +11,7 @@ mod support;
 use anyhow::Context;
 use markaz_hub::storage::Transactional;
 use markaz_sync::docs::{self, DocId};
+use markaz_sync::protocol::contract::SessionResult;
 use support::{Center, Hub};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,7 +193,7 @@ async fn sync_log_partial_replication_portal_and_pages(hub: Hub) -> anyhow::Resu
         sessions
             .iter()
             // The client names the TCP connector's link `primary`.
-            .all(|s| s["uplink"] == "primary" && s["result"] == "ok"),
+            .all(|s| s["uplink"] == "primary" && s["result"] == SessionResult::Ok.as_str()),
         "each ended with its last pull: {sessions:?}"
     );
     Ok(())

@@ -14,7 +14,7 @@ use markaz_hardware::modem::emulator::{self, UART_115200};
 use markaz_hardware::modem::{ModemHandle, ModemSettings, ModemState, Quectel};
 use markaz_hub::pki::{Ca, Validity};
 use markaz_hub::tls::{self, CenterIdentity, ServeOptions, ServerTls, ServerTlsFiles};
-use markaz_node::uplink::{
+use markaz_uplink::{
     ClientOptions, ClientTlsFiles, HubClient, HubTarget, ModemConnector, client_config,
 };
 use rustls::HandshakeKind;

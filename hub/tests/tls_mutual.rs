@@ -14,7 +14,7 @@ use axum::{Router, body::Bytes};
 use jiff::{SignedDuration, Timestamp};
 use markaz_hub::pki::{Ca, RevokeTarget, Validity};
 use markaz_hub::tls::{self, CenterIdentity, ServeOptions, ServerTls, ServerTlsFiles};
-use markaz_node::uplink::{
+use markaz_uplink::{
     ClientOptions, ClientTlsFiles, HubClient, HubTarget, TcpConnector, UplinkError, client_config,
 };
 use rustls::HandshakeKind;

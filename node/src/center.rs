@@ -20,7 +20,7 @@ pub const DB_FILE: &str = "markaz-node.db";
 pub fn settings_from(cfg: &NodeConfig) -> anyhow::Result<AppSettings> {
     let timezone = cfg.center.timezone.time_zone();
     Ok(AppSettings {
-        center_id: cfg.center.id.to_string(),
+        center_id: cfg.center.id.clone(),
         center_name_ar: cfg.center.name_ar.clone(),
         center_name_en: cfg.center.name_en.clone(),
         receipt_prefix: cfg.center.receipt_prefix.to_string(),
@@ -60,16 +60,13 @@ pub fn settings_from(cfg: &NodeConfig) -> anyhow::Result<AppSettings> {
 
 /// The pages' defaults from `[center]`: digits and language.
 pub fn web_options(cfg: &NodeConfig) -> crate::web::WebOptions {
-    use crate::web::{Digits, Lang};
+    use crate::web::Digits;
     crate::web::WebOptions {
         digits: match cfg.center.digits {
             markaz_config::Digits::ArabicIndic => Digits::ArabicIndic,
             markaz_config::Digits::Western => Digits::Western,
         },
-        default_language: match cfg.center.default_language {
-            markaz_config::Language::Ar => Lang::Ar,
-            markaz_config::Language::En => Lang::En,
-        },
+        default_language: cfg.center.default_language,
         kiosk_key: None,
         https: cfg.server.tls.is_some(),
     }
@@ -84,7 +81,7 @@ pub async fn open(cfg: &NodeConfig, clock: Clock) -> anyhow::Result<App> {
         busy_timeout_ms: u64::from(cfg.storage.busy_timeout_ms),
         group_commit_max_batch: cfg.storage.group_commit_max_batch as usize,
         readers: 4,
-        center: cfg.center.id.to_string(),
+        center: cfg.center.id.clone(),
         inline_check_max_bytes: crate::storage::integrity::INLINE_CHECK_MAX_BYTES,
     };
     let db_path = data_dir.join(DB_FILE);

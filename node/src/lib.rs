@@ -17,6 +17,5 @@ pub mod metrics;
 pub mod server;
 pub mod storage;
 pub mod sync;
-pub mod uplink;
 pub mod watchdog;
 pub mod web;

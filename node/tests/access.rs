@@ -598,7 +598,7 @@ async fn the_table_covers_every_route_exactly_once() {
     assert_eq!(before, listed.len(), "a route has two rows");
     let mut served: Vec<(&str, &str)> = markaz_node::api::ROUTES
         .iter()
-        .map(|(m, p, _)| (*m, *p))
+        .map(|r| (r.method, r.path))
         .collect();
     served.sort();
     assert_eq!(
@@ -606,14 +606,12 @@ async fn the_table_covers_every_route_exactly_once() {
         "every route of api::ROUTES has exactly one row"
     );
     // The table and ROUTES agree on which routes need a session.
-    for (m, p, needs_session) in markaz_node::api::ROUTES {
-        let row = rows
-            .iter()
-            .find(|r| r.method == *m && r.route == *p)
-            .unwrap();
+    for route in markaz_node::api::ROUTES {
+        let (m, p) = (route.method, route.path);
+        let row = rows.iter().find(|r| r.method == m && r.route == p).unwrap();
         assert_eq!(
             !matches!(row.gate, Gate::Public),
-            *needs_session,
+            route.needs_session,
             "{m} {p}: session requirement"
         );
     }

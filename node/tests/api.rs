@@ -960,7 +960,7 @@ async fn health_status_openapi_and_the_display_stream() {
     documented.sort();
     let mut served: Vec<String> = markaz_node::api::ROUTES
         .iter()
-        .map(|(m, p, _)| format!("{m} {p}"))
+        .map(|r| format!("{} {}", r.method, r.path))
         .collect();
     served.sort();
     assert_eq!(documented, served);

@@ -501,7 +501,7 @@ async fn the_demo_emulators_feed_a_node() {
 
 #[tokio::test]
 async fn the_uplink_connector_follows_the_link_monitor() {
-    use markaz_node::uplink::Connector;
+    use markaz_uplink::Connector;
     let node = TestNode::start().await;
     let hub = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = hub.local_addr().unwrap().port();
@@ -553,7 +553,7 @@ async fn the_uplink_connector_follows_the_link_monitor() {
 /// driver still polls the modem.
 #[tokio::test]
 async fn the_os_route_binds_the_modem_uplink_to_its_interface() {
-    use markaz_node::uplink::Connector;
+    use markaz_uplink::Connector;
     let probe = tokio::net::TcpSocket::new_v4().unwrap();
     if let Err(e) = probe.bind_device(Some(b"lo")) {
         assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");

@@ -24,19 +24,19 @@ use markaz_node::sync::{
     BUDGET_SPENT, BULK_WAITS, SyncOptions, backlog, backlog_lanes, modem_budget, recent_sessions,
     sync_once,
 };
-use markaz_node::uplink::{
-    ClientOptions, ClientTlsFiles, HubClient, HubTarget, SESSION_HEADER, TcpConnector,
-    UPLINK_HEADER, client_config,
-};
 use markaz_sync::docs::{self, DocId, DocKind};
-use markaz_sync::hlc::Clock as HlcClock;
+use markaz_sync::hlc::HlcClock;
 use markaz_sync::model::case::{CaseEvent, CaseEventKind, Delivery};
 use markaz_sync::model::citizen::CitizenInput;
 use markaz_sync::model::ids::{CaseNo, CenterId};
 use markaz_sync::model::staff::{Role, StaffMember};
 use markaz_sync::protocol::client::Limits;
+use markaz_sync::protocol::contract::{SESSION_HEADER, SYNC_PATH, SessionResult, UPLINK_HEADER};
 use markaz_sync::protocol::{SqliteHub, handle_request, migrate_hub};
 use markaz_sync::store::{self, DocStore, StoredChange};
+use markaz_uplink::{
+    ClientOptions, ClientTlsFiles, HubClient, HubTarget, TcpConnector, client_config,
+};
 use rusqlite::Connection;
 use serde_json::json;
 use support::{TestNode, citizen};
@@ -144,7 +144,7 @@ impl Hub {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
         let app = Router::new()
-            .route("/sync/v1", post(sync_v1))
+            .route(SYNC_PATH, post(sync_v1))
             .with_state(docs.clone());
         let shutdown = CancellationToken::new();
         tokio::spawn(tls::serve(
@@ -221,7 +221,7 @@ impl Hub {
 
 /// Writes an energy summary of `day` at the node, as the daily-documents job does.
 async fn energy_doc(node: &TestNode, day: jiff::civil::Date, pv_wh: i64) -> anyhow::Result<DocId> {
-    let center: CenterId = node.app.settings.center_id.parse()?;
+    let center: CenterId = node.app.settings.center_id.clone();
     let id = DocId::energy(&center, day);
     let id2 = id.clone();
     node.app
@@ -302,7 +302,7 @@ async fn a_center_syncs_its_work_up_and_gets_routed_cases_staff_and_revocations_
 -> anyhow::Result<()> {
     let hub = Hub::start().await?;
     let node = TestNode::start().await;
-    let center: CenterId = node.app.settings.center_id.parse()?;
+    let center: CenterId = node.app.settings.center_id.clone();
     let opts = hub.options(center.as_str())?;
     let mut client = hub.client(&opts)?;
 
@@ -427,7 +427,7 @@ async fn a_session_cut_by_a_dead_hub_is_recorded_and_the_next_one_resumes() -> a
     let hub = Hub::start().await?;
     let node = TestNode::start().await;
     let center = node.app.settings.center_id.clone();
-    let opts = hub.options(&center)?;
+    let opts = hub.options(center.as_str())?;
     let clerk = node
         .staff("clerk1", &["clerk", "reception"], &[JUSTICE_UNTIL])
         .await;
@@ -493,7 +493,7 @@ async fn next_success(node: &TestNode, before: &serde_json::Value) -> serde_json
             .as_ref()
             .map(|p| serde_json::to_value(p).unwrap());
         if let Some(p) = p
-            && p["last_session"]["result"] == "ok"
+            && p["last_session"]["result"] == SessionResult::Ok.as_str()
             && p["last_session"]["session_id"] != *before
         {
             return p;
@@ -524,7 +524,7 @@ async fn hub_urls_are_tried_in_order_and_the_node_stays_with_the_one_that_answer
     let dead = HubTarget::new("127.0.0.1", closed.local_addr()?.port())?;
     drop(closed);
     let live = HubTarget::new("127.0.0.1", hub.port)?;
-    let mut opts = hub.options(&center)?;
+    let mut opts = hub.options(center.as_str())?;
     opts.hubs = vec![dead.clone(), live.clone()];
     let client = hub.client(&opts)?;
     assert_eq!(client.target().to_string(), dead.to_string());
@@ -586,12 +586,12 @@ async fn a_center_whose_certificate_is_revoked_is_refused_and_keeps_its_backlog(
     let hub = Hub::start().await?;
     let node = TestNode::start().await;
     let center = node.app.settings.center_id.clone();
-    let opts = hub.options(&center)?;
+    let opts = hub.options(center.as_str())?;
     let mut client = hub.client(&opts)?;
     let first = sync_once(&node.app, &mut client, &opts).await;
     assert!(first.ok(), "{first:?}");
 
-    hub.ca.revoke(&RevokeTarget::Center(center.parse()?))?;
+    hub.ca.revoke(&RevokeTarget::Center(center.clone()))?;
     hub.tls.reload()?;
     let clerk = node
         .staff("clerk1", &["clerk", "reception"], &[JUSTICE_UNTIL])
@@ -614,7 +614,7 @@ async fn a_center_whose_certificate_is_revoked_is_refused_and_keeps_its_backlog(
 async fn a_cancellation_at_the_hub_reaches_the_centers_case_view() -> anyhow::Result<()> {
     let hub = Hub::start().await?;
     let node = TestNode::start().await;
-    let center: CenterId = node.app.settings.center_id.parse()?;
+    let center: CenterId = node.app.settings.center_id.clone();
     let opts = hub.options(center.as_str())?;
     let mut client = hub.client(&opts)?;
     let clerk = node
@@ -655,7 +655,7 @@ async fn a_metered_session_over_the_modem_moves_cases_and_leaves_energy_for_the_
 -> anyhow::Result<()> {
     let hub = Hub::start().await?;
     let node = TestNode::start().await;
-    let center: CenterId = node.app.settings.center_id.parse()?;
+    let center: CenterId = node.app.settings.center_id.clone();
     let opts = hub.options(center.as_str())?;
     let mut modem = hub.client_over(&opts, "modem")?;
     let mut primary = hub.client(&opts)?;
@@ -730,7 +730,7 @@ async fn a_spent_modem_budget_stops_sessions_until_the_day_changes_or_the_primar
     let hub = Hub::start().await?;
     let node = TestNode::start().await;
     let center = node.app.settings.center_id.clone();
-    let mut opts = hub.options(&center)?;
+    let mut opts = hub.options(center.as_str())?;
     // Less than one request's worth: the first request of a session spends it.
     opts.modem_daily_budget = 1;
     let mut modem = hub.client_over(&opts, "modem")?;
@@ -911,7 +911,7 @@ async fn the_hubs_sync_log_rows_carry_each_sessions_uplink() -> anyhow::Result<(
     let hub = RealHub::start().await?;
     let node = TestNode::start().await;
     let center = node.app.settings.center_id.clone();
-    let opts = hub.options(&center)?;
+    let opts = hub.options(center.as_str())?;
     let tls = client_config(&opts.tls)?;
     let over = |uplink: &str| {
         HubClient::new(
@@ -932,7 +932,7 @@ async fn the_hubs_sync_log_rows_carry_each_sessions_uplink() -> anyhow::Result<(
     let p = sync_once(&node.app, &mut over("primary"), &opts).await;
     assert!(p.ok(), "{p:?}");
 
-    let log = hub.sync_log(&center).await?;
+    let log = hub.sync_log(center.as_str()).await?;
     assert_eq!(log.len(), 2, "one row per session: {log:?}");
     assert_eq!(log[0]["session"], p.session_id.clone().unwrap().as_str());
     assert_eq!(log[0]["uplink"], "primary", "{log:?}");
@@ -961,7 +961,7 @@ impl Switchable {
     }
 }
 
-impl markaz_node::uplink::Connector for Switchable {
+impl markaz_uplink::Connector for Switchable {
     fn name(&self) -> &str {
         if self.modem.load(std::sync::atomic::Ordering::SeqCst) {
             "modem"
@@ -974,7 +974,7 @@ impl markaz_node::uplink::Connector for Switchable {
         &'a self,
         host: &'a str,
         port: u16,
-    ) -> futures::future::BoxFuture<'a, std::io::Result<markaz_node::uplink::BoxedStream>> {
+    ) -> futures::future::BoxFuture<'a, std::io::Result<markaz_uplink::BoxedStream>> {
         Box::pin(async move {
             let tcp = TcpConnector::new(self.name(), Duration::from_secs(5));
             tcp.connect(host, port).await
@@ -984,10 +984,10 @@ impl markaz_node::uplink::Connector for Switchable {
 
 #[tokio::test]
 async fn after_an_uplink_change_the_next_session_runs_on_a_new_connection() -> anyhow::Result<()> {
-    use markaz_node::uplink::Connector;
+    use markaz_uplink::Connector;
     let hub = Hub::start().await?;
     let node = TestNode::start().await;
-    let opts = hub.options(&node.app.settings.center_id)?;
+    let opts = hub.options(node.app.settings.center_id.as_str())?;
     let link = Switchable::default();
     link.set_modem(true);
     let mut client = HubClient::new(
@@ -1025,7 +1025,7 @@ async fn a_service_the_hub_adds_is_offered_at_the_center_with_its_fee_and_its_po
 
     let hub = Hub::start().await?;
     let node = TestNode::start().await;
-    let center: CenterId = node.app.settings.center_id.parse()?;
+    let center: CenterId = node.app.settings.center_id.clone();
     let opts = hub.options(center.as_str())?;
     let mut client = hub.client(&opts)?;
     let clerk = node

@@ -1,10 +1,10 @@
 //! Hybrid logical clock: wall milliseconds + a logical counter + the node that stamped it.
 //!
-//! Guarantees: stamps from one [`Clock`] strictly increase, even when the wall clock jumps
-//! back (a box without an RTC battery wakes up in 1970); [`Clock::observe`] moves the clock
-//! past any stamp it has seen; the text form ([`Hlc::encode`]) sorts in the same order as
+//! Guarantees: stamps from one [`HlcClock`] strictly increase, even when the wall clock jumps
+//! back (a box without an RTC battery wakes up in 1970); [`HlcClock::observe`] moves the clock
+//! past any stamp it has seen; the text form ([`HlcStamp::encode`]) sorts in the same order as
 //! the values, so it can be compared as a string in SQL and in case events. The clock is
-//! pure: the caller passes the wall time in, and persists [`Clock::last`] to restart from.
+//! pure: the caller passes the wall time in, and persists [`HlcClock::last`] to restart from.
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -34,28 +34,28 @@ pub enum HlcError {
 
 /// One clock stamp. Ordered by (wall, logical, node): a total order.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Hlc {
+pub struct HlcStamp {
     pub wall_ms: u64,
     pub logical: u32,
     pub node: String,
 }
 
-impl Ord for Hlc {
+impl Ord for HlcStamp {
     fn cmp(&self, other: &Self) -> Ordering {
         (self.wall_ms, self.logical, &self.node).cmp(&(other.wall_ms, other.logical, &other.node))
     }
 }
 
-impl PartialOrd for Hlc {
+impl PartialOrd for HlcStamp {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
 
-impl Hlc {
+impl HlcStamp {
     /// The zero stamp of a node (before anything happened).
-    pub fn zero(node: &str) -> Hlc {
-        Hlc {
+    pub fn zero(node: &str) -> HlcStamp {
+        HlcStamp {
             wall_ms: 0,
             logical: 0,
             node: node.to_string(),
@@ -67,8 +67,8 @@ impl Hlc {
         format!("{:013}.{:05}.{}", self.wall_ms, self.logical, self.node)
     }
 
-    /// Parse the text form; rejects anything not produced by [`Hlc::encode`].
-    pub fn parse(s: &str) -> Result<Hlc, HlcError> {
+    /// Parse the text form; rejects anything not produced by [`HlcStamp::encode`].
+    pub fn parse(s: &str) -> Result<HlcStamp, HlcError> {
         let bad = || HlcError::Malformed(s.chars().take(100).collect());
         let b = s.as_bytes();
         if b.len() < 13 + 1 + 5 + 1 + 1 || b.len() > 13 + 1 + 5 + 1 + MAX_NODE_LEN {
@@ -90,7 +90,7 @@ impl Hlc {
         }
         let wall_ms = s[..13].parse().map_err(|_| bad())?;
         let logical = s[14..19].parse().map_err(|_| bad())?;
-        Ok(Hlc {
+        Ok(HlcStamp {
             wall_ms,
             logical,
             node: node.to_string(),
@@ -98,56 +98,56 @@ impl Hlc {
     }
 }
 
-impl fmt::Display for Hlc {
+impl fmt::Display for HlcStamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.encode())
     }
 }
 
-impl FromStr for Hlc {
+impl FromStr for HlcStamp {
     type Err = HlcError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Hlc::parse(s)
+        HlcStamp::parse(s)
     }
 }
 
-/// A node's clock. Restart it from the last persisted stamp with [`Clock::resume`].
+/// A node's clock. Restart it from the last persisted stamp with [`HlcClock::resume`].
 #[derive(Debug, Clone)]
-pub struct Clock {
-    last: Hlc,
+pub struct HlcClock {
+    last: HlcStamp,
     /// A remote stamp further ahead of our wall clock than this is refused by `observe`
     /// (a peer with a broken clock must not drag ours into the future).
     max_ahead_ms: u64,
 }
 
-impl Clock {
+impl HlcClock {
     /// A fresh clock for `node` (node names are ASCII letters, digits, `-` and `_`).
-    pub fn new(node: &str) -> Clock {
-        Clock::resume(Hlc::zero(node))
+    pub fn new(node: &str) -> HlcClock {
+        HlcClock::resume(HlcStamp::zero(node))
     }
 
     /// Continue after `last` (the highest stamp persisted by this node).
-    pub fn resume(last: Hlc) -> Clock {
-        Clock {
+    pub fn resume(last: HlcStamp) -> HlcClock {
+        HlcClock {
             last,
             max_ahead_ms: 7 * 24 * 3600 * 1000,
         }
     }
 
     /// Change how far ahead of our wall clock an observed stamp may be.
-    pub fn with_max_ahead(mut self, ms: u64) -> Clock {
+    pub fn with_max_ahead(mut self, ms: u64) -> HlcClock {
         self.max_ahead_ms = ms;
         self
     }
 
     /// The last stamp issued or observed.
-    pub fn last(&self) -> &Hlc {
+    pub fn last(&self) -> &HlcStamp {
         &self.last
     }
 
     /// A new stamp for a local event at wall time `wall_now_ms`; strictly greater than
     /// every stamp before it, whatever the wall clock says.
-    pub fn tick(&mut self, wall_now_ms: u64) -> Hlc {
+    pub fn tick(&mut self, wall_now_ms: u64) -> HlcStamp {
         let wall = wall_now_ms.min(MAX_WALL_MS);
         if wall > self.last.wall_ms {
             self.last.wall_ms = wall;
@@ -160,7 +160,7 @@ impl Clock {
 
     /// Take a remote stamp into account (at our wall time `wall_now_ms`) and return a
     /// stamp greater than both it and everything before.
-    pub fn observe(&mut self, remote: &Hlc, wall_now_ms: u64) -> Result<Hlc, HlcError> {
+    pub fn observe(&mut self, remote: &HlcStamp, wall_now_ms: u64) -> Result<HlcStamp, HlcError> {
         let wall = wall_now_ms.min(MAX_WALL_MS);
         // Only refuse a far-future stamp when our own wall clock looks sane; a box that
         // woke up in 1970 must accept the hub's time.
@@ -216,20 +216,20 @@ mod tests {
 
     #[test]
     fn wall_clock_jump_back_to_1970_does_not_go_backwards() {
-        let mut c = Clock::new("midan");
+        let mut c = HlcClock::new("midan");
         let a = c.tick(1_764_400_000_000);
         let b = c.tick(5_000); // power cut, no RTC battery
         assert!(b > a);
         assert_eq!(b.wall_ms, a.wall_ms);
-        let mut resumed = Clock::resume(b.clone());
+        let mut resumed = HlcClock::resume(b.clone());
         assert!(resumed.tick(0) > b);
     }
 
     #[test]
     fn observe_moves_past_remote_and_sorts_as_text() {
-        let mut c = Clock::new("midan");
+        let mut c = HlcClock::new("midan");
         c.tick(1_000);
-        let remote = Hlc {
+        let remote = HlcStamp {
             wall_ms: 50_000,
             logical: 7,
             node: "hub".into(),
@@ -243,9 +243,9 @@ mod tests {
 
     #[test]
     fn far_future_stamp_refused_when_our_clock_is_sane() {
-        let mut c = Clock::new("midan").with_max_ahead(1_000);
+        let mut c = HlcClock::new("midan").with_max_ahead(1_000);
         c.tick(1_764_400_000_000);
-        let remote = Hlc {
+        let remote = HlcStamp {
             wall_ms: 1_764_400_000_000 + 10_000_000,
             logical: 0,
             node: "hub".into(),
@@ -255,13 +255,13 @@ mod tests {
             Err(HlcError::TooFarAhead { .. })
         ));
         // …but a box that woke in 1970 accepts the hub's time.
-        let mut c = Clock::new("midan").with_max_ahead(1_000);
+        let mut c = HlcClock::new("midan").with_max_ahead(1_000);
         assert!(c.observe(&remote, 0).is_ok());
     }
 
     #[test]
     fn logical_overflow_borrows_a_millisecond() {
-        let mut c = Clock::resume(Hlc {
+        let mut c = HlcClock::resume(HlcStamp {
             wall_ms: 10,
             logical: MAX_LOGICAL,
             node: "a".into(),
@@ -285,13 +285,13 @@ mod tests {
             "0000000000000.00000.",
             "0000000000000-00000.x",
         ] {
-            assert!(Hlc::parse(s).is_err(), "{s}");
+            assert!(HlcStamp::parse(s).is_err(), "{s}");
         }
     }
 
-    fn arb_hlc() -> impl Strategy<Value = Hlc> {
+    fn arb_hlc() -> impl Strategy<Value = HlcStamp> {
         (0..=MAX_WALL_MS, 0..=MAX_LOGICAL, "[a-z][a-z0-9-]{0,10}").prop_map(
-            |(wall_ms, logical, node)| Hlc {
+            |(wall_ms, logical, node)| HlcStamp {
                 wall_ms,
                 logical,
                 node,
@@ -306,13 +306,13 @@ mod tests {
             // matter when wall and logical are equal, where both orders still agree
             // because '.' never appears in a node name and names compare bytewise.
             prop_assert_eq!(a.cmp(&b), a.encode().cmp(&b.encode()));
-            prop_assert_eq!(Hlc::parse(&a.encode()).unwrap(), a);
+            prop_assert_eq!(HlcStamp::parse(&a.encode()).unwrap(), a);
         }
 
         #[test]
         fn stamps_strictly_increase(walls in proptest::collection::vec(0u64..3_000_000_000_000, 1..50),
                                     remotes in proptest::collection::vec(arb_hlc(), 0..20)) {
-            let mut c = Clock::new("n").with_max_ahead(u64::MAX / 4);
+            let mut c = HlcClock::new("n").with_max_ahead(u64::MAX / 4);
             let mut prev = c.last().clone();
             let mut ri = remotes.into_iter();
             for (i, w) in walls.into_iter().enumerate() {
@@ -334,7 +334,7 @@ mod tests {
 
         #[test]
         fn parse_never_panics(s in ".{0,100}") {
-            let _ = Hlc::parse(&s);
+            let _ = HlcStamp::parse(&s);
         }
     }
 }

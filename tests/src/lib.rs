@@ -259,6 +259,7 @@ level = "info"
     }
 
     /// (Re)starts the process on the same data directory and waits until it serves.
+    #[allow(unsafe_code)] // each `unsafe` block here says why it is sound
     pub async fn spawn(&mut self) -> Result<()> {
         let _ = std::fs::remove_file(self.addr_file());
         let log = std::fs::OpenOptions::new()

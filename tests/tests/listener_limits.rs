@@ -102,6 +102,7 @@ async fn within_1s<T>(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(unsafe_code)] // each `unsafe` block here says why it is sound
 async fn one_address_with_2000_slow_connections_does_not_lock_out_a_terminal() -> Result<()> {
     // This process holds the 2,000 connections: it needs the descriptors.
     let mut lim = libc::rlimit {

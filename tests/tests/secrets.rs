@@ -23,6 +23,7 @@ async fn login_raw(http: &reqwest::Client, base: &str, user: &str, password: &st
 }
 
 #[tokio::test]
+#[allow(unsafe_code)] // each `unsafe` block here says why it is sound
 async fn passwords_and_tokens_never_appear_in_a_trace_level_log() {
     // This test binary runs only this test, so the variable reaches only its node.
     unsafe { std::env::set_var("RUST_LOG", "trace") };

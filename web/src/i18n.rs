@@ -12,51 +12,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-/// A language the pages are offered in. Arabic is the default.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Lang {
-    #[default]
-    Ar,
-    En,
-}
-
-impl Lang {
-    pub const ALL: [Lang; 2] = [Lang::Ar, Lang::En];
-
-    /// The BCP 47 code used for `<html lang>` and for the language cookie.
-    pub fn code(self) -> &'static str {
-        match self {
-            Lang::Ar => "ar",
-            Lang::En => "en",
-        }
-    }
-
-    /// Text direction for `<html dir>`.
-    pub fn dir(self) -> &'static str {
-        match self {
-            Lang::Ar => "rtl",
-            Lang::En => "ltr",
-        }
-    }
-
-    /// Parses a language code; unknown codes give `None` (callers fall back to Arabic).
-    pub fn from_code(code: &str) -> Option<Lang> {
-        match code.trim() {
-            "ar" => Some(Lang::Ar),
-            "en" => Some(Lang::En),
-            _ => None,
-        }
-    }
-
-    /// The other language, for the toggle.
-    pub fn other(self) -> Lang {
-        match self {
-            Lang::Ar => Lang::En,
-            Lang::En => Lang::Ar,
-        }
-    }
-}
+/// A language the pages are offered in (the one enum of config, node and hub).
+pub use markaz_ids::Lang;
 
 /// How digits are written on the pages: the center's configured style.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]

@@ -77,6 +77,7 @@ impl Limits {
 
 /// Raises this process's soft open-file limit to its hard limit and returns the soft
 /// limit now in force (`None` when it cannot be read).
+#[allow(unsafe_code)] // each `unsafe` block here says why it is sound
 pub fn raise_open_files_limit() -> Option<u64> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,

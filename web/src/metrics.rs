@@ -249,6 +249,7 @@ pub fn text(registry: &Registry) -> Response {
 /// Free and total bytes of the filesystem holding `path` (`statvfs`).
 // The field types of `statvfs` differ between targets: the casts are needed on some.
 #[allow(clippy::unnecessary_cast)]
+#[allow(unsafe_code)] // each `unsafe` block here says why it is sound
 pub fn disk_space(path: &Path) -> std::io::Result<DiskSpace> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes())

@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 
 use automerge::AutoCommit;
 use markaz_sync::docs::{DocError, DocId};
-use markaz_sync::hlc::Clock;
+use markaz_sync::hlc::HlcClock;
 use markaz_sync::model::CenterId;
 use markaz_sync::protocol::{
     HubTables, MessageError, Relay, Request, RequestLog, Response, Restored, handle_decoded,
@@ -41,6 +41,7 @@ use crate::operators::{
     ApiTokenInfo, AuditEntry, AuditFilter, LoginLimit, OperatorRecord, SessionRecord,
 };
 use crate::sessions::SyncSession;
+use markaz_sync::protocol::contract::{ErrorCode, RequestKind, SessionResult};
 use markaz_web::login::Failures;
 
 pub mod pg;
@@ -99,7 +100,7 @@ pub struct SyncLogEntry {
     /// The row of `sync_sessions` this request belongs to (set when recorded).
     pub session_id: Option<i64>,
     pub uplink: String,
-    pub kind: String,
+    pub kind: RequestKind,
     pub started_ms: i64,
     pub ended_ms: i64,
     pub bytes_up: i64,
@@ -110,7 +111,7 @@ pub struct SyncLogEntry {
     pub changes_down: i64,
     pub refused: i64,
     /// `ok` or `error`.
-    pub result: String,
+    pub result: SessionResult,
     pub error: Option<String>,
     /// Hub wall clock minus the center's (Hello only).
     pub skew_ms: Option<i64>,
@@ -120,6 +121,17 @@ pub struct SyncLogEntry {
     /// phase) that caught the center up. Used when recording; not stored per request.
     #[serde(skip)]
     pub ends_session: bool,
+}
+
+/// A request kind as the sync log stored it; a value this version does not know reads
+/// as `bad`.
+pub(crate) fn stored_kind(s: &str) -> RequestKind {
+    RequestKind::parse(s).unwrap_or_default()
+}
+
+/// A result as the sync log stored it; anything but a known result reads as `error`.
+pub(crate) fn stored_result(s: &str) -> SessionResult {
+    SessionResult::parse(s).unwrap_or(SessionResult::Error)
 }
 
 /// The raw figures of one center for the overview (see `oversight::centers`).
@@ -289,7 +301,7 @@ impl<T: HubDocs + SyncLog + Counters + Operators> HubEngine for T {}
 
 /// Work for [`Transactional::in_tx`]: over the engine's tables, the document store and the
 /// clock, it answers its result and whether to commit.
-pub type TxWork<'a, R> = dyn FnMut(&dyn HubTables, &mut DocStore, &mut Clock) -> (R, bool) + 'a;
+pub type TxWork<'a, R> = dyn FnMut(&dyn HubTables, &mut DocStore, &mut HlcClock) -> (R, bool) + 'a;
 
 /// An engine that runs work in one transaction over its [`HubTables`], with the hub's
 /// document store and clock. [`HubDocs`] is implemented for every such engine.
@@ -300,7 +312,7 @@ pub trait Transactional {
     /// (another writer's lock), so `work` starts from scratch each time.
     fn in_tx<R>(&mut self, work: &mut TxWork<'_, R>) -> Result<R, StorageError>;
     /// The hub's clock.
-    fn clock(&mut self) -> &mut Clock;
+    fn clock(&mut self) -> &mut HlcClock;
 }
 
 /// A new hub starts with the default catalog and fee schedule (edited later by the
@@ -348,12 +360,12 @@ impl<T: Transactional> HubDocs for T {
                 (None, Some(e)) => Err(e),
                 (None, None) => {
                     let log = RequestLog {
-                        kind: "bad",
+                        kind: RequestKind::Bad,
                         error: Some("retried an undecodable request".into()),
                         ..RequestLog::default()
                     };
                     let resp = Response::Error {
-                        code: "hub_error".into(),
+                        code: ErrorCode::HubError,
                         message: "hub storage unavailable".into(),
                     };
                     return ((resp, log), false);
@@ -368,12 +380,12 @@ impl<T: Transactional> HubDocs for T {
             Ok(answer) => answer,
             Err(e) => {
                 let log = RequestLog {
-                    kind: "bad",
+                    kind: RequestKind::Bad,
                     error: Some(format!("hub storage: {e}")),
                     ..RequestLog::default()
                 };
                 let resp = Response::Error {
-                    code: "hub_error".into(),
+                    code: ErrorCode::HubError,
                     message: "hub storage unavailable".into(),
                 };
                 (resp, log)

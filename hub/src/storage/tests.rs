@@ -2,21 +2,22 @@
 //! every engine (see the `engine_tests!` lists).
 
 use super::*;
-use markaz_sync::hlc::Clock;
+use markaz_sync::hlc::HlcClock;
 use markaz_sync::model::CenterId;
+use markaz_sync::protocol::contract::{RequestKind, SessionResult};
 
-fn req(kind: &str, session: Option<&str>, uplink: &str, t: i64, up: i64) -> SyncLogEntry {
+fn req(kind: RequestKind, session: Option<&str>, uplink: &str, t: i64, up: i64) -> SyncLogEntry {
     SyncLogEntry {
         center: "midan".into(),
         session: session.map(str::to_string),
         uplink: uplink.into(),
-        kind: kind.into(),
+        kind,
         started_ms: t,
         ended_ms: t + 10,
         bytes_up: up,
         bytes_down: 2 * up,
         changes_up: 1,
-        result: "ok".into(),
+        result: SessionResult::Ok,
         ..SyncLogEntry::default()
     }
 }
@@ -44,8 +45,8 @@ pub(crate) fn counters_count_and_status_keeps_the_cursor(e: &mut dyn HubEngine) 
     let entry = SyncLogEntry {
         center: "midan".into(),
         uplink: "primary".into(),
-        kind: "pull".into(),
-        result: "ok".into(),
+        kind: RequestKind::Pull,
+        result: SessionResult::Ok,
         cursor: Some(7),
         ..SyncLogEntry::default()
     };
@@ -60,13 +61,17 @@ pub(crate) fn counters_count_and_status_keeps_the_cursor(e: &mut dyn HubEngine) 
 pub(crate) fn sync_log_keeps_its_days_and_nothing_new_is_one_row(e: &mut dyn HubEngine) {
     let old = "1b4e28ba-2fa1-41d2-883f-0016d3cca427";
     let new = "9f0c2a4e-7d1b-4c3e-a5f6-112233445566";
-    record(e, &req("hello", Some(old), "primary", 1_000, 10)).unwrap();
-    record(e, &req("push", Some(old), "primary", 2_000, 10)).unwrap();
-    let kept = record(e, &req("hello", Some(new), "primary", 9_000_000, 10)).unwrap();
+    record(e, &req(RequestKind::Hello, Some(old), "primary", 1_000, 10)).unwrap();
+    record(e, &req(RequestKind::Push, Some(old), "primary", 2_000, 10)).unwrap();
+    let kept = record(
+        e,
+        &req(RequestKind::Hello, Some(new), "primary", 9_000_000, 10),
+    )
+    .unwrap();
     // A center with nothing new: its Hello, answered by a Welcome that ends the session.
     for (i, t) in [9_100_000, 9_200_000, 9_300_000].into_iter().enumerate() {
         let mut idle = req(
-            "hello",
+            RequestKind::Hello,
             Some(&format!("00000000-0000-4000-8000-00000000000{i}")),
             "primary",
             t,
@@ -81,7 +86,7 @@ pub(crate) fn sync_log_keeps_its_days_and_nothing_new_is_one_row(e: &mut dyn Hub
     assert!(
         sessions[..3]
             .iter()
-            .all(|s| s.requests == 1 && s.result == "ok")
+            .all(|s| s.requests == 1 && s.result == SessionResult::Ok)
     );
     assert_eq!(sessions[0].bytes_up, 40);
     let log = e.sync_log(Some("midan"), None, 50).unwrap();
@@ -112,20 +117,23 @@ pub(crate) fn requests_group_by_header_or_by_hello(e: &mut dyn HubEngine) {
     let c = e;
     let a = "1b4e28ba-2fa1-41d2-883f-0016d3cca427";
     let b = "9f0c2a4e-7d1b-4c3e-a5f6-112233445566";
-    let s1 = record(c, &req("hello", Some(a), "primary", 0, 10)).unwrap();
+    let s1 = record(c, &req(RequestKind::Hello, Some(a), "primary", 0, 10)).unwrap();
     assert_eq!(
-        record(c, &req("push", Some(a), "modem", 20, 100)).unwrap(),
+        record(c, &req(RequestKind::Push, Some(a), "modem", 20, 100)).unwrap(),
         s1
     );
-    let s2 = record(c, &req("hello", Some(b), "modem", 40, 10)).unwrap();
+    let s2 = record(c, &req(RequestKind::Hello, Some(b), "modem", 40, 10)).unwrap();
     assert_ne!(s1, s2);
     // Without the header: each Hello opens a session, the rest join the latest.
-    let f1 = record(c, &req("hello", None, "primary", 60, 5)).unwrap();
-    assert_eq!(record(c, &req("pull", None, "primary", 70, 5)).unwrap(), f1);
-    let f2 = record(c, &req("hello", None, "primary", 80, 5)).unwrap();
+    let f1 = record(c, &req(RequestKind::Hello, None, "primary", 60, 5)).unwrap();
+    assert_eq!(
+        record(c, &req(RequestKind::Pull, None, "primary", 70, 5)).unwrap(),
+        f1
+    );
+    let f2 = record(c, &req(RequestKind::Hello, None, "primary", 80, 5)).unwrap();
     assert_ne!(f1, f2);
-    let mut failing = req("pull", None, "primary", 90, 5);
-    failing.result = "error".into();
+    let mut failing = req(RequestKind::Pull, None, "primary", 90, 5);
+    failing.result = SessionResult::Error;
     failing.error = Some("hub_error: commit failed".into());
     assert_eq!(record(c, &failing).unwrap(), f2);
 
@@ -140,27 +148,27 @@ pub(crate) fn requests_group_by_header_or_by_hello(e: &mut dyn HubEngine) {
     );
     assert_eq!(first.changes_up, 2);
     assert_eq!((first.started_ms, first.last_ms), (0, 30));
-    assert_eq!(first.result, "ok", "a newer session ended it");
+    assert_eq!(first.result, SessionResult::Ok, "a newer session ended it");
     let last = by_id(f2);
-    assert_eq!(last.result, "error");
+    assert_eq!(last.result, SessionResult::Error);
     assert_eq!(last.error.as_deref(), Some("hub_error: commit failed"));
     assert_eq!(last.errors, 1);
     // A retry that succeeds inside the same session reopens it.
-    record(c, &req("pull", None, "primary", 95, 5)).unwrap();
+    record(c, &req(RequestKind::Pull, None, "primary", 95, 5)).unwrap();
     let rows = list(c, Some("midan"), 200, 1).unwrap();
     assert_eq!(
-        (rows[0].id, rows[0].result.as_str(), rows[0].ended_ms),
-        (f2, "open", None)
+        (rows[0].id, rows[0].result, rows[0].ended_ms),
+        (f2, SessionResult::Open, None)
     );
     assert!(list(c, Some("qanawat"), 0, 10).unwrap().is_empty());
     // A last pull that caught the center up ends the session at once.
-    let mut last_pull = req("pull", None, "primary", 96, 5);
+    let mut last_pull = req(RequestKind::Pull, None, "primary", 96, 5);
     last_pull.ends_session = true;
     record(c, &last_pull).unwrap();
     let rows = list(c, Some("midan"), 200, 1).unwrap();
     assert_eq!(
-        (rows[0].result.as_str(), rows[0].ended_ms),
-        ("ok", Some(106))
+        (rows[0].result, rows[0].ended_ms),
+        (SessionResult::Ok, Some(106))
     );
 }
 
@@ -190,7 +198,7 @@ impl MemCenter {
         let mut s = markaz_sync::protocol::ClientSession::new(
             self.id.clone(),
             self.docs.actor().clone(),
-            Clock::new(self.id.as_str()),
+            HlcClock::new(self.id.as_str()),
             markaz_sync::protocol::Limits::default(),
         );
         let mut n = 0;

@@ -9,25 +9,7 @@ use axum::response::Html;
 use super::api::{MetricsQuery, load_days};
 use super::{ApiError, Q, WebState};
 use crate::energy::MetricsKind;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Lang {
-    Ar,
-    En,
-}
-
-impl Lang {
-    fn of(q: Option<&str>) -> Lang {
-        if q == Some("en") { Lang::En } else { Lang::Ar }
-    }
-
-    fn t(self, ar: &'static str, en: &'static str) -> &'static str {
-        match self {
-            Lang::Ar => ar,
-            Lang::En => en,
-        }
-    }
-}
+use markaz_web::i18n::Lang;
 
 /// Escape text for HTML content and attribute values.
 pub fn esc(s: &str) -> String {
@@ -56,13 +38,16 @@ fn page(lang: Lang, path: &str, title: &str, body: &str) -> Html<String> {
     };
     let q = if lang == Lang::En { "?lang=en" } else { "" };
     let nav = [
-        ("/centers", lang.t("المراكز", "Centers")),
-        ("/sync-log", lang.t("سجل التزامن", "Sync log")),
-        ("/conflicts", lang.t("التعارضات", "Conflicts")),
-        ("/oversight", lang.t("المتابعة", "Oversight")),
-        ("/energy", lang.t("الطاقة", "Energy")),
-        ("/stats", lang.t("إحصاءات الدور", "Queue statistics")),
-        ("/catalog", lang.t("الخدمات والرسوم", "Services and fees")),
+        ("/centers", lang.pick("المراكز", "Centers")),
+        ("/sync-log", lang.pick("سجل التزامن", "Sync log")),
+        ("/conflicts", lang.pick("التعارضات", "Conflicts")),
+        ("/oversight", lang.pick("المتابعة", "Oversight")),
+        ("/energy", lang.pick("الطاقة", "Energy")),
+        ("/stats", lang.pick("إحصاءات الدور", "Queue statistics")),
+        (
+            "/catalog",
+            lang.pick("الخدمات والرسوم", "Services and fees"),
+        ),
     ]
     .iter()
     .map(|(href, label)| format!("<a href=\"{href}{q}\">{label}</a>"))
@@ -75,7 +60,7 @@ fn page(lang: Lang, path: &str, title: &str, body: &str) -> Html<String> {
 <body><header class=\"topbar\"><strong>{hub}</strong> <nav>{nav}</nav> \
 <a lang=\"{other}\" href=\"{path}{sep}lang={other}\">{other_label}</a></header>\
 <main><h1>{title}</h1>{body}</main></body></html>",
-        hub = lang.t("مركز المحافظة", "Governorate hub"),
+        hub = lang.pick("مركز المحافظة", "Governorate hub"),
         sep = if path.contains('?') { "&" } else { "?" },
     ))
 }
@@ -115,7 +100,7 @@ fn center_links(l: Lang, path: &str, centers: &[String], chosen: Option<&str>) -
         } else {
             ""
         },
-        l.t("كل المراكز", "All centers")
+        l.pick("كل المراكز", "All centers")
     )];
     for c in centers {
         links.push(format!(
@@ -147,7 +132,7 @@ pub(super) async fn page_stats(
     State(s): State<WebState>,
     Q(q): Q<MetricsQuery>,
 ) -> Result<Html<String>, ApiError> {
-    let l = Lang::of(q.lang.as_deref());
+    let l = Lang::from_code(q.lang.as_deref().unwrap_or_default()).unwrap_or_default();
     let (from, all, centers) = load_days(&s, MetricsKind::Stats, None, q.days).await?;
     let chosen = q
         .center
@@ -175,17 +160,17 @@ pub(super) async fn page_stats(
         })
         .collect();
     let head = [
-        l.t("المركز", "Center"),
-        l.t("اليوم", "Day"),
-        l.t("بطاقات صادرة", "Tickets issued"),
-        l.t("بطاقات مخدومة", "Tickets served"),
-        l.t("لم يحضروا", "No-shows"),
-        l.t("متوسط الانتظار (د:ث)", "Average wait (m:s)"),
-        l.t("أطول انتظار", "Longest wait"),
-        l.t("متوسط زمن الخدمة", "Average service time"),
-        l.t("معاملات جديدة", "Cases created"),
-        l.t("معاملات مسلّمة", "Cases delivered"),
-        l.t("الأرقام حتى", "Figures as of"),
+        l.pick("المركز", "Center"),
+        l.pick("اليوم", "Day"),
+        l.pick("بطاقات صادرة", "Tickets issued"),
+        l.pick("بطاقات مخدومة", "Tickets served"),
+        l.pick("لم يحضروا", "No-shows"),
+        l.pick("متوسط الانتظار (د:ث)", "Average wait (m:s)"),
+        l.pick("أطول انتظار", "Longest wait"),
+        l.pick("متوسط زمن الخدمة", "Average service time"),
+        l.pick("معاملات جديدة", "Cases created"),
+        l.pick("معاملات مسلّمة", "Cases delivered"),
+        l.pick("الأرقام حتى", "Figures as of"),
     ];
     let path = match chosen {
         Some(c) => format!("/stats?center={}", esc(c)),
@@ -193,15 +178,15 @@ pub(super) async fn page_stats(
     };
     let body = format!(
         "<p>{} {}</p>{}{}",
-        l.t("منذ", "Since"),
+        l.pick("منذ", "Since"),
         ltr(&from.to_string()),
         center_links(l, "/stats", &centers, chosen),
-        table(&head, rows, l.t("لا توجد إحصاءات.", "No statistics.")),
+        table(&head, rows, l.pick("لا توجد إحصاءات.", "No statistics.")),
     );
     Ok(page(
         l,
         &path,
-        l.t("إحصاءات الدور اليومية", "Daily queue statistics"),
+        l.pick("إحصاءات الدور اليومية", "Daily queue statistics"),
         &body,
     ))
 }

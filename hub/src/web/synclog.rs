@@ -18,6 +18,7 @@ use super::pages::{failed, local, page};
 use super::{Q, WebState, now_ms};
 use crate::oversight;
 use crate::sessions::SyncSession;
+use markaz_sync::protocol::contract::SessionResult;
 
 /// Sessions read for the page (newest first).
 const SESSIONS_SHOWN: u32 = 500;
@@ -27,7 +28,7 @@ const REQUESTS_SHOWN: u32 = 1000;
 /// Whether a session moved nothing: it ended well with no document, change or refusal
 /// either way.
 pub fn is_quiet(s: &SyncSession) -> bool {
-    s.result == "ok"
+    s.result == SessionResult::Ok
         && s.docs_up == 0
         && s.docs_down == 0
         && s.changes_up == 0
@@ -120,7 +121,9 @@ pub(super) async fn sessions(
     };
     let total = list.len();
     let list: Vec<SyncSession> = if only_failures {
-        list.into_iter().filter(|x| x.result == "error").collect()
+        list.into_iter()
+            .filter(|x| x.result == SessionResult::Error)
+            .collect()
     } else {
         list
     };
@@ -207,7 +210,7 @@ pub(super) async fn requests(
 mod tests {
     use super::*;
 
-    fn session(center: &str, id: i64, changes: i64, result: &str) -> SyncSession {
+    fn session(center: &str, id: i64, changes: i64, result: SessionResult) -> SyncSession {
         SyncSession {
             id,
             center: center.into(),
@@ -215,7 +218,7 @@ mod tests {
             started_ms: id * 10_000,
             last_ms: id * 10_000 + 50,
             changes_up: changes,
-            result: result.into(),
+            result,
             ..SyncSession::default()
         }
     }
@@ -224,15 +227,15 @@ mod tests {
     fn runs_of_quiet_sessions_of_a_center_are_one_row() {
         // Newest first; midan and daraa interleave.
         let list = vec![
-            session("midan", 9, 0, "ok"),
-            session("daraa", 8, 0, "ok"),
-            session("midan", 7, 0, "ok"),
-            session("midan", 6, 0, "ok"),
-            session("daraa", 5, 3, "ok"),
-            session("midan", 4, 2, "ok"),
-            session("midan", 3, 0, "ok"),
-            session("midan", 2, 0, "error"),
-            session("midan", 1, 0, "ok"),
+            session("midan", 9, 0, SessionResult::Ok),
+            session("daraa", 8, 0, SessionResult::Ok),
+            session("midan", 7, 0, SessionResult::Ok),
+            session("midan", 6, 0, SessionResult::Ok),
+            session("daraa", 5, 3, SessionResult::Ok),
+            session("midan", 4, 2, SessionResult::Ok),
+            session("midan", 3, 0, SessionResult::Ok),
+            session("midan", 2, 0, SessionResult::Error),
+            session("midan", 1, 0, SessionResult::Ok),
         ];
         let rows = group_quiet(list);
         let shape: Vec<String> = rows
@@ -264,13 +267,13 @@ mod tests {
 
     #[test]
     fn a_session_that_refused_or_moved_documents_is_not_quiet() {
-        let mut s = session("midan", 1, 0, "ok");
+        let mut s = session("midan", 1, 0, SessionResult::Ok);
         assert!(is_quiet(&s));
         s.refused = 1;
         assert!(!is_quiet(&s));
-        let mut s = session("midan", 1, 0, "ok");
+        let mut s = session("midan", 1, 0, SessionResult::Ok);
         s.docs_down = 1;
         assert!(!is_quiet(&s));
-        assert!(!is_quiet(&session("midan", 1, 0, "open")));
+        assert!(!is_quiet(&session("midan", 1, 0, SessionResult::Open)));
     }
 }

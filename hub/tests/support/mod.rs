@@ -15,15 +15,15 @@ use anyhow::Context;
 use bytes::Bytes;
 use markaz_config::{HubConfig, HubStorage, StorageEngine};
 use markaz_hub::pki::{Ca, Validity};
-use markaz_node::uplink::{
-    ClientOptions, ClientTlsFiles, HubClient, HubTarget, TcpConnector, client_config,
-};
 use markaz_sync::docs::{self, DocId, NewCase};
-use markaz_sync::hlc::Clock;
+use markaz_sync::hlc::HlcClock;
 use markaz_sync::model::case::{CaseEvent, CaseEventKind, Delivery};
 use markaz_sync::model::{CaseNo, CenterId};
 use markaz_sync::protocol::{ClientSession, Limits};
 use markaz_sync::store::{self, DocStore};
+use markaz_uplink::{
+    ClientOptions, ClientTlsFiles, HubClient, HubTarget, TcpConnector, client_config,
+};
 use rusqlite::Connection;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -257,17 +257,14 @@ impl Center {
         let mut s = ClientSession::new(
             self.id.clone(),
             self.docs.actor().clone(),
-            Clock::new(self.id.as_str()),
+            HlcClock::new(self.id.as_str()),
             Limits::default(),
         );
         let mut n = 0;
         while let Some(req) = s.next_request(&self.conn, &mut self.docs, now())? {
             n += 1;
             anyhow::ensure!(n < 100, "session does not end");
-            let (status, body) = self
-                .client
-                .post("/sync/v1", "application/octet-stream", Bytes::from(req))
-                .await?;
+            let (status, body) = self.client.sync(Bytes::from(req)).await?;
             anyhow::ensure!(status.is_success(), "status {status}");
             let tx = self.conn.transaction()?;
             s.handle_response(&tx, &mut self.docs, &body, now())?;

@@ -26,7 +26,7 @@ use crate::app::{Actor, App};
 use crate::error::AppError;
 use error::ApiError;
 
-pub use routes::ROUTES;
+pub use routes::{ROUTES, Route};
 
 pub const SESSION_COOKIE: &str = "markaz_session";
 pub const CSRF_HEADER: &str = "x-csrf-token";

@@ -30,66 +30,97 @@ fn created<T: serde::Serialize>(v: T) -> ApiResult {
     Ok((StatusCode::CREATED, Json(v)).into_response())
 }
 
-/// Every route: (method, path as in OpenAPI, needs a session). Kept next to the router so
-/// the OpenAPI document and the access-control tests can be checked against it.
-pub const ROUTES: &[(&str, &str, bool)] = &[
-    ("POST", "/auth/login", false),
-    ("POST", "/auth/logout", true),
-    ("GET", "/auth/me", true),
-    ("POST", "/auth/password", true),
-    ("GET", "/catalog/services", true),
-    ("GET", "/catalog/services/{code}/fee", true),
-    ("GET", "/citizens", true),
-    ("POST", "/citizens", true),
-    ("GET", "/citizens/{national_id}", true),
-    ("PUT", "/citizens/{national_id}", true),
-    ("GET", "/citizens/{national_id}/history", true),
-    ("GET", "/citizens/{national_id}/duplicates", true),
-    ("GET", "/citizens/duplicates", true),
-    ("POST", "/tickets", true),
-    ("GET", "/tickets", true),
-    ("GET", "/tickets/{id}", true),
-    ("GET", "/counters/{n}", true),
-    ("POST", "/counters/{n}/call-next", true),
-    ("POST", "/counters/{n}/recall", true),
-    ("POST", "/counters/{n}/no-show", true),
-    ("POST", "/counters/{n}/transfer", true),
-    ("POST", "/counters/{n}/finish", true),
-    ("POST", "/counters/{n}/undo-no-show", true),
-    ("POST", "/counters/{n}/serve-later", true),
-    ("GET", "/display/calls", false),
-    ("GET", "/display/events", false),
-    ("GET", "/events", true),
-    ("POST", "/cases", true),
-    ("GET", "/cases", true),
-    ("GET", "/cases/{case_no}", true),
-    ("POST", "/cases/{case_no}/payment", true),
-    ("POST", "/cases/{case_no}/transitions", true),
-    ("GET", "/conflicts", true),
-    ("GET", "/staff", true),
-    ("POST", "/staff", true),
-    ("GET", "/staff/{username}", true),
-    ("POST", "/staff/{username}/permissions", true),
-    ("DELETE", "/staff/{username}/permissions/{authority}", true),
-    ("POST", "/staff/{username}/active", true),
-    ("PUT", "/staff/{username}/roles", true),
-    ("POST", "/staff/{username}/password", true),
-    ("GET", "/login-limits", true),
-    ("DELETE", "/login-limits", true),
-    ("GET", "/reports/queue", true),
-    ("GET", "/reports/cases", true),
-    ("GET", "/reports/cash", true),
-    ("POST", "/receipts/{receipt_no}/void", true),
-    ("POST", "/receipts/{receipt_no}/void/approve", true),
-    ("GET", "/receipts/voids", true),
-    ("GET", "/logs/audit", true),
-    ("GET", "/logs/events", true),
-    ("GET", "/status", true),
-    ("POST", "/technician/modem/reset", true),
-    ("POST", "/technician/sync-now", true),
-    ("POST", "/technician/clock/confirm", true),
-    ("GET", "/power/daily", true),
-    ("GET", "/openapi.json", false),
+/// One route of the API, as the OpenAPI document and the access-control table name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    /// `GET`, `POST`, `PUT` or `DELETE`.
+    pub method: &'static str,
+    /// The path as in OpenAPI (`/cases/{case_no}`), under `/api/v1`.
+    pub path: &'static str,
+    /// Whether a request needs a signed-in session (else the route is public).
+    pub needs_session: bool,
+}
+
+impl Route {
+    /// A route anyone may call.
+    const fn public(method: &'static str, path: &'static str) -> Route {
+        Route {
+            method,
+            path,
+            needs_session: false,
+        }
+    }
+
+    /// A route for a signed-in user (its handler checks the capability).
+    const fn signed_in(method: &'static str, path: &'static str) -> Route {
+        Route {
+            method,
+            path,
+            needs_session: true,
+        }
+    }
+}
+
+/// Every route. Kept next to the router so the OpenAPI document and the access-control
+/// tests can be checked against it.
+pub const ROUTES: &[Route] = &[
+    Route::public("POST", "/auth/login"),
+    Route::signed_in("POST", "/auth/logout"),
+    Route::signed_in("GET", "/auth/me"),
+    Route::signed_in("POST", "/auth/password"),
+    Route::signed_in("GET", "/catalog/services"),
+    Route::signed_in("GET", "/catalog/services/{code}/fee"),
+    Route::signed_in("GET", "/citizens"),
+    Route::signed_in("POST", "/citizens"),
+    Route::signed_in("GET", "/citizens/{national_id}"),
+    Route::signed_in("PUT", "/citizens/{national_id}"),
+    Route::signed_in("GET", "/citizens/{national_id}/history"),
+    Route::signed_in("GET", "/citizens/{national_id}/duplicates"),
+    Route::signed_in("GET", "/citizens/duplicates"),
+    Route::signed_in("POST", "/tickets"),
+    Route::signed_in("GET", "/tickets"),
+    Route::signed_in("GET", "/tickets/{id}"),
+    Route::signed_in("GET", "/counters/{n}"),
+    Route::signed_in("POST", "/counters/{n}/call-next"),
+    Route::signed_in("POST", "/counters/{n}/recall"),
+    Route::signed_in("POST", "/counters/{n}/no-show"),
+    Route::signed_in("POST", "/counters/{n}/transfer"),
+    Route::signed_in("POST", "/counters/{n}/finish"),
+    Route::signed_in("POST", "/counters/{n}/undo-no-show"),
+    Route::signed_in("POST", "/counters/{n}/serve-later"),
+    Route::public("GET", "/display/calls"),
+    Route::public("GET", "/display/events"),
+    Route::signed_in("GET", "/events"),
+    Route::signed_in("POST", "/cases"),
+    Route::signed_in("GET", "/cases"),
+    Route::signed_in("GET", "/cases/{case_no}"),
+    Route::signed_in("POST", "/cases/{case_no}/payment"),
+    Route::signed_in("POST", "/cases/{case_no}/transitions"),
+    Route::signed_in("GET", "/conflicts"),
+    Route::signed_in("GET", "/staff"),
+    Route::signed_in("POST", "/staff"),
+    Route::signed_in("GET", "/staff/{username}"),
+    Route::signed_in("POST", "/staff/{username}/permissions"),
+    Route::signed_in("DELETE", "/staff/{username}/permissions/{authority}"),
+    Route::signed_in("POST", "/staff/{username}/active"),
+    Route::signed_in("PUT", "/staff/{username}/roles"),
+    Route::signed_in("POST", "/staff/{username}/password"),
+    Route::signed_in("GET", "/login-limits"),
+    Route::signed_in("DELETE", "/login-limits"),
+    Route::signed_in("GET", "/reports/queue"),
+    Route::signed_in("GET", "/reports/cases"),
+    Route::signed_in("GET", "/reports/cash"),
+    Route::signed_in("POST", "/receipts/{receipt_no}/void"),
+    Route::signed_in("POST", "/receipts/{receipt_no}/void/approve"),
+    Route::signed_in("GET", "/receipts/voids"),
+    Route::signed_in("GET", "/logs/audit"),
+    Route::signed_in("GET", "/logs/events"),
+    Route::signed_in("GET", "/status"),
+    Route::signed_in("POST", "/technician/modem/reset"),
+    Route::signed_in("POST", "/technician/sync-now"),
+    Route::signed_in("POST", "/technician/clock/confirm"),
+    Route::signed_in("GET", "/power/daily"),
+    Route::public("GET", "/openapi.json"),
 ];
 
 pub fn v1() -> Router<App> {

@@ -335,7 +335,7 @@ impl App {
         };
         let delivery = match &input.delivery {
             DeliveryInput::Pickup => Delivery::Pickup {
-                center: self.center_id()?,
+                center: self.settings.center_id.clone(),
             },
             DeliveryInput::Post { address } if address.trim().chars().count() >= 5 => {
                 Delivery::Post {
@@ -350,7 +350,7 @@ impl App {
                     "العنوان البريدي مطلوب للتسليم بالبريد",
                 ));
                 Delivery::Pickup {
-                    center: self.center_id()?,
+                    center: self.settings.center_id.clone(),
                 }
             }
         };
@@ -415,7 +415,7 @@ impl App {
                         return Err(AppError::field("ticket_id", "unknown_ticket", format!("no ticket {t}"), "لا توجد بطاقة بهذا الرقم"));
                     }
                 }
-                let center = app.center_id()?;
+                let center = app.settings.center_id.clone();
                 // The year goes on the citizen's receipt: not from a clock that is wrong.
                 let clock = wallclock::judge(&wallclock::evidence(c, at, network)?, &tz);
                 if let Some(why) = clock.numbering_refused {
@@ -427,7 +427,7 @@ impl App {
                 }
                 let series = numbering::current_series(c, tx.docs.actor().to_bytes(), gate, at)?;
                 let case_no = numbering::next_case_no(c, &center, &prefix, year, series)?;
-                let ev = CaseEvent { kind: CaseEventKind::Created, actor: actor2.username.clone(), desk: actor2.terminal.clone(), at, hlc: next_hlc(c, &app.settings.center_id, at)? };
+                let ev = CaseEvent { kind: CaseEventKind::Created, actor: actor2.username.clone(), desk: actor2.terminal.clone(), at, hlc: next_hlc(c, app.settings.center_id.as_str(), at)? };
                 c.execute(
                     "INSERT INTO cases(case_no, national_id, service_code, authority, fields, delivery, fee, fee_total, status, ticket_id, target_at, created_by, created_at, updated_at, citizen)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'created', ?9, ?10, ?11, ?12, ?12, ?13)",
@@ -475,13 +475,6 @@ impl App {
             status: status_key(view.status),
         });
         Ok(view)
-    }
-
-    pub(crate) fn center_id(&self) -> Result<CenterId, AppError> {
-        self.settings
-            .center_id
-            .parse()
-            .map_err(|e| AppError::Internal(format!("center id: {e}")))
     }
 
     /// Records payment: cash (a receipt number is issued) or an e-payment reference.
@@ -629,10 +622,10 @@ impl App {
                 }
                 case::apply(now.status, &kind, &now.delivery)
                     .map_err(|e| AppError::Conflict { code: "illegal_transition", message: e.message_en() })?;
-                let ev = CaseEvent { kind: kind.clone(), actor: actor2.username.clone(), desk: actor2.terminal.clone(), at, hlc: next_hlc(c, &app.settings.center_id, at)? };
+                let ev = CaseEvent { kind: kind.clone(), actor: actor2.username.clone(), desk: actor2.terminal.clone(), at, hlc: next_hlc(c, app.settings.center_id.as_str(), at)? };
                 append_event(c, &no, &ev)?;
                 let case_no: CaseNo = no.parse().map_err(|e| AppError::Internal(format!("stored case number: {e}")))?;
-                let doc_id = case_doc_id(c, tx.docs, &app.center_id()?, &case_no)?;
+                let doc_id = case_doc_id(c, tx.docs, &app.settings.center_id, &case_no)?;
                 tx.docs.edit(c, &doc_id, |d| sync_docs::append_case_event(d, &ev))?;
                 // The projection row is rewritten from the events, the one source of truth.
                 let derived = case::derive(&load_events(c, &no)?, &now.delivery);

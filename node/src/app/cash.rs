@@ -272,7 +272,7 @@ impl App {
         let receipt = parse_receipt(receipt)?;
         let at = self.now();
         let actor2 = actor.clone();
-        let center = self.center_id()?;
+        let center = self.settings.center_id.clone();
         self.db
             .writer
             .write(move |tx| -> Result<VoidView, AppError> {

@@ -410,7 +410,7 @@ impl App {
                 }
                 let edit = CitizenEdit {
                     at,
-                    hlc: next_hlc(tx.conn, &app.settings.center_id, at)?,
+                    hlc: next_hlc(tx.conn, app.settings.center_id.as_str(), at)?,
                     actor: actor2.username.clone(),
                     actor_name: actor2.full_name.clone(),
                     desk: actor2.terminal.clone(),

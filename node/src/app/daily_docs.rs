@@ -374,18 +374,11 @@ impl Default for StatsSettings {
 }
 
 impl App {
-    fn center(&self) -> Result<CenterId, AppError> {
-        self.settings
-            .center_id
-            .parse()
-            .map_err(|e| AppError::Internal(format!("center id: {e}")))
-    }
-
     /// Writes the statistics documents of every finished day since the last final one
     /// (all days with activity on a first run), marks them final, then today's running
     /// figures. Each day is its own writer job. Returns how many documents changed.
     pub async fn write_stats_docs(&self) -> Result<usize, AppError> {
-        let center = self.center()?;
+        let center = self.settings.center_id.clone();
         let tz = self.settings.timezone.clone();
         let today = self.today();
         let (c2, tz2) = (center.clone(), tz.clone());
@@ -417,7 +410,7 @@ impl App {
 
     /// Computes and writes one day's statistics document (one writer job).
     pub async fn write_stats_day(&self, day: Date) -> Result<(DayStats, bool), AppError> {
-        let center = self.center()?;
+        let center = self.settings.center_id.clone();
         let tz = self.settings.timezone.clone();
         let as_of = self.now();
         Ok(self
@@ -433,7 +426,7 @@ impl App {
         kind: DocKind,
         day: Date,
     ) -> Result<Option<std::collections::BTreeMap<String, i64>>, AppError> {
-        let center = self.center()?;
+        let center = self.settings.center_id.clone();
         let id = match kind {
             DocKind::Energy => DocId::energy(&center, day),
             _ => DocId::stats(&center, day),

@@ -32,6 +32,7 @@ use serde::Serialize;
 
 use markaz_sync::model::catalog::Service;
 use markaz_sync::model::fees::FeeSchedule;
+use markaz_sync::model::ids::CenterId;
 use markaz_sync::model::staff::{Capability, Role};
 
 use crate::auth::AuthPolicy;
@@ -178,7 +179,8 @@ pub struct CounterSettings {
 /// Everything the use cases need from config, in domain terms.
 #[derive(Debug, Clone)]
 pub struct AppSettings {
-    pub center_id: String,
+    /// The center's id as `[center] id` parsed it: the model's type, never re-parsed.
+    pub center_id: CenterId,
     pub center_name_ar: String,
     pub center_name_en: String,
     pub receipt_prefix: String,
@@ -464,13 +466,13 @@ pub fn node_log(
 /// transaction. The last stamp is persisted, so stamps keep increasing across restarts and
 /// even when the wall clock jumps back (a box without an RTC battery wakes up in 1970).
 pub fn next_hlc(conn: &Connection, node: &str, wall: Timestamp) -> Result<String, AppError> {
-    use markaz_sync::hlc::{Clock as Hlc, Hlc as Stamp};
+    use markaz_sync::hlc::{HlcClock, HlcStamp};
     let last: Option<String> = conn
         .query_row("SELECT value FROM meta WHERE key = 'hlc'", [], |r| r.get(0))
         .optional()?;
-    let mut clock = match last.as_deref().map(Stamp::parse) {
-        Some(Ok(stamp)) => Hlc::resume(stamp),
-        _ => Hlc::new(node),
+    let mut clock = match last.as_deref().map(HlcStamp::parse) {
+        Some(Ok(stamp)) => HlcClock::resume(stamp),
+        _ => HlcClock::new(node),
     };
     let stamp = clock
         .tick(u64::try_from(wall.as_millisecond()).unwrap_or(0))

@@ -190,8 +190,8 @@ pub fn issue_in(
     let seq = next_seq(c, &format!("ticket:{}:{}", new.day, new.letter))?;
     let number = queue::ticket_number(new.letter, seq as u32);
     c.prepare_cached(
-        "INSERT INTO tickets(day, group_id, original_group, number, priority, state, national_id, issued_ms)
-         VALUES (?1, ?2, ?2, ?3, ?4, 'waiting', ?5, ?6)",
+        &format!("INSERT INTO tickets(day, group_id, original_group, number, priority, state, national_id, issued_ms)
+         VALUES (?1, ?2, ?2, ?3, ?4, '{waiting}', ?5, ?6)", waiting = TicketState::Waiting.as_str()),
     )?
     .execute(params![new.day, new.group, number, enum_key(&new.priority), new.national_id, now])?;
     let id = c.last_insert_rowid();
@@ -215,7 +215,7 @@ pub fn issue_in(
 fn current_at(conn: &Connection, day: &str, counter: u32) -> Result<Option<TicketView>, AppError> {
     Ok(conn
         .query_row(
-            &format!("SELECT {COLUMNS} FROM tickets WHERE day = ?1 AND counter = ?2 AND state = 'called' ORDER BY called_ms DESC LIMIT 1"),
+            &format!("SELECT {COLUMNS} FROM tickets WHERE day = ?1 AND counter = ?2 AND state = '{called}' ORDER BY called_ms DESC LIMIT 1", called = TicketState::Called.as_str()),
             params![day, counter],
             from_row,
         )
@@ -230,7 +230,7 @@ fn last_no_show(
 ) -> Result<Option<TicketView>, AppError> {
     Ok(conn
         .query_row(
-            &format!("SELECT {COLUMNS} FROM tickets WHERE day = ?1 AND counter = ?2 AND state = 'no_show' ORDER BY done_ms DESC, id DESC LIMIT 1"),
+            &format!("SELECT {COLUMNS} FROM tickets WHERE day = ?1 AND counter = ?2 AND state = '{no_show}' ORDER BY done_ms DESC, id DESC LIMIT 1", no_show = TicketState::NoShow.as_str()),
             params![day, counter],
             from_row,
         )
@@ -341,7 +341,7 @@ impl App {
         self.db
             .readers
             .read(move |c| -> Result<Vec<TicketView>, AppError> {
-                let mut stmt = c.prepare(&format!("SELECT {COLUMNS} FROM tickets WHERE day = ?1 AND state = 'waiting' ORDER BY COALESCE(turn, issued_ms * 1000), id"))?;
+                let mut stmt = c.prepare(&format!("SELECT {COLUMNS} FROM tickets WHERE day = ?1 AND state = '{waiting}' ORDER BY COALESCE(turn, issued_ms * 1000), id", waiting = TicketState::Waiting.as_str()))?;
                 Ok(stmt.query_map([day], from_row)?.collect::<Result<_, _>>()?)
             })
             .await
@@ -401,7 +401,7 @@ impl App {
                     });
                 }
                 let placeholders = settings.groups.iter().map(|_| "?").collect::<Vec<_>>().join(",");
-                let sql = format!("SELECT {COLUMNS} FROM tickets WHERE day = ? AND state = 'waiting' AND group_id IN ({placeholders}) ORDER BY COALESCE(turn, issued_ms * 1000), id");
+                let sql = format!("SELECT {COLUMNS} FROM tickets WHERE day = ? AND state = '{waiting}' AND group_id IN ({placeholders}) ORDER BY COALESCE(turn, issued_ms * 1000), id", waiting = TicketState::Waiting.as_str());
                 let mut values: Vec<String> = vec![day.clone()];
                 values.extend(settings.groups.iter().cloned());
                 let waiting: Vec<TicketView> = c.prepare(&sql)?.query_map(rusqlite::params_from_iter(values.iter()), from_row)?.collect::<Result<_, _>>()?;
@@ -419,7 +419,7 @@ impl App {
                     "INSERT INTO queue_ratio(day, counter, state) VALUES (?1, ?2, ?3) ON CONFLICT(day, counter) DO UPDATE SET state = excluded.state",
                     params![day, counter, serde_json::to_string(&ratio)?],
                 )?;
-                c.execute("UPDATE tickets SET state = 'called', counter = ?2, called_ms = ?3 WHERE id = ?1", params![id, counter, now])?;
+                c.execute(&format!("UPDATE tickets SET state = '{called}', counter = ?2, called_ms = ?3 WHERE id = ?1", called = TicketState::Called.as_str()), params![id, counter, now])?;
                 event(c, id, now, "called", Some(counter), Some(&actor2.username), None)?;
                 let t = get_ticket(c, id)?.ok_or_else(|| AppError::Internal("ticket vanished".into()))?;
                 audit(c, at, &actor2, "ticket.call", &t.number, serde_json::json!({"counter": counter}))?;
@@ -514,7 +514,10 @@ impl App {
         self.with_current(actor, counter, "no_show", |c, cur, now| {
             transition(cur, TicketState::NoShow)?;
             c.execute(
-                "UPDATE tickets SET state = 'no_show', done_ms = ?2 WHERE id = ?1",
+                &format!(
+                    "UPDATE tickets SET state = '{no_show}', done_ms = ?2 WHERE id = ?1",
+                    no_show = TicketState::NoShow.as_str()
+                ),
                 params![cur.id, now],
             )?;
             get_ticket(c, cur.id)?.ok_or_else(|| AppError::Internal("ticket vanished".into()))
@@ -561,7 +564,10 @@ impl App {
                 }
                 transition(&t, TicketState::Called)?;
                 c.execute(
-                    "UPDATE tickets SET state = 'called', done_ms = NULL WHERE id = ?1",
+                    &format!(
+                        "UPDATE tickets SET state = '{called}', done_ms = NULL WHERE id = ?1",
+                        called = TicketState::Called.as_str()
+                    ),
                     [t.id],
                 )?;
                 event(
@@ -609,11 +615,11 @@ impl App {
             .with_current(actor, counter, "served_later", move |c, cur, _| {
                 transition(cur, TicketState::Waiting)?;
                 let line: Vec<(i64, i64)> = c
-                    .prepare_cached("SELECT id, COALESCE(turn, issued_ms * 1000) FROM tickets WHERE day = ?1 AND group_id = ?2 AND state = 'waiting' ORDER BY 2, id")?
+                    .prepare_cached(&format!("SELECT id, COALESCE(turn, issued_ms * 1000) FROM tickets WHERE day = ?1 AND group_id = ?2 AND state = '{waiting}' ORDER BY 2, id", waiting = TicketState::Waiting.as_str()))?
                     .query_map(params![cur.day, cur.group], |r| Ok((r.get(0)?, r.get(1)?)))?
                     .collect::<Result<_, _>>()?;
                 c.execute(
-                    "UPDATE tickets SET state = 'waiting', counter = NULL, called_ms = NULL WHERE id = ?1",
+                    &format!("UPDATE tickets SET state = '{waiting}', counter = NULL, called_ms = NULL WHERE id = ?1", waiting = TicketState::Waiting.as_str()),
                     [cur.id],
                 )?;
                 let mut set_turn = c.prepare_cached("UPDATE tickets SET turn = ?2 WHERE id = ?1")?;
@@ -667,7 +673,7 @@ impl App {
                 return Err(AppError::field("group", "same_group", "the ticket is already in that group", "البطاقة في هذه المجموعة أصلاً"));
             }
             transition(cur, TicketState::Waiting)?;
-            c.execute("UPDATE tickets SET state = 'waiting', group_id = ?2, counter = NULL, called_ms = NULL WHERE id = ?1", params![cur.id, group])?;
+            c.execute(&format!("UPDATE tickets SET state = '{waiting}', group_id = ?2, counter = NULL, called_ms = NULL WHERE id = ?1", waiting = TicketState::Waiting.as_str()), params![cur.id, group])?;
             get_ticket(c, cur.id)?.ok_or_else(|| AppError::Internal("ticket vanished".into()))
         })
         .await?;
@@ -710,7 +716,7 @@ impl App {
                     return Err(AppError::field("case_no", "unknown_case", format!("no case {n}"), "لا توجد معاملة بهذا الرقم"));
                 }
             }
-            c.execute("UPDATE tickets SET state = 'done', done_ms = ?2, case_no = COALESCE(?3, case_no) WHERE id = ?1", params![cur.id, now, case_no])?;
+            c.execute(&format!("UPDATE tickets SET state = '{done}', done_ms = ?2, case_no = COALESCE(?3, case_no) WHERE id = ?1", done = TicketState::Done.as_str()), params![cur.id, now, case_no])?;
             get_ticket(c, cur.id)?.ok_or_else(|| AppError::Internal("ticket vanished".into()))
         })
         .await
@@ -793,7 +799,7 @@ mod tests {
                         .collect::<Result<_, _>>()?)
                 };
                 Ok((
-                    rows("SELECT day, group_id, count(*) FROM tickets WHERE state = 'waiting' GROUP BY 1, 2 ORDER BY 1, 2")?,
+                    rows(&format!("SELECT day, group_id, count(*) FROM tickets WHERE state = '{waiting}' GROUP BY 1, 2 ORDER BY 1, 2", waiting = TicketState::Waiting.as_str()))?,
                     rows("SELECT day, group_id, waiting FROM ticket_waiting WHERE waiting <> 0 ORDER BY 1, 2")?,
                 ))
             })

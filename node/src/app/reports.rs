@@ -1,6 +1,7 @@
 //! What a supervisor reads: today's queue figures (waiting and service time per group and
 //! per counter, no-shows), cases by status and past target, and the logs.
 
+use crate::domain::queue::TicketState;
 use rusqlite::params;
 use serde::Serialize;
 
@@ -50,13 +51,21 @@ pub struct LogRow {
     pub detail: Option<String>,
 }
 
-const FIGURES: &str = "count(*),
-    sum(state = 'done'),
-    sum(state = 'no_show'),
-    sum(state = 'waiting'),
+/// The queue figures of a group of tickets, as SQL columns (states from [`TicketState`]).
+fn figures_sql() -> String {
+    format!(
+        "count(*),
+    sum(state = '{done}'),
+    sum(state = '{no_show}'),
+    sum(state = '{waiting}'),
     avg(CASE WHEN called_ms IS NOT NULL THEN (called_ms - issued_ms) / 1000 END),
     max(CASE WHEN called_ms IS NOT NULL THEN (called_ms - issued_ms) / 1000 END),
-    avg(CASE WHEN state = 'done' THEN (done_ms - called_ms) / 1000 END)";
+    avg(CASE WHEN state = '{done}' THEN (done_ms - called_ms) / 1000 END)",
+        done = TicketState::Done.as_str(),
+        no_show = TicketState::NoShow.as_str(),
+        waiting = TicketState::Waiting.as_str()
+    )
+}
 
 fn figures(key: String, r: &rusqlite::Row<'_>, offset: usize) -> rusqlite::Result<QueueFigures> {
     Ok(QueueFigures {
@@ -78,8 +87,9 @@ fn figures(key: String, r: &rusqlite::Row<'_>, offset: usize) -> rusqlite::Resul
 /// The whole center's queue figures of one local day (`YYYY-MM-DD`), inside any
 /// connection (a reader, or the writer's transaction for the daily statistics document).
 pub(crate) fn day_total(c: &rusqlite::Connection, day: &str) -> rusqlite::Result<QueueFigures> {
+    let columns = figures_sql();
     c.query_row(
-        &format!("SELECT {FIGURES} FROM tickets WHERE day = ?1"),
+        &format!("SELECT {columns} FROM tickets WHERE day = ?1"),
         [day],
         |r| figures("total".into(), r, 0),
     )
@@ -97,13 +107,14 @@ impl App {
         self.db
             .readers
             .read(move |c| -> Result<QueueReport, AppError> {
+                let columns = figures_sql();
                 let by_group = c
-                    .prepare(&format!("SELECT original_group, {FIGURES} FROM tickets WHERE day = ?1 GROUP BY original_group ORDER BY original_group"))?
+                    .prepare(&format!("SELECT original_group, {columns} FROM tickets WHERE day = ?1 GROUP BY original_group ORDER BY original_group"))?
                     .query_map([&day], |r| figures(r.get(0)?, r, 1))?
                     .collect::<Result<Vec<_>, _>>()?;
                 let by_counter = c
                     .prepare(&format!(
-                        "SELECT counter, {FIGURES} FROM tickets WHERE day = ?1 AND counter IS NOT NULL GROUP BY counter ORDER BY counter"
+                        "SELECT counter, {columns} FROM tickets WHERE day = ?1 AND counter IS NOT NULL GROUP BY counter ORDER BY counter"
                     ))?
                     .query_map([&day], |r| figures(r.get::<_, i64>(0)?.to_string(), r, 1))?
                     .collect::<Result<Vec<_>, _>>()?;

@@ -486,7 +486,7 @@ impl App {
         let at = self.now();
         let actor2 = actor.clone();
         let username = input.username.clone();
-        let center = self.staff_center()?;
+        let center = self.settings.center_id.clone();
         self.db
             .writer
             .write(move |tx| -> Result<(), AppError> {
@@ -525,7 +525,7 @@ impl App {
         self.get_staff(username).await?;
         let at = self.now();
         let (actor2, user) = (actor.clone(), username.to_string());
-        let center = self.staff_center()?;
+        let center = self.settings.center_id.clone();
         let key = authority_key(grant.authority)?;
         self.db
             .writer
@@ -553,7 +553,7 @@ impl App {
         self.get_staff(username).await?;
         let at = self.now();
         let (actor2, user) = (actor.clone(), username.to_string());
-        let center = self.staff_center()?;
+        let center = self.settings.center_id.clone();
         let key = authority_key(authority)?;
         self.db
             .writer
@@ -597,7 +597,7 @@ impl App {
         self.get_staff(username).await?;
         let at = self.now();
         let (actor2, user) = (actor.clone(), username.to_string());
-        let center = self.staff_center()?;
+        let center = self.settings.center_id.clone();
         self.db
             .writer
             .write(move |tx| -> Result<(), AppError> {
@@ -627,19 +627,11 @@ impl App {
         self.get_staff(username).await
     }
 
-    /// This center's id, which names its staff documents.
-    fn staff_center(&self) -> Result<markaz_sync::model::ids::CenterId, AppError> {
-        self.settings
-            .center_id
-            .parse()
-            .map_err(|e| AppError::Internal(format!("center id: {e}")))
-    }
-
     /// Writes every account's staff document where it differs from the rows (see
     /// `app::staff_docs::reflect_all`, which every sync session also runs as it starts).
     /// Returns how many changed.
     pub async fn publish_staff_docs(&self) -> Result<usize, AppError> {
-        let center = self.staff_center()?;
+        let center = self.settings.center_id.clone();
         let at = self.now();
         Ok(self
             .db
@@ -677,7 +669,7 @@ impl App {
         self.get_staff(username).await?;
         let at = self.now();
         let (actor2, user) = (actor.clone(), username.to_string());
-        let center = self.staff_center()?;
+        let center = self.settings.center_id.clone();
         self.db
             .writer
             .write(move |tx| -> Result<(), AppError> {
@@ -714,7 +706,7 @@ impl App {
         let hash = hash_blocking(input.password).await?;
         let at = self.now();
         let (actor2, user) = (actor.clone(), username.to_string());
-        let center = self.staff_center()?;
+        let center = self.settings.center_id.clone();
         self.db
             .writer
             .write(move |tx| -> Result<(), AppError> {
@@ -838,7 +830,7 @@ impl App {
         let at = self.now();
         let actor2 = actor.clone();
         let keep = auth::token_hash(token);
-        let center = self.staff_center()?;
+        let center = self.settings.center_id.clone();
         self.db
             .writer
             .write(move |tx| -> Result<(), AppError> {

@@ -216,7 +216,7 @@ pub fn evidence(
             .optional()
     };
     let last_stamp = meta("hlc")?
-        .and_then(|s| markaz_sync::hlc::Hlc::parse(&s).ok())
+        .and_then(|s| markaz_sync::hlc::HlcStamp::parse(&s).ok())
         .and_then(|h| Timestamp::from_millisecond(i64::try_from(h.wall_ms).ok()?).ok())
         .filter(|t| *t > Timestamp::UNIX_EPOCH);
     let confirmed_year = meta(CONFIRMED_YEAR_KEY)?.and_then(|s| s.parse().ok());

@@ -185,7 +185,7 @@ impl DeviceHandles {
     }
 }
 
-/// A [`crate::uplink::Connector`] that follows the link monitor: the OS route while the
+/// A [`markaz_uplink::Connector`] that follows the link monitor: the OS route while the
 /// primary link is the uplink; while the modem is, a TCP socket bound to
 /// `os_route_interface` with `modem_route = "os-route"` ([`route`]), else the modem's AT
 /// sockets (through whichever driver runs now, so a technician's modem reset does not
@@ -211,7 +211,7 @@ impl std::fmt::Debug for UplinkConnector {
     }
 }
 
-impl crate::uplink::Connector for UplinkConnector {
+impl markaz_uplink::Connector for UplinkConnector {
     fn name(&self) -> &str {
         link::uplink_name(self.devices.uplink())
     }
@@ -220,21 +220,21 @@ impl crate::uplink::Connector for UplinkConnector {
         &'a self,
         host: &'a str,
         port: u16,
-    ) -> futures::future::BoxFuture<'a, std::io::Result<crate::uplink::BoxedStream>> {
+    ) -> futures::future::BoxFuture<'a, std::io::Result<markaz_uplink::BoxedStream>> {
         Box::pin(async move {
             match self.devices.uplink() {
                 Uplink::Primary => {
-                    crate::uplink::TcpConnector::new("primary", self.timeout)
+                    markaz_uplink::TcpConnector::new("primary", self.timeout)
                         .connect(host, port)
                         .await
                 }
                 Uplink::Modem => match self.devices.os_route() {
                     Some(iface) => {
                         let s = route::connect_via(iface, host, port, self.timeout).await?;
-                        Ok(Box::new(s) as crate::uplink::BoxedStream)
+                        Ok(Box::new(s) as markaz_uplink::BoxedStream)
                     }
                     None => {
-                        crate::uplink::ModemConnector::new(self.devices.modem(), self.timeout)
+                        markaz_uplink::ModemConnector::new(self.devices.modem(), self.timeout)
                             .connect(host, port)
                             .await
                     }

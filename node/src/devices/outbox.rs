@@ -641,7 +641,7 @@ impl Alerter {
                 }
                 c.execute(
                     "INSERT INTO outbox(kind, recipient, body, subject, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![kind.outbox_kind(), phone, format!("مركز {center}: {text}"), center, at.to_string()],
+                    params![kind.outbox_kind(), phone, format!("مركز {center}: {text}"), center.as_str(), at.to_string()],
                 )?;
                 Ok(Raised::Queued)
             })

@@ -928,7 +928,7 @@ pub async fn supervise(
     node_shutdown: CancellationToken,
     cancel: CancellationToken,
 ) {
-    let center = app.settings.center_id.parse::<CenterId>().ok();
+    let center = app.settings.center_id.clone();
     let mut policy = Policy::new(settings.policy.clone());
     match app
         .db
@@ -983,8 +983,8 @@ impl EnergyEvents {
 }
 
 struct Sampler {
-    /// The center whose energy documents are written (`None`: a bad id, no documents).
-    center: Option<CenterId>,
+    /// The center whose energy documents are written.
+    center: CenterId,
     /// When today's energy document was last written (node clock).
     energy_written_at: Option<Timestamp>,
     /// The day's power cuts and generator starts as today's document last had them.
@@ -1059,15 +1059,12 @@ impl Sampler {
     }
 
     async fn run(mut self, cancel: CancellationToken) {
-        match &self.center {
-            Some(center) => match backfill_energy(&self.app, &self.settings, center).await {
-                Ok(days) if !days.is_empty() => {
-                    info!(days = days.len(), "energy documents back-filled")
-                }
-                Ok(_) => {}
-                Err(e) => warn!(error = %e, "cannot back-fill the energy documents"),
-            },
-            None => warn!("center id unusable: no energy documents"),
+        match backfill_energy(&self.app, &self.settings, &self.center).await {
+            Ok(days) if !days.is_empty() => {
+                info!(days = days.len(), "energy documents back-filled")
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "cannot back-fill the energy documents"),
         }
         let mut tick = tokio::time::interval(self.settings.interval);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -1130,36 +1127,26 @@ impl Sampler {
             .write_low_value(move |tx| -> Result<(DailySummary, bool), AppError> {
                 let c = tx.conn;
                 insert_sample(c, &sample, level)?;
-                let today = match &center {
-                    Some(center) => {
-                        if let Some(p) = previous {
-                            energy_day(tx, p, &tz, gap, now, center, mppt, true)?;
-                        }
-                        if energy_due {
-                            (
-                                energy_day(tx, date, &tz, gap, now, center, mppt, false)?,
-                                true,
-                            )
-                        } else {
-                            let d = recompute_day(c, date, &tz, gap, now)?;
-                            // A power cut or a generator start is written at once, not at
-                            // the next hourly refresh: the hub must not read the day
-                            // without it (docs/OPERATIONS.md, "Energy figures").
-                            if written_events != Some(EnergyEvents::of(&d)) {
-                                (
-                                    energy_day(tx, date, &tz, gap, now, center, mppt, false)?,
-                                    true,
-                                )
-                            } else {
-                                (d, false)
-                            }
-                        }
-                    }
-                    None => {
-                        if let Some(p) = previous {
-                            recompute_day(c, p, &tz, gap, now)?;
-                        }
-                        (recompute_day(c, date, &tz, gap, now)?, false)
+                if let Some(p) = previous {
+                    energy_day(tx, p, &tz, gap, now, &center, mppt, true)?;
+                }
+                let today = if energy_due {
+                    (
+                        energy_day(tx, date, &tz, gap, now, &center, mppt, false)?,
+                        true,
+                    )
+                } else {
+                    let d = recompute_day(c, date, &tz, gap, now)?;
+                    // A power cut or a generator start is written at once, not at the next
+                    // hourly refresh: the hub must not read the day without it
+                    // (docs/OPERATIONS.md, "Energy figures").
+                    if written_events != Some(EnergyEvents::of(&d)) {
+                        (
+                            energy_day(tx, date, &tz, gap, now, &center, mppt, false)?,
+                            true,
+                        )
+                    } else {
+                        (d, false)
                     }
                 };
                 if let Some(before) = prune_before {

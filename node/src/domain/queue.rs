@@ -458,6 +458,23 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::BTreeMap;
 
+    /// The SQL of `app::queue` and `app::reports` writes and filters states with
+    /// `TicketState::as_str`, and rows are read back through serde: the two must be one
+    /// spelling, or a ticket written as `no_show` would be read as waiting.
+    #[test]
+    fn the_state_written_in_sql_is_the_state_read_back() {
+        for s in [
+            TicketState::Waiting,
+            TicketState::Called,
+            TicketState::Done,
+            TicketState::NoShow,
+        ] {
+            let json = serde_json::to_value(s).unwrap();
+            assert_eq!(json, serde_json::Value::String(s.as_str().into()));
+            assert_eq!(serde_json::from_value::<TicketState>(json).unwrap(), s);
+        }
+    }
+
     fn t(id: TicketId, priority: PriorityClass, issued_ms: i64) -> WaitingTicket {
         WaitingTicket {
             id,

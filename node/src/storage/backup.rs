@@ -262,6 +262,7 @@ pub struct DataDirLock {
 
 impl DataDirLock {
     /// Takes the lock; [`BackupError::NodeRunning`] when another process holds it.
+    #[allow(unsafe_code)] // each `unsafe` block here says why it is sound
     pub fn take(data_dir: &Path) -> Result<Self, BackupError> {
         use std::os::fd::AsRawFd;
         std::fs::create_dir_all(data_dir)?;

@@ -129,7 +129,7 @@ mod tests {
         );
         // The called A003 goes back to waiting in passports; a waiting one is deleted.
         c.execute(
-            "UPDATE tickets SET state = 'waiting', group_id = 'passports' WHERE number = 'A003'",
+            &format!("UPDATE tickets SET state = '{waiting}', group_id = 'passports' WHERE number = 'A003'", waiting = crate::domain::queue::TicketState::Waiting.as_str()),
             [],
         )
         .unwrap();

@@ -20,6 +20,7 @@ mod writer;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use markaz_sync::model::ids::CenterId;
 use rusqlite::{Connection, OpenFlags};
 
 pub use migrations::{LATEST_VERSION, MIGRATIONS};
@@ -73,7 +74,7 @@ pub struct StorageOptions {
     pub group_commit_max_batch: usize,
     pub readers: usize,
     /// The center id, the prefix of this database incarnation's automerge actor id.
-    pub center: String,
+    pub center: CenterId,
     /// A file (with its WAL) up to this size is checked with `quick_check` before `open`
     /// returns; a larger one in the background.
     pub inline_check_max_bytes: u64,
@@ -85,7 +86,7 @@ impl Default for StorageOptions {
             busy_timeout_ms: 5000,
             group_commit_max_batch: 256,
             readers: 4,
-            center: "node".into(),
+            center: "node".parse().expect("a valid center id"),
             inline_check_max_bytes: integrity::INLINE_CHECK_MAX_BYTES,
         }
     }
@@ -123,10 +124,10 @@ impl Db {
             markaz_sync::store::migrate(&txn)?;
             let now = jiff::Timestamp::now();
             let now_ms = now.as_millisecond();
-            let mut actor = markaz_sync::store::incarnation(&txn, &opts.center, now_ms)?;
+            let mut actor = markaz_sync::store::incarnation(&txn, opts.center.as_str(), now_ms)?;
             let found = identity::file_identity(path)?;
             if let identity::FileCheck::Copy { recorded, found } = identity::check(&txn, &found)? {
-                actor = markaz_sync::store::new_incarnation(&txn, &opts.center, now_ms)?;
+                actor = markaz_sync::store::new_incarnation(&txn, opts.center.as_str(), now_ms)?;
                 copied_database(&txn, now, &recorded, &found)?;
             }
             txn.commit()?;

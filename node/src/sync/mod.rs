@@ -45,9 +45,10 @@ use std::time::Duration;
 use anyhow::Context;
 use bytes::Bytes;
 use markaz_config::NodeConfig;
-use markaz_sync::hlc::{Clock as HlcClock, Hlc};
+use markaz_sync::hlc::{HlcClock, HlcStamp};
 use markaz_sync::model::ids::CenterId;
 use markaz_sync::protocol::client::{ClientError, ClientSession, HUB_PEER, Limits};
+use markaz_sync::protocol::contract::{ErrorCode, SessionResult};
 use markaz_sync::store::{self as doc_store, Lane};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
@@ -60,14 +61,11 @@ use crate::devices::UplinkConnector;
 use crate::events::LiveEvent;
 use crate::storage::WriteTx;
 use crate::storage::{StorageError, WriteError};
-use crate::uplink::{
+use markaz_uplink::{
     ClientOptions, ClientTlsFiles, HubClient, HubTarget, UplinkError, client_config,
 };
 
 pub use project::{ProjectError, Projected, project};
-
-/// The hub's sync endpoint path.
-pub const SYNC_PATH: &str = "/sync/v1";
 
 /// Requests per session before it stops and lets the next one continue (bounds a
 /// session's length whatever the backlog; every step is resumable).
@@ -151,12 +149,7 @@ impl SyncOptions {
             hubs.push(HubTarget::new(url.host(), url.port())?);
         }
         anyhow::ensure!(!hubs.is_empty(), "sync.hub_urls is empty");
-        let center: CenterId = cfg
-            .center
-            .id
-            .to_string()
-            .parse()
-            .map_err(|e| anyhow::anyhow!("center.id as a sync center: {e}"))?;
+        let center = cfg.center.id.clone();
         let batch = usize::try_from(s.batch_max_bytes).unwrap_or(usize::MAX);
         Ok(Some(SyncOptions {
             center,
@@ -215,7 +208,7 @@ pub struct SessionRecord {
 
 impl SessionRecord {
     pub fn ok(&self) -> bool {
-        self.result == "ok"
+        self.result == SessionResult::Ok.as_str()
     }
 }
 
@@ -507,7 +500,7 @@ pub async fn sync_once(app: &App, client: &mut HubClient, opts: &SyncOptions) ->
     }
     let mut hub_down = false;
     let (result, report) = match result {
-        Ok(report) => ("ok".to_string(), Some(report)),
+        Ok(report) => (SessionResult::Ok.as_str().to_string(), Some(report)),
         Err((e, report)) => {
             // Drop the connection: the next session starts on a fresh one.
             client.disconnect();
@@ -574,7 +567,7 @@ fn hub_unavailable(e: &SyncError) -> bool {
         SyncError::Uplink(u) => u.is_transient(),
         SyncError::Timeout(what) => *what == "waiting for the hub",
         SyncError::HttpStatus(status) => *status >= 500,
-        SyncError::Client(ClientError::Hub { code, .. }) => code == "hub_error",
+        SyncError::Client(ClientError::Hub { code, .. }) => *code == ErrorCode::HubError,
         _ => false,
     }
 }
@@ -699,7 +692,7 @@ async fn start_new_incarnation(app: &App, opts: &SyncOptions, acked: u64, local_
     }
 }
 
-type SessionResult = Result<
+type SessionOutcome = Result<
     markaz_sync::protocol::client::SessionReport,
     (
         SyncError,
@@ -716,7 +709,7 @@ async fn run_session(
     limits: Limits,
     budget_left: Option<u64>,
     tally: &mut Tally,
-) -> SessionResult {
+) -> SessionOutcome {
     let bytes0 = client.bytes();
     let w = opts.writer_timeout;
     let center = opts.center.clone();
@@ -731,7 +724,7 @@ async fn run_session(
         let last: Option<String> = c
             .query_row("SELECT value FROM meta WHERE key = 'hlc'", [], |r| r.get(0))
             .optional()?;
-        let clock = match last.as_deref().map(Hlc::parse) {
+        let clock = match last.as_deref().map(HlcStamp::parse) {
             Some(Ok(h)) => HlcClock::resume(h),
             _ => HlcClock::new(c2.as_str()),
         };
@@ -777,7 +770,7 @@ async fn run_session(
         tally.requests += 1;
         let posted = tokio::time::timeout(
             opts.client.request_timeout + opts.client.handshake_timeout,
-            client.post(SYNC_PATH, "application/octet-stream", Bytes::from(req)),
+            client.sync(Bytes::from(req)),
         )
         .await;
         let body = match posted {

@@ -28,7 +28,7 @@ use super::{SyncOptions, numbering};
 use crate::app::{App, Clock};
 use crate::devices::UplinkConnector;
 use crate::storage::{Db, StorageOptions};
-use crate::uplink::{HubClient, client_config};
+use markaz_uplink::{HubClient, client_config};
 
 /// Sessions a restore runs at most (each drains as much as `MAX_REQUESTS` allows).
 pub const MAX_SESSIONS: usize = 100;
@@ -188,7 +188,7 @@ pub async fn from_hub(cfg: &NodeConfig, force: bool) -> anyhow::Result<RestoreRe
         busy_timeout_ms: u64::from(cfg.storage.busy_timeout_ms),
         group_commit_max_batch: cfg.storage.group_commit_max_batch as usize,
         readers: 2,
-        center: cfg.center.id.to_string(),
+        center: cfg.center.id.clone(),
         inline_check_max_bytes: crate::storage::integrity::INLINE_CHECK_MAX_BYTES,
     };
     let db = Db::open(&db_path, &storage)

@@ -19,9 +19,10 @@ use automerge::{ActorId, ChangeHash, sync::State};
 use rusqlite::Connection;
 use thiserror::Error;
 
+use super::contract::ErrorCode;
 use super::message::{MessageError, PROTOCOL_VERSION, PushForm, Refusal, Request, Response};
 use crate::docs::DocId;
-use crate::hlc::{Clock, Hlc, skew_ms};
+use crate::hlc::{HlcClock, HlcStamp, skew_ms};
 use crate::model::ids::CenterId;
 use crate::store::{self, DocStore, Lane, PeerCursor, StoreError};
 
@@ -34,7 +35,7 @@ pub enum ClientError {
     #[error("the hub speaks protocol version {theirs}, this node {ours}: upgrade the node")]
     VersionRefused { ours: u8, theirs: u8 },
     #[error("the hub refused the request: {code}: {message}")]
-    Hub { code: String, message: String },
+    Hub { code: ErrorCode, message: String },
     /// The hub acknowledged more of this actor's changes than this database holds: it is
     /// a restored copy. Call `store::new_incarnation`, rebuild the `DocStore` with the new
     /// actor, and sync again (the next session repairs).
@@ -64,7 +65,7 @@ impl ClientError {
     pub fn is_retryable(&self) -> bool {
         match self {
             ClientError::Message(m) => !matches!(m, MessageError::VersionRefused { .. }),
-            ClientError::Hub { code, .. } => code == "bad_request",
+            ClientError::Hub { code, .. } => *code == ErrorCode::BadRequest,
             _ => false,
         }
     }
@@ -163,7 +164,7 @@ struct Welcome {
 pub struct ClientSession {
     center: CenterId,
     actor: ActorId,
-    clock: Clock,
+    clock: HlcClock,
     limits: Limits,
     phase: Phase,
     welcome: Option<Welcome>,
@@ -193,7 +194,7 @@ impl std::fmt::Debug for ClientSession {
 impl ClientSession {
     /// A session for `center`, whose store mints changes as `actor`, stamping with
     /// `clock` (take it back with [`ClientSession::into_clock`] to persist its last stamp).
-    pub fn new(center: CenterId, actor: ActorId, clock: Clock, limits: Limits) -> ClientSession {
+    pub fn new(center: CenterId, actor: ActorId, clock: HlcClock, limits: Limits) -> ClientSession {
         ClientSession {
             center,
             actor,
@@ -230,7 +231,7 @@ impl ClientSession {
     }
 
     /// The clock, after observing the hub's.
-    pub fn into_clock(self) -> Clock {
+    pub fn into_clock(self) -> HlcClock {
         self.clock
     }
 
@@ -460,7 +461,7 @@ impl ClientSession {
         }
         if let Response::Error { code, message } = resp {
             // A request the hub could not read (cut on the way) is sent again.
-            if code != "bad_request" {
+            if code != ErrorCode::BadRequest {
                 self.phase = Phase::Done;
             }
             return Err(ClientError::Hub { code, message });
@@ -495,7 +496,7 @@ impl ClientSession {
                     }
                 }
                 let mut cur = store::peer_cursor(conn, HUB_PEER)?;
-                if let Ok(h) = Hlc::parse(&hlc) {
+                if let Ok(h) = HlcStamp::parse(&hlc) {
                     // A hub stamp far in the future is not taken; the skew shows it.
                     let _ = self.clock.observe(&h, now_ms);
                 }

@@ -17,6 +17,7 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use super::contract::ErrorCode;
 use crate::docs::DocId;
 use crate::frame::{self, BatchBuilder, FrameError};
 use crate::store::WireChange;
@@ -145,7 +146,7 @@ pub enum Response {
     },
     /// The request was understood but failed.
     Error {
-        code: String,
+        code: ErrorCode,
         message: String,
     },
     /// The peer's protocol version is not ours.
@@ -716,7 +717,7 @@ impl Response {
             ),
             Response::Error { code, message } => seal(
                 &Header::Error {
-                    code: code.clone(),
+                    code: code.as_str().to_string(),
                     message: message.clone(),
                 },
                 &[],
@@ -830,7 +831,10 @@ impl Response {
                 }
                 Response::RepairSync { msgs }
             }
-            Header::Error { code, message } => Response::Error { code, message },
+            Header::Error { code, message } => Response::Error {
+                code: ErrorCode::parse(&code),
+                message,
+            },
             Header::Refused { ours, theirs } => Response::VersionRefused { ours, theirs },
             _ => return Err(MessageError::Header("not a response".into())),
         })

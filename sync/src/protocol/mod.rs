@@ -13,6 +13,7 @@
 //! restored from backup, or the center's database replaced. See `docs/PROTOCOL.md`.
 
 pub mod client;
+pub mod contract;
 pub mod message;
 mod pack;
 pub mod relay;
@@ -24,6 +25,9 @@ pub mod sqlite_hub;
 mod tests;
 
 pub use client::{ClientError, ClientSession, Limits, SessionReport};
+pub use contract::{
+    ErrorCode, RequestKind, SESSION_HEADER, SYNC_PATH, SessionResult, UPLINK_HEADER, Uplink,
+};
 pub use message::{MessageError, PROTOCOL_VERSION, PushForm, Refusal, Request, Response};
 pub use relay::{FeedEntry, FeedRow, HubTables, Relay, SNAPSHOT_MIN_CHANGES};
 pub use restore::{RestoreSign, Restored, after_restore, new_epoch};

@@ -11,11 +11,12 @@
 
 use automerge::ChangeHash;
 
+use super::contract::{ErrorCode, RequestKind};
 use super::message::{Request, Response};
 use super::restore::{self, RestoreSign};
 use super::{FeedBatch, HubError, PushOutcome};
 use crate::docs::DocId;
-use crate::hlc::{Clock, Hlc};
+use crate::hlc::{HlcClock, HlcStamp};
 use crate::model::ids::CenterId;
 use crate::store::{self, Lane, WireChange};
 
@@ -116,7 +117,7 @@ pub trait HubStore {
 /// What one request did, for the hub's sync log.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestLog {
-    pub kind: &'static str,
+    pub kind: RequestKind,
     pub changes_in: usize,
     pub changes_out: usize,
     pub docs: usize,
@@ -129,7 +130,7 @@ pub struct RequestLog {
 pub fn handle_request<H: HubStore>(
     hub: &mut H,
     center: &CenterId,
-    clock: &mut Clock,
+    clock: &mut HlcClock,
     now_ms: u64,
     body: &[u8],
 ) -> (Vec<u8>, RequestLog) {
@@ -142,7 +143,7 @@ pub fn handle_request<H: HubStore>(
 pub fn handle_decoded<H: HubStore>(
     hub: &mut H,
     center: &CenterId,
-    clock: &mut Clock,
+    clock: &mut HlcClock,
     now_ms: u64,
     req: Result<Request, super::message::MessageError>,
 ) -> (Response, RequestLog) {
@@ -150,16 +151,16 @@ pub fn handle_decoded<H: HubStore>(
     let req = match req {
         Ok(r) => r,
         Err(super::message::MessageError::VersionRefused { ours, theirs }) => {
-            log.kind = "refused";
+            log.kind = RequestKind::Refused;
             log.error = Some(format!("protocol version {theirs}, ours {ours}"));
             return (Response::VersionRefused { ours, theirs }, log);
         }
         Err(e) => {
-            log.kind = "bad";
+            log.kind = RequestKind::Bad;
             log.error = Some(e.to_string());
             return (
                 Response::Error {
-                    code: "bad_request".into(),
+                    code: ErrorCode::BadRequest,
                     message: e.to_string(),
                 },
                 log,
@@ -172,7 +173,7 @@ pub fn handle_decoded<H: HubStore>(
             log.error = Some(e.to_string());
             (
                 Response::Error {
-                    code: "hub_error".into(),
+                    code: ErrorCode::HubError,
                     message: e.to_string(),
                 },
                 log,
@@ -184,7 +185,7 @@ pub fn handle_decoded<H: HubStore>(
 fn answer<H: HubStore>(
     hub: &mut H,
     center: &CenterId,
-    clock: &mut Clock,
+    clock: &mut HlcClock,
     now_ms: u64,
     req: Request,
     log: &mut RequestLog,
@@ -198,16 +199,16 @@ fn answer<H: HubStore>(
             done_at,
             ..
         } => {
-            log.kind = "hello";
+            log.kind = RequestKind::Hello;
             if claimed != center.as_str() {
                 return Ok(Response::Error {
-                    code: "wrong_center".into(),
+                    code: ErrorCode::WrongCenter,
                     message: format!("certificate is for {center}, hello says {claimed}"),
                 });
             }
             let actor = hex::decode(&actor).map_err(|e| format!("bad actor: {e}"))?;
             hub.register(center)?;
-            let stamp = match Hlc::parse(&hlc) {
+            let stamp = match HlcStamp::parse(&hlc) {
                 Ok(remote) => clock
                     .observe(&remote, now_ms)
                     .unwrap_or_else(|_| clock.tick(now_ms)),
@@ -240,7 +241,7 @@ fn answer<H: HubStore>(
             }
         }
         Request::Push { actor, changes } => {
-            log.kind = "push";
+            log.kind = RequestKind::Push;
             log.changes_in = changes.len();
             let actor = hex::decode(&actor).map_err(|e| format!("bad actor: {e}"))?;
             let out = hub.store_push(center, &actor, &changes)?;
@@ -251,7 +252,7 @@ fn answer<H: HubStore>(
             }
         }
         Request::Pull { cursor, max_bytes } => {
-            log.kind = "pull";
+            log.kind = RequestKind::Pull;
             if let Some(sign) = restore::at_pull(cursor, |p| hub.handed_out(center, p))? {
                 // Nothing here is after this cursor in the center's sense: the new epoch
                 // makes its next session repair, which re-offers every document.
@@ -274,7 +275,7 @@ fn answer<H: HubStore>(
             }
         }
         Request::RepairRanges { buckets } => {
-            log.kind = "repair_ranges";
+            log.kind = RequestKind::RepairRanges;
             let ours = hub.scope_bucket_hashes(center)?;
             let differing = (0..store::BUCKETS)
                 .filter(|&i| buckets.get(i as usize) != ours.get(i as usize))
@@ -282,7 +283,7 @@ fn answer<H: HubStore>(
             Response::RepairDiff { differing }
         }
         Request::RepairList { buckets } => {
-            log.kind = "repair_list";
+            log.kind = RequestKind::RepairList;
             // Whole buckets only, as many as fit in MAX_REPAIR_DOCS (at least one, however
             // large), and the answer says how many: the center asks again for the rest.
             let mut docs = Vec::new();
@@ -305,7 +306,7 @@ fn answer<H: HubStore>(
             }
         }
         Request::RepairSync { msgs } => {
-            log.kind = "repair_sync";
+            log.kind = RequestKind::RepairSync;
             log.docs = msgs.len();
             let mut out = Vec::with_capacity(msgs.len());
             for (doc, msg) in msgs {

@@ -11,7 +11,7 @@ use rusqlite::Connection;
 
 use super::*;
 use crate::docs::{self, DocId, DocKind, NewCase};
-use crate::hlc::Clock;
+use crate::hlc::HlcClock;
 use crate::model::case::{CaseEvent, CaseEventKind, CaseStatus, Delivery};
 use crate::model::citizen::CitizenInput;
 use crate::model::ids::{CaseNo, CenterId};
@@ -23,7 +23,7 @@ const NOW: u64 = 1_764_400_000_000;
 struct Hub {
     conn: Connection,
     docs: DocStore,
-    clock: Clock,
+    clock: HlcClock,
     path: PathBuf,
 }
 
@@ -38,7 +38,7 @@ impl Hub {
         Hub {
             conn,
             docs: DocStore::new(actor, 16),
-            clock: Clock::new("hub"),
+            clock: HlcClock::new("hub"),
             path,
         }
     }
@@ -79,7 +79,7 @@ struct Node {
     center: CenterId,
     conn: Connection,
     docs: DocStore,
-    clock: Clock,
+    clock: HlcClock,
     last_error: Option<String>,
 }
 
@@ -92,7 +92,7 @@ impl Node {
             center: center.parse().unwrap(),
             conn,
             docs: DocStore::new(actor, 8),
-            clock: Clock::new(center),
+            clock: HlcClock::new(center),
             last_error: None,
         }
     }
@@ -158,7 +158,7 @@ impl Node {
         limits: Limits,
         relay: &mut dyn FnMut(usize, Vec<u8>) -> Vec<u8>,
     ) -> SessionReport {
-        let clock = std::mem::replace(&mut self.clock, Clock::new("x"));
+        let clock = std::mem::replace(&mut self.clock, HlcClock::new("x"));
         let mut s = ClientSession::new(
             self.center.clone(),
             self.docs.actor().clone(),
@@ -1004,7 +1004,7 @@ fn node_restored_from_old_backup_is_caught_and_takes_a_new_actor() {
         center: center.clone(),
         conn,
         docs: DocStore::new(actor, 8),
-        clock: Clock::new("midan"),
+        clock: HlcClock::new("midan"),
         last_error: None,
     };
     r.try_sync(&mut hub);
@@ -1552,7 +1552,7 @@ fn restored_database_is_caught_by_the_bulk_lane_alone() {
         center: center.clone(),
         conn,
         docs: DocStore::new(actor, 8),
-        clock: Clock::new("midan"),
+        clock: HlcClock::new("midan"),
         last_error: None,
     };
     r.try_sync(&mut hub);

@@ -12,6 +12,8 @@ use super::PgHub;
 use super::tables::PgTx;
 use crate::sessions::{SyncSession, merge_uplink, nothing_new, status};
 use crate::storage::{CenterFacts, StorageError, SyncLog, SyncLogEntry};
+use crate::storage::{stored_kind, stored_result};
+use markaz_sync::protocol::contract::{RequestKind, SessionResult};
 
 /// Find or open the session `entry` belongs to, add the request to it; its row id.
 fn record(tx: &PgTx<'_>, entry: &SyncLogEntry) -> Result<i64, postgres::Error> {
@@ -23,7 +25,7 @@ fn record(tx: &PgTx<'_>, entry: &SyncLogEntry) -> Result<i64, postgres::Error> {
                 &[&entry.center, key],
             )?
             .map(|r| r.get(0)),
-        None if entry.kind == "hello" => None,
+        None if entry.kind == RequestKind::Hello => None,
         None => tx
             .query_opt(
                 "SELECT id FROM sync_sessions WHERE center=$1 AND session LIKE 'auto:%'
@@ -60,7 +62,7 @@ fn record(tx: &PgTx<'_>, entry: &SyncLogEntry) -> Result<i64, postgres::Error> {
     let uplink: String = tx
         .query_one("SELECT uplink FROM sync_sessions WHERE id=$1", &[&id])?
         .get(0);
-    let failed = entry.result != "ok";
+    let failed = entry.result != SessionResult::Ok;
     tx.execute(
         "UPDATE sync_sessions SET uplink=$2,
             started_ms=LEAST(started_ms, $3), last_ms=GREATEST(last_ms, $4),
@@ -84,7 +86,12 @@ fn record(tx: &PgTx<'_>, entry: &SyncLogEntry) -> Result<i64, postgres::Error> {
             &entry.changes_up,
             &entry.changes_down,
             &entry.refused,
-            &if failed { "error" } else { "ok" },
+            &if failed {
+                SessionResult::Error
+            } else {
+                SessionResult::Ok
+            }
+            .as_str(),
             &entry.error,
             &entry.skew_ms,
             &(entry.ends_session && !failed),
@@ -123,7 +130,7 @@ impl SyncLog for PgHub {
                     &[
                         &e.center,
                         &e.uplink,
-                        &e.kind,
+                        &e.kind.as_str(),
                         &e.started_ms,
                         &e.ended_ms,
                         &e.bytes_up,
@@ -133,7 +140,7 @@ impl SyncLog for PgHub {
                         &e.changes_up,
                         &e.changes_down,
                         &e.refused,
-                        &e.result,
+                        &e.result.as_str(),
                         &e.error,
                         &e.skew_ms,
                         &e.cursor,
@@ -141,7 +148,7 @@ impl SyncLog for PgHub {
                     ],
                 )?;
             }
-            let ok = (e.result == "ok").then_some(e.ended_ms);
+            let ok = (e.result == SessionResult::Ok).then_some(e.ended_ms);
             tx.execute(
                 "INSERT INTO center_status(center, last_sync_ms, last_ok_ms, uplink, cursor,
                     skew_ms, cursor_ms)
@@ -186,10 +193,10 @@ impl SyncLog for PgHub {
         Ok(rows
             .into_iter()
             .map(|r| {
-                let last_result: String = r.get(15);
+                let last_result = stored_result(r.get::<_, &str>(15));
                 let closed: bool = r.get(18);
                 let last_ms: i64 = r.get(5);
-                let result = status(&last_result, closed, last_ms, now_ms);
+                let result = status(last_result, closed, last_ms, now_ms);
                 SyncSession {
                     id: r.get(0),
                     center: r.get(1),
@@ -197,7 +204,7 @@ impl SyncLog for PgHub {
                     uplink: r.get(3),
                     started_ms: r.get(4),
                     last_ms,
-                    ended_ms: (result != "open").then_some(last_ms),
+                    ended_ms: (result != SessionResult::Open).then_some(last_ms),
                     requests: r.get(6),
                     errors: r.get(7),
                     bytes_up: r.get(8),
@@ -207,8 +214,12 @@ impl SyncLog for PgHub {
                     changes_up: r.get(12),
                     changes_down: r.get(13),
                     refused: r.get(14),
-                    result: result.into(),
-                    error: if result == "error" { r.get(16) } else { None },
+                    result,
+                    error: if result == SessionResult::Error {
+                        r.get(16)
+                    } else {
+                        None
+                    },
                     skew_ms: r.get(17),
                 }
             })
@@ -238,7 +249,7 @@ impl SyncLog for PgHub {
                 id: r.get(0),
                 center: r.get(1),
                 uplink: r.get(2),
-                kind: r.get(3),
+                kind: stored_kind(r.get::<_, &str>(3)),
                 started_ms: r.get(4),
                 ended_ms: r.get(5),
                 bytes_up: r.get(6),
@@ -248,7 +259,7 @@ impl SyncLog for PgHub {
                 changes_up: r.get(10),
                 changes_down: r.get(11),
                 refused: r.get(12),
-                result: r.get(13),
+                result: stored_result(r.get::<_, &str>(13)),
                 error: r.get(14),
                 skew_ms: r.get(15),
                 cursor: r.get(16),

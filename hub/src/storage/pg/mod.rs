@@ -40,7 +40,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use markaz_config::PgUrl;
-use markaz_sync::hlc::Clock;
+use markaz_sync::hlc::HlcClock;
 use markaz_sync::store::DocStore;
 use postgres::error::SqlState;
 use postgres::{Client, Statement};
@@ -194,7 +194,7 @@ pub struct PgHub {
     /// Statements prepared on this connection, by their SQL.
     stmts: RefCell<HashMap<&'static str, Statement>>,
     docs: DocStore,
-    clock: Clock,
+    clock: HlcClock,
 }
 
 impl std::fmt::Debug for PgHub {
@@ -245,7 +245,7 @@ impl PgHub {
                 client,
                 stmts: RefCell::new(HashMap::new()),
                 docs: DocStore::new(actor, DOC_CACHE),
-                clock: Clock::new("hub"),
+                clock: HlcClock::new("hub"),
             };
             super::seed_catalog(&mut hub)?;
             Ok::<_, StorageError>(hub)
@@ -268,7 +268,7 @@ impl PgHub {
             client: settings.connect()?,
             stmts: RefCell::new(HashMap::new()),
             docs: DocStore::new(actor, DOC_CACHE),
-            clock: Clock::new("hub"),
+            clock: HlcClock::new("hub"),
         })
     }
 
@@ -374,7 +374,7 @@ impl Transactional for PgHub {
         }
     }
 
-    fn clock(&mut self) -> &mut Clock {
+    fn clock(&mut self) -> &mut HlcClock {
         &mut self.clock
     }
 }

@@ -7,6 +7,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::HubDb;
 use crate::sessions::{SyncSession, merge_uplink, nothing_new, status};
 use crate::storage::{CenterFacts, StorageError, SyncLog, SyncLogEntry};
+use crate::storage::{stored_kind, stored_result};
+use markaz_sync::protocol::contract::{RequestKind, SessionResult};
 
 /// Create the sync log, the centers' status and the sessions; idempotent.
 pub fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
@@ -82,7 +84,7 @@ fn record(conn: &Connection, entry: &SyncLogEntry) -> Result<i64, rusqlite::Erro
                 |r| r.get(0),
             )
             .optional()?,
-        None if entry.kind == "hello" => None,
+        None if entry.kind == RequestKind::Hello => None,
         None => conn
             .query_row(
                 "SELECT id FROM sync_sessions WHERE center=?1 AND session LIKE 'auto:%'
@@ -120,7 +122,7 @@ fn record(conn: &Connection, entry: &SyncLogEntry) -> Result<i64, rusqlite::Erro
         conn.query_row("SELECT uplink FROM sync_sessions WHERE id=?1", [id], |r| {
             r.get(0)
         })?;
-    let failed = entry.result != "ok";
+    let failed = entry.result != SessionResult::Ok;
     conn.execute(
         "UPDATE sync_sessions SET uplink=?2,
             started_ms=min(started_ms, ?3), last_ms=max(last_ms, ?4),
@@ -144,7 +146,12 @@ fn record(conn: &Connection, entry: &SyncLogEntry) -> Result<i64, rusqlite::Erro
             entry.changes_up,
             entry.changes_down,
             entry.refused,
-            if failed { "error" } else { "ok" },
+            if failed {
+                SessionResult::Error
+            } else {
+                SessionResult::Ok
+            }
+            .as_str(),
             entry.error,
             entry.skew_ms,
             i64::from(entry.ends_session && !failed),
@@ -167,10 +174,10 @@ fn list(
          FROM sync_sessions WHERE ?1 IS NULL OR center=?1 ORDER BY id DESC LIMIT ?2",
     )?;
     let rows = stmt.query_map(params![center, limit], |r| {
-        let last_result: String = r.get(15)?;
+        let last_result = stored_result(&r.get::<_, String>(15)?);
         let closed: bool = r.get(18)?;
         let last_ms: i64 = r.get(5)?;
-        let result = status(&last_result, closed, last_ms, now_ms);
+        let result = status(last_result, closed, last_ms, now_ms);
         Ok(SyncSession {
             id: r.get(0)?,
             center: r.get(1)?,
@@ -178,7 +185,7 @@ fn list(
             uplink: r.get(3)?,
             started_ms: r.get(4)?,
             last_ms,
-            ended_ms: (result != "open").then_some(last_ms),
+            ended_ms: (result != SessionResult::Open).then_some(last_ms),
             requests: r.get(6)?,
             errors: r.get(7)?,
             bytes_up: r.get(8)?,
@@ -188,8 +195,12 @@ fn list(
             changes_up: r.get(12)?,
             changes_down: r.get(13)?,
             refused: r.get(14)?,
-            result: result.into(),
-            error: if result == "error" { r.get(16)? } else { None },
+            result,
+            error: if result == SessionResult::Error {
+                r.get(16)?
+            } else {
+                None
+            },
             skew_ms: r.get(17)?,
         })
     })?;
@@ -225,7 +236,7 @@ impl SyncLog for HubDb {
                 params![
                     e.center,
                     e.uplink,
-                    e.kind,
+                    e.kind.as_str(),
                     e.started_ms,
                     e.ended_ms,
                     e.bytes_up,
@@ -235,7 +246,7 @@ impl SyncLog for HubDb {
                     e.changes_up,
                     e.changes_down,
                     e.refused,
-                    e.result,
+                    e.result.as_str(),
                     e.error,
                     e.skew_ms,
                     e.cursor,
@@ -243,7 +254,7 @@ impl SyncLog for HubDb {
                 ],
             )?;
         }
-        let ok = (e.result == "ok").then_some(e.ended_ms);
+        let ok = (e.result == SessionResult::Ok).then_some(e.ended_ms);
         tx.execute(
             "INSERT INTO center_status(center, last_sync_ms, last_ok_ms, uplink, cursor, skew_ms,
                cursor_ms)
@@ -288,7 +299,7 @@ impl SyncLog for HubDb {
                     id: r.get(0)?,
                     center: r.get(1)?,
                     uplink: r.get(2)?,
-                    kind: r.get(3)?,
+                    kind: stored_kind(&r.get::<_, String>(3)?),
                     started_ms: r.get(4)?,
                     ended_ms: r.get(5)?,
                     bytes_up: r.get(6)?,
@@ -298,7 +309,7 @@ impl SyncLog for HubDb {
                     changes_up: r.get(10)?,
                     changes_down: r.get(11)?,
                     refused: r.get(12)?,
-                    result: r.get(13)?,
+                    result: stored_result(&r.get::<_, String>(13)?),
                     error: r.get(14)?,
                     skew_ms: r.get(15)?,
                     cursor: r.get(16)?,

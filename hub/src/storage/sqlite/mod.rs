@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use markaz_sync::hlc::Clock;
+use markaz_sync::hlc::HlcClock;
 use markaz_sync::protocol::{migrate_hub, restore};
 use markaz_sync::store::{self, DocStore};
 use rusqlite::Connection;
@@ -22,7 +22,7 @@ pub const DB_FILE: &str = "markaz-hub.db";
 pub struct HubDb {
     conn: Connection,
     docs: DocStore,
-    clock: Clock,
+    clock: HlcClock,
 }
 
 impl std::fmt::Debug for HubDb {
@@ -72,7 +72,7 @@ impl HubDb {
             // document evicted between two of its center's requests is rebuilt from its
             // changes. A case document is a few kilobytes in memory.
             docs: DocStore::new(actor, HUB_DOC_CACHE),
-            clock: Clock::new("hub"),
+            clock: HlcClock::new("hub"),
         };
         super::seed_catalog(&mut db)?;
         Ok(db)
@@ -95,7 +95,7 @@ impl Transactional for HubDb {
         Ok(r)
     }
 
-    fn clock(&mut self) -> &mut Clock {
+    fn clock(&mut self) -> &mut HlcClock {
         &mut self.clock
     }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use super::super::pg::{self as engine, PgHub, PgSettings, schema};
 use super::super::*;
 use super::MemCenter;
+use markaz_sync::protocol::contract::{RequestKind, SessionResult};
 
 /// A fresh database on the test cluster, or `None` (skipped).
 pub(crate) fn fresh(test: &str) -> Option<PgSettings> {
@@ -265,11 +266,15 @@ fn one_session_is_one_row_whichever_process_logs_it() {
                 center: "midan".into(),
                 session: Some("1b4e28ba-2fa1-41d2-883f-0016d3cca427".into()),
                 uplink: if i == 0 { "primary" } else { "modem" }.into(),
-                kind: if k == 0 { "hello" } else { "push" }.into(),
+                kind: if k == 0 {
+                    RequestKind::Hello
+                } else {
+                    RequestKind::Push
+                },
                 started_ms: (k * 10) as i64,
                 ended_ms: (k * 10 + 5) as i64,
                 bytes_up: 1,
-                result: "ok".into(),
+                result: SessionResult::Ok,
                 ..SyncLogEntry::default()
             };
             e.record_sync(&entry).expect("record");

@@ -12,14 +12,18 @@
 //! beyond a configured size; a request that fails on a reused keep-alive connection (the
 //! hub closed it while idle) is sent once more on a fresh connection — safe because every
 //! sync message is idempotent.
+//!
+//! A crate of its own so that the node, the bench and the hub's tests use one client
+//! without the hub depending on the node. The path and headers it sends are the sync
+//! contract's (`markaz_sync::protocol::contract`).
 
 mod client;
 mod connector;
 mod counting;
 
 pub use client::{
-    ClientOptions, ClientTlsFiles, HubClient, HubTarget, SESSION_HEADER, UPLINK_HEADER,
-    UplinkError, client_config, uplink_header_value,
+    ClientOptions, ClientTlsFiles, HubClient, HubTarget, UplinkError, client_config,
+    uplink_of_connector,
 };
 pub use connector::{AsyncStream, BoxedStream, Connector, ModemConnector, TcpConnector};
 pub use counting::{ByteCount, ByteCounters, CountingStream};

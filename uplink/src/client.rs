@@ -3,7 +3,8 @@
 //! Every request carries the uplink its connection runs over ([`UPLINK_HEADER`]:
 //! `primary` or `modem`) and, between [`HubClient::start_session`] and
 //! [`HubClient::end_session`], the session's id ([`SESSION_HEADER`], a UUID v4), so the
-//! hub keeps one sync-log row per session with the uplink it used.
+//! hub keeps one sync-log row per session with the uplink it used. [`HubClient::sync`]
+//! posts one sync request to [`SYNC_PATH`].
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,10 @@ use rustls::{ClientConfig, HandshakeKind, RootCertStore};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
 
+use markaz_sync::protocol::contract::{
+    SESSION_HEADER, SYNC_CONTENT_TYPE, SYNC_PATH, UPLINK_HEADER, Uplink,
+};
+
 use super::connector::{BoxedStream, Connector};
 use super::counting::{ByteCount, ByteCounters, CountingStream};
 
@@ -31,19 +36,14 @@ const BUNDLE_CA: &str = "ca.pem";
 const BUNDLE_CERT: &str = "cert.pem";
 const BUNDLE_KEY: &str = "key.pem";
 
-/// Request header naming the uplink a request travels over: `primary` or `modem`.
-pub const UPLINK_HEADER: &str = "x-markaz-uplink";
-/// Request header carrying the sync session's id (a UUID v4, the same for every request
-/// of one session).
-pub const SESSION_HEADER: &str = "x-markaz-session";
-
-/// The uplink header's value for a connector name: `modem` for the modem, `primary` for
-/// every OS route (the laser link, a LAN).
-pub fn uplink_header_value(connector_name: &str) -> &'static str {
-    if connector_name == "modem" {
-        "modem"
+/// The uplink a connector's connections run over, as the uplink header names it: the
+/// modem for [`ModemConnector`](crate::ModemConnector) (named `modem`), the primary link
+/// for every OS route (the laser link, a LAN).
+pub fn uplink_of_connector(connector_name: &str) -> Uplink {
+    if connector_name == Uplink::Modem.as_str() {
+        Uplink::Modem
     } else {
-        "primary"
+        Uplink::Primary
     }
 }
 
@@ -224,7 +224,7 @@ struct Live {
     sender: http1::SendRequest<Full<Bytes>>,
     driver: JoinHandle<()>,
     /// The uplink this connection was opened through (the link may change under it).
-    uplink: &'static str,
+    uplink: Uplink,
     /// The connector's name when it opened this connection.
     opened_via: String,
 }
@@ -349,6 +349,11 @@ impl HubClient {
         self.live = None;
     }
 
+    /// POSTs one encoded sync request to the hub's [`SYNC_PATH`] (see [`HubClient::post`]).
+    pub async fn sync(&mut self, request: Bytes) -> Result<(StatusCode, Bytes), UplinkError> {
+        self.post(SYNC_PATH, SYNC_CONTENT_TYPE, request).await
+    }
+
     /// POSTs `body` to `path` and returns the status and the whole response body. A
     /// failure on a reused connection is retried once on a fresh one (every sync message
     /// is idempotent); a timeout is not retried. A kept-alive connection opened through
@@ -399,7 +404,7 @@ impl HubClient {
             .header(HOST, host)
             .header(CONTENT_TYPE, content_type)
             .header(CONTENT_LENGTH, body.len())
-            .header(UPLINK_HEADER, live.uplink);
+            .header(UPLINK_HEADER, live.uplink.as_str());
         if let Some(id) = session {
             request = request.header(SESSION_HEADER, id);
         }
@@ -455,7 +460,7 @@ impl HubClient {
 
     async fn connect(&mut self) -> Result<Live, UplinkError> {
         let opened_via = self.connector.name().to_string();
-        let uplink = uplink_header_value(&opened_via);
+        let uplink = uplink_of_connector(&opened_via);
         let raw: BoxedStream = self
             .connector
             .connect(&self.target.host, self.target.port)
