@@ -14,8 +14,8 @@ use axum::http::{Method, StatusCode, header};
 use markaz_hub::operators::{self, NewOperator, Role};
 use markaz_hub::storage::{Operators, SyncLog, SyncLogEntry};
 use markaz_hub::web::{self, ACCESS, Need, WebOptions};
-use rig::{PASSWORD, Rig, who};
 use markaz_sync::protocol::contract::{RequestKind, SessionResult};
+use rig::{PASSWORD, Rig, who};
 use serde_json::{Value, json};
 
 impl Rig {
