@@ -82,9 +82,12 @@ async fn slow_client(node: SocketAddr, attack: Arc<Attack>, stop: Arc<AtomicBool
     }
 }
 
-/// Runs `what` and fails if it took more than 1 s.
-async fn within_1s<T>(
+const SECOND: Duration = Duration::from_secs(1);
+
+/// Runs `what` and fails if it took more than `limit`.
+async fn within<T>(
     what: &str,
+    limit: Duration,
     slowest: &mut Duration,
     fut: impl std::future::Future<Output = Result<T>>,
 ) -> Result<T> {
@@ -95,7 +98,7 @@ async fn within_1s<T>(
     let took = started.elapsed();
     *slowest = (*slowest).max(took);
     ensure!(
-        took <= Duration::from_secs(1),
+        took <= limit,
         "{what} took {took:?} while one address holds {SLOW_CONNECTIONS} slow connections"
     );
     Ok(out)
@@ -154,28 +157,31 @@ async fn one_address_with_2000_slow_connections_does_not_lock_out_a_terminal() -
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    // A terminal at another address works, every request within 1 s, for longer than a
-    // header-read timeout.
+    // A terminal at another address works, every request within 1 s (a login within 2 s:
+    // its argon2 check alone takes a good part of a second in a debug build on a busy
+    // core), for longer than a header-read timeout.
     let mut slowest = Duration::ZERO;
     let work_until = Instant::now() + Duration::from_secs(15);
     let mut rounds = 0;
     while Instant::now() < work_until {
-        let api = within_1s(
+        let api = within(
             "login",
+            Duration::from_secs(2),
             &mut slowest,
             Api::login(&node.base_url, "admin", markaz_e2e::ADMIN_PASSWORD),
         )
         .await?;
-        let (s, b) = within_1s("GET /auth/me", &mut slowest, api.get("/auth/me")).await?;
+        let (s, b) = within("GET /auth/me", SECOND, &mut slowest, api.get("/auth/me")).await?;
         ensure!(s == 200, "{s} {b}");
-        let (s, b) = within_1s(
+        let (s, b) = within(
             "POST /tickets",
+            SECOND,
             &mut slowest,
             api.post("/tickets", json!({"group": "civil"})),
         )
         .await?;
         ensure!(s == 201, "{s} {b}");
-        let health = within_1s("GET /healthz", &mut slowest, async {
+        let health = within("GET /healthz", SECOND, &mut slowest, async {
             Ok(reqwest::get(format!("{}/healthz", node.base_url))
                 .await?
                 .status()
