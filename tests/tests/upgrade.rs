@@ -169,6 +169,18 @@ const REWRITTEN_ROWS: &[(&str, &str, &str)] = &[
         "the hybrid logical clock's last stamp: it moves forward with every change",
     ),
     (
+        "meta",
+        "daily_docs.stats_final_through",
+        "the last day whose statistics are final: it moves forward to yesterday every day \
+         the node runs (checked below: never backwards)",
+    ),
+    (
+        "meta",
+        "daily_docs.energy_final_through",
+        "the last day whose energy figures are final: it moves forward like the statistics \
+         mark (checked below: never backwards)",
+    ),
+    (
         "sequences",
         "case:2026",
         "the case this test opens after the upgrade takes the next number (checked above: \
@@ -266,6 +278,23 @@ async fn a_database_of_the_previous_release_upgrades_with_every_row() -> Result<
             };
             remaining.swap_remove(at);
             checked += 1;
+        }
+    }
+    // The day marks move forward with the calendar, never back.
+    for key in [
+        "daily_docs.stats_final_through",
+        "daily_docs.energy_final_through",
+    ] {
+        let mark = |tables: &Tables| -> Option<String> {
+            let (_, rows) = tables.get("meta")?;
+            rows.iter().find_map(|r| match (r.first(), r.get(1)) {
+                (Some(Value::Text(k)), Some(Value::Text(v))) if k == key => Some(v.clone()),
+                _ => None,
+            })
+        };
+        if let Some(old) = mark(&before) {
+            let new = mark(&after).with_context(|| format!("meta {key} is gone"))?;
+            ensure!(new >= old, "meta {key} went back from {old} to {new}");
         }
     }
     let total: usize = before
