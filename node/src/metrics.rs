@@ -124,6 +124,11 @@ impl Metrics {
             "Time of one group-commit transaction, BEGIN to the end of COMMIT (fsync included)",
             wm.commit_seconds.clone(),
         );
+        r.register(
+            "markaz_writer_job_seconds",
+            "Time one write job ran inside its transaction (what the jobs queued behind it wait for)",
+            wm.job_seconds.clone(),
+        );
         let m = Self {
             http,
             writer_queue: Gauge::default(),

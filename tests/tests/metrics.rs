@@ -88,6 +88,7 @@ async fn node_metrics_are_parsed_and_move_with_requests_and_writes() -> Result<(
         &[("lane", "essential")],
     )?;
     let batches_before = histogram_count(&before, "markaz_writer_batch_size").unwrap_or(0.0);
+    let jobs_before = histogram_count(&before, "markaz_writer_job_seconds").unwrap_or(0.0);
     let route = [
         ("method", "POST"),
         ("route", "/api/v1/citizens"),
@@ -130,6 +131,12 @@ async fn node_metrics_are_parsed_and_move_with_requests_and_writes() -> Result<(
     ensure!(
         batches_after > batches_before,
         "the citizen's write went through a counted batch ({batches_before} → {batches_after})"
+    );
+    let jobs_after = histogram_count(&after, "markaz_writer_job_seconds")
+        .context("the writer's job-time histogram")?;
+    ensure!(
+        jobs_after > jobs_before,
+        "the citizen's write is a timed job ({jobs_before} → {jobs_after})"
     );
     ensure!(
         must(

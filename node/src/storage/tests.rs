@@ -420,3 +420,32 @@ async fn a_copy_of_the_file_is_a_new_incarnation() {
     assert_eq!(confirmed, 0, "a copy's numbers are not confirmed");
     assert_eq!(logged, 1, "the node log says why");
 }
+
+/// Each job is timed on its own: a long job shows as the longest (what the others waited
+/// behind), and taking it starts the measure again.
+#[tokio::test]
+async fn the_writer_times_each_job_and_keeps_the_longest() {
+    let (_d, path) = tmp();
+    let db = Db::open(&path, &StorageOptions::default()).unwrap();
+    db.writer
+        .write_sql(|c| c.execute("INSERT INTO meta(key, value) VALUES ('quick', 'v')", []))
+        .await
+        .unwrap();
+    let _ = db.writer.metrics().take_longest_job();
+    db.writer
+        .write_sql(|c| {
+            std::thread::sleep(std::time::Duration::from_millis(40));
+            c.execute("INSERT INTO meta(key, value) VALUES ('slow', 'v')", [])
+        })
+        .await
+        .unwrap();
+    let longest = db.writer.metrics().take_longest_job();
+    assert!(
+        longest >= std::time::Duration::from_millis(40),
+        "{longest:?}"
+    );
+    assert!(
+        db.writer.metrics().take_longest_job() < std::time::Duration::from_millis(40),
+        "taken: the measure starts again"
+    );
+}

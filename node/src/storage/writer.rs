@@ -127,6 +127,11 @@ pub struct WriterMetrics {
     pub batch_size: Histogram,
     /// Time from `BEGIN` to the end of `COMMIT` (the fsync included), in seconds.
     pub commit_seconds: Histogram,
+    /// Time each job ran inside its transaction, in seconds: a long one (a sync applying
+    /// a batch, say) is what every other job of the batch and the queue waits behind.
+    pub job_seconds: Histogram,
+    /// The longest job since [`WriterMetrics::take_longest_job`] was last called.
+    longest_job: Arc<Mutex<Duration>>,
 }
 
 impl WriterMetrics {
@@ -134,7 +139,21 @@ impl WriterMetrics {
         Self {
             batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
             commit_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
+            job_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+            longest_job: Arc::default(),
         }
+    }
+
+    fn observe_job(&self, took: Duration) {
+        self.job_seconds.observe(took.as_secs_f64());
+        let mut longest = self.longest_job.lock().unwrap_or_else(|p| p.into_inner());
+        *longest = (*longest).max(took);
+    }
+
+    /// The longest single job since the last call (or since start), and starts again.
+    pub fn take_longest_job(&self) -> Duration {
+        let mut longest = self.longest_job.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::take(&mut *longest)
     }
 }
 
@@ -466,7 +485,7 @@ fn run(
             }
             None => {
                 let (jobs, started) = (batch.len(), Instant::now());
-                commit_batch(conn, docs, &mut batch, shared);
+                commit_batch(conn, docs, &mut batch, shared, metrics);
                 metrics.batch_size.observe(jobs as f64);
                 metrics
                     .commit_seconds
@@ -500,6 +519,7 @@ fn commit_batch(
     docs: &mut DocStore,
     batch: &mut Vec<Job>,
     shared: &Mutex<Shared>,
+    metrics: &WriterMetrics,
 ) {
     let txn = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(t) => t,
@@ -518,7 +538,15 @@ fn commit_batch(
             conn: &txn,
             docs: &mut *docs,
         };
-        batch.drain(..).filter_map(|job| job(Ok(&mut tx))).collect()
+        batch
+            .drain(..)
+            .filter_map(|job| {
+                let started = Instant::now();
+                let done = job(Ok(&mut tx));
+                metrics.observe_job(started.elapsed());
+                done
+            })
+            .collect()
     };
     let committed = txn.commit().map_err(|e| {
         tracing::error!(error = %e, "group commit failed");
