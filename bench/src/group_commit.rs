@@ -20,6 +20,8 @@ use markaz_node::app::queue::{IssueTicket, NewTicket, issue_in};
 use markaz_node::app::{Actor, App, Clock};
 use markaz_node::domain::queue::PriorityClass;
 use markaz_node::storage::{Db, StorageOptions};
+
+use crate::{machine, median};
 use markaz_sync::model::staff::Role;
 
 /// What to measure.
@@ -200,15 +202,6 @@ fn remove_db(path: &Path) {
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
 fn stats(mut lat: Vec<Duration>, secs: f64) -> RunStats {
     lat.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
@@ -226,32 +219,6 @@ fn stats(mut lat: Vec<Duration>, secs: f64) -> RunStats {
         p99_ms: q(0.99),
         max_ms: lat.last().copied().map(ms).unwrap_or(0.0),
     }
-}
-
-fn machine() -> String {
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown kernel".into());
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let profile = if cfg!(debug_assertions) {
-        "debug build"
-    } else {
-        "release build"
-    };
-    let load = std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().map(str::to_string))
-        .unwrap_or_else(|| "?".into());
-    format!("{cpus} CPUs ({model}), Linux {kernel}, {profile}, load average {load} at start")
 }
 
 fn bench_settings() -> anyhow::Result<markaz_node::app::AppSettings> {

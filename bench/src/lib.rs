@@ -13,6 +13,7 @@ pub mod failover;
 pub mod group_commit;
 pub mod hub_load;
 pub mod million;
+pub mod no_wait;
 pub mod restore;
 pub mod rig;
 pub mod shaper;

@@ -92,6 +92,25 @@ enum BenchCommand {
         #[arg(long)]
         write: Option<PathBuf>,
     },
+    /// Terminals issuing tickets and moving cases while the node pushes a center-day and
+    /// merges a large pull: their p99 and throughput against a run without sync (issue
+    /// 20.2).
+    NoWait {
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        #[arg(long, default_value_t = 64)]
+        terminals: usize,
+        /// Another center's cases routed to this one (the large pull).
+        #[arg(long, default_value_t = 20_000)]
+        routed: u32,
+        /// Seconds of the run without sync.
+        #[arg(long, default_value_t = 15.0)]
+        secs: f64,
+        #[arg(long, default_value_t = 2026)]
+        seed: u64,
+        #[arg(long)]
+        write: Option<PathBuf>,
+    },
     /// Bytes on disk per case after its whole lifecycle, at the node and at the hub,
     /// after a WAL checkpoint and after `VACUUM` (issue 20.5).
     Disk {
@@ -363,6 +382,33 @@ async fn run(command: BenchCommand) -> anyhow::Result<()> {
             println!("{md}");
             if let Some(path) = &write {
                 markaz_bench::write_section(path, "disk", "Disk per case", &md)?;
+                println!("updated {}", path.display());
+            }
+            Ok(())
+        }
+        BenchCommand::NoWait {
+            runs,
+            terminals,
+            routed,
+            secs,
+            seed,
+            write,
+        } => {
+            init_logging();
+            let args = markaz_bench::no_wait::Args {
+                runs: runs.max(1),
+                seed,
+                terminals: terminals.max(1),
+                routed,
+                secs,
+            };
+            let command = format!(
+                "cargo xtask bench no-wait --runs {runs} --terminals {terminals} --routed {routed} --secs {secs} --seed {seed} --write docs/BENCHMARKS.md"
+            );
+            let md = markaz_bench::no_wait::no_wait(&args, &command).await?;
+            println!("{md}");
+            if let Some(path) = &write {
+                markaz_bench::write_section(path, "no-wait", "Clerks never wait on sync", &md)?;
                 println!("updated {}", path.display());
             }
             Ok(())

@@ -249,6 +249,48 @@ pub(crate) fn actor(username: &str, roles: Vec<Role>) -> Actor {
     }
 }
 
+/// The clerk `bench` (clerk and reception, every authority granted until 2030) created in
+/// `app` by its administrator, and the catalog's services that need no field: what the
+/// benchmarks' writers act as and ask for.
+pub(crate) async fn bench_clerk(app: &App) -> anyhow::Result<(Actor, Vec<String>)> {
+    let admin = actor("admin", vec![Role::Admin]);
+    app.create_staff(
+        &admin,
+        NewStaff {
+            username: "bench".into(),
+            full_name: "Bench Clerk".into(),
+            password: PASSWORD.into(),
+            roles: vec![Role::Clerk, Role::Reception],
+            language: None,
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("create_staff: {e}"))?;
+    let catalog = default_catalog();
+    let mut authorities: Vec<_> = catalog.iter().map(|s| s.authority).collect();
+    authorities.sort();
+    authorities.dedup();
+    for authority in authorities {
+        app.grant_permission(
+            &admin,
+            "bench",
+            Grant {
+                authority,
+                expires_on: jiff::civil::date(2030, 12, 31),
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("grant_permission: {e}"))?;
+    }
+    let services: Vec<String> = catalog
+        .iter()
+        .filter(|s| s.fields.iter().all(|f| !f.required))
+        .map(|s| s.code.clone())
+        .collect();
+    anyhow::ensure!(!services.is_empty(), "a service without required fields");
+    Ok((actor("bench", vec![Role::Clerk, Role::Reception]), services))
+}
+
 /// What generation recorded (kept in the `complete` marker).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Generated {
@@ -292,42 +334,7 @@ async fn generate(dir: &Path, args: &Args) -> anyhow::Result<Generated> {
     let end = start.checked_add(jiff::SignedDuration::from_hours(24 * (365 * years - 35)))?;
     let at = Arc::new(AtomicI64::new(start.as_millisecond()));
     let app = App::new(db, settings, Clock::Manual(at.clone()));
-    let admin = actor("admin", vec![Role::Admin]);
-    app.create_staff(
-        &admin,
-        NewStaff {
-            username: "bench".into(),
-            full_name: "Bench Clerk".into(),
-            password: PASSWORD.into(),
-            roles: vec![Role::Clerk, Role::Reception],
-            language: None,
-        },
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("create_staff: {e}"))?;
-    let catalog = default_catalog();
-    let mut authorities: Vec<_> = catalog.iter().map(|s| s.authority).collect();
-    authorities.sort();
-    authorities.dedup();
-    for authority in authorities {
-        app.grant_permission(
-            &admin,
-            "bench",
-            Grant {
-                authority,
-                expires_on: jiff::civil::date(2030, 12, 31),
-            },
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("grant_permission: {e}"))?;
-    }
-    let services: Vec<String> = catalog
-        .iter()
-        .filter(|s| s.fields.iter().all(|f| !f.required))
-        .map(|s| s.code.clone())
-        .collect();
-    anyhow::ensure!(!services.is_empty(), "a service without required fields");
-    let clerk = actor("bench", vec![Role::Clerk, Role::Reception]);
+    let (clerk, services) = bench_clerk(&app).await?;
     let citizens = (args.cases / 5).max(1);
     let step_ms = (end.as_millisecond() - start.as_millisecond()) / i64::from(args.cases.max(1));
     let writers = 64;
