@@ -9,74 +9,9 @@ mod support;
 use std::time::Duration;
 
 use serde_json::json;
-use support::{ADMIN_PASSWORD, TestNode};
+use support::{ADMIN_PASSWORD, Pages, TestNode};
 
 const NID: &str = "01234567890";
-
-/// A browser-like client of the pages: a session cookie and a language cookie.
-struct Pages {
-    base: String,
-    http: reqwest::Client,
-    cookie: String,
-}
-
-impl Pages {
-    async fn login(node: &TestNode, user: &str, password: &str) -> Pages {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
-        let resp = http
-            .post(format!("{}/login", node.base))
-            .form(&[
-                ("username", user),
-                ("password", password),
-                ("terminal", "office"),
-                ("next", ""),
-            ])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status().as_u16(), 303, "login of {user}");
-        let cookie = resp
-            .headers()
-            .get_all("set-cookie")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find(|v| v.starts_with("markaz_session="))
-            .map(|v| v.split(';').next().unwrap().to_string())
-            .expect("session cookie");
-        Pages {
-            base: node.base.clone(),
-            http,
-            cookie,
-        }
-    }
-
-    /// (status, content type, body bytes) of a page in `lang`.
-    async fn get_raw(&self, path: &str, lang: &str) -> (u16, String, Vec<u8>) {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .header("cookie", format!("{}; markaz_lang={lang}", self.cookie))
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status().as_u16();
-        let ct = resp
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
-        (status, ct, resp.bytes().await.unwrap().to_vec())
-    }
-
-    async fn get(&self, path: &str, lang: &str) -> (u16, String) {
-        let (s, _, b) = self.get_raw(path, lang).await;
-        (s, String::from_utf8(b).unwrap())
-    }
-}
 
 #[tokio::test]
 async fn the_board_shows_counters_longest_waits_and_tickets_beyond_target() {
@@ -105,7 +40,7 @@ async fn the_board_shows_counters_longest_waits_and_tickets_beyond_target() {
     assert_eq!(called["number"], "B001", "{called}");
 
     let pages = Pages::login(&node, "admin", ADMIN_PASSWORD).await;
-    let (s, html) = pages.get("/supervisor/board", "en").await;
+    let (s, html) = pages.get_in("/supervisor/board", "en").await;
     assert_eq!(s, 200, "{html}");
     let row = html
         .split("id=\"board-counter-2\"")
@@ -154,7 +89,7 @@ async fn the_board_shows_counters_longest_waits_and_tickets_beyond_target() {
     );
 
     // The same board in Arabic, on the supervisor's page, live.
-    let (s, html) = pages.get("/supervisor", "ar").await;
+    let (s, html) = pages.get_in("/supervisor", "ar").await;
     assert_eq!(s, 200);
     assert!(
         html.contains("data-live-src=\"/supervisor/board\"")
@@ -164,8 +99,8 @@ async fn the_board_shows_counters_longest_waits_and_tickets_beyond_target() {
 
     // A clerk has no board.
     let clerk = Pages::login(&node, "rami", "a-long-password").await;
-    assert_eq!(clerk.get("/supervisor/board", "en").await.0, 403);
-    assert_eq!(clerk.get("/supervisor/figures.csv", "en").await.0, 403);
+    assert_eq!(clerk.get_in("/supervisor/board", "en").await.0, 403);
+    assert_eq!(clerk.get_in("/supervisor/figures.csv", "en").await.0, 403);
 }
 
 #[tokio::test]
@@ -213,7 +148,9 @@ async fn figures_per_day_range_service_and_clerk_with_csv_and_clear_date_errors(
 
     let pages = Pages::login(&node, "admin", ADMIN_PASSWORD).await;
     // One day.
-    let (s, html) = pages.get("/supervisor/figures?day=2026-11-29", "en").await;
+    let (s, html) = pages
+        .get_in("/supervisor/figures?day=2026-11-29", "en")
+        .await;
     assert_eq!(s, 200, "{html}");
     let by_day = html
         .split("id=\"fig-by-day\"")
@@ -241,7 +178,7 @@ async fn figures_per_day_range_service_and_clerk_with_csv_and_clear_date_errors(
 
     // A range: both days, in Arabic (Arabic-Indic digits on the page).
     let (s, html) = pages
-        .get("/supervisor/figures?from=2026-11-29&to=2026-11-30", "ar")
+        .get_in("/supervisor/figures?from=2026-11-29&to=2026-11-30", "ar")
         .await;
     assert_eq!(s, 200);
     assert!(
@@ -295,7 +232,9 @@ async fn figures_per_day_range_service_and_clerk_with_csv_and_clear_date_errors(
     assert_eq!(s, 400);
     assert!(ct.starts_with("text/plain"), "{ct}");
     assert!(body.contains("“2026-13-45” is not a date"), "{body}");
-    let (s, html) = pages.get("/supervisor/figures?day=29/11/2026", "ar").await;
+    let (s, html) = pages
+        .get_in("/supervisor/figures?day=29/11/2026", "ar")
+        .await;
     assert_eq!(s, 400);
     assert!(
         html.contains("id=\"from-error\"")
@@ -304,13 +243,13 @@ async fn figures_per_day_range_service_and_clerk_with_csv_and_clear_date_errors(
         "the reason next to the field"
     );
     let (s, html) = pages
-        .get("/supervisor/figures?from=2026-11-30&to=2026-11-29", "en")
+        .get_in("/supervisor/figures?from=2026-11-30&to=2026-11-29", "en")
         .await;
     assert_eq!(s, 400);
     assert!(html.contains("id=\"to-error\"") && html.contains("before its start"));
 
     // The supervisor's page shows another day's queue with ?day=.
-    let (s, html) = pages.get("/supervisor?day=2026-11-29", "en").await;
+    let (s, html) = pages.get_in("/supervisor?day=2026-11-29", "en").await;
     assert_eq!(s, 200);
     assert!(html.contains("2026-11-29"), "the day in the title");
     let today = html
@@ -319,7 +258,7 @@ async fn figures_per_day_range_service_and_clerk_with_csv_and_clear_date_errors(
         .and_then(|t| t.split("</dl>").next())
         .unwrap();
     assert!(today.contains("<dd>2</dd>"), "two issued that day: {today}");
-    let (s, html) = pages.get("/supervisor?day=tomorrow", "en").await;
+    let (s, html) = pages.get_in("/supervisor?day=tomorrow", "en").await;
     assert_eq!(s, 400);
     assert!(html.contains("“tomorrow” is not a date"), "clear error");
 }

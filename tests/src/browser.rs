@@ -17,8 +17,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use fantoccini::elements::Element;
+use fantoccini::error::CmdError;
 use fantoccini::{Client, ClientBuilder, Locator};
 use tokio::process::{Child, Command};
+
+use crate::hub::free_port;
 
 /// Where screenshots go: `tests/output/screenshots/` (gitignored).
 pub fn screenshot_dir() -> PathBuf {
@@ -59,11 +62,6 @@ pub struct Browser {
     pub client: Client,
     driver: Child,
     _profile: tempfile::TempDir,
-}
-
-fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
 }
 
 impl Browser {
@@ -161,30 +159,49 @@ impl Browser {
             .with_context(|| format!("while looking for `{css}`"))
     }
 
+    /// Runs `act` on the element `css` names. A live update may replace that element
+    /// between the find and the act (the desk's counts re-render on every event); the
+    /// element is then found again, as a user's next look at the page would.
+    async fn on_element<T, F, Fut>(&self, css: &str, act: F) -> Result<T>
+    where
+        F: Fn(Element) -> Fut,
+        Fut: std::future::Future<Output = Result<T, CmdError>>,
+    {
+        let mut stale = 0;
+        loop {
+            match act(self.find(css).await?).await {
+                Err(e) if e.is_stale_element_reference() && stale < 5 => {
+                    stale += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                result => return Ok(result?),
+            }
+        }
+    }
+
     pub async fn text(&self, css: &str) -> Result<String> {
-        Ok(self.find(css).await?.text().await?)
+        self.on_element(css, |e| async move { e.text().await })
+            .await
+            .with_context(|| format!("while reading `{css}`"))
     }
 
     pub async fn fill(&self, css: &str, value: &str) -> Result<()> {
-        let e = self.find(css).await?;
-        e.clear().await?;
-        e.send_keys(value)
-            .await
-            .with_context(|| format!("while typing into `{css}`"))
+        self.on_element(css, |e| async move {
+            e.clear().await?;
+            e.send_keys(value).await
+        })
+        .await
+        .with_context(|| format!("while typing into `{css}`"))
     }
 
     pub async fn select(&self, css: &str, value: &str) -> Result<()> {
-        self.find(css)
-            .await?
-            .select_by_value(value)
+        self.on_element(css, |e| async move { e.select_by_value(value).await })
             .await
             .with_context(|| format!("while choosing {value} in `{css}`"))
     }
 
     pub async fn click(&self, css: &str) -> Result<()> {
-        self.find(css)
-            .await?
-            .click()
+        self.on_element(css, |e| async move { e.click().await })
             .await
             .with_context(|| format!("while clicking `{css}`"))
     }
@@ -299,4 +316,46 @@ const unreached = [...document.querySelectorAll('a[href], button, input, select,
         let _ = self.driver.kill().await;
         Ok(())
     }
+}
+
+/// Logs in through the node's or the hub's login form and waits to leave it.
+pub async fn login(b: &Browser, base: &str, user: &str, password: &str) -> Result<()> {
+    login_at(b, base, user, password, None).await
+}
+
+/// [`login`], naming the terminal (a desk's counter) when `terminal` is given.
+pub async fn login_at(
+    b: &Browser,
+    base: &str,
+    user: &str,
+    password: &str,
+    terminal: Option<&str>,
+) -> Result<()> {
+    b.goto(&format!("{base}/login")).await?;
+    b.fill("#username", user).await?;
+    b.fill("#password", password).await?;
+    if let Some(terminal) = terminal {
+        b.fill("#terminal", terminal).await?;
+    }
+    b.click("#login").await?;
+    b.wait_until(
+        "leaving the login page",
+        "return !location.pathname.startsWith('/login');",
+        Duration::from_secs(10),
+    )
+    .await
+}
+
+/// Switches the page's language with the toggle, unless it is `lang` already.
+pub async fn set_lang(b: &Browser, lang: &str) -> Result<()> {
+    if b.js("return document.documentElement.lang").await?.as_str() != Some(lang) {
+        b.click("#lang-toggle").await?;
+        b.wait_until(
+            "the language switch",
+            &format!("return document.documentElement.lang === '{lang}';"),
+            Duration::from_secs(10),
+        )
+        .await?;
+    }
+    Ok(())
 }

@@ -11,8 +11,10 @@
 //!
 //! [`hub`] runs the hub process and reads its documents; [`chaos`] is a fault-injecting
 //! TCP proxy for the link between centers and hub.
+//! [`browser`] drives Debian's chromium through chromedriver (WebDriver) for the web UI tests.
 //! [`pg`] is a throwaway PostgreSQL cluster (the hub on PostgreSQL).
 
+pub mod browser;
 pub mod chaos;
 pub mod hub;
 pub mod pg;

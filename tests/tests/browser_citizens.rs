@@ -9,13 +9,11 @@
 //! language), the English interface writes Latin digits, and the display's clock shows
 //! the center's time, whatever the browser's time zone.
 
-#[path = "../src/browser.rs"]
-mod browser;
-
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use browser::Browser;
+use browser::{Browser, login, set_lang};
+use markaz_e2e::browser;
 use markaz_e2e::{ADMIN_PASSWORD, ADMIN_USER, Api, NodeProcess, open_case};
 use serde_json::json;
 
@@ -27,33 +25,6 @@ const CLERK_NAME: &str = "سلمى الحسن";
 const CLERK_PASSWORD: &str = "clerk-password-1";
 const FIRST: &str = "ريم حداد";
 const SECOND: &str = "ريم سليم حداد";
-
-async fn login(b: &Browser, base: &str, user: &str, password: &str) -> Result<()> {
-    b.goto(&format!("{base}/login")).await?;
-    b.fill("#username", user).await?;
-    b.fill("#password", password).await?;
-    b.click("#login").await?;
-    b.wait_until(
-        "leaving the login page",
-        "return !location.pathname.startsWith('/login');",
-        Duration::from_secs(10),
-    )
-    .await
-}
-
-async fn set_lang(b: &Browser, lang: &str) -> Result<()> {
-    let now = b.js("return document.documentElement.lang").await?;
-    if now.as_str() != Some(lang) {
-        b.click("#lang-toggle").await?;
-        b.wait_until(
-            "the language switch",
-            &format!("return document.documentElement.lang === '{lang}';"),
-            Duration::from_secs(10),
-        )
-        .await?;
-    }
-    Ok(())
-}
 
 /// Fills the reception form for `NID` with `name` and submits it.
 async fn register_at_reception(b: &Browser, base: &str, name: &str) -> Result<()> {

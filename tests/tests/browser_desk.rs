@@ -2,13 +2,11 @@
 //! at a desk, create a case from it (a wrong field first, shown inline), take payment
 //! and carry the case through to handover with the receiver's id checked.
 
-#[path = "../src/browser.rs"]
-mod browser;
-
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use browser::Browser;
+use markaz_e2e::browser;
 use markaz_e2e::{ADMIN_PASSWORD, ADMIN_USER, Api, NodeProcess};
 use serde_json::json;
 
@@ -16,19 +14,8 @@ const CITIZEN: &str = "01020304050";
 const CLERK: &str = "clerk1";
 const CLERK_PASSWORD: &str = "clerk-password-1";
 
-/// Logs in through the login form; `next` is where the browser should land.
-pub async fn login(b: &Browser, base: &str, user: &str, password: &str) -> Result<()> {
-    b.goto(&format!("{base}/login")).await?;
-    b.fill("#username", user).await?;
-    b.fill("#password", password).await?;
-    b.fill("#terminal", "desk-1").await?;
-    b.click("#login").await?;
-    b.wait_until(
-        "leaving the login page",
-        "return !location.pathname.startsWith('/login');",
-        Duration::from_secs(10),
-    )
-    .await
+async fn login(b: &Browser, base: &str, user: &str, password: &str) -> Result<()> {
+    browser::login_at(b, base, user, password, Some("desk-1")).await
 }
 
 /// A desk clerk with the real-estate permission, so the test does what a clerk does.

@@ -4,30 +4,15 @@
 //! tickets issued elsewhere without a reload (live); a no-show is undone; the clerk's
 //! daily cash close prints and downloads as CSV.
 
-#[path = "../src/browser.rs"]
-mod browser;
-
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use browser::Browser;
+use browser::{Browser, login};
+use markaz_e2e::browser;
 use markaz_e2e::{ADMIN_PASSWORD, ADMIN_USER, Api, NodeProcess, citizen_json};
 use serde_json::json;
 
 const NID: &str = "01020304050";
-
-async fn login(b: &Browser, base: &str, user: &str, password: &str) -> Result<()> {
-    b.goto(&format!("{base}/login")).await?;
-    b.fill("#username", user).await?;
-    b.fill("#password", password).await?;
-    b.click("#login").await?;
-    b.wait_until(
-        "leaving the login page",
-        "return !location.pathname.startsWith('/login');",
-        Duration::from_secs(10),
-    )
-    .await
-}
 
 async fn logout(b: &Browser) -> Result<()> {
     b.click("#logout").await?;

@@ -2,14 +2,12 @@
 //! and see the number appear live (SSE), with the chime played and the call spoken in
 //! Arabic from the node's built-in clips (`?sound=1`; without it the display is silent).
 
-#[path = "../src/browser.rs"]
-mod browser;
-
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
 use browser::Browser;
 use markaz_e2e::NodeProcess;
+use markaz_e2e::browser;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,13 +4,11 @@
 //! out; a page asked for afterwards leads back to the login page. Screenshots of each for
 //! review (tests/output/screenshots/hub-*.png).
 
-#[path = "../src/browser.rs"]
-mod browser;
-
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
 use browser::Browser;
+use markaz_e2e::browser;
 use markaz_e2e::{HubProcess, NodeProcess};
 
 #[tokio::test]

@@ -7,13 +7,11 @@
 //! that follows), is refused the pages outside the role, and leaves Arabic and English screenshots
 //! (tests/output/screenshots/hub-role-*.png).
 
-#[path = "../src/browser.rs"]
-mod browser;
-
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use browser::Browser;
+use markaz_e2e::browser;
 use markaz_e2e::{Api, HubProcess, NodeProcess};
 use serde_json::json;
 

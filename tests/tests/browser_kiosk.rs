@@ -7,13 +7,11 @@
 //! long as their content (Chromium's own PDF of the page, through the DevTools protocol),
 //! and the receipt shows when it was paid and the cashier's name.
 
-#[path = "../src/browser.rs"]
-mod browser;
-
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use browser::Browser;
+use browser::{Browser, login, set_lang};
+use markaz_e2e::browser;
 use markaz_e2e::{ADMIN_PASSWORD, ADMIN_USER, Api, NodeProcess};
 use serde_json::json;
 
@@ -106,33 +104,6 @@ fn base64_decode(s: &str) -> Result<Vec<u8>> {
         }
     }
     Ok(out)
-}
-
-async fn set_lang(b: &Browser, lang: &str) -> Result<()> {
-    let now = b.js("return document.documentElement.lang").await?;
-    if now.as_str() != Some(lang) {
-        b.click("#lang-toggle").await?;
-        b.wait_until(
-            "the language switch",
-            &format!("return document.documentElement.lang === '{lang}';"),
-            Duration::from_secs(10),
-        )
-        .await?;
-    }
-    Ok(())
-}
-
-async fn login(b: &Browser, base: &str, user: &str, password: &str) -> Result<()> {
-    b.goto(&format!("{base}/login")).await?;
-    b.fill("#username", user).await?;
-    b.fill("#password", password).await?;
-    b.click("#login").await?;
-    b.wait_until(
-        "leaving the login page",
-        "return !location.pathname.startsWith('/login');",
-        Duration::from_secs(10),
-    )
-    .await
 }
 
 /// Touches a priority and a service at the kiosk; returns the slip's status URL once the

@@ -6,13 +6,11 @@
 //! window, or any element reaching past its edges), naming the page and the element.
 //! The waiting-room display must also fit the screen's height: nothing clipped.
 
-#[path = "../src/browser.rs"]
-mod browser;
-
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use browser::Browser;
+use browser::{Browser, set_lang};
+use markaz_e2e::browser;
 use markaz_e2e::{ADMIN_PASSWORD, ADMIN_USER, Api, NodeProcess};
 use serde_json::json;
 
@@ -203,19 +201,6 @@ async fn seed(api: &Api) -> Result<(String, i64)> {
         ensure!(s == 200, "finish: {s} {b}");
     }
     Ok((case_no, first.context("a ticket")?))
-}
-
-async fn set_lang(b: &Browser, lang: &str) -> Result<()> {
-    if b.js("return document.documentElement.lang").await?.as_str() != Some(lang) {
-        b.click("#lang-toggle").await?;
-        b.wait_until(
-            "the language switch",
-            &format!("return document.documentElement.lang === '{lang}';"),
-            Duration::from_secs(10),
-        )
-        .await?;
-    }
-    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,13 +3,11 @@
 //! accessibility basics — `lang` and `dir`, a label on every input, every control
 //! reachable with Tab. Also: each role sees only its own pages.
 
-#[path = "../src/browser.rs"]
-mod browser;
-
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use browser::Browser;
+use browser::{Browser, login, set_lang};
+use markaz_e2e::browser;
 use markaz_e2e::{ADMIN_PASSWORD, ADMIN_USER, Api, NodeProcess};
 use serde_json::json;
 
@@ -53,33 +51,6 @@ async fn seed(api: &Api) -> Result<String> {
         .as_str()
         .map(str::to_string)
         .context("case_no in the answer")
-}
-
-async fn login(b: &Browser, base: &str, user: &str, password: &str) -> Result<()> {
-    b.goto(&format!("{base}/login")).await?;
-    b.fill("#username", user).await?;
-    b.fill("#password", password).await?;
-    b.click("#login").await?;
-    b.wait_until(
-        "leaving the login page",
-        "return !location.pathname.startsWith('/login');",
-        Duration::from_secs(10),
-    )
-    .await
-}
-
-async fn set_lang(b: &Browser, lang: &str) -> Result<()> {
-    let now = b.js("return document.documentElement.lang").await?;
-    if now.as_str() != Some(lang) {
-        b.click("#lang-toggle").await?;
-        b.wait_until(
-            "the language switch",
-            &format!("return document.documentElement.lang === '{lang}';"),
-            Duration::from_secs(10),
-        )
-        .await?;
-    }
-    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,13 +13,11 @@
 //! - the panels update live: the SIM put back turns the modem panel green without a
 //!   reload.
 
-#[path = "../src/browser.rs"]
-mod browser;
-
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use browser::Browser;
+use browser::{Browser, set_lang};
+use markaz_e2e::browser;
 use markaz_e2e::{ADMIN_PASSWORD, ADMIN_USER, AlwaysUp, NodeProcess};
 use markaz_hardware::modem::emulator;
 use serde_json::json;
@@ -29,30 +27,7 @@ const NO_SIM_EN: &str = "No SIM: check the SIM card is seated, then reset the mo
 const NO_SIM_AR: &str = "لا توجد شريحة: تأكد أن الشريحة مثبتة في مكانها، ثم أعد تشغيل المودم.";
 
 async fn login(b: &Browser, base: &str) -> Result<()> {
-    b.goto(&format!("{base}/login")).await?;
-    b.fill("#username", ADMIN_USER).await?;
-    b.fill("#password", ADMIN_PASSWORD).await?;
-    b.click("#login").await?;
-    b.wait_until(
-        "leaving the login page",
-        "return !location.pathname.startsWith('/login');",
-        Duration::from_secs(10),
-    )
-    .await
-}
-
-async fn set_lang(b: &Browser, lang: &str) -> Result<()> {
-    let now = b.js("return document.documentElement.lang").await?;
-    if now.as_str() != Some(lang) {
-        b.click("#lang-toggle").await?;
-        b.wait_until(
-            "the language switch",
-            &format!("return document.documentElement.lang === '{lang}';"),
-            Duration::from_secs(10),
-        )
-        .await?;
-    }
-    Ok(())
+    browser::login(b, base, ADMIN_USER, ADMIN_PASSWORD).await
 }
 
 /// The text of the panels (the logs below them show action names and are left out).

@@ -4,21 +4,18 @@
 use std::process::Stdio;
 use std::time::Duration;
 
+use markaz_e2e::hub::free_port;
 use markaz_e2e::markaz_bin;
 use tokio::io::{AsyncBufReadExt, BufReader};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 #[tokio::test]
 async fn demo_starts_a_hub_and_a_center_and_prints_their_urls() {
     let dir = tempfile::tempdir().unwrap();
-    let (port, hub_port, sync_port) = (free_port(), free_port(), free_port());
+    let (port, hub_port, sync_port) = (
+        free_port().unwrap(),
+        free_port().unwrap(),
+        free_port().unwrap(),
+    );
     let mut child = tokio::process::Command::new(markaz_bin().unwrap())
         .args(["demo", "--data-dir"])
         .arg(dir.path().join("demo"))

@@ -202,3 +202,106 @@ pub fn citizen(nid: &str) -> Value {
         "address": "دمشق - الميدان - شارع الجزماتية"
     })
 }
+
+/// A browser-like client of the pages: a session cookie and a language cookie, the CSRF
+/// token read from a page, redirects not followed (each test checks where they lead).
+pub struct Pages {
+    pub base: String,
+    http: reqwest::Client,
+    pub cookie: String,
+}
+
+impl Pages {
+    pub async fn login(node: &TestNode, user: &str, password: &str) -> Pages {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let resp = http
+            .post(format!("{}/login", node.base))
+            .form(&[
+                ("username", user),
+                ("password", password),
+                ("terminal", "desk-1"),
+                ("next", ""),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 303, "login of {user}");
+        let cookie = resp
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|v| v.starts_with("markaz_session="))
+            .map(|v| v.split(';').next().unwrap().to_string())
+            .expect("session cookie");
+        Pages {
+            base: node.base.clone(),
+            http,
+            cookie,
+        }
+    }
+
+    /// (status, content type, body bytes) of a page in `lang` (`ar` or `en`).
+    pub async fn get_raw(&self, path: &str, lang: &str) -> (u16, String, Vec<u8>) {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("cookie", format!("{}; markaz_lang={lang}", self.cookie))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        (status, ct, resp.bytes().await.unwrap().to_vec())
+    }
+
+    /// (status, body) of a page in `lang`.
+    pub async fn get_in(&self, path: &str, lang: &str) -> (u16, String) {
+        let (s, _, b) = self.get_raw(path, lang).await;
+        (s, String::from_utf8(b).unwrap())
+    }
+
+    /// (status, body) of a page in Arabic.
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        self.get_in(path, "ar").await
+    }
+
+    pub async fn csrf(&self) -> String {
+        let (_, html) = self.get("/account/password").await;
+        let at = html.find("name=\"csrf\" value=\"").expect("csrf field") + 19;
+        html[at..].split('"').next().unwrap().to_string()
+    }
+
+    /// POSTs a form (the CSRF token is added); (status, Location or body).
+    pub async fn post(&self, path: &str, fields: &[(&str, &str)]) -> (u16, String) {
+        self.post_in(path, fields, "ar").await
+    }
+
+    pub async fn post_in(&self, path: &str, fields: &[(&str, &str)], lang: &str) -> (u16, String) {
+        let csrf = self.csrf().await;
+        let mut form: Vec<(&str, &str)> = vec![("csrf", csrf.as_str())];
+        form.extend_from_slice(fields);
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("cookie", format!("{}; markaz_lang={lang}", self.cookie))
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        if status == 303 {
+            let to = resp.headers()["location"].to_str().unwrap().to_string();
+            return (status, to);
+        }
+        (status, resp.text().await.unwrap())
+    }
+}
