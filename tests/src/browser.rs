@@ -6,10 +6,8 @@
 //! printing "skipping browser test: chromium not installed" — unless the `CI` variable is
 //! set, where the test fails with an explanation instead: CI must run these tests.
 //!
-//! Included by each `tests/tests/browser_*.rs` with `#[path = "../src/browser.rs"]`, so
-//! fantoccini stays a dev-dependency.
-
-#![allow(dead_code)]
+//! A step that takes longer than [`SLOW_STEP`] is printed with its time, so a slow CI run
+//! says where the time went.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -55,6 +53,16 @@ pub fn find_chromium() -> Option<(PathBuf, PathBuf)> {
         Some(PathBuf::from("/usr/lib/chromium/chromedriver")).filter(|p| p.is_file())
     })?;
     Some((chrome, driver))
+}
+
+/// A browser step slower than this is reported on stderr.
+pub const SLOW_STEP: Duration = Duration::from_secs(3);
+
+fn note_slow(what: &str, started: Instant) {
+    let took = started.elapsed();
+    if took > SLOW_STEP {
+        eprintln!("slow browser step: {what} took {:.1} s", took.as_secs_f64());
+    }
 }
 
 /// A headless chromium session.
@@ -144,19 +152,22 @@ impl Browser {
     }
 
     pub async fn goto(&self, url: &str) -> Result<()> {
-        self.client
-            .goto(url)
-            .await
-            .with_context(|| format!("while opening {url}"))
+        let started = Instant::now();
+        let result = self.client.goto(url).await;
+        note_slow(&format!("opening {url}"), started);
+        result.with_context(|| format!("while opening {url}"))
     }
 
     pub async fn find(&self, css: &str) -> Result<Element> {
-        self.client
+        let started = Instant::now();
+        let result = self
+            .client
             .wait()
             .at_most(Duration::from_secs(10))
             .for_element(Locator::Css(css))
-            .await
-            .with_context(|| format!("while looking for `{css}`"))
+            .await;
+        note_slow(&format!("finding `{css}`"), started);
+        result.with_context(|| format!("while looking for `{css}`"))
     }
 
     /// Runs `act` on the element `css` names. A live update may replace that element
@@ -201,9 +212,12 @@ impl Browser {
     }
 
     pub async fn click(&self, css: &str) -> Result<()> {
-        self.on_element(css, |e| async move { e.click().await })
-            .await
-            .with_context(|| format!("while clicking `{css}`"))
+        let started = Instant::now();
+        let result = self
+            .on_element(css, |e| async move { e.click().await })
+            .await;
+        note_slow(&format!("clicking `{css}`"), started);
+        result.with_context(|| format!("while clicking `{css}`"))
     }
 
     /// Runs a script and returns its value.
@@ -250,6 +264,13 @@ impl Browser {
     /// textarea has a label (a `<label for>`, an enclosing label, `aria-label` or
     /// `aria-labelledby`); and Tab from the top reaches every visible control.
     pub async fn check_accessibility(&self) -> Result<()> {
+        let started = Instant::now();
+        let result = self.accessibility().await;
+        note_slow("the accessibility check", started);
+        result
+    }
+
+    async fn accessibility(&self) -> Result<()> {
         let page = self.path().await?;
         let report = self
             .js(
