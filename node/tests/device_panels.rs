@@ -601,7 +601,7 @@ async fn page(rig: &Rig, path: &str, lang: &str) -> String {
 }
 
 /// #15.2 without a browser: the page writes the typed panels in words (the browser test
-/// `tests/tests/browser_technician.rs` checks the same on screen).
+/// `tests/browser_technician.rs` checks the same on screen).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_technician_page_writes_the_panels_in_words() {
     let rig = Rig::start(|_| {}).await;

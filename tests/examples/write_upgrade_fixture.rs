@@ -1,4 +1,4 @@
-//! Writes the upgrade test's fixture (`tests/tests/upgrade.rs`): a center's database as a
+//! Writes the upgrade test's fixture (`tests/upgrade.rs`): a center's database as a
 //! previous release leaves it — staff, tickets called and finished, citizens, cases in
 //! every state (created, paid, in progress, ready, delivered, cancelled) with their
 //! receipts, a ticket still waiting — written through that release's own API by its own

@@ -31,14 +31,24 @@ use tokio::process::{Child, Command};
 pub const ADMIN_USER: &str = "admin";
 pub const ADMIN_PASSWORD: &str = "admin-test-password";
 
-/// Path of the `markaz` binary of this build (target/<profile>/markaz). The first call in
-/// a test (or bench) process runs `cargo build -p markaz --bin markaz` for the same profile: a no-op
-/// when it is up to date, and the only way to have it at all when the tests were built
-/// without it (`cargo test --workspace` builds the binary's test harness, not the binary).
-/// `MARKAZ_E2E_BIN=/path/to/markaz` uses that binary instead and builds nothing.
+/// Path of the `markaz` binary of this build (target/<profile>/markaz).
+/// - `MARKAZ_E2E_BIN=/path/to/markaz` uses that binary and builds nothing.
+/// - A test binary (in target/<profile>/deps/) takes the `markaz` beside its folder: the
+///   end-to-end tests are the `markaz` package's, and cargo builds that package's binary
+///   with them, in the same build and with the same features.
+/// - Anything else (the bench tool) runs `cargo build -p markaz --bin markaz` for its own
+///   profile on the first call: a no-op when the binary is up to date.
 pub fn markaz_bin() -> Result<PathBuf> {
     if let Some(bin) = std::env::var_os("MARKAZ_E2E_BIN") {
         return Ok(PathBuf::from(bin));
+    }
+    let exe = std::env::current_exe()?;
+    if let Some(deps) = exe.parent()
+        && deps.file_name().is_some_and(|n| n == "deps")
+        && let Some(bin) = deps.parent().map(|p| p.join("markaz"))
+        && bin.is_file()
+    {
+        return Ok(bin);
     }
     static BUILT: std::sync::OnceLock<std::result::Result<PathBuf, String>> =
         std::sync::OnceLock::new();

@@ -63,9 +63,7 @@ fn build() -> Result<Option<Built>> {
     let out = target_dir.join("e2e-debian");
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out)?;
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .context("no workspace")?;
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"));
     let run = Command::new(cargo())
         .args([
             "deb",

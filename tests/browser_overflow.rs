@@ -86,7 +86,7 @@ const NOT_PAGES: &[(&str, &str)] = &[
 
 /// The GET routes of the node's web router, read from its source.
 fn page_routes() -> Vec<String> {
-    let src = include_str!("../../node/src/web/mod.rs");
+    let src = include_str!("../node/src/web/mod.rs");
     let body = src.split("Router::new()").nth(1).unwrap_or_default();
     let mut out = Vec::new();
     for chunk in body.split(".route(").skip(1) {

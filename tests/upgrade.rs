@@ -24,7 +24,7 @@ use markaz_e2e::{ADMIN_PASSWORD, Api};
 use rusqlite::types::Value;
 use serde_json::json;
 
-const FIXTURE: &str = "fixtures/node-05e8209.db";
+const FIXTURE: &str = "tests/fixtures/node-05e8209.db";
 /// The schema version of the fixture.
 const FIXTURE_VERSION: i64 = 4;
 
@@ -34,7 +34,7 @@ fn fixture() -> PathBuf {
 
 /// This build's schema version: the number of migrations in its list.
 fn latest_version() -> i64 {
-    include_str!("../../node/src/storage/migrations.rs")
+    include_str!("../node/src/storage/migrations.rs")
         .split("pub const MIGRATIONS")
         .nth(1)
         .and_then(|rest| rest.split("];").next())

@@ -142,7 +142,7 @@ async fn check_config_points_at_the_line_of_each_problem() {
     assert!(err.contains("midan.toml:5:1"), "{err}");
     assert!(err.contains("priority_weight"), "did-you-mean hint: {err}");
 
-    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/examples/midan.toml");
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/examples/midan.toml");
     let out = std::process::Command::new(markaz_bin().unwrap())
         .arg("check-config")
         .arg(example)
