@@ -206,7 +206,11 @@ async fn setup(dir: &Path, args: &Args, run: usize) -> anyhow::Result<Setup> {
         hubs: vec![HubTarget::new("127.0.0.1", hub.sync_port())?],
         tls: ClientTlsFiles::in_bundle(&hub.bundle(&here)?),
         interval: Duration::from_secs(3600),
-        limits: Limits::default(),
+        // As a node configures its sessions: pulled batches merged in parts.
+        limits: Limits {
+            merge_bytes: markaz_node::sync::MERGE_PART_BYTES,
+            ..Limits::default()
+        },
         client: ClientOptions {
             handshake_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(300),

@@ -183,7 +183,11 @@ impl Hub {
             hubs: vec![HubTarget::new("127.0.0.1", self.port)?],
             tls: ClientTlsFiles::in_bundle(&self.bundle(center)?),
             interval: Duration::from_secs(3600),
-            limits: Limits::default(),
+            // Small merge parts: the pulls here are merged in several writer jobs.
+            limits: Limits {
+                merge_bytes: 2_000,
+                ..Limits::default()
+            },
             client: quick,
             connect_timeout: Duration::from_secs(5),
             writer_timeout: Duration::from_secs(30),
@@ -877,7 +881,11 @@ impl RealHub {
             hubs: vec![HubTarget::new("127.0.0.1", self.port)?],
             tls: ClientTlsFiles::in_bundle(&bundle),
             interval: Duration::from_secs(3600),
-            limits: Limits::default(),
+            // Small merge parts: the pulls here are merged in several writer jobs.
+            limits: Limits {
+                merge_bytes: 2_000,
+                ..Limits::default()
+            },
             client: ClientOptions {
                 handshake_timeout: Duration::from_secs(5),
                 request_timeout: Duration::from_secs(10),

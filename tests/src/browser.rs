@@ -61,7 +61,13 @@ pub const SLOW_STEP: Duration = Duration::from_secs(3);
 fn note_slow(what: &str, started: Instant) {
     let took = started.elapsed();
     if took > SLOW_STEP {
-        eprintln!("slow browser step: {what} took {:.1} s", took.as_secs_f64());
+        // Straight to stderr, past the test harness's capture: a passing run shows it too.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "slow browser step: {what} took {:.1} s",
+            took.as_secs_f64()
+        );
     }
 }
 

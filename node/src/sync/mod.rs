@@ -47,7 +47,9 @@ use bytes::Bytes;
 use markaz_config::NodeConfig;
 use markaz_sync::hlc::{HlcClock, HlcStamp};
 use markaz_sync::model::ids::CenterId;
-use markaz_sync::protocol::client::{ClientError, ClientSession, HUB_PEER, Limits};
+use markaz_sync::protocol::client::{
+    ClientError, ClientSession, HUB_PEER, Limits, Reply, decode_reply,
+};
 use markaz_sync::protocol::contract::{ErrorCode, SessionResult};
 use markaz_sync::store::{self as doc_store, Lane};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -159,6 +161,7 @@ impl SyncOptions {
             limits: Limits {
                 push_bytes: batch,
                 pull_bytes: u32::try_from(batch).unwrap_or(u32::MAX),
+                merge_bytes: MERGE_PART_BYTES,
                 ..Limits::default()
             },
             client: ClientOptions::default(),
@@ -420,6 +423,52 @@ where
         .await
         .map_err(|_| SyncError::Timeout(what))?
         .map_err(SyncError::from)
+}
+
+/// Change bytes merged (and projected) per writer job: a pulled batch of a megabyte is
+/// merged in parts of this size, so a clerk's write waits behind one part at most, never
+/// behind a whole batch (issue 20.2: "clerks never wait on sync").
+pub const MERGE_PART_BYTES: usize = 64 * 1024;
+
+/// What one merge job takes: the hub's reply (decoded before the job), or the next
+/// part of the batch it brought.
+enum MergeStep {
+    Reply(Result<Reply, ClientError>, u64),
+    More,
+}
+
+/// Merges a reply, or the next part of its batch, and projects the documents it
+/// touched, in one writer job.
+async fn merge_job(
+    app: &App,
+    w: Duration,
+    s: ClientSession,
+    step: MergeStep,
+    center: &CenterId,
+    catalog: &Arc<Vec<markaz_sync::model::catalog::Service>>,
+    tally: &mut Tally,
+) -> Result<ClientSession, SyncError> {
+    let center = center.clone();
+    let catalog = catalog.clone();
+    let at = app.now();
+    let (s, projected, touched) = writer_job(app, w, "merging a reply", move |tx| {
+        let mut s = s;
+        let (c, d) = (tx.conn, &mut *tx.docs);
+        match step {
+            MergeStep::Reply(reply, now) => s.handle_reply(c, d, reply, now)?,
+            MergeStep::More => s.merge_more(c, d)?,
+        }
+        let touched = s.take_touched();
+        let p = project(c, d, &center, &catalog, at, &touched)?;
+        Ok((s, p, touched))
+    })
+    .await?;
+    after_commit(app, &projected);
+    tally
+        .docs_down
+        .extend(touched.iter().map(|d| d.to_string()));
+    tally.skipped.extend(projected.skipped.iter().cloned());
+    Ok(s)
 }
 
 /// What the session loop collects besides the client's report.
@@ -783,29 +832,18 @@ async fn run_session(
                 body
             }
         };
-        let now = now_ms(app);
-        let center = center.clone();
-        let catalog = catalog.clone();
-        let at = app.now();
-        let taken = writer_job(app, w, "merging a reply", move |tx| {
-            let mut s = s;
-            let (c, d) = (tx.conn, &mut *tx.docs);
-            s.handle_response(c, d, &body, now)?;
-            let touched = s.take_touched();
-            let p = project(c, d, &center, &catalog, at, &touched)?;
-            let projected = (p, touched);
-            Ok((s, projected))
-        })
-        .await;
-        let (s, (projected, touched)) = match taken {
-            Ok(v) => v,
+        // Decoded here, not in the writer: the clerks' writes do not wait on it.
+        let step = MergeStep::Reply(decode_reply(&body), now_ms(app));
+        let mut s = match merge_job(app, w, s, step, &center, &catalog, tally).await {
+            Ok(s) => s,
             Err(e) => return Err((e, last_report)),
         };
-        after_commit(app, &projected);
-        tally
-            .docs_down
-            .extend(touched.iter().map(|d| d.to_string()));
-        tally.skipped.extend(projected.skipped.iter().cloned());
+        while s.merging() {
+            s = match merge_job(app, w, s, MergeStep::More, &center, &catalog, tally).await {
+                Ok(s) => s,
+                Err(e) => return Err((e, last_report)),
+            };
+        }
         session = Some(s);
     }
 }

@@ -156,8 +156,10 @@ fn move_aside(path: &Path, at: jiff::Timestamp) -> anyhow::Result<PathBuf> {
 /// documentation). The node must not be running.
 pub async fn from_hub(cfg: &NodeConfig, force: bool) -> anyhow::Result<RestoreReport> {
     let started = Instant::now();
-    let opts = SyncOptions::from_config(cfg)?
+    let mut opts = SyncOptions::from_config(cfg)?
         .context("[sync] is not enabled in this config: there is no hub to restore from")?;
+    // No clerk works while the node is restored: each pulled batch in one transaction.
+    opts.limits.merge_bytes = usize::MAX;
     let data_dir = cfg.storage.data_dir.as_path();
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("while creating data dir {}", data_dir.display()))?;

@@ -24,7 +24,7 @@ use super::message::{MessageError, PROTOCOL_VERSION, PushForm, Refusal, Request,
 use crate::docs::DocId;
 use crate::hlc::{HlcClock, HlcStamp, skew_ms};
 use crate::model::ids::CenterId;
-use crate::store::{self, DocStore, Lane, PeerCursor, StoreError};
+use crate::store::{self, DocStore, Lane, PeerCursor, StoreError, WireChange};
 
 /// The peer name under which the center stores its hub cursors.
 pub const HUB_PEER: &str = "hub";
@@ -84,6 +84,11 @@ pub struct Limits {
     pub repair_buckets: usize,
     /// Sync round trips per repair chunk before giving up on it.
     pub repair_rounds: usize,
+    /// Change bytes merged per [`ClientSession::merge_more`] call: a pulled batch is
+    /// merged in parts of about this size, each in a transaction of its own, so the
+    /// clerks' writes between them never wait behind a whole batch. `usize::MAX` (the
+    /// default) merges a batch in the call that takes the reply.
+    pub merge_bytes: usize,
     /// Push the bulk lane (statistics, energy) and repair bulk documents in this session.
     /// False on a metered uplink: bulk changes wait for an unmetered session while
     /// essential changes and pulls still move.
@@ -98,6 +103,7 @@ impl Default for Limits {
             repair_docs: 64,
             repair_buckets: 16,
             repair_rounds: 8,
+            merge_bytes: usize::MAX,
             push_bulk: true,
         }
     }
@@ -151,6 +157,30 @@ enum Phase {
     Done,
 }
 
+/// A pulled batch being merged in parts: what is left of it, and the cursor stored
+/// once all of it is merged (a crash in between pulls the batch again; merging is
+/// idempotent).
+#[derive(Debug)]
+struct PullLeft {
+    snapshots: VecDeque<WireChange>,
+    changes: VecDeque<WireChange>,
+    next_cursor: u64,
+    /// The hub has more after this batch.
+    more: bool,
+    /// The batch held nothing (the feed's end).
+    empty: bool,
+}
+
+/// A reply of the hub, decoded (outside the writer: see [`decode_reply`]).
+#[derive(Debug)]
+pub struct Reply(Response);
+
+/// Decodes a reply of the hub; no database needed, so a node does it before its writer
+/// job and hands the result to [`ClientSession::handle_reply`].
+pub fn decode_reply(bytes: &[u8]) -> Result<Reply, ClientError> {
+    Ok(Reply(Response::decode(bytes)?))
+}
+
 #[derive(Debug, Clone)]
 struct Welcome {
     epoch: String,
@@ -176,6 +206,8 @@ pub struct ClientSession {
     repair_queue: VecDeque<DocId>,
     repair_chunk: BTreeMap<DocId, State>,
     pending: Option<Vec<u8>>,
+    /// The part of a pulled batch not merged yet (see [`Limits::merge_bytes`]).
+    pull_left: Option<PullLeft>,
     /// Sequence numbers of the changes in the push in flight.
     in_flight: Vec<u64>,
     sent_at_ms: u64,
@@ -208,6 +240,7 @@ impl ClientSession {
             repair_queue: VecDeque::new(),
             repair_chunk: BTreeMap::new(),
             pending: None,
+            pull_left: None,
             in_flight: Vec::new(),
             sent_at_ms: 0,
             report: SessionReport::default(),
@@ -243,6 +276,10 @@ impl ClientSession {
         docs: &mut DocStore,
         now_ms: u64,
     ) -> Result<Option<Vec<u8>>, ClientError> {
+        // A caller that did not merge a batch in parts merges the rest now.
+        while self.merging() {
+            self.merge_part(conn, docs, usize::MAX)?;
+        }
         if let Some(p) = &self.pending {
             return Ok(Some(p.clone()));
         }
@@ -436,12 +473,113 @@ impl ClientSession {
         bytes: &[u8],
         now_ms: u64,
     ) -> Result<(), ClientError> {
-        let resp = Response::decode(bytes)?;
-        let r = self.take(conn, docs, resp, now_ms);
+        self.handle_reply(conn, docs, decode_reply(bytes), now_ms)
+    }
+
+    /// [`ClientSession::handle_response`] for a reply decoded by [`decode_reply`] (or
+    /// the error decoding it gave). A pulled batch larger than [`Limits::merge_bytes`]
+    /// is merged in part: [`ClientSession::merging`] then says so, and
+    /// [`ClientSession::merge_more`] merges the rest.
+    pub fn handle_reply(
+        &mut self,
+        conn: &Connection,
+        docs: &mut DocStore,
+        reply: Result<Reply, ClientError>,
+        now_ms: u64,
+    ) -> Result<(), ClientError> {
+        let r = reply.and_then(|Reply(resp)| self.take(conn, docs, resp, now_ms));
         if !matches!(&r, Err(e) if e.is_retryable()) {
             self.pending = None;
         }
         r
+    }
+
+    /// Part of a pulled batch is still to be merged.
+    pub fn merging(&self) -> bool {
+        self.pull_left.is_some()
+    }
+
+    /// Merges the next part of the pulled batch (about [`Limits::merge_bytes`]), inside
+    /// the caller's transaction; the pull cursor moves when the last part is merged.
+    pub fn merge_more(
+        &mut self,
+        conn: &Connection,
+        docs: &mut DocStore,
+    ) -> Result<(), ClientError> {
+        self.merge_part(conn, docs, self.limits.merge_bytes)
+    }
+
+    fn merge_part(
+        &mut self,
+        conn: &Connection,
+        docs: &mut DocStore,
+        budget: usize,
+    ) -> Result<(), ClientError> {
+        let Some(left) = self.pull_left.as_mut() else {
+            return Ok(());
+        };
+        // Whole snapshots, then changes in feed order, up to the budget (at least one).
+        let mut taken = 0usize;
+        let mut snapshots = Vec::new();
+        while let Some(s) = left.snapshots.front() {
+            if taken > 0 && taken + s.bytes.len() > budget {
+                break;
+            }
+            taken += s.bytes.len();
+            snapshots.extend(left.snapshots.pop_front());
+        }
+        let mut changes = Vec::new();
+        while let Some(c) = left.changes.front() {
+            if taken > 0 && taken + c.bytes.len() > budget {
+                break;
+            }
+            taken += c.bytes.len();
+            changes.extend(left.changes.pop_front());
+        }
+        let finished = left.snapshots.is_empty() && left.changes.is_empty();
+        let mut rep = store::ApplyReport::default();
+        for snap in &snapshots {
+            let r = docs.apply_snapshot(conn, snap)?;
+            self.report.snapshots += 1;
+            rep.stored.extend(r.stored);
+            rep.duplicates += r.duplicates;
+            rep.rejected.extend(r.rejected);
+            rep.touched.extend(r.touched);
+        }
+        if !changes.is_empty() {
+            let r = docs.apply_remote(conn, &changes)?;
+            rep.stored.extend(r.stored);
+            rep.duplicates += r.duplicates;
+            rep.rejected.extend(r.rejected);
+            rep.touched.extend(r.touched);
+        }
+        self.report.pulled_new += rep.stored.len();
+        self.report.pulled_duplicates += rep.duplicates;
+        self.report.rejected_locally.extend(rep.rejected);
+        for d in rep.touched {
+            if !self.report.touched.contains(&d) {
+                self.report.touched.push(d);
+            }
+        }
+        if !finished {
+            return Ok(());
+        }
+        let Some(left) = self.pull_left.take() else {
+            return Ok(());
+        };
+        if let Phase::Pull { cursor } = &mut self.phase {
+            *cursor = left.next_cursor;
+        }
+        let mut cur: PeerCursor = store::peer_cursor(conn, HUB_PEER)?;
+        cur.pull_cursor = left.next_cursor;
+        if let Some(w) = &self.welcome {
+            cur.epoch = Some(w.epoch.clone());
+        }
+        store::set_peer_cursor(conn, HUB_PEER, &cur)?;
+        if !left.more || left.empty {
+            self.phase = Phase::Done;
+        }
+        Ok(())
     }
 
     fn take(
@@ -676,38 +814,14 @@ impl ClientSession {
                 if next_cursor < *cursor {
                     return Err(ClientError::Unexpected);
                 }
-                let mut rep = store::ApplyReport::default();
-                for snap in &snapshots {
-                    let r = docs.apply_snapshot(conn, snap)?;
-                    self.report.snapshots += 1;
-                    rep.stored.extend(r.stored);
-                    rep.duplicates += r.duplicates;
-                    rep.rejected.extend(r.rejected);
-                    rep.touched.extend(r.touched);
-                }
-                let r = docs.apply_remote(conn, &changes)?;
-                rep.stored.extend(r.stored);
-                rep.duplicates += r.duplicates;
-                rep.rejected.extend(r.rejected);
-                rep.touched.extend(r.touched);
-                self.report.pulled_new += rep.stored.len();
-                self.report.pulled_duplicates += rep.duplicates;
-                self.report.rejected_locally.extend(rep.rejected);
-                for d in rep.touched {
-                    if !self.report.touched.contains(&d) {
-                        self.report.touched.push(d);
-                    }
-                }
-                *cursor = next_cursor;
-                let mut cur: PeerCursor = store::peer_cursor(conn, HUB_PEER)?;
-                cur.pull_cursor = next_cursor;
-                if let Some(w) = &self.welcome {
-                    cur.epoch = Some(w.epoch.clone());
-                }
-                store::set_peer_cursor(conn, HUB_PEER, &cur)?;
-                if !more || (changes.is_empty() && snapshots.is_empty()) {
-                    self.phase = Phase::Done;
-                }
+                self.pull_left = Some(PullLeft {
+                    empty: changes.is_empty() && snapshots.is_empty(),
+                    snapshots: snapshots.into(),
+                    changes: changes.into(),
+                    next_cursor,
+                    more,
+                });
+                self.merge_more(conn, docs)?;
             }
             _ => return Err(ClientError::Unexpected),
         }

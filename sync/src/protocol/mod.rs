@@ -24,7 +24,7 @@ pub mod sqlite_hub;
 #[cfg(test)]
 mod tests;
 
-pub use client::{ClientError, ClientSession, Limits, SessionReport};
+pub use client::{ClientError, ClientSession, Limits, Reply, SessionReport, decode_reply};
 pub use contract::{
     ErrorCode, RequestKind, SESSION_HEADER, SYNC_PATH, SessionResult, UPLINK_HEADER, Uplink,
 };

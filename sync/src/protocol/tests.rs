@@ -16,6 +16,7 @@ use crate::model::case::{CaseEvent, CaseEventKind, CaseStatus, Delivery};
 use crate::model::citizen::CitizenInput;
 use crate::model::ids::{CaseNo, CenterId};
 use crate::model::staff::{Role, StaffMember};
+use crate::protocol::client::HUB_PEER;
 use crate::store::{self, DocStore, StoredChange};
 
 const NOW: u64 = 1_764_400_000_000;
@@ -175,7 +176,15 @@ impl Node {
             let resp = relay(i, resp);
             let tx = self.conn.transaction().unwrap();
             match s.handle_response(&tx, &mut self.docs, &resp, NOW) {
-                Ok(()) => tx.commit().unwrap(),
+                Ok(()) => {
+                    tx.commit().unwrap();
+                    // The rest of a pulled batch, a transaction per part, as a node does.
+                    while s.merging() {
+                        let tx = self.conn.transaction().unwrap();
+                        s.merge_more(&tx, &mut self.docs).unwrap();
+                        tx.commit().unwrap();
+                    }
+                }
                 Err(e) if e.is_retryable() => {
                     drop(tx);
                     failures += 1;
@@ -248,6 +257,8 @@ const METERED: Limits = Limits {
     repair_docs: 64,
     repair_buckets: 16,
     repair_rounds: 8,
+    // Small parts: the metered tests also merge their pulls in parts.
+    merge_bytes: 2_000,
     push_bulk: false,
 };
 
@@ -397,6 +408,82 @@ fn three_centers_work_offline_then_converge() {
     // A second round moves nothing.
     let r = nodes[0].sync(&mut hub);
     assert_eq!((r.pushed, r.pulled_new), (0, 0));
+}
+
+#[test]
+fn a_pulled_batch_is_merged_in_parts_and_its_cursor_moves_with_the_last() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = hub_in(&dir);
+    // A center in sync; then forty accounts made at the hub for it: one pulled batch.
+    let mut qanawat = Node::new("qanawat");
+    qanawat.sync(&mut hub);
+    for k in 0..40 {
+        hub_staff(&mut hub, "qanawat", &format!("clerk{k}"), "سامر");
+    }
+    let before = store::peer_cursor(&qanawat.conn, HUB_PEER)
+        .unwrap()
+        .pull_cursor;
+    let limits = Limits {
+        merge_bytes: 1_000,
+        ..Limits::default()
+    };
+    let clock = std::mem::replace(&mut qanawat.clock, HlcClock::new("x"));
+    let mut s = ClientSession::new(
+        qanawat.center.clone(),
+        qanawat.docs.actor().clone(),
+        clock,
+        limits,
+    );
+    let mut parts = 0;
+    let mut most_touched = 0;
+    while let Some(req) = s
+        .next_request(&qanawat.conn, &mut qanawat.docs, NOW)
+        .unwrap()
+    {
+        let resp = hub.handle(&qanawat.center, &req);
+        let tx = qanawat.conn.transaction().unwrap();
+        s.handle_reply(&tx, &mut qanawat.docs, decode_reply(&resp), NOW)
+            .unwrap();
+        most_touched = most_touched.max(s.take_touched().len());
+        tx.commit().unwrap();
+        while s.merging() {
+            // Not merged whole: the cursor has not moved, so a crash here pulls the
+            // batch again.
+            let stored = store::peer_cursor(&qanawat.conn, HUB_PEER).unwrap();
+            assert_eq!(
+                stored.pull_cursor, before,
+                "cursor moved before the last part"
+            );
+            let tx = qanawat.conn.transaction().unwrap();
+            s.merge_more(&tx, &mut qanawat.docs).unwrap();
+            most_touched = most_touched.max(s.take_touched().len());
+            tx.commit().unwrap();
+            parts += 1;
+        }
+    }
+    assert!(parts >= 5, "merged in {parts} further parts");
+    assert!(
+        most_touched < 40,
+        "one part touched {most_touched} documents"
+    );
+    assert!(s.report().pulled_new >= 40);
+    assert!(
+        store::peer_cursor(&qanawat.conn, HUB_PEER)
+            .unwrap()
+            .pull_cursor
+            > before
+    );
+    qanawat.clock = s.into_clock();
+    assert_converged(&mut qanawat, &mut hub);
+    let staff = qanawat
+        .doc_ids()
+        .into_iter()
+        .filter(|d| d.kind() == DocKind::Staff)
+        .count();
+    assert!(staff >= 40, "{staff} staff documents");
+    // Nothing is left to pull.
+    let r = qanawat.sync(&mut hub);
+    assert_eq!(r.pulled_new, 0);
 }
 
 #[test]
