@@ -4,7 +4,7 @@
 //! bodies are refused with the field that is wrong, and the `/catalog` page shows the
 //! history in Arabic and English.
 
-mod support;
+use crate::support;
 
 use anyhow::Context;
 use markaz_sync::docs::{self, DocId};

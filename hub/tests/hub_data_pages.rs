@@ -4,7 +4,7 @@
 //! each write is in the audit log with its operator, roles outside a page are refused,
 //! and markup in any field these pages show comes out escaped.
 
-mod rig;
+use crate::rig;
 
 use axum::http::{Method, StatusCode, header};
 use markaz_hub::casework::{self, HubAction};
@@ -60,7 +60,7 @@ impl Rig {
     }
 
     /// Logs the operator of `role` in through the login form.
-    async fn login(&self, role: Role) -> anyhow::Result<Browser> {
+    async fn login_as(&self, role: Role) -> anyhow::Result<Browser> {
         let body = format!("username=op-{role}&password={}", urlenc(PASSWORD));
         let (s, h, b) = self
             .send(
@@ -248,7 +248,7 @@ async fn each_page_renders_and_each_form_writes_with_csrf_audited() -> anyhow::R
     })?;
 
     // Staff and permissions.
-    let staff = rig.login(Role::Staff).await?;
+    let staff = rig.login_as(Role::Staff).await?;
     for lang in ["ar", "en"] {
         let (s, html) = rig.page(&staff, &format!("/staff?lang={lang}")).await?;
         assert_eq!(s, StatusCode::OK, "{html}");
@@ -331,7 +331,7 @@ async fn each_page_renders_and_each_form_writes_with_csrf_audited() -> anyhow::R
     }
 
     // Electronic services: a case by post entered through the form, worked to the post.
-    let es = rig.login(Role::Eservices).await?;
+    let es = rig.login_as(Role::Eservices).await?;
     let (s, html) = rig.page(&es, "/eservices").await?;
     assert_eq!(s, StatusCode::OK);
     assert!(html.contains(&conflict), "{html}");
@@ -449,7 +449,7 @@ async fn each_page_renders_and_each_form_writes_with_csrf_audited() -> anyhow::R
     }
 
     // Conflicts: the operator chooses the outcome with a reason.
-    let ov = rig.login(Role::Oversight).await?;
+    let ov = rig.login_as(Role::Oversight).await?;
     for lang in ["ar", "en"] {
         let (s, html) = rig.page(&ov, &format!("/conflicts?lang={lang}")).await?;
         assert_eq!(s, StatusCode::OK);
@@ -510,7 +510,7 @@ async fn each_page_renders_and_each_form_writes_with_csrf_audited() -> anyhow::R
     assert_eq!(entry["after"]["case"]["status"], "delivered", "{entry}");
 
     // Roles outside a page are refused, on the page and on its forms.
-    let net = rig.login(Role::Network).await?;
+    let net = rig.login_as(Role::Network).await?;
     for path in ["/staff", "/eservices", path.as_str(), "/conflicts"] {
         let (s, _) = rig.page(&net, path).await?;
         assert_eq!(s, StatusCode::FORBIDDEN, "network {path}");
@@ -536,7 +536,7 @@ async fn each_page_renders_and_each_form_writes_with_csrf_audited() -> anyhow::R
         .submit(&es, "/staff/midan/rana/active", &[("active", "1")], true)
         .await?;
     assert_eq!(s, StatusCode::FORBIDDEN);
-    let catalog = rig.login(Role::Catalog).await?;
+    let catalog = rig.login_as(Role::Catalog).await?;
     let (s, _, _) = rig
         .submit(
             &catalog,
@@ -592,7 +592,7 @@ async fn markup_in_any_field_of_these_pages_comes_out_escaped() -> anyhow::Resul
             cases.push(open);
         }
     })?;
-    let admin = rig.login(Role::Admin).await?;
+    let admin = rig.login_as(Role::Admin).await?;
     let mut paths = vec![
         "/staff".to_string(),
         "/staff?center=midan".to_string(),

@@ -2,7 +2,7 @@
 //! next sync; the hub shows them per center and compares the centers with solar against
 //! those without (issue 6), in JSON and on the `/energy` and `/stats` pages.
 
-mod support;
+use crate::support;
 
 use markaz_sync::docs::{self, DocId, DocKind};
 use serde_json::Value;

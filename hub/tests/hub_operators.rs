@@ -8,7 +8,7 @@
 //! stands out on the overview and in `/api/v1/alerts`; markup typed by an operator comes
 //! out escaped.
 
-mod rig;
+use crate::rig;
 
 use axum::http::{Method, StatusCode, header};
 use markaz_hub::operators::{self, NewOperator, Role};

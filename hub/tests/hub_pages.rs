@@ -4,7 +4,7 @@
 //! its value before and after and reaches a center at its next sync; the oversight table
 //! per center, service and day, and its CSV (parsed here); and who may open which page.
 
-mod support;
+use crate::support;
 
 use anyhow::Context;
 use markaz_sync::docs::{self, DocId};

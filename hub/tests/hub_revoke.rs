@@ -3,7 +3,7 @@
 //! `TLS_POLL_EVERY`) — by every hub process: one on SQLite, two on one PostgreSQL
 //! database (each process watches the CRL file itself).
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -6,7 +6,7 @@
 //! cluster; skipped with a printed reason without PostgreSQL unless CI is set), and two
 //! hubs on one PostgreSQL database serve the same centers.
 
-mod support;
+use crate::support;
 
 use anyhow::Context;
 use markaz_hub::storage::Transactional;

@@ -6,7 +6,7 @@
 //!
 //! Skipped (printed) without PostgreSQL unless CI is set.
 
-mod support;
+use crate::support;
 
 use anyhow::Context;
 use markaz_config::{HubStorage, StorageEngine};

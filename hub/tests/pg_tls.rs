@@ -7,7 +7,7 @@
 //! One SSL cluster for this test binary (`markaz_e2e::pg::ssl_cluster_or_skip`); skipped
 //! with a printed reason without PostgreSQL unless CI is set.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 

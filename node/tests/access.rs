@@ -8,7 +8,7 @@
 //! The per-route gates here are the policy: a new route without a row fails the test, and
 //! a route that lets a role through that the table forbids fails it too.
 
-mod support;
+use crate::support;
 
 use std::net::IpAddr;
 use std::time::Duration;

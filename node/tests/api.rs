@@ -1,6 +1,6 @@
 //! The center's API end to end: real SQLite file, real router, real HTTP.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! A wrong wall clock (issue 17.4), on a real node (SQLite file, router, HTTP) whose clock
 //! the test steps as a box's clock would jump: two years ahead, back to 1970, corrected.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

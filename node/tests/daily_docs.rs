@@ -3,7 +3,7 @@
 //! metrics equal `summarize`'s figures, a day of tickets and cases gives a `stats:`
 //! document with the supervisor's figures, and writing either again adds no change.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! ticket later, voiding a receipt and the daily cash close — through the JSON API and
 //! through the pages as a browser would send them.
 
-mod support;
+use crate::support;
 
 use serde_json::json;
 use support::{ADMIN_PASSWORD, Pages, TestNode};

@@ -9,7 +9,7 @@
 //! phone and an error line in the node log) and the panel says "start failed" with the
 //! reason.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! a "ready" SMS goes out exactly once, across a restart of the worker; an interrupted
 //! send is repeated at most once; a `+CMS ERROR` is recorded with its code and retried.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::Duration;

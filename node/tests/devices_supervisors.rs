@@ -3,7 +3,7 @@
 //! in the node log, power samples and the daily summary, the technician's actions, and
 //! the clean shutdown at critical battery after a WAL checkpoint.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

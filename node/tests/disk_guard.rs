@@ -3,7 +3,7 @@
 //! and a queued SMS), power samples and statistics documents are refused, and citizens'
 //! writes are still taken.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! refuses every write with a clear JSON error, `/healthz` fails with what was found and
 //! the way back, and the login page tells whoever tries to log in.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

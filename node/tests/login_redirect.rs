@@ -1,7 +1,7 @@
 //! The redirect after a genuine login stays on this node (issue 17.5): `next` leads only
 //! to a relative path of one of the node's own pages.
 
-mod support;
+use crate::support;
 
 use support::{ADMIN_PASSWORD, TestNode};
 

@@ -4,7 +4,7 @@
 //! their CSV (UTF-8 with a BOM); `?day=`, `?from=&to=`, and clear errors for bad dates.
 //! Also the display's spoken call: the clip list and the clips themselves.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

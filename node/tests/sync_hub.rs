@@ -5,7 +5,7 @@
 //! API, and what the test checks is what a clerk sees there. The test hub also records
 //! the uplink and session headers of every request, as the real hub's sync log does.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
