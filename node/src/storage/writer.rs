@@ -483,14 +483,7 @@ fn run(
                     job(Err(Refusal::Refused(why.clone())));
                 }
             }
-            None => {
-                let (jobs, started) = (batch.len(), Instant::now());
-                commit_batch(conn, docs, &mut batch, shared, metrics);
-                metrics.batch_size.observe(jobs as f64);
-                metrics
-                    .commit_seconds
-                    .observe(started.elapsed().as_secs_f64());
-            }
+            None => commit_batch(conn, docs, &mut batch, shared, metrics),
         }
     }
 }
@@ -513,7 +506,9 @@ fn record(shared: &Mutex<Shared>, outcome: Result<(), &rusqlite::Error>) {
     }
 }
 
-/// Runs the batch's jobs in one transaction and commits it; answers every job.
+/// Runs the batch's jobs in one transaction and commits it; answers every job, after
+/// the batch's size and commit time are observed, so a caller that got its answer finds
+/// its batch in the metrics.
 fn commit_batch(
     conn: &mut Connection,
     docs: &mut DocStore,
@@ -521,11 +516,19 @@ fn commit_batch(
     shared: &Mutex<Shared>,
     metrics: &WriterMetrics,
 ) {
+    let (jobs, started) = (batch.len(), Instant::now());
+    let observe_batch = || {
+        metrics.batch_size.observe(jobs as f64);
+        metrics
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+    };
     let txn = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(t) => t,
         Err(e) => {
             tracing::error!(error = %e, refused = batch.len(), "cannot begin write transaction");
             record(shared, Err(&e));
+            observe_batch();
             let e = Arc::new(e);
             for job in batch.drain(..) {
                 job(Err(Refusal::Begin(e.clone())));
@@ -555,6 +558,7 @@ fn commit_batch(
         Arc::new(e)
     });
     record(shared, committed.as_ref().map(|_| ()).map_err(|e| &**e));
+    observe_batch();
     for done in completions {
         done(committed.clone());
     }
