@@ -171,6 +171,24 @@ struct PullLeft {
     empty: bool,
 }
 
+/// Takes changes from the front of `queue` while `taken` stays within `budget` bytes;
+/// the first one of a part always (a part is never empty while changes are left).
+fn take_within(
+    queue: &mut VecDeque<WireChange>,
+    budget: usize,
+    taken: &mut usize,
+) -> Vec<WireChange> {
+    let mut part = Vec::new();
+    while let Some(c) = queue.front() {
+        if *taken > 0 && *taken + c.bytes.len() > budget {
+            break;
+        }
+        *taken += c.bytes.len();
+        part.extend(queue.pop_front());
+    }
+    part
+}
+
 /// A reply of the hub, decoded (outside the writer: see [`decode_reply`]).
 #[derive(Debug)]
 pub struct Reply(Response);
@@ -520,22 +538,8 @@ impl ClientSession {
         };
         // Whole snapshots, then changes in feed order, up to the budget (at least one).
         let mut taken = 0usize;
-        let mut snapshots = Vec::new();
-        while let Some(s) = left.snapshots.front() {
-            if taken > 0 && taken + s.bytes.len() > budget {
-                break;
-            }
-            taken += s.bytes.len();
-            snapshots.extend(left.snapshots.pop_front());
-        }
-        let mut changes = Vec::new();
-        while let Some(c) = left.changes.front() {
-            if taken > 0 && taken + c.bytes.len() > budget {
-                break;
-            }
-            taken += c.bytes.len();
-            changes.extend(left.changes.pop_front());
-        }
+        let snapshots = take_within(&mut left.snapshots, budget, &mut taken);
+        let changes = take_within(&mut left.changes, budget, &mut taken);
         let finished = left.snapshots.is_empty() && left.changes.is_empty();
         let mut rep = store::ApplyReport::default();
         for snap in &snapshots {
